@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Apiary's one test command: formatting, lints, then every test, run against a
+# local S3 server (scripts/s3-test-server).
+#
+#   ./scripts/test.sh [extra cargo test args...]
+#   APIARY_SKIP_LINT=1 ./scripts/test.sh   # skip fmt + clippy (quick local runs)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+section() { printf '\n=== %s ===\n' "$*"; }
+
+S3_SERVER=./scripts/s3-test-server
+
+section "S3 test server"
+# Stop the server at exit only if this run started it; a server the developer
+# started by hand (`scripts/s3-test-server start`) is reused and left running.
+if "$S3_SERVER" status >/dev/null 2>&1; then
+    echo "reusing the running S3 test server"
+else
+    trap '"$S3_SERVER" stop' EXIT
+fi
+env_file=$("$S3_SERVER" start)
+# shellcheck source=/dev/null
+source "$env_file"
+echo "S3 endpoint: $AWS_ENDPOINT  bucket: $APIARY_TEST_S3_URL"
+
+if [[ ${APIARY_SKIP_LINT:-0} != 1 ]]; then
+    section "cargo fmt"
+    cargo fmt --all -- --check
+
+    section "cargo clippy"
+    cargo clippy --workspace --all-targets -- -D warnings
+else
+    section "lints skipped (APIARY_SKIP_LINT=1)"
+fi
+
+section "cargo test"
+# Libraries, binaries, integration tests and examples, then doctests (`--all-targets`
+# would skip doctests and run the criterion benches in test mode instead).
+cargo test --workspace --lib --bins --tests --examples "$@"
+cargo test --workspace --doc "$@"
+
+section "quickstart (the README's first command)"
+quickstart_dir=$(mktemp -d)
+cargo run --quiet --example quickstart -- "$quickstart_dir"
+rm -rf "$quickstart_dir"
+
+# --- Python tests: add the Python test step here (same S3 env is exported). ---
+
+section "all checks passed"
