@@ -1,0 +1,100 @@
+//! Leafcutter sizing: a leafcutter bee cuts each piece of leaf to what she can carry, and Apiary
+//! cuts each cell to what one bee can hold.
+//!
+//! A cell decoded in full takes several times its compressed size in memory (decompression,
+//! Arrow buffers, a few operators' working sets). With `bee memory / 8` as the target, a scan of
+//! one whole cell stays well inside one bee's budget. The target is clamped to 1 MiB … 256 MiB;
+//! no cell exceeds twice the target (the writer closes a cell once it reaches the target and
+//! feeds it at most a quarter of the target at a time).
+
+/// The cell-size policy, derived from one bee's memory budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leafcutter {
+    bee_memory: u64,
+    target_override: Option<u64>,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Default for Leafcutter {
+    fn default() -> Self {
+        Self::for_bee_memory(Self::DEFAULT_BEE_MEMORY)
+    }
+}
+
+impl Leafcutter {
+    /// One bee of a 4 GiB, 4-core board.
+    pub const DEFAULT_BEE_MEMORY: u64 = 1024 * MIB;
+    /// How many times a cell's size one bee must be able to hold.
+    pub const BEE_TO_CELL: u64 = 8;
+    pub const MIN_TARGET: u64 = MIB;
+    pub const MAX_TARGET: u64 = 256 * MIB;
+    /// Smallest target accepted from [`Leafcutter::with_target_cell_bytes`].
+    pub const MIN_EXPLICIT_TARGET: u64 = 16 * 1024;
+
+    /// The policy for bees of `bee_memory` bytes.
+    pub fn for_bee_memory(bee_memory: u64) -> Self {
+        Self {
+            bee_memory,
+            target_override: None,
+        }
+    }
+
+    /// Sets the target cell size explicitly (e.g. for tests or tiny devices).
+    pub fn with_target_cell_bytes(mut self, bytes: u64) -> Self {
+        self.target_override = Some(bytes.max(Self::MIN_EXPLICIT_TARGET));
+        self
+    }
+
+    pub fn bee_memory(&self) -> u64 {
+        self.bee_memory
+    }
+
+    /// The size a cell is closed at.
+    pub fn target_cell_bytes(&self) -> u64 {
+        self.target_override.unwrap_or_else(|| {
+            (self.bee_memory / Self::BEE_TO_CELL).clamp(Self::MIN_TARGET, Self::MAX_TARGET)
+        })
+    }
+
+    /// No cell is larger than this.
+    pub fn max_cell_bytes(&self) -> u64 {
+        2 * self.target_cell_bytes()
+    }
+
+    /// Row groups: a quarter of a cell, so row-group pruning has something to skip and a row
+    /// group in progress is small next to the bee.
+    pub fn row_group_bytes(&self) -> u64 {
+        (self.target_cell_bytes() / 4).max(64 * 1024)
+    }
+
+    /// How many cells (one per partition in progress) a writer keeps open at once: together they
+    /// may buffer half a bee.
+    pub fn open_cells(&self) -> usize {
+        let per_cell = self.row_group_bytes() + 10 * MIB;
+        ((self.bee_memory / 2) / per_cell).clamp(1, 64) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_follows_the_bee_budget_within_bounds() {
+        assert_eq!(Leafcutter::default().target_cell_bytes(), 128 * MIB);
+        assert_eq!(
+            Leafcutter::for_bee_memory(256 * MIB).target_cell_bytes(),
+            32 * MIB
+        );
+        assert_eq!(Leafcutter::for_bee_memory(MIB).target_cell_bytes(), MIB);
+        assert_eq!(
+            Leafcutter::for_bee_memory(64 * 1024 * MIB).target_cell_bytes(),
+            256 * MIB
+        );
+        let l = Leafcutter::default().with_target_cell_bytes(100);
+        assert_eq!(l.target_cell_bytes(), Leafcutter::MIN_EXPLICIT_TARGET);
+        assert_eq!(l.max_cell_bytes(), 2 * Leafcutter::MIN_EXPLICIT_TARGET);
+        assert!(Leafcutter::default().open_cells() >= 1);
+    }
+}

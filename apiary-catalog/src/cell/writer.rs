@@ -1,0 +1,291 @@
+//! The cell writer: a stream of batches in, Parquet cells in the meadow and their records out.
+//!
+//! Batches are conformed to the frame schema, split by partition, and streamed into one open
+//! cell per partition (a multipart upload, so a cell never sits whole in memory). A cell is
+//! closed when it reaches the leafcutter target; when too many partitions are open at once, the
+//! least recently used cell is closed early. Nothing becomes visible until the ledger commit that
+//! names the cells; on failure [`CellWriter::abort`] removes what was written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use futures::{Stream, StreamExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+
+use super::WriteOptions;
+use super::conform::Conformer;
+use super::partition::{partition_path, split};
+use super::stats::cell_stats;
+use crate::error::{Error, Result};
+use crate::ledger::{CellRecord, FrameSnapshot};
+use crate::meadow::Meadow;
+
+struct OpenCell {
+    rel_path: String,
+    key: Path,
+    writer: AsyncArrowWriter<BufWriter>,
+    rows: u64,
+    last_used: u64,
+}
+
+/// Writes the cells of one write (one future commit) of one frame.
+pub struct CellWriter {
+    meadow: Meadow,
+    location: String,
+    conformer: Conformer,
+    file_schema: SchemaRef,
+    partition_by: Vec<String>,
+    partition_idx: Vec<usize>,
+    options: WriteOptions,
+    props: WriterProperties,
+    open: HashMap<Vec<ScalarValue>, OpenCell>,
+    done: Vec<Arc<CellRecord>>,
+    tick: u64,
+}
+
+impl std::fmt::Debug for CellWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CellWriter")
+            .field("location", &self.location)
+            .field("open", &self.open.len())
+            .field("done", &self.done.len())
+            .finish()
+    }
+}
+
+impl CellWriter {
+    /// A writer for the frame at `location` (named `frame` in errors) as of `snapshot`.
+    pub fn new(
+        meadow: Meadow,
+        location: impl Into<String>,
+        frame: &str,
+        snapshot: &FrameSnapshot,
+        options: WriteOptions,
+    ) -> Result<Self> {
+        let schema = snapshot.schema.clone();
+        let partition_idx = snapshot
+            .partition_by
+            .iter()
+            .map(|c| {
+                schema
+                    .index_of(c)
+                    .map_err(|_| Error::UnknownPartitionColumn { column: c.clone() })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let data_fields: Vec<_> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !partition_idx.contains(i))
+            .map(|(_, f)| f.clone())
+            .collect();
+        let file_schema = Arc::new(Schema::new(data_fields));
+        let leafcutter = options.leafcutter;
+        let props = WriterProperties::builder()
+            .set_compression(options.compression)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_bytes(Some(leafcutter.row_group_bytes() as usize))
+            .set_created_by(format!("apiary {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(Self {
+            meadow,
+            location: location.into(),
+            conformer: Conformer::new(frame, schema),
+            file_schema,
+            partition_by: snapshot.partition_by.clone(),
+            partition_idx,
+            options,
+            props,
+            open: HashMap::new(),
+            done: vec![],
+            tick: 0,
+        })
+    }
+
+    /// The frame schema input is conformed to.
+    pub fn schema(&self) -> &SchemaRef {
+        self.conformer.target()
+    }
+
+    /// Checks an input schema up front (before any data is read).
+    pub fn check_schema(&self, input: &SchemaRef) -> Result<()> {
+        self.conformer.check_schema(input)
+    }
+
+    /// Writes one batch.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = self.conformer.conform(batch)?;
+        // Feed cells at most a quarter of the target at a time, so none exceeds twice it.
+        let bytes_per_row = (batch.get_array_memory_size() / batch.num_rows()).max(1) as u64;
+        let chunk_rows =
+            ((self.options.leafcutter.target_cell_bytes() / 4) / bytes_per_row).max(1) as usize;
+        for group in split(&batch, &self.partition_idx, &self.partition_by)? {
+            let mut offset = 0;
+            while offset < group.batch.num_rows() {
+                let len = chunk_rows.min(group.batch.num_rows() - offset);
+                self.write_to_cell(&group.key, &group.batch.slice(offset, len))
+                    .await?;
+                offset += len;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_to_cell(&mut self, key: &[ScalarValue], chunk: &RecordBatch) -> Result<()> {
+        self.tick += 1;
+        if !self.open.contains_key(key) {
+            if self.open.len() >= self.options.leafcutter.open_cells() {
+                self.close_least_recent().await?;
+            }
+            let cell = self.open_cell(key)?;
+            self.open.insert(key.to_vec(), cell);
+        }
+        let target = self.options.leafcutter.target_cell_bytes();
+        let Some(cell) = self.open.get_mut(key) else {
+            return Ok(());
+        };
+        cell.writer.write(chunk).await?;
+        cell.rows += chunk.num_rows() as u64;
+        cell.last_used = self.tick;
+        let size = (cell.writer.bytes_written() + cell.writer.in_progress_size()) as u64;
+        if size >= target
+            && let Some(cell) = self.open.remove(key)
+        {
+            self.close(key.to_vec(), cell).await?;
+        }
+        Ok(())
+    }
+
+    fn open_cell(&self, key: &[ScalarValue]) -> Result<OpenCell> {
+        let name = format!("cell_{}.parquet", uuid::Uuid::now_v7().simple());
+        let rel_path = if key.is_empty() {
+            name
+        } else {
+            format!("{}/{name}", partition_path(&self.partition_by, key)?)
+        };
+        let key_path = self.meadow.key(&format!("{}/{rel_path}", self.location));
+        let sink = BufWriter::new(self.meadow.store().clone(), key_path.clone());
+        let writer =
+            AsyncArrowWriter::try_new(sink, self.file_schema.clone(), Some(self.props.clone()))?;
+        Ok(OpenCell {
+            rel_path,
+            key: key_path,
+            writer,
+            rows: 0,
+            last_used: self.tick,
+        })
+    }
+
+    async fn close_least_recent(&mut self) -> Result<()> {
+        let oldest = self
+            .open
+            .iter()
+            .min_by_key(|(_, c)| c.last_used)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = oldest
+            && let Some(cell) = self.open.remove(&k)
+        {
+            self.close(k, cell).await?;
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self, key: Vec<ScalarValue>, mut cell: OpenCell) -> Result<()> {
+        let meta = match cell.writer.finish().await {
+            Ok(m) => m,
+            Err(e) => {
+                abort_cell(cell).await;
+                return Err(e.into());
+            }
+        };
+        let size = cell.writer.bytes_written() as u64;
+        self.meadow.make_durable(&cell.key).await?;
+        let stats = cell_stats(&self.file_schema, &meta)?;
+        self.done.push(Arc::new(CellRecord {
+            path: cell.rel_path,
+            size,
+            rows: cell.rows,
+            partition: key,
+            stats,
+        }));
+        Ok(())
+    }
+
+    /// Closes every open cell and returns the records of all cells written, ready to commit.
+    pub async fn finish(mut self) -> Result<Vec<Arc<CellRecord>>> {
+        let open: Vec<_> = self.open.drain().collect();
+        let mut result = Ok(());
+        for (k, cell) in open {
+            if result.is_ok() {
+                result = self.close(k, cell).await;
+            } else {
+                abort_cell(cell).await;
+            }
+        }
+        match result {
+            Ok(()) => Ok(std::mem::take(&mut self.done)),
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Throws away everything written so far (best effort; cleanup reclaims leftovers).
+    pub async fn abort(mut self) {
+        for (_, cell) in self.open.drain() {
+            abort_cell(cell).await;
+        }
+        for cell in std::mem::take(&mut self.done) {
+            let rel = format!("{}/{}", self.location, cell.path);
+            if let Err(e) = self.meadow.delete(&rel).await {
+                log::warn!("could not remove unused cell {rel}: {e}");
+            }
+        }
+    }
+
+    /// Writes every batch of `stream` and returns the cell records; on error nothing remains.
+    pub async fn write_stream<S, E>(mut self, mut stream: S) -> Result<Vec<Arc<CellRecord>>>
+    where
+        S: Stream<Item = std::result::Result<RecordBatch, E>> + Unpin,
+        Error: From<E>,
+    {
+        while let Some(batch) = stream.next().await {
+            let written = match batch {
+                Ok(b) => self.write(&b).await,
+                Err(e) => Err(Error::from(e)),
+            };
+            if let Err(e) = written {
+                self.abort().await;
+                return Err(e);
+            }
+        }
+        self.finish().await
+    }
+
+    /// [`CellWriter::write_stream`] for a DataFusion stream, checking its schema first.
+    pub async fn write_record_batch_stream(
+        self,
+        stream: SendableRecordBatchStream,
+    ) -> Result<Vec<Arc<CellRecord>>> {
+        self.check_schema(&stream.schema())?;
+        self.write_stream(stream).await
+    }
+}
+
+async fn abort_cell(cell: OpenCell) {
+    let mut upload = cell.writer.into_inner();
+    if let Err(e) = upload.abort().await {
+        log::warn!("could not abort upload of {}: {e}", cell.key);
+    }
+}

@@ -1,0 +1,387 @@
+//! Ledger entries and cell records, and their JSON form (`docs/storage.md`).
+//!
+//! Typed values (partition values, statistics bounds) are stored without their type; the frame
+//! schema types them on the way back in, so decoding an entry needs the frame's schema.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, Result};
+use crate::schema_json::{schema_from_json, schema_to_json};
+use crate::value;
+
+/// Min, max and null count of one column in one cell, taken from the Parquet writer's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnStats {
+    /// Lower bound of the non-null values (`None`: unknown, e.g. all null or no statistics).
+    pub min: Option<ScalarValue>,
+    /// Upper bound of the non-null values.
+    pub max: Option<ScalarValue>,
+    pub null_count: Option<u64>,
+    /// False when Parquet truncated the bound (long strings): it is then only a bound.
+    pub min_exact: bool,
+    pub max_exact: bool,
+}
+
+/// One immutable Parquet cell as the ledger knows it: enough to plan and prune a scan without
+/// opening the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellRecord {
+    /// Path relative to the frame's folder, e.g. `region=eu/cell_<uuid>.parquet`.
+    pub path: String,
+    pub size: u64,
+    pub rows: u64,
+    /// One value per partition column, in the frame's `partition_by` order.
+    pub partition: Vec<ScalarValue>,
+    /// Statistics of the columns stored in the file, by column name.
+    pub stats: BTreeMap<String, ColumnStats>,
+}
+
+/// What a frame is created with.
+#[derive(Debug, Clone)]
+pub struct FrameSpec {
+    pub schema: SchemaRef,
+    pub partition_by: Vec<String>,
+    pub properties: BTreeMap<String, String>,
+}
+
+impl FrameSpec {
+    pub fn new(schema: SchemaRef) -> Self {
+        Self {
+            schema,
+            partition_by: vec![],
+            properties: BTreeMap::new(),
+        }
+    }
+
+    pub fn with_partition_by(mut self, cols: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.partition_by = cols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// The change one ledger entry makes.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Version 0 of every ledger.
+    CreateFrame {
+        frame_id: String,
+        schema: SchemaRef,
+        partition_by: Vec<String>,
+        properties: BTreeMap<String, String>,
+    },
+    /// Appends cells.
+    AddCells { cells: Vec<Arc<CellRecord>> },
+    /// Replaces cells (overwrite, compaction, copy-on-write changes) atomically.
+    RewriteCells {
+        removed: Vec<String>,
+        added: Vec<Arc<CellRecord>>,
+    },
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::CreateFrame { .. } => "create_frame",
+            Action::AddCells { .. } => "add_cells",
+            Action::RewriteCells { .. } => "rewrite_cells",
+        }
+    }
+
+    pub fn added(&self) -> &[Arc<CellRecord>] {
+        match self {
+            Action::CreateFrame { .. } => &[],
+            Action::AddCells { cells } => cells,
+            Action::RewriteCells { added, .. } => added,
+        }
+    }
+
+    pub fn removed(&self) -> &[String] {
+        match self {
+            Action::RewriteCells { removed, .. } => removed,
+            _ => &[],
+        }
+    }
+}
+
+/// One committed ledger entry: `{frame}/_ledger/{version:020}.json`.
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub version: u64,
+    pub timestamp_ms: i64,
+    /// Who committed it (node id or `host:pid`).
+    pub writer: String,
+    /// A label for people: `CREATE`, `WRITE`, `INSERT`, `OVERWRITE`, `COMPACT`, …
+    pub operation: String,
+    pub action: Action,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawStats {
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    min: Value,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    max: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nulls: Option<u64>,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    min_exact: bool,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    max_exact: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawCell {
+    path: String,
+    size: u64,
+    rows: u64,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    partition: Map<String, Value>,
+    #[serde(default)]
+    stats: BTreeMap<String, RawStats>,
+}
+
+impl CellRecord {
+    pub(crate) fn to_json(&self, partition_by: &[String]) -> Value {
+        let partition = partition_by
+            .iter()
+            .zip(&self.partition)
+            .map(|(c, v)| (c.clone(), value::encode(v).unwrap_or(Value::Null)))
+            .collect();
+        let stats = self
+            .stats
+            .iter()
+            .map(|(c, s)| {
+                let enc = |v: &Option<ScalarValue>| {
+                    v.as_ref().and_then(value::encode).unwrap_or(Value::Null)
+                };
+                (
+                    c.clone(),
+                    RawStats {
+                        min: enc(&s.min),
+                        max: enc(&s.max),
+                        nulls: s.null_count,
+                        min_exact: s.min_exact,
+                        max_exact: s.max_exact,
+                    },
+                )
+            })
+            .collect();
+        serde_json::to_value(RawCell {
+            path: self.path.clone(),
+            size: self.size,
+            rows: self.rows,
+            partition,
+            stats,
+        })
+        .unwrap_or(Value::Null)
+    }
+
+    pub(crate) fn from_json(
+        v: &Value,
+        schema: &SchemaRef,
+        partition_by: &[String],
+        key: &str,
+    ) -> Result<CellRecord> {
+        let raw: RawCell = serde_json::from_value(v.clone())
+            .map_err(|e| Error::corrupt(key, format!("bad cell record: {e}")))?;
+        let field_type = |c: &str| {
+            schema
+                .field_with_name(c)
+                .map(|f| f.data_type().clone())
+                .map_err(|_| {
+                    Error::corrupt(key, format!("cell {} names unknown column {c}", raw.path))
+                })
+        };
+        let partition = partition_by
+            .iter()
+            .map(|c| {
+                let v = raw.partition.get(c).ok_or_else(|| {
+                    Error::corrupt(
+                        key,
+                        format!("cell {} has no value for partition column {c}", raw.path),
+                    )
+                })?;
+                value::decode(
+                    v,
+                    &field_type(c)?,
+                    &format!("{key} (cell {}, column {c})", raw.path),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut stats = BTreeMap::new();
+        for (c, s) in raw.stats {
+            let t = field_type(&c)?;
+            let what = format!("{key} (cell {}, column {c})", raw.path);
+            let dec = |v: &Value| -> Result<Option<ScalarValue>> {
+                if v.is_null() {
+                    Ok(None)
+                } else {
+                    value::decode(v, &t, &what).map(Some)
+                }
+            };
+            stats.insert(
+                c.clone(),
+                ColumnStats {
+                    min: dec(&s.min)?,
+                    max: dec(&s.max)?,
+                    null_count: s.nulls,
+                    min_exact: s.min_exact,
+                    max_exact: s.max_exact,
+                },
+            );
+        }
+        Ok(CellRecord {
+            path: raw.path,
+            size: raw.size,
+            rows: raw.rows,
+            partition,
+            stats,
+        })
+    }
+}
+
+pub(crate) fn cells_to_json(cells: &[Arc<CellRecord>], partition_by: &[String]) -> Value {
+    Value::Array(cells.iter().map(|c| c.to_json(partition_by)).collect())
+}
+
+pub(crate) fn cells_from_json(
+    v: Option<&Value>,
+    schema: &SchemaRef,
+    partition_by: &[String],
+    key: &str,
+) -> Result<Vec<Arc<CellRecord>>> {
+    let Some(v) = v else {
+        return Ok(vec![]);
+    };
+    v.as_array()
+        .ok_or_else(|| Error::corrupt(key, "cells must be an array"))?
+        .iter()
+        .map(|c| CellRecord::from_json(c, schema, partition_by, key).map(Arc::new))
+        .collect()
+}
+
+impl LedgerEntry {
+    /// The JSON form. `partition_by` comes from the frame (or the action, for `CreateFrame`).
+    pub(crate) fn to_json(&self, partition_by: &[String]) -> Result<Value> {
+        let action = match &self.action {
+            Action::CreateFrame {
+                frame_id,
+                schema,
+                partition_by,
+                properties,
+            } => json!({"create_frame": {
+                "frame_id": frame_id,
+                "schema": schema_to_json(schema)?,
+                "partition_by": partition_by,
+                "properties": properties,
+            }}),
+            Action::AddCells { cells } => {
+                json!({"add_cells": {"cells": cells_to_json(cells, partition_by)}})
+            }
+            Action::RewriteCells { removed, added } => json!({"rewrite_cells": {
+                "removed": removed,
+                "added": cells_to_json(added, partition_by),
+            }}),
+        };
+        Ok(json!({
+            "version": self.version,
+            "timestamp_ms": self.timestamp_ms,
+            "writer": self.writer,
+            "operation": self.operation,
+            "action": action,
+        }))
+    }
+
+    /// Parses an entry read from `key`. `frame` gives the schema for typed values; it is `None`
+    /// only for version 0, which carries its own.
+    pub(crate) fn from_json(
+        bytes: &[u8],
+        key: &str,
+        frame: Option<(&SchemaRef, &[String])>,
+    ) -> Result<LedgerEntry> {
+        let v: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(key, format!("not valid JSON: {e}")))?;
+        let field = |name: &str| {
+            v.get(name)
+                .ok_or_else(|| Error::corrupt(key, format!("missing field {name:?}")))
+        };
+        let version = field("version")?
+            .as_u64()
+            .ok_or_else(|| Error::corrupt(key, "version is not an integer"))?;
+        let timestamp_ms = field("timestamp_ms")?.as_i64().unwrap_or_default();
+        let writer = field("writer")?.as_str().unwrap_or_default().to_string();
+        let operation = field("operation")?.as_str().unwrap_or_default().to_string();
+        let action = field("action")?
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .ok_or_else(|| Error::corrupt(key, "action must be an object with one key"))?;
+        let (tag, body) = action
+            .iter()
+            .next()
+            .ok_or_else(|| Error::corrupt(key, "empty action"))?;
+        let action = match (tag.as_str(), frame) {
+            ("create_frame", _) => {
+                let schema = schema_from_json(body.get("schema").unwrap_or(&Value::Null))
+                    .map_err(|e| Error::corrupt(key, e))?;
+                let partition_by: Vec<String> =
+                    serde_json::from_value(body.get("partition_by").cloned().unwrap_or(json!([])))
+                        .map_err(|e| Error::corrupt(key, format!("partition_by: {e}")))?;
+                let properties =
+                    serde_json::from_value(body.get("properties").cloned().unwrap_or(json!({})))
+                        .map_err(|e| Error::corrupt(key, format!("properties: {e}")))?;
+                let frame_id = body
+                    .get("frame_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::corrupt(key, "create_frame without frame_id"))?
+                    .to_string();
+                Action::CreateFrame {
+                    frame_id,
+                    schema,
+                    partition_by,
+                    properties,
+                }
+            }
+            ("add_cells", Some((schema, pb))) => Action::AddCells {
+                cells: cells_from_json(body.get("cells"), schema, pb, key)?,
+            },
+            ("rewrite_cells", Some((schema, pb))) => Action::RewriteCells {
+                removed: serde_json::from_value(body.get("removed").cloned().unwrap_or(json!([])))
+                    .map_err(|e| Error::corrupt(key, format!("removed: {e}")))?,
+                added: cells_from_json(body.get("added"), schema, pb, key)?,
+            },
+            (other, None) => {
+                return Err(Error::corrupt(
+                    key,
+                    format!("{other} entry found where create_frame was expected"),
+                ));
+            }
+            (other, _) => return Err(Error::corrupt(key, format!("unknown action {other:?}"))),
+        };
+        Ok(LedgerEntry {
+            version,
+            timestamp_ms,
+            writer,
+            operation,
+            action,
+        })
+    }
+}

@@ -1,0 +1,151 @@
+//! The state of a frame at one ledger version, built by replaying entries onto a checkpoint.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use serde_json::{Value, json};
+
+use super::entry::{Action, CellRecord, LedgerEntry, cells_from_json, cells_to_json};
+use crate::error::{Error, Result};
+use crate::schema_json::{schema_from_json, schema_to_json};
+
+/// A frame at one version: its schema, layout and active cells. Immutable; shared as `Arc`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameSnapshot {
+    pub version: u64,
+    pub frame_id: String,
+    pub schema: SchemaRef,
+    pub partition_by: Vec<String>,
+    pub properties: BTreeMap<String, String>,
+    /// Timestamp of the entry that produced this version.
+    pub timestamp_ms: i64,
+    /// Active cells by path (relative to the frame folder).
+    cells: BTreeMap<String, Arc<CellRecord>>,
+}
+
+impl FrameSnapshot {
+    /// The state after version 0.
+    pub(crate) fn from_create(entry: &LedgerEntry, key: &str) -> Result<Self> {
+        let Action::CreateFrame {
+            frame_id,
+            schema,
+            partition_by,
+            properties,
+        } = &entry.action
+        else {
+            return Err(Error::corrupt(key, "version 0 is not a create_frame entry"));
+        };
+        if entry.version != 0 {
+            return Err(Error::corrupt(
+                key,
+                "create_frame at a version other than 0",
+            ));
+        }
+        Ok(Self {
+            version: 0,
+            frame_id: frame_id.clone(),
+            schema: schema.clone(),
+            partition_by: partition_by.clone(),
+            properties: properties.clone(),
+            timestamp_ms: entry.timestamp_ms,
+            cells: BTreeMap::new(),
+        })
+    }
+
+    /// Applies the next entry in place. The entry must be exactly `version + 1`.
+    pub(crate) fn apply(&mut self, entry: &LedgerEntry, key: &str) -> Result<()> {
+        if entry.version != self.version + 1 {
+            return Err(Error::corrupt(
+                key,
+                format!(
+                    "entry has version {} but follows version {}",
+                    entry.version, self.version
+                ),
+            ));
+        }
+        match &entry.action {
+            Action::CreateFrame { .. } => {
+                return Err(Error::corrupt(key, "create_frame after version 0"));
+            }
+            Action::AddCells { cells } => {
+                for c in cells {
+                    self.cells.insert(c.path.clone(), c.clone());
+                }
+            }
+            Action::RewriteCells { removed, added } => {
+                for p in removed {
+                    self.cells.remove(p);
+                }
+                for c in added {
+                    self.cells.insert(c.path.clone(), c.clone());
+                }
+            }
+        }
+        self.version = entry.version;
+        self.timestamp_ms = entry.timestamp_ms;
+        Ok(())
+    }
+
+    /// The active cells, ordered by path.
+    pub fn cells(&self) -> impl ExactSizeIterator<Item = &Arc<CellRecord>> {
+        self.cells.values()
+    }
+
+    pub fn cell(&self, path: &str) -> Option<&Arc<CellRecord>> {
+        self.cells.get(path)
+    }
+
+    pub fn cell_count(&self) -> usize {
+        self.cells.len()
+    }
+
+    pub fn row_count(&self) -> u64 {
+        self.cells.values().map(|c| c.rows).sum()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.cells.values().map(|c| c.size).sum()
+    }
+
+    pub(crate) fn checkpoint_json(&self) -> Result<Value> {
+        let cells: Vec<Arc<CellRecord>> = self.cells.values().cloned().collect();
+        Ok(json!({
+            "version": self.version,
+            "timestamp_ms": self.timestamp_ms,
+            "frame_id": self.frame_id,
+            "schema": schema_to_json(&self.schema)?,
+            "partition_by": self.partition_by,
+            "properties": self.properties,
+            "cells": cells_to_json(&cells, &self.partition_by),
+        }))
+    }
+
+    pub(crate) fn from_checkpoint_json(bytes: &[u8], key: &str) -> Result<Self> {
+        let v: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(key, format!("not valid JSON: {e}")))?;
+        let get = |name: &str| {
+            v.get(name)
+                .ok_or_else(|| Error::corrupt(key, format!("missing field {name:?}")))
+        };
+        let schema = schema_from_json(get("schema")?).map_err(|e| Error::corrupt(key, e))?;
+        let partition_by: Vec<String> = serde_json::from_value(get("partition_by")?.clone())
+            .map_err(|e| Error::corrupt(key, format!("partition_by: {e}")))?;
+        let cells = cells_from_json(Some(get("cells")?), &schema, &partition_by, key)?;
+        Ok(Self {
+            version: get("version")?
+                .as_u64()
+                .ok_or_else(|| Error::corrupt(key, "version is not an integer"))?,
+            frame_id: get("frame_id")?.as_str().unwrap_or_default().to_string(),
+            timestamp_ms: v
+                .get("timestamp_ms")
+                .and_then(Value::as_i64)
+                .unwrap_or_default(),
+            properties: serde_json::from_value(v.get("properties").cloned().unwrap_or(json!({})))
+                .map_err(|e| Error::corrupt(key, format!("properties: {e}")))?,
+            schema,
+            partition_by,
+            cells: cells.into_iter().map(|c| (c.path.clone(), c)).collect(),
+        })
+    }
+}

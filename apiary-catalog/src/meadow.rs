@@ -1,0 +1,590 @@
+//! The meadow: where all durable state lives.
+//!
+//! One [`Meadow`] is an object store plus a root prefix inside it. It is opened from a URL
+//! (`file:///abs/path`, a plain path, `memory://[name]`, `s3://bucket/prefix?endpoint=…&region=…`)
+//! and offers the few primitives the rest of Apiary is built on:
+//!
+//! - [`Meadow::create`]: a conditional create, the *only* commit primitive. Two writers race on a
+//!   key, exactly one gets [`Created::Yes`], the other [`Created::LostRace`].
+//! - [`Meadow::get`], [`Meadow::put`], [`Meadow::list_after`], [`Meadow::list_dir`], deletes.
+//!
+//! Readers never see a partial object: S3 and memory objects appear whole; on a local disk an
+//! object is written to a hidden staging file, flushed to disk, and linked (create) or renamed
+//! (overwrite) into place.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use bytes::Bytes;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    ListResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Outcome of a conditional create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// This writer created the object.
+    Yes,
+    /// The key already existed: another writer won the race (or this is a replay).
+    LostRace,
+}
+
+/// Which kind of store backs a meadow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeadowKind {
+    Local,
+    Memory,
+    S3,
+    /// A store supplied by the caller ([`Meadow::from_store`]).
+    Custom,
+}
+
+/// Object storage with a root prefix. Cheap to clone.
+#[derive(Clone)]
+pub struct Meadow {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    kind: MeadowKind,
+    store: Arc<dyn ObjectStore>,
+    store_url: ObjectStoreUrl,
+    root: Path,
+    /// The local store again, to map keys to files for fsync-ed creates.
+    local: Option<Arc<LocalFileSystem>>,
+}
+
+impl std::fmt::Debug for Meadow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meadow")
+            .field("url", &self.inner.url)
+            .field("root", &self.inner.root)
+            .finish()
+    }
+}
+
+/// Named `memory://name` stores of this process, so two opens of one name share their state.
+static MEMORY_STORES: LazyLock<Mutex<HashMap<String, Arc<InMemory>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+impl Meadow {
+    /// Opens the meadow at `url` and checks that it is reachable.
+    ///
+    /// A local folder is created if missing; an S3 bucket must exist (its absence is an error
+    /// naming it).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let meadow = apiary_catalog::Meadow::open(dir.path().to_str().unwrap()).await.unwrap();
+    /// assert_eq!(meadow.kind(), apiary_catalog::MeadowKind::Local);
+    /// # });
+    /// ```
+    pub async fn open(url: &str) -> Result<Meadow> {
+        let meadow = Self::from_url(url)?;
+        meadow.check_reachable().await?;
+        Ok(meadow)
+    }
+
+    /// Builds the meadow for `url` without any I/O except creating a missing local folder.
+    pub fn from_url(url: &str) -> Result<Meadow> {
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        if url.trim().is_empty() {
+            return Err(invalid("empty"));
+        }
+        let has_scheme = url.contains("://");
+        if !has_scheme {
+            return Self::local(url, PathBuf::from(url));
+        }
+        let parsed = Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+        match parsed.scheme() {
+            "file" => {
+                if parsed.host_str().is_some_and(|h| !h.is_empty()) {
+                    return Err(invalid("a file URL has no host: use file:///absolute/path"));
+                }
+                let path = parsed
+                    .to_file_path()
+                    .map_err(|_| invalid("not an absolute file path"))?;
+                Self::local(url, path)
+            }
+            "memory" => {
+                let name = parsed.host_str().unwrap_or("").to_string();
+                let (store, authority) = if name.is_empty() {
+                    // A private store: give it a unique authority so that registering two of
+                    // them in one DataFusion session never mixes them up.
+                    (
+                        Arc::new(InMemory::new()),
+                        format!("apiary-{}", uuid::Uuid::new_v4().simple()),
+                    )
+                } else {
+                    let mut stores = MEMORY_STORES
+                        .lock()
+                        .map_err(|_| invalid("memory store registry poisoned"))?;
+                    let store = stores
+                        .entry(name.clone())
+                        .or_insert_with(|| Arc::new(InMemory::new()))
+                        .clone();
+                    (store, name)
+                };
+                let store_url = ObjectStoreUrl::parse(format!("memory://{authority}"))
+                    .map_err(|e| invalid(&e.to_string()))?;
+                let root = Self::root_from_url_path(url, parsed.path())?;
+                Ok(Self::build(
+                    url,
+                    MeadowKind::Memory,
+                    store,
+                    store_url,
+                    root,
+                    None,
+                ))
+            }
+            "s3" | "s3a" => {
+                let bucket = parsed
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| invalid("missing bucket: use s3://bucket/prefix"))?
+                    .to_string();
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+                for (key, value) in parsed.query_pairs() {
+                    let config_key: AmazonS3ConfigKey = key.parse().map_err(|_| {
+                        invalid(&format!(
+                            "unknown S3 option {key:?} (use endpoint, region, allow_http, access_key_id, …)"
+                        ))
+                    })?;
+                    builder = builder.with_config(config_key, value.to_string());
+                    if key == "endpoint" && value.starts_with("http://") {
+                        builder = builder.with_allow_http(true);
+                    }
+                }
+                let store = builder
+                    .build()
+                    .map_err(|e| invalid(&format!("cannot configure S3: {e}")))?;
+                let store_url = ObjectStoreUrl::parse(format!("s3://{bucket}"))
+                    .map_err(|e| invalid(&e.to_string()))?;
+                let root = Self::root_from_url_path(url, parsed.path())?;
+                Ok(Self::build(
+                    url,
+                    MeadowKind::S3,
+                    Arc::new(store),
+                    store_url,
+                    root,
+                    None,
+                ))
+            }
+            other => Err(invalid(&format!(
+                "unsupported scheme {other:?} (use file://, memory://, s3:// or a plain path)"
+            ))),
+        }
+    }
+
+    /// A meadow over any object store (GCS, Azure, a wrapper, …): `store` is known to DataFusion
+    /// as `store_url` and Apiary keeps everything below `root`.
+    pub fn from_store(
+        url: impl Into<String>,
+        store: Arc<dyn ObjectStore>,
+        store_url: ObjectStoreUrl,
+        root: Path,
+    ) -> Meadow {
+        Self::build(
+            &url.into(),
+            MeadowKind::Custom,
+            store,
+            store_url,
+            root,
+            None,
+        )
+    }
+
+    fn local(url: &str, path: PathBuf) -> Result<Meadow> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: url.to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(&path)
+            .map_err(|e| invalid(format!("cannot create folder {}: {e}", path.display())))?;
+        let path = path
+            .canonicalize()
+            .map_err(|e| invalid(format!("cannot resolve {}: {e}", path.display())))?;
+        let root = Path::from_absolute_path(&path)
+            .map_err(|e| invalid(format!("not usable as a root: {e}")))?;
+        let local = Arc::new(LocalFileSystem::new());
+        let store_url = ObjectStoreUrl::parse("file://").map_err(|e| invalid(e.to_string()))?;
+        Ok(Self::build(
+            url,
+            MeadowKind::Local,
+            local.clone(),
+            store_url,
+            root,
+            Some(local),
+        ))
+    }
+
+    fn root_from_url_path(url: &str, path: &str) -> Result<Path> {
+        let decoded = percent_encoding::percent_decode_str(path)
+            .decode_utf8()
+            .map_err(|e| Error::InvalidUrl {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        let trimmed = decoded.trim_matches('/');
+        if trimmed.split('/').any(|s| s == "." || s == "..") {
+            return Err(Error::InvalidUrl {
+                url: url.to_string(),
+                reason: "the prefix must not contain . or .. segments".into(),
+            });
+        }
+        Path::parse(trimmed).map_err(|e| Error::InvalidUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn build(
+        url: &str,
+        kind: MeadowKind,
+        store: Arc<dyn ObjectStore>,
+        store_url: ObjectStoreUrl,
+        root: Path,
+        local: Option<Arc<LocalFileSystem>>,
+    ) -> Meadow {
+        Meadow {
+            inner: Arc::new(Inner {
+                url: url.to_string(),
+                kind,
+                store,
+                store_url,
+                root,
+                local,
+            }),
+        }
+    }
+
+    /// A cheap call that fails when the store is unreachable (no bucket, no permission).
+    async fn check_reachable(&self) -> Result<()> {
+        let prefix = self.key("_registry");
+        self.inner
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map(|_| ())
+            .map_err(|source| Error::Unreachable {
+                url: self.inner.url.clone(),
+                source,
+            })
+    }
+
+    /// The URL this meadow was opened from.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    pub fn kind(&self) -> MeadowKind {
+        self.inner.kind
+    }
+
+    /// The object store, to register with DataFusion under [`Meadow::object_store_url`].
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    /// The scheme and authority DataFusion knows this store by (`file://`, `s3://bucket`, …).
+    pub fn object_store_url(&self) -> &ObjectStoreUrl {
+        &self.inner.store_url
+    }
+
+    /// The root prefix inside the store.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The full key of `rel`, a `/`-separated path below the root whose segments are already
+    /// valid object-store path parts (names are validated, partition values escaped).
+    pub fn key(&self, rel: &str) -> Path {
+        let root = self.inner.root.as_ref();
+        let rel = rel.trim_matches('/');
+        let full = match (root.is_empty(), rel.is_empty()) {
+            (true, _) => rel.to_string(),
+            (false, true) => root.to_string(),
+            (false, false) => format!("{root}/{rel}"),
+        };
+        // Both halves are made of valid parts, so this never encodes anything twice.
+        Path::parse(&full).unwrap_or_else(|_| Path::from(full.as_str()))
+    }
+
+    /// The part of `key` below the root, or `None` if `key` is not below it.
+    pub fn relative<'a>(&self, key: &'a Path) -> Option<&'a str> {
+        let root = self.inner.root.as_ref();
+        let key = key.as_ref();
+        if root.is_empty() {
+            return Some(key);
+        }
+        key.strip_prefix(root)?.strip_prefix('/')
+    }
+
+    /// Conditionally creates `rel` with `bytes`: exactly one of many racing writers wins.
+    ///
+    /// Both of object_store's "it is already there" outcomes (`AlreadyExists`, `Precondition`)
+    /// mean the same thing here: this writer lost the race.
+    pub async fn create(&self, rel: &str, bytes: Bytes) -> Result<Created> {
+        let key = self.key(rel);
+        if let Some(local) = &self.inner.local {
+            let file = local
+                .path_to_filesystem(&key)
+                .map_err(|e| Error::storage(&key, e))?;
+            return tokio::task::spawn_blocking(move || durable::create(&file, &bytes))
+                .await?
+                .map_err(|source| Error::Io {
+                    path: key.to_string(),
+                    source,
+                });
+        }
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .store
+            .put_opts(&key, PutPayload::from_bytes(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(Created::Yes),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(Created::LostRace),
+            Err(e) => Err(Error::storage(&key, e)),
+        }
+    }
+
+    /// Writes `rel` unconditionally (hints and other objects whose loss or staleness is harmless).
+    pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<()> {
+        let key = self.key(rel);
+        self.inner
+            .store
+            .put(&key, PutPayload::from_bytes(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::storage(&key, e))
+    }
+
+    /// Reads `rel`, or `None` if it does not exist.
+    pub async fn get(&self, rel: &str) -> Result<Option<Bytes>> {
+        let key = self.key(rel);
+        match self.inner.store.get(&key).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| Error::storage(&key, e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::storage(&key, e)),
+        }
+    }
+
+    /// Whether `rel` exists (a HEAD request).
+    pub async fn exists(&self, rel: &str) -> Result<bool> {
+        let key = self.key(rel);
+        match self.inner.store.head(&key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(Error::storage(&key, e)),
+        }
+    }
+
+    /// Every object below `prefix` whose key sorts after `prefix/after` (exclusive), sorted.
+    ///
+    /// S3 pushes the offset down (`start-after`), so only the newer keys travel.
+    pub async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix_key = self.key(prefix);
+        let offset = self.key(&format!("{prefix}/{after}"));
+        let mut objects: Vec<ObjectMeta> = self
+            .inner
+            .store
+            .list_with_offset(Some(&prefix_key), &offset)
+            .try_collect()
+            .await
+            .map_err(|e| Error::storage(&prefix_key, e))?;
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(objects)
+    }
+
+    /// Every object below `prefix` (recursive), sorted by key.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix_key = self.key(prefix);
+        let mut objects: Vec<ObjectMeta> = self
+            .inner
+            .store
+            .list(Some(&prefix_key))
+            .try_collect()
+            .await
+            .map_err(|e| Error::storage(&prefix_key, e))?;
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(objects)
+    }
+
+    /// The objects and sub-prefixes directly below `prefix` (one level).
+    pub async fn list_dir(&self, prefix: &str) -> Result<ListResult> {
+        let prefix_key = self.key(prefix);
+        self.inner
+            .store
+            .list_with_delimiter(Some(&prefix_key))
+            .await
+            .map_err(|e| Error::storage(&prefix_key, e))
+    }
+
+    /// Deletes `rel`; a missing object is not an error.
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        let key = self.key(rel);
+        match self.inner.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::storage(&key, e)),
+        }
+    }
+
+    /// Makes an object written through [`Meadow::store`] durable before a commit refers to it.
+    ///
+    /// Object stores are durable once a write returns; a local file is flushed to disk (with its
+    /// folder) so that a power cut after the commit cannot leave a ledger pointing at a hole.
+    pub async fn make_durable(&self, key: &Path) -> Result<()> {
+        let Some(local) = &self.inner.local else {
+            return Ok(());
+        };
+        let file = local
+            .path_to_filesystem(key)
+            .map_err(|e| Error::storage(key, e))?;
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || durable::sync_file_and_dir(&file))
+            .await?
+            .map_err(|source| Error::Io {
+                path: key.to_string(),
+                source,
+            })
+    }
+}
+
+/// Local-disk commits that survive a power cut: staged, flushed, linked, folder flushed.
+mod durable {
+    use std::fs::{self, File, OpenOptions};
+    use std::io::{ErrorKind, Write};
+    use std::path::Path;
+
+    use super::Created;
+
+    pub(super) fn create(path: &Path, bytes: &[u8]) -> std::io::Result<Created> {
+        let dir = path
+            .parent()
+            .ok_or_else(|| std::io::Error::other("object path has no parent folder"))?;
+        fs::create_dir_all(dir)?;
+        // `name#digits` is object_store's staging pattern: listings skip it.
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(format!("#{}", rand::random::<u32>()));
+        let staging = std::path::PathBuf::from(staging);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&staging)?;
+        let outcome = (|| {
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            match fs::hard_link(&staging, path) {
+                Ok(()) => Ok(Created::Yes),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(Created::LostRace),
+                Err(e) => Err(e),
+            }
+        })();
+        let _ = fs::remove_file(&staging);
+        let created = outcome?;
+        if created == Created::Yes {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(created)
+    }
+
+    pub(super) fn sync_file_and_dir(path: &Path) -> std::io::Result<()> {
+        File::open(path)?.sync_all()?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_joined_below_the_root() {
+        let m = Meadow::from_url("memory://keys-test/some/prefix").unwrap();
+        assert_eq!(m.key("a/b.json").as_ref(), "some/prefix/a/b.json");
+        assert_eq!(m.key("").as_ref(), "some/prefix");
+        let k = m.key("x/y");
+        assert_eq!(m.relative(&k), Some("x/y"));
+        assert_eq!(m.relative(&Path::from("elsewhere/x")), None);
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_url_named() {
+        for (url, needle) in [
+            ("", "empty"),
+            ("ftp://host/x", "unsupported scheme"),
+            ("s3:///prefix", "missing bucket"),
+            ("s3://bucket/p?nonsense=1", "unknown S3 option"),
+            ("memory://m/a%00b", "illegal character"),
+        ] {
+            let err = Meadow::from_url(url).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+            assert!(err.contains(&format!("{url:?}")), "{url}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn named_memory_meadows_share_state() {
+        let a = Meadow::open("memory://shared-test").await.unwrap();
+        let b = Meadow::open("memory://shared-test").await.unwrap();
+        a.put("x", Bytes::from_static(b"1")).await.unwrap();
+        assert_eq!(b.get("x").await.unwrap().unwrap(), Bytes::from_static(b"1"));
+        let private = Meadow::open("memory://").await.unwrap();
+        assert!(private.get("x").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn local_create_is_exclusive_and_hides_staging() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meadow::open(dir.path().to_str().unwrap()).await.unwrap();
+        assert_eq!(
+            m.create("l/0.json", Bytes::from_static(b"a"))
+                .await
+                .unwrap(),
+            Created::Yes
+        );
+        assert_eq!(
+            m.create("l/0.json", Bytes::from_static(b"b"))
+                .await
+                .unwrap(),
+            Created::LostRace
+        );
+        assert_eq!(m.get("l/0.json").await.unwrap().unwrap().as_ref(), b"a");
+        let listed = m.list("l").await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        // No staging file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("l"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+}

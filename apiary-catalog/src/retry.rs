@@ -1,0 +1,69 @@
+//! Jittered exponential backoff for commits that lost a race.
+
+use std::time::{Duration, Instant};
+
+/// How long a commit keeps retrying after lost races before it gives up.
+///
+/// The defaults are generous: a commit only gives up after `max_attempts` lost races or
+/// `max_elapsed` of trying, whichever comes first.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub max_elapsed: Duration,
+    /// First backoff; each lost race doubles it up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10_000,
+            max_elapsed: Duration::from_secs(300),
+            base_backoff: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// One commit's retry state.
+pub(crate) struct Backoff<'a> {
+    policy: &'a RetryPolicy,
+    started: Instant,
+    attempts: u32,
+}
+
+impl<'a> Backoff<'a> {
+    pub(crate) fn new(policy: &'a RetryPolicy) -> Self {
+        Self {
+            policy,
+            started: Instant::now(),
+            attempts: 0,
+        }
+    }
+
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Records a lost race; sleeps a full-jitter backoff, or returns false when the budget is spent.
+    pub(crate) async fn lost_race(&mut self) -> bool {
+        self.attempts += 1;
+        if self.attempts >= self.policy.max_attempts || self.elapsed() >= self.policy.max_elapsed {
+            return false;
+        }
+        let exp = self.attempts.min(20);
+        let cap = self
+            .policy
+            .base_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.policy.max_backoff);
+        let jitter = rand::random_range(0..=cap.as_micros().max(1) as u64);
+        tokio::time::sleep(Duration::from_micros(jitter)).await;
+        true
+    }
+}
