@@ -1,0 +1,373 @@
+//! Writing cells: schema enforcement, partitioning, statistics, leafcutter sizing, atomicity.
+
+use std::sync::Arc;
+
+use apiary_catalog::{Error, FrameSpec, Leafcutter, WriteOptions};
+use datafusion::arrow::array::{Date32Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ScalarValue;
+use object_store::ObjectStoreExt;
+
+use crate::support::{backends, batch, frame, read_back, schema, stream};
+
+/// Everything below the frame folder except the ledger: the cells.
+async fn cell_objects(frame: &apiary_catalog::Frame) -> Vec<String> {
+    let meadow = frame.ledger().meadow();
+    meadow
+        .list(frame.ledger().location())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| meadow.relative(&m.location).map(str::to_string))
+        .filter(|k| !k.contains("/_ledger/"))
+        .collect()
+}
+
+#[tokio::test]
+async fn partitioned_writes_group_rows_and_escape_values() {
+    for b in backends() {
+        let spec = FrameSpec::new(schema()).with_partition_by(["region"]);
+        let (_, frame) = frame(&b.url, spec, WriteOptions::default()).await;
+        let regions = ["eu", "us/west", "a=b", "100%", "..", "日本"];
+        let info = frame
+            .append(
+                stream(vec![batch(0..600, &regions), batch(600..700, &["eu"])]),
+                "WRITE",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            info.cells_added,
+            regions.len(),
+            "{b}: one cell per partition"
+        );
+        assert_eq!(info.rows_added, 700);
+        let snap = frame.ledger().latest();
+        for cell in snap.cells() {
+            assert!(cell.path.starts_with("region="), "{}", cell.path);
+            assert_eq!(
+                cell.path.matches('/').count(),
+                1,
+                "{b}: one folder level: {}",
+                cell.path
+            );
+            assert!(
+                !cell.stats.contains_key("region"),
+                "partition columns are not stored in cells"
+            );
+        }
+        let (ids, per_partition) = read_back(&frame, &snap).await;
+        assert_eq!(ids, (0..700).collect::<Vec<_>>(), "{b}");
+        assert_eq!(per_partition["eu"], 200, "{b}");
+        assert_eq!(per_partition["us/west"], 100, "{b}");
+        assert_eq!(per_partition[".."], 100, "{b}");
+        // The ledger keeps the typed values, whatever the folder name.
+        let values: Vec<ScalarValue> = snap.cells().map(|c| c.partition[0].clone()).collect();
+        for r in regions {
+            assert!(values.contains(&ScalarValue::from(r)), "{b}: {r}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn partition_values_of_every_supported_type() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("n", DataType::Int32, false),
+        Field::new("d", DataType::Date32, false),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FrameSpec::new(schema.clone()).with_partition_by(["n", "d"]);
+    let (_, frame) = frame(dir.path().to_str().unwrap(), spec, WriteOptions::default()).await;
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int32Array::from(vec![-1, -1, 7])),
+            Arc::new(Date32Array::from(vec![19723, 19724, 19723])),
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+        ],
+    )
+    .unwrap();
+    frame.append(stream(vec![batch]), "WRITE").await.unwrap();
+    let mut paths: Vec<String> = frame
+        .ledger()
+        .latest()
+        .cells()
+        .map(|c| c.path.rsplit_once('/').unwrap().0.to_string())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        vec!["n=-1/d=2024-01-01", "n=-1/d=2024-01-02", "n=7/d=2024-01-01"]
+    );
+    assert!(dir.path().join("h/b/f").is_dir());
+}
+
+#[tokio::test]
+async fn statistics_come_from_the_parquet_writer() {
+    for b in backends() {
+        let (_, frame) = frame(&b.url, FrameSpec::new(schema()), WriteOptions::default()).await;
+        frame
+            .append(stream(vec![batch(10..40, &["x", "b", "m"])]), "WRITE")
+            .await
+            .unwrap();
+        let snap = frame.ledger().latest();
+        let cell = snap.cells().next().unwrap();
+        assert_eq!(cell.rows, 30);
+        let id = &cell.stats["id"];
+        assert_eq!(id.min, Some(ScalarValue::Int64(Some(10))), "{b}");
+        assert_eq!(id.max, Some(ScalarValue::Int64(Some(39))), "{b}");
+        assert_eq!(id.null_count, Some(0));
+        let region = &cell.stats["region"];
+        assert_eq!(region.min, Some(ScalarValue::from("b")));
+        assert_eq!(region.max, Some(ScalarValue::from("x")));
+        // note is null for every id divisible by 3: 12, 15, …, 39 → 10 nulls.
+        assert_eq!(cell.stats["note"].null_count, Some(10));
+        let size = frame
+            .ledger()
+            .meadow()
+            .store()
+            .head(&frame.ledger().meadow().key(&format!(
+                "{}/{}",
+                frame.ledger().location(),
+                cell.path
+            )))
+            .await
+            .unwrap()
+            .size;
+        assert_eq!(cell.size, size, "{b}: recorded size is the object's size");
+    }
+}
+
+#[tokio::test]
+async fn large_writes_split_into_cells_of_about_the_target() {
+    let target = 256 * 1024;
+    let write = WriteOptions::default()
+        .with_leafcutter(Leafcutter::default().with_target_cell_bytes(target));
+    for b in backends() {
+        let (_, frame) = frame(&b.url, FrameSpec::new(schema()), write).await;
+        // ~6 MB of barely compressible notes.
+        let batches: Vec<RecordBatch> = (0..6)
+            .map(|i| {
+                let n = 20_000i64;
+                let ids = i * n..(i + 1) * n;
+                let notes: Vec<String> = ids
+                    .clone()
+                    .map(|x| format!("{:x}", (x as u64).wrapping_mul(0x9E3779B97F4A7C15)))
+                    .collect();
+                RecordBatch::try_new(
+                    schema(),
+                    vec![
+                        Arc::new(Int64Array::from_iter_values(ids)),
+                        Arc::new(StringArray::from(vec!["eu"; n as usize])),
+                        Arc::new(StringArray::from(notes)),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect();
+        let info = frame.append(stream(batches), "WRITE").await.unwrap();
+        let snap = frame.ledger().latest();
+        let sizes: Vec<u64> = snap.cells().map(|c| c.size).collect();
+        assert!(info.cells_added > 4, "{b}: {sizes:?}");
+        for s in &sizes {
+            assert!(
+                *s <= 2 * target,
+                "{b}: a cell of {s} bytes exceeds twice the target: {sizes:?}"
+            );
+        }
+        // All but the last cell of the write were closed at the target.
+        let full = sizes.iter().filter(|s| **s >= target * 3 / 4).count();
+        assert!(full >= sizes.len() - 1, "{b}: {sizes:?}");
+        assert_eq!(snap.row_count(), 120_000);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_leaves_nothing_visible_or_behind() {
+    for b in backends() {
+        // A nullable partition column, so that the null reaches the partitioning rule.
+        let nullable = Arc::new(Schema::new(
+            schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let spec = FrameSpec::new(nullable).with_partition_by(["region"]);
+        let (_, frame) = frame(&b.url, spec, WriteOptions::default()).await;
+        frame
+            .append(stream(vec![batch(0..10, &["eu"])]), "WRITE")
+            .await
+            .unwrap();
+        let before = frame.ledger().latest();
+        let cells_before = cell_objects(&frame).await;
+
+        // The input fails half way, after cells of several partitions were started.
+        let failing = futures::stream::iter(vec![
+            Ok(batch(10..20, &["eu", "us"])),
+            Ok(batch(20..30, &["asia"])),
+            Err(Error::InvalidOption {
+                name: "input".into(),
+                reason: "the source broke".into(),
+            }),
+        ]);
+        let err = frame
+            .append(failing, "WRITE")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the source broke"), "{err}");
+        // A null partition value in the second batch.
+        let nulls = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("region", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec![Some("eu"), None])),
+            ],
+        )
+        .unwrap();
+        let err = frame
+            .append(stream(vec![batch(30..40, &["eu"]), nulls]), "WRITE")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("partition column region has a null value"),
+            "{err}"
+        );
+
+        let after = frame.ledger().refresh().await.unwrap();
+        assert_eq!(after.version, before.version, "{b}: nothing committed");
+        assert_eq!(
+            cell_objects(&frame).await,
+            cells_before,
+            "{b}: no cell left behind"
+        );
+    }
+}
+
+#[tokio::test]
+async fn schema_mismatches_are_refused_naming_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, frame) = frame(
+        dir.path().to_str().unwrap(),
+        FrameSpec::new(schema()),
+        WriteOptions::default(),
+    )
+    .await;
+    let one = |fields: Vec<Field>, cols: Vec<datafusion::arrow::array::ArrayRef>| {
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+    };
+    // A safe widening cast is applied; a missing nullable column becomes nulls.
+    let widened = one(
+        vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("region", DataType::LargeUtf8, false),
+        ],
+        vec![
+            Arc::new(Int32Array::from(vec![1])),
+            Arc::new(datafusion::arrow::array::LargeStringArray::from(vec!["eu"])),
+        ],
+    );
+    frame.append(stream(vec![widened]), "WRITE").await.unwrap();
+    assert_eq!(
+        frame.ledger().latest().cells().next().unwrap().stats["note"].null_count,
+        Some(1)
+    );
+
+    let cases = [
+        (
+            one(
+                vec![Field::new("id", DataType::Int64, false)],
+                vec![Arc::new(Int64Array::from(vec![1]))],
+            ),
+            vec!["column region", "Utf8", "missing"],
+        ),
+        (
+            one(
+                vec![
+                    Field::new("id", DataType::Utf8, false),
+                    Field::new("region", DataType::Utf8, false),
+                ],
+                vec![
+                    Arc::new(StringArray::from(vec!["1"])),
+                    Arc::new(StringArray::from(vec!["eu"])),
+                ],
+            ),
+            vec!["column id", "frame type Int64", "input has Utf8"],
+        ),
+        (
+            one(
+                vec![
+                    Field::new("id", DataType::Int64, false),
+                    Field::new("region", DataType::Utf8, false),
+                    Field::new("extra", DataType::Int32, true),
+                ],
+                vec![
+                    Arc::new(Int64Array::from(vec![1])),
+                    Arc::new(StringArray::from(vec!["eu"])),
+                    Arc::new(Int32Array::from(vec![1])),
+                ],
+            ),
+            vec!["column extra", "Int32", "not in the frame schema of h.b.f"],
+        ),
+    ];
+    let version = frame.ledger().latest().version;
+    for (bad, needles) in cases {
+        let err = frame
+            .append(stream(vec![bad]), "WRITE")
+            .await
+            .unwrap_err()
+            .to_string();
+        for n in needles {
+            assert!(err.contains(n), "{n:?} not in {err}");
+        }
+    }
+    assert_eq!(frame.ledger().refresh().await.unwrap().version, version);
+}
+
+#[tokio::test]
+async fn frame_specs_are_checked_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = crate::support::registry(dir.path().to_str().unwrap()).await;
+    reg.create_hive("h", apiary_catalog::IfExists::Fail)
+        .await
+        .unwrap();
+    reg.create_box("h", "b", apiary_catalog::IfExists::Fail)
+        .await
+        .unwrap();
+    let floaty = Arc::new(Schema::new(vec![
+        Field::new("x", DataType::Float64, false),
+        Field::new("y", DataType::Int64, false),
+    ]));
+    let cases = [
+        (
+            FrameSpec::new(schema()).with_partition_by(["nope"]),
+            "partition column nope is not a column",
+        ),
+        (
+            FrameSpec::new(floaty).with_partition_by(["x"]),
+            "partition column x has type Float64",
+        ),
+        (
+            FrameSpec::new(schema()).with_partition_by(["id", "region", "note"]),
+            "at least one column must not be a partition column",
+        ),
+    ];
+    for (spec, needle) in cases {
+        let err = reg
+            .create_frame("h", "b", "f", &spec, apiary_catalog::IfExists::Fail)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    assert!(
+        !dir.path().join("h").exists(),
+        "no frame folder was created"
+    );
+}

@@ -1,0 +1,471 @@
+//! The ledger: racing appends, conflicting rewrites, version 0, checkpoints, time travel,
+//! corruption.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use apiary_catalog::{
+    Action, CommitOptions, Error, Frame, FrameSpec, Ledger, Meadow, RetryPolicy, WriteOptions,
+};
+
+use crate::support::{backends, batch, frame, local_and_s3, schema, stream};
+
+/// 8 writers × 25 appends, each writer with its own handles: exactly 200 entries, versions
+/// 1..=200 contiguous, every cell visible exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_appends_all_land_exactly_once() {
+    for b in local_and_s3() {
+        let (reg, _) = frame(&b.url, FrameSpec::new(schema()), WriteOptions::default()).await;
+        drop(reg);
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let writers: Vec<_> = (0..8i64)
+            .map(|w| {
+                let (url, barrier) = (b.url.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let reg = crate::support::registry(&url).await;
+                    let ledger = reg.open_ledger("h", "b", "f").await.unwrap();
+                    let frame = Frame::new(ledger, WriteOptions::default());
+                    barrier.wait().await;
+                    let mut versions = vec![];
+                    let mut lost = 0;
+                    for i in 0..25i64 {
+                        let start = (w * 25 + i) * 10;
+                        let info = frame
+                            .append(stream(vec![batch(start..start + 10, &["eu"])]), "WRITE")
+                            .await
+                            .unwrap();
+                        assert_eq!((info.cells_added, info.rows_added), (1, 10));
+                        lost += info.attempts - 1;
+                        versions.push(info.version);
+                    }
+                    (versions, lost)
+                })
+            })
+            .collect();
+        let mut all_versions = vec![];
+        let mut lost_races = 0;
+        for w in writers {
+            let (v, lost) = w.await.unwrap();
+            all_versions.extend(v);
+            lost_races += lost;
+        }
+        all_versions.sort_unstable();
+        assert_eq!(all_versions, (1..=200).collect::<Vec<u64>>(), "{b}");
+        assert!(lost_races > 0, "{b}: the writers never raced");
+
+        let reg = crate::support::registry(&b.url).await;
+        let ledger = reg.open_ledger("h", "b", "f").await.unwrap();
+        let snap = ledger.latest();
+        assert_eq!(snap.version, 200, "{b}");
+        assert_eq!(snap.cell_count(), 200, "{b}");
+        let entries = ledger.entries(0).await.unwrap();
+        assert_eq!(entries.len(), 201);
+        let adds = entries
+            .iter()
+            .filter(|e| matches!(e.action, Action::AddCells { .. }))
+            .count();
+        assert_eq!(adds, 200, "{b}");
+        let frame = Frame::new(ledger.clone(), WriteOptions::default());
+        let (ids, _) = crate::support::read_back(&frame, &snap).await;
+        assert_eq!(
+            ids,
+            (0..2000).collect::<Vec<i64>>(),
+            "{b}: every row exactly once"
+        );
+        println!("{b}: 200 commits, {lost_races} lost races rebased");
+    }
+}
+
+/// Two rewrites of the same cell from the same snapshot: exactly one wins; the other fails with
+/// the conflict error naming the cell and the winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rewrite_vs_rewrite_has_one_winner_and_a_clear_conflict() {
+    for b in backends() {
+        let (_, frame) = frame(&b.url, FrameSpec::new(schema()), WriteOptions::default()).await;
+        for round in 0..5i64 {
+            frame
+                .append(
+                    stream(vec![batch(round * 100..round * 100 + 5, &["eu"])]),
+                    "WRITE",
+                )
+                .await
+                .unwrap();
+            let read = frame.ledger().refresh().await.unwrap();
+            let victim = read.cells().next().unwrap().path.clone();
+            let barrier = Arc::new(tokio::sync::Barrier::new(2));
+            let tasks: Vec<_> = (0..2)
+                .map(|_| {
+                    let (frame, read, victim, barrier) =
+                        (frame.clone(), read.clone(), victim.clone(), barrier.clone());
+                    tokio::spawn(async move {
+                        let cells = frame
+                            .cell_writer(&read)
+                            .unwrap()
+                            .write_stream(stream(vec![batch(0..1, &["eu"])]))
+                            .await
+                            .unwrap();
+                        barrier.wait().await;
+                        frame
+                            .ledger()
+                            .commit(
+                                &read,
+                                "COMPACT",
+                                Action::RewriteCells {
+                                    removed: vec![victim],
+                                    added: cells,
+                                },
+                            )
+                            .await
+                    })
+                })
+                .collect();
+            let mut ok = 0;
+            let mut conflicts = vec![];
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(_) => ok += 1,
+                    Err(e @ Error::Conflict(_)) => conflicts.push(e.to_string()),
+                    Err(e) => panic!("{b}: unexpected error {e}"),
+                }
+            }
+            assert_eq!((ok, conflicts.len()), (1, 1), "{b}: round {round}");
+            let msg = &conflicts[0];
+            assert!(msg.contains("commit conflict on frame h.b.f"), "{msg}");
+            assert!(msg.contains(&victim), "{msg}");
+            assert!(msg.contains("COMPACT"), "{msg}");
+            // The loser's cells are not visible; the frame holds the winner's state.
+            let snap = frame.ledger().refresh().await.unwrap();
+            assert!(snap.cell(&victim).is_none(), "{b}");
+            assert_eq!(snap.version, read.version + 1, "{b}");
+        }
+    }
+}
+
+/// An overwrite racing an append: both land (the append rebases over the rewrite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn append_rebases_over_a_concurrent_overwrite() {
+    for b in backends() {
+        let (_, frame) = frame(&b.url, FrameSpec::new(schema()), WriteOptions::default()).await;
+        frame
+            .append(stream(vec![batch(0..10, &["eu"])]), "WRITE")
+            .await
+            .unwrap();
+        let read = frame.ledger().latest();
+        let (f1, f2) = (frame.clone(), frame.clone());
+        let r1 = read.clone();
+        let overwrite = tokio::spawn(async move {
+            let cells = f1
+                .cell_writer(&r1)
+                .unwrap()
+                .write_stream(stream(vec![batch(100..105, &["eu"])]))
+                .await
+                .unwrap();
+            f1.commit_cells(&r1, "OVERWRITE", cells, true).await
+        });
+        let append = tokio::spawn(async move {
+            f2.append(stream(vec![batch(200..203, &["eu"])]), "WRITE")
+                .await
+        });
+        overwrite.await.unwrap().unwrap();
+        append.await.unwrap().unwrap();
+        let snap = frame.ledger().refresh().await.unwrap();
+        let (ids, _) = crate::support::read_back(&frame, &snap).await;
+        let ids: BTreeSet<i64> = ids.into_iter().collect();
+        assert!(ids.contains(&100) && ids.contains(&200), "{b}: {ids:?}");
+        assert!(!ids.contains(&0), "{b}: the overwritten rows are gone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn version_zero_has_exactly_one_creator() {
+    for b in backends() {
+        let meadow = Meadow::open(&b.url).await.unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (meadow, barrier) = (meadow.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    Ledger::create(
+                        meadow,
+                        "h/b/f/x",
+                        "h.b.f",
+                        format!("id{i}"),
+                        &FrameSpec::new(schema()),
+                        CommitOptions::default(),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut winners = vec![];
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(l) => winners.push(l.latest().frame_id.clone()),
+                Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => panic!("{b}: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{b}");
+        let opened = Ledger::open(meadow, "h/b/f/x", "h.b.f", CommitOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(opened.latest().frame_id, winners[0], "{b}");
+    }
+}
+
+/// Loading through a checkpoint gives exactly the state of a full replay, and really uses the
+/// checkpoint (it still loads once the entries before it are gone).
+#[tokio::test]
+async fn crossing_a_checkpoint_equals_the_full_replay() {
+    for b in backends() {
+        let meadow = Meadow::open(&b.url).await.unwrap();
+        let opts = CommitOptions::default().with_checkpoint_interval(10);
+        let ledger = Ledger::create(
+            meadow.clone(),
+            "f",
+            "h.b.f",
+            "id",
+            &FrameSpec::new(schema()),
+            opts.clone(),
+        )
+        .await
+        .unwrap();
+        let frame = Frame::new(ledger.clone(), WriteOptions::default());
+        for i in 0..25i64 {
+            if i % 7 == 6 {
+                // Some rewrites, so that removals cross the checkpoint too.
+                frame
+                    .overwrite(
+                        stream(vec![batch(i * 10..i * 10 + 3, &["eu"])]),
+                        "OVERWRITE",
+                    )
+                    .await
+                    .unwrap();
+            } else {
+                frame
+                    .append(stream(vec![batch(i * 10..i * 10 + 3, &["eu"])]), "WRITE")
+                    .await
+                    .unwrap();
+            }
+        }
+        // Full replay: hide the checkpoints and the hint.
+        let hint = meadow
+            .get("f/_ledger/_last_checkpoint")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(hint.as_ref(), br#"{"version":20}"#, "{b}");
+        let checkpoints = meadow.list("f/_ledger/_checkpoint").await.unwrap();
+        assert_eq!(checkpoints.len(), 2, "{b}: checkpoints at 10 and 20");
+        let mut saved = vec![];
+        for c in &checkpoints {
+            let rel = meadow.relative(&c.location).unwrap().to_string();
+            saved.push((rel.clone(), meadow.get(&rel).await.unwrap().unwrap()));
+            meadow.delete(&rel).await.unwrap();
+        }
+        meadow.delete("f/_ledger/_last_checkpoint").await.unwrap();
+        let replayed = Ledger::open(meadow.clone(), "f", "h.b.f", opts.clone())
+            .await
+            .unwrap()
+            .latest();
+        // Restore them, and remove every entry the checkpoint covers.
+        for (rel, body) in saved {
+            meadow.put(&rel, body).await.unwrap();
+        }
+        meadow
+            .put("f/_ledger/_last_checkpoint", hint)
+            .await
+            .unwrap();
+        for v in 0..=20u64 {
+            meadow
+                .delete(&format!("f/_ledger/{v:020}.json"))
+                .await
+                .unwrap();
+        }
+        let via_checkpoint = Ledger::open(meadow.clone(), "f", "h.b.f", opts)
+            .await
+            .unwrap()
+            .latest();
+        assert_eq!(via_checkpoint.version, 25, "{b}");
+        assert_eq!(*via_checkpoint, *replayed, "{b}");
+        assert_eq!(*via_checkpoint, *ledger.latest(), "{b}");
+    }
+}
+
+#[tokio::test]
+async fn any_version_can_be_read() {
+    for b in backends() {
+        let meadow = Meadow::open(&b.url).await.unwrap();
+        let opts = CommitOptions::default().with_checkpoint_interval(4);
+        let ledger = Ledger::create(
+            meadow.clone(),
+            "f",
+            "h.b.f",
+            "id",
+            &FrameSpec::new(schema()),
+            opts,
+        )
+        .await
+        .unwrap();
+        let frame = Frame::new(ledger.clone(), WriteOptions::default());
+        for i in 0..10i64 {
+            frame
+                .append(stream(vec![batch(0..i + 1, &["eu"])]), "WRITE")
+                .await
+                .unwrap();
+        }
+        for v in 0..=10u64 {
+            let snap = ledger.snapshot_at(v).await.unwrap();
+            assert_eq!(snap.version, v, "{b}");
+            assert_eq!(snap.cell_count() as u64, v, "{b}");
+            assert_eq!(snap.row_count(), v * (v + 1) / 2, "{b}");
+        }
+        let err = ledger.snapshot_at(11).await.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "ledger of frame h.b.f has no version 11 (latest is 10)"
+        );
+    }
+}
+
+#[tokio::test]
+async fn corrupt_entries_and_checkpoints_are_errors_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let meadow = Meadow::open(dir.path().to_str().unwrap()).await.unwrap();
+    let opts = CommitOptions::default().with_checkpoint_interval(2);
+    let ledger = Ledger::create(
+        meadow.clone(),
+        "f",
+        "h.b.f",
+        "id",
+        &FrameSpec::new(schema()),
+        opts.clone(),
+    )
+    .await
+    .unwrap();
+    let frame = Frame::new(ledger.clone(), WriteOptions::default());
+    for i in 0..3 {
+        frame
+            .append(stream(vec![batch(i..i + 1, &["eu"])]), "WRITE")
+            .await
+            .unwrap();
+    }
+    let ledger_dir = dir.path().join("f/_ledger");
+    // A torn entry after the newest version.
+    std::fs::write(
+        ledger_dir.join("00000000000000000004.json"),
+        b"{\"version\": 4, \"timest",
+    )
+    .unwrap();
+    let err = ledger.refresh().await.unwrap_err().to_string();
+    assert!(
+        err.contains("f/_ledger/00000000000000000004.json") && err.contains("not valid JSON"),
+        "{err}"
+    );
+    // An entry whose content claims another version.
+    let three = std::fs::read(ledger_dir.join("00000000000000000003.json")).unwrap();
+    std::fs::write(ledger_dir.join("00000000000000000004.json"), &three).unwrap();
+    let err = ledger.refresh().await.unwrap_err().to_string();
+    assert!(
+        err.contains("00000000000000000004.json") && err.contains("claims version 3"),
+        "{err}"
+    );
+    std::fs::remove_file(ledger_dir.join("00000000000000000004.json")).unwrap();
+    // A broken checkpoint.
+    std::fs::write(
+        ledger_dir.join("_checkpoint/00000000000000000002.json"),
+        b"[]",
+    )
+    .unwrap();
+    let err = Ledger::open(meadow.clone(), "f", "h.b.f", opts.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("_checkpoint/00000000000000000002.json"),
+        "{err}"
+    );
+    // A cell record with a bound of the wrong type names the key, the cell and the column.
+    let bad_cell = r#"{"version":4,"timestamp_ms":0,"writer":"w","operation":"WRITE","action":{"add_cells":{"cells":[{"path":"cell_x.parquet","size":1,"rows":1,"stats":{"id":{"min":"one","max":1,"nulls":0}}}]}}}"#;
+    std::fs::write(ledger_dir.join("00000000000000000004.json"), bad_cell).unwrap();
+    let err = ledger.refresh().await.unwrap_err().to_string();
+    assert!(
+        err.contains("00000000000000000004.json")
+            && err.contains("cell_x.parquet")
+            && err.contains("column id"),
+        "{err}"
+    );
+    // Nothing panicked, nothing was skipped, and the handle still holds the last good version.
+    assert_eq!(ledger.latest().version, 3);
+}
+
+#[tokio::test]
+async fn a_writer_gives_up_after_its_budget_with_an_error_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let meadow = Meadow::open(dir.path().to_str().unwrap()).await.unwrap();
+    let retry = RetryPolicy {
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    };
+    let opts = CommitOptions::default().with_retry(retry);
+    let ledger = Ledger::create(
+        meadow.clone(),
+        "f",
+        "h.b.f",
+        "id",
+        &FrameSpec::new(schema()),
+        opts.clone(),
+    )
+    .await
+    .unwrap();
+    let read = ledger.latest();
+    // Another writer keeps winning: pre-create many versions with a different handle.
+    let other = Ledger::open(meadow.clone(), "f", "h.b.f", opts)
+        .await
+        .unwrap();
+    let other_frame = Frame::new(other, WriteOptions::default());
+    for i in 0..3 {
+        other_frame
+            .append(stream(vec![batch(i..i + 1, &["eu"])]), "WRITE")
+            .await
+            .unwrap();
+    }
+    // `read` is stale: each attempt loses and catches up by one GET of what exists, so with a
+    // budget of 3 attempts against 3 existing versions it rebases and then wins — but a budget
+    // of 1 loses.
+    let once = Ledger::open(
+        meadow.clone(),
+        "f",
+        "h.b.f",
+        CommitOptions::default().with_retry(RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let err = once
+        .commit(&read, "WRITE", Action::AddCells { cells: vec![] })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("gave up committing to ledger of h.b.f after 1 attempts"),
+        "{err}"
+    );
+    assert!(err.contains("retry budget exhausted"), "{err}");
+    let info = ledger
+        .commit(&read, "WRITE", Action::AddCells { cells: vec![] })
+        .await
+        .unwrap();
+    assert_eq!(info.version, 4);
+    let seen: HashSet<u64> = ledger
+        .entries(0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(seen.len(), 5);
+}

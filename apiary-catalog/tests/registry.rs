@@ -1,0 +1,325 @@
+//! The registry: names, if-(not-)exists semantics, drops, races, freshness, checkpoints.
+
+use std::sync::Arc;
+
+use apiary_catalog::{
+    CommitOptions, Creation, Error, FrameSpec, IfExists, IfMissing, Meadow, Registry,
+};
+
+use crate::support::{backends, counting_meadow, registry, schema};
+
+#[tokio::test]
+async fn create_list_get_and_drop_with_explicit_semantics() {
+    for b in backends() {
+        let reg = registry(&b.url).await;
+        assert!(
+            reg.create_hive("sales", IfExists::Fail)
+                .await
+                .unwrap()
+                .was_created()
+        );
+        let again = reg.create_hive("sales", IfExists::Keep).await.unwrap();
+        assert!(matches!(again, Creation::Existing(_)), "{b}");
+        let err = reg.create_hive("sales", IfExists::Fail).await.unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists { .. }), "{b}: {err}");
+        assert_eq!(err.to_string(), "hive sales already exists");
+
+        reg.create_box("sales", "eu", IfExists::Fail).await.unwrap();
+        reg.create_box("sales", "us", IfExists::Fail).await.unwrap();
+        let spec = FrameSpec::new(schema());
+        reg.create_frame("sales", "eu", "orders", &spec, IfExists::Fail)
+            .await
+            .unwrap();
+        let err = reg
+            .create_frame("sales", "eu", "orders", &spec, IfExists::Fail)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "frame sales.eu.orders already exists",
+            "{b}"
+        );
+        let kept = reg
+            .create_frame("sales", "eu", "orders", &spec, IfExists::Keep)
+            .await
+            .unwrap();
+        assert!(!kept.was_created(), "{b}");
+
+        let s = reg.snapshot();
+        assert_eq!(s.hive_names(), vec!["sales"]);
+        assert_eq!(s.box_names("sales").unwrap(), vec!["eu", "us"]);
+        assert_eq!(s.frame_names("sales", "eu").unwrap(), vec!["orders"]);
+        assert!(s.frame("sales", "eu", "orders").is_ok());
+
+        // Unknown names are errors naming them.
+        assert_eq!(
+            s.hive("nope").unwrap_err().to_string(),
+            "hive nope not found"
+        );
+        assert_eq!(
+            s.frame("sales", "eu", "nope").unwrap_err().to_string(),
+            "frame sales.eu.nope not found"
+        );
+        let err = reg
+            .create_box("nope", "x", IfExists::Fail)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "hive nope not found");
+
+        // Drops: RESTRICT by default, IF EXISTS explicit.
+        let err = reg
+            .drop_box("sales", "eu", IfMissing::Fail, false)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("box sales.eu is not empty (frames: orders)"),
+            "{err}"
+        );
+        assert!(
+            reg.drop_frame("sales", "eu", "orders", IfMissing::Fail)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !reg.drop_frame("sales", "eu", "orders", IfMissing::Ignore)
+                .await
+                .unwrap()
+        );
+        let err = reg
+            .drop_frame("sales", "eu", "orders", IfMissing::Fail)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "frame sales.eu.orders not found");
+        assert!(
+            reg.drop_box("sales", "eu", IfMissing::Fail, false)
+                .await
+                .unwrap()
+        );
+        let err = reg
+            .drop_hive("sales", IfMissing::Fail, false)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("hive sales is not empty"), "{err}");
+        assert!(reg.drop_hive("sales", IfMissing::Fail, true).await.unwrap());
+        assert!(reg.snapshot().hive_names().is_empty());
+        assert_eq!(
+            reg.snapshot().dropped.len(),
+            1,
+            "{b}: dropped frames are remembered"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_names_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let reg = registry(root.to_str().unwrap()).await;
+    for bad in [
+        "",
+        "..",
+        "../x",
+        "a/b",
+        "a\\b",
+        "a\0b",
+        "_x",
+        "1x",
+        "a b",
+        &"x".repeat(129),
+    ] {
+        let err = reg
+            .create_hive(bad, IfExists::Fail)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid hive name"), "{err}");
+        assert!(err.contains(&format!("{bad:?}")), "{err}");
+    }
+    reg.create_hive("h", IfExists::Fail).await.unwrap();
+    let err = reg
+        .create_box("h", "..", IfExists::Fail)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("invalid box name \"..\""), "{err}");
+    reg.create_box("h", "b", IfExists::Fail).await.unwrap();
+    let err = reg
+        .create_frame("h", "b", "/etc", &FrameSpec::new(schema()), IfExists::Fail)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("invalid frame name \"/etc\""), "{err}");
+    // Names that differ only in case would collide on case-insensitive file systems.
+    let err = reg
+        .create_hive("H", IfExists::Fail)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hive H cannot be created") && err.contains("existing hive h"),
+        "{err}"
+    );
+    // Nothing was written beside the root, and inside it only the registry.
+    let beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(beside.len(), 1);
+    let inside: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(inside, vec!["_registry"]);
+}
+
+#[tokio::test]
+async fn a_recreated_frame_never_sees_the_old_one() {
+    for b in backends() {
+        let (reg, frame) =
+            crate::support::frame(&b.url, FrameSpec::new(schema()), Default::default()).await;
+        frame
+            .append(
+                crate::support::stream(vec![crate::support::batch(0..10, &["eu"])]),
+                "WRITE",
+            )
+            .await
+            .unwrap();
+        let old = reg.snapshot().frame("h", "b", "f").unwrap().clone();
+        reg.drop_frame("h", "b", "f", IfMissing::Fail)
+            .await
+            .unwrap();
+        let err = reg.open_ledger("h", "b", "f").await.unwrap_err();
+        assert_eq!(err.to_string(), "frame h.b.f not found", "{b}");
+        reg.create_frame("h", "b", "f", &FrameSpec::new(schema()), IfExists::Fail)
+            .await
+            .unwrap();
+        let new = reg.snapshot().frame("h", "b", "f").unwrap().clone();
+        assert_ne!(old.id, new.id, "{b}");
+        assert_ne!(old.location, new.location, "{b}");
+        let ledger = reg.open_ledger("h", "b", "f").await.unwrap();
+        let snap = ledger.latest();
+        assert_eq!((snap.version, snap.cell_count()), (0, 0), "{b}");
+        assert_eq!(snap.frame_id, new.id);
+        // The old frame's data is still there (soft drop) for cleanup to reclaim.
+        assert!(
+            !reg.meadow().list(&old.location).await.unwrap().is_empty(),
+            "{b}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_frame_creation_has_exactly_one_winner() {
+    for b in backends() {
+        let setup = registry(&b.url).await;
+        setup.create_hive("h", IfExists::Fail).await.unwrap();
+        setup.create_box("h", "b", IfExists::Fail).await.unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (url, barrier) = (b.url.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    // Each creator has its own handle and cache, as separate processes would.
+                    let reg = registry(&url).await;
+                    barrier.wait().await;
+                    reg.create_frame("h", "b", "f", &FrameSpec::new(schema()), IfExists::Fail)
+                        .await
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(Creation::Created(_)) => won += 1,
+                Err(Error::AlreadyExists { .. }) => {}
+                other => panic!("{b}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(won, 1, "{b}");
+        let reg = registry(&b.url).await;
+        let record = reg.snapshot().frame("h", "b", "f").unwrap().clone();
+        // The losers' unused ledgers were removed: only the winner's version 0 remains.
+        let ledgers: Vec<_> = reg
+            .meadow()
+            .list("h/b/f")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| reg.meadow().relative(&m.location).map(str::to_string))
+            .collect();
+        assert_eq!(
+            ledgers,
+            vec![format!(
+                "{}/_ledger/00000000000000000000.json",
+                record.location
+            )],
+            "{b}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refresh_is_one_get_and_sees_other_writers() {
+    let (meadow, counting) = counting_meadow();
+    let a = Registry::open(meadow.clone(), CommitOptions::default())
+        .await
+        .unwrap();
+    let b = Registry::open(meadow.clone(), CommitOptions::default())
+        .await
+        .unwrap();
+    a.create_hive("h", IfExists::Fail).await.unwrap();
+    assert!(
+        b.snapshot().hive("h").is_err(),
+        "b's cache is stale until refreshed"
+    );
+    counting.take();
+    let s = b.refresh().await.unwrap();
+    assert!(s.hive("h").is_ok());
+    let calls = counting.take();
+    // A probe of the next version that hits, a probe listing after it, then nothing else.
+    assert_eq!(calls.get("get"), Some(&1), "{calls:?}");
+    assert_eq!(calls.get("list_with_offset"), Some(&1), "{calls:?}");
+    // Nothing new: exactly one GET, no listing.
+    b.refresh().await.unwrap();
+    let calls = counting.take();
+    assert_eq!(calls.into_iter().collect::<Vec<_>>(), vec![("get", 1)]);
+}
+
+#[tokio::test]
+async fn loading_reads_the_checkpoint_not_the_history() {
+    let (meadow, counting) = counting_meadow();
+    let opts = CommitOptions::default().with_checkpoint_interval(10);
+    let reg = Registry::open(meadow.clone(), opts.clone()).await.unwrap();
+    for i in 0..23 {
+        reg.create_hive(&format!("h{i}"), IfExists::Fail)
+            .await
+            .unwrap();
+    }
+    let replayed = reg.snapshot();
+    assert_eq!(replayed.version, 23);
+    counting.take();
+    let fresh = Registry::open(meadow.clone(), opts).await.unwrap();
+    assert_eq!(*fresh.snapshot(), *replayed);
+    let calls = counting.take();
+    // The hint, checkpoint 20, one listing after it, entries 21..=23.
+    assert_eq!(calls.get("get"), Some(&5), "{calls:?}");
+    assert_eq!(calls.get("list_with_offset"), Some(&1), "{calls:?}");
+    assert_eq!(calls.get("list"), None, "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_corrupt_registry_entry_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap().to_string();
+    let reg = registry(&url).await;
+    reg.create_hive("h", IfExists::Fail).await.unwrap();
+    std::fs::write(dir.path().join("_registry/state_000002.json"), b"{not json").unwrap();
+    let err = reg.refresh().await.unwrap_err().to_string();
+    assert!(err.contains("_registry/state_000002.json"), "{err}");
+    let err = Registry::open(Meadow::open(&url).await.unwrap(), CommitOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("corrupt object") && err.contains("state_000002.json"),
+        "{err}"
+    );
+}
