@@ -20,6 +20,7 @@ use bytes::Bytes;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::client::SpawnedReqwestConnector;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -97,8 +98,20 @@ impl Meadow {
         Ok(meadow)
     }
 
+    /// Like [`Meadow::open`], with the HTTP connections of a remote store driven by the runtime
+    /// behind `io` (Apiary's own, so that they do not depend on any caller's runtime).
+    pub async fn open_with(url: &str, io: &tokio::runtime::Handle) -> Result<Meadow> {
+        let meadow = Self::build_from_url(url, Some(io))?;
+        meadow.check_reachable().await?;
+        Ok(meadow)
+    }
+
     /// Builds the meadow for `url` without any I/O except creating a missing local folder.
     pub fn from_url(url: &str) -> Result<Meadow> {
+        Self::build_from_url(url, None)
+    }
+
+    fn build_from_url(url: &str, io: Option<&tokio::runtime::Handle>) -> Result<Meadow> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: url.to_string(),
             reason: reason.to_string(),
@@ -169,6 +182,9 @@ impl Meadow {
                     if key == "endpoint" && value.starts_with("http://") {
                         builder = builder.with_allow_http(true);
                     }
+                }
+                if let Some(io) = io {
+                    builder = builder.with_http_connector(SpawnedReqwestConnector::new(io.clone()));
                 }
                 let store = builder
                     .build()

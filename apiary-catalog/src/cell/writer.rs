@@ -201,7 +201,15 @@ impl CellWriter {
     }
 
     async fn close(&mut self, key: Vec<ScalarValue>, mut cell: OpenCell) -> Result<()> {
-        let meta = match cell.writer.finish().await {
+        // Flush the last row group first: what finish() adds after it is the metadata.
+        let finished = match cell.writer.flush().await {
+            Ok(()) => {
+                let data_end = cell.writer.bytes_written() as u64;
+                cell.writer.finish().await.map(|m| (m, data_end))
+            }
+            Err(e) => Err(e),
+        };
+        let (meta, data_end) = match finished {
             Ok(m) => m,
             Err(e) => {
                 abort_cell(cell).await;
@@ -215,6 +223,7 @@ impl CellWriter {
             path: cell.rel_path,
             size,
             rows: cell.rows,
+            meta_size: Some(size - data_end),
             partition: key,
             stats,
         }));

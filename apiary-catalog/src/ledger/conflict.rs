@@ -55,6 +55,7 @@ mod tests {
             path: p.into(),
             size: 1,
             rows: 1,
+            meta_size: None,
             partition: vec![],
             stats: BTreeMap::new(),
         })

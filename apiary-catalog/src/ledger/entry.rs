@@ -36,6 +36,9 @@ pub struct CellRecord {
     pub path: String,
     pub size: u64,
     pub rows: u64,
+    /// Bytes at the end of the file holding the page index and footer: a reader fetches them in
+    /// one ranged GET (`None`: unknown).
+    pub meta_size: Option<u64>,
     /// One value per partition column, in the frame's `partition_by` order.
     pub partition: Vec<ScalarValue>,
     /// Statistics of the columns stored in the file, by column name.
@@ -153,6 +156,8 @@ struct RawCell {
     path: String,
     size: u64,
     rows: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    meta_size: Option<u64>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     partition: Map<String, Value>,
     #[serde(default)]
@@ -189,6 +194,7 @@ impl CellRecord {
             path: self.path.clone(),
             size: self.size,
             rows: self.rows,
+            meta_size: self.meta_size,
             partition,
             stats,
         })
@@ -253,6 +259,7 @@ impl CellRecord {
             path: raw.path,
             size: raw.size,
             rows: raw.rows,
+            meta_size: raw.meta_size,
             partition,
             stats,
         })
