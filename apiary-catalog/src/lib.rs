@@ -37,22 +37,28 @@
 pub mod cell;
 pub mod error;
 pub mod frame;
+pub mod io;
 pub mod ledger;
 pub mod meadow;
 pub mod name;
 pub mod options;
+pub mod provider;
 pub mod registry;
 pub mod retry;
 pub mod schema_json;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod value;
 
 pub use cell::{CellWriter, Leafcutter, WriteOptions};
 pub use error::{Error, Kind, Result};
 pub use frame::Frame;
+pub use io::IoRuntime;
 pub use ledger::{
     Action, CellRecord, ColumnStats, CommitInfo, FrameSnapshot, FrameSpec, Ledger, LedgerEntry,
 };
 pub use meadow::{Created, Meadow, MeadowKind};
 pub use options::CommitOptions;
+pub use provider::{ApiaryCatalog, CatalogOptions, FrameTable};
 pub use registry::{Creation, FrameRecord, IfExists, IfMissing, Registry, RegistryState};
 pub use retry::RetryPolicy;

@@ -1,80 +1,15 @@
 //! Shared helpers: the three backends, a small schema, data, and a read-back of a snapshot.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+pub use apiary_catalog::testing::{backends, counting_meadow, local_and_s3, s3_url};
 use apiary_catalog::{
     CommitOptions, Frame, FrameSnapshot, FrameSpec, IfExists, Meadow, Registry, WriteOptions,
 };
-use async_trait::async_trait;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use futures::stream::BoxStream;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
-
-/// One storage backend under test.
-pub struct Backend {
-    pub label: &'static str,
-    pub url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.label, self.url)
-    }
-}
-
-/// A fresh, empty root on S3: a unique prefix in the test bucket.
-pub fn s3_url() -> String {
-    let base = std::env::var("APIARY_TEST_S3_URL").unwrap_or_else(|_| {
-        panic!(
-            "APIARY_TEST_S3_URL is not set. Run the tests with ./scripts/test.sh, which starts the \
-             S3 test server; or run `scripts/s3-test-server start` and source the env file it prints."
-        )
-    });
-    format!(
-        "{}/{}",
-        base.trim_end_matches('/'),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
-/// A fresh local folder, a fresh named in-memory store, a fresh S3 prefix.
-pub fn backends() -> Vec<Backend> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    vec![
-        Backend {
-            label: "local",
-            url: format!("file://{}", dir.path().display()),
-            _dir: Some(dir),
-        },
-        Backend {
-            label: "memory",
-            url: format!("memory://t{}", uuid::Uuid::new_v4().simple()),
-            _dir: None,
-        },
-        Backend {
-            label: "s3",
-            url: s3_url(),
-            _dir: None,
-        },
-    ]
-}
-
-pub fn local_and_s3() -> Vec<Backend> {
-    backends()
-        .into_iter()
-        .filter(|b| b.label != "memory")
-        .collect()
-}
 
 pub fn options() -> CommitOptions {
     CommitOptions::default()
@@ -166,108 +101,4 @@ pub async fn read_back(frame: &Frame, snap: &FrameSnapshot) -> (Vec<i64>, BTreeM
     }
     ids.sort_unstable();
     (ids, per_partition)
-}
-
-/// An object store that counts calls by kind, to check how much I/O an operation costs.
-#[derive(Debug)]
-pub struct Counting {
-    pub inner: Arc<dyn ObjectStore>,
-    pub calls: Mutex<BTreeMap<&'static str, usize>>,
-    pub total: AtomicUsize,
-}
-
-impl Counting {
-    pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            calls: Mutex::new(BTreeMap::new()),
-            total: AtomicUsize::new(0),
-        })
-    }
-
-    fn count(&self, what: &'static str) {
-        self.total.fetch_add(1, Ordering::SeqCst);
-        *self.calls.lock().unwrap().entry(what).or_insert(0) += 1;
-    }
-
-    pub fn take(&self) -> BTreeMap<&'static str, usize> {
-        std::mem::take(&mut *self.calls.lock().unwrap())
-    }
-}
-
-impl fmt::Display for Counting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Counting({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Counting {
-    async fn put_opts(
-        &self,
-        l: &Path,
-        p: PutPayload,
-        o: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.count("put");
-        self.inner.put_opts(l, p, o).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        l: &Path,
-        o: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.count("put_multipart");
-        self.inner.put_multipart_opts(l, o).await
-    }
-
-    async fn get_opts(&self, l: &Path, o: GetOptions) -> object_store::Result<GetResult> {
-        self.count(if o.head { "head" } else { "get" });
-        self.inner.get_opts(l, o).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.count("delete");
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.count("list");
-        self.inner.list(prefix)
-    }
-
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.count("list_with_offset");
-        self.inner.list_with_offset(prefix, offset)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.count("list_with_delimiter");
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, o: CopyOptions) -> object_store::Result<()> {
-        self.count("copy");
-        self.inner.copy_opts(from, to, o).await
-    }
-}
-
-/// A memory meadow whose store counts calls.
-pub fn counting_meadow() -> (Meadow, Arc<Counting>) {
-    let counting = Counting::new(Arc::new(object_store::memory::InMemory::new()));
-    let meadow = Meadow::from_store(
-        "memory://counting",
-        counting.clone(),
-        datafusion::execution::object_store::ObjectStoreUrl::parse("memory://counting").unwrap(),
-        Path::from("root"),
-    );
-    (meadow, counting)
 }

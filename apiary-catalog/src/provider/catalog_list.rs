@@ -1,0 +1,88 @@
+//! The session's catalog list with every hive added as a catalog.
+
+use std::sync::Arc;
+
+use datafusion::catalog::{CatalogProvider, CatalogProviderList, MemoryCatalogProvider};
+
+use super::ApiaryCatalog;
+use crate::registry::IfExists;
+
+/// Wraps the session's own catalog list: its catalogs (`datafusion`, …) come first and keep
+/// working; every hive of the meadow is a catalog too. `CREATE DATABASE name` creates a hive.
+#[derive(Debug)]
+pub struct ApiaryCatalogList {
+    inner: Arc<dyn CatalogProviderList>,
+    apiary: ApiaryCatalog,
+}
+
+impl ApiaryCatalogList {
+    pub fn new(inner: Arc<dyn CatalogProviderList>, apiary: ApiaryCatalog) -> Self {
+        Self { inner, apiary }
+    }
+
+    pub fn apiary(&self) -> &ApiaryCatalog {
+        &self.apiary
+    }
+
+    /// The session's own catalogs.
+    pub fn inner(&self) -> &Arc<dyn CatalogProviderList> {
+        &self.inner
+    }
+}
+
+impl CatalogProviderList for ApiaryCatalogList {
+    /// `CREATE DATABASE` hands over an empty in-memory catalog: that becomes a hive. Anything
+    /// else (a catalog registered by hand) goes to the session's own list.
+    ///
+    /// DataFusion gives this method no way to fail; when the hive cannot be created the reason
+    /// is logged and reported by the next statement that uses the name.
+    fn register_catalog(
+        &self,
+        name: String,
+        catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
+        let is_create_database = catalog
+            .downcast_ref::<MemoryCatalogProvider>()
+            .is_some_and(|c| c.schema_names().is_empty());
+        if !is_create_database || self.inner.catalog(&name).is_some() {
+            return self.inner.register_catalog(name, catalog);
+        }
+        let registry = self.apiary.registry().clone();
+        let hive = name.clone();
+        match self
+            .apiary
+            .block_on(async move { registry.create_hive(&hive, IfExists::Fail).await })
+        {
+            Ok(_) => self.apiary.forget_failed_hive(&name),
+            Err(e) => {
+                log::error!("CREATE DATABASE {name}: {e}");
+                self.apiary.remember_failed_hive(&name, e.to_string());
+            }
+        }
+        None
+    }
+
+    fn catalog_names(&self) -> Vec<String> {
+        let mut names = self.inner.catalog_names();
+        for hive in self.apiary.namespace().hive_names() {
+            if !names.contains(&hive) {
+                names.push(hive);
+            }
+        }
+        names
+    }
+
+    fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
+        if let Some(c) = self.inner.catalog(name) {
+            return Some(c);
+        }
+        let mut state = self.apiary.registry().snapshot();
+        if state.hive(name).is_err() {
+            state = self.apiary.refresh_blocking();
+        }
+        if state.hive(name).is_ok() || self.apiary.failed_hive(name).is_some() {
+            return Some(self.apiary.hive(name));
+        }
+        None
+    }
+}

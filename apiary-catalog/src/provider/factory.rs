@@ -1,0 +1,99 @@
+//! `CREATE EXTERNAL TABLE hive.box.frame (…) STORED AS APIARY PARTITIONED BY (…) LOCATION ''`:
+//! the way to declare partition columns from SQL (DataFusion's `CREATE TABLE` has no
+//! `PARTITIONED BY`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
+use datafusion::common::{DataFusionError, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::CreateExternalTable;
+
+use super::ApiaryCatalog;
+use crate::ledger::FrameSpec;
+use crate::registry::IfExists;
+
+/// Creates frames for `STORED AS APIARY`.
+#[derive(Debug)]
+pub struct FrameTableFactory {
+    apiary: ApiaryCatalog,
+}
+
+impl FrameTableFactory {
+    pub fn new(apiary: ApiaryCatalog) -> Self {
+        Self { apiary }
+    }
+}
+
+#[async_trait]
+impl TableProviderFactory for FrameTableFactory {
+    async fn create(
+        &self,
+        state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let catalog = &state.config_options().catalog;
+        let name = cmd
+            .name
+            .clone()
+            .resolve(&catalog.default_catalog, &catalog.default_schema);
+        let qualified = format!("{}.{}.{}", name.catalog, name.schema, name.table);
+        if cmd.locations.iter().any(|l| !l.is_empty()) {
+            return plan_err!(
+                "frame {qualified}: write LOCATION '' — Apiary chooses where a frame's cells live"
+            );
+        }
+        if !cmd.constraints.is_empty() {
+            return plan_err!(
+                "frame {qualified}: constraints (PRIMARY KEY, UNIQUE, …) are not supported"
+            );
+        }
+        if !cmd.order_exprs.is_empty() || cmd.unbounded {
+            return plan_err!("frame {qualified}: WITH ORDER and UNBOUNDED are not supported");
+        }
+        if !cmd.column_defaults.is_empty() {
+            return plan_err!("frame {qualified}: DEFAULT values are not supported yet");
+        }
+        if self
+            .apiary
+            .registry()
+            .snapshot()
+            .hive(&name.catalog)
+            .is_err()
+            && self.apiary.refresh().await?.hive(&name.catalog).is_err()
+        {
+            return plan_err!(
+                "{} is not an Apiary hive: create it with CREATE DATABASE {}",
+                name.catalog,
+                name.catalog
+            );
+        }
+        let schema = Arc::new(cmd.schema.as_arrow().clone());
+        let properties: BTreeMap<String, String> = cmd.options.clone().into_iter().collect();
+        let spec = FrameSpec {
+            schema,
+            partition_by: cmd.table_partition_cols.clone(),
+            properties,
+        };
+        self.apiary
+            .registry()
+            .create_frame(
+                &name.catalog,
+                &name.schema,
+                &name.table,
+                &spec,
+                IfExists::Fail,
+            )
+            .await?;
+        let table = self
+            .apiary
+            .frame_table(&name.catalog, &name.schema, &name.table)
+            .await?
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!("frame {qualified} vanished after its creation"))
+            })?;
+        Ok(table)
+    }
+}

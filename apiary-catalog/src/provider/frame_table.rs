@@ -1,0 +1,159 @@
+//! A frame as a DataFusion table, pinned to one ledger version (snapshot isolation).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::not_impl_err;
+use datafusion::datasource::sink::DataSinkExec;
+use datafusion::error::Result;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::pruning::is_partition_filter;
+use super::scan::{PruneCounts, ScanLayout, ScanRequest, plan_scan, surviving_cells};
+use super::sink::FrameSink;
+use crate::frame::Frame;
+use crate::ledger::FrameSnapshot;
+
+/// One frame at one ledger version. A query plans and runs against exactly this version.
+#[derive(Debug, Clone)]
+pub struct FrameTable {
+    frame: Frame,
+    snapshot: Arc<FrameSnapshot>,
+    layout: ScanLayout,
+    /// A past version (time travel): read-only.
+    historical: bool,
+}
+
+impl FrameTable {
+    /// The frame as of `snapshot`; `historical` tables refuse writes.
+    pub fn new(frame: Frame, snapshot: Arc<FrameSnapshot>, historical: bool) -> Self {
+        let layout = ScanLayout::new(&snapshot.schema, &snapshot.partition_by);
+        Self {
+            frame,
+            snapshot,
+            layout,
+            historical,
+        }
+    }
+
+    /// `hive.box.frame`.
+    pub fn name(&self) -> &str {
+        self.frame.name()
+    }
+
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
+
+    pub fn snapshot(&self) -> &Arc<FrameSnapshot> {
+        &self.snapshot
+    }
+
+    /// How many cells a scan with `filters` would read (pruning from the ledger alone).
+    pub fn prune(&self, state: &dyn Session, filters: &[Expr]) -> Result<PruneCounts> {
+        Ok(surviving_cells(state, &self.snapshot, &self.layout, filters)?.counts)
+    }
+
+    fn unsupported(&self, what: &str) -> Result<Arc<dyn ExecutionPlan>> {
+        not_impl_err!(
+            "{what} on frame {} is not supported yet: frames take appends (INSERT INTO) and whole replacements (INSERT OVERWRITE)",
+            self.name()
+        )
+    }
+}
+
+#[async_trait]
+impl TableProvider for FrameTable {
+    fn schema(&self) -> SchemaRef {
+        self.snapshot.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan_scan(
+            state,
+            ScanRequest {
+                meadow: self.frame.ledger().meadow(),
+                location: self.frame.ledger().location(),
+                snapshot: &self.snapshot,
+                layout: &self.layout,
+                projection,
+                filters,
+                limit,
+            },
+        )
+        .await
+    }
+
+    /// Partition-only filters are decided exactly from the ledger; the rest prune cells, row
+    /// groups and pages, and DataFusion still applies them to the rows.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if is_partition_filter(f, &self.snapshot.partition_by) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.historical {
+            return not_impl_err!(
+                "frame {} at version {} is a past version and cannot be written",
+                self.name(),
+                self.snapshot.version
+            );
+        }
+        if insert_op == InsertOp::Replace {
+            return not_impl_err!("REPLACE INTO frame {} is not supported", self.name());
+        }
+        let sink = FrameSink::new(self.frame.clone(), self.snapshot.clone(), insert_op);
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+
+    async fn delete_from(
+        &self,
+        _state: &dyn Session,
+        _filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.unsupported("DELETE")
+    }
+
+    async fn update(
+        &self,
+        _state: &dyn Session,
+        _assignments: Vec<(String, Expr)>,
+        _filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.unsupported("UPDATE")
+    }
+
+    async fn truncate(&self, _state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
+        self.unsupported("TRUNCATE")
+    }
+}

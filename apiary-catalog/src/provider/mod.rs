@@ -1,0 +1,278 @@
+//! DataFusion providers: hives as catalogs, boxes as schemas, frames as tables.
+//!
+//! [`ApiaryCatalog`] is the shared state behind every provider: one registry cache, one meadow,
+//! Apiary's I/O runtime and a cache of open ledgers. [`ApiaryCatalog::register`] installs it in a
+//! `SessionContext`: a [`ApiaryCatalogList`] wrapping the session's own list (so
+//! `datafusion.public` keeps working and `CREATE DATABASE` makes a hive), the `APIARY` table
+//! factory (`CREATE EXTERNAL TABLE … STORED AS APIARY PARTITIONED BY (…)`), the table functions
+//! `apiary_cells`, `apiary_history` and `apiary_version`, and the meadow's object store.
+
+mod box_schema;
+mod catalog_list;
+mod factory;
+mod frame_table;
+mod functions;
+mod hive;
+mod pruning;
+mod scan;
+mod sink;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::SessionContext;
+
+pub use box_schema::BoxProvider;
+pub use catalog_list::ApiaryCatalogList;
+pub use factory::FrameTableFactory;
+pub use frame_table::FrameTable;
+pub use functions::{CellsFunction, HistoryFunction, VersionFunction};
+pub use hive::HiveProvider;
+pub use scan::PruneCounts;
+pub use sink::FrameSink;
+
+use crate::cell::WriteOptions;
+use crate::error::{Error, Kind, Result};
+use crate::frame::Frame;
+use crate::io::IoRuntime;
+use crate::ledger::Ledger;
+use crate::meadow::Meadow;
+use crate::name;
+use crate::registry::{Registry, RegistryState};
+
+/// How the providers behave.
+#[derive(Debug, Clone)]
+pub struct CatalogOptions {
+    /// How `INSERT` and `CREATE TABLE … AS SELECT` write cells.
+    pub write: WriteOptions,
+    /// Listings (`SHOW TABLES`, `information_schema`) re-read the namespace when the cached one
+    /// is older than this; a lookup of an unknown name always re-reads it. Default 1 s.
+    pub refresh_interval: Duration,
+}
+
+impl Default for CatalogOptions {
+    fn default() -> Self {
+        Self {
+            write: WriteOptions::default(),
+            refresh_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The state every Apiary provider shares. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiaryCatalog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    io: Arc<IoRuntime>,
+    options: CatalogOptions,
+    last_refresh: Mutex<Instant>,
+    /// Open ledgers by frame id: a query refreshes one (one GET) instead of loading it.
+    ledgers: Mutex<HashMap<String, Ledger>>,
+    /// Why a `CREATE DATABASE` failed; DataFusion's `register_catalog` cannot return an error,
+    /// so the reason is given at the next use of the name.
+    failed_hives: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for ApiaryCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiaryCatalog")
+            .field("meadow", self.meadow())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ApiaryCatalog {
+    pub fn new(registry: Registry, io: Arc<IoRuntime>, options: CatalogOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                io,
+                options,
+                last_refresh: Mutex::new(Instant::now()),
+                ledgers: Mutex::new(HashMap::new()),
+                failed_hives: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn meadow(&self) -> &Meadow {
+        self.inner.registry.meadow()
+    }
+
+    pub fn io(&self) -> &Arc<IoRuntime> {
+        &self.inner.io
+    }
+
+    pub fn options(&self) -> &CatalogOptions {
+        &self.inner.options
+    }
+
+    /// The namespace for synchronous callers: cached, re-read when older than the refresh
+    /// interval. A failed re-read keeps the cached namespace (and logs why).
+    pub(crate) fn namespace(&self) -> Arc<RegistryState> {
+        let stale = lock(&self.inner.last_refresh).elapsed() >= self.inner.options.refresh_interval;
+        if stale {
+            self.refresh_blocking()
+        } else {
+            self.inner.registry.snapshot()
+        }
+    }
+
+    /// Re-reads the namespace now, from synchronous code.
+    pub(crate) fn refresh_blocking(&self) -> Arc<RegistryState> {
+        let registry = self.inner.registry.clone();
+        match self
+            .inner
+            .io
+            .block_on(async move { registry.refresh().await })
+        {
+            Ok(Ok(state)) => {
+                *lock(&self.inner.last_refresh) = Instant::now();
+                state
+            }
+            Ok(Err(e)) | Err(e) => {
+                log::warn!("could not refresh the Apiary namespace: {e}");
+                self.inner.registry.snapshot()
+            }
+        }
+    }
+
+    /// Re-reads the namespace now.
+    pub(crate) async fn refresh(&self) -> Result<Arc<RegistryState>> {
+        let state = self.inner.registry.refresh().await?;
+        *lock(&self.inner.last_refresh) = Instant::now();
+        Ok(state)
+    }
+
+    /// Runs storage work from a synchronous DataFusion callback.
+    pub(crate) fn block_on<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.inner.io.block_on(fut)?
+    }
+
+    /// The frame `hive.box.frame` at its newest version, or `None` if there is no such frame.
+    pub async fn frame(&self, hive: &str, box_: &str, frame: &str) -> Result<Option<Frame>> {
+        let mut state = self.inner.registry.snapshot();
+        if state.frame(hive, box_, frame).is_err() {
+            state = self.refresh().await?;
+        }
+        let Ok(record) = state.frame(hive, box_, frame) else {
+            return Ok(None);
+        };
+        let cached = lock(&self.inner.ledgers).get(&record.id).cloned();
+        let ledger = match cached {
+            Some(l) => {
+                l.refresh().await?;
+                l
+            }
+            None => {
+                let l = self.inner.registry.open_ledger(hive, box_, frame).await?;
+                lock(&self.inner.ledgers).insert(record.id.clone(), l.clone());
+                l
+            }
+        };
+        Ok(Some(Frame::new(ledger, self.inner.options.write)))
+    }
+
+    /// The frame at its newest version as a table, or `None`.
+    pub async fn frame_table(
+        &self,
+        hive: &str,
+        box_: &str,
+        frame: &str,
+    ) -> Result<Option<Arc<FrameTable>>> {
+        Ok(self.frame(hive, box_, frame).await?.map(|f| {
+            let snapshot = f.ledger().latest();
+            Arc::new(FrameTable::new(f, snapshot, false))
+        }))
+    }
+
+    /// The provider of hive `name` (it may not exist: its listings are then empty).
+    pub fn hive(&self, name: &str) -> Arc<HiveProvider> {
+        Arc::new(HiveProvider::new(self.clone(), name))
+    }
+
+    /// The provider of hive `name`, checking that it exists.
+    pub async fn existing_hive(&self, name: &str) -> Result<Arc<HiveProvider>> {
+        let mut state = self.inner.registry.snapshot();
+        if state.hive(name).is_err() {
+            state = self.refresh().await?;
+        }
+        state.hive(name)?;
+        Ok(self.hive(name))
+    }
+
+    pub(crate) fn remember_failed_hive(&self, name: &str, reason: String) {
+        lock(&self.inner.failed_hives).insert(name.to_string(), reason);
+    }
+
+    pub(crate) fn failed_hive(&self, name: &str) -> Option<String> {
+        lock(&self.inner.failed_hives).get(name).cloned()
+    }
+
+    pub(crate) fn forget_failed_hive(&self, name: &str) {
+        lock(&self.inner.failed_hives).remove(name);
+    }
+
+    /// Installs Apiary in `ctx`: every hive becomes a catalog (the session's own catalogs keep
+    /// working), plus the `APIARY` table factory, the table functions and the object store.
+    pub fn register(&self, ctx: &SessionContext) {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        let current = state.catalog_list().clone();
+        let already = current
+            .downcast_ref::<ApiaryCatalogList>()
+            .is_some_and(|l| Arc::ptr_eq(&l.apiary().inner, &self.inner));
+        if !already {
+            state.register_catalog_list(Arc::new(ApiaryCatalogList::new(current, self.clone())));
+        }
+        state.table_factories_mut().insert(
+            "APIARY".into(),
+            Arc::new(FrameTableFactory::new(self.clone())),
+        );
+        state.register_udtf("apiary_cells", Arc::new(CellsFunction::new(self.clone())));
+        state.register_udtf(
+            "apiary_history",
+            Arc::new(HistoryFunction::new(self.clone())),
+        );
+        state.register_udtf(
+            "apiary_version",
+            Arc::new(VersionFunction::new(self.clone())),
+        );
+        let meadow = self.meadow();
+        state
+            .runtime_env()
+            .register_object_store(meadow.object_store_url().as_ref(), meadow.store().clone());
+    }
+}
+
+/// Splits `hive.box.frame` (as given to the table functions), naming the argument in errors.
+pub(crate) fn split_frame_name(qualified: &str) -> Result<(String, String, String)> {
+    let parts: Vec<&str> = qualified.split('.').collect();
+    let [hive, box_, frame] = parts[..] else {
+        return Err(Error::InvalidName {
+            kind: Kind::Frame,
+            name: qualified.to_string(),
+            reason: "give the frame as 'hive.box.frame'",
+        });
+    };
+    name::validate(Kind::Hive, hive)?;
+    name::validate(Kind::Box, box_)?;
+    name::validate(Kind::Frame, frame)?;
+    Ok((hive.into(), box_.into(), frame.into()))
+}

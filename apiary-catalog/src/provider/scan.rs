@@ -1,0 +1,294 @@
+//! The scan of one frame snapshot: prune cells from the ledger, then hand the survivors to
+//! DataFusion's `DataSourceExec` with a `ParquetSource` and per-file statistics from the ledger.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
+use datafusion::common::{ColumnStatistics, DFSchema, Statistics};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::metrics::MetricBuilder;
+use datafusion_datasource::compute_all_files_statistics;
+
+use super::pruning::{is_partition_filter, prune_by_partition_values, prune_by_statistics};
+use crate::ledger::{CellRecord, FrameSnapshot};
+use crate::meadow::Meadow;
+
+/// The frame's columns as DataFusion's file scan lays them out: stored columns first, then the
+/// partition columns, and how the frame's own column order maps onto that.
+#[derive(Debug, Clone)]
+pub(crate) struct ScanLayout {
+    pub file_schema: SchemaRef,
+    pub partition_fields: Vec<Field>,
+    /// file columns, then partition columns
+    pub scan_schema: SchemaRef,
+    /// frame column index → scan column index
+    pub to_scan: Vec<usize>,
+    pub partition_schema: SchemaRef,
+}
+
+impl ScanLayout {
+    pub(crate) fn new(schema: &SchemaRef, partition_by: &[String]) -> Self {
+        let mut file_fields = vec![];
+        let mut to_scan = vec![0; schema.fields().len()];
+        for (i, f) in schema.fields().iter().enumerate() {
+            if !partition_by.contains(f.name()) {
+                to_scan[i] = file_fields.len();
+                file_fields.push(f.as_ref().clone());
+            }
+        }
+        let partition_fields: Vec<Field> = partition_by
+            .iter()
+            .filter_map(|p| schema.field_with_name(p).ok().cloned())
+            .collect();
+        for (p, name) in partition_by.iter().enumerate() {
+            if let Ok(i) = schema.index_of(name) {
+                to_scan[i] = file_fields.len() + p;
+            }
+        }
+        let scan_fields: Vec<Field> = file_fields
+            .iter()
+            .chain(&partition_fields)
+            .cloned()
+            .collect();
+        Self {
+            file_schema: Arc::new(Schema::new(file_fields)),
+            partition_schema: Arc::new(Schema::new(partition_fields.clone())),
+            partition_fields,
+            scan_schema: Arc::new(Schema::new(scan_fields)),
+            to_scan,
+        }
+    }
+}
+
+/// What pruning did, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCounts {
+    pub total: usize,
+    pub by_partition: usize,
+    pub by_statistics: usize,
+}
+
+/// The outcome of pruning: the cells to read and what was skipped.
+pub(crate) struct Survivors {
+    pub cells: Vec<Arc<CellRecord>>,
+    pub counts: PruneCounts,
+}
+
+/// The cells of `snapshot` that may match `filters`.
+pub(crate) fn surviving_cells(
+    state: &dyn Session,
+    snapshot: &FrameSnapshot,
+    layout: &ScanLayout,
+    filters: &[Expr],
+) -> Result<Survivors> {
+    let cells: Vec<Arc<CellRecord>> = snapshot.cells().cloned().collect();
+    let (partition_filters, other_filters): (Vec<Expr>, Vec<Expr>) = filters
+        .iter()
+        .cloned()
+        .partition(|f| is_partition_filter(f, &snapshot.partition_by));
+
+    let exact =
+        prune_by_partition_values(state, &cells, &layout.partition_schema, &partition_filters)?;
+    let after_partition: Vec<Arc<CellRecord>> = cells
+        .iter()
+        .zip(&exact)
+        .filter(|(_, k)| **k)
+        .map(|(c, _)| c.clone())
+        .collect();
+
+    let predicate = match conjunction(other_filters) {
+        Some(expr) => {
+            let df_schema = DFSchema::try_from(Schema::clone(&layout.scan_schema))?;
+            Some(state.create_physical_expr(expr, &df_schema)?)
+        }
+        None => None,
+    };
+    let keep = prune_by_statistics(
+        &after_partition,
+        &layout.scan_schema,
+        &snapshot.partition_by,
+        predicate.as_ref(),
+    )?;
+    let survivors: Vec<Arc<CellRecord>> = after_partition
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(c, _)| c.clone())
+        .collect();
+    let counts = PruneCounts {
+        total: cells.len(),
+        by_partition: cells.len() - after_partition.len(),
+        by_statistics: after_partition.len() - survivors.len(),
+    };
+    Ok(Survivors {
+        cells: survivors,
+        counts,
+    })
+}
+
+/// Ledger statistics of one cell, for its stored columns (DataFusion appends the partition
+/// columns from the partition values).
+fn file_statistics(cell: &CellRecord, file_schema: &Schema) -> Statistics {
+    let columns = file_schema
+        .fields()
+        .iter()
+        .map(|f| match cell.stats.get(f.name()) {
+            Some(s) => {
+                let bound = |v: &Option<_>, exact: bool| match v {
+                    Some(v) if exact => Precision::Exact(Clone::clone(v)),
+                    Some(v) => Precision::Inexact(Clone::clone(v)),
+                    None => Precision::Absent,
+                };
+                ColumnStatistics {
+                    null_count: s
+                        .null_count
+                        .map_or(Precision::Absent, |n| Precision::Exact(n as usize)),
+                    min_value: bound(&s.min, s.min_exact),
+                    max_value: bound(&s.max, s.max_exact),
+                    ..ColumnStatistics::new_unknown()
+                }
+            }
+            None => ColumnStatistics::new_unknown(),
+        })
+        .collect();
+    Statistics {
+        num_rows: Precision::Exact(cell.rows as usize),
+        total_byte_size: Precision::Inexact(cell.size as usize),
+        column_statistics: columns,
+    }
+}
+
+/// Spreads cells over at most `n` groups of balanced total size (largest first, each to the
+/// lightest group), keeping cell order within a group.
+fn balance(cells: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
+    let n = n.clamp(1, cells.len().max(1));
+    let mut order: Vec<usize> = (0..cells.len()).collect();
+    order.sort_by_key(|i| Reverse(cells[*i].object_meta.size));
+    let mut heap: BinaryHeap<Reverse<(u64, usize)>> = (0..n).map(|g| Reverse((0, g))).collect();
+    let mut assigned: Vec<Vec<usize>> = vec![vec![]; n];
+    for i in order {
+        if let Some(Reverse((load, g))) = heap.pop() {
+            assigned[g].push(i);
+            heap.push(Reverse((load + cells[i].object_meta.size, g)));
+        }
+    }
+    let mut slots: Vec<Option<PartitionedFile>> = cells.into_iter().map(Some).collect();
+    assigned
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .map(|mut g| {
+            g.sort_unstable();
+            FileGroup::new(g.into_iter().filter_map(|i| slots[i].take()).collect())
+        })
+        .collect()
+}
+
+/// Everything a scan needs besides the session.
+pub(crate) struct ScanRequest<'a> {
+    pub meadow: &'a Meadow,
+    /// The frame folder below the meadow root.
+    pub location: &'a str,
+    pub snapshot: &'a FrameSnapshot,
+    pub layout: &'a ScanLayout,
+    /// Frame column indices.
+    pub projection: Option<&'a Vec<usize>>,
+    pub filters: &'a [Expr],
+    pub limit: Option<usize>,
+}
+
+/// Plans the scan: pruning, then `DataSourceExec` (or an `EmptyExec` when nothing survives).
+pub(crate) async fn plan_scan(
+    state: &dyn Session,
+    req: ScanRequest<'_>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let layout = req.layout;
+    let frame_columns: Vec<usize> = match req.projection {
+        Some(p) => p.clone(),
+        None => (0..layout.to_scan.len()).collect(),
+    };
+    let scan_projection: Vec<usize> = frame_columns.iter().map(|i| layout.to_scan[*i]).collect();
+
+    let Survivors {
+        cells: survivors,
+        counts,
+    } = surviving_cells(state, req.snapshot, layout, req.filters)?;
+
+    // The session must know the meadow's store, also when only a hive was registered by hand.
+    let runtime = state.runtime_env();
+    let store_url = req.meadow.object_store_url();
+    if runtime.object_store(store_url).is_err() {
+        runtime.register_object_store(store_url.as_ref(), req.meadow.store().clone());
+    }
+
+    if survivors.is_empty() {
+        let projected = Arc::new(layout.scan_schema.project(&scan_projection)?);
+        return Ok(Arc::new(EmptyExec::new(projected)));
+    }
+
+    let files: Vec<PartitionedFile> = survivors
+        .iter()
+        .map(|c| {
+            let key = req.meadow.key(&format!("{}/{}", req.location, c.path));
+            let mut file = PartitionedFile::new(key.to_string(), c.size)
+                .with_partition_values(c.partition.clone())
+                .with_statistics(Arc::new(file_statistics(c, &layout.file_schema)));
+            if let Some(meta) = c.meta_size {
+                file = file.with_metadata_size_hint(meta as usize);
+            }
+            file
+        })
+        .collect();
+    let groups = balance(files, state.config().target_partitions());
+    let (groups, statistics) =
+        compute_all_files_statistics(groups, layout.scan_schema.clone(), true, false)?;
+
+    let table_schema = TableSchema::builder(layout.file_schema.clone())
+        .with_table_partition_cols(layout.partition_fields.clone())
+        .build();
+    let parquet_options = state.default_table_options().parquet;
+    // The filters pruning could not decide stay in a FilterExec above this scan, and DataFusion's
+    // FilterPushdown rule installs them as this source's predicate (row groups, pages, and row
+    // filters when `pushdown_filters` is on), exactly as for its own ListingTable. Setting it here
+    // too would install every conjunct twice.
+    let source =
+        ParquetSource::new(table_schema).with_table_parquet_options(parquet_options.clone());
+    let metrics = datafusion::datasource::physical_plan::FileSource::metrics(&source).clone();
+    MetricBuilder::new(&metrics)
+        .global_counter("cells_total")
+        .add(counts.total);
+    MetricBuilder::new(&metrics)
+        .global_counter("cells_pruned_by_partition")
+        .add(counts.by_partition);
+    MetricBuilder::new(&metrics)
+        .global_counter("cells_pruned_by_statistics")
+        .add(counts.by_statistics);
+    MetricBuilder::new(&metrics)
+        .global_counter("cells_scanned")
+        .add(survivors.len());
+
+    let config = FileScanConfigBuilder::new(store_url.clone(), Arc::new(source))
+        .with_file_groups(groups)
+        .with_statistics(statistics)
+        .with_projection_indices(Some(scan_projection))?
+        .with_limit(req.limit)
+        .build();
+    // ParquetFormat installs the session's Parquet options and its footer cache, as it does for
+    // DataFusion's own ListingTable.
+    ParquetFormat::default()
+        .with_options(parquet_options)
+        .create_physical_plan(state, config)
+        .await
+}
