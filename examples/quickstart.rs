@@ -1,43 +1,26 @@
-//! Quickstart: a hive, a box and a partitioned frame in a local folder, two writes, and the
-//! ledger state they leave.
+//! Quickstart: Apiary in a local folder, driven by plain DataFusion SQL.
+//!
+//! Creates a hive, a box and a partitioned frame, inserts rows (one atomic commit per
+//! statement), queries with a filter, shows in `EXPLAIN ANALYZE` how many cells the ledger
+//! pruned, and prints the frame's history.
 //!
 //! ```text
 //! cargo run --example quickstart [FOLDER]     # default: $TMPDIR/apiary-quickstart
 //! ```
 
-use std::sync::Arc;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
 
-use apiary::catalog::{CommitOptions, Frame, FrameSpec, IfExists, Meadow, Registry, WriteOptions};
-use datafusion::arrow::array::{
-    Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-
-fn orders(
-    schema: &SchemaRef,
-    first_id: i64,
-    regions: &[&str],
-) -> Result<RecordBatch, Box<dyn std::error::Error>> {
-    let n = 1000;
-    let ids = first_id..first_id + n;
-    Ok(RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from_iter_values(ids.clone())),
-            Arc::new(Date32Array::from_iter_values(
-                ids.clone().map(|i| 19_700 + (i % 30) as i32),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                ids.clone().map(|i| regions[i as usize % regions.len()]),
-            )),
-            Arc::new(
-                Decimal128Array::from_iter_values(
-                    ids.map(|i| i128::from(1_000 + (i * 7919) % 100_000)),
-                )
-                .with_precision_and_scale(12, 2)?,
-            ),
-        ],
-    )?)
+async fn run(ctx: &SessionContext, sql: &str) -> Result<(), Box<dyn std::error::Error>> {
+    println!(
+        "\n> {}",
+        sql.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    let batches = ctx.sql(sql).await?.collect().await?;
+    if batches.iter().any(|b| b.num_rows() > 0) {
+        println!("{}", pretty_format_batches(&batches)?);
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -46,87 +29,85 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("apiary-quickstart"));
-    let meadow = Meadow::open(folder.to_str().ok_or("folder is not UTF-8")?).await?;
-    println!("meadow: {}", folder.display());
+    let url = folder.to_str().ok_or("the folder path is not UTF-8")?;
+    println!("Apiary at {url}");
 
-    let registry = Registry::open(meadow, CommitOptions::default()).await?;
-    registry.create_hive("sales", IfExists::Keep).await?;
-    registry.create_box("sales", "eu", IfExists::Keep).await?;
-    let schema: SchemaRef = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("day", DataType::Date32, false),
-        Field::new("region", DataType::Utf8, false),
-        Field::new("amount", DataType::Decimal128(12, 2), false),
-    ]));
-    let spec = FrameSpec::new(schema.clone()).with_partition_by(["region"]);
-    let created = registry
-        .create_frame("sales", "eu", "orders", &spec, IfExists::Keep)
+    let ap = apiary::Apiary::open(url).await?;
+    let ctx = SessionContext::new();
+    ap.register(&ctx)?;
+
+    run(&ctx, "CREATE DATABASE IF NOT EXISTS sales").await?;
+    run(&ctx, "CREATE SCHEMA IF NOT EXISTS sales.eu").await?;
+    run(
+        &ctx,
+        "CREATE EXTERNAL TABLE IF NOT EXISTS sales.eu.orders (
+             id BIGINT NOT NULL,
+             day DATE NOT NULL,
+             region VARCHAR NOT NULL,
+             amount DECIMAL(12, 2) NOT NULL
+         ) STORED AS APIARY PARTITIONED BY (region) LOCATION ''",
+    )
+    .await?;
+    // Two statements, two commits; each run of the quickstart adds 20,000 more rows.
+    for (first, regions, n) in [
+        (0, "['de', 'fr', 'it']", 3),
+        (10_000, "['fr', 'es', 'nl', 'pl']", 4),
+    ] {
+        run(
+            &ctx,
+            &format!(
+                "INSERT INTO sales.eu.orders
+                 SELECT value + {first} + (SELECT count(*) FROM sales.eu.orders),
+                        DATE '2026-01-01' + CAST(value % 90 AS INT),
+                        {regions}[value % {n} + 1],
+                        CAST((value * 7919) % 100000 AS DECIMAL(12, 2)) / 100
+                 FROM generate_series(0, 9999)"
+            ),
+        )
         .await?;
-    println!(
-        "frame sales.eu.orders: {}",
-        if created.was_created() {
-            "created"
-        } else {
-            "already there"
-        }
-    );
-
-    let frame = Frame::new(
-        registry.open_ledger("sales", "eu", "orders").await?,
-        WriteOptions::default(),
-    );
-    for regions in [&["de", "fr"][..], &["fr", "it", "es"][..]] {
-        let next_id = frame.ledger().latest().row_count() as i64;
-        let batch = orders(&schema, next_id, regions)?;
-        let info = frame
-            .append(
-                futures::stream::iter([Ok::<_, apiary::catalog::Error>(batch)]),
-                "WRITE",
-            )
-            .await?;
-        println!(
-            "committed version {}: {} rows in {} cells ({} attempt(s))",
-            info.version, info.rows_added, info.cells_added, info.attempts
-        );
     }
 
-    let snap = frame.ledger().latest();
-    println!(
-        "\nledger of sales.eu.orders at version {}: {} cells, {} rows, {} bytes",
-        snap.version,
-        snap.cell_count(),
-        snap.row_count(),
-        snap.total_bytes()
-    );
-    println!(
-        "{:<56} {:>6} {:>7}  amount min..max",
-        "cell", "rows", "bytes"
-    );
-    for cell in snap.cells() {
-        let amount = &cell.stats["amount"];
-        let show = |v: &Option<datafusion::common::ScalarValue>| {
-            v.as_ref().map(|v| v.to_string()).unwrap_or_default()
-        };
+    run(
+        &ctx,
+        "SELECT region, count(*) AS orders, sum(amount) AS revenue
+         FROM sales.eu.orders
+         WHERE region IN ('fr', 'it') AND day >= DATE '2026-03-01'
+         GROUP BY region ORDER BY region",
+    )
+    .await?;
+
+    // The ledger decides which cells to read: cells_total, cells_pruned_by_partition and
+    // cells_scanned are metrics of the scan.
+    let plan = ctx
+        .sql(
+            "EXPLAIN ANALYZE SELECT count(*) FROM sales.eu.orders WHERE region = 'fr' AND id < 100",
+        )
+        .await?
+        .collect()
+        .await?;
+    let text = pretty_format_batches(&plan)?.to_string();
+    for line in text.lines().filter(|l| l.contains("DataSourceExec")) {
+        let metrics = line.split("metrics=[").nth(1).unwrap_or_default();
+        let cells: Vec<&str> = metrics
+            .split(", ")
+            .filter(|m| m.starts_with("cells_"))
+            .collect();
         println!(
-            "{:<56} {:>6} {:>7}  {}..{}",
-            cell.path,
-            cell.rows,
-            cell.size,
-            show(&amount.min),
-            show(&amount.max)
+            "\nEXPLAIN ANALYZE, scan of sales.eu.orders: {}",
+            cells.join(", ")
         );
     }
-    println!("\nhistory:");
-    for e in frame.ledger().entries(0).await? {
-        println!(
-            "  v{:<3} {:<7} {:<14} +{} cells -{} cells  by {}",
-            e.version,
-            e.operation,
-            e.action.name(),
-            e.action.added().len(),
-            e.action.removed().len(),
-            e.writer
-        );
-    }
+
+    run(
+        &ctx,
+        "SELECT version, operation, cells_added, rows_added FROM apiary_history('sales.eu.orders')",
+    )
+    .await?;
+    run(
+        &ctx,
+        "SELECT partition, count(*) AS cells, sum(rows) AS rows FROM apiary_cells('sales.eu.orders')
+         GROUP BY partition ORDER BY partition",
+    )
+    .await?;
     Ok(())
 }

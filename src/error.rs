@@ -1,0 +1,34 @@
+//! The facade's error type: the errors of the crates it wires, as they are.
+
+use datafusion::error::DataFusionError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Catalog(Box<apiary_catalog::Error>),
+    #[error(transparent)]
+    DataFusion(Box<DataFusionError>),
+}
+
+impl From<apiary_catalog::Error> for Error {
+    fn from(e: apiary_catalog::Error) -> Self {
+        Error::Catalog(Box::new(e))
+    }
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        Error::DataFusion(Box::new(e))
+    }
+}
+
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Catalog(c) => (*c).into(),
+            Error::DataFusion(d) => *d,
+        }
+    }
+}
