@@ -25,6 +25,11 @@ env_file=$("$S3_SERVER" start)
 source "$env_file"
 echo "S3 endpoint: $AWS_ENDPOINT  bucket: $APIARY_TEST_S3_URL"
 
+section "TPC-H data (scale factor 0.1)"
+APIARY_TPCH_SF01=$(./scripts/tpch-data 0.1)
+export APIARY_TPCH_SF01
+echo "$APIARY_TPCH_SF01"
+
 if [[ ${APIARY_SKIP_LINT:-0} != 1 ]]; then
     section "cargo fmt"
     cargo fmt --all -- --check

@@ -1,0 +1,180 @@
+//! Cells are pruned from the ledger alone; what survives is read through DataFusion's Parquet scan.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use apiary::{Apiary, ApiaryOptions};
+use apiary_catalog::IoRuntime;
+use apiary_catalog::testing::counting_local_meadow;
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::support::{metric, plan, scalar, sql};
+
+/// A local Apiary whose object store records every key it reads, with frame `h.b.t`:
+/// partitioned by `k` (8 values), 40 cells of 250 rows with disjoint `id` ranges.
+async fn counted() -> (
+    tempfile::TempDir,
+    Apiary,
+    std::sync::Arc<apiary_catalog::testing::Counting>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (meadow, counting) = counting_local_meadow(dir.path());
+    let ap = Apiary::from_meadow(meadow, IoRuntime::new().unwrap(), ApiaryOptions::default())
+        .await
+        .unwrap();
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(
+        &ctx,
+        "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, v DOUBLE, k VARCHAR NOT NULL)
+         STORED AS APIARY PARTITIONED BY (k) LOCATION ''",
+    )
+    .await;
+    for batch in 0..40 {
+        sql(
+            &ctx,
+            &format!(
+                "INSERT INTO h.b.t SELECT value, value / 3.0, 'k{}' FROM generate_series({}, {})",
+                batch % 8,
+                batch * 250,
+                batch * 250 + 249
+            ),
+        )
+        .await;
+    }
+    (dir, ap, counting)
+}
+
+/// The cells of `h.b.t` whose objects were read since the last call.
+fn cells_read(counting: &apiary_catalog::testing::Counting) -> BTreeSet<String> {
+    counting
+        .take_reads()
+        .into_iter()
+        .filter(|k| k.ends_with(".parquet"))
+        .map(|k| {
+            k.rsplit_once("/h/b/t/")
+                .map(|(_, rest)| rest.to_string())
+                .unwrap_or(k)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_byte_of_a_pruned_cell_is_read() {
+    let (_dir, ap, counting) = counted().await;
+    let ctx = ap.session().unwrap();
+    counting.take_reads();
+
+    // By partition value: only the 5 cells of k3 are opened.
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE k = 'k3' AND v >= 0").await,
+        "1250"
+    );
+    let read = cells_read(&counting);
+    assert_eq!(read.len(), 5, "{read:?}");
+    assert!(read.iter().all(|c| c.contains("/k=k3/")), "{read:?}");
+
+    // By statistics: id 5000..5100 lies in one cell (batch 20, k4).
+    assert_eq!(
+        scalar(
+            &ctx,
+            "SELECT count(*) FROM h.b.t WHERE id BETWEEN 5000 AND 5099"
+        )
+        .await,
+        "100"
+    );
+    let read = cells_read(&counting);
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert!(read.iter().all(|c| c.contains("/k=k4/")), "{read:?}");
+
+    // Both, with OR and IN.
+    let n = scalar(
+        &ctx,
+        "SELECT count(*) FROM h.b.t WHERE (k IN ('k1', 'k2') AND id < 1000) OR id > 9990",
+    )
+    .await;
+    assert_eq!(n, "509");
+    let read = cells_read(&counting);
+    assert_eq!(read.len(), 3, "{read:?}");
+
+    // EXPLAIN ANALYZE shows the counts.
+    let text = plan(
+        &ctx,
+        "EXPLAIN ANALYZE SELECT * FROM h.b.t WHERE k = 'k3' AND id < 3000",
+    )
+    .await;
+    assert_eq!(metric(&text, "cells_total"), 40, "{text}");
+    assert_eq!(metric(&text, "cells_pruned_by_partition"), 35, "{text}");
+    assert_eq!(metric(&text, "cells_pruned_by_statistics"), 3, "{text}");
+    assert_eq!(metric(&text, "cells_scanned"), 2, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_filters_are_exact_and_others_reach_the_parquet_reader() {
+    let (_dir, ap, _) = counted().await;
+    let ctx = ap.session().unwrap();
+    let exact = plan(&ctx, "EXPLAIN SELECT id FROM h.b.t WHERE k = 'k1'").await;
+    assert!(!exact.contains("FilterExec"), "{exact}");
+    let inexact = plan(&ctx, "EXPLAIN SELECT id FROM h.b.t WHERE id < 100").await;
+    assert!(inexact.contains("FilterExec: id@0 < 100"), "{inexact}");
+    assert!(inexact.contains("predicate=id@0 < 100"), "{inexact}");
+    assert!(inexact.contains("pruning_predicate="), "{inexact}");
+    // A function of a partition column is still decided exactly from the partition values.
+    let expr = plan(
+        &ctx,
+        "EXPLAIN ANALYZE SELECT id FROM h.b.t WHERE upper(k) = 'K5'",
+    )
+    .await;
+    assert_eq!(metric(&expr, "cells_scanned"), 5, "{expr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_from_the_ledger_answer_count_star() {
+    let (_dir, ap, counting) = counted().await;
+    let ctx = ap.session().unwrap();
+    counting.take_reads();
+    let text = plan(&ctx, "EXPLAIN SELECT count(*) FROM h.b.t WHERE k = 'k2'").await;
+    assert!(text.contains("1250 as count(*)"), "{text}");
+    assert!(!text.contains("DataSourceExec"), "{text}");
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE k = 'k2'").await,
+        "1250"
+    );
+    assert_eq!(
+        scalar(&ctx, "SELECT min(id), max(id) FROM h.b.t").await,
+        "0|9999"
+    );
+    assert!(cells_read(&counting).is_empty(), "nothing was read");
+}
+
+/// The file groups of the first DataSourceExec in `plan`.
+fn file_groups(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<usize>> {
+    if let Some(exec) = plan.downcast_ref::<DataSourceExec>() {
+        let config = exec.data_source().downcast_ref::<FileScanConfig>()?;
+        return Some(config.file_groups.iter().map(|g| g.len()).collect());
+    }
+    plan.children().into_iter().find_map(file_groups)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cells_are_spread_over_target_partitions_by_size() {
+    let (_dir, ap, _) = counted().await;
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
+    ap.register(&ctx).unwrap();
+    let physical = ctx
+        .sql("SELECT v FROM h.b.t WHERE v > 1")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    // 40 cells of nearly equal size: about 10 per group, every cell once.
+    let counts = file_groups(&physical).expect("a DataSourceExec");
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert_eq!(counts.iter().sum::<usize>(), 40, "{counts:?}");
+    assert!(counts.iter().all(|c| (9..=11).contains(c)), "{counts:?}");
+}

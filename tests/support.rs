@@ -1,0 +1,92 @@
+//! Helpers: opening Apiary on each backend, running SQL, rendering rows.
+
+use apiary::Apiary;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::prelude::SessionContext;
+
+pub use apiary_catalog::testing::backends;
+
+pub async fn open(url: &str) -> Apiary {
+    Apiary::open(url)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"))
+}
+
+/// Runs `sql` and collects its rows; panics naming the statement on error.
+pub async fn sql(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    match ctx.sql(sql).await {
+        Ok(df) => df
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("executing {sql}: {e}")),
+        Err(e) => panic!("planning {sql}: {e}"),
+    }
+}
+
+/// Runs `sql`, expecting an error; returns its text.
+pub async fn sql_err(ctx: &SessionContext, sql: &str) -> String {
+    let result = match ctx.sql(sql).await {
+        Ok(df) => df.collect().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => panic!("expected an error from {sql}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Every row as `v1|v2|…` (NULL as `NULL`), in order.
+pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = vec![];
+    for b in batches {
+        let formatters: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+            .collect();
+        for r in 0..b.num_rows() {
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(r).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
+        }
+    }
+    out
+}
+
+/// The rows of `sql`.
+pub async fn query(ctx: &SessionContext, q: &str) -> Vec<String> {
+    rows(&sql(ctx, q).await)
+}
+
+/// The single value of a one-row, one-column query.
+pub async fn scalar(ctx: &SessionContext, q: &str) -> String {
+    let r = query(ctx, q).await;
+    assert_eq!(r.len(), 1, "{q}: {r:?}");
+    r[0].clone()
+}
+
+/// The text of `EXPLAIN ANALYZE sql` (or `EXPLAIN sql`).
+pub async fn plan(ctx: &SessionContext, explain: &str) -> String {
+    rows(&sql(ctx, explain).await).join("\n")
+}
+
+/// A metric of the DataSourceExec in an EXPLAIN ANALYZE text, e.g. `cells_scanned`.
+pub fn metric(plan: &str, name: &str) -> usize {
+    let key = format!("{name}=");
+    let start = plan
+        .find(&key)
+        .unwrap_or_else(|| panic!("no metric {name} in\n{plan}"))
+        + key.len();
+    plan[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .expect("a number")
+}
