@@ -123,6 +123,10 @@ async fn statistics_come_from_the_parquet_writer() {
         assert_eq!(region.max, Some(ScalarValue::from("x")));
         // note is null for every id divisible by 3: 12, 15, …, 39 → 10 nulls.
         assert_eq!(cell.stats["note"].null_count, Some(10));
+        // Each column's uncompressed size, for DataFusion's size estimates.
+        for c in ["id", "region", "note"] {
+            assert!(cell.stats[c].bytes.is_some_and(|b| b > 0), "{b}: {c}");
+        }
         let size = frame
             .ledger()
             .meadow()

@@ -1,4 +1,5 @@
-//! Cell statistics from the Parquet writer's own metadata (never recomputed from the data).
+//! Cell statistics from the Parquet writer's own metadata (never recomputed from the data):
+//! bounds, null counts, and each column's uncompressed size.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -7,6 +8,7 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
 use datafusion::arrow::datatypes::Schema;
 use datafusion::common::ScalarValue;
 use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use datafusion::parquet::arrow::parquet_column;
 use datafusion::parquet::file::metadata::ParquetMetaData;
 
 use crate::error::Result;
@@ -22,7 +24,28 @@ pub fn cell_stats(
     let row_groups = meta.row_groups();
     let descr = meta.file_metadata().schema_descr();
     for field in file_schema.fields() {
+        let leaf = parquet_column(descr, file_schema, field.name()).map(|(i, _)| i);
+        let bytes = leaf.map(|i| {
+            row_groups
+                .iter()
+                .filter_map(|rg| rg.columns().get(i))
+                .map(|c| c.uncompressed_size().max(0) as u64)
+                .sum()
+        });
         if !value::is_encodable(field.data_type()) {
+            if bytes.is_some() {
+                out.insert(
+                    field.name().clone(),
+                    ColumnStats {
+                        min: None,
+                        max: None,
+                        null_count: None,
+                        min_exact: true,
+                        max_exact: true,
+                        bytes,
+                    },
+                );
+            }
             continue;
         }
         let conv = StatisticsConverter::try_new(field.name(), file_schema, descr)?;
@@ -47,6 +70,7 @@ pub fn cell_stats(
                 null_count,
                 min_exact,
                 max_exact,
+                bytes,
             },
         );
     }

@@ -26,6 +26,9 @@ pub struct ColumnStats {
     /// False when Parquet truncated the bound (long strings): it is then only a bound.
     pub min_exact: bool,
     pub max_exact: bool,
+    /// Uncompressed size of the column's data in the file: what DataFusion estimates a scan's
+    /// memory and join sides with.
+    pub bytes: Option<u64>,
 }
 
 /// One immutable Parquet cell as the ledger knows it: enough to plan and prune a scan without
@@ -141,6 +144,8 @@ struct RawStats {
     min_exact: bool,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     max_exact: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -186,6 +191,7 @@ impl CellRecord {
                         nulls: s.null_count,
                         min_exact: s.min_exact,
                         max_exact: s.max_exact,
+                        bytes: s.bytes,
                     },
                 )
             })
@@ -252,6 +258,7 @@ impl CellRecord {
                     null_count: s.nulls,
                     min_exact: s.min_exact,
                     max_exact: s.max_exact,
+                    bytes: s.bytes,
                 },
             );
         }

@@ -140,33 +140,44 @@ pub(crate) fn surviving_cells(
 }
 
 /// Ledger statistics of one cell, for its stored columns (DataFusion appends the partition
-/// columns from the partition values).
+/// columns from the partition values). Built as DataFusion builds them from a Parquet footer, so
+/// that the optimizer (join sides, aggregates from statistics) decides exactly as it does for a
+/// ListingTable: exact row count, bounds, null counts, and per-column sizes — exact for
+/// fixed-width types, the uncompressed Parquet size otherwise.
 fn file_statistics(cell: &CellRecord, file_schema: &Schema) -> Statistics {
+    let rows = cell.rows as usize;
     let columns = file_schema
         .fields()
         .iter()
-        .map(|f| match cell.stats.get(f.name()) {
-            Some(s) => {
-                let bound = |v: &Option<_>, exact: bool| match v {
-                    Some(v) if exact => Precision::Exact(Clone::clone(v)),
-                    Some(v) => Precision::Inexact(Clone::clone(v)),
-                    None => Precision::Absent,
-                };
-                ColumnStatistics {
-                    null_count: s
-                        .null_count
-                        .map_or(Precision::Absent, |n| Precision::Exact(n as usize)),
-                    min_value: bound(&s.min, s.min_exact),
-                    max_value: bound(&s.max, s.max_exact),
-                    ..ColumnStatistics::new_unknown()
-                }
+        .map(|f| {
+            let stats = cell.stats.get(f.name());
+            let byte_size = match (f.data_type().primitive_width(), stats.and_then(|s| s.bytes)) {
+                (Some(width), _) => Precision::Exact(width * rows),
+                (None, Some(bytes)) => Precision::Inexact(bytes as usize),
+                (None, None) => Precision::Absent,
+            };
+            let Some(s) = stats else {
+                return ColumnStatistics::new_unknown().with_byte_size(byte_size);
+            };
+            let bound = |v: &Option<_>, exact: bool| match v {
+                Some(v) if exact => Precision::Exact(Clone::clone(v)),
+                Some(v) => Precision::Inexact(Clone::clone(v)),
+                None => Precision::Absent,
+            };
+            ColumnStatistics {
+                null_count: s
+                    .null_count
+                    .map_or(Precision::Absent, |n| Precision::Exact(n as usize)),
+                min_value: bound(&s.min, s.min_exact),
+                max_value: bound(&s.max, s.max_exact),
+                byte_size,
+                ..ColumnStatistics::new_unknown()
             }
-            None => ColumnStatistics::new_unknown(),
         })
         .collect();
     Statistics {
-        num_rows: Precision::Exact(cell.rows as usize),
-        total_byte_size: Precision::Inexact(cell.size as usize),
+        num_rows: Precision::Exact(rows),
+        total_byte_size: Precision::Absent,
         column_statistics: columns,
     }
 }
