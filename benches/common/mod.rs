@@ -1,0 +1,113 @@
+//! Shared by the side-by-side harnesses: timing, medians, data, result tables.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::SessionContext;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `--name value` from the command line (cargo bench passes `--bench`, which is ignored).
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+pub fn arg_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The folder of TPC-H Parquet files at scale factor `sf` (`scripts/tpch-data`).
+pub fn tpch_data(sf: &str) -> PathBuf {
+    let out = Command::new(repo().join("scripts/tpch-data"))
+        .arg(sf)
+        .output()
+        .expect("run scripts/tpch-data");
+    assert!(
+        out.status.success(),
+        "scripts/tpch-data failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Where harnesses keep what they build (kept between runs).
+pub fn work_dir(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target"));
+    let dir = target.join("apiary-bench").join(name);
+    std::fs::create_dir_all(&dir).expect("bench work dir");
+    dir
+}
+
+pub async fn run(ctx: &SessionContext, sql: &str) -> usize {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+pub async fn time(ctx: &SessionContext, sql: &str) -> (Duration, usize) {
+    let start = Instant::now();
+    let rows = run(ctx, sql).await;
+    (start.elapsed(), rows)
+}
+
+pub fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    let n = xs.len();
+    if n == 0 {
+        return Duration::ZERO;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The query texts of `tests/data/tpch/q{n}.slt.part`.
+pub fn tpch_query(n: usize) -> String {
+    let file = std::fs::read_to_string(repo().join(format!("tests/data/tpch/q{n}.slt.part")))
+        .expect("query file");
+    let body = &file[file.find("\nquery ").expect("query") + 1..];
+    let body = &body[body.find('\n').unwrap_or(0) + 1..];
+    body[..body.find("\n----").expect("answer")]
+        .trim()
+        .trim_end_matches(';')
+        .to_string()
+}
+
+/// Recursively sums the size of the files below `dir`.
+pub fn du(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|it| {
+            it.filter_map(|e| e.ok())
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        du(&p)
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
