@@ -41,6 +41,7 @@ pub mod io;
 pub mod ledger;
 pub mod meadow;
 pub mod name;
+mod numbered_log;
 pub mod options;
 pub mod provider;
 pub mod registry;

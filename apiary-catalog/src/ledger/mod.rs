@@ -16,22 +16,18 @@ mod conflict;
 pub mod entry;
 pub mod snapshot;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use serde_json::{Value, json};
 
 pub use entry::{Action, CellRecord, ColumnStats, FrameSpec, LedgerEntry};
 pub use snapshot::FrameSnapshot;
 
 use crate::error::{Error, Kind, Result};
 use crate::meadow::{Created, Meadow};
+use crate::numbered_log::{LogNames, Newest, NumberedLog, Versioned};
 use crate::options::CommitOptions;
 use crate::retry::Backoff;
-
-/// How many entry objects are fetched at once when catching up.
-const FETCH_CONCURRENCY: usize = 16;
 
 /// What a successful commit did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,13 +48,19 @@ pub struct Ledger {
 }
 
 struct Inner {
-    meadow: Meadow,
+    log: NumberedLog,
     /// The frame folder below the meadow root.
     location: String,
     /// `hive.box.frame`, for messages.
     name: String,
     options: CommitOptions,
-    latest: RwLock<Arc<FrameSnapshot>>,
+    latest: Newest<FrameSnapshot>,
+}
+
+impl Versioned for FrameSnapshot {
+    fn version(&self) -> u64 {
+        self.version
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -69,14 +71,6 @@ impl std::fmt::Debug for Ledger {
             .field("version", &self.latest().version)
             .finish()
     }
-}
-
-fn parse_entry_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".json")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
 }
 
 /// Checks a frame spec before anything is written.
@@ -155,6 +149,7 @@ impl Ledger {
         let location = location.into();
         let name = name.into();
         validate_spec(&name, spec)?;
+        let log = ledger_log(&meadow, &location);
         let entry = LedgerEntry {
             version: 0,
             timestamp_ms: now_ms(),
@@ -167,16 +162,12 @@ impl Ledger {
                 properties: spec.properties.clone(),
             },
         };
-        let key = entry_key(&location, 0);
-        let bytes = encode(&entry, &spec.partition_by)?;
-        match meadow.create(&key, bytes).await? {
+        match log.create(0, encode(&entry, &spec.partition_by)?).await? {
             Created::Yes => {}
             Created::LostRace => return Err(Error::already_exists(Kind::Frame, &name)),
         }
-        let snapshot = FrameSnapshot::from_create(&entry, &key)?;
-        Ok(Self::with_snapshot(
-            meadow, location, name, options, snapshot,
-        ))
+        let snapshot = FrameSnapshot::from_create(&entry, &log.entry_key(0))?;
+        Ok(Self::with_snapshot(log, location, name, options, snapshot))
     }
 
     /// Opens the ledger at `location`, loading its latest version (newest checkpoint + the
@@ -189,14 +180,15 @@ impl Ledger {
     ) -> Result<Ledger> {
         let location = location.into();
         let name = name.into();
-        let base = load_base(&meadow, &location, &name, None).await?;
-        let ledger = Self::with_snapshot(meadow, location, name, options, base);
-        ledger.refresh().await?;
+        let log = ledger_log(&meadow, &location);
+        let base = load_base(&log, &name, None).await?;
+        let ledger = Self::with_snapshot(log, location, name, options, base);
+        ledger.catch_up(false).await?;
         Ok(ledger)
     }
 
     fn with_snapshot(
-        meadow: Meadow,
+        log: NumberedLog,
         location: String,
         name: String,
         options: CommitOptions,
@@ -204,11 +196,11 @@ impl Ledger {
     ) -> Ledger {
         Ledger {
             inner: Arc::new(Inner {
-                meadow,
+                log,
                 location,
                 name,
                 options,
-                latest: RwLock::new(Arc::new(snapshot)),
+                latest: Newest::new(snapshot),
             }),
         }
     }
@@ -224,7 +216,7 @@ impl Ledger {
     }
 
     pub fn meadow(&self) -> &Meadow {
-        &self.inner.meadow
+        self.inner.log.meadow()
     }
 
     pub fn options(&self) -> &CommitOptions {
@@ -233,29 +225,18 @@ impl Ledger {
 
     /// The newest snapshot this handle knows, without any I/O.
     pub fn latest(&self) -> Arc<FrameSnapshot> {
-        match self.inner.latest.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Keeps `snapshot` if it is newer than the cached one; returns the newest.
-    fn offer(&self, snapshot: Arc<FrameSnapshot>) -> Arc<FrameSnapshot> {
-        let mut guard = match self.inner.latest.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if snapshot.version > guard.version {
-            *guard = snapshot;
-        }
-        guard.clone()
+        self.inner.latest.get()
     }
 
     /// Brings the cached snapshot up to date. When nothing changed this costs one GET (a probe of
     /// the next version).
     pub async fn refresh(&self) -> Result<Arc<FrameSnapshot>> {
+        self.catch_up(true).await
+    }
+
+    async fn catch_up(&self, probe_first: bool) -> Result<Arc<FrameSnapshot>> {
         let current = self.latest();
-        let new = self.fetch_new_entries(current.version, &current).await?;
+        let new = self.read_after(&current, probe_first).await?;
         if new.is_empty() {
             return Ok(current);
         }
@@ -263,47 +244,21 @@ impl Ledger {
         for (key, e) in &new {
             next.apply(e, key)?;
         }
-        Ok(self.offer(Arc::new(next)))
+        Ok(self.inner.latest.offer(Arc::new(next)))
     }
 
-    /// The entries after `after`, in order: a probe of `after + 1`, then (only if it exists) one
-    /// listing that starts after it.
-    async fn fetch_new_entries(
+    /// The entries after `frame`'s version, decoded with its schema.
+    async fn read_after(
         &self,
-        after: u64,
         frame: &FrameSnapshot,
+        probe_first: bool,
     ) -> Result<Vec<(String, LedgerEntry)>> {
-        let meadow = &self.inner.meadow;
-        let loc = &self.inner.location;
-        let first_key = entry_key(loc, after + 1);
-        let Some(first) = meadow.get(&first_key).await? else {
-            return Ok(vec![]);
-        };
-        let mut out = vec![(first_key.clone(), decode(&first, &first_key, Some(frame))?)];
-        let dir = ledger_dir(loc);
-        let listed = meadow.list_after(&dir, &entry_name(after + 1)).await?;
-        let versions: Vec<u64> = listed
-            .iter()
-            .filter_map(|m| {
-                let rel = meadow.relative(&m.location)?;
-                parse_entry_name(rel.strip_prefix(&dir)?.strip_prefix('/')?)
-            })
-            .filter(|v| *v > after + 1)
-            .collect();
-        for (i, v) in versions.iter().enumerate() {
-            let expected = after + 2 + i as u64;
-            if *v != expected {
-                return Err(Error::corrupt(
-                    entry_key(loc, expected),
-                    format!(
-                        "ledger of {} has a gap: version {expected} is missing but {v} exists",
-                        self.inner.name
-                    ),
-                ));
-            }
-        }
-        out.extend(fetch_entries(meadow, loc, &versions, frame).await?);
-        Ok(out)
+        let raw = self
+            .inner
+            .log
+            .read_after(frame.version, probe_first)
+            .await?;
+        decode_all(&self.inner.log, raw, frame)
     }
 
     /// The frame as of `version` (time travel). Reads the newest checkpoint at or below it and
@@ -323,11 +278,10 @@ impl Ledger {
                 latest: latest.version,
             });
         }
-        let meadow = &self.inner.meadow;
-        let loc = &self.inner.location;
-        let mut base = load_base(meadow, loc, &self.inner.name, Some(version)).await?;
+        let log = &self.inner.log;
+        let mut base = load_base(log, &self.inner.name, Some(version)).await?;
         let versions: Vec<u64> = (base.version + 1..=version).collect();
-        for (key, e) in fetch_entries(meadow, loc, &versions, &latest).await? {
+        for (key, e) in decode_all(log, log.read(&versions).await?, &latest)? {
             base.apply(&e, &key)?;
         }
         Ok(Arc::new(base))
@@ -337,27 +291,19 @@ impl Ledger {
     /// are an error naming the oldest readable one.
     pub async fn entries(&self, from: u64) -> Result<Vec<LedgerEntry>> {
         let latest = self.refresh().await?;
-        let versions: Vec<u64> = (from..=latest.version).collect();
-        let loc = &self.inner.location;
-        let mut out = Vec::with_capacity(versions.len());
-        if versions.first() == Some(&0) {
-            let key = entry_key(loc, 0);
-            let bytes =
-                self.inner
-                    .meadow
-                    .get(&key)
-                    .await?
-                    .ok_or_else(|| Error::VersionExpired {
-                        frame: self.inner.name.clone(),
-                        version: 0,
-                        oldest: latest.version,
-                    })?;
-            out.push(decode(&bytes, &key, None)?);
+        let log = &self.inner.log;
+        let mut out = Vec::with_capacity((latest.version + 1).saturating_sub(from) as usize);
+        if from == 0 {
+            let body = log.get(0).await?.ok_or_else(|| Error::VersionExpired {
+                frame: self.inner.name.clone(),
+                version: 0,
+                oldest: latest.version,
+            })?;
+            out.push(decode(log, &body, &log.entry_key(0), None)?);
         }
-        let rest: Vec<u64> = versions.into_iter().filter(|v| *v > 0).collect();
+        let rest: Vec<u64> = (from.max(1)..=latest.version).collect();
         out.extend(
-            fetch_entries(&self.inner.meadow, loc, &rest, &latest)
-                .await?
+            decode_all(log, log.read(&rest).await?, &latest)?
                 .into_iter()
                 .map(|(_, e)| e),
         );
@@ -398,6 +344,7 @@ impl Ledger {
             .filter_map(|p| read.cell(p))
             .map(|c| c.rows)
             .sum();
+        let log = &self.inner.log;
         let mut base = read.clone();
         let mut backoff = Backoff::new(&self.inner.options.retry);
         loop {
@@ -409,13 +356,14 @@ impl Ledger {
                 operation: operation.to_string(),
                 action: action.clone(),
             };
-            let key = entry_key(&self.inner.location, version);
-            let bytes = encode(&entry, &base.partition_by)?;
-            match self.inner.meadow.create(&key, bytes).await? {
+            match log
+                .create(version, encode(&entry, &base.partition_by)?)
+                .await?
+            {
                 Created::Yes => {
-                    base.apply(&entry, &key)?;
+                    base.apply(&entry, &log.entry_key(version))?;
                     let snapshot = Arc::new(base);
-                    self.offer(snapshot.clone());
+                    self.inner.latest.offer(snapshot.clone());
                     let interval = self.inner.options.checkpoint_interval;
                     if interval > 0
                         && version.is_multiple_of(interval)
@@ -433,13 +381,13 @@ impl Ledger {
                     });
                 }
                 Created::LostRace => {
-                    let winners = self.fetch_new_entries(base.version, &base).await?;
+                    let winners = self.read_after(&base, true).await?;
                     for (key, winner) in &winners {
                         conflict::check(&self.inner.name, &action, operation, winner)?;
                         base.apply(winner, key)?;
                     }
                     if !winners.is_empty() {
-                        self.offer(Arc::new(base.clone()));
+                        self.inner.latest.offer(Arc::new(base.clone()));
                     }
                     if !backoff.lost_race().await {
                         return Err(Error::RetriesExhausted {
@@ -455,154 +403,113 @@ impl Ledger {
 
     /// Writes the full state of `snapshot` as a checkpoint and points the hint at it.
     pub async fn write_checkpoint(&self, snapshot: &FrameSnapshot) -> Result<()> {
-        let loc = &self.inner.location;
+        let log = &self.inner.log;
         let body = serde_json::to_vec(&snapshot.checkpoint_json()?)
-            .map_err(|e| Error::corrupt(checkpoint_key(loc, snapshot.version), e))?;
-        self.inner
-            .meadow
-            .create(&checkpoint_key(loc, snapshot.version), Bytes::from(body))
-            .await?;
-        let hint = json!({ "version": snapshot.version }).to_string();
-        self.inner
-            .meadow
-            .put(&hint_key(loc), Bytes::from(hint))
+            .map_err(|e| Error::corrupt(log.checkpoint_key(snapshot.version), e))?;
+        log.write_checkpoint(snapshot.version, Bytes::from(body))
             .await
     }
 }
 
+fn ledger_log(meadow: &Meadow, location: &str) -> NumberedLog {
+    NumberedLog::new(
+        meadow.clone(),
+        format!("{location}/_ledger"),
+        LogNames::Ledger,
+    )
+}
+
 /// Version 0, or the newest checkpoint (at or below `at`, when given).
-async fn load_base(
-    meadow: &Meadow,
-    loc: &str,
-    name: &str,
-    at: Option<u64>,
-) -> Result<FrameSnapshot> {
+async fn load_base(log: &NumberedLog, name: &str, at: Option<u64>) -> Result<FrameSnapshot> {
     // The hint names the newest checkpoint; when time travelling below it, list them all.
-    let hinted = match meadow.get(&hint_key(loc)).await? {
-        Some(bytes) => serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("version").and_then(Value::as_u64)),
-        None => None,
-    };
-    let wanted = match (hinted, at) {
+    let wanted = match (log.hint().await?, at) {
         (Some(h), None) => Some(h),
         (Some(h), Some(a)) if h <= a => Some(h),
-        (Some(_), Some(a)) => newest_checkpoint(meadow, loc, a).await?,
+        (Some(_), Some(a)) => newest_checkpoint(log, a).await?,
         (None, _) => None,
     };
-    if let Some(cp) = wanted {
-        let key = checkpoint_key(loc, cp);
-        if let Some(bytes) = meadow.get(&key).await? {
-            let snap = FrameSnapshot::from_checkpoint_json(&bytes, &key)?;
-            if snap.version != cp {
-                return Err(Error::corrupt(key, "checkpoint holds another version"));
-            }
-            return Ok(snap);
-        }
+    if let Some(cp) = wanted
+        && let Some(snap) = read_checkpoint(log, cp).await?
+    {
+        return Ok(snap);
     }
-    let key = entry_key(loc, 0);
-    match meadow.get(&key).await? {
-        Some(bytes) => {
-            let entry = decode(&bytes, &key, None)?;
-            FrameSnapshot::from_create(&entry, &key)
-        }
-        None => {
-            // No version 0: either the frame does not exist, or cleanup removed the old
-            // entries and the hint is missing. A listing of the checkpoints decides.
-            match newest_checkpoint(meadow, loc, at.unwrap_or(u64::MAX)).await? {
-                Some(cp) => {
-                    let key = checkpoint_key(loc, cp);
-                    let bytes = meadow
-                        .get(&key)
-                        .await?
-                        .ok_or_else(|| Error::corrupt(&key, "listed but not readable"))?;
-                    FrameSnapshot::from_checkpoint_json(&bytes, &key)
-                }
-                None if at.is_some() => Err(Error::VersionExpired {
-                    frame: name.to_string(),
-                    version: at.unwrap_or_default(),
-                    oldest: oldest_checkpoint(meadow, loc).await?.unwrap_or_default(),
-                }),
-                None => Err(Error::not_found(
-                    Kind::Frame,
-                    format!("{name} (no ledger at {loc})"),
-                )),
-            }
-        }
+    if let Some(body) = log.get(0).await? {
+        let key = log.entry_key(0);
+        return FrameSnapshot::from_create(&decode(log, &body, &key, None)?, &key);
+    }
+    // No version 0: either the frame does not exist, or cleanup removed the old entries and the
+    // hint is missing. A listing of the checkpoints decides.
+    let newest = newest_checkpoint(log, at.unwrap_or(u64::MAX)).await?;
+    if let Some(cp) = newest
+        && let Some(snap) = read_checkpoint(log, cp).await?
+    {
+        return Ok(snap);
+    }
+    match at {
+        Some(version) => Err(Error::VersionExpired {
+            frame: name.to_string(),
+            version,
+            oldest: log
+                .checkpoint_versions()
+                .await?
+                .first()
+                .copied()
+                .unwrap_or_default(),
+        }),
+        None => Err(Error::not_found(
+            Kind::Frame,
+            format!("{name} (no ledger at {})", log.entry_key(0)),
+        )),
     }
 }
 
-async fn checkpoint_versions(meadow: &Meadow, loc: &str) -> Result<Vec<u64>> {
-    let dir = format!("{}/_checkpoint", ledger_dir(loc));
-    let listed = meadow.list_dir(&dir).await?;
-    let mut versions: Vec<u64> = listed
-        .objects
-        .iter()
-        .filter_map(|m| m.location.filename().and_then(parse_entry_name))
-        .collect();
-    versions.sort_unstable();
-    Ok(versions)
+async fn read_checkpoint(log: &NumberedLog, v: u64) -> Result<Option<FrameSnapshot>> {
+    let Some(body) = log.read_checkpoint(v).await? else {
+        return Ok(None);
+    };
+    let key = log.checkpoint_key(v);
+    let snap = FrameSnapshot::from_checkpoint_json(&body, &key)?;
+    if snap.version != v {
+        return Err(Error::corrupt(key, "checkpoint holds another version"));
+    }
+    Ok(Some(snap))
 }
 
-async fn newest_checkpoint(meadow: &Meadow, loc: &str, at_most: u64) -> Result<Option<u64>> {
-    Ok(checkpoint_versions(meadow, loc)
+async fn newest_checkpoint(log: &NumberedLog, at_most: u64) -> Result<Option<u64>> {
+    Ok(log
+        .checkpoint_versions()
         .await?
         .into_iter()
         .rfind(|v| *v <= at_most))
 }
 
-async fn oldest_checkpoint(meadow: &Meadow, loc: &str) -> Result<Option<u64>> {
-    Ok(checkpoint_versions(meadow, loc).await?.first().copied())
-}
-
-/// GETs the given entries concurrently, keeping their order.
-async fn fetch_entries(
-    meadow: &Meadow,
-    loc: &str,
-    versions: &[u64],
+fn decode_all(
+    log: &NumberedLog,
+    raw: Vec<(String, Bytes)>,
     frame: &FrameSnapshot,
 ) -> Result<Vec<(String, LedgerEntry)>> {
-    // Each future owns what it uses, so the whole stays `Send` for any caller.
-    let schema = frame.schema.clone();
-    let partition_by: Arc<[String]> = frame.partition_by.clone().into();
-    let fetches: Vec<_> = versions
-        .iter()
-        .map(|v| {
-            let key = entry_key(loc, *v);
-            let (meadow, schema, partition_by) =
-                (meadow.clone(), schema.clone(), partition_by.clone());
-            async move {
-                let bytes = meadow
-                    .get(&key)
-                    .await?
-                    .ok_or_else(|| Error::corrupt(&key, "ledger entry is missing"))?;
-                let entry = decode_typed(&bytes, &key, Some((&schema, &partition_by)))?;
-                Ok::<_, Error>((key, entry))
-            }
+    raw.into_iter()
+        .map(|(key, body)| {
+            let entry = decode(log, &body, &key, Some(frame))?;
+            Ok((key, entry))
         })
-        .collect();
-    futures::stream::iter(fetches)
-        .buffered(FETCH_CONCURRENCY)
-        .try_collect()
-        .await
+        .collect()
 }
 
-fn decode(bytes: &[u8], key: &str, frame: Option<&FrameSnapshot>) -> Result<LedgerEntry> {
-    decode_typed(
-        bytes,
+/// Parses an entry and checks that it is the version its key names. `frame` types the cell
+/// values (version 0 carries its own schema).
+fn decode(
+    log: &NumberedLog,
+    body: &[u8],
+    key: &str,
+    frame: Option<&FrameSnapshot>,
+) -> Result<LedgerEntry> {
+    let entry = LedgerEntry::from_json(
+        body,
         key,
         frame.map(|f| (&f.schema, f.partition_by.as_slice())),
-    )
-}
-
-fn decode_typed(
-    bytes: &[u8],
-    key: &str,
-    frame: Option<(&datafusion::arrow::datatypes::SchemaRef, &[String])>,
-) -> Result<LedgerEntry> {
-    let entry = LedgerEntry::from_json(bytes, key, frame)?;
-    let expected = key.rsplit('/').next().and_then(parse_entry_name);
-    if expected != Some(entry.version) {
+    )?;
+    if log.version_of(key) != Some(entry.version) {
         return Err(Error::corrupt(
             key,
             format!("entry claims version {}", entry.version),
@@ -618,24 +525,9 @@ fn encode(entry: &LedgerEntry, partition_by: &[String]) -> Result<Bytes> {
         .map_err(|e| Error::corrupt(format!("version {}", entry.version), e))
 }
 
-pub(crate) fn ledger_dir(loc: &str) -> String {
-    format!("{loc}/_ledger")
-}
-
-fn entry_name(version: u64) -> String {
-    format!("{version:020}.json")
-}
-
-pub(crate) fn entry_key(loc: &str, version: u64) -> String {
-    format!("{loc}/_ledger/{}", entry_name(version))
-}
-
-pub(crate) fn checkpoint_key(loc: &str, version: u64) -> String {
-    format!("{loc}/_ledger/_checkpoint/{}", entry_name(version))
-}
-
-pub(crate) fn hint_key(loc: &str) -> String {
-    format!("{loc}/_ledger/_last_checkpoint")
+/// The key of entry `version` of the ledger in the frame folder `location`.
+pub(crate) fn entry_key(location: &str, version: u64) -> String {
+    format!("{location}/_ledger/{}", LogNames::Ledger.entry(version))
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -12,11 +12,9 @@
 
 pub mod state;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use serde_json::{Value, json};
 
 pub use state::{
     BoxRecord, DroppedFrame, FrameRecord, HiveRecord, RegistryAction, RegistryEntry, RegistryState,
@@ -26,10 +24,9 @@ use crate::error::{Error, Kind, Result};
 use crate::ledger::{FrameSpec, Ledger, now_ms};
 use crate::meadow::{Created, Meadow};
 use crate::name;
+use crate::numbered_log::{LogNames, Newest, NumberedLog, Versioned};
 use crate::options::CommitOptions;
 use crate::retry::Backoff;
-
-const DIR: &str = "_registry";
 
 /// What to do when the object to create already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,41 +74,24 @@ pub struct Registry {
 }
 
 struct Inner {
-    meadow: Meadow,
+    log: NumberedLog,
     options: CommitOptions,
-    state: RwLock<Arc<RegistryState>>,
+    state: Newest<RegistryState>,
+}
+
+impl Versioned for RegistryState {
+    fn version(&self) -> u64 {
+        self.version
+    }
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("meadow", &self.inner.meadow)
+            .field("meadow", self.inner.log.meadow())
             .field("version", &self.snapshot().version)
             .finish()
     }
-}
-
-fn state_name(version: u64) -> String {
-    format!("state_{version:06}.json")
-}
-
-fn state_key(version: u64) -> String {
-    format!("{DIR}/{}", state_name(version))
-}
-
-fn checkpoint_key(version: u64) -> String {
-    format!("{DIR}/_checkpoint/checkpoint_{version:06}.json")
-}
-
-fn hint_key() -> String {
-    format!("{DIR}/_last_checkpoint")
-}
-
-fn parse_state_name(name: &str) -> Option<u64> {
-    name.strip_prefix("state_")?
-        .strip_suffix(".json")?
-        .parse()
-        .ok()
 }
 
 /// Refuses a new name that equals an existing one but for case.
@@ -136,20 +116,21 @@ fn check_case(
 impl Registry {
     /// Loads the namespace: newest checkpoint, then the entries after it.
     pub async fn open(meadow: Meadow, options: CommitOptions) -> Result<Registry> {
-        let base = load_checkpoint(&meadow).await?;
+        let log = NumberedLog::new(meadow, "_registry", LogNames::Registry);
+        let base = load_checkpoint(&log).await?;
         let registry = Registry {
             inner: Arc::new(Inner {
-                meadow,
+                log,
                 options,
-                state: RwLock::new(Arc::new(base)),
+                state: Newest::new(base),
             }),
         };
-        registry.catch_up(true).await?;
+        registry.catch_up(false).await?;
         Ok(registry)
     }
 
     pub fn meadow(&self) -> &Meadow {
-        &self.inner.meadow
+        self.inner.log.meadow()
     }
 
     pub fn options(&self) -> &CommitOptions {
@@ -158,75 +139,29 @@ impl Registry {
 
     /// The cached namespace, without I/O.
     pub fn snapshot(&self) -> Arc<RegistryState> {
-        match self.inner.state.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    fn offer(&self, state: Arc<RegistryState>) -> Arc<RegistryState> {
-        let mut g = match self.inner.state.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        if state.version > g.version {
-            *g = state;
-        }
-        g.clone()
+        self.inner.state.get()
     }
 
     /// Brings the cache up to date: one GET when nothing changed.
     pub async fn refresh(&self) -> Result<Arc<RegistryState>> {
-        self.catch_up(false).await
+        self.catch_up(true).await
     }
 
-    /// Reads the entries after the cached version. Without `list_first` it probes the next
-    /// version and lists only if that exists.
-    async fn catch_up(&self, list_first: bool) -> Result<Arc<RegistryState>> {
+    async fn catch_up(&self, probe_first: bool) -> Result<Arc<RegistryState>> {
         let current = self.snapshot();
-        let meadow = &self.inner.meadow;
-        let mut next = (*current).clone();
-        let mut versions = vec![];
-        if !list_first {
-            let key = state_key(current.version + 1);
-            match meadow.get(&key).await? {
-                None => return Ok(current),
-                Some(bytes) => next.apply(&decode_entry(&bytes, &key)?, &key)?,
-            }
-        }
-        let listed = meadow.list_after(DIR, &state_name(next.version)).await?;
-        versions.extend(
-            listed
-                .iter()
-                .filter_map(|m| m.location.filename().and_then(parse_state_name))
-                .filter(|v| *v > next.version),
-        );
-        versions.sort_unstable();
-        let fetches: Vec<_> = versions
-            .into_iter()
-            .map(|v| {
-                let (meadow, key) = (meadow.clone(), state_key(v));
-                async move {
-                    let bytes = meadow
-                        .get(&key)
-                        .await?
-                        .ok_or_else(|| Error::corrupt(&key, "registry entry is missing"))?;
-                    let e = decode_entry(&bytes, &key)?;
-                    Ok::<_, Error>((key, e))
-                }
-            })
-            .collect();
-        let entries: Vec<(String, RegistryEntry)> = futures::stream::iter(fetches)
-            .buffered(16)
-            .try_collect()
+        let new = self
+            .inner
+            .log
+            .read_after(current.version, probe_first)
             .await?;
-        for (key, e) in &entries {
-            next.apply(e, key)?;
-        }
-        if next.version == current.version {
+        if new.is_empty() {
             return Ok(current);
         }
-        Ok(self.offer(Arc::new(next)))
+        let mut next = (*current).clone();
+        for (key, body) in &new {
+            next.apply(&decode_entry(&self.inner.log, body, key)?, key)?;
+        }
+        Ok(self.inner.state.offer(Arc::new(next)))
     }
 
     /// Commits the change `plan` derives from the newest state (`None`: nothing to do), retrying
@@ -247,13 +182,18 @@ impl Registry {
                 writer: self.inner.options.writer.clone(),
                 action,
             };
-            let key = state_key(entry.version);
+            let key = self.inner.log.entry_key(entry.version);
             let body = serde_json::to_vec(&entry).map_err(|e| Error::corrupt(&key, e))?;
-            match self.inner.meadow.create(&key, Bytes::from(body)).await? {
+            match self
+                .inner
+                .log
+                .create(entry.version, Bytes::from(body))
+                .await?
+            {
                 Created::Yes => {
                     let mut next = (*state).clone();
                     next.apply(&entry, &key)?;
-                    let next = self.offer(Arc::new(next));
+                    let next = self.inner.state.offer(Arc::new(next));
                     let interval = self.inner.options.checkpoint_interval;
                     if interval > 0
                         && entry.version.is_multiple_of(interval)
@@ -278,11 +218,12 @@ impl Registry {
     }
 
     async fn write_checkpoint(&self, state: &RegistryState) -> Result<()> {
-        let key = checkpoint_key(state.version);
-        let body = serde_json::to_vec(state).map_err(|e| Error::corrupt(&key, e))?;
-        self.inner.meadow.create(&key, Bytes::from(body)).await?;
-        let hint = json!({ "version": state.version }).to_string();
-        self.inner.meadow.put(&hint_key(), Bytes::from(hint)).await
+        let body = serde_json::to_vec(state)
+            .map_err(|e| Error::corrupt(self.inner.log.checkpoint_key(state.version), e))?;
+        self.inner
+            .log
+            .write_checkpoint(state.version, Bytes::from(body))
+            .await
     }
 
     pub async fn create_hive(
@@ -385,7 +326,7 @@ impl Registry {
         let id = new_id();
         let location = format!("{hive}/{box_}/{frame}/{id}");
         let ledger = Ledger::create(
-            self.inner.meadow.clone(),
+            self.meadow().clone(),
             &location,
             &qualified,
             &id,
@@ -424,7 +365,7 @@ impl Registry {
     /// reclaim it later anyway).
     async fn discard_ledger(&self, ledger: &Ledger) {
         let key = crate::ledger::entry_key(ledger.location(), 0);
-        if let Err(e) = self.inner.meadow.delete(&key).await {
+        if let Err(e) = self.meadow().delete(&key).await {
             log::warn!("could not remove unused ledger {key}: {e}");
         }
     }
@@ -549,7 +490,7 @@ impl Registry {
         };
         let qualified = name::qualified(&[hive, box_, frame]);
         let ledger = Ledger::open(
-            self.inner.meadow.clone(),
+            self.meadow().clone(),
             &record.location,
             &qualified,
             self.inner.options.clone(),
@@ -574,10 +515,10 @@ fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-fn decode_entry(bytes: &[u8], key: &str) -> Result<RegistryEntry> {
-    let e: RegistryEntry = serde_json::from_slice(bytes)
+fn decode_entry(log: &NumberedLog, body: &[u8], key: &str) -> Result<RegistryEntry> {
+    let e: RegistryEntry = serde_json::from_slice(body)
         .map_err(|e| Error::corrupt(key, format!("bad registry entry: {e}")))?;
-    if Some(e.version) != key.rsplit('/').next().and_then(parse_state_name) {
+    if log.version_of(key) != Some(e.version) {
         return Err(Error::corrupt(
             key,
             format!("entry claims version {}", e.version),
@@ -587,20 +528,16 @@ fn decode_entry(bytes: &[u8], key: &str) -> Result<RegistryEntry> {
 }
 
 /// The newest checkpointed state (by the hint), or the empty namespace.
-async fn load_checkpoint(meadow: &Meadow) -> Result<RegistryState> {
-    let Some(hint) = meadow.get(&hint_key()).await? else {
+async fn load_checkpoint(log: &NumberedLog) -> Result<RegistryState> {
+    let Some(version) = log.hint().await? else {
         return Ok(RegistryState::default());
     };
-    let version = serde_json::from_slice::<Value>(&hint)
-        .ok()
-        .and_then(|v| v.get("version").and_then(Value::as_u64))
-        .ok_or_else(|| Error::corrupt(hint_key(), "hint is not {\"version\": N}"))?;
-    let key = checkpoint_key(version);
-    let bytes = meadow
-        .get(&key)
+    let key = log.checkpoint_key(version);
+    let body = log
+        .read_checkpoint(version)
         .await?
         .ok_or_else(|| Error::corrupt(&key, "the hint names a missing checkpoint"))?;
-    let state: RegistryState = serde_json::from_slice(&bytes)
+    let state: RegistryState = serde_json::from_slice(&body)
         .map_err(|e| Error::corrupt(&key, format!("bad checkpoint: {e}")))?;
     if state.version != version {
         return Err(Error::corrupt(&key, "checkpoint holds another version"));
