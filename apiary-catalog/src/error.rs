@@ -154,6 +154,9 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    #[error("write to {frame} refused: {reason}")]
+    Backpressure { frame: String, reason: String },
+
     #[error("invalid option {name}: {reason}")]
     InvalidOption { name: String, reason: String },
 
@@ -222,7 +225,10 @@ impl Error {
 
     /// True when retrying the same operation later may succeed (lost races, transient storage).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::RetriesExhausted { .. })
+        matches!(
+            self,
+            Error::RetriesExhausted { .. } | Error::Backpressure { .. }
+        )
     }
 }
 

@@ -1,7 +1,9 @@
 //! A frame handle: its ledger plus the writes that end in one commit each.
 
+use std::fmt::Debug;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use futures::Stream;
 
@@ -9,16 +11,42 @@ use crate::cell::{CellWriter, WriteOptions};
 use crate::error::{Error, Result};
 use crate::ledger::{Action, CellRecord, CommitInfo, FrameSnapshot, Ledger};
 
+/// Decides whether a write may start now: the hook through which the node's load (the bees'
+/// colony temperature) throttles or refuses writes. A refusal is a retryable error.
+#[async_trait]
+pub trait WriteAdmission: Send + Sync + Debug {
+    async fn admit(&self, frame: &str) -> Result<()>;
+}
+
 /// One frame: read its snapshots, append or overwrite with one atomic commit per call.
 #[derive(Debug, Clone)]
 pub struct Frame {
     ledger: Ledger,
     write: WriteOptions,
+    admission: Option<Arc<dyn WriteAdmission>>,
 }
 
 impl Frame {
     pub fn new(ledger: Ledger, write: WriteOptions) -> Self {
-        Self { ledger, write }
+        Self {
+            ledger,
+            write,
+            admission: None,
+        }
+    }
+
+    /// Writes of this frame first ask `admission`.
+    pub fn with_admission(mut self, admission: Option<Arc<dyn WriteAdmission>>) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// Waits for (or is refused) permission to write, when an admission is installed.
+    pub async fn admit(&self) -> Result<()> {
+        match &self.admission {
+            Some(a) => a.admit(self.ledger.name()).await,
+            None => Ok(()),
+        }
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -50,6 +78,7 @@ impl Frame {
         S: Stream<Item = std::result::Result<RecordBatch, E>> + Unpin,
         Error: From<E>,
     {
+        self.admit().await?;
         let read = self.ledger.refresh().await?;
         let cells = self.cell_writer(&read)?.write_stream(batches).await?;
         self.commit_cells(&read, operation, cells, false).await
@@ -61,6 +90,7 @@ impl Frame {
         S: Stream<Item = std::result::Result<RecordBatch, E>> + Unpin,
         Error: From<E>,
     {
+        self.admit().await?;
         let read = self.ledger.refresh().await?;
         let cells = self.cell_writer(&read)?.write_stream(batches).await?;
         self.commit_cells(&read, operation, cells, true).await
@@ -78,24 +108,27 @@ impl Frame {
         let action = if replace_all {
             Action::RewriteCells {
                 removed: read.cells().map(|c| c.path.clone()).collect(),
-                added: cells.clone(),
+                added: cells,
             }
         } else {
-            Action::AddCells {
-                cells: cells.clone(),
-            }
+            Action::AddCells { cells }
         };
-        match self.ledger.commit(read, operation, action).await {
-            Ok(info) => Ok(info),
-            Err(e) => {
-                for c in &cells {
-                    let rel = format!("{}/{}", self.ledger.location(), c.path);
-                    if let Err(d) = self.ledger.meadow().delete(&rel).await {
-                        log::warn!("could not remove uncommitted cell {rel}: {d}");
-                    }
-                }
-                Err(e)
-            }
+        self.commit_action(read, operation, action).await
+    }
+
+    /// Commits `action`, whose added cells are already written; if the commit fails they are
+    /// removed again.
+    pub async fn commit_action(
+        &self,
+        read: &FrameSnapshot,
+        operation: &str,
+        action: Action,
+    ) -> Result<CommitInfo> {
+        let added = action.added().to_vec();
+        let outcome = self.ledger.commit(read, operation, action).await;
+        if outcome.is_err() {
+            crate::cell::remove_cells(self.ledger.meadow(), self.ledger.location(), &added).await;
         }
+        outcome
     }
 }

@@ -35,6 +35,8 @@
 //! ```
 
 pub mod cell;
+pub mod cleansing;
+pub mod compaction;
 pub mod error;
 pub mod frame;
 pub mod io;
@@ -53,7 +55,7 @@ pub mod value;
 
 pub use cell::{CellWriter, Leafcutter, WriteOptions};
 pub use error::{Error, Kind, Result};
-pub use frame::Frame;
+pub use frame::{Frame, WriteAdmission};
 pub use io::IoRuntime;
 pub use ledger::{
     Action, CellRecord, ColumnStats, CommitInfo, FrameSnapshot, FrameSpec, Ledger, LedgerEntry,

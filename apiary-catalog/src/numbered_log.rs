@@ -205,8 +205,44 @@ impl NumberedLog {
     /// hint at it. The hint is overwritten without condition: a stale hint only costs reads.
     pub(crate) async fn write_checkpoint(&self, v: u64, body: Bytes) -> Result<()> {
         self.meadow.create(&self.checkpoint_key(v), body).await?;
+        self.point_hint(v).await
+    }
+
+    /// Writes checkpoint `v` without touching the hint.
+    pub(crate) async fn put_checkpoint(&self, v: u64, body: Bytes) -> Result<()> {
+        self.meadow
+            .create(&self.checkpoint_key(v), body)
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) async fn point_hint(&self, v: u64) -> Result<()> {
         let hint = json!({ "version": v }).to_string();
         self.meadow.put(&self.hint_key(), Bytes::from(hint)).await
+    }
+
+    /// The versions of the entries present, ascending (one listing of the log folder).
+    pub(crate) async fn entry_versions(&self) -> Result<Vec<u64>> {
+        let listed = self.meadow.list_dir(&self.dir).await?;
+        let mut versions: Vec<u64> = listed
+            .objects
+            .iter()
+            .filter_map(|m| {
+                m.location
+                    .filename()
+                    .and_then(|n| self.names.parse_entry(n))
+            })
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    pub(crate) async fn delete_entry(&self, v: u64) -> Result<()> {
+        self.meadow.delete(&self.entry_key(v)).await
+    }
+
+    pub(crate) async fn delete_checkpoint(&self, v: u64) -> Result<()> {
+        self.meadow.delete(&self.checkpoint_key(v)).await
     }
 
     pub(crate) async fn read_checkpoint(&self, v: u64) -> Result<Option<Bytes>> {

@@ -7,7 +7,12 @@ pub mod partition;
 pub mod stats;
 pub mod writer;
 
+use std::sync::Arc;
+
 use datafusion::parquet::basic::Compression;
+
+use crate::ledger::CellRecord;
+use crate::meadow::Meadow;
 
 pub use conform::Conformer;
 pub use leafcutter::Leafcutter;
@@ -39,5 +44,15 @@ impl WriteOptions {
     pub fn with_compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
         self
+    }
+}
+
+/// Removes written cells that no commit will name (best effort: cleanup reclaims leftovers).
+pub(crate) async fn remove_cells(meadow: &Meadow, location: &str, cells: &[Arc<CellRecord>]) {
+    for c in cells {
+        let rel = format!("{location}/{}", c.path);
+        if let Err(e) = meadow.delete(&rel).await {
+            log::warn!("could not remove unused cell {rel}: {e}");
+        }
     }
 }

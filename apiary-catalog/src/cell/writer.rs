@@ -255,12 +255,8 @@ impl CellWriter {
         for (_, cell) in self.open.drain() {
             abort_cell(cell).await;
         }
-        for cell in std::mem::take(&mut self.done) {
-            let rel = format!("{}/{}", self.location, cell.path);
-            if let Err(e) = self.meadow.delete(&rel).await {
-                log::warn!("could not remove unused cell {rel}: {e}");
-            }
-        }
+        let done = std::mem::take(&mut self.done);
+        super::remove_cells(&self.meadow, &self.location, &done).await;
     }
 
     /// Writes every batch of `stream` and returns the cell records; on error nothing remains.

@@ -287,6 +287,45 @@ impl Ledger {
         Ok(Arc::new(base))
     }
 
+    /// The numbered log behind this ledger (cleansing works on it directly).
+    pub(crate) fn log(&self) -> &NumberedLog {
+        &self.inner.log
+    }
+
+    /// The given entries, decoded (version 0 included), in order.
+    pub(crate) async fn read_entries(&self, versions: &[u64]) -> Result<Vec<LedgerEntry>> {
+        let latest = self.latest();
+        let log = &self.inner.log;
+        let raw = log.read(versions).await?;
+        raw.into_iter()
+            .map(|(key, body)| {
+                let frame = (log.version_of(&key) != Some(0)).then_some(latest.as_ref());
+                decode(log, &body, &key, frame)
+            })
+            .collect()
+    }
+
+    /// The entries still stored (cleansing removes those before its oldest kept checkpoint),
+    /// oldest first, and the state just after the oldest of them when that is not version 0 (so
+    /// that a history can still tell what later entries removed).
+    pub async fn history(&self) -> Result<(Vec<LedgerEntry>, Option<Arc<FrameSnapshot>>)> {
+        let latest = self.refresh().await?;
+        let present: Vec<u64> = self
+            .inner
+            .log
+            .entry_versions()
+            .await?
+            .into_iter()
+            .filter(|v| *v <= latest.version)
+            .collect();
+        let entries = self.read_entries(&present).await?;
+        let start = match present.first() {
+            Some(v) if *v > 0 => Some(self.snapshot_at(*v).await?),
+            _ => None,
+        };
+        Ok((entries, start))
+    }
+
     /// All entries from `from` (inclusive) to the latest, in order. Versions removed by cleanup
     /// are an error naming the oldest readable one.
     pub async fn entries(&self, from: u64) -> Result<Vec<LedgerEntry>> {

@@ -96,6 +96,24 @@ impl FrameSnapshot {
         self.cells.get(path)
     }
 
+    /// The same version with only the cells `keep` accepts (to read a chosen subset).
+    pub fn with_cells_where(&self, keep: impl Fn(&CellRecord) -> bool) -> FrameSnapshot {
+        FrameSnapshot {
+            version: self.version,
+            frame_id: self.frame_id.clone(),
+            schema: self.schema.clone(),
+            partition_by: self.partition_by.clone(),
+            properties: self.properties.clone(),
+            timestamp_ms: self.timestamp_ms,
+            cells: self
+                .cells
+                .iter()
+                .filter(|(_, c)| keep(c))
+                .map(|(p, c)| (p.clone(), c.clone()))
+                .collect(),
+        }
+    }
+
     pub fn cell_count(&self) -> usize {
         self.cells.len()
     }

@@ -5,7 +5,8 @@
 //! `SessionContext`: a [`ApiaryCatalogList`] wrapping the session's own list (so
 //! `datafusion.public` keeps working and `CREATE DATABASE` makes a hive), the `APIARY` table
 //! factory (`CREATE EXTERNAL TABLE … STORED AS APIARY PARTITIONED BY (…)`), the table functions
-//! `apiary_cells`, `apiary_history` and `apiary_version`, and the meadow's object store.
+//! `apiary_cells`, `apiary_history`, `apiary_version`, `apiary_compact` and `apiary_cleanse`,
+//! and the meadow's object store.
 
 mod box_schema;
 mod catalog_list;
@@ -27,14 +28,16 @@ pub use box_schema::BoxProvider;
 pub use catalog_list::ApiaryCatalogList;
 pub use factory::FrameTableFactory;
 pub use frame_table::FrameTable;
-pub use functions::{CellsFunction, HistoryFunction, VersionFunction};
+pub use functions::{
+    CellsFunction, CleanseFunction, CompactFunction, HistoryFunction, VersionFunction,
+};
 pub use hive::HiveProvider;
 pub use scan::PruneCounts;
 pub use sink::FrameSink;
 
 use crate::cell::WriteOptions;
 use crate::error::{Error, Kind, Result};
-use crate::frame::Frame;
+use crate::frame::{Frame, WriteAdmission};
 use crate::io::IoRuntime;
 use crate::ledger::Ledger;
 use crate::meadow::Meadow;
@@ -46,6 +49,8 @@ use crate::registry::{Registry, RegistryState};
 pub struct CatalogOptions {
     /// How `INSERT` and `CREATE TABLE … AS SELECT` write cells.
     pub write: WriteOptions,
+    /// Asked before every write (the bees' colony regulates writes through it).
+    pub admission: Option<Arc<dyn WriteAdmission>>,
     /// Listings (`SHOW TABLES`, `information_schema`) re-read the namespace when the cached one
     /// is older than this; a lookup of an unknown name always re-reads it. Default 1 s.
     pub refresh_interval: Duration,
@@ -55,6 +60,7 @@ impl Default for CatalogOptions {
     fn default() -> Self {
         Self {
             write: WriteOptions::default(),
+            admission: None,
             refresh_interval: Duration::from_secs(1),
         }
     }
@@ -186,7 +192,10 @@ impl ApiaryCatalog {
                 l
             }
         };
-        Ok(Some(Frame::new(ledger, self.inner.options.write)))
+        Ok(Some(
+            Frame::new(ledger, self.inner.options.write)
+                .with_admission(self.inner.options.admission.clone()),
+        ))
     }
 
     /// The frame at its newest version as a table, or `None`.

@@ -58,6 +58,7 @@ impl DataSink for FrameSink {
         data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
+        self.frame.admit().await?;
         let replace = self.op == InsertOp::Overwrite;
         // An append rebases onto whatever is newest; an overwrite replaces what it read.
         let read = if replace {

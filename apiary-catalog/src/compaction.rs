@@ -1,0 +1,99 @@
+//! Compaction: the leafcutter's second half. Many small cells of a partition (left by small
+//! writes) are rewritten into cells of the target size, in one `RewriteCells` commit.
+//!
+//! A cell is *small* when it holds less than half the target size. In every partition with at
+//! least two small cells, all of them are read (through DataFusion's Parquet scan) and written
+//! again by the cell writer, which closes cells at the target. Larger cells are left alone.
+//! Appends that commit meanwhile are kept; a concurrent rewrite of the same cells makes one of
+//! the two fail with a conflict error.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
+
+use crate::error::Result;
+use crate::frame::Frame;
+use crate::ledger::{Action, CellRecord};
+use crate::provider::FrameTable;
+
+/// What one partition's compaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactedPartition {
+    /// `col=value/…`, empty for an unpartitioned frame.
+    pub partition: String,
+    pub cells_before: usize,
+    pub cells_after: usize,
+    pub rows: u64,
+}
+
+/// What a compaction did; `version` is `None` when there was nothing to compact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub frame: String,
+    pub version: Option<u64>,
+    pub partitions: Vec<CompactedPartition>,
+}
+
+fn partition_label(partition_by: &[String], values: &[ScalarValue]) -> String {
+    partition_by
+        .iter()
+        .zip(values)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Compacts the small cells of every partition of `frame` (newest version) in one commit.
+pub async fn compact(frame: &Frame) -> Result<CompactionReport> {
+    frame.admit().await?;
+    let read = frame.ledger().refresh().await?;
+    let target = frame.write_options().leafcutter.target_cell_bytes();
+    let mut groups: BTreeMap<String, Vec<Arc<CellRecord>>> = BTreeMap::new();
+    for c in read.cells().filter(|c| c.size < target / 2) {
+        groups
+            .entry(partition_label(&read.partition_by, &c.partition))
+            .or_default()
+            .push(c.clone());
+    }
+    groups.retain(|_, cells| cells.len() >= 2);
+    let mut report = CompactionReport {
+        frame: frame.name().to_string(),
+        version: None,
+        partitions: vec![],
+    };
+    if groups.is_empty() {
+        return Ok(report);
+    }
+    let chosen: HashSet<String> = groups.values().flatten().map(|c| c.path.clone()).collect();
+    // Read exactly the chosen cells, through the same scan queries use.
+    let subset = Arc::new(read.with_cells_where(|c| chosen.contains(&c.path)));
+    let table = FrameTable::new(frame.clone(), subset, true);
+    let ctx = SessionContext::new();
+    let stream = ctx.read_table(Arc::new(table))?.execute_stream().await?;
+    let added = frame
+        .cell_writer(&read)?
+        .write_record_batch_stream(stream)
+        .await?;
+    let mut after: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &added {
+        *after
+            .entry(partition_label(&read.partition_by, &c.partition))
+            .or_default() += 1;
+    }
+    let removed: Vec<String> = chosen.into_iter().collect();
+    let action = Action::RewriteCells { removed, added };
+    let info = frame.commit_action(&read, "COMPACT", action).await?;
+    report.version = Some(info.version);
+    report.partitions = groups
+        .into_iter()
+        .map(|(partition, cells)| CompactedPartition {
+            cells_after: after.get(&partition).copied().unwrap_or(0),
+            cells_before: cells.len(),
+            rows: cells.iter().map(|c| c.rows).sum(),
+            partition,
+        })
+        .collect();
+    Ok(report)
+}
