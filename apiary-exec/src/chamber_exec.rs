@@ -1,0 +1,273 @@
+//! Queries in chambers: a physical optimizer rule puts every plan under a [`ChamberExec`], which
+//! waits for bees, runs the plan in their chamber, and enforces the query's deadline.
+//!
+//! Per-session settings (`SET apiary.timeout_ms = 30000` and so on) are a DataFusion config
+//! extension, [`BeeOptions`].
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::common::config::ConfigExtension;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{extensions_options, internal_err};
+use datafusion::config::ConfigOptions;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::time::Sleep;
+
+use crate::error::ExecError;
+use crate::pool::{BeePool, Chamber, mib};
+
+extensions_options! {
+    /// How the queries of a session use the bees (`SET apiary.<name> = <value>`).
+    pub struct BeeOptions {
+        /// Deadline of one query in milliseconds, waiting for bees included (0: none).
+        pub timeout_ms: u64, default = 0
+        /// Bees one query occupies (0: all of the node's).
+        pub bees_per_query: usize, default = 0
+        /// Whether work over budget spills to the bees' scratch folders (else it fails).
+        pub spill: bool, default = true
+    }
+}
+
+impl ConfigExtension for BeeOptions {
+    const PREFIX: &'static str = "apiary";
+}
+
+/// Runs its input inside a chamber of the pool's bees.
+#[derive(Debug)]
+pub struct ChamberExec {
+    input: Arc<dyn ExecutionPlan>,
+    pool: BeePool,
+    properties: Arc<PlanProperties>,
+}
+
+impl ChamberExec {
+    /// `input` must have a single output partition (the rule coalesces it).
+    pub fn new(input: Arc<dyn ExecutionPlan>, pool: BeePool) -> Self {
+        let properties = input.properties().clone();
+        Self {
+            input,
+            pool,
+            properties,
+        }
+    }
+
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+}
+
+impl DisplayAs for ChamberExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "ChamberExec: bees={}, budget_per_bee={}",
+            self.pool.bees(),
+            mib(self.pool.budget_per_bee())
+        )
+    }
+}
+
+impl ExecutionPlan for ChamberExec {
+    fn name(&self) -> &str {
+        "ChamberExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match <[_; 1]>::try_from(children) {
+            Ok([input]) => Ok(Arc::new(ChamberExec::new(input, self.pool.clone()))),
+            Err(_) => internal_err!("ChamberExec has exactly one child"),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("ChamberExec has one partition, asked for {partition}");
+        }
+        let options = context
+            .session_config()
+            .options()
+            .extensions
+            .get::<BeeOptions>()
+            .cloned()
+            .unwrap_or_default();
+        let bees = match options.bees_per_query {
+            0 => self.pool.bees(),
+            n => n.min(self.pool.bees()),
+        };
+        let (pool, input) = (self.pool.clone(), self.input.clone());
+        let start: BoxFuture<'static, Result<(SendableRecordBatchStream, Chamber)>> = async move {
+            let chamber = pool
+                .acquire(bees, &context.runtime_env(), options.spill)
+                .await?;
+            let ctx = Arc::new(TaskContext::new(
+                context.task_id(),
+                context.session_id(),
+                context.session_config().clone(),
+                context.scalar_functions().clone(),
+                context.higher_order_functions().clone(),
+                context.aggregate_functions().clone(),
+                context.window_functions().clone(),
+                chamber.runtime(),
+            ));
+            let stream = input.execute(0, ctx)?;
+            Ok((stream, chamber))
+        }
+        .boxed();
+        let timeout = (options.timeout_ms > 0).then(|| Duration::from_millis(options.timeout_ms));
+        let stream = InChamber {
+            state: State::Starting(start),
+            deadline: timeout.map(|t| (Box::pin(tokio::time::sleep(t)), t)),
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            stream,
+        )))
+    }
+}
+
+enum State {
+    Starting(BoxFuture<'static, Result<(SendableRecordBatchStream, Chamber)>>),
+    /// The stream is declared before the chamber: it is dropped first, then the bees are freed.
+    Running {
+        stream: SendableRecordBatchStream,
+        chamber: Chamber,
+    },
+    Done,
+}
+
+/// The query's batches; when the deadline passes, the query is dropped (which cancels its work)
+/// and its bees are freed.
+struct InChamber {
+    state: State,
+    deadline: Option<(Pin<Box<Sleep>>, Duration)>,
+}
+
+impl Stream for InChamber {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if matches!(this.state, State::Done) {
+            return Poll::Ready(None);
+        }
+        if let Some((sleep, timeout)) = &mut this.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            let while_ = match this.state {
+                State::Starting(_) => "waiting for bees",
+                _ => "running",
+            };
+            let timeout = *timeout;
+            this.state = State::Done;
+            return Poll::Ready(Some(Err(DataFusionError::from(ExecError::Deadline {
+                deadline_ms: timeout.as_millis(),
+                while_,
+            }))));
+        }
+        loop {
+            match &mut this.state {
+                State::Starting(start) => match start.poll_unpin(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok((stream, chamber))) => {
+                        this.state = State::Running { stream, chamber }
+                    }
+                    Poll::Ready(Err(e)) => {
+                        this.state = State::Done;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                },
+                State::Running { stream, chamber } => {
+                    return match stream.poll_next_unpin(cx) {
+                        Poll::Ready(None) => {
+                            this.state = State::Done;
+                            Poll::Ready(None)
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            let e = chamber.explain(e);
+                            this.state = State::Done;
+                            Poll::Ready(Some(Err(e)))
+                        }
+                        other => other,
+                    };
+                }
+                State::Done => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+/// Puts every physical plan of a session under a [`ChamberExec`] of `pool`.
+#[derive(Debug)]
+pub struct ChamberRule {
+    pool: BeePool,
+}
+
+impl ChamberRule {
+    pub fn new(pool: BeePool) -> Self {
+        Self { pool }
+    }
+}
+
+impl PhysicalOptimizerRule for ChamberRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if plan.is::<ChamberExec>() {
+            return Ok(plan);
+        }
+        let input = if plan.output_partitioning().partition_count() > 1 {
+            Arc::new(CoalescePartitionsExec::new(plan)) as Arc<dyn ExecutionPlan>
+        } else {
+            plan
+        };
+        Ok(Arc::new(ChamberExec::new(input, self.pool.clone())))
+    }
+
+    fn name(&self) -> &str {
+        "apiary_chamber"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,503 @@
+//! The bee pool and its mason chambers.
+//!
+//! A mason bee seals each egg in a chamber of its own. A task runs in a [`Chamber`]: the bees it
+//! holds, a DataFusion `RuntimeEnv` whose memory pool is exactly their budget (a `FairSpillPool`)
+//! and whose disk manager spills into their scratch folders. Object stores and file caches are
+//! the session's, shared by every chamber. Dropping the chamber frees the bees at once and
+//! removes its scratch files, whatever the outcome of the task.
+//!
+//! Bees are handed out by a fair (first come, first served) semaphore; at most `queue_capacity`
+//! tasks wait, later ones are refused with a retryable error.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use datafusion::common::DataFusionError;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{
+    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::SessionConfig;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::chamber_exec::BeeOptions;
+use crate::error::{ExecError, Result};
+use crate::node::NodeConfig;
+
+/// Below this memory per query, sessions prefer sort-merge joins (they spill; DataFusion 55's
+/// hash join cannot spill its build side).
+pub const HASH_JOIN_MIN_QUERY_MEMORY: u64 = 1024 * 1024 * 1024;
+
+/// The bees of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct BeePool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    node: NodeConfig,
+    /// This pool's own folder below the node's scratch folder: `node-{pid}-{n}`.
+    root: PathBuf,
+    budget: usize,
+    permits: Arc<Semaphore>,
+    /// Which bees are free (index = bee id).
+    free: Mutex<Vec<bool>>,
+    waiting: AtomicUsize,
+    /// Bytes reserved in every chamber's memory pool together.
+    reserved: AtomicUsize,
+    tasks: AtomicU64,
+}
+
+impl fmt::Debug for BeePool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BeePool")
+            .field("bees", &self.inner.node.bees)
+            .field("budget", &self.inner.budget)
+            .field("busy", &self.busy())
+            .finish()
+    }
+}
+
+/// A snapshot of the pool for status displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub bees: usize,
+    pub busy: usize,
+    /// Each bee's budget in bytes.
+    pub budget_per_bee: usize,
+    /// Bytes reserved by running tasks, all chambers together.
+    pub reserved: usize,
+    pub waiting: usize,
+    pub queue_capacity: usize,
+    /// Tasks run since the pool started.
+    pub tasks: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How budget errors name their chamber.
+const CHAMBER_MARK: &str = "— in the chamber of";
+
+pub(crate) fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+impl BeePool {
+    /// A pool for `node`: creates its scratch folder (one per pool, so that pools never touch
+    /// each other's files) with a folder per bee, and removes the folders of pools whose
+    /// process is gone.
+    pub fn new(node: NodeConfig) -> Result<Self> {
+        node.validate()?;
+        reclaim_dead_pools(&node.scratch);
+        let seq = POOLS.fetch_add(1, Ordering::SeqCst);
+        let root = node
+            .scratch
+            .join(format!("node-{}-{seq}", std::process::id()));
+        for b in 0..node.bees {
+            let dir = root.join(format!("bee-{b}"));
+            std::fs::create_dir_all(&dir).map_err(|source| ExecError::Scratch {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(Self {
+            inner: Arc::new(PoolInner {
+                root,
+                budget: node.memory_per_bee() as usize,
+                permits: Arc::new(Semaphore::new(node.bees)),
+                free: Mutex::new(vec![true; node.bees]),
+                waiting: AtomicUsize::new(0),
+                reserved: AtomicUsize::new(0),
+                tasks: AtomicU64::new(0),
+                node,
+            }),
+        })
+    }
+
+    pub fn node(&self) -> &NodeConfig {
+        &self.inner.node
+    }
+
+    /// The DataFusion settings of a session whose queries run on this pool's bees (with
+    /// [`crate::ChamberRule`]): `target_partitions` = the bees a query holds, the `apiary.*`
+    /// options, sort-merge joins when a query's memory is below
+    /// [`HASH_JOIN_MIN_QUERY_MEMORY`] (DataFusion 55's hash join cannot spill its build side; a
+    /// sort-merge join can), and a sort's merge reservation scaled to the budget (DataFusion's
+    /// 10 MB default would not fit a small bee).
+    pub fn session_config(&self) -> SessionConfig {
+        let query_memory = self.inner.budget as u64 * self.bees() as u64;
+        let mut config = SessionConfig::new()
+            .with_target_partitions(self.bees())
+            .with_option_extension(BeeOptions::default());
+        let execution = &mut config.options_mut().execution;
+        execution.sort_spill_reservation_bytes = execution
+            .sort_spill_reservation_bytes
+            .min((query_memory / 16).max(64 * 1024) as usize);
+        if query_memory < HASH_JOIN_MIN_QUERY_MEMORY {
+            config.options_mut().optimizer.prefer_hash_join = false;
+        }
+        config
+    }
+
+    /// This pool's scratch folder (a folder per bee below it).
+    pub fn scratch(&self) -> &std::path::Path {
+        &self.inner.root
+    }
+
+    pub fn bees(&self) -> usize {
+        self.inner.node.bees
+    }
+
+    pub fn budget_per_bee(&self) -> usize {
+        self.inner.budget
+    }
+
+    pub fn busy(&self) -> usize {
+        lock(&self.inner.free).iter().filter(|f| !**f).count()
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.inner.waiting.load(Ordering::SeqCst)
+    }
+
+    pub fn reserved(&self) -> usize {
+        self.inner.reserved.load(Ordering::SeqCst)
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        PoolStatus {
+            bees: self.bees(),
+            busy: self.busy(),
+            budget_per_bee: self.inner.budget,
+            reserved: self.reserved(),
+            waiting: self.waiting(),
+            queue_capacity: self.inner.node.queue_capacity,
+            tasks: self.inner.tasks.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Waits (fairly) for `n` bees and seals them in a chamber built on `base` (whose object
+    /// stores and caches the chamber shares). With `spill` off, over-budget work fails instead of
+    /// spilling. Dropping the future while it waits leaves the queue.
+    pub async fn acquire(&self, n: usize, base: &RuntimeEnv, spill: bool) -> Result<Chamber> {
+        self.acquire_avoiding(n, base, spill, &[]).await
+    }
+
+    /// Like [`BeePool::acquire`], preferring bees not in `avoid` (a retry goes elsewhere).
+    pub async fn acquire_avoiding(
+        &self,
+        n: usize,
+        base: &RuntimeEnv,
+        spill: bool,
+        avoid: &[usize],
+    ) -> Result<Chamber> {
+        let inner = &self.inner;
+        if n == 0 || n > inner.node.bees {
+            return Err(ExecError::TooManyBees {
+                asked: n,
+                bees: inner.node.bees,
+            });
+        }
+        // Refused when it would have to wait behind a full queue.
+        let would_wait = inner.permits.available_permits() < n;
+        let already = inner.waiting.fetch_add(1, Ordering::SeqCst);
+        let _queued = Queued(&inner.waiting);
+        if would_wait && already >= inner.node.queue_capacity {
+            return Err(ExecError::QueueFull {
+                waiting: already,
+                capacity: inner.node.queue_capacity,
+            });
+        }
+        let permit = inner
+            .permits
+            .clone()
+            .acquire_many_owned(n as u32)
+            .await
+            .map_err(|_| ExecError::InvalidSetting {
+                name: "pool".into(),
+                reason: "the bee pool was shut down".into(),
+            })?;
+        let bees = {
+            let mut free = lock(&inner.free);
+            let mut chosen: Vec<usize> = (0..free.len())
+                .filter(|b| free[*b] && !avoid.contains(b))
+                .take(n)
+                .collect();
+            if chosen.len() < n {
+                let more: Vec<usize> = (0..free.len())
+                    .filter(|b| free[*b] && !chosen.contains(b))
+                    .take(n - chosen.len())
+                    .collect();
+                chosen.extend(more);
+            }
+            for b in &chosen {
+                free[*b] = false;
+            }
+            chosen
+        };
+        inner.tasks.fetch_add(1, Ordering::SeqCst);
+        Chamber::seal(self.inner.clone(), bees, permit, base, spill)
+    }
+}
+
+/// Counts a waiting task while it is alive.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Pools created by this process, to name their folders.
+static POOLS: AtomicUsize = AtomicUsize::new(0);
+
+fn bee_dir(pool: &PoolInner, bee: usize) -> PathBuf {
+    pool.root.join(format!("bee-{bee}"))
+}
+
+/// Removes `node-{pid}-{n}` folders below `scratch` whose process no longer runs.
+fn reclaim_dead_pools(scratch: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(scratch) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix("node-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The bees of one task, with the runtime that confines it.
+pub struct Chamber {
+    pool: Arc<PoolInner>,
+    bees: Vec<usize>,
+    /// `bee 2` or `bees 0, 1`, for messages.
+    label: String,
+    runtime: Arc<RuntimeEnv>,
+    dirs: Vec<PathBuf>,
+    budget: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl fmt::Debug for Chamber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chamber")
+            .field("bees", &self.bees)
+            .field("budget", &self.budget)
+            .finish()
+    }
+}
+
+impl Chamber {
+    fn seal(
+        pool: Arc<PoolInner>,
+        bees: Vec<usize>,
+        permit: OwnedSemaphorePermit,
+        base: &RuntimeEnv,
+        spill: bool,
+    ) -> Result<Chamber> {
+        let budget = pool.budget * bees.len();
+        let task = uuid::Uuid::new_v4().simple().to_string();
+        let mut dirs = vec![];
+        for b in &bees {
+            let bee = bee_dir(&pool, *b);
+            // Leftovers of earlier tasks of this bee (files still open when they ended).
+            if let Ok(entries) = std::fs::read_dir(&bee) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+            let dir = bee.join(format!("task-{task}"));
+            std::fs::create_dir_all(&dir).map_err(|source| ExecError::Scratch {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            dirs.push(dir);
+        }
+        let label = match bees.as_slice() {
+            [one] => format!("bee {one}"),
+            many => format!(
+                "bees {}",
+                many.iter()
+                    .map(|b| b.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let mode = if spill {
+            DiskManagerMode::Directories(dirs.clone())
+        } else {
+            DiskManagerMode::Disabled
+        };
+        let mut runtime = base.clone();
+        runtime.memory_pool = Arc::new(ChamberPool {
+            inner: FairSpillPool::new(budget),
+            pool: pool.clone(),
+            label: label.clone(),
+            budget,
+        });
+        runtime.disk_manager = Arc::new(DiskManagerBuilder::default().with_mode(mode).build()?);
+        Ok(Chamber {
+            pool,
+            bees,
+            label,
+            runtime: Arc::new(runtime),
+            dirs,
+            budget,
+            _permit: permit,
+        })
+    }
+
+    /// The bees held, by id.
+    pub fn bees(&self) -> &[usize] {
+        &self.bees
+    }
+
+    /// The runtime to execute the task with.
+    pub fn runtime(&self) -> Arc<RuntimeEnv> {
+        self.runtime.clone()
+    }
+
+    /// The memory budget of the chamber (its bees' budgets together).
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// The folders this task spills into (one per bee).
+    pub fn scratch_dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Names the bees and their budget in a "resources exhausted" error (whichever operator
+    /// raised it); other errors pass unchanged.
+    pub fn explain(&self, e: DataFusionError) -> DataFusionError {
+        let exhausted = matches!(e.find_root(), DataFusionError::ResourcesExhausted(_));
+        if !exhausted || e.to_string().contains(CHAMBER_MARK) {
+            return e;
+        }
+        let text = match &e {
+            DataFusionError::ResourcesExhausted(msg) => msg.clone(),
+            other => other.to_string(),
+        };
+        DataFusionError::ResourcesExhausted(format!(
+            "{text} {CHAMBER_MARK} {}, whose budget is {}",
+            self.label,
+            mib(self.budget)
+        ))
+    }
+}
+
+impl Drop for Chamber {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            if let Err(e) = std::fs::remove_dir_all(d)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                log::warn!("could not remove scratch folder {}: {e}", d.display());
+            }
+        }
+        let mut free = lock(&self.pool.free);
+        for b in &self.bees {
+            free[*b] = true;
+        }
+        // The permit is released right after, when the field is dropped.
+    }
+}
+
+/// The memory pool of a chamber: a `FairSpillPool` of the chamber's budget that keeps the pool's
+/// total of reserved bytes (for the colony temperature) and names the bees in its errors.
+struct ChamberPool {
+    inner: FairSpillPool,
+    pool: Arc<PoolInner>,
+    label: String,
+    budget: usize,
+}
+
+impl fmt::Debug for ChamberPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChamberPool")
+            .field("inner", &self.inner)
+            .field("label", &self.label)
+            .field("budget", &self.budget)
+            .finish()
+    }
+}
+
+impl fmt::Display for ChamberPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "chamber of {} ({} budget)", self.label, mib(self.budget))
+    }
+}
+
+impl MemoryPool for ChamberPool {
+    fn name(&self) -> &str {
+        "apiary_chamber"
+    }
+
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.inner.register(consumer)
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.inner.unregister(consumer)
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.inner.grow(reservation, additional);
+        self.pool.reserved.fetch_add(additional, Ordering::SeqCst);
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.inner.shrink(reservation, shrink);
+        self.pool.reserved.fetch_sub(shrink, Ordering::SeqCst);
+    }
+
+    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DfResult<()> {
+        match self.inner.try_grow(reservation, additional) {
+            Ok(()) => {
+                self.pool.reserved.fetch_add(additional, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => Err(match e.find_root() {
+                DataFusionError::ResourcesExhausted(msg) => {
+                    DataFusionError::ResourcesExhausted(format!(
+                        "{msg} — in the chamber of {}, whose budget is {}",
+                        self.label,
+                        mib(self.budget)
+                    ))
+                }
+                _ => e,
+            }),
+        }
+    }
+
+    fn reserved(&self) -> usize {
+        self.inner.reserved()
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        self.inner.memory_limit()
+    }
+}

@@ -1,0 +1,134 @@
+//! A query needing several times one bee's budget completes by spilling into that bee's scratch
+//! folder; with spilling off it fails with the budget error, and the process lives on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::support::{MIB, files_below, pool, session};
+
+/// A 80,000-group aggregate over 32-character strings, sorted: unconstrained it reserves about
+/// 120 MiB, nearly 4× the 32 MiB bee of these tests (measured by `peak_reservation`).
+const BUDGET: u64 = 32 * MIB;
+
+const HEAVY: &str = "SELECT h, count(*) AS c, max(v) AS m
+    FROM (SELECT md5(CAST(value % 80000 AS VARCHAR)) AS h, value AS v FROM generate_series(1, 160000))
+    GROUP BY h ORDER BY h";
+
+/// The peak memory the query reserves when it has room (sampled while it runs).
+async fn peak_reservation() -> usize {
+    let scratch = tempfile::tempdir().unwrap();
+    let roomy = pool(1, 1024 * MIB, scratch.path());
+    let ctx = session(&roomy);
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (roomy, done, peak) = (roomy.clone(), done.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                peak.fetch_max(roomy.reserved(), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    ctx.sql("SET apiary.spill = false").await.unwrap();
+    ctx.sql(HEAVY).await.unwrap().collect().await.unwrap();
+    done.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+    peak.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_budget_work_spills_into_the_bees_scratch_folder() {
+    let needed = peak_reservation().await;
+    assert!(
+        needed as u64 >= 3 * BUDGET,
+        "the query needs several budgets: it reserved {needed} bytes unconstrained"
+    );
+    println!(
+        "unconstrained peak reservation: {:.1} MiB",
+        needed as f64 / MIB as f64
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let pool = pool(1, BUDGET, scratch.path());
+    let ctx = session(&pool);
+    let bee = pool.scratch().join("bee-0");
+
+    // Watch the bee's folder while the query runs.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (seen, done, bee) = (seen.clone(), done.clone(), bee.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                seen.fetch_max(files_below(&bee), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let batches = ctx.sql(HEAVY).await.unwrap().collect().await.unwrap();
+    done.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 80_000);
+    assert!(
+        seen.load(Ordering::SeqCst) > 0,
+        "spill files appeared in {}",
+        bee.display()
+    );
+    assert_eq!(files_below(&bee), 0, "and are gone after");
+    assert_eq!(pool.busy(), 0);
+    assert_eq!(pool.reserved(), 0, "every reservation was returned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_spilling_the_budget_error_names_the_bee_and_its_budget() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pool = pool(1, BUDGET, scratch.path());
+    let ctx = session(&pool);
+    ctx.sql("SET apiary.spill = false").await.unwrap();
+    let err = ctx.sql(HEAVY).await.unwrap().collect().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("Resources exhausted"), "{text}");
+    assert!(
+        text.contains("in the chamber of bee 0, whose budget is 32.0 MiB"),
+        "{text}"
+    );
+    // The process lives on, the bee is free again, and the next query runs.
+    assert_eq!(pool.busy(), 0);
+    let n = ctx
+        .sql("SELECT count(*) FROM generate_series(1, 1000)")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(n[0].num_rows(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_holds_all_bees_and_their_budgets_add_up() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pool = pool(2, 16 * MIB, scratch.path());
+    let ctx = session(&pool);
+    ctx.sql("SET apiary.spill = false").await.unwrap();
+    // Needs more than one bee's budget but fits two: runs unspilled on both.
+    let q = "SELECT v, count(*) FROM (SELECT value % 150000 AS v FROM generate_series(1, 300000)) GROUP BY v";
+    let batches = ctx.sql(q).await.unwrap().collect().await.unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 150_000);
+    let plan = ctx
+        .sql(&format!("EXPLAIN {q}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("ChamberExec: bees=2, budget_per_bee=16.0 MiB"),
+        "{text}"
+    );
+}
