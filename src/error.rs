@@ -9,7 +9,15 @@ pub enum Error {
     #[error(transparent)]
     Catalog(Box<apiary_catalog::Error>),
     #[error(transparent)]
+    Exec(Box<apiary_exec::ExecError>),
+    #[error(transparent)]
     DataFusion(Box<DataFusionError>),
+}
+
+impl From<apiary_exec::ExecError> for Error {
+    fn from(e: apiary_exec::ExecError) -> Self {
+        Error::Exec(Box::new(e))
+    }
 }
 
 impl From<apiary_catalog::Error> for Error {
@@ -28,6 +36,7 @@ impl From<Error> for DataFusionError {
     fn from(e: Error) -> Self {
         match e {
             Error::Catalog(c) => (*c).into(),
+            Error::Exec(x) => (*x).into(),
             Error::DataFusion(d) => *d,
         }
     }

@@ -14,17 +14,25 @@
 //!
 //! The parts live in crates of their own; this facade wires them:
 //! - [`catalog`] (`apiary-catalog`): the meadow (object storage), registry, ledger, cells and
-//!   the DataFusion providers.
+//!   the DataFusion providers;
+//! - [`exec`] (`apiary-exec`): the bees — per-core memory budgets, chambers, colony
+//!   temperature, task abandonment.
 
 mod error;
 
 use std::sync::Arc;
 
-use apiary_catalog::{ApiaryCatalog, CatalogOptions, CommitOptions, IoRuntime, Meadow, Registry};
+use apiary_catalog::{
+    ApiaryCatalog, CatalogOptions, CommitOptions, IoRuntime, Leafcutter, Meadow, Registry,
+};
+use apiary_exec::{BeePool, ChamberRule, Colony, NodeConfig, Regulation};
 use datafusion::catalog::CatalogProvider;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::SessionContext;
 
 pub use apiary_catalog as catalog;
+pub use apiary_exec as exec;
 pub use error::{Error, Result};
 
 /// How an [`Apiary`] is opened.
@@ -32,14 +40,23 @@ pub use error::{Error, Result};
 pub struct ApiaryOptions {
     /// Who signs commits, how lost races are retried, how often state is checkpointed.
     pub commit: CommitOptions,
-    /// How the DataFusion providers write and refresh.
+    /// How the DataFusion providers write and refresh. The cell size follows the bees' budget
+    /// unless `catalog.write.leafcutter` is set to something else than its default.
     pub catalog: CatalogOptions,
+    /// This node's resources; `None` detects them (see [`NodeConfig::detect`]).
+    pub node: Option<NodeConfig>,
+    /// How the colony temperature regulates writes.
+    pub regulation: Regulation,
 }
 
-/// One meadow, opened: its registry cache, object store and I/O runtime, shared by every clone.
+/// One meadow, opened: its registry cache, object store, I/O runtime and bees, shared by every
+/// clone.
 #[derive(Debug, Clone)]
 pub struct Apiary {
     catalog: ApiaryCatalog,
+    colony: Colony,
+    /// What every pooled session's chambers share: object stores and file caches.
+    runtime: Arc<RuntimeEnv>,
 }
 
 impl Apiary {
@@ -62,15 +79,32 @@ impl Apiary {
         io: Arc<IoRuntime>,
         options: ApiaryOptions,
     ) -> Result<Apiary> {
+        let node = match options.node {
+            Some(n) => n,
+            None => NodeConfig::detect()?,
+        };
+        let pool = BeePool::new(node)?;
+        let colony = Colony::new(pool.clone(), options.regulation);
+        let mut catalog = options.catalog;
+        if catalog.write.leafcutter == Leafcutter::default() {
+            catalog.write.leafcutter = Leafcutter::for_bee_memory(pool.budget_per_bee() as u64);
+        }
+        catalog.admission = Some(Arc::new(colony.clone()));
+        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        runtime.register_object_store(meadow.object_store_url().as_ref(), meadow.store().clone());
         let registry = Registry::open(meadow, options.commit).await?;
         Ok(Apiary {
-            catalog: ApiaryCatalog::new(registry, io, options.catalog),
+            catalog: ApiaryCatalog::new(registry, io, catalog),
+            colony,
+            runtime,
         })
     }
 
     /// Installs Apiary in `ctx`: every hive becomes a catalog (the session's own catalogs keep
     /// working), `CREATE DATABASE` makes a hive, `STORED AS APIARY` creates partitioned frames,
-    /// and the table functions `apiary_cells`, `apiary_history`, `apiary_version` are added.
+    /// and the table functions `apiary_cells`, `apiary_history`, `apiary_version`,
+    /// `apiary_compact` and `apiary_cleanse` are added. Queries of `ctx` run on its own runtime:
+    /// use [`Apiary::session`] for sessions whose queries run on the bees.
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
         self.catalog.register(ctx);
         Ok(())
@@ -82,12 +116,32 @@ impl Apiary {
         Ok(self.catalog.existing_hive(hive).await?)
     }
 
-    /// A new `SessionContext` with Apiary registered and `information_schema` enabled.
+    /// A new `SessionContext` with Apiary registered, `information_schema` enabled, and every
+    /// query run in a chamber of this node's bees: a memory budget of the bees it holds, spill
+    /// files in their scratch folders, `target_partitions` = those bees, and the deadline and
+    /// options of `SET apiary.*` ([`exec::BeeOptions`]).
     pub fn session(&self) -> Result<SessionContext> {
-        let config = SessionConfig::new().with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        let pool = self.colony.pool();
+        let config = pool.session_config().with_information_schema(true);
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_runtime_env(self.runtime.clone())
+            .with_physical_optimizer_rule(Arc::new(ChamberRule::new(pool.clone())))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         self.register(&ctx)?;
         Ok(ctx)
+    }
+
+    /// The bees of this node and how they regulate writes.
+    pub fn colony(&self) -> &Colony {
+        &self.colony
+    }
+
+    /// The bees of this node.
+    pub fn bees(&self) -> &BeePool {
+        self.colony.pool()
     }
 
     /// The shared provider state (registry, meadow, I/O runtime).
