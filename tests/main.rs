@@ -1,6 +1,8 @@
 //! Integration tests of Apiary through DataFusion: SQL, pruning, a differential test against
-//! DataFusion's own ListingTable, metadata views, TPC-H, and the examples of `docs/sql.md`.
+//! DataFusion's own ListingTable, metadata views, the bees, TPC-H, and the examples of
+//! `docs/sql.md`.
 
+mod bees;
 mod differential;
 mod docs;
 mod metadata;

@@ -7,8 +7,9 @@
 //!    "as of" the edge of the window needs it); every version from `R` to the latest stays
 //!    readable. With nothing older than `W`, nothing expires.
 //! 2. A cell is still needed when version `R` holds it or a later entry adds it. Every other cell
-//!    object in the frame's folder goes — the cells removed before `R`, and the orphans of failed or
-//!    lost commits — unless it is younger than `G` (a writer may be about to commit it).
+//!    object in the frame's folder goes: the cells removed before `R` at once, and the orphans of
+//!    failed or lost commits (cells no stored version ever named) once they are older than `G` —
+//!    a writer may be about to commit a younger one.
 //! 3. Ledger entries and checkpoints older than the newest checkpoint `C ≤ R` go; when there is no
 //!    such checkpoint, one is written at `R` first, so that every kept version still loads.
 //!
@@ -29,7 +30,8 @@ use crate::registry::Registry;
 pub struct CleansingOptions {
     /// Versions committed within this window stay readable (time travel).
     pub retention: Duration,
-    /// Unreferenced cells younger than this are kept: a writer may still commit them.
+    /// Cells no stored version names (orphans) younger than this are kept: a writer may still
+    /// commit them.
     pub grace: Duration,
     /// Only report what would go.
     pub dry_run: bool,
@@ -109,6 +111,17 @@ pub async fn cleanse_frame(ledger: &Ledger, options: &CleansingOptions) -> Resul
     for e in entries.iter().filter(|e| e.version > keep_from) {
         needed.extend(e.action.added().iter().map(|c| c.path.clone()));
     }
+    // Cells some stored version names: removed by the history, never in flight.
+    let mut known: HashSet<String> = needed.clone();
+    known.extend(
+        entries
+            .iter()
+            .flat_map(|e| e.action.added().iter().map(|c| c.path.clone())),
+    );
+    if oldest_present > 0 {
+        let first = ledger.snapshot_at(oldest_present).await?;
+        known.extend(first.cells().map(|c| c.path.clone()));
+    }
     let mut removals = vec![];
     let prefix = format!("{}/", ledger.location());
     let young = now - options.grace.as_millis() as i64;
@@ -119,10 +132,12 @@ pub async fn cleanse_frame(ledger: &Ledger, options: &CleansingOptions) -> Resul
         let Some(rel) = key.strip_prefix(&prefix) else {
             continue;
         };
+        let orphan_in_grace =
+            !known.contains(rel) && object.last_modified.timestamp_millis() > young;
         if rel.starts_with("_ledger/")
             || !rel.ends_with(".parquet")
             || needed.contains(rel)
-            || object.last_modified.timestamp_millis() > young
+            || orphan_in_grace
         {
             continue;
         }

@@ -2,6 +2,8 @@
 //! test server (`./scripts/test.sh` starts it and exports `APIARY_TEST_S3_URL`).
 
 mod cells;
+mod cleansing;
+mod compaction;
 mod ledger;
 mod meadow;
 mod registry;

@@ -263,6 +263,14 @@ impl ApiaryCatalog {
             "apiary_version",
             Arc::new(VersionFunction::new(self.clone())),
         );
+        state.register_udtf(
+            "apiary_compact",
+            Arc::new(CompactFunction::new(self.clone())),
+        );
+        state.register_udtf(
+            "apiary_cleanse",
+            Arc::new(CleanseFunction::new(self.clone())),
+        );
         let meadow = self.meadow();
         state
             .runtime_env()

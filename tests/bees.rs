@@ -1,0 +1,209 @@
+//! The bees through Apiary: cells sized from the bee budget, queries in chambers, writes
+//! regulated by the colony temperature, compaction and cleansing from SQL.
+
+use std::time::Duration;
+
+use apiary::exec::{Band, NodeConfig};
+use apiary::{Apiary, ApiaryOptions};
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::SessionContext;
+
+use crate::support::{plan, query, scalar, sql, sql_err};
+
+const MIB: u64 = 1024 * 1024;
+
+async fn open_with(dir: &std::path::Path, node: NodeConfig) -> Apiary {
+    let options = ApiaryOptions {
+        node: Some(node),
+        ..ApiaryOptions::default()
+    };
+    Apiary::open_with(dir.join("meadow").to_str().unwrap(), options)
+        .await
+        .unwrap()
+}
+
+async fn frame(ctx: &SessionContext) {
+    sql(ctx, "CREATE DATABASE h").await;
+    sql(ctx, "CREATE SCHEMA h.b").await;
+    sql(ctx, "CREATE TABLE h.b.t (id BIGINT NOT NULL, note VARCHAR)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cells_are_sized_from_the_bee_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // 8 MiB bees: cells target 1 MiB, never above 2 MiB.
+    let ap = open_with(
+        dir.path(),
+        NodeConfig::fixed(1, 8 * MIB, dir.path().join("scratch")),
+    )
+    .await;
+    assert_eq!(
+        ap.providers()
+            .options()
+            .write
+            .leafcutter
+            .target_cell_bytes(),
+        MIB
+    );
+    let ctx = ap.session().unwrap();
+    frame(&ctx).await;
+    sql(&ctx, "INSERT INTO h.b.t SELECT value, md5(CAST(value AS VARCHAR)) FROM generate_series(1, 200000)").await;
+    let sizes: Vec<u64> = query(&ctx, "SELECT size_bytes FROM apiary_cells('h.b.t')")
+        .await
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert!(sizes.len() >= 4, "{sizes:?}");
+    assert!(sizes.iter().all(|s| *s <= 2 * MIB), "{sizes:?}");
+    assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "200000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_run_their_queries_in_chambers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ap = open_with(
+        dir.path(),
+        NodeConfig::fixed(2, 64 * MIB, dir.path().join("scratch")),
+    )
+    .await;
+    let ctx = ap.session().unwrap();
+    frame(&ctx).await;
+    sql(&ctx, "INSERT INTO h.b.t VALUES (1, 'a'), (2, 'b')").await;
+    let text = plan(&ctx, "EXPLAIN SELECT note FROM h.b.t WHERE id > 1").await;
+    assert!(
+        text.contains("ChamberExec: bees=2, budget_per_bee=64.0 MiB"),
+        "{text}"
+    );
+    let tasks = ap.bees().status().tasks;
+    assert_eq!(
+        query(&ctx, "SELECT note FROM h.b.t WHERE id > 1").await,
+        vec!["b"]
+    );
+    assert_eq!(
+        ap.bees().status().tasks,
+        tasks + 1,
+        "the query ran on the bees"
+    );
+    // 128 MiB per query is below the hash-join threshold: sort-merge joins, which spill.
+    assert_eq!(scalar(&ctx, "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.optimizer.prefer_hash_join'").await, "false");
+    // `SET apiary.*` reaches the chambers.
+    sql(&ctx, "SET apiary.timeout_ms = 1").await;
+    let err = sql_err(
+        &ctx,
+        "SELECT count(*) FROM h.b.t a, h.b.t b, generate_series(1, 100000000) c",
+    )
+    .await;
+    assert!(err.contains("deadline of 1 ms exceeded"), "{err}");
+    assert_eq!(ap.bees().busy(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_colony_refuses_writes_and_a_cool_one_takes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeConfig::fixed(1, 64 * MIB, dir.path().join("scratch")).with_queue_capacity(1);
+    let ap = open_with(dir.path(), node).await;
+    // A plain session: its statements do not wait for bees, only the colony's admission.
+    let ctx = SessionContext::new();
+    ap.register(&ctx).unwrap();
+    frame(&ctx).await;
+
+    // Heat the colony: its bee busy, its memory reserved, its queue full.
+    let runtime = RuntimeEnv::default();
+    let held = ap.bees().acquire(1, &runtime, true).await.unwrap();
+    let reservation = MemoryConsumer::new("load").register(&held.runtime().memory_pool);
+    reservation
+        .try_grow((64 * MIB as usize) * 95 / 100)
+        .unwrap();
+    let waiter = {
+        let bees = ap.bees().clone();
+        tokio::spawn(async move {
+            let runtime = RuntimeEnv::default();
+            bees.acquire(1, &runtime, true).await.map(|_| ())
+        })
+    };
+    while ap.bees().waiting() < 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(ap.colony().temperature().band, Band::Critical);
+    let err = sql_err(&ctx, "INSERT INTO h.b.t VALUES (1, 'x')").await;
+    assert!(
+        err.contains("write to h.b.t refused: the colony is critical"),
+        "{err}"
+    );
+    assert_eq!(
+        scalar(&ctx, "SELECT max(version) FROM apiary_history('h.b.t')").await,
+        "0",
+        "nothing committed"
+    );
+
+    drop(reservation);
+    drop(held);
+    waiter.await.unwrap().unwrap();
+    sql(&ctx, "INSERT INTO h.b.t VALUES (1, 'x')").await;
+    assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_and_cleansing_from_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let ap = open_with(
+        dir.path(),
+        NodeConfig::fixed(2, 64 * MIB, dir.path().join("scratch")),
+    )
+    .await;
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(&ctx, "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, k VARCHAR NOT NULL) STORED AS APIARY PARTITIONED BY (k) LOCATION ''").await;
+    for i in 0..12 {
+        sql(
+            &ctx,
+            &format!("INSERT INTO h.b.t VALUES ({i}, '{}')", ["a", "b"][i % 2]),
+        )
+        .await;
+    }
+    let report = query(&ctx, "SELECT partition, cells_before, cells_after, rows, version FROM apiary_compact('h.b.t') ORDER BY partition").await;
+    assert_eq!(report, vec!["k=a|6|1|6|13", "k=b|6|1|6|13"]);
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM apiary_cells('h.b.t')").await,
+        "2"
+    );
+    assert_eq!(scalar(&ctx, "SELECT sum(id) FROM h.b.t").await, "66");
+
+    // Versions before compaction stay readable until a cleansing flight with a short retention.
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM apiary_version('h.b.t', 5)").await,
+        "5"
+    );
+    let dry = query(
+        &ctx,
+        "SELECT kind, action FROM apiary_cleanse('h.b.t', 0, true) WHERE kind = 'cell'",
+    )
+    .await;
+    assert_eq!(dry.len(), 12, "{dry:?}");
+    assert!(dry.iter().all(|r| r == "cell|would remove"));
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM apiary_version('h.b.t', 5)").await,
+        "5",
+        "a dry run changes nothing"
+    );
+    let done = query(
+        &ctx,
+        "SELECT kind, count(*) FROM apiary_cleanse('h.b.t', 0) GROUP BY kind ORDER BY kind",
+    )
+    .await;
+    assert_eq!(done, vec!["cell|12", "ledger_entry|13"], "{done:?}");
+    assert_eq!(scalar(&ctx, "SELECT sum(id) FROM h.b.t").await, "66");
+    let err = sql_err(&ctx, "SELECT * FROM apiary_version('h.b.t', 5)").await;
+    assert!(
+        err.contains("removed by cleanup; the oldest readable version is 13"),
+        "{err}"
+    );
+    let history = query(
+        &ctx,
+        "SELECT version, operation, rows_removed FROM apiary_history('h.b.t')",
+    )
+    .await;
+    assert_eq!(history, vec!["13|COMPACT|NULL"]);
+}
