@@ -15,56 +15,8 @@ mod common;
 
 use std::time::Duration;
 
-use apiary::Apiary;
-use common::{arg, arg_or, median, ms, run, time, tpch_data, tpch_query, work_dir};
+use common::{TPCH_TABLES, arg, arg_or, median, ms, run, time, tpch_apiary, tpch_query};
 use datafusion::prelude::SessionContext;
-
-const TABLES: [&str; 8] = [
-    "nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem",
-];
-
-/// Builds (once) the Apiary copy: hive `tpch`, box `data`, one frame per table, loaded with
-/// `INSERT INTO … SELECT` from the generated Parquet files.
-async fn build(sf: &str) -> (std::path::PathBuf, Apiary) {
-    let dir = work_dir(&format!("tpch-sf{sf}"));
-    let complete = dir.join(".complete");
-    if !complete.exists() {
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let data = tpch_data(sf);
-        let ap = Apiary::open(dir.to_str().expect("utf-8"))
-            .await
-            .expect("open");
-        let ctx = ap.session().expect("session");
-        run(&ctx, "CREATE DATABASE tpch").await;
-        run(&ctx, "CREATE SCHEMA tpch.data").await;
-        for t in TABLES {
-            let start = std::time::Instant::now();
-            let src = format!("{}/{t}.parquet", data.display());
-            run(
-                &ctx,
-                &format!("CREATE EXTERNAL TABLE src_{t} STORED AS PARQUET LOCATION '{src}'"),
-            )
-            .await;
-            run(
-                &ctx,
-                &format!("CREATE TABLE tpch.data.{t} AS SELECT * FROM src_{t} LIMIT 0"),
-            )
-            .await;
-            run(
-                &ctx,
-                &format!("INSERT INTO tpch.data.{t} SELECT * FROM src_{t}"),
-            )
-            .await;
-            eprintln!("loaded {t} in {:.1} s", start.elapsed().as_secs_f64());
-        }
-        std::fs::write(&complete, b"").expect("marker");
-    }
-    let ap = Apiary::open(dir.to_str().expect("utf-8"))
-        .await
-        .expect("open");
-    (dir, ap)
-}
 
 #[tokio::main]
 async fn main() {
@@ -74,7 +26,7 @@ async fn main() {
         Some(q) => q.split(',').filter_map(|n| n.parse().ok()).collect(),
         None => (1..=22).collect(),
     };
-    let (dir, ap) = build(&sf).await;
+    let (dir, ap) = tpch_apiary(&sf).await;
 
     // (a) Apiary frames.
     let apiary = ap.session().expect("session");
@@ -85,7 +37,7 @@ async fn main() {
     let registry = ap.registry().snapshot();
     run(&listing, "CREATE SCHEMA datafusion.tpch").await;
     run(&listing, "SET datafusion.catalog.default_schema = 'tpch'").await;
-    for t in TABLES {
+    for t in TPCH_TABLES {
         let location = &registry.frame("tpch", "data", t).expect("frame").location;
         run(
             &listing,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use apiary::Apiary;
 use datafusion::prelude::SessionContext;
 
 pub fn repo() -> PathBuf {
@@ -110,4 +111,52 @@ pub fn du(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+pub const TPCH_TABLES: [&str; 8] = [
+    "nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem",
+];
+
+/// The Apiary copy of TPC-H at scale factor `sf` (hive `tpch`, box `data`, one frame per table,
+/// loaded with `INSERT INTO … SELECT` from `scripts/tpch-data`), built once into
+/// `target/apiary-bench/tpch-sf{sf}` and reused; with its folder.
+pub async fn tpch_apiary(sf: &str) -> (PathBuf, Apiary) {
+    let dir = work_dir(&format!("tpch-sf{sf}"));
+    let complete = dir.join(".complete");
+    if !complete.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let data = tpch_data(sf);
+        let ap = Apiary::open(dir.to_str().expect("utf-8"))
+            .await
+            .expect("open");
+        let ctx = ap.session().expect("session");
+        run(&ctx, "CREATE DATABASE tpch").await;
+        run(&ctx, "CREATE SCHEMA tpch.data").await;
+        for t in TPCH_TABLES {
+            let start = Instant::now();
+            let src = format!("{}/{t}.parquet", data.display());
+            run(
+                &ctx,
+                &format!("CREATE EXTERNAL TABLE src_{t} STORED AS PARQUET LOCATION '{src}'"),
+            )
+            .await;
+            run(
+                &ctx,
+                &format!("CREATE TABLE tpch.data.{t} AS SELECT * FROM src_{t} LIMIT 0"),
+            )
+            .await;
+            run(
+                &ctx,
+                &format!("INSERT INTO tpch.data.{t} SELECT * FROM src_{t}"),
+            )
+            .await;
+            eprintln!("loaded {t} in {:.1} s", start.elapsed().as_secs_f64());
+        }
+        std::fs::write(&complete, b"").expect("marker");
+    }
+    let ap = Apiary::open(dir.to_str().expect("utf-8"))
+        .await
+        .expect("open");
+    (dir, ap)
 }
