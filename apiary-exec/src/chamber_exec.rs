@@ -137,16 +137,7 @@ impl ExecutionPlan for ChamberExec {
             let chamber = pool
                 .acquire(bees, &context.runtime_env(), options.spill)
                 .await?;
-            let ctx = Arc::new(TaskContext::new(
-                context.task_id(),
-                context.session_id(),
-                context.session_config().clone(),
-                context.scalar_functions().clone(),
-                context.higher_order_functions().clone(),
-                context.aggregate_functions().clone(),
-                context.window_functions().clone(),
-                chamber.runtime(),
-            ));
+            let ctx = chamber.task_context(&context);
             let stream = input.execute(0, ctx)?;
             Ok((stream, chamber))
         }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::common::DataFusionError;
 use datafusion::error::Result as DfResult;
+use datafusion::execution::TaskContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{
     FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
@@ -378,6 +379,21 @@ impl Chamber {
     /// The runtime to execute the task with.
     pub fn runtime(&self) -> Arc<RuntimeEnv> {
         self.runtime.clone()
+    }
+
+    /// `base` (a session's task context) with this chamber's runtime: what a plan executes with
+    /// to stay inside the chamber.
+    pub fn task_context(&self, base: &TaskContext) -> Arc<TaskContext> {
+        Arc::new(TaskContext::new(
+            base.task_id(),
+            base.session_id(),
+            base.session_config().clone(),
+            base.scalar_functions().clone(),
+            base.higher_order_functions().clone(),
+            base.aggregate_functions().clone(),
+            base.window_functions().clone(),
+            self.runtime.clone(),
+        ))
     }
 
     /// The memory budget of the chamber (its bees' budgets together).
