@@ -1,0 +1,108 @@
+//! How a node takes part in the swarm; every interval is a duration on the node's own clock.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use datafusion::common::config::ConfigExtension;
+use datafusion::common::extensions_options;
+
+/// A node's swarm settings. The defaults suit a LAN of small boards and a cloud bucket alike.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// This node's name in heartbeats, manifests and claims. Default `{host}-{pid}`.
+    pub node_id: String,
+    /// How often this node writes its heartbeat. Default 2 s.
+    pub heartbeat_interval: Duration,
+    /// A node whose heartbeat has not changed for this long (on the observer's clock) is suspect.
+    /// Default 3 heartbeat intervals.
+    pub suspect_after: Duration,
+    /// … and dead after this long: its tasks are offered again. Default 6 intervals.
+    pub dead_after: Duration,
+    /// … and its heartbeat is removed after this long, by any node. Default 60 s.
+    pub remove_dead_after: Duration,
+    /// How often the world view is read. Default: the heartbeat interval.
+    pub view_interval: Duration,
+    /// Poll interval for new queries while queries run (the shortest) …
+    pub poll_min: Duration,
+    /// … growing to this while the swarm is idle. Defaults 50 ms and 1 s.
+    pub poll_max: Duration,
+    /// A task assigned to another node may be claimed by anyone after this. Longer than
+    /// `poll_max`, so that an idle node notices a new query before its tasks are taken from it.
+    /// Default 1.5 s.
+    pub steal_after: Duration,
+    /// A claimed task that has not finished after this is offered again. Default 5 min.
+    pub task_deadline: Duration,
+    /// Query folders older than this (since first seen) are removed by any node. Default 30 min.
+    pub stale_query_after: Duration,
+    /// Failures of one task (on distinct nodes or bees) before the query is abandoned. Default 3.
+    pub max_task_failures: usize,
+    /// The local cell cache (tier 2): folder, and its size bound (default 2 GiB; 0 = no cache).
+    pub cache_dir: PathBuf,
+    pub cache_bytes: u64,
+    /// Keep finished query folders (for inspection and tests) instead of removing them.
+    pub keep_queries: bool,
+    /// Fault injection for tests: each task waits this long before it runs.
+    #[doc(hidden)]
+    pub debug_task_delay: Duration,
+    /// Fault injection for tests: this node reports a clock this far off.
+    #[doc(hidden)]
+    pub debug_clock_skew_ms: i64,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        let interval = Duration::from_secs(2);
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "node".into());
+        Self {
+            node_id: format!("{host}-{}", std::process::id()),
+            heartbeat_interval: interval,
+            suspect_after: interval * 3,
+            dead_after: interval * 6,
+            remove_dead_after: Duration::from_secs(60),
+            view_interval: interval,
+            poll_min: Duration::from_millis(50),
+            poll_max: Duration::from_secs(1),
+            steal_after: Duration::from_millis(1500),
+            task_deadline: Duration::from_secs(300),
+            stale_query_after: Duration::from_secs(1800),
+            max_task_failures: 3,
+            cache_dir: std::env::temp_dir().join("apiary-cell-cache"),
+            cache_bytes: 2 * 1024 * 1024 * 1024,
+            keep_queries: false,
+            debug_task_delay: Duration::ZERO,
+            debug_clock_skew_ms: 0,
+        }
+    }
+}
+
+impl SwarmConfig {
+    /// The same settings with every interval derived from one heartbeat interval.
+    pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.suspect_after = interval * 3;
+        self.dead_after = interval * 6;
+        self.view_interval = interval;
+        self
+    }
+
+    pub fn with_node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = id.into();
+        self
+    }
+}
+
+extensions_options! {
+    /// How the queries of a session use the swarm (`SET swarm.<name> = <value>`).
+    pub struct SwarmOptions {
+        /// Whether scans may be distributed at all.
+        pub enabled: bool, default = true
+        /// Scans reading fewer bytes than this run locally (the swarm never slows them down).
+        pub min_bytes: u64, default = 64 * 1024 * 1024
+    }
+}
+
+impl ConfigExtension for SwarmOptions {
+    const PREFIX: &'static str = "swarm";
+}

@@ -1,0 +1,138 @@
+//! Splitting a plan at Apiary's scans.
+//!
+//! A *distributable* subtree is an Apiary scan (a `DataSourceExec` reading Parquet cells of this
+//! meadow) with the chain of partition-local operators right above it — filters, projections
+//! and a partial aggregation. Each task runs that chain over a group of cells;
+//! everything above (final aggregation, joins, sorts, limits) stays on the coordinator.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource,
+};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::replace_children_if_necessary;
+
+/// Recognises the scans of one meadow.
+#[derive(Debug, Clone)]
+pub struct ScanMatcher {
+    pub store_url: ObjectStoreUrl,
+    /// The meadow's root key prefix (cells are below it).
+    pub root: String,
+}
+
+/// Operators that work on each partition alone, so they can run wherever the cells are read.
+pub fn is_partition_local(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.is::<FilterExec>()
+        || plan.is::<ProjectionExec>()
+        || plan
+            .downcast_ref::<AggregateExec>()
+            .is_some_and(|a| *a.mode() == AggregateMode::Partial)
+}
+
+impl ScanMatcher {
+    /// The scan config if `plan` is an Apiary scan of this meadow.
+    pub fn scan_of(&self, plan: &Arc<dyn ExecutionPlan>) -> Option<FileScanConfig> {
+        let exec = plan.downcast_ref::<DataSourceExec>()?;
+        let config = exec.data_source().downcast_ref::<FileScanConfig>()?;
+        config.file_source().downcast_ref::<ParquetSource>()?;
+        if config.object_store_url != self.store_url {
+            return None;
+        }
+        let root = self.root.as_str();
+        let below_root = config.file_groups.iter().flat_map(|g| g.iter()).all(|f| {
+            let p = f.object_meta.location.as_ref();
+            root.is_empty()
+                || p.strip_prefix(root)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        });
+        below_root.then(|| config.clone())
+    }
+
+    /// If `plan` heads a chain of partition-local operators ending in an Apiary scan: the scan.
+    pub fn distributable(&self, plan: &Arc<dyn ExecutionPlan>) -> Option<FileScanConfig> {
+        let mut node = plan.clone();
+        loop {
+            if let Some(config) = self.scan_of(&node) {
+                return Some(config);
+            }
+            let children = node.children();
+            if !is_partition_local(&node) || children.len() != 1 {
+                return None;
+            }
+            let child = children[0].clone();
+            node = child;
+        }
+    }
+}
+
+/// Whether the chain headed by `top` can be sent to another node. Expressions that read state of
+/// the coordinator's plan — a scalar subquery's result — cannot: datafusion-proto decodes them
+/// only inside their `ScalarSubqueryExec`.
+pub fn ships(top: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut node = top.clone();
+    loop {
+        let mut local_only = false;
+        let visited = node.apply_expressions(&mut |expr| {
+            expr.apply(|e| {
+                local_only |= e.downcast_ref::<ScalarSubqueryExpr>().is_some();
+                Ok(if local_only {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            })
+        });
+        if visited.is_err() || local_only {
+            return false;
+        }
+        let Some(child) = node.children().first().map(|c| (*c).clone()) else {
+            return true;
+        };
+        node = child;
+    }
+}
+
+/// The cells a scan reads, every group together.
+pub fn files_of(config: &FileScanConfig) -> Vec<PartitionedFile> {
+    config
+        .file_groups
+        .iter()
+        .flat_map(|g| g.iter().cloned())
+        .collect()
+}
+
+/// The chain headed by `top`, with its scan reading only `files` (as one partition).
+pub fn fragment(
+    top: &Arc<dyn ExecutionPlan>,
+    files: Vec<PartitionedFile>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if let Some(exec) = top.downcast_ref::<DataSourceExec>() {
+        let config = exec
+            .data_source()
+            .downcast_ref::<FileScanConfig>()
+            .ok_or_else(|| DataFusionError::Internal("not a file scan".into()))?;
+        let config = FileScanConfigBuilder::from(config.clone())
+            .with_file_groups(vec![FileGroup::new(files)])
+            .build();
+        return Ok(DataSourceExec::from_data_source(config));
+    }
+    let children = top.children();
+    let [child] = children.as_slice() else {
+        return Err(DataFusionError::Internal(format!(
+            "{} is not a single-child operator",
+            top.name()
+        )));
+    };
+    let child = fragment(child, files)?;
+    replace_children_if_necessary(top.clone(), vec![child])
+}

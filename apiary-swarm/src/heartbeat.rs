@@ -1,0 +1,54 @@
+//! Heartbeats: each node writes `_heartbeats/node_{id}.json` every few seconds.
+//!
+//! A heartbeat says what the node can do (bees, budget), how loaded it is (busy bees, colony
+//! temperature) and which cells it has cached. Its `seq` grows with every beat: readers judge
+//! liveness from whether the object changed on *their own* clock, never from `clock_ms`, which is
+//! the writer's clock and only informative.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SwarmError};
+
+pub const HEARTBEATS: &str = "_heartbeats";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node_id: String,
+    /// Grows by one with every beat.
+    pub seq: u64,
+    /// The writer's clock at this beat (informative only).
+    pub clock_ms: i64,
+    pub started_ms: i64,
+    pub bees: usize,
+    pub budget_per_bee: u64,
+    pub busy_bees: usize,
+    pub waiting: usize,
+    pub temperature: f64,
+    pub band: String,
+    /// Bytes held by the node's cell cache, and (the most recently used of) its cells.
+    pub cache_bytes: u64,
+    pub cached_cells: Vec<String>,
+    pub version: String,
+}
+
+pub fn heartbeat_key(node_id: &str) -> String {
+    format!("{HEARTBEATS}/node_{node_id}.json")
+}
+
+/// The node id a heartbeat key names.
+pub fn node_of_key(name: &str) -> Option<&str> {
+    name.strip_prefix("node_")?.strip_suffix(".json")
+}
+
+impl Heartbeat {
+    pub fn encode(&self) -> Result<Bytes> {
+        serde_json::to_vec(self)
+            .map(Bytes::from)
+            .map_err(|e| SwarmError::corrupt(heartbeat_key(&self.node_id), e))
+    }
+
+    pub fn decode(bytes: &[u8], key: &str) -> Result<Heartbeat> {
+        serde_json::from_slice(bytes).map_err(|e| SwarmError::corrupt(key, e))
+    }
+}

@@ -1,0 +1,235 @@
+//! A distributed query in the meadow: `_queries/{query_id}/`.
+//!
+//! ```text
+//! task_{n}.plan          the fragment of task n (datafusion-proto bytes)
+//! manifest.json          the tasks: their cells and the node each is assigned to (written last)
+//! claim_{n}_{a}.json     attempt a of task n, claimed by one node (conditional create)
+//! error_{n}_{a}.json     attempt a failed on its node, with the error
+//! retry_{n}_{a}.json     the coordinator gave up on attempt a (error, dead node, deadline)
+//! partial_{n}_{a}.arrow  the result of attempt a, an Arrow IPC stream
+//! done_{n}.json          which attempt's result counts (conditional create: the first to finish)
+//! finished.json          the query is over (ok, failed or cancelled); workers stop
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SwarmError};
+
+pub const QUERIES: &str = "_queries";
+
+/// One task: a fragment over a group of cells, assigned to a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub n: usize,
+    /// The node expected to run it (others may take it after a short wait).
+    pub assigned: String,
+    /// The cells it reads.
+    pub cells: Vec<TaskCell>,
+    pub bytes: u64,
+}
+
+/// A cell a task reads: its object key, and the byte range when the cell is split between tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCell {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[u64; 2]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub query_id: String,
+    pub coordinator: String,
+    /// The coordinator's clock when it wrote the manifest (informative).
+    pub created_ms: i64,
+    pub tasks: Vec<TaskSpec>,
+    /// An attempt running longer than this is offered again.
+    pub task_deadline_ms: u64,
+    pub max_failures: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub node: String,
+    pub attempt: usize,
+    pub clock_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    pub node: String,
+    pub attempt: usize,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub node: String,
+    pub attempt: usize,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    pub attempt: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finished {
+    /// `ok`, `failed` or `cancelled`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The keys of one query's objects.
+#[derive(Debug, Clone)]
+pub struct QueryDir {
+    pub query_id: String,
+    dir: String,
+}
+
+impl QueryDir {
+    pub fn new(query_id: impl Into<String>) -> Self {
+        let query_id = query_id.into();
+        Self {
+            dir: format!("{QUERIES}/{query_id}"),
+            query_id,
+        }
+    }
+
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> String {
+        format!("{}/manifest.json", self.dir)
+    }
+
+    pub fn plan(&self, n: usize) -> String {
+        format!("{}/task_{n}.plan", self.dir)
+    }
+
+    pub fn claim(&self, n: usize, a: usize) -> String {
+        format!("{}/claim_{n}_{a}.json", self.dir)
+    }
+
+    pub fn error(&self, n: usize, a: usize) -> String {
+        format!("{}/error_{n}_{a}.json", self.dir)
+    }
+
+    pub fn retry(&self, n: usize, a: usize) -> String {
+        format!("{}/retry_{n}_{a}.json", self.dir)
+    }
+
+    pub fn partial(&self, n: usize, a: usize) -> String {
+        format!("{}/partial_{n}_{a}.arrow", self.dir)
+    }
+
+    pub fn done(&self, n: usize) -> String {
+        format!("{}/done_{n}.json", self.dir)
+    }
+
+    pub fn finished(&self) -> String {
+        format!("{}/finished.json", self.dir)
+    }
+}
+
+/// What a listing of a query folder shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryState {
+    pub manifest: bool,
+    pub finished: bool,
+    /// (task, attempt) pairs.
+    pub claims: BTreeSet<(usize, usize)>,
+    pub errors: BTreeSet<(usize, usize)>,
+    pub retries: BTreeSet<(usize, usize)>,
+    pub done: BTreeSet<usize>,
+}
+
+fn two_numbers(rest: &str) -> Option<(usize, usize)> {
+    let (n, a) = rest.split_once('_')?;
+    Some((n.parse().ok()?, a.parse().ok()?))
+}
+
+impl QueryState {
+    /// Reads the state from the file names of a listing of the query folder.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut s = QueryState::default();
+        for name in names {
+            if name == "manifest.json" {
+                s.manifest = true;
+            } else if name == "finished.json" {
+                s.finished = true;
+            } else if let Some(rest) = name.strip_suffix(".json") {
+                if let Some(x) = rest.strip_prefix("claim_").and_then(two_numbers) {
+                    s.claims.insert(x);
+                } else if let Some(x) = rest.strip_prefix("error_").and_then(two_numbers) {
+                    s.errors.insert(x);
+                } else if let Some(x) = rest.strip_prefix("retry_").and_then(two_numbers) {
+                    s.retries.insert(x);
+                } else if let Some(n) = rest.strip_prefix("done_").and_then(|n| n.parse().ok()) {
+                    s.done.insert(n);
+                }
+            }
+        }
+        s
+    }
+
+    /// The attempt task `n` is at: the number of attempts given up on.
+    pub fn attempt(&self, n: usize) -> usize {
+        self.retries.iter().filter(|(t, _)| *t == n).count()
+    }
+
+    /// Tasks whose current attempt is claimed, by task.
+    pub fn current_claims(&self, tasks: usize) -> BTreeMap<usize, usize> {
+        (0..tasks)
+            .filter_map(|n| {
+                let a = self.attempt(n);
+                self.claims.contains(&(n, a)).then_some((n, a))
+            })
+            .collect()
+    }
+}
+
+pub fn encode<T: Serialize>(value: &T, key: &str) -> Result<Bytes> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| SwarmError::corrupt(key, e))
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], key: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| SwarmError::corrupt(key, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_from_names() {
+        let s = QueryState::from_names([
+            "manifest.json",
+            "task_0.plan",
+            "claim_0_0.json",
+            "error_0_0.json",
+            "retry_0_0.json",
+            "claim_0_1.json",
+            "partial_0_1.arrow",
+            "done_0.json",
+            "claim_1_0.json",
+        ]);
+        assert!(s.manifest && !s.finished);
+        assert_eq!(s.attempt(0), 1);
+        assert_eq!(s.attempt(1), 0);
+        assert_eq!(s.current_claims(3), BTreeMap::from([(0, 1), (1, 0)]));
+        assert!(s.done.contains(&0));
+        assert!(s.errors.contains(&(0, 0)));
+    }
+}

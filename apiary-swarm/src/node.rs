@@ -1,0 +1,235 @@
+//! A swarm member: heartbeat, world view, worker, and the local cell cache.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use apiary_catalog::Meadow;
+use apiary_exec::Colony;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::cache::{CacheStatus, CellCache};
+use crate::codec::ApiaryCodec;
+use crate::config::SwarmConfig;
+use crate::error::Result;
+use crate::fragment::ScanMatcher;
+use crate::heartbeat::{Heartbeat, heartbeat_key};
+use crate::rule::SwarmRule;
+use crate::world_view::{NodeView, WorldView};
+
+/// How many cached cells a heartbeat lists (the most recently used).
+const CACHED_CELLS_REPORTED: usize = 10_000;
+
+impl NodeInner {
+    /// This node's clock (with the fault-injection skew, if any), for informative timestamps.
+    pub(crate) fn clock_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis() + self.config.debug_clock_skew_ms
+    }
+}
+
+pub(crate) struct NodeInner {
+    pub config: SwarmConfig,
+    /// The meadow, for coordination objects and partial results.
+    pub meadow: Meadow,
+    pub colony: Colony,
+    pub cache: Arc<CellCache>,
+    pub world: WorldView,
+    /// Decodes fragments and lends its functions to tasks; reads cells through the cache.
+    pub session: SessionContext,
+    pub codec: ApiaryCodec,
+    pub matcher: ScanMatcher,
+    /// Wakes the worker at once (a query was written, a task finished).
+    pub nudge: Notify,
+    /// Tasks this node's worker runs now.
+    pub running: Arc<AtomicUsize>,
+    pub stopping: AtomicBool,
+    seq: AtomicU64,
+    started_ms: i64,
+    loops: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// This node's membership of the swarm. Cheap to clone.
+#[derive(Clone)]
+pub struct SwarmNode {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+impl std::fmt::Debug for SwarmNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwarmNode")
+            .field("id", &self.inner.config.node_id)
+            .finish()
+    }
+}
+
+/// A snapshot for status displays.
+#[derive(Debug, Clone)]
+pub struct SwarmStatus {
+    pub node_id: String,
+    pub nodes: Vec<NodeView>,
+    pub cache: CacheStatus,
+    pub running_tasks: usize,
+}
+
+impl SwarmNode {
+    /// Joins the swarm of `meadow`: writes this node's first heartbeat, reads the world view, and
+    /// starts the heartbeat and view loops (on `io`, Apiary's own runtime, so that a busy node
+    /// keeps beating) and the worker (on the caller's runtime, where the bees' work runs).
+    pub async fn join(
+        meadow: Meadow,
+        colony: Colony,
+        io: &Handle,
+        config: SwarmConfig,
+    ) -> Result<SwarmNode> {
+        let cache_dir = config.cache_dir.join(format!("node_{}", config.node_id));
+        let cache = Arc::new(CellCache::new(
+            meadow.store().clone(),
+            cache_dir,
+            config.cache_bytes,
+        )?);
+        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        runtime.register_object_store(meadow.object_store_url().as_ref(), cache.clone());
+        let session = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        let matcher = ScanMatcher {
+            store_url: meadow.object_store_url().clone(),
+            root: meadow.root().to_string(),
+        };
+        let inner = Arc::new(NodeInner {
+            world: WorldView::new(meadow.clone(), config.clone()),
+            codec: ApiaryCodec::new(Some(colony.pool().clone())),
+            config,
+            meadow,
+            colony,
+            cache,
+            session,
+            matcher,
+            nudge: Notify::new(),
+            running: Arc::new(AtomicUsize::new(0)),
+            stopping: AtomicBool::new(false),
+            seq: AtomicU64::new(0),
+            started_ms: chrono::Utc::now().timestamp_millis(),
+            loops: Mutex::new(vec![]),
+        });
+        let node = SwarmNode { inner };
+        node.beat().await?;
+        node.inner.world.poll().await?;
+
+        let beats = {
+            let node = node.clone();
+            io.spawn(async move {
+                loop {
+                    tokio::time::sleep(node.inner.config.heartbeat_interval).await;
+                    if let Err(e) = node.beat().await {
+                        log::warn!("node {}: heartbeat failed: {e}", node.id());
+                    }
+                }
+            })
+        };
+        let view = {
+            let node = node.clone();
+            io.spawn(async move {
+                loop {
+                    tokio::time::sleep(node.inner.config.view_interval).await;
+                    if let Err(e) = node.inner.world.poll().await {
+                        log::warn!("node {}: reading the world view failed: {e}", node.id());
+                    }
+                }
+            })
+        };
+        let worker = tokio::spawn(crate::worker::worker_loop(node.inner.clone()));
+        node.inner
+            .loops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([beats, view, worker]);
+        Ok(node)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.config.node_id
+    }
+
+    pub fn config(&self) -> &SwarmConfig {
+        &self.inner.config
+    }
+
+    pub fn world(&self) -> &WorldView {
+        &self.inner.world
+    }
+
+    pub fn cache(&self) -> &CellCache {
+        &self.inner.cache
+    }
+
+    /// The physical optimizer rule that distributes this meadow's scans through this node.
+    pub fn rule(&self) -> SwarmRule {
+        SwarmRule::new(self.inner.clone())
+    }
+
+    pub fn status(&self) -> SwarmStatus {
+        SwarmStatus {
+            node_id: self.id().to_string(),
+            nodes: self.inner.world.nodes(),
+            cache: self.inner.cache.status(),
+            running_tasks: self.inner.running.load(Ordering::SeqCst),
+        }
+    }
+
+    fn heartbeat(&self) -> Heartbeat {
+        let t = self.inner.colony.temperature();
+        let cache = self.inner.cache.status();
+        Heartbeat {
+            node_id: self.id().to_string(),
+            seq: self.inner.seq.fetch_add(1, Ordering::SeqCst) + 1,
+            clock_ms: self.inner.clock_ms(),
+            started_ms: self.inner.started_ms,
+            bees: t.bees,
+            budget_per_bee: self.inner.colony.pool().budget_per_bee() as u64,
+            busy_bees: t.busy_bees,
+            waiting: t.waiting,
+            temperature: t.value,
+            band: t.band.to_string(),
+            cache_bytes: cache.bytes,
+            cached_cells: self.inner.cache.cached_cells(CACHED_CELLS_REPORTED),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Writes one heartbeat now.
+    pub async fn beat(&self) -> Result<()> {
+        let hb = self.heartbeat();
+        self.inner
+            .meadow
+            .put(&heartbeat_key(self.id()), hb.encode()?)
+            .await?;
+        self.inner.world.observe_own(hb);
+        Ok(())
+    }
+
+    /// Leaves the swarm gracefully: stops the loops and deletes this node's heartbeat.
+    pub async fn leave(&self) -> Result<()> {
+        self.halt();
+        self.inner.meadow.delete(&heartbeat_key(self.id())).await?;
+        Ok(())
+    }
+
+    /// Stops beating and working without a word, as a crashed node would (for tests).
+    #[doc(hidden)]
+    pub fn halt(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.nudge.notify_one();
+        let loops: Vec<JoinHandle<()>> = self
+            .inner
+            .loops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for handle in loops {
+            handle.abort();
+        }
+    }
+}

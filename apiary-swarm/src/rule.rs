@@ -1,0 +1,361 @@
+//! The physical optimizer rule that hands Apiary's scans to the swarm.
+//!
+//! Installable on any `SessionState` (before Apiary's `ChamberRule`). For each distributable
+//! subtree (see [`crate::fragment`]) it decides from what planning already knows — the cells'
+//! sizes (from the ledger) and the world view — whether the swarm helps: with fewer than two
+//! alive nodes or less than `swarm.min_bytes` to read, the plan stays local, so the swarm never
+//! slows a small query down. Otherwise the cells are split into tasks of equal bytes, one per bee
+//! of every alive node (see [`assign`]), preferring a node that reports a cell cached.
+
+use std::sync::Arc;
+
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::error::Result;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning, replace_children_if_necessary};
+
+use crate::config::SwarmOptions;
+use crate::fragment::{files_of, ships};
+use crate::heartbeat::Heartbeat;
+use crate::node::NodeInner;
+use crate::swarm_exec::{PlannedTask, SwarmExec};
+
+#[derive(Clone)]
+pub struct SwarmRule {
+    node: Arc<NodeInner>,
+}
+
+impl std::fmt::Debug for SwarmRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwarmRule")
+            .field("node", &self.node.config.node_id)
+            .finish()
+    }
+}
+
+impl SwarmRule {
+    pub(crate) fn new(node: Arc<NodeInner>) -> Self {
+        Self { node }
+    }
+
+    fn rewrite(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        options: &SwarmOptions,
+        nodes: &[Heartbeat],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(scan) = self.node.matcher.distributable(&plan)
+            && ships(&plan)
+        {
+            // Tasks land in any order on any partition: operators above that were planned on a
+            // sorted or hash-partitioned input must keep their local input.
+            let properties = plan.properties();
+            if properties.output_ordering().is_some()
+                || matches!(properties.output_partitioning(), Partitioning::Hash(..))
+            {
+                return Ok(plan);
+            }
+            let files = files_of(&scan);
+            let bytes: u64 = files.iter().map(|f| f.effective_size()).sum();
+            if bytes < options.min_bytes {
+                return Ok(plan);
+            }
+            let tasks = assign(files, nodes);
+            if tasks.len() < 2 {
+                return Ok(plan);
+            }
+            return Ok(Arc::new(SwarmExec::new(plan, tasks, self.node.clone())));
+        }
+        let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+        if children.is_empty() {
+            return Ok(plan);
+        }
+        let rewritten = children
+            .into_iter()
+            .map(|c| self.rewrite(c, options, nodes))
+            .collect::<Result<Vec<_>>>()?;
+        replace_children_if_necessary(plan, rewritten)
+    }
+}
+
+/// Splits `files` into tasks over the nodes' bees, one per bee, each reading the same number of
+/// bytes. Cells a node reports cached go whole to that node while it has room; the rest fill the
+/// tasks in turn, a cell split into byte ranges at a task's boundary (Parquet assigns each row
+/// group to the range holding its midpoint, as in DataFusion's own file repartitioning).
+pub fn assign(files: Vec<PartitionedFile>, nodes: &[Heartbeat]) -> Vec<PlannedTask> {
+    let mut tasks: Vec<(PlannedTask, u64)> = nodes
+        .iter()
+        .flat_map(|n| {
+            (0..n.bees.max(1)).map(|_| {
+                (
+                    PlannedTask {
+                        assigned: n.node_id.clone(),
+                        files: vec![],
+                    },
+                    0u64,
+                )
+            })
+        })
+        .collect();
+    let Some(last) = tasks.len().checked_sub(1) else {
+        return vec![];
+    };
+    let mut files = whole_cells(files);
+    files.sort_by_key(|f| std::cmp::Reverse(f.effective_size()));
+    let total: u64 = files.iter().map(|f| f.effective_size()).sum();
+    let target = total.div_ceil(tasks.len() as u64).max(1);
+    // Close enough to the target not to split a cell for it.
+    let slack = target / 16;
+
+    let mut rest = vec![];
+    for file in files {
+        let size = file.effective_size();
+        let key = file.object_meta.location.to_string();
+        let cached_at = (0..tasks.len())
+            .filter(|i| {
+                let node = &tasks[*i].0.assigned;
+                tasks[*i].1 + size <= target + slack
+                    && nodes
+                        .iter()
+                        .any(|n| n.node_id == *node && n.cached_cells.contains(&key))
+            })
+            .min_by_key(|i| tasks[*i].1);
+        match cached_at {
+            Some(i) => {
+                tasks[i].0.files.push(file);
+                tasks[i].1 += size;
+            }
+            None => rest.push(file),
+        }
+    }
+
+    let mut i = 0;
+    for file in rest {
+        let mut piece = file;
+        loop {
+            while i < last && tasks[i].1 + slack >= target {
+                i += 1;
+            }
+            let room = target.saturating_sub(tasks[i].1);
+            let size = piece.effective_size();
+            if size <= room + slack || i == last {
+                tasks[i].0.files.push(piece);
+                tasks[i].1 += size;
+                break;
+            }
+            let (start, end) = piece.range();
+            let cut = start + room;
+            tasks[i]
+                .0
+                .files
+                .push(piece.clone().with_range(start as i64, cut as i64));
+            tasks[i].1 += room;
+            piece = piece.with_range(cut as i64, end as i64);
+        }
+    }
+    tasks
+        .into_iter()
+        .map(|(t, _)| t)
+        .filter(|t| !t.files.is_empty())
+        .collect()
+}
+
+/// The scan's files with the byte ranges of one cell (DataFusion's own repartitioning of the local
+/// plan) joined again, so that cells are split only where the swarm needs it.
+fn whole_cells(files: Vec<PartitionedFile>) -> Vec<PartitionedFile> {
+    let mut by_cell: Vec<(String, Vec<PartitionedFile>)> = vec![];
+    for f in files {
+        let key = f.object_meta.location.to_string();
+        match by_cell.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, pieces)) => pieces.push(f),
+            None => by_cell.push((key, vec![f])),
+        }
+    }
+    let mut out = vec![];
+    for (_, mut pieces) in by_cell {
+        pieces.sort_by_key(|p| p.range().0);
+        let mut joined: Vec<PartitionedFile> = vec![];
+        for p in pieces {
+            match joined.last_mut() {
+                Some(prev) if prev.range().1 >= p.range().0 => {
+                    let (start, end) = (prev.range().0, prev.range().1.max(p.range().1));
+                    *prev = if start == 0 && end == prev.object_meta.size {
+                        let mut whole = prev.clone();
+                        whole.range = None;
+                        whole
+                    } else {
+                        prev.clone().with_range(start as i64, end as i64)
+                    };
+                }
+                _ => joined.push(p),
+            }
+        }
+        out.extend(joined);
+    }
+    out
+}
+
+impl PhysicalOptimizerRule for SwarmRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let options = config
+            .extensions
+            .get::<SwarmOptions>()
+            .cloned()
+            .unwrap_or_default();
+        if !options.enabled {
+            return Ok(plan);
+        }
+        let nodes = self.node.world.alive();
+        if nodes.len() < 2 {
+            return Ok(plan);
+        }
+        self.rewrite(plan, &options, &nodes)
+    }
+
+    fn name(&self) -> &str {
+        "apiary_swarm"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: u64 = 1_000_000;
+
+    fn node(id: &str, bees: usize, cached: &[&str]) -> Heartbeat {
+        Heartbeat {
+            node_id: id.into(),
+            seq: 1,
+            clock_ms: 0,
+            started_ms: 0,
+            bees,
+            budget_per_bee: 1 << 30,
+            busy_bees: 0,
+            waiting: 0,
+            temperature: 0.0,
+            band: "cool".into(),
+            cache_bytes: 0,
+            cached_cells: cached.iter().map(|c| c.to_string()).collect(),
+            version: "test".into(),
+        }
+    }
+
+    fn cell(name: &str, size: u64) -> PartitionedFile {
+        PartitionedFile::new(name, size)
+    }
+
+    /// Every byte of every cell is read by exactly one task.
+    fn assert_covers(tasks: &[PlannedTask], cells: &[(&str, u64)]) {
+        for (name, size) in cells {
+            let mut ranges: Vec<(u64, u64)> = tasks
+                .iter()
+                .flat_map(|t| &t.files)
+                .filter(|f| f.object_meta.location.as_ref() == *name)
+                .map(|f| f.range())
+                .collect();
+            ranges.sort();
+            let mut at = 0;
+            for (start, end) in ranges {
+                assert_eq!(start, at, "{name}: a gap or an overlap at {at}");
+                at = end;
+            }
+            assert_eq!(at, *size, "{name} is read to its end");
+        }
+    }
+
+    #[test]
+    fn uneven_cells_make_even_tasks() {
+        let cells = [("a.parquet", 134 * MB), ("b.parquet", 78 * MB)];
+        let files = cells.iter().map(|(n, s)| cell(n, *s)).collect();
+        let tasks = assign(files, &[node("x", 1, &[]), node("y", 1, &[])]);
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[0].bytes(), 106 * MB);
+        assert_eq!(tasks[1].bytes(), 106 * MB);
+        assert_eq!((&*tasks[0].assigned, &*tasks[1].assigned), ("x", "y"));
+        assert_covers(&tasks, &cells);
+
+        let many: Vec<(String, u64)> = (0..7)
+            .map(|i| (format!("c{i}.parquet"), (i + 1) * 9 * MB))
+            .collect();
+        let cells: Vec<(&str, u64)> = many.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        let files = cells.iter().map(|(n, s)| cell(n, *s)).collect();
+        let tasks = assign(files, &[node("x", 2, &[]), node("y", 3, &[])]);
+        assert_eq!(tasks.len(), 5);
+        let total: u64 = cells.iter().map(|(_, s)| s).sum();
+        for t in &tasks {
+            assert!(
+                t.bytes().abs_diff(total / 5) <= total / 5 / 16,
+                "{}",
+                t.bytes()
+            );
+        }
+        assert_covers(&tasks, &cells);
+    }
+
+    #[test]
+    fn cached_cells_go_whole_to_their_node() {
+        let cells = [
+            ("a.parquet", 40 * MB),
+            ("b.parquet", 40 * MB),
+            ("c.parquet", 40 * MB),
+            ("d.parquet", 40 * MB),
+        ];
+        let files = cells.iter().map(|(n, s)| cell(n, *s)).collect();
+        let nodes = [
+            node("x", 1, &["c.parquet"]),
+            node("y", 1, &["a.parquet", "b.parquet"]),
+        ];
+        let tasks = assign(files, &nodes);
+        let names = |node: &str| -> Vec<String> {
+            let mut names: Vec<String> = tasks
+                .iter()
+                .filter(|t| t.assigned == node)
+                .flat_map(|t| &t.files)
+                .map(|f| f.object_meta.location.to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names("y"), ["a.parquet", "b.parquet"]);
+        assert_eq!(names("x"), ["c.parquet", "d.parquet"]);
+        assert!(
+            tasks
+                .iter()
+                .flat_map(|t| &t.files)
+                .all(|f| f.range.is_none())
+        );
+    }
+
+    #[test]
+    fn ranges_of_the_local_plan_are_joined_first() {
+        let whole = cell("a.parquet", 100 * MB);
+        let pieces = vec![
+            whole.clone().with_range(50_000_000, 100_000_000),
+            whole.clone().with_range(0, 50_000_000),
+            cell("b.parquet", 10 * MB),
+        ];
+        let joined = whole_cells(pieces);
+        assert_eq!(joined.len(), 2);
+        assert!(joined.iter().all(|f| f.range.is_none()));
+        // Small remainders are not split off: within 1/16 of the target, a cell stays whole.
+        let tasks = assign(
+            vec![cell("a.parquet", 51 * MB), cell("b.parquet", 49 * MB)],
+            &[node("x", 1, &[]), node("y", 1, &[])],
+        );
+        assert!(
+            tasks
+                .iter()
+                .all(|t| t.files.len() == 1 && t.files[0].range.is_none())
+        );
+    }
+}

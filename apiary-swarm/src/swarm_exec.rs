@@ -1,0 +1,470 @@
+//! The coordinator's side of a distributed scan.
+//!
+//! [`SwarmExec`] replaces a distributable subtree (see [`crate::fragment`]). Executing it writes
+//! one fragment per task and the manifest to `_queries/{id}/`, works the tasks assigned to this
+//! node inside the query's own chamber, and streams every task's partial result back as soon as
+//! its `done_{n}` appears — task `n` feeds output partition `n mod P`, so the operators above see
+//! the partitioning they were planned with. Failed attempts (an error, a dead claimant, a missed
+//! deadline) are offered again until task abandonment gives up; then the query fails with the
+//! diagnostic. When the query ends — finished, failed or cancelled — `finished.json` tells the
+//! workers, and the folder is removed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apiary_exec::{TaskFailures, Verdict};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::buffer::Buffer;
+use datafusion::arrow::ipc::reader::StreamDecoder;
+use datafusion::common::internal_err;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::error::{Result, SwarmError};
+use crate::fragment::fragment;
+use crate::manifest::{
+    Claim, Done, Finished, Manifest, QueryDir, Retry, TaskCell, TaskError, TaskSpec, decode, encode,
+};
+use crate::node::NodeInner;
+use crate::worker::{Slots, claim_and_run, query_state, remove_query};
+use crate::world_view::NodeState;
+
+/// One task as planned: the node it is assigned to and the cells it reads.
+#[derive(Debug, Clone)]
+pub struct PlannedTask {
+    pub assigned: String,
+    pub files: Vec<PartitionedFile>,
+}
+
+impl PlannedTask {
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.effective_size()).sum()
+    }
+}
+
+type Receivers = Vec<Mutex<Option<mpsc::Receiver<DfResult<RecordBatch>>>>>;
+
+/// A scan (with the partition-local work above it) run by the swarm.
+pub struct SwarmExec {
+    input: Arc<dyn ExecutionPlan>,
+    tasks: Vec<PlannedTask>,
+    node: Arc<NodeInner>,
+    properties: Arc<PlanProperties>,
+    receivers: Mutex<Option<Arc<Receivers>>>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl fmt::Debug for SwarmExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SwarmExec")
+            .field("tasks", &self.tasks.len())
+            .finish()
+    }
+}
+
+impl SwarmExec {
+    pub(crate) fn new(
+        input: Arc<dyn ExecutionPlan>,
+        tasks: Vec<PlannedTask>,
+        node: Arc<NodeInner>,
+    ) -> Self {
+        let properties = input.properties().clone();
+        Self {
+            input,
+            tasks,
+            node,
+            properties,
+            receivers: Mutex::new(None),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    pub fn tasks(&self) -> &[PlannedTask] {
+        &self.tasks
+    }
+
+    fn start(&self, ctx: Arc<TaskContext>) -> Arc<Receivers> {
+        let partitions = self
+            .properties
+            .output_partitioning()
+            .partition_count()
+            .max(1);
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..partitions).map(|_| mpsc::channel(4)).unzip();
+        let query = QueryDir::new(uuid::Uuid::now_v7().simple().to_string());
+        let run = Coordination {
+            node: self.node.clone(),
+            query,
+            input: self.input.clone(),
+            tasks: self.tasks.clone(),
+            senders,
+            ctx,
+            metrics: self.metrics.clone(),
+        };
+        tokio::spawn(run.run());
+        Arc::new(receivers.into_iter().map(|r| Mutex::new(Some(r))).collect())
+    }
+}
+
+impl DisplayAs for SwarmExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let mut per_node: Vec<(String, usize)> = vec![];
+        for t in &self.tasks {
+            match per_node.iter_mut().find(|(n, _)| *n == t.assigned) {
+                Some((_, c)) => *c += 1,
+                None => per_node.push((t.assigned.clone(), 1)),
+            }
+        }
+        let nodes: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}={c}")).collect();
+        let cells: usize = self.tasks.iter().map(|t| t.files.len()).sum();
+        write!(
+            f,
+            "SwarmExec: tasks={}, cells={cells}, assigned=[{}]",
+            self.tasks.len(),
+            nodes.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for SwarmExec {
+    fn name(&self) -> &str {
+        "SwarmExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    /// The local subtree the swarm runs, shown for `EXPLAIN`; it is never executed here.
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        match <[_; 1]>::try_from(children) {
+            Ok([input]) => Ok(Arc::new(SwarmExec::new(
+                input,
+                self.tasks.clone(),
+                self.node.clone(),
+            ))),
+            Err(_) => internal_err!("SwarmExec has exactly one child"),
+        }
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let receivers = {
+            let mut running = self.receivers.lock().unwrap_or_else(|p| p.into_inner());
+            running.get_or_insert_with(|| self.start(context)).clone()
+        };
+        let Some(slot) = receivers.get(partition) else {
+            return internal_err!("SwarmExec has no partition {partition}");
+        };
+        let Some(rx) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return internal_err!("SwarmExec partition {partition} was already executed");
+        };
+        let stream =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            stream,
+        )))
+    }
+}
+
+/// One distributed query, from the coordinator's side.
+struct Coordination {
+    node: Arc<NodeInner>,
+    query: QueryDir,
+    input: Arc<dyn ExecutionPlan>,
+    tasks: Vec<PlannedTask>,
+    senders: Vec<mpsc::Sender<DfResult<RecordBatch>>>,
+    ctx: Arc<TaskContext>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl Coordination {
+    async fn run(self) {
+        let outcome = self.drive().await;
+        let finished = match &outcome {
+            Ok(true) => Finished {
+                outcome: "ok".into(),
+                error: None,
+            },
+            Ok(false) => Finished {
+                outcome: "cancelled".into(),
+                error: None,
+            },
+            Err(e) => Finished {
+                outcome: "failed".into(),
+                error: Some(e.to_string()),
+            },
+        };
+        let key = self.query.finished();
+        if let Ok(body) = encode(&finished, &key)
+            && let Err(e) = self.node.meadow.put(&key, body).await
+        {
+            log::warn!("could not mark {} finished: {e}", self.query.dir());
+        }
+        if !self.node.config.keep_queries
+            && let Err(e) = remove_query(&self.node, &self.query).await
+        {
+            log::warn!("could not remove {}: {e}", self.query.dir());
+        }
+        if let Err(e) = outcome {
+            let reason = e.to_string();
+            for s in &self.senders {
+                let err = SwarmError::QueryFailed {
+                    query: self.query.query_id.clone(),
+                    reason: reason.clone(),
+                };
+                let _ = s.send(Err(DataFusionError::from(err))).await;
+            }
+        }
+    }
+
+    /// Runs the query; `Ok(false)` when every consumer went away (cancelled).
+    async fn drive(&self) -> Result<bool> {
+        let node = &self.node;
+        let config = &node.config;
+        let query = &self.query;
+        for (n, task) in self.tasks.iter().enumerate() {
+            let plan = fragment(&self.input, task.files.clone())?;
+            let bytes = physical_plan_to_bytes_with_extension_codec(plan, &node.codec)?;
+            node.meadow.put(&query.plan(n), bytes).await?;
+        }
+        let manifest = Manifest {
+            query_id: query.query_id.clone(),
+            coordinator: config.node_id.clone(),
+            created_ms: chrono::Utc::now().timestamp_millis(),
+            tasks: self
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(n, t)| TaskSpec {
+                    n,
+                    assigned: t.assigned.clone(),
+                    cells: t
+                        .files
+                        .iter()
+                        .map(|f| TaskCell {
+                            key: f.object_meta.location.to_string(),
+                            range: f.range.as_ref().map(|r| [r.start as u64, r.end as u64]),
+                        })
+                        .collect(),
+                    bytes: t.bytes(),
+                })
+                .collect(),
+            task_deadline_ms: config.task_deadline.as_millis() as u64,
+            max_failures: config.max_task_failures,
+        };
+        node.meadow
+            .create(&query.manifest(), encode(&manifest, &query.manifest())?)
+            .await?;
+        let slots = Slots {
+            running: Arc::new(AtomicUsize::new(0)),
+            capacity: self.ctx.session_config().target_partitions().max(1),
+            ctx: Some(self.ctx.clone()),
+        };
+        let counter = |name: &'static str| MetricBuilder::new(&self.metrics).global_counter(name);
+        let (tasks_total, elsewhere, retries) = (
+            counter("tasks"),
+            counter("tasks_on_other_nodes"),
+            counter("task_retries"),
+        );
+        tasks_total.add(self.tasks.len());
+        let started = Instant::now();
+        let mut delivered: BTreeSet<usize> = BTreeSet::new();
+        let mut deliveries: JoinSet<Result<()>> = JoinSet::new();
+        let mut claims: HashMap<(usize, usize), (Instant, String)> = HashMap::new();
+        let mut failures: HashMap<usize, TaskFailures> = HashMap::new();
+        let mut retried: BTreeSet<(usize, usize)> = BTreeSet::new();
+        let mut interval = Duration::from_millis(5);
+        loop {
+            if self.senders.iter().all(|s| s.is_closed()) {
+                return Ok(false);
+            }
+            while let Some(joined) = deliveries.try_join_next() {
+                joined.map_err(|e| SwarmError::QueryFailed {
+                    query: query.query_id.clone(),
+                    reason: e.to_string(),
+                })??;
+            }
+            let state = query_state(node, query).await?;
+            let mut progress = false;
+            progress |= claim_and_run(
+                node,
+                query,
+                &manifest,
+                &state,
+                started.elapsed() >= config.steal_after,
+                &slots,
+            )
+            .await?
+                > 0;
+
+            let landed: Vec<usize> = state
+                .done
+                .iter()
+                .copied()
+                .filter(|n| !delivered.contains(n))
+                .collect();
+            for n in landed {
+                let key = query.done(n);
+                let done: Done = match node.meadow.get(&key).await? {
+                    Some(body) => decode(&body, &key)?,
+                    None => continue,
+                };
+                if done.node != config.node_id {
+                    elsewhere.add(1);
+                }
+                let sender = self.senders[n % self.senders.len()].clone();
+                let (node, partial) = (
+                    node.clone(),
+                    node.meadow.key(&query.partial(n, done.attempt)),
+                );
+                deliveries.spawn(async move { deliver(&node, partial, sender).await });
+                delivered.insert(n);
+                progress = true;
+            }
+
+            for (n, a) in state.current_claims(self.tasks.len()) {
+                if state.done.contains(&n) || retried.contains(&(n, a)) {
+                    continue;
+                }
+                if let std::collections::hash_map::Entry::Vacant(slot) = claims.entry((n, a)) {
+                    let key = query.claim(n, a);
+                    let Some(body) = node.meadow.get(&key).await? else {
+                        continue;
+                    };
+                    let claim: Claim = decode(&body, &key)?;
+                    slot.insert((Instant::now(), claim.node));
+                }
+                let (seen, claimant) = claims[&(n, a)].clone();
+                let reason = if state.errors.contains(&(n, a)) {
+                    let key = query.error(n, a);
+                    match node.meadow.get(&key).await? {
+                        Some(body) => decode::<TaskError>(&body, &key)?.error,
+                        None => continue,
+                    }
+                } else {
+                    match node.world.state_of(&claimant) {
+                        Some(NodeState::Dead) => format!("node {claimant} stopped heartbeating"),
+                        None if seen.elapsed() >= config.dead_after => {
+                            format!("node {claimant} left the swarm")
+                        }
+                        _ if seen.elapsed() >= config.task_deadline => format!(
+                            "not finished within the task deadline of {} ms",
+                            config.task_deadline.as_millis()
+                        ),
+                        _ => continue,
+                    }
+                };
+                let failures = failures.entry(n).or_insert_with(|| {
+                    TaskFailures::new(
+                        format!("{} of query {}", n, query.query_id),
+                        config.max_task_failures,
+                    )
+                });
+                match failures.record(format!("node {claimant}"), &reason) {
+                    Verdict::Abandon(d) => {
+                        return Err(apiary_exec::ExecError::Abandoned(Box::new(d)).into());
+                    }
+                    Verdict::Retry => {
+                        let key = query.retry(n, a);
+                        node.meadow
+                            .put(&key, encode(&Retry { attempt: a, reason }, &key)?)
+                            .await?;
+                        retried.insert((n, a));
+                        retries.add(1);
+                        node.nudge.notify_one();
+                        progress = true;
+                    }
+                }
+            }
+
+            if delivered.len() == self.tasks.len() {
+                while let Some(joined) = deliveries.join_next().await {
+                    joined.map_err(|e| SwarmError::QueryFailed {
+                        query: query.query_id.clone(),
+                        reason: e.to_string(),
+                    })??;
+                }
+                return Ok(true);
+            }
+            interval = if progress {
+                Duration::from_millis(5)
+            } else {
+                (interval * 2).min(Duration::from_millis(100))
+            };
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
+
+/// Streams one partial result (an Arrow IPC stream) into `sender`, batch by batch.
+async fn deliver(
+    node: &NodeInner,
+    partial: object_store::path::Path,
+    sender: mpsc::Sender<DfResult<RecordBatch>>,
+) -> Result<()> {
+    let storage = |source| SwarmError::Storage {
+        key: partial.to_string(),
+        source,
+    };
+    let mut chunks = node
+        .meadow
+        .store()
+        .get(&partial)
+        .await
+        .map_err(storage)?
+        .into_stream();
+    let mut decoder = StreamDecoder::new();
+    while let Some(chunk) = chunks.next().await {
+        let mut buffer = Buffer::from(chunk.map_err(storage)?);
+        while !buffer.is_empty() {
+            match decoder.decode(&mut buffer)? {
+                Some(batch) => {
+                    if sender.send(Ok(batch)).await.is_err() {
+                        return Ok(()); // the consumer went away
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+    decoder.finish()?;
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Tests of the swarm's parts: world view, cell cache, fragment codec, task assignment.
+
+mod cache;
+mod codec;
+mod support;
+mod world_view;
