@@ -11,7 +11,15 @@ pub enum Error {
     #[error(transparent)]
     Exec(Box<apiary_exec::ExecError>),
     #[error(transparent)]
+    Swarm(Box<apiary_swarm::SwarmError>),
+    #[error(transparent)]
     DataFusion(Box<DataFusionError>),
+}
+
+impl From<apiary_swarm::SwarmError> for Error {
+    fn from(e: apiary_swarm::SwarmError) -> Self {
+        Error::Swarm(Box::new(e))
+    }
 }
 
 impl From<apiary_exec::ExecError> for Error {
@@ -37,6 +45,7 @@ impl From<Error> for DataFusionError {
         match e {
             Error::Catalog(c) => (*c).into(),
             Error::Exec(x) => (*x).into(),
+            Error::Swarm(x) => (*x).into(),
             Error::DataFusion(d) => *d,
         }
     }

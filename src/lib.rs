@@ -16,16 +16,19 @@
 //! - [`catalog`] (`apiary-catalog`): the meadow (object storage), registry, ledger, cells and
 //!   the DataFusion providers;
 //! - [`exec`] (`apiary-exec`): the bees — per-core memory budgets, chambers, colony
-//!   temperature, task abandonment.
+//!   temperature, task abandonment;
+//! - [`swarm`] (`apiary-swarm`): heartbeats, the world view, and queries distributed through the
+//!   meadow.
 
 mod error;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use apiary_catalog::{
     ApiaryCatalog, CatalogOptions, CommitOptions, IoRuntime, Leafcutter, Meadow, Registry,
 };
 use apiary_exec::{BeePool, ChamberRule, Colony, NodeConfig, Regulation};
+use apiary_swarm::{SwarmConfig, SwarmNode, SwarmOptions};
 use datafusion::catalog::CatalogProvider;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -33,6 +36,7 @@ use datafusion::prelude::SessionContext;
 
 pub use apiary_catalog as catalog;
 pub use apiary_exec as exec;
+pub use apiary_swarm as swarm;
 pub use error::{Error, Result};
 
 /// How an [`Apiary`] is opened.
@@ -57,6 +61,8 @@ pub struct Apiary {
     colony: Colony,
     /// What every pooled session's chambers share: object stores and file caches.
     runtime: Arc<RuntimeEnv>,
+    /// This node's membership of the swarm, once joined.
+    swarm: Arc<Mutex<Option<SwarmNode>>>,
 }
 
 impl Apiary {
@@ -97,6 +103,7 @@ impl Apiary {
             catalog: ApiaryCatalog::new(registry, io, catalog),
             colony,
             runtime,
+            swarm: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -122,16 +129,51 @@ impl Apiary {
     /// options of `SET apiary.*` ([`exec::BeeOptions`]).
     pub fn session(&self) -> Result<SessionContext> {
         let pool = self.colony.pool();
-        let config = pool.session_config().with_information_schema(true);
-        let state = SessionStateBuilder::new()
+        let config = pool
+            .session_config()
+            .with_information_schema(true)
+            .with_option_extension(SwarmOptions::default());
+        let mut builder = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
-            .with_runtime_env(self.runtime.clone())
+            .with_runtime_env(self.runtime.clone());
+        if let Some(node) = self.swarm() {
+            builder = builder.with_physical_optimizer_rule(Arc::new(node.rule()));
+        }
+        let state = builder
             .with_physical_optimizer_rule(Arc::new(ChamberRule::new(pool.clone())))
             .build();
         let ctx = SessionContext::new_with_state(state);
         self.register(&ctx)?;
         Ok(ctx)
+    }
+
+    /// Joins the swarm of this meadow: this node writes heartbeats, works other nodes' tasks, and
+    /// sessions made afterwards by [`Apiary::session`] distribute large scans (`docs/swarm.md`).
+    pub async fn join_swarm(&self, config: SwarmConfig) -> Result<SwarmNode> {
+        let node = SwarmNode::join(
+            self.meadow().clone(),
+            self.colony.clone(),
+            self.catalog.io().handle(),
+            config,
+        )
+        .await?;
+        *self.swarm.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.clone());
+        Ok(node)
+    }
+
+    /// Leaves the swarm gracefully (this node's heartbeat is removed).
+    pub async fn leave_swarm(&self) -> Result<()> {
+        let node = self.swarm.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(node) = node {
+            node.leave().await?;
+        }
+        Ok(())
+    }
+
+    /// This node's membership of the swarm, if it joined.
+    pub fn swarm(&self) -> Option<SwarmNode> {
+        self.swarm.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The bees of this node and how they regulate writes.
