@@ -1,5 +1,5 @@
 //! Integration tests of Apiary through DataFusion: SQL, pruning, a differential test against
-//! DataFusion's own ListingTable, metadata views, the bees, TPC-H, and the examples of
+//! DataFusion's own ListingTable, metadata views, the bees, the swarm (with worker processes), TPC-H, and the examples of
 //! `docs/sql.md`.
 
 mod bees;
@@ -9,4 +9,5 @@ mod metadata;
 mod pruning;
 mod sql;
 mod support;
+mod swarm;
 mod tpch;

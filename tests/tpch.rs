@@ -5,6 +5,7 @@
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::prelude::SessionContext;
 
 use crate::support::{open, sql};
 
@@ -116,46 +117,71 @@ fn slt_rows(batches: &[RecordBatch]) -> Vec<String> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_22_queries_give_the_expected_sf01_answers() {
+/// Creates the eight TPC-H frames in `tpch.sf01` (the session's default schema afterwards) and
+/// loads them from the SF 0.1 Parquet files.
+pub async fn load(ctx: &SessionContext) {
     let data = data_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let ap = open(dir.path().to_str().unwrap()).await;
-    let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE tpch").await;
-    sql(&ctx, "CREATE SCHEMA tpch.sf01").await;
-    sql(&ctx, "SET datafusion.catalog.default_catalog = 'tpch'").await;
-    sql(&ctx, "SET datafusion.catalog.default_schema = 'sf01'").await;
+    sql(ctx, "CREATE DATABASE tpch").await;
+    sql(ctx, "CREATE SCHEMA tpch.sf01").await;
+    sql(ctx, "SET datafusion.catalog.default_catalog = 'tpch'").await;
+    sql(ctx, "SET datafusion.catalog.default_schema = 'sf01'").await;
     let ddl = frame_ddl();
     assert_eq!(ddl.len(), 8);
     for d in &ddl {
-        sql(&ctx, d).await;
+        sql(ctx, d).await;
     }
     for t in TABLES {
         sql(
-            &ctx,
+            ctx,
             &format!("CREATE EXTERNAL TABLE datafusion.public.src_{t} STORED AS PARQUET LOCATION '{data}/{t}.parquet'"),
         )
         .await;
         sql(
-            &ctx,
+            ctx,
             &format!("INSERT INTO {t} SELECT * FROM datafusion.public.src_{t}"),
         )
         .await;
     }
-    let lineitems = crate::support::scalar(&ctx, "SELECT count(*) FROM lineitem").await;
+    let lineitems = crate::support::scalar(ctx, "SELECT count(*) FROM lineitem").await;
     assert_eq!(lineitems, "600572");
+}
 
+/// Uses the TPC-H frames loaded by [`load`] (in the same meadow) from another session.
+pub async fn use_schema(ctx: &SessionContext) {
+    sql(ctx, "SET datafusion.catalog.default_catalog = 'tpch'").await;
+    sql(ctx, "SET datafusion.catalog.default_schema = 'sf01'").await;
+}
+
+/// The SQL of query `q`.
+pub fn query(q: usize) -> String {
+    parse(&test_file(&format!("q{q}.slt.part"))).0
+}
+
+/// Runs the given queries; the ones whose answer differs from the expected one, described.
+pub async fn failures(
+    ctx: &SessionContext,
+    queries: impl IntoIterator<Item = usize>,
+) -> Vec<String> {
     let mut failures = vec![];
-    for q in 1..=22 {
+    for q in queries {
         let (query, expected) = parse(&test_file(&format!("q{q}.slt.part")));
         assert!(!expected.is_empty(), "q{q} has an expected answer");
-        let got = slt_rows(&sql(&ctx, &query).await);
+        let got = slt_rows(&sql(ctx, &query).await);
         if got != expected {
             failures.push(format!(
                 "q{q}:\n  expected {expected:?}\n  got      {got:?}"
             ));
         }
     }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_22_queries_give_the_expected_sf01_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ap = open(dir.path().to_str().unwrap()).await;
+    let ctx = ap.session().unwrap();
+    load(&ctx).await;
+    let failures = failures(&ctx, 1..=22).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1,0 +1,305 @@
+//! The swarm with real processes: three `apiary node` workers and an in-process coordinator on
+//! one meadow (a local folder, and the S3 test server). TPC-H SF 0.1 gives the expected answers
+//! with the scans spread over the nodes; a worker killed with SIGKILL while it holds claims costs
+//! a retry, not the answer; a worker stopped with SIGTERM leaves the swarm.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apiary::catalog::{CatalogOptions, Leafcutter, WriteOptions};
+use apiary::exec::NodeConfig;
+use apiary::swarm::SwarmConfig;
+use apiary::swarm::manifest::{Done, Manifest, Retry};
+use apiary::{Apiary, ApiaryOptions};
+use apiary_catalog::Meadow;
+use apiary_catalog::testing::local_and_s3;
+use datafusion::prelude::SessionContext;
+
+use crate::support::{plan, sql};
+use crate::tpch;
+
+const HEARTBEAT_MS: u64 = 300;
+
+/// One `apiary node` process; killed when dropped.
+struct Worker {
+    id: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn spawn(storage: &str, id: &str, scratch: &Path, extra: &[&str]) -> Worker {
+        let log = scratch.join(format!("{id}.log"));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_apiary"))
+            .args(["node", "--storage", storage, "--node-id", id])
+            .args(["--bees", "1", "--memory", "512M", "--keep-queries"])
+            .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
+            .arg("--cache-dir")
+            .arg(scratch.join("cache"))
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting worker {id}: {e}"));
+        Worker {
+            id: id.into(),
+            child,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "worker {} exited with {status}: {}",
+            self.id,
+            self.log()
+        );
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The coordinator: small cells (so that every frame has several), two bees.
+async fn coordinator(url: &str, scratch: &Path) -> Apiary {
+    let options = ApiaryOptions {
+        node: Some(NodeConfig::fixed(2, 1 << 30, scratch.join("bees"))),
+        catalog: CatalogOptions {
+            write: WriteOptions::default()
+                .with_leafcutter(Leafcutter::default().with_target_cell_bytes(1 << 20)),
+            ..CatalogOptions::default()
+        },
+        ..ApiaryOptions::default()
+    };
+    Apiary::open_with(url, options)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"))
+}
+
+fn swarm_config(id: &str, scratch: &Path) -> SwarmConfig {
+    let mut config = SwarmConfig::default()
+        .with_heartbeat_interval(Duration::from_millis(HEARTBEAT_MS))
+        .with_node_id(id);
+    config.cache_dir = scratch.join("cache");
+    config.keep_queries = true;
+    config
+}
+
+/// Waits until the coordinator sees every one of `nodes` alive.
+async fn wait_alive(ap: &Apiary, workers: &[Worker]) {
+    let swarm = ap.swarm().expect("joined");
+    let start = Instant::now();
+    loop {
+        let alive: Vec<String> = swarm
+            .world()
+            .poll()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.state == apiary::swarm::NodeState::Alive)
+            .map(|n| n.heartbeat.node_id)
+            .collect();
+        if workers.iter().all(|w| alive.contains(&w.id)) {
+            return;
+        }
+        let logs: Vec<String> = workers
+            .iter()
+            .map(|w| format!("{}: {}", w.id, w.log()))
+            .collect();
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "workers not alive after 60 s (alive: {alive:?}); logs:\n{}",
+            logs.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A session of the coordinator that distributes every scan of two cells or more.
+async fn swarm_session(ap: &Apiary) -> SessionContext {
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    tpch::use_schema(&ctx).await;
+    ctx
+}
+
+/// The manifests, `done_*.json` and `retry_*.json` of every query folder kept in the meadow.
+struct Outcomes {
+    manifests: Vec<Manifest>,
+    done: Vec<Done>,
+    retries: Vec<Retry>,
+}
+
+async fn outcomes(meadow: &Meadow) -> Outcomes {
+    let (mut manifests, mut done, mut retries) = (vec![], vec![], vec![]);
+    for object in meadow.list("_queries").await.unwrap() {
+        let Some(name) = object.location.filename() else {
+            continue;
+        };
+        let key = meadow.relative(&object.location).unwrap().to_string();
+        if name == "manifest.json" {
+            let body = meadow.get(&key).await.unwrap().unwrap();
+            manifests.push(serde_json::from_slice(&body).unwrap());
+        } else if name.starts_with("done_") {
+            let body = meadow.get(&key).await.unwrap().unwrap();
+            done.push(serde_json::from_slice(&body).unwrap());
+        } else if name.starts_with("retry_") {
+            let body = meadow.get(&key).await.unwrap().unwrap();
+            retries.push(serde_json::from_slice(&body).unwrap());
+        }
+    }
+    Outcomes {
+        manifests,
+        done,
+        retries,
+    }
+}
+
+async fn heartbeat_of(meadow: &Meadow, id: &str) -> bool {
+    meadow
+        .get(&format!("_heartbeats/node_{id}.json"))
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_on_three_worker_processes_and_a_coordinator() {
+    for backend in local_and_s3() {
+        let scratch = tempfile::tempdir().unwrap();
+        let ap = coordinator(&backend.url, scratch.path()).await;
+        tpch::load(&ap.session().unwrap()).await;
+        let mut workers: Vec<Worker> = (1..=3)
+            .map(|i| Worker::spawn(&backend.url, &format!("w{i}"), scratch.path(), &[]))
+            .collect();
+        ap.join_swarm(swarm_config("coordinator", scratch.path()))
+            .await
+            .unwrap();
+        wait_alive(&ap, &workers).await;
+        let ctx = swarm_session(&ap).await;
+
+        let explain = plan(&ctx, &format!("EXPLAIN {}", tpch::query(1))).await;
+        assert!(
+            explain.contains("SwarmExec: tasks="),
+            "{backend}: {explain}"
+        );
+
+        let failures = tpch::failures(&ctx, 1..=22).await;
+        assert!(failures.is_empty(), "{backend}: {}", failures.join("\n"));
+
+        let Outcomes {
+            manifests,
+            done,
+            retries,
+        } = outcomes(ap.meadow()).await;
+        let split = manifests
+            .iter()
+            .flat_map(|m| &m.tasks)
+            .flat_map(|t| &t.cells)
+            .filter(|c| c.range.is_some())
+            .count();
+        assert!(split > 0, "{backend}: no cell was split between tasks");
+        let mut nodes: Vec<&str> = done.iter().map(|d| d.node.as_str()).collect();
+        nodes.sort();
+        nodes.dedup();
+        assert!(
+            nodes.len() >= 3 && nodes.iter().any(|n| n.starts_with('w')),
+            "{backend}: tasks ran on {nodes:?} only ({} tasks)",
+            done.len()
+        );
+        assert!(retries.is_empty(), "{backend}: {retries:?}");
+
+        // SIGTERM: the worker leaves, its heartbeat goes with it.
+        for w in &mut workers {
+            assert!(heartbeat_of(ap.meadow(), &w.id).await);
+            w.terminate();
+            assert!(
+                !heartbeat_of(ap.meadow(), &w.id).await,
+                "{backend}: {} left its heartbeat behind",
+                w.id
+            );
+        }
+        ap.leave_swarm().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_holding_claims_costs_a_retry_not_the_answer() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let ap = coordinator(&url, scratch.path()).await;
+    tpch::load(&ap.session().unwrap()).await;
+    // `slow` claims its tasks at once but sits on them for a minute before running them.
+    let mut workers = vec![
+        Worker::spawn(&url, "w1", scratch.path(), &[]),
+        Worker::spawn(&url, "w2", scratch.path(), &[]),
+        Worker::spawn(
+            &url,
+            "slow",
+            scratch.path(),
+            &["--debug-task-delay-ms", "60000"],
+        ),
+    ];
+    ap.join_swarm(swarm_config("coordinator", scratch.path()))
+        .await
+        .unwrap();
+    wait_alive(&ap, &workers).await;
+    let ctx = swarm_session(&ap).await;
+
+    let query = tokio::spawn(async move { tpch::failures(&ctx, [1]).await });
+    // Wait until `slow` holds a claim, then kill it.
+    let start = Instant::now();
+    'claimed: loop {
+        for object in ap.meadow().list("_queries").await.unwrap() {
+            let name = object.location.filename().unwrap_or_default();
+            if name.starts_with("claim_") {
+                let key = ap.meadow().relative(&object.location).unwrap().to_string();
+                let body = ap.meadow().get(&key).await.unwrap().unwrap();
+                let claim: apiary::swarm::manifest::Claim = serde_json::from_slice(&body).unwrap();
+                if claim.node == "slow" {
+                    break 'claimed;
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "slow never claimed a task"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let slow = &mut workers[2];
+    slow.child.kill().unwrap();
+    slow.child.wait().unwrap();
+
+    let failures = query.await.unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let Outcomes { done, retries, .. } = outcomes(ap.meadow()).await;
+    assert!(done.iter().all(|d| d.node != "slow"), "{done:?}");
+    assert!(
+        !retries.is_empty()
+            && retries
+                .iter()
+                .all(|r| r.reason == "node slow stopped heartbeating"),
+        "{retries:?}"
+    );
+    ap.leave_swarm().await.unwrap();
+}
