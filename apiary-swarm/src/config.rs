@@ -26,6 +26,10 @@ pub struct SwarmConfig {
     pub poll_min: Duration,
     /// … growing to this while the swarm is idle. Defaults 50 ms and 1 s.
     pub poll_max: Duration,
+    /// How long polling stays at `poll_min` after the last query was seen: queries come in
+    /// bursts, and a node that just worked should not make the next query wait `poll_max` for
+    /// it. Default 10 s.
+    pub poll_linger: Duration,
     /// A task assigned to another node may be claimed by anyone after this. Longer than
     /// `poll_max`, so that an idle node notices a new query before its tasks are taken from it.
     /// Default 1.5 s.
@@ -64,6 +68,7 @@ impl Default for SwarmConfig {
             view_interval: interval,
             poll_min: Duration::from_millis(50),
             poll_max: Duration::from_secs(1),
+            poll_linger: Duration::from_secs(10),
             steal_after: Duration::from_millis(1500),
             task_deadline: Duration::from_secs(300),
             stale_query_after: Duration::from_secs(1800),

@@ -3,8 +3,9 @@
 //!
 //! A node takes the tasks assigned to it at once, and any other unclaimed task after
 //! `steal_after`; a task offered again (after a failure) is anyone's. The poll interval is short
-//! while queries run and grows to `poll_max` when the swarm is idle. Query folders older than
-//! `stale_query_after` (since this node first saw them) are removed by whichever node sees them.
+//! while queries run and for `poll_linger` after, and grows to `poll_max` when the swarm is idle.
+//! Query folders older than `stale_query_after` (since this node first saw them) are removed by
+//! whichever node sees them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub(crate) async fn worker_loop(node: Arc<NodeInner>) {
     let mut known: HashMap<String, Known> = HashMap::new();
     let config = node.config.clone();
     let mut interval = config.poll_max;
+    let mut last_active: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -47,7 +49,13 @@ pub(crate) async fn worker_loop(node: Arc<NodeInner>) {
             break;
         }
         match poll(&node, &mut known).await {
-            Ok(true) => interval = config.poll_min,
+            Ok(true) => {
+                last_active = Some(Instant::now());
+                interval = config.poll_min;
+            }
+            Ok(false) if last_active.is_some_and(|t| t.elapsed() < config.poll_linger) => {
+                interval = config.poll_min;
+            }
             Ok(false) => interval = (interval * 2).clamp(config.poll_min, config.poll_max),
             Err(e) => {
                 log::warn!("node {}: polling for work failed: {e}", config.node_id);
