@@ -13,6 +13,7 @@ use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::error::Result;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::{ExecutionPlan, Partitioning, replace_children_if_necessary};
 
 use crate::config::SwarmOptions;
@@ -45,6 +46,9 @@ impl SwarmRule {
         options: &SwarmOptions,
         nodes: &[Heartbeat],
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(split) = self.split_single_aggregate(&plan, options, nodes)? {
+            return Ok(split);
+        }
         if let Some(scan) = self.node.matcher.distributable(&plan)
             && ships(&plan)
         {
@@ -76,6 +80,49 @@ impl SwarmRule {
             .map(|c| self.rewrite(c, options, nodes))
             .collect::<Result<Vec<_>>>()?;
         replace_children_if_necessary(plan, rewritten)
+    }
+}
+
+impl SwarmRule {
+    /// An aggregation DataFusion planned in one step (`Single`: one input partition, as on a
+    /// node of one bee) over a distributable scan, planned again in two — the partial step goes
+    /// to the swarm with the scan, the final one stays here — so that tasks send back their
+    /// groups, not their rows. The inverse of DataFusion's `CombinePartialFinalAggregate`.
+    fn split_single_aggregate(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        options: &SwarmOptions,
+        nodes: &[Heartbeat],
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(agg) = plan.downcast_ref::<AggregateExec>() else {
+            return Ok(None);
+        };
+        if *agg.mode() != AggregateMode::Single
+            || agg.limit_options().is_some()
+            || self.node.matcher.distributable(agg.input()).is_none()
+        {
+            return Ok(None);
+        }
+        let partial: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
+            AggregateMode::Partial,
+            agg.group_expr().clone(),
+            agg.aggr_expr().to_vec(),
+            agg.filter_expr().to_vec(),
+            agg.input().clone(),
+            agg.input_schema(),
+        )?);
+        let below = self.rewrite(partial.clone(), options, nodes)?;
+        if Arc::ptr_eq(&below, &partial) {
+            return Ok(None); // stays local: keep DataFusion's plan as it was
+        }
+        Ok(Some(Arc::new(AggregateExec::try_new(
+            AggregateMode::Final,
+            agg.group_expr().as_final(),
+            agg.aggr_expr().to_vec(),
+            agg.filter_expr().to_vec(),
+            below,
+            agg.input_schema(),
+        )?)))
     }
 }
 
