@@ -31,6 +31,7 @@ use apiary_exec::{BeePool, ChamberRule, Colony, NodeConfig, Regulation};
 use apiary_swarm::{SwarmConfig, SwarmNode, SwarmOptions};
 use datafusion::catalog::CatalogProvider;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionContext;
 
@@ -51,6 +52,10 @@ pub struct ApiaryOptions {
     pub node: Option<NodeConfig>,
     /// How the colony temperature regulates writes.
     pub regulation: Regulation,
+    /// The object-store registry of Apiary's sessions (the meadow's store is added to it);
+    /// `None` uses DataFusion's default. The `apiary` shell passes datafusion-cli's instrumented
+    /// registry here, so that `\object_store_profiling` sees Apiary's requests.
+    pub object_store_registry: Option<Arc<dyn ObjectStoreRegistry>>,
 }
 
 /// One meadow, opened: its registry cache, object store, I/O runtime and bees, shared by every
@@ -96,7 +101,11 @@ impl Apiary {
             catalog.write.leafcutter = Leafcutter::for_bee_memory(pool.budget_per_bee() as u64);
         }
         catalog.admission = Some(Arc::new(colony.clone()));
-        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(registry) = options.object_store_registry {
+            runtime = runtime.with_object_store_registry(registry);
+        }
+        let runtime = runtime.build_arc()?;
         runtime.register_object_store(meadow.object_store_url().as_ref(), meadow.store().clone());
         let registry = Registry::open(meadow, options.commit).await?;
         Ok(Apiary {
