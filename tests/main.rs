@@ -1,8 +1,9 @@
 //! Integration tests of Apiary through DataFusion: SQL, pruning, a differential test against
-//! DataFusion's own ListingTable, metadata views, the bees, the swarm (with worker processes), TPC-H, and the examples of
-//! `docs/sql.md`.
+//! DataFusion's own ListingTable, metadata views, the bees, the swarm (with worker processes),
+//! the `apiary` command, TPC-H, and the examples of `docs/sql.md`.
 
 mod bees;
+mod cli;
 mod differential;
 mod docs;
 mod metadata;

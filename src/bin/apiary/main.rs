@@ -1,0 +1,130 @@
+//! The `apiary` command: datafusion-cli with Apiary's catalog, and the node's own tools.
+//!
+//! ```text
+//! apiary [--storage URL] [-c SQL | -f FILE] [--format csv]   the SQL shell (datafusion-cli)
+//! apiary import hive.box.frame FILE…                         load Parquet, CSV or NDJSON
+//! apiary node                                                run a swarm member
+//! apiary status [--format json]                              this node's bees and the swarm
+//! ```
+//!
+//! `--storage` (or `APIARY_STORAGE`) says where the Apiary lives: a folder, `file://…`,
+//! `s3://bucket/prefix`, `memory://`; the default is `~/.apiary/default`.
+
+mod import;
+mod node;
+mod shell;
+mod status;
+
+use std::process::ExitCode;
+
+use apiary::ApiaryOptions;
+use apiary::exec::NodeConfig;
+use apiary::exec::node::parse_bytes;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "apiary",
+    version,
+    about = "Apiary: a lakehouse for small compute — the SQL shell (datafusion-cli) and node tools"
+)]
+struct Cli {
+    /// Where the Apiary lives: a folder, file://…, s3://bucket/prefix?endpoint=…, memory://
+    /// [default: ~/.apiary/default]
+    #[arg(long, env = "APIARY_STORAGE", global = true)]
+    storage: Option<String>,
+
+    #[command(flatten)]
+    shell: shell::ShellArgs,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load Parquet, CSV or NDJSON files into a frame: streamed, one commit.
+    Import(import::ImportArgs),
+    /// Run a swarm member: heartbeats, work on other nodes' query tasks, until SIGINT/SIGTERM.
+    Node(node::NodeArgs),
+    /// This node's bees and temperature, and the swarm's nodes.
+    Status(status::StatusArgs),
+}
+
+/// The node's resources, as datafusion-cli's memory flags and Apiary's bees.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BeeArgs {
+    /// Number of bees (one per core by default).
+    #[arg(long, env = "APIARY_BEES")]
+    bees: Option<usize>,
+    /// Memory the bees share, e.g. 2G (default: 80 % of the node's). Each query runs within the
+    /// budget of the bees it holds and spills beyond it.
+    #[arg(
+        short = 'm',
+        long = "memory-limit",
+        visible_alias = "memory",
+        env = "APIARY_MEMORY"
+    )]
+    memory_limit: Option<String>,
+    /// Where bees spill (default: $TMPDIR/apiary-scratch).
+    #[arg(long, env = "APIARY_SCRATCH")]
+    scratch: Option<std::path::PathBuf>,
+}
+
+impl BeeArgs {
+    pub fn node(&self) -> Result<NodeConfig, Box<dyn std::error::Error>> {
+        let mut node = NodeConfig::detect()?;
+        if let Some(bees) = self.bees {
+            node.bees = bees;
+        }
+        if let Some(memory) = &self.memory_limit {
+            node.memory = parse_bytes(memory).ok_or_else(|| {
+                format!("--memory-limit {memory:?} is not a size like 2G or 512M")
+            })?;
+            node.memory_fraction = 1.0;
+        }
+        if let Some(scratch) = &self.scratch {
+            node.scratch = scratch.clone();
+        }
+        node.validate()?;
+        Ok(node)
+    }
+
+    pub fn options(&self) -> Result<ApiaryOptions, Box<dyn std::error::Error>> {
+        Ok(ApiaryOptions {
+            node: Some(self.node()?),
+            ..ApiaryOptions::default()
+        })
+    }
+}
+
+fn default_storage() -> String {
+    std::env::var("HOME")
+        .map(|h| format!("{h}/.apiary/default"))
+        .unwrap_or_else(|_| "apiary-data".into())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    env_logger_init();
+    let cli = Cli::parse();
+    let storage = cli.storage.unwrap_or_else(default_storage);
+    let outcome = match cli.command {
+        None => shell::run(&storage, cli.shell).await,
+        Some(Command::Import(args)) => import::run(&storage, args).await,
+        Some(Command::Node(args)) => node::run(&storage, args).await,
+        Some(Command::Status(args)) => status::run(&storage, args).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings).
+fn env_logger_init() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+}

@@ -1,0 +1,292 @@
+//! The `apiary` command as users run it: a separate process, its stdout, stderr and exit code.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn apiary(storage: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .arg("--storage")
+        .arg(storage)
+        .args(args)
+        .env_remove("APIARY_STORAGE")
+        .output()
+        .expect("run apiary")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn failed(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The CSV lines of `-q --format csv` output.
+fn csv(storage: &Path, sql: &str) -> Vec<String> {
+    let out = ok(&apiary(storage, &["-q", "--format", "csv", "-c", sql]));
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn setup(storage: &Path) {
+    ok(&apiary(
+        storage,
+        &[
+            "-q",
+            "-c",
+            "CREATE DATABASE sales",
+            "CREATE SCHEMA sales.eu",
+            "CREATE TABLE sales.eu.orders (id BIGINT NOT NULL, region VARCHAR NOT NULL, amount DOUBLE)",
+            "INSERT INTO sales.eu.orders VALUES (1, 'fr', 9.5), (2, 'de', 3.0)",
+        ],
+    ));
+}
+
+#[test]
+fn dash_c_prints_csv_and_a_failing_statement_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let out = ok(&apiary(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT id, region FROM sales.eu.orders ORDER BY id",
+        ],
+    ));
+    assert!(out.starts_with("id,region\n1,fr\n2,de\n"), "{out}");
+
+    let err = failed(&apiary(
+        dir.path(),
+        &["-c", "SELECT * FROM sales.eu.missing"],
+    ));
+    assert!(err.contains("sales.eu.missing"), "{err}");
+
+    // APIARY_STORAGE instead of --storage; nd-json output.
+    let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args([
+            "-q",
+            "--format",
+            "nd-json",
+            "-c",
+            "SELECT sum(amount) AS total FROM sales.eu.orders",
+        ])
+        .env("APIARY_STORAGE", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out).trim(), r#"{"total":12.5}"#);
+
+    // -f runs a file of statements.
+    let file = dir.path().join("q.sql");
+    std::fs::write(&file, "SELECT count(*) AS n FROM sales.eu.orders;\n").unwrap();
+    let out = ok(&apiary(
+        dir.path(),
+        &["-q", "--format", "csv", "-f", file.to_str().unwrap()],
+    ));
+    assert_eq!(out.lines().take(2).collect::<Vec<_>>(), ["n", "2"]);
+
+    let err = failed(&apiary(dir.path(), &["-m", "lots", "-c", "SELECT 1"]));
+    assert!(err.contains("lots"), "{err}");
+}
+
+#[test]
+fn import_streams_files_into_a_frame_in_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("meadow");
+    setup(&storage);
+    let files = dir.path();
+    let mut rows = String::from("id,region,amount\n");
+    for i in 0..5000 {
+        rows.push_str(&format!(
+            "{},{},{}.5\n",
+            100 + i,
+            ["fr", "de", "it"][i % 3],
+            i
+        ));
+    }
+    std::fs::write(files.join("more.csv"), rows).unwrap();
+    std::fs::write(
+        files.join("more.json"),
+        "{\"id\": 9001, \"region\": \"es\", \"amount\": 1.0}\n{\"id\": 9002, \"region\": \"pt\", \"amount\": 2.0}\n",
+    )
+    .unwrap();
+    let csv_file = files.join("more.csv");
+    let json_file = files.join("more.json");
+
+    // Into an existing frame: one commit for the whole file.
+    let out = ok(&apiary(
+        &storage,
+        &["import", "sales.eu.orders", csv_file.to_str().unwrap()],
+    ));
+    assert!(out.contains("5000 rows"), "{out}");
+    assert_eq!(
+        csv(
+            &storage,
+            "SELECT count(*) AS n, sum(id) AS s FROM sales.eu.orders"
+        ),
+        ["n,s", &format!("5002,{}", 3 + (100..5100).sum::<i64>())]
+    );
+    assert_eq!(
+        csv(
+            &storage,
+            "SELECT count(*) AS n FROM apiary_history('sales.eu.orders') WHERE action = 'add_cells'"
+        )[1],
+        "2",
+        "the INSERT of setup and one commit for the import"
+    );
+
+    // A new frame, partitioned, from NDJSON; then Parquet written by the shell itself.
+    ok(&apiary(
+        &storage,
+        &[
+            "import",
+            "sales.south.orders",
+            json_file.to_str().unwrap(),
+            "--create",
+            "--partition-by",
+            "region",
+            "-q",
+        ],
+    ));
+    let parquet = files.join("eu.parquet");
+    ok(&apiary(
+        &storage,
+        &[
+            "-q",
+            "-c",
+            &format!(
+                "COPY (SELECT * FROM sales.eu.orders WHERE region = 'fr') TO '{}' STORED AS PARQUET",
+                parquet.display()
+            ),
+        ],
+    ));
+    ok(&apiary(
+        &storage,
+        &[
+            "import",
+            "sales.south.orders",
+            parquet.to_str().unwrap(),
+            "-q",
+        ],
+    ));
+    assert_eq!(
+        csv(
+            &storage,
+            "SELECT region, count(*) AS n FROM sales.south.orders GROUP BY region ORDER BY region"
+        ),
+        ["region,n", "es,1", "fr,1668", "pt,1"]
+    );
+
+    // Bad input: each names the culprit and commits nothing.
+    let err = failed(&apiary(
+        &storage,
+        &["import", "sales.eu.nope", csv_file.to_str().unwrap()],
+    ));
+    assert!(
+        err.contains("sales.eu.nope") && err.contains("--create"),
+        "{err}"
+    );
+    let err = failed(&apiary(
+        &storage,
+        &["import", "orders", csv_file.to_str().unwrap()],
+    ));
+    assert!(err.contains("hive.box.frame"), "{err}");
+    let missing = files.join("missing.csv");
+    let err = failed(&apiary(
+        &storage,
+        &["import", "sales.eu.orders", missing.to_str().unwrap()],
+    ));
+    assert!(err.contains("missing.csv"), "{err}");
+    std::fs::write(files.join("other.csv"), "id,region,price\n1,fr,2.5\n").unwrap();
+    let err = failed(&apiary(
+        &storage,
+        &[
+            "import",
+            "sales.eu.orders",
+            files.join("other.csv").to_str().unwrap(),
+        ],
+    ));
+    assert!(err.contains("no column price"), "{err}");
+    std::fs::write(
+        files.join("bad.csv"),
+        "id,region,amount\n1,fr,not-a-number\n",
+    )
+    .unwrap();
+    let err = failed(&apiary(
+        &storage,
+        &[
+            "import",
+            "sales.eu.orders",
+            files.join("bad.csv").to_str().unwrap(),
+            "--kind",
+            "csv",
+        ],
+    ));
+    assert!(err.contains("sales.eu.orders"), "{err}");
+    assert_eq!(
+        csv(&storage, "SELECT count(*) AS n FROM sales.eu.orders")[1],
+        "5002"
+    );
+}
+
+#[test]
+fn status_shows_the_swarm_and_a_node_leaves_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("meadow");
+    setup(&storage);
+    let out = ok(&apiary(
+        &storage,
+        &["status", "--watch-ms", "100", "--bees", "3"],
+    ));
+    assert!(out.contains("3 bees") && out.contains("no node"), "{out}");
+
+    let mut node = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .arg("--storage")
+        .arg(&storage)
+        .args(["node", "--node-id", "pi-1", "--bees", "2", "-m", "512M"])
+        .args(["--heartbeat-ms", "200", "--cache-size", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let heartbeat = storage.join("_heartbeats/node_pi-1.json");
+    let start = std::time::Instant::now();
+    while !heartbeat.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no heartbeat");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = ok(&apiary(
+        &storage,
+        &["status", "--format", "json", "--watch-ms", "1000"],
+    ));
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let swarm = status["swarm"].as_array().unwrap();
+    assert_eq!(swarm.len(), 1, "{out}");
+    assert_eq!(swarm[0]["node"], "pi-1");
+    assert_eq!(swarm[0]["state"], "alive");
+    assert_eq!(swarm[0]["bees"], 2);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(node.wait().unwrap().success());
+    assert!(!heartbeat.exists(), "the heartbeat is removed on SIGTERM");
+}
