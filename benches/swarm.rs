@@ -1,0 +1,391 @@
+//! The swarm side by side with one node, on the TPC-H SF1 copy of `tpch_apiary`:
+//!
+//! - scale-out: this process (the coordinator, pinned to core 0 with `taskset`, one bee) runs
+//!   scan-heavy TPC-H queries alone, and again with one worker process pinned to core 1 (one
+//!   bee; this binary in `--worker` mode, the node `apiary node` runs) — both every round, so
+//!   both see the same machine;
+//! - overhead of small queries with a swarm present: the same coordinator's session (default
+//!   `swarm.min_bytes`) against a session of a node that never joined;
+//! - idle cost: CPU time of an idle node process, and the object-store requests per minute of
+//!   an idle node (counted in-process on the same folder, same defaults).
+//!
+//! ```text
+//! cargo bench --bench swarm --no-default-features -- [--runs 7] [--queries 1,6] [--small 2,11] [--idle-secs 60]
+//! ```
+//!
+//! (`--no-default-features` only skips building the `apiary` shell, which this does not use.)
+//! `--timeline` keeps the query folders and prints, per query, when each of their objects was
+//! written, and the planning and execution times of one more run on each side.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apiary::catalog::IoRuntime;
+use apiary::exec::NodeConfig;
+use apiary::swarm::{NodeState, SwarmConfig};
+use apiary::{Apiary, ApiaryOptions};
+use apiary_catalog::testing::counting_local_meadow;
+use common::{arg, arg_or, median, ms, run, time, tpch_apiary, tpch_query, work_dir};
+use datafusion::physical_plan::displayable;
+use datafusion::prelude::SessionContext;
+
+const GIB: u64 = 1 << 30;
+
+/// Pins every thread of this process (and the threads it starts later) to `core`.
+fn pin_self(core: usize) {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", &core.to_string()])
+        .arg(std::process::id().to_string())
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset (util-linux) is needed to pin the coordinator");
+    assert!(status.success(), "taskset failed");
+}
+
+/// A node process pinned to `core` — this benchmark's own binary in `--worker` mode, which runs
+/// what `apiary node --bees 1 -m 2G` runs; stopped with SIGTERM when dropped.
+struct Worker(Child);
+
+impl Worker {
+    fn spawn(storage: &Path, id: &str, core: usize, cache: &Path) -> Worker {
+        let exe = std::env::current_exe().expect("this benchmark's path");
+        let child = Command::new("taskset")
+            .args(["-c", &core.to_string()])
+            .arg(exe)
+            .arg("--worker")
+            .arg(storage)
+            .args(["--id", id])
+            .arg("--cache")
+            .arg(cache)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start a worker");
+        Worker(child)
+    }
+
+    /// User + system CPU time of the process so far, from `/proc/{pid}/stat`.
+    fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at ") ".
+        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+            .sum();
+        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    }
+
+    fn rss(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_alive(ap: &Apiary, id: &str) {
+    let swarm = ap.swarm().expect("joined");
+    let start = Instant::now();
+    while !swarm
+        .world()
+        .poll()
+        .await
+        .expect("world view")
+        .iter()
+        .any(|n| n.heartbeat.node_id == id && n.state == NodeState::Alive)
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "{id} not alive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn tpch_session(ap: &Apiary) -> SessionContext {
+    let ctx = ap.session().expect("session");
+    run(&ctx, "SET datafusion.catalog.default_catalog = 'tpch'").await;
+    run(&ctx, "SET datafusion.catalog.default_schema = 'data'").await;
+    ctx
+}
+
+/// The `SwarmExec` line of `EXPLAIN ANALYZE` (its tasks and where they ran).
+async fn swarm_line(ctx: &SessionContext, sql: &str) -> String {
+    let batches = ctx
+        .sql(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .expect("explain")
+        .collect()
+        .await
+        .expect("explain analyze");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string();
+    text.lines()
+        .find(|l| l.contains("SwarmExec"))
+        .map(|l| {
+            l.trim_matches(|c: char| c == '|' || c.is_whitespace())
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// With `--timeline`: the objects of the newest kept query folder, by modification time.
+fn timeline(dir: &Path) {
+    let queries = dir.join("_queries");
+    let newest = std::fs::read_dir(&queries)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+    let Some(newest) = newest else { return };
+    let mut files: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(newest.path())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            Some((
+                e.metadata().ok()?.modified().ok()?,
+                e.file_name().to_string_lossy().into_owned(),
+            ))
+        })
+        .collect();
+    files.sort();
+    let t0 = files.first().map(|f| f.0);
+    for (t, name) in &files {
+        let ms = t0
+            .and_then(|t0| t.duration_since(t0).ok())
+            .unwrap_or_default();
+        eprintln!("  {:>6.0} ms  {name}", ms.as_secs_f64() * 1000.0);
+    }
+    let _ = std::fs::remove_dir_all(&queries);
+}
+
+async fn distributed(ctx: &SessionContext, sql: &str) -> bool {
+    let plan = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .create_physical_plan()
+        .await
+        .expect("physical plan");
+    displayable(plan.as_ref())
+        .indent(false)
+        .to_string()
+        .contains("SwarmExec")
+}
+
+fn one_node(scratch: &Path) -> ApiaryOptions {
+    ApiaryOptions {
+        node: Some(NodeConfig::fixed(1, 2 * GIB, scratch.to_path_buf())),
+        ..ApiaryOptions::default()
+    }
+}
+
+fn queries(name: &str, default: &str) -> Vec<usize> {
+    arg(name)
+        .unwrap_or_else(|| default.into())
+        .split(',')
+        .map(|q| q.trim().parse().expect("query number"))
+        .collect()
+}
+
+async fn scale_out(dir: &Path, runs: usize) {
+    let scratch = work_dir("swarm-scratch");
+    let _ = std::fs::remove_dir_all(scratch.join("cache"));
+    let path = dir.to_str().expect("utf-8");
+    let alone = Apiary::open_with(path, one_node(&scratch.join("alone")))
+        .await
+        .expect("open");
+    let coordinator = Apiary::open_with(path, one_node(&scratch.join("coordinator")))
+        .await
+        .expect("open");
+    let _worker = Worker::spawn(dir, "w1", 1, &scratch.join("cache"));
+    let mut config = SwarmConfig::default().with_node_id("coordinator");
+    config.cache_dir = scratch.join("cache");
+    config.keep_queries = arg("--timeline").is_some();
+    coordinator.join_swarm(config).await.expect("join");
+    wait_alive(&coordinator, "w1").await;
+
+    let local = tpch_session(&alone).await;
+    let swarm = tpch_session(&coordinator).await;
+    let forced = tpch_session(&coordinator).await;
+    run(&forced, "SET swarm.min_bytes = 0").await;
+
+    println!("## Scale-out: 1 node vs 2 nodes, one core each (TPC-H SF1, {runs} runs, median)\n");
+    println!("| query | 1 node (ms) | 2 nodes (ms) | speedup |");
+    println!("|---|---:|---:|---:|");
+    let mut lines = vec![];
+    for q in queries("--queries", "1,6") {
+        let sql = tpch_query(q);
+        assert!(distributed(&forced, &sql).await, "q{q} is not distributed");
+        // Warm-up: the worker fills its cell cache, both warm the page cache.
+        for _ in 0..2 {
+            run(&local, &sql).await;
+            run(&forced, &sql).await;
+        }
+        let (mut one, mut two) = (vec![], vec![]);
+        for _ in 0..runs {
+            let (t, a) = time(&local, &sql).await;
+            one.push(t);
+            let (t, b) = time(&forced, &sql).await;
+            two.push(t);
+            assert_eq!(a, b, "q{q}: row counts differ");
+        }
+        let (one, two) = (median(one), median(two));
+        println!(
+            "| q{q} | {:.0} | {:.0} | {:.2}× |",
+            ms(one),
+            ms(two),
+            one.as_secs_f64() / two.as_secs_f64()
+        );
+        lines.push(format!("q{q}: {}", swarm_line(&forced, &sql).await));
+        if arg("--timeline").is_some() {
+            timeline(dir);
+            for (name, ctx) in [("local", &local), ("swarm", &forced)] {
+                let start = Instant::now();
+                let df = ctx.sql(&sql).await.expect("sql");
+                let logical = start.elapsed();
+                let plan = df.create_physical_plan().await.expect("plan");
+                let physical = start.elapsed();
+                let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+                    .await
+                    .expect("run");
+                eprintln!(
+                    "  {name}: logical {:.0} ms, physical {:.0} ms, executed {:.0} ms ({} batches)",
+                    ms(logical),
+                    ms(physical),
+                    ms(start.elapsed()),
+                    batches.len()
+                );
+            }
+            timeline(dir);
+        }
+    }
+    println!("\n{}", lines.join("\n"));
+
+    println!(
+        "\n## Small queries with a swarm present (default `swarm.min_bytes`, {runs} runs, median)\n"
+    );
+    println!("| query | never joined (ms) | swarm present (ms) | ratio |");
+    println!("|---|---:|---:|---:|");
+    for q in queries("--small", "2,11") {
+        let sql = tpch_query(q);
+        assert!(!distributed(&swarm, &sql).await, "q{q} is distributed");
+        for _ in 0..2 {
+            run(&local, &sql).await;
+            run(&swarm, &sql).await;
+        }
+        let (mut one, mut two) = (vec![], vec![]);
+        for _ in 0..runs {
+            one.push(time(&local, &sql).await.0);
+            two.push(time(&swarm, &sql).await.0);
+        }
+        let (one, two) = (median(one), median(two));
+        println!(
+            "| q{q} | {:.1} | {:.1} | {:.2}× |",
+            ms(one),
+            ms(two),
+            two.as_secs_f64() / one.as_secs_f64()
+        );
+    }
+    coordinator.leave_swarm().await.expect("leave");
+}
+
+/// An idle swarm of two nodes on an empty folder: one `apiary node` process (its CPU time) and
+/// one in-process node on a counting store (its requests), both with the default intervals.
+async fn idle(secs: u64) {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = scratch.path().join("meadow");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (meadow, counting) = counting_local_meadow(&dir);
+    let io = IoRuntime::new().expect("io runtime");
+    let ap = Apiary::from_meadow(meadow, io, one_node(&scratch.path().join("bees")))
+        .await
+        .expect("open");
+    let worker = Worker::spawn(&dir, "idle", 1, &scratch.path().join("cache"));
+    let mut config = SwarmConfig::default().with_node_id("counted");
+    config.cache_dir = scratch.path().join("cache");
+    ap.join_swarm(config).await.expect("join");
+    wait_alive(&ap, "idle").await;
+    counting.take();
+    let cpu0 = worker.cpu();
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let elapsed = start.elapsed();
+    let cpu = worker.cpu().saturating_sub(cpu0);
+    let requests: BTreeMap<&str, usize> = counting.take();
+    let per_min = |n: usize| n as f64 * 60.0 / elapsed.as_secs_f64();
+
+    println!(
+        "\n## Idle cost ({:.0} s, default intervals)\n",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "- CPU of an idle node process: {:.0} ms in {:.0} s ({:.3} % of one core); RSS {:.0} MiB",
+        ms(cpu),
+        elapsed.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        worker.rss() as f64 / (1 << 20) as f64
+    );
+    let line: Vec<String> = requests
+        .iter()
+        .map(|(op, n)| format!("{op} {:.0}", per_min(*n)))
+        .collect();
+    println!("- requests per minute of an idle node: {}", line.join(", "));
+    ap.leave_swarm().await.expect("leave");
+}
+
+/// `--worker STORAGE --id ID --cache DIR`: a swarm member with one bee of 2 GiB until SIGTERM.
+async fn worker(storage: &str) {
+    let id = arg("--id").expect("--id");
+    let cache = arg("--cache").expect("--cache");
+    let scratch = work_dir(&format!("swarm-scratch/{id}"));
+    let ap = Apiary::open_with(storage, one_node(&scratch))
+        .await
+        .expect("open");
+    let mut config = SwarmConfig::default().with_node_id(id);
+    config.cache_dir = cache.into();
+    ap.join_swarm(config).await.expect("join");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    term.recv().await;
+    ap.leave_swarm().await.expect("leave");
+}
+
+fn main() {
+    if let Some(storage) = arg("--worker") {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(worker(&storage));
+        return;
+    }
+    pin_self(0);
+    let runs = arg_or("--runs", 7usize);
+    let idle_secs = arg_or("--idle-secs", 60u64);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (dir, ap) = tpch_apiary("1").await;
+        drop(ap);
+        scale_out(&dir, runs).await;
+        if idle_secs > 0 {
+            idle(idle_secs).await;
+        }
+    });
+}
