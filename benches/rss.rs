@@ -23,15 +23,9 @@ const BEES: usize = 2;
 const MIB: u64 = 1024 * 1024;
 const BEE_MEMORY: u64 = 256 * MIB;
 
-/// Peak resident set of this process, from `/proc/self/status`.
+/// Peak resident set of this process.
 fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    common::proc_status_bytes("self", "VmHWM")
 }
 
 /// The child: open the Apiary copy, run one query, print `peak_bytes millis rows`.

@@ -160,3 +160,17 @@ pub async fn tpch_apiary(sf: &str) -> (PathBuf, Apiary) {
         .expect("open");
     (dir, ap)
 }
+
+/// A size field of `/proc/{pid}/status` (`VmRSS`, `VmHWM`, …) in bytes; `pid` may be `self`.
+pub fn proc_status_bytes(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
