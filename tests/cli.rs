@@ -282,6 +282,30 @@ fn status_shows_the_swarm_and_a_node_leaves_on_sigterm() {
     assert_eq!(swarm[0]["state"], "alive");
     assert_eq!(swarm[0]["bees"], 2);
 
+    // A one-bee shell joining the swarm: DataFusion plans its aggregation in one step; the
+    // swarm splits it so that the partial step runs with the scan, on either node.
+    let out = ok(&apiary(
+        &storage,
+        &[
+            "--swarm",
+            "--bees",
+            "1",
+            "-q",
+            "--format",
+            "csv",
+            "-c",
+            "SET swarm.min_bytes = 0",
+            "SET datafusion.explain.format = 'indent'",
+            "EXPLAIN SELECT region, sum(amount) AS total FROM sales.eu.orders GROUP BY region",
+            "SELECT region, sum(amount) AS total FROM sales.eu.orders GROUP BY region ORDER BY region",
+        ],
+    ));
+    let final_at = out.find("mode=Final").unwrap_or_else(|| panic!("{out}"));
+    let swarm_at = out.find("SwarmExec").unwrap_or_else(|| panic!("{out}"));
+    let partial_at = out.find("mode=Partial").unwrap_or_else(|| panic!("{out}"));
+    assert!(final_at < swarm_at && swarm_at < partial_at, "{out}");
+    assert!(out.contains("region,total\nde,3.0\nfr,9.5\n"), "{out}");
+
     let killed = Command::new("kill")
         .args(["-TERM", &node.id().to_string()])
         .status()

@@ -51,23 +51,19 @@ enum Command {
     Status(status::StatusArgs),
 }
 
-/// The node's resources, as datafusion-cli's memory flags and Apiary's bees.
+/// The node's resources, as datafusion-cli's memory flags and Apiary's bees. Unset, they come
+/// from `NodeConfig::detect` (the machine, then the `APIARY_*` variables of `docs/bees.md`).
 #[derive(Args, Debug, Clone, Default)]
 pub struct BeeArgs {
     /// Number of bees (one per core by default).
-    #[arg(long, env = "APIARY_BEES")]
+    #[arg(long)]
     bees: Option<usize>,
     /// Memory the bees share, e.g. 2G (default: 80 % of the node's). Each query runs within the
     /// budget of the bees it holds and spills beyond it.
-    #[arg(
-        short = 'm',
-        long = "memory-limit",
-        visible_alias = "memory",
-        env = "APIARY_MEMORY"
-    )]
+    #[arg(short = 'm', long = "memory-limit", visible_alias = "memory")]
     memory_limit: Option<String>,
     /// Where bees spill (default: $TMPDIR/apiary-scratch).
-    #[arg(long, env = "APIARY_SCRATCH")]
+    #[arg(long)]
     scratch: Option<std::path::PathBuf>,
 }
 
