@@ -8,10 +8,12 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::not_impl_err;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::Result;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::own_runtime::OwnRuntimeExec;
 use super::pruning::is_partition_filter;
 use super::scan::{PruneCounts, ScanLayout, ScanRequest, plan_scan, surviving_cells};
 use super::sink::FrameSink;
@@ -26,6 +28,8 @@ pub struct FrameTable {
     layout: ScanLayout,
     /// A past version (time travel): read-only.
     historical: bool,
+    /// Scans execute with this runtime rather than the task's ([`OwnRuntimeExec`]).
+    scan_runtime: Option<Arc<RuntimeEnv>>,
 }
 
 impl FrameTable {
@@ -37,7 +41,15 @@ impl FrameTable {
             snapshot,
             layout,
             historical,
+            scan_runtime: None,
         }
+    }
+
+    /// Scans of this table execute with `runtime` whatever the task context brings (see
+    /// [`CatalogOptions::scan_runtime`](super::CatalogOptions::scan_runtime)).
+    pub fn with_scan_runtime(mut self, runtime: Arc<RuntimeEnv>) -> Self {
+        self.scan_runtime = Some(runtime);
+        self
     }
 
     /// `hive.box.frame`.
@@ -83,7 +95,7 @@ impl TableProvider for FrameTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan_scan(
+        let plan = plan_scan(
             state,
             ScanRequest {
                 meadow: self.frame.ledger().meadow(),
@@ -93,9 +105,14 @@ impl TableProvider for FrameTable {
                 projection,
                 filters,
                 limit,
+                predicate_in_source: self.scan_runtime.is_some(),
             },
         )
-        .await
+        .await?;
+        Ok(match &self.scan_runtime {
+            Some(runtime) => Arc::new(OwnRuntimeExec::new(plan, runtime.clone())),
+            None => plan,
+        })
     }
 
     /// Partition-only filters are decided exactly from the ledger; the rest prune cells, row

@@ -14,6 +14,7 @@ mod factory;
 mod frame_table;
 mod functions;
 mod hive;
+mod own_runtime;
 mod pruning;
 mod scan;
 mod sink;
@@ -22,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionContext;
 
 pub use box_schema::BoxProvider;
@@ -32,6 +34,7 @@ pub use functions::{
     CellsFunction, CleanseFunction, CompactFunction, HistoryFunction, VersionFunction,
 };
 pub use hive::HiveProvider;
+pub use own_runtime::OwnRuntimeExec;
 pub use scan::PruneCounts;
 pub use sink::FrameSink;
 
@@ -54,6 +57,10 @@ pub struct CatalogOptions {
     /// Listings (`SHOW TABLES`, `information_schema`) re-read the namespace when the cached one
     /// is older than this; a lookup of an unknown name always re-reads it. Default 1 s.
     pub refresh_interval: Duration,
+    /// The runtime frame scans execute with, instead of the task context's. For hosts whose
+    /// runtime is not Apiary's — datafusion-python over datafusion-ffi hands our plans a default
+    /// `RuntimeEnv` without the meadow's store or a memory bound. `None`: the task's runtime.
+    pub scan_runtime: Option<Arc<RuntimeEnv>>,
 }
 
 impl Default for CatalogOptions {
@@ -62,6 +69,7 @@ impl Default for CatalogOptions {
             write: WriteOptions::default(),
             admission: None,
             refresh_interval: Duration::from_secs(1),
+            scan_runtime: None,
         }
     }
 }
@@ -207,7 +215,11 @@ impl ApiaryCatalog {
     ) -> Result<Option<Arc<FrameTable>>> {
         Ok(self.frame(hive, box_, frame).await?.map(|f| {
             let snapshot = f.ledger().latest();
-            Arc::new(FrameTable::new(f, snapshot, false))
+            let table = FrameTable::new(f, snapshot, false);
+            Arc::new(match &self.inner.options.scan_runtime {
+                Some(runtime) => table.with_scan_runtime(runtime.clone()),
+                None => table,
+            })
         }))
     }
 

@@ -15,8 +15,10 @@ use datafusion::catalog::Session;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::error::Result;
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 
 use crate::ledger::CellRecord;
@@ -139,6 +141,28 @@ pub(crate) fn prune_by_statistics(
     pruning.prune(&CellStatistics::new(cells, schema, partition_by))
 }
 
+/// `expr` as a physical expression that pruning can analyse. A session of another DataFusion
+/// library — datafusion-ffi's `ForeignSession`, when datafusion-python hosts Apiary — plans
+/// expressions on its own side and hands back opaque ones, which prune nothing; so only a local
+/// `SessionState` plans it (with its simplifier), anything else is planned here with the
+/// session's execution properties.
+pub(crate) fn physical_expr(
+    state: &dyn Session,
+    expr: Expr,
+    schema: &DFSchema,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    if state.as_any().is::<SessionState>() {
+        state.create_physical_expr(expr, schema)
+    } else {
+        create_physical_expr(
+            &expr,
+            schema,
+            state.execution_props(),
+            &PhysicalPlanningContext::default(),
+        )
+    }
+}
+
 /// Evaluates partition-only `filters` on the cells' partition values: exact, per cell.
 pub(crate) fn prune_by_partition_values(
     state: &dyn Session,
@@ -156,7 +180,7 @@ pub(crate) fn prune_by_partition_values(
     let batch = RecordBatch::try_new(partition_schema.clone(), columns)?;
     let df_schema = DFSchema::try_from(Schema::clone(partition_schema))?;
     for filter in filters {
-        let physical = state.create_physical_expr(filter.clone(), &df_schema)?;
+        let physical = physical_expr(state, filter.clone(), &df_schema)?;
         let result = physical.evaluate(&batch)?.into_array(cells.len())?;
         let Some(result) = result.as_any().downcast_ref::<BooleanArray>() else {
             continue;

@@ -17,12 +17,15 @@ use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::MetricBuilder;
 use datafusion_datasource::compute_all_files_statistics;
 
-use super::pruning::{is_partition_filter, prune_by_partition_values, prune_by_statistics};
+use super::pruning::{
+    is_partition_filter, physical_expr, prune_by_partition_values, prune_by_statistics,
+};
 use crate::ledger::{CellRecord, FrameSnapshot};
 use crate::meadow::Meadow;
 
@@ -85,6 +88,8 @@ pub struct PruneCounts {
 pub(crate) struct Survivors {
     pub cells: Vec<Arc<CellRecord>>,
     pub counts: PruneCounts,
+    /// The filters pruning could not decide exactly, over the scan schema.
+    pub predicate: Option<Arc<dyn PhysicalExpr>>,
 }
 
 /// The cells of `snapshot` that may match `filters`.
@@ -112,7 +117,7 @@ pub(crate) fn surviving_cells(
     let predicate = match conjunction(other_filters) {
         Some(expr) => {
             let df_schema = DFSchema::try_from(Schema::clone(&layout.scan_schema))?;
-            Some(state.create_physical_expr(expr, &df_schema)?)
+            Some(physical_expr(state, expr, &df_schema)?)
         }
         None => None,
     };
@@ -136,6 +141,7 @@ pub(crate) fn surviving_cells(
     Ok(Survivors {
         cells: survivors,
         counts,
+        predicate,
     })
 }
 
@@ -218,6 +224,9 @@ pub(crate) struct ScanRequest<'a> {
     pub projection: Option<&'a Vec<usize>>,
     pub filters: &'a [Expr],
     pub limit: Option<usize>,
+    /// Whether the filters' predicate goes into the Parquet source here: for hosts whose
+    /// optimizer cannot push filters into the plan (datafusion-ffi hands it an opaque plan).
+    pub predicate_in_source: bool,
 }
 
 /// Plans the scan: pruning, then `DataSourceExec` (or an `EmptyExec` when nothing survives).
@@ -235,6 +244,7 @@ pub(crate) async fn plan_scan(
     let Survivors {
         cells: survivors,
         counts,
+        predicate,
     } = surviving_cells(state, req.snapshot, layout, req.filters)?;
 
     // The session must know the meadow's store, also when only a hive was registered by hand.
@@ -273,9 +283,13 @@ pub(crate) async fn plan_scan(
     // The filters pruning could not decide stay in a FilterExec above this scan, and DataFusion's
     // FilterPushdown rule installs them as this source's predicate (row groups, pages, and row
     // filters when `pushdown_filters` is on), exactly as for its own ListingTable. Setting it here
-    // too would install every conjunct twice.
-    let source =
+    // too would install every conjunct twice — unless the host's optimizer cannot reach this
+    // scan (`predicate_in_source`).
+    let mut source =
         ParquetSource::new(table_schema).with_table_parquet_options(parquet_options.clone());
+    if let (true, Some(predicate)) = (req.predicate_in_source, predicate) {
+        source = source.with_predicate(predicate);
+    }
     let metrics = datafusion::datasource::physical_plan::FileSource::metrics(&source).clone();
     MetricBuilder::new(&metrics)
         .global_counter("cells_total")
