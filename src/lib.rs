@@ -22,7 +22,7 @@
 
 mod error;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use apiary_catalog::{
     ApiaryCatalog, CatalogOptions, CommitOptions, IoRuntime, Leafcutter, Meadow, Registry,
@@ -31,6 +31,7 @@ use apiary_exec::{BeePool, ChamberRule, Colony, NodeConfig, Regulation};
 use apiary_swarm::{SwarmConfig, SwarmNode, SwarmOptions};
 use datafusion::catalog::CatalogProvider;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionContext;
@@ -68,6 +69,8 @@ pub struct Apiary {
     runtime: Arc<RuntimeEnv>,
     /// This node's membership of the swarm, once joined.
     swarm: Arc<Mutex<Option<SwarmNode>>>,
+    /// The providers handed to hosts with a runtime of their own ([`Apiary::catalog_with_own_runtime`]).
+    own_runtime: Arc<OnceLock<ApiaryCatalog>>,
 }
 
 impl Apiary {
@@ -113,6 +116,7 @@ impl Apiary {
             colony,
             runtime,
             swarm: Arc::new(Mutex::new(None)),
+            own_runtime: Arc::new(OnceLock::new()),
         })
     }
 
@@ -130,6 +134,24 @@ impl Apiary {
     /// `ctx.register_catalog("sales", ap.catalog("sales").await?)`.
     pub async fn catalog(&self, hive: &str) -> Result<Arc<dyn CatalogProvider>> {
         Ok(self.catalog.existing_hive(hive).await?)
+    }
+
+    /// The catalog provider of one hive for a host that executes our plans with a runtime of
+    /// its own — datafusion-python through datafusion-ffi, whose task contexts carry a default
+    /// `RuntimeEnv`. Its scans run on Apiary's runtime instead: the meadow's object store, and a
+    /// memory pool bounded by this node's bees' budget together.
+    pub async fn catalog_with_own_runtime(&self, hive: &str) -> Result<Arc<dyn CatalogProvider>> {
+        let catalog = self.own_runtime.get_or_init(|| {
+            let mut runtime = (*self.runtime).clone();
+            let pool = self.bees();
+            runtime.memory_pool = Arc::new(GreedyMemoryPool::new(
+                pool.budget_per_bee().saturating_mul(pool.bees()),
+            ));
+            let mut options = self.catalog.options().clone();
+            options.scan_runtime = Some(Arc::new(runtime));
+            ApiaryCatalog::new(self.registry().clone(), self.catalog.io().clone(), options)
+        });
+        Ok(catalog.existing_hive(hive).await?)
     }
 
     /// A new `SessionContext` with Apiary registered, `information_schema` enabled, and every

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use apiary::{Apiary, ApiaryOptions};
 use apiary_catalog::IoRuntime;
+use apiary_catalog::provider::OwnRuntimeExec;
 use apiary_catalog::testing::counting_local_meadow;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::support::{metric, plan, scalar, sql};
@@ -177,4 +179,84 @@ async fn cells_are_spread_over_target_partitions_by_size() {
     assert_eq!(counts.len(), 4, "{counts:?}");
     assert_eq!(counts.iter().sum::<usize>(), 40, "{counts:?}");
     assert!(counts.iter().all(|c| (9..=11).contains(c)), "{counts:?}");
+}
+
+/// What datafusion-python sees through datafusion-ffi: our plans executed with a task context
+/// whose runtime is a fresh default (no meadow store, no memory bound). The hive from
+/// `catalog_with_own_runtime` scans on Apiary's runtime, pruned, with its predicate installed
+/// in the Parquet source (the host's optimizer cannot push it there).
+#[tokio::test(flavor = "multi_thread")]
+async fn own_runtime_catalog_scans_without_the_hosts_runtime() {
+    let ap = crate::support::open("memory://own-runtime").await;
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(
+        &ctx,
+        "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, v DOUBLE) STORED AS APIARY LOCATION ''",
+    )
+    .await;
+    sql(
+        &ctx,
+        "INSERT INTO h.b.t SELECT value, 1.0 FROM generate_series(0, 9)",
+    )
+    .await;
+    sql(
+        &ctx,
+        "INSERT INTO h.b.t SELECT value, 2.0 FROM generate_series(100, 109)",
+    )
+    .await;
+
+    let query = "SELECT count(*), min(id) FROM h.b.t WHERE id >= 100";
+    let foreign = || Arc::new(TaskContext::default());
+
+    // The premise: the plain provider's scan needs the host's runtime to know the store.
+    let host = SessionContext::new();
+    host.register_catalog("h", ap.catalog("h").await.unwrap());
+    let plan = host
+        .sql(query)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let err = collect(plan, foreign()).await.unwrap_err().to_string();
+    assert!(err.contains("No suitable object store"), "{err}");
+
+    let host = SessionContext::new();
+    host.register_catalog("h", ap.catalog_with_own_runtime("h").await.unwrap());
+    let plan = host
+        .sql(query)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let shown = displayable(plan.as_ref()).indent(true).to_string();
+    assert!(shown.contains("OwnRuntimeExec"), "{shown}");
+    assert!(shown.contains("predicate=id@0 >= 100"), "{shown}");
+    let mut scans = vec![];
+    collect_scans(&plan, &mut scans);
+    assert_eq!(
+        scans,
+        vec![1],
+        "one of two cells pruned from the ledger: {shown}"
+    );
+    let rows = crate::support::rows(&collect(plan, foreign()).await.unwrap());
+    assert_eq!(rows, vec!["10|100"]);
+}
+
+/// The number of files of every Parquet scan in `plan`, looking inside `OwnRuntimeExec`.
+fn collect_scans(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<usize>) {
+    if let Some(own) = plan.downcast_ref::<OwnRuntimeExec>() {
+        return collect_scans(own.input(), out);
+    }
+    if let Some(scan) = plan.downcast_ref::<DataSourceExec>()
+        && let Some(config) = scan.data_source().downcast_ref::<FileScanConfig>()
+    {
+        out.push(config.file_groups.iter().map(|g| g.len()).sum());
+    }
+    for child in plan.children() {
+        collect_scans(child, out);
+    }
 }

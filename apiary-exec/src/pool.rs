@@ -163,6 +163,11 @@ impl BeePool {
         lock(&self.inner.free).iter().filter(|f| !**f).count()
     }
 
+    /// Which bees are in a chamber now (index = bee id).
+    pub fn busy_bees(&self) -> Vec<bool> {
+        lock(&self.inner.free).iter().map(|free| !free).collect()
+    }
+
     pub fn waiting(&self) -> usize {
         self.inner.waiting.load(Ordering::SeqCst)
     }
