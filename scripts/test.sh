@@ -43,14 +43,26 @@ fi
 section "cargo test"
 # Libraries, binaries, integration tests and examples, then doctests (`--all-targets`
 # would skip doctests and run the criterion benches in test mode instead).
-cargo test --workspace --lib --bins --tests --examples "$@"
-cargo test --workspace --doc "$@"
+# The Python wheel's crate is a cdylib for maturin; pytest tests it below.
+cargo test --workspace --exclude apiary-python --lib --bins --tests --examples "$@"
+cargo test --workspace --exclude apiary-python --doc "$@"
 
 section "quickstart (the README's first command)"
 quickstart_dir=$(mktemp -d)
 cargo run --quiet --example quickstart -- "$quickstart_dir"
 rm -rf "$quickstart_dir"
 
-# --- Python tests: add the Python test step here (same S3 env is exported). ---
+section "Python wheel (maturin develop, pytest)"
+if [[ $# -gt 0 ]]; then
+    echo "skipped: a cargo test filter was given"
+else
+    # shellcheck source=lib/venv.sh
+    source ./scripts/lib/venv.sh
+    venv_install 'import importlib.metadata as m, datafusion, pyarrow, pytest; m.version("maturin"); assert datafusion.__version__.startswith("55.")' \
+        'maturin>=1.9,<2' 'pyarrow>=14' 'datafusion==55.*' 'pytest>=8'
+    # The dev profile and this build's target dir: DataFusion is not compiled in release.
+    VIRTUAL_ENV=$APIARY_VENV "$APIARY_VENV/bin/maturin" develop --manifest-path python/Cargo.toml
+    "$APIARY_VENV/bin/python" -m pytest -q python/tests
+fi
 
 section "all checks passed"

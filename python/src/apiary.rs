@@ -1,0 +1,497 @@
+//! The `Apiary` class: one meadow, its bees, and this process's place in the swarm.
+
+use std::sync::Mutex;
+
+use apiary::catalog::ledger::FrameSpec;
+use apiary::catalog::{CommitInfo, IfExists};
+use apiary::swarm::{SwarmConfig, WorldView};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::ffi_stream::ArrowArrayStreamReader;
+use datafusion::arrow::record_batch::RecordBatchReader;
+use datafusion::prelude::SessionContext;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::arrow::{ArrowStream, import_schema, import_stream};
+use crate::catalog::HiveCatalog;
+use crate::error::{Error, Result};
+use crate::runtime::wait;
+
+/// An Apiary: frames in a local folder or a bucket, SQL on this node's bees, and — after
+/// `start()` — a member of the swarm of every node that uses the same storage.
+#[pyclass(frozen, module = "apiary", name = "Apiary")]
+pub struct PyApiary {
+    name: String,
+    storage: String,
+    ap: apiary::Apiary,
+    /// The session `sql()` runs in; made again when the node joins or leaves the swarm.
+    session: Mutex<SessionContext>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `~/.apiary/{name}`: where an Apiary without `storage` keeps its data (the `apiary` command's
+/// default is `~/.apiary/default`).
+fn default_storage(name: &str) -> Result<String> {
+    let home = std::env::var_os("HOME")
+        .ok_or_else(|| Error::Invalid("HOME is not set: pass storage=… explicitly".into()))?;
+    Ok(std::path::Path::new(&home)
+        .join(".apiary")
+        .join(name)
+        .display()
+        .to_string())
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\\'])
+        || name.chars().any(char::is_control);
+    if bad {
+        return Err(Error::Invalid(format!(
+            "invalid Apiary name {name:?}: it names a folder below ~/.apiary, so it must be a \
+             plain non-empty name without path separators"
+        )));
+    }
+    Ok(())
+}
+
+fn if_exists(exist_ok: bool) -> IfExists {
+    if exist_ok {
+        IfExists::Keep
+    } else {
+        IfExists::Fail
+    }
+}
+
+fn commit_dict<'py>(py: Python<'py>, info: &CommitInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("version", info.version)?;
+    d.set_item("cells_added", info.cells_added)?;
+    d.set_item("cells_removed", info.cells_removed)?;
+    d.set_item("rows_added", info.rows_added)?;
+    d.set_item("rows_removed", info.rows_removed)?;
+    d.set_item("attempts", info.attempts)?;
+    Ok(d)
+}
+
+/// The batches of a C stream reader as an async stream: a thread reads them (a Python-backed
+/// producer takes the GIL itself), a small channel bounds what is read ahead.
+fn batches_of(
+    reader: ArrowArrayStreamReader,
+) -> impl futures::Stream<Item = std::result::Result<RecordBatch, ArrowError>> + Send + Unpin {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    std::thread::spawn(move || {
+        for batch in reader {
+            if tx.blocking_send(batch).is_err() {
+                break; // the writer gave up
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (b, rx))
+    }))
+}
+
+impl PyApiary {
+    fn write(
+        &self,
+        py: Python<'_>,
+        hive: String,
+        box_: String,
+        frame: String,
+        data: &Bound<'_, PyAny>,
+        overwrite: bool,
+    ) -> PyResult<Py<PyDict>> {
+        let reader = import_stream(data, "data")?;
+        let catalog = self.ap.providers().clone();
+        let info = wait(py, async move {
+            let Some(target) = catalog.frame(&hive, &box_, &frame).await? else {
+                // The namespace (just re-read) names what is missing: hive, box or frame.
+                catalog.registry().snapshot().frame(&hive, &box_, &frame)?;
+                return Err(Error::Invalid(format!(
+                    "frame {hive}.{box_}.{frame} was dropped while being opened"
+                )));
+            };
+            // A mismatched schema fails here, before anything is read or written.
+            target
+                .cell_writer(&target.ledger().latest())?
+                .check_schema(&reader.schema())?;
+            let batches = batches_of(reader);
+            let info = if overwrite {
+                target.overwrite(batches, "OVERWRITE").await?
+            } else {
+                target.append(batches, "WRITE").await?
+            };
+            Ok(info)
+        })?;
+        Ok(commit_dict(py, &info)?.unbind())
+    }
+}
+
+#[pymethods]
+impl PyApiary {
+    /// Opens (creating if needed) the Apiary stored at `storage`: a folder path,
+    /// `file:///abs/path`, `s3://bucket/prefix` (credentials and endpoint from `AWS_*`, or
+    /// `?endpoint=…&region=…`) or `memory://`. Without `storage`, `~/.apiary/{name}`.
+    #[new]
+    #[pyo3(signature = (name, storage = None))]
+    fn new(py: Python<'_>, name: String, storage: Option<String>) -> PyResult<Self> {
+        validate_name(&name)?;
+        let storage = match storage {
+            Some(s) => s,
+            None => default_storage(&name)?,
+        };
+        let url = storage.clone();
+        let ap = wait(py, async move { Ok(apiary::Apiary::open(&url).await?) })?;
+        let session = ap.session().map_err(Error::from)?;
+        Ok(Self {
+            name,
+            storage,
+            ap,
+            session: Mutex::new(session),
+        })
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[getter]
+    fn storage(&self) -> &str {
+        &self.storage
+    }
+
+    /// Joins the swarm: this node heartbeats, works other nodes' tasks, and `sql()` distributes
+    /// large scans over the live nodes. Idempotent.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        if self.ap.swarm().is_some() {
+            return Ok(());
+        }
+        wait(py, async {
+            self.ap.join_swarm(SwarmConfig::default()).await?;
+            Ok(())
+        })?;
+        *lock(&self.session) = self.ap.session().map_err(Error::from)?;
+        Ok(())
+    }
+
+    /// Leaves the swarm (this node's heartbeat is removed). Idempotent.
+    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        wait(py, async {
+            self.ap.leave_swarm().await?;
+            Ok(())
+        })?;
+        *lock(&self.session) = self.ap.session().map_err(Error::from)?;
+        Ok(())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<Bound<'_, PyAny>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.shutdown(py)?;
+        Ok(false)
+    }
+
+    /// This node: cores, memory, bees, temperature, and whether it is in the swarm.
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let pool = self.ap.bees();
+        let node = pool.node();
+        let t = self.ap.colony().temperature();
+        let d = PyDict::new(py);
+        d.set_item("name", &self.name)?;
+        d.set_item("storage", &self.storage)?;
+        d.set_item("cores", node.cores)?;
+        d.set_item("memory_gb", node.memory as f64 / (1u64 << 30) as f64)?;
+        d.set_item("bees", pool.bees())?;
+        d.set_item("memory_per_bee", pool.budget_per_bee())?;
+        d.set_item("busy_bees", t.busy_bees)?;
+        d.set_item("temperature", t.value)?;
+        d.set_item("band", t.band.to_string())?;
+        let swarm = self.ap.swarm();
+        d.set_item("swarm", swarm.is_some())?;
+        d.set_item("node_id", swarm.as_ref().map(|s| s.id().to_string()))?;
+        Ok(d)
+    }
+
+    /// Every node of the swarm as the heartbeats show it. Liveness is judged over time: after
+    /// `start()` by this node's own world view; before, from one look at the heartbeats.
+    fn swarm_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let swarm = self.ap.swarm();
+        let nodes = match &swarm {
+            Some(node) => node.status().nodes,
+            None => {
+                let world = WorldView::new(self.ap.meadow().clone(), SwarmConfig::default());
+                wait(py, async move { Ok(world.poll().await?) })?
+            }
+        };
+        let list = PyList::empty(py);
+        let (mut total, mut idle) = (0usize, 0usize);
+        for n in &nodes {
+            let h = &n.heartbeat;
+            let alive = n.state.to_string() == "alive";
+            if alive {
+                total += h.bees;
+                idle += h.bees.saturating_sub(h.busy_bees);
+            }
+            let d = PyDict::new(py);
+            d.set_item("node", &h.node_id)?;
+            d.set_item("state", n.state.to_string())?;
+            d.set_item("bees", h.bees)?;
+            d.set_item("busy_bees", h.busy_bees)?;
+            d.set_item("temperature", h.temperature)?;
+            d.set_item("band", &h.band)?;
+            d.set_item("cached_cells", h.cached_cells.len())?;
+            d.set_item("cache_bytes", h.cache_bytes)?;
+            list.append(d)?;
+        }
+        let d = PyDict::new(py);
+        d.set_item("joined", swarm.is_some())?;
+        d.set_item("node_id", swarm.as_ref().map(|s| s.id().to_string()))?;
+        d.set_item("nodes", list)?;
+        d.set_item("total_bees", total)?;
+        d.set_item("idle_bees", idle)?;
+        Ok(d)
+    }
+
+    /// The colony temperature: how busy this node's bees are, and the band that regulates writes.
+    fn colony_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let t = self.ap.colony().temperature();
+        let d = PyDict::new(py);
+        d.set_item("temperature", t.value)?;
+        d.set_item("band", t.band.to_string())?;
+        d.set_item("bees", t.bees)?;
+        d.set_item("busy_bees", t.busy_bees)?;
+        d.set_item("reserved_bytes", t.reserved)?;
+        d.set_item("budget_bytes", t.budget)?;
+        d.set_item("waiting", t.waiting)?;
+        d.set_item("queue_capacity", t.queue_capacity)?;
+        Ok(d)
+    }
+
+    /// Each bee: its id, whether it is in a chamber now, and its memory budget.
+    fn bee_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let pool = self.ap.bees();
+        let list = PyList::empty(py);
+        for (bee, busy) in pool.busy_bees().into_iter().enumerate() {
+            let d = PyDict::new(py);
+            d.set_item("bee", bee)?;
+            d.set_item("state", if busy { "busy" } else { "idle" })?;
+            d.set_item("memory_budget", pool.budget_per_bee())?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// Creates a hive (a database).
+    #[pyo3(signature = (hive, exist_ok = false))]
+    fn create_hive(&self, py: Python<'_>, hive: String, exist_ok: bool) -> PyResult<()> {
+        let registry = self.ap.registry().clone();
+        wait(py, async move {
+            registry.create_hive(&hive, if_exists(exist_ok)).await?;
+            Ok(())
+        })
+    }
+
+    /// Creates a box (a schema) in `hive`.
+    #[pyo3(signature = (hive, box_, exist_ok = false))]
+    fn create_box(
+        &self,
+        py: Python<'_>,
+        hive: String,
+        box_: String,
+        exist_ok: bool,
+    ) -> PyResult<()> {
+        let registry = self.ap.registry().clone();
+        wait(py, async move {
+            registry
+                .create_box(&hive, &box_, if_exists(exist_ok))
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Creates a frame (a table) with an Arrow `schema` (e.g. a `pyarrow.Schema`), optionally
+    /// partitioned by some of its columns.
+    #[pyo3(signature = (hive, box_, frame, schema, partition_by = None, exist_ok = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn create_frame(
+        &self,
+        py: Python<'_>,
+        hive: String,
+        box_: String,
+        frame: String,
+        schema: Bound<'_, PyAny>,
+        partition_by: Option<Vec<String>>,
+        exist_ok: bool,
+    ) -> PyResult<()> {
+        let schema = import_schema(&schema, "schema")?;
+        let spec = FrameSpec::new(schema).with_partition_by(partition_by.unwrap_or_default());
+        let registry = self.ap.registry().clone();
+        wait(py, async move {
+            registry
+                .create_frame(&hive, &box_, &frame, &spec, if_exists(exist_ok))
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// `create_hive` under its SQL name.
+    #[pyo3(signature = (name, exist_ok = false))]
+    fn create_database(&self, py: Python<'_>, name: String, exist_ok: bool) -> PyResult<()> {
+        self.create_hive(py, name, exist_ok)
+    }
+
+    /// `create_box` under its SQL name.
+    #[pyo3(signature = (database, name, exist_ok = false))]
+    fn create_schema(
+        &self,
+        py: Python<'_>,
+        database: String,
+        name: String,
+        exist_ok: bool,
+    ) -> PyResult<()> {
+        self.create_box(py, database, name, exist_ok)
+    }
+
+    /// `create_frame` under its SQL name.
+    #[pyo3(signature = (database, schema_name, name, schema, partition_by = None, exist_ok = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn create_table(
+        &self,
+        py: Python<'_>,
+        database: String,
+        schema_name: String,
+        name: String,
+        schema: Bound<'_, PyAny>,
+        partition_by: Option<Vec<String>>,
+        exist_ok: bool,
+    ) -> PyResult<()> {
+        self.create_frame(
+            py,
+            database,
+            schema_name,
+            name,
+            schema,
+            partition_by,
+            exist_ok,
+        )
+    }
+
+    /// The hives, sorted.
+    fn list_hives(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let registry = self.ap.registry().clone();
+        wait(py, async move {
+            let mut names = registry.refresh().await?.hive_names();
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    /// The boxes of `hive`, sorted.
+    fn list_boxes(&self, py: Python<'_>, hive: String) -> PyResult<Vec<String>> {
+        let registry = self.ap.registry().clone();
+        wait(py, async move {
+            let mut names = registry.refresh().await?.box_names(&hive)?;
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    /// The frames of `hive.box_`, sorted.
+    fn list_frames(&self, py: Python<'_>, hive: String, box_: String) -> PyResult<Vec<String>> {
+        let registry = self.ap.registry().clone();
+        wait(py, async move {
+            let mut names = registry.refresh().await?.frame_names(&hive, &box_)?;
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    fn list_databases(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.list_hives(py)
+    }
+
+    fn list_schemas(&self, py: Python<'_>, database: String) -> PyResult<Vec<String>> {
+        self.list_boxes(py, database)
+    }
+
+    fn list_tables(
+        &self,
+        py: Python<'_>,
+        database: String,
+        schema: String,
+    ) -> PyResult<Vec<String>> {
+        self.list_frames(py, database, schema)
+    }
+
+    /// Appends `data` — any Arrow stream (`__arrow_c_stream__`: a pyarrow Table or
+    /// RecordBatchReader, a polars DataFrame, …) — to the frame in one commit. Columns are
+    /// matched by name; the batches are read as they are written, never all held at once.
+    fn write_to_frame(
+        &self,
+        py: Python<'_>,
+        hive: String,
+        box_: String,
+        frame: String,
+        data: Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyDict>> {
+        self.write(py, hive, box_, frame, &data, false)
+    }
+
+    /// Replaces every row of the frame with `data` in one commit (see `write_to_frame`).
+    fn overwrite_frame(
+        &self,
+        py: Python<'_>,
+        hive: String,
+        box_: String,
+        frame: String,
+        data: Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyDict>> {
+        self.write(py, hive, box_, frame, &data, true)
+    }
+
+    /// Runs one SQL statement on this node's bees (and the swarm, after `start()`) and returns
+    /// its result as a `pyarrow.Table`. Ctrl-C cancels it.
+    fn sql<'py>(&self, py: Python<'py>, query: String) -> PyResult<Bound<'py, PyAny>> {
+        let ctx = lock(&self.session).clone();
+        let (schema, batches) = wait(py, async move {
+            let df = ctx.sql(&query).await?;
+            let schema = df.schema().inner().clone();
+            let batches = df.collect().await?;
+            let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
+            Ok((schema, batches))
+        })?;
+        let stream = Bound::new(py, ArrowStream::new(schema, batches))?;
+        py.import("pyarrow")?.call_method1("table", (stream,))
+    }
+
+    /// The hive as a catalog provider for datafusion-python 55:
+    /// `ctx.register_catalog_provider("sales", ap.catalog("sales"))`.
+    fn catalog(&self, py: Python<'_>, hive: String) -> PyResult<HiveCatalog> {
+        let ap = self.ap.clone();
+        let name = hive.clone();
+        let provider = wait(
+            py,
+            async move { Ok(ap.catalog_with_own_runtime(&name).await?) },
+        )?;
+        Ok(HiveCatalog::new(hive, provider))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Apiary({:?}, storage={:?})", self.name, self.storage)
+    }
+}

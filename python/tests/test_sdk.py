@@ -1,0 +1,193 @@
+"""The Apiary class: namespace, writes from Arrow streams, SQL, status, bad input."""
+
+import _thread
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import apiary
+from conftest import ORDERS, orders, with_orders
+
+
+def count(ap, where="true"):
+    return ap.sql(f"SELECT count(*) AS n FROM sales.eu.orders WHERE {where}").column("n")[0].as_py()
+
+
+def version(ap):
+    history = ap.sql("SELECT max(version) AS v FROM apiary_history('sales.eu.orders')")
+    return history.column("v")[0].as_py()
+
+
+def test_namespace_and_sql_aliases(ap):
+    ap.create_database("sales")
+    ap.create_schema("sales", "eu")
+    ap.create_table("sales", "eu", "orders", ORDERS, exist_ok=True)
+    ap.create_hive("sales", exist_ok=True)
+    assert ap.list_hives() == ap.list_databases() == ["sales"]
+    assert ap.list_boxes("sales") == ap.list_schemas("sales") == ["eu"]
+    assert ap.list_frames("sales", "eu") == ap.list_tables("sales", "eu") == ["orders"]
+    with pytest.raises(apiary.ApiaryError, match="hive sales already exists"):
+        ap.create_hive("sales")
+    described = ap.sql("SELECT column_name FROM information_schema.columns "
+                       "WHERE table_catalog = 'sales' ORDER BY ordinal_position")
+    assert described.column(0).to_pylist() == ["id", "region", "amount"]
+
+
+def test_writes_from_tables_readers_and_generators(ap):
+    with_orders(ap)
+    first = ap.write_to_frame("sales", "eu", "orders", orders(range(10)))
+    assert first["rows_added"] == 10 and first["version"] == 1
+
+    # A RecordBatchReader over a Python generator: batches are pulled while Rust writes.
+    def batches():
+        for start in range(10, 1010, 100):
+            yield from orders(range(start, start + 100), region="de").to_batches()
+
+    reader = pa.RecordBatchReader.from_batches(ORDERS, batches())
+    second = ap.write_to_frame("sales", "eu", "orders", reader)
+    assert second["rows_added"] == 1000 and second["version"] == 2  # one commit
+    assert count(ap) == 1010 and count(ap, "region = 'de'") == 1000
+
+    # Columns are matched by name, whatever their order.
+    shuffled = orders([5000]).select(["amount", "region", "id"])
+    ap.write_to_frame("sales", "eu", "orders", shuffled)
+    assert count(ap, "id = 5000") == 1
+
+    replaced = ap.overwrite_frame("sales", "eu", "orders", orders(range(3)))
+    assert replaced["rows_added"] == 3 and replaced["rows_removed"] == 1011
+    assert count(ap) == 3
+
+
+def test_partitioned_frames(ap):
+    ap.create_hive("sales")
+    ap.create_box("sales", "eu")
+    ap.create_frame("sales", "eu", "orders", ORDERS, partition_by=["region"])
+    data = pa.concat_tables([orders(range(5), "fr"), orders(range(5, 8), "de")])
+    info = ap.write_to_frame("sales", "eu", "orders", data)
+    assert info["cells_added"] == 2
+    cells = ap.sql("SELECT partition FROM apiary_cells('sales.eu.orders') ORDER BY partition")
+    assert cells.column(0).to_pylist() == ["region=de", "region=fr"]
+
+
+def test_sql_returns_pyarrow_tables(ap):
+    with_orders(ap)
+    ap.write_to_frame("sales", "eu", "orders", orders(range(4)))
+    table = ap.sql("SELECT region, sum(amount) AS total FROM sales.eu.orders GROUP BY region")
+    assert isinstance(table, pa.Table)
+    assert table.to_pylist() == [{"region": "fr", "total": 6.0}]
+    empty = ap.sql("SELECT * FROM sales.eu.orders WHERE id < 0")
+    assert empty.num_rows == 0 and empty.schema.names == ["id", "region", "amount"]
+    # DDL and DML through SQL reach the same storage.
+    ap.sql("CREATE SCHEMA sales.us")
+    ap.sql("INSERT INTO sales.eu.orders VALUES (9, 'it', 9.0)")
+    assert "us" in ap.list_boxes("sales") and count(ap) == 5
+
+
+def test_bad_input_is_named_and_commits_nothing(ap, tmp_path):
+    with_orders(ap)
+    ap.write_to_frame("sales", "eu", "orders", orders(range(3)))
+    before = version(ap)
+
+    with pytest.raises(apiary.ApiaryError, match="frame sales.eu.nope not found"):
+        ap.write_to_frame("sales", "eu", "nope", orders([1]))
+    with pytest.raises(apiary.ApiaryError, match="box sales.xx not found"):
+        ap.write_to_frame("sales", "xx", "orders", orders([1]))
+    wrong = pa.table({"id": ["not a number"], "region": ["fr"], "amount": [1.0]})
+    with pytest.raises(apiary.ApiaryError, match="column id"):
+        ap.write_to_frame("sales", "eu", "orders", wrong)
+    extra = orders([1]).append_column("note", pa.array(["x"]))
+    with pytest.raises(apiary.ApiaryError, match="column note"):
+        ap.overwrite_frame("sales", "eu", "orders", extra)
+    with pytest.raises(TypeError, match=r"__arrow_c_stream__.*got list"):
+        ap.write_to_frame("sales", "eu", "orders", [{"id": 1}])
+    with pytest.raises(TypeError, match=r"__arrow_c_schema__.*got dict"):
+        ap.create_frame("sales", "eu", "other", {"id": "int64"})
+    with pytest.raises(apiary.ApiaryError, match="not_a_table"):
+        ap.sql("SELECT * FROM sales.eu.not_a_table")
+
+    # A stream that fails half-way: the cells already written are removed, nothing lands.
+    def failing():
+        yield from orders(range(100, 200)).to_batches()
+        raise ValueError("the producer broke")
+
+    with pytest.raises(apiary.ApiaryError, match="the producer broke"):
+        ap.write_to_frame("sales", "eu", "orders", pa.RecordBatchReader.from_batches(ORDERS, failing()))
+
+    assert version(ap) == before and count(ap) == 3
+    frame_dir = next(Path(ap.storage).rglob("orders"))
+    assert len(list(frame_dir.rglob("*.parquet"))) == 1
+
+    with pytest.raises(apiary.ApiaryError, match="ftp://nowhere"):
+        apiary.Apiary("x", storage="ftp://nowhere/data")
+    with pytest.raises(apiary.ApiaryError, match="invalid Apiary name"):
+        apiary.Apiary("../escape")
+
+
+def test_status_colony_bees_and_swarm(ap):
+    status = ap.status()
+    assert status["cores"] >= 1 and status["memory_gb"] > 0
+    assert status["bees"] >= 1 and status["memory_per_bee"] > 0
+    assert status["swarm"] is False and status["node_id"] is None
+    colony = ap.colony_status()
+    assert colony["bees"] == status["bees"] and colony["band"] == "cold"
+    bees = ap.bee_status()
+    assert [b["bee"] for b in bees] == list(range(status["bees"]))
+    assert {b["state"] for b in bees} == {"idle"}
+    assert ap.swarm_status()["nodes"] == []
+
+    with ap:
+        ap.start()
+        ap.start()  # idempotent
+        node = ap.status()["node_id"]
+        assert node
+        heartbeat = Path(ap.storage, "_heartbeats", f"node_{node}.json")
+        assert heartbeat.exists()
+        swarm = ap.swarm_status()
+        assert swarm["joined"] and [n["node"] for n in swarm["nodes"]] == [node]
+        # A second Apiary on the same storage sees this node from its heartbeat.
+        other = apiary.Apiary("other", storage=ap.storage)
+        assert [n["node"] for n in other.swarm_status()["nodes"]] == [node]
+    assert not heartbeat.exists()  # left on __exit__
+    assert ap.status()["swarm"] is False
+
+
+def test_ctrl_c_cancels_a_running_query_and_the_gil_is_free(ap):
+    ticks = 0
+    stop = threading.Event()
+
+    def tick():
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            time.sleep(0.01)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ap.sql("SELECT count(*) FROM generate_series(1, 1000000000000) AS a(x) WHERE x % 7 = 3")
+    finally:
+        stop.set()
+        ticker.join()
+        timer.cancel()
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, f"Ctrl-C took {elapsed:.1f} s"
+    assert ticks > 20, "another Python thread could not run during the query (GIL held?)"
+    deadline = time.monotonic() + 5
+    while {b["state"] for b in ap.bee_status()} != {"idle"}:
+        assert time.monotonic() < deadline, "the cancelled query still holds bees"
+        time.sleep(0.05)
+
+
+def test_type_stubs_ship_with_the_package():
+    package = Path(apiary.__file__).parent
+    assert (package / "py.typed").exists()
+    stub = (package / "_apiary.pyi").read_text()
+    for name in ["class Apiary", "def write_to_frame", "def catalog", "class HiveCatalog"]:
+        assert name in stub
