@@ -103,6 +103,32 @@ fn dash_c_prints_csv_and_a_failing_statement_exits_non_zero() {
 
     let err = failed(&apiary(dir.path(), &["-m", "lots", "-c", "SELECT 1"]));
     assert!(err.contains("lots"), "{err}");
+
+    // datafusion-cli's other memory flags, mapped onto the bees.
+    let out = ok(&apiary(
+        dir.path(),
+        &[
+            "-q",
+            "--format",
+            "csv",
+            "-m",
+            "256M",
+            "--mem-pool-type",
+            "greedy",
+            "-d",
+            "1G",
+            "-c",
+            "SELECT count(*) AS n FROM sales.eu.orders",
+        ],
+    ));
+    assert_eq!(out.lines().take(2).collect::<Vec<_>>(), ["n", "2"]);
+    let err = failed(&apiary(dir.path(), &["-d", "plenty", "-c", "SELECT 1"]));
+    assert!(err.contains("--disk-limit \"plenty\""), "{err}");
+    let err = failed(&apiary(
+        dir.path(),
+        &["--mem-pool-type", "lazy", "-c", "SELECT 1"],
+    ));
+    assert!(err.contains("lazy"), "{err}");
 }
 
 #[test]

@@ -19,6 +19,6 @@ pub mod temperature;
 pub use abandonment::{Diagnostic, Failure, TaskFailures, Verdict};
 pub use chamber_exec::{BeeOptions, ChamberExec, ChamberRule};
 pub use error::{ExecError, Result};
-pub use node::NodeConfig;
+pub use node::{MemoryPoolKind, NodeConfig};
 pub use pool::{BeePool, Chamber, HASH_JOIN_MIN_QUERY_MEMORY, PoolStatus};
 pub use temperature::{Band, Colony, Regulation, Temperature, Thresholds};

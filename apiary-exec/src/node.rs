@@ -11,6 +11,8 @@
 //! | `APIARY_MEMORY_FRACTION` | share of it the bees may use | `0.8` |
 //! | `APIARY_SCRATCH` | folder for the bees' spill files | `$TMPDIR/apiary-scratch` |
 //! | `APIARY_QUEUE` | tasks that may wait for bees before new ones are refused | `64` |
+//! | `APIARY_SCRATCH_LIMIT` | spill space all bees share (`10G`) | DataFusion's, per chamber |
+//! | `APIARY_MEMORY_POOL` | how a chamber shares its budget: `fair` or `greedy` | `fair` |
 //!
 //! `memory_per_bee = memory × fraction / bees`: on a 4 GiB, 4-core board each bee gets 0.8 GiB,
 //! and the rest is left to the OS, caches and Apiary's own bookkeeping.
@@ -39,6 +41,45 @@ pub struct NodeConfig {
     pub scratch: PathBuf,
     /// Tasks that may wait for bees; more are refused (retryably).
     pub queue_capacity: usize,
+    /// Spill space all bees share, in bytes; a chamber of k of the n bees may fill k/n of it.
+    /// `None`: DataFusion's default limit for each chamber.
+    pub scratch_limit: Option<u64>,
+    /// How a chamber shares its budget among the operators of its task.
+    pub memory_pool: MemoryPoolKind,
+}
+
+/// DataFusion's memory pools, as datafusion-cli's `--mem-pool-type` names them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemoryPoolKind {
+    /// `FairSpillPool`: spilling operators get equal shares of what the others leave.
+    #[default]
+    Fair,
+    /// `GreedyMemoryPool`: first come, first served.
+    Greedy,
+}
+
+impl std::str::FromStr for MemoryPoolKind {
+    type Err = ExecError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fair" => Ok(MemoryPoolKind::Fair),
+            "greedy" => Ok(MemoryPoolKind::Greedy),
+            other => Err(ExecError::InvalidSetting {
+                name: "memory pool".into(),
+                reason: format!("{other:?} is not fair or greedy"),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for MemoryPoolKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemoryPoolKind::Fair => "fair",
+            MemoryPoolKind::Greedy => "greedy",
+        })
+    }
 }
 
 impl NodeConfig {
@@ -52,6 +93,8 @@ impl NodeConfig {
             bees: cores,
             scratch: std::env::temp_dir().join("apiary-scratch"),
             queue_capacity: DEFAULT_QUEUE,
+            scratch_limit: None,
+            memory_pool: MemoryPoolKind::default(),
         };
         config.apply_env(|k| std::env::var(k).ok())?;
         config.validate()?;
@@ -67,6 +110,8 @@ impl NodeConfig {
             bees,
             scratch: scratch.into(),
             queue_capacity: DEFAULT_QUEUE,
+            scratch_limit: None,
+            memory_pool: MemoryPoolKind::default(),
         }
     }
 
@@ -92,6 +137,16 @@ impl NodeConfig {
 
     pub fn with_queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity;
+        self
+    }
+
+    pub fn with_scratch_limit(mut self, bytes: u64) -> Self {
+        self.scratch_limit = Some(bytes);
+        self
+    }
+
+    pub fn with_memory_pool(mut self, kind: MemoryPoolKind) -> Self {
+        self.memory_pool = kind;
         self
     }
 
@@ -130,6 +185,15 @@ impl NodeConfig {
                 .trim()
                 .parse()
                 .map_err(|_| bad("APIARY_QUEUE", &v, "a number"))?;
+        }
+        if let Some(v) = get("APIARY_SCRATCH_LIMIT") {
+            self.scratch_limit = Some(
+                parse_bytes(&v)
+                    .ok_or_else(|| bad("APIARY_SCRATCH_LIMIT", &v, "a size like 10G"))?,
+            );
+        }
+        if let Some(v) = get("APIARY_MEMORY_POOL") {
+            self.memory_pool = v.parse()?;
         }
         Ok(())
     }
@@ -251,11 +315,19 @@ mod tests {
             "APIARY_BEES" => Some("4".to_string()),
             "APIARY_MEMORY" => Some("4G".to_string()),
             "APIARY_MEMORY_FRACTION" => Some("0.5".to_string()),
+            "APIARY_SCRATCH_LIMIT" => Some("10G".to_string()),
+            "APIARY_MEMORY_POOL" => Some("Greedy".to_string()),
             _ => None,
         };
         c.apply_env(env).unwrap();
         assert_eq!(c.bees, 4);
         assert_eq!(c.memory_per_bee(), 512 << 20);
+        assert_eq!(c.scratch_limit, Some(10 << 30));
+        assert_eq!(c.memory_pool, MemoryPoolKind::Greedy);
+        let err = c
+            .apply_env(|k| (k == "APIARY_MEMORY_POOL").then(|| "lazy".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("lazy"), "{err}");
         let err = c
             .apply_env(|k| (k == "APIARY_BEES").then(|| "many".to_string()))
             .unwrap_err();

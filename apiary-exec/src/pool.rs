@@ -1,8 +1,9 @@
 //! The bee pool and its mason chambers.
 //!
 //! A mason bee seals each egg in a chamber of its own. A task runs in a [`Chamber`]: the bees it
-//! holds, a DataFusion `RuntimeEnv` whose memory pool is exactly their budget (a `FairSpillPool`)
-//! and whose disk manager spills into their scratch folders. Object stores and file caches are
+//! holds, a DataFusion `RuntimeEnv` whose memory pool is exactly their budget (a `FairSpillPool`,
+//! or a `GreedyMemoryPool` if the node asks) and whose disk manager spills into their scratch
+//! folders, within the node's spill limit. Object stores and file caches are
 //! the session's, shared by every chamber. Dropping the chamber frees the bees at once and
 //! removes its scratch files, whatever the outcome of the task.
 //!
@@ -19,7 +20,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::execution::TaskContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{
-    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+    FairSpillPool, GreedyMemoryPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
 };
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
@@ -27,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::chamber_exec::BeeOptions;
 use crate::error::{ExecError, Result};
-use crate::node::NodeConfig;
+use crate::node::{MemoryPoolKind, NodeConfig};
 
 /// Below this memory per query, sessions prefer sort-merge joins (they spill; DataFusion 55's
 /// hash join cannot spill its build side).
@@ -357,14 +358,24 @@ impl Chamber {
         } else {
             DiskManagerMode::Disabled
         };
+        let inner: Box<dyn MemoryPool> = match pool.node.memory_pool {
+            MemoryPoolKind::Fair => Box::new(FairSpillPool::new(budget)),
+            MemoryPoolKind::Greedy => Box::new(GreedyMemoryPool::new(budget)),
+        };
         let mut runtime = base.clone();
         runtime.memory_pool = Arc::new(ChamberPool {
-            inner: FairSpillPool::new(budget),
+            inner,
             pool: pool.clone(),
             label: label.clone(),
             budget,
         });
-        runtime.disk_manager = Arc::new(DiskManagerBuilder::default().with_mode(mode).build()?);
+        let mut disk = DiskManagerBuilder::default().with_mode(mode);
+        if let Some(limit) = pool.node.scratch_limit {
+            // This chamber's share of the node's spill space.
+            let share = limit / pool.node.bees.max(1) as u64 * bees.len() as u64;
+            disk = disk.with_max_temp_directory_size(share);
+        }
+        runtime.disk_manager = Arc::new(disk.build()?);
         Ok(Chamber {
             pool,
             bees,
@@ -447,10 +458,10 @@ impl Drop for Chamber {
     }
 }
 
-/// The memory pool of a chamber: a `FairSpillPool` of the chamber's budget that keeps the pool's
+/// The memory pool of a chamber: a fair or greedy pool of the chamber's budget that keeps the pool's
 /// total of reserved bytes (for the colony temperature) and names the bees in its errors.
 struct ChamberPool {
-    inner: FairSpillPool,
+    inner: Box<dyn MemoryPool>,
     pool: Arc<PoolInner>,
     label: String,
     budget: usize,

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use apiary_exec::{BeePool, MemoryPoolKind, NodeConfig};
+
 use crate::support::{MIB, files_below, pool, session};
 
 /// A 80,000-group aggregate over 32-character strings, sorted: unconstrained it reserves about
@@ -131,4 +133,51 @@ async fn a_query_holds_all_bees_and_their_budgets_add_up() {
         text.contains("ChamberExec: bees=2, budget_per_bee=16.0 MiB"),
         "{text}"
     );
+}
+
+/// The node's spill limit (`--disk-limit`) bounds what a chamber may write: the same query fails
+/// naming the limit instead of filling the disk, and the bee is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spill_limit_bounds_the_scratch_folder() {
+    let scratch = tempfile::tempdir().unwrap();
+    let node = NodeConfig::fixed(1, BUDGET, scratch.path()).with_scratch_limit(256 * 1024);
+    let pool = BeePool::new(node).unwrap();
+    let ctx = session(&pool);
+    let err = ctx.sql(HEAVY).await.unwrap().collect().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("256.0 KB"), "{text}");
+    assert_eq!(pool.busy(), 0);
+    assert_eq!(files_below(&pool.scratch().join("bee-0")), 0);
+}
+
+/// A greedy chamber pool (`--mem-pool-type greedy`) keeps the same budget: the query that spills
+/// under the fair pool fails or spills, but never reserves beyond the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greedy_chamber_keeps_the_budget() {
+    let scratch = tempfile::tempdir().unwrap();
+    let node =
+        NodeConfig::fixed(1, BUDGET, scratch.path()).with_memory_pool(MemoryPoolKind::Greedy);
+    let pool = BeePool::new(node).unwrap();
+    let ctx = session(&pool);
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (pool, done, peak) = (pool.clone(), done.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                peak.fetch_max(pool.reserved(), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let outcome = ctx.sql(HEAVY).await.unwrap().collect().await;
+    done.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+    match outcome {
+        Ok(batches) => assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 80_000),
+        Err(e) => assert!(e.to_string().contains("whose budget is 32.0 MiB"), "{e}"),
+    }
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak > 0 && peak as u64 <= BUDGET, "peak reservation {peak}");
+    assert_eq!(pool.busy(), 0);
 }

@@ -65,6 +65,13 @@ pub struct BeeArgs {
     /// Where bees spill (default: $TMPDIR/apiary-scratch).
     #[arg(long)]
     scratch: Option<std::path::PathBuf>,
+    /// Spill space the bees share, e.g. 10G; a query holding k of n bees may fill k/n of it
+    /// (default: DataFusion's limit for each query).
+    #[arg(short = 'd', long = "disk-limit")]
+    disk_limit: Option<String>,
+    /// How a query's bees share their budget among its operators.
+    #[arg(long = "mem-pool-type", value_parser = ["fair", "greedy"])]
+    mem_pool_type: Option<String>,
 }
 
 impl BeeArgs {
@@ -81,6 +88,15 @@ impl BeeArgs {
         }
         if let Some(scratch) = &self.scratch {
             node.scratch = scratch.clone();
+        }
+        if let Some(limit) = &self.disk_limit {
+            node.scratch_limit =
+                Some(parse_bytes(limit).ok_or_else(|| {
+                    format!("--disk-limit {limit:?} is not a size like 10G or 512M")
+                })?);
+        }
+        if let Some(kind) = &self.mem_pool_type {
+            node.memory_pool = kind.parse()?;
         }
         node.validate()?;
         Ok(node)
