@@ -400,16 +400,7 @@ impl Chamber {
     /// `base` (a session's task context) with this chamber's runtime: what a plan executes with
     /// to stay inside the chamber.
     pub fn task_context(&self, base: &TaskContext) -> Arc<TaskContext> {
-        Arc::new(TaskContext::new(
-            base.task_id(),
-            base.session_id(),
-            base.session_config().clone(),
-            base.scalar_functions().clone(),
-            base.higher_order_functions().clone(),
-            base.aggregate_functions().clone(),
-            base.window_functions().clone(),
-            self.runtime.clone(),
-        ))
+        apiary_catalog::provider::with_runtime(base, self.runtime.clone())
     }
 
     /// The memory budget of the chamber (its bees' budgets together).

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use apiary_exec::{BeePool, MemoryPoolKind, NodeConfig};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::error::Result as DfResult;
 
 use crate::support::{MIB, files_below, pool, session};
 
@@ -17,27 +19,36 @@ const HEAVY: &str = "SELECT h, count(*) AS c, max(v) AS m
     FROM (SELECT md5(CAST(value % 80000 AS VARCHAR)) AS h, value AS v FROM generate_series(1, 160000))
     GROUP BY h ORDER BY h";
 
-/// The peak memory the query reserves when it has room (sampled while it runs).
-async fn peak_reservation() -> usize {
-    let scratch = tempfile::tempdir().unwrap();
-    let roomy = pool(1, 1024 * MIB, scratch.path());
-    let ctx = session(&roomy);
+/// Runs `HEAVY` in a session of `pool`, sampling the bytes the pool has reserved; returns the
+/// outcome and the peak.
+async fn heavy_with_peak(pool: &BeePool, spill: bool) -> (DfResult<Vec<RecordBatch>>, usize) {
+    let ctx = session(pool);
+    ctx.sql(&format!("SET apiary.spill = {spill}"))
+        .await
+        .unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicUsize::new(0));
     let sampler = {
-        let (roomy, done, peak) = (roomy.clone(), done.clone(), peak.clone());
+        let (pool, done, peak) = (pool.clone(), done.clone(), peak.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
-                peak.fetch_max(roomy.reserved(), Ordering::SeqCst);
+                peak.fetch_max(pool.reserved(), Ordering::SeqCst);
                 std::thread::sleep(Duration::from_micros(200));
             }
         })
     };
-    ctx.sql("SET apiary.spill = false").await.unwrap();
-    ctx.sql(HEAVY).await.unwrap().collect().await.unwrap();
+    let outcome = ctx.sql(HEAVY).await.unwrap().collect().await;
     done.store(true, Ordering::SeqCst);
     sampler.join().unwrap();
-    peak.load(Ordering::SeqCst)
+    (outcome, peak.load(Ordering::SeqCst))
+}
+
+/// The peak memory the query reserves when it has room.
+async fn peak_reservation() -> usize {
+    let scratch = tempfile::tempdir().unwrap();
+    let (outcome, peak) = heavy_with_peak(&pool(1, 1024 * MIB, scratch.path()), false).await;
+    outcome.unwrap();
+    peak
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,26 +169,11 @@ async fn a_greedy_chamber_keeps_the_budget() {
     let node =
         NodeConfig::fixed(1, BUDGET, scratch.path()).with_memory_pool(MemoryPoolKind::Greedy);
     let pool = BeePool::new(node).unwrap();
-    let ctx = session(&pool);
-    let done = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicUsize::new(0));
-    let sampler = {
-        let (pool, done, peak) = (pool.clone(), done.clone(), peak.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::SeqCst) {
-                peak.fetch_max(pool.reserved(), Ordering::SeqCst);
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        })
-    };
-    let outcome = ctx.sql(HEAVY).await.unwrap().collect().await;
-    done.store(true, Ordering::SeqCst);
-    sampler.join().unwrap();
+    let (outcome, peak) = heavy_with_peak(&pool, true).await;
     match outcome {
         Ok(batches) => assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 80_000),
         Err(e) => assert!(e.to_string().contains("whose budget is 32.0 MiB"), "{e}"),
     }
-    let peak = peak.load(Ordering::SeqCst);
     assert!(peak > 0 && peak as u64 <= BUDGET, "peak reservation {peak}");
     assert_eq!(pool.busy(), 0);
 }

@@ -34,7 +34,7 @@ pub use functions::{
     CellsFunction, CleanseFunction, CompactFunction, HistoryFunction, VersionFunction,
 };
 pub use hive::HiveProvider;
-pub use own_runtime::OwnRuntimeExec;
+pub use own_runtime::{OwnRuntimeExec, with_runtime};
 pub use scan::PruneCounts;
 pub use sink::FrameSink;
 

@@ -22,6 +22,20 @@ use datafusion::physical_plan::{
     displayable,
 };
 
+/// `base` with `runtime` in place of its own; everything else (session config, functions) kept.
+pub fn with_runtime(base: &TaskContext, runtime: Arc<RuntimeEnv>) -> Arc<TaskContext> {
+    Arc::new(TaskContext::new(
+        base.task_id(),
+        base.session_id(),
+        base.session_config().clone(),
+        base.scalar_functions().clone(),
+        base.higher_order_functions().clone(),
+        base.aggregate_functions().clone(),
+        base.window_functions().clone(),
+        runtime,
+    ))
+}
+
 /// Executes `input` with `runtime` in place of the task context's runtime; everything else of
 /// the task context (session config, functions) is kept. Shows no children, so that no optimizer
 /// moves anything between it and its input.
@@ -102,16 +116,7 @@ impl ExecutionPlan for OwnRuntimeExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let context = Arc::new(TaskContext::new(
-            context.task_id(),
-            context.session_id(),
-            context.session_config().clone(),
-            context.scalar_functions().clone(),
-            context.higher_order_functions().clone(),
-            context.aggregate_functions().clone(),
-            context.window_functions().clone(),
-            self.runtime.clone(),
-        ));
+        let context = with_runtime(&context, self.runtime.clone());
         self.input.execute(partition, context)
     }
 }
