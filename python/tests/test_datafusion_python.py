@@ -72,3 +72,14 @@ def test_the_host_sees_new_writes_and_boxes(ap):
     ]
     ap.create_box("sales", "us")
     assert "us" in ap.catalog("sales").schema_names()
+
+
+def test_the_host_writes_through_insert(ap):
+    with_orders(ap)
+    ctx = SessionContext()
+    ctx.register_catalog_provider("sales", ap.catalog("sales"))
+    ctx.sql("INSERT INTO sales.eu.orders VALUES (7, 'fr', 7.0), (8, 'de', 8.0)").collect()
+    got = ap.sql("SELECT count(*) AS n, sum(id) AS s FROM sales.eu.orders").to_pylist()
+    assert got == [{"n": 2, "s": 15}]
+    history = ap.sql("SELECT count(*) AS n FROM apiary_history('sales.eu.orders')")
+    assert history.column("n")[0].as_py() == 2  # the frame's creation and one commit
