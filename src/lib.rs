@@ -41,6 +41,20 @@ pub use apiary_exec as exec;
 pub use apiary_swarm as swarm;
 pub use error::{Error, Result};
 
+/// Where an Apiary named `name` keeps its data when no storage is given: `~/.apiary/{name}`
+/// (the `apiary` command uses `default`, the Python `Apiary(name)` its name). `None` without
+/// `HOME`.
+pub fn default_storage(name: &str) -> Option<String> {
+    let home = std::env::var_os("HOME")?;
+    Some(
+        std::path::Path::new(&home)
+            .join(".apiary")
+            .join(name)
+            .display()
+            .to_string(),
+    )
+}
+
 /// How an [`Apiary`] is opened.
 #[derive(Debug, Clone, Default)]
 pub struct ApiaryOptions {

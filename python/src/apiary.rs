@@ -3,8 +3,8 @@
 use std::sync::Mutex;
 
 use apiary::catalog::ledger::FrameSpec;
-use apiary::catalog::{CommitInfo, IfExists};
-use apiary::swarm::{SwarmConfig, WorldView};
+use apiary::catalog::{CommitInfo, IfExists, RegistryState};
+use apiary::swarm::{NodeState, SwarmConfig, WorldView};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ffi_stream::ArrowArrayStreamReader;
@@ -33,16 +33,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `~/.apiary/{name}`: where an Apiary without `storage` keeps its data (the `apiary` command's
-/// default is `~/.apiary/default`).
+/// `~/.apiary/{name}` (see [`apiary::default_storage`]).
 fn default_storage(name: &str) -> Result<String> {
-    let home = std::env::var_os("HOME")
-        .ok_or_else(|| Error::Invalid("HOME is not set: pass storage=… explicitly".into()))?;
-    Ok(std::path::Path::new(&home)
-        .join(".apiary")
-        .join(name)
-        .display()
-        .to_string())
+    apiary::default_storage(name)
+        .ok_or_else(|| Error::Invalid("HOME is not set: pass storage=… explicitly".into()))
 }
 
 fn validate_name(name: &str) -> Result<()> {
@@ -98,6 +92,20 @@ fn batches_of(
 }
 
 impl PyApiary {
+    /// Names picked from the namespace as just re-read, sorted.
+    fn names(
+        &self,
+        py: Python<'_>,
+        pick: impl FnOnce(&RegistryState) -> Result<Vec<String>> + Send,
+    ) -> PyResult<Vec<String>> {
+        let registry = self.ap.registry().clone();
+        wait(py, async move {
+            let mut names = pick(&*registry.refresh().await?)?;
+            names.sort();
+            Ok(names)
+        })
+    }
+
     fn write(
         &self,
         py: Python<'_>,
@@ -242,7 +250,7 @@ impl PyApiary {
         let (mut total, mut idle) = (0usize, 0usize);
         for n in &nodes {
             let h = &n.heartbeat;
-            let alive = n.state.to_string() == "alive";
+            let alive = n.state == NodeState::Alive;
             if alive {
                 total += h.bees;
                 idle += h.bees.saturating_sub(h.busy_bees);
@@ -393,32 +401,17 @@ impl PyApiary {
 
     /// The hives, sorted.
     fn list_hives(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        let registry = self.ap.registry().clone();
-        wait(py, async move {
-            let mut names = registry.refresh().await?.hive_names();
-            names.sort();
-            Ok(names)
-        })
+        self.names(py, |s| Ok(s.hive_names()))
     }
 
     /// The boxes of `hive`, sorted.
     fn list_boxes(&self, py: Python<'_>, hive: String) -> PyResult<Vec<String>> {
-        let registry = self.ap.registry().clone();
-        wait(py, async move {
-            let mut names = registry.refresh().await?.box_names(&hive)?;
-            names.sort();
-            Ok(names)
-        })
+        self.names(py, move |s| Ok(s.box_names(&hive)?))
     }
 
     /// The frames of `hive.box_`, sorted.
     fn list_frames(&self, py: Python<'_>, hive: String, box_: String) -> PyResult<Vec<String>> {
-        let registry = self.ap.registry().clone();
-        wait(py, async move {
-            let mut names = registry.refresh().await?.frame_names(&hive, &box_)?;
-            names.sort();
-            Ok(names)
-        })
+        self.names(py, move |s| Ok(s.frame_names(&hive, &box_)?))
     }
 
     fn list_databases(&self, py: Python<'_>) -> PyResult<Vec<String>> {

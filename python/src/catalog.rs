@@ -100,8 +100,9 @@ impl HiveCatalog {
     }
 
     /// The boxes (schemas) of the hive.
-    fn schema_names(&self) -> Vec<String> {
-        let mut names = self.provider.schema_names();
+    fn schema_names(&self, py: Python<'_>) -> Vec<String> {
+        // May re-read the namespace from storage: without the GIL.
+        let mut names = py.detach(|| self.provider.schema_names());
         names.sort();
         names
     }

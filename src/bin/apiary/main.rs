@@ -111,9 +111,7 @@ impl BeeArgs {
 }
 
 fn default_storage() -> String {
-    std::env::var("HOME")
-        .map(|h| format!("{h}/.apiary/default"))
-        .unwrap_or_else(|_| "apiary-data".into())
+    apiary::default_storage("default").unwrap_or_else(|| "apiary-data".into())
 }
 
 #[tokio::main]
