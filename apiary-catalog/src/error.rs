@@ -48,6 +48,9 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    #[error("storage {url} cannot be used: {reason}")]
+    UnsupportedFileSystem { url: String, reason: String },
+
     #[error("{kind} {name} not found")]
     NotFound { kind: Kind, name: String },
 

@@ -60,7 +60,7 @@ pub use io::IoRuntime;
 pub use ledger::{
     Action, CellRecord, ColumnStats, CommitInfo, FrameSnapshot, FrameSpec, Ledger, LedgerEntry,
 };
-pub use meadow::{Created, Meadow, MeadowKind};
+pub use meadow::{Created, Meadow, MeadowKind, StoreLayer};
 pub use options::CommitOptions;
 pub use provider::{ApiaryCatalog, CatalogOptions, FrameTable};
 pub use registry::{Creation, FrameRecord, IfExists, IfMissing, Registry, RegistryState};

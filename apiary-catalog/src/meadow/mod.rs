@@ -31,6 +31,8 @@ use url::Url;
 
 use crate::error::{Error, Result};
 
+mod durable;
+
 /// Outcome of a conditional create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
@@ -56,14 +58,23 @@ pub struct Meadow {
     inner: Arc<Inner>,
 }
 
+/// Wraps a meadow's object store (a fault injector, a request counter, a rate limiter …).
+pub type StoreLayer = Arc<dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync>;
+
+#[derive(Clone)]
 struct Inner {
     url: String,
     kind: MeadowKind,
+    /// The store every call goes through: the base store inside its layers.
     store: Arc<dyn ObjectStore>,
     store_url: ObjectStoreUrl,
     root: Path,
-    /// The local store again, to map keys to files for fsync-ed creates.
+    /// The local file system under the durable store, to map keys to files for fsync.
     local: Option<Arc<LocalFileSystem>>,
+    /// The runtime driving a remote store's connections, for [`Meadow::dedicated`].
+    io: Option<tokio::runtime::Handle>,
+    /// The layers around the base store, outermost last, for [`Meadow::dedicated`].
+    layers: Vec<StoreLayer>,
 }
 
 impl std::fmt::Debug for Meadow {
@@ -112,6 +123,14 @@ impl Meadow {
     }
 
     fn build_from_url(url: &str, io: Option<&tokio::runtime::Handle>) -> Result<Meadow> {
+        let mut meadow = Self::build_base(url, io)?;
+        if let Some(io) = io {
+            Arc::make_mut(&mut meadow.inner).io = Some(io.clone());
+        }
+        Ok(meadow)
+    }
+
+    fn build_base(url: &str, io: Option<&tokio::runtime::Handle>) -> Result<Meadow> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: url.to_string(),
             reason: reason.to_string(),
@@ -242,7 +261,7 @@ impl Meadow {
         Ok(Self::build(
             url,
             MeadowKind::Local,
-            local.clone(),
+            Arc::new(durable::DurableFs::new(local.clone())),
             store_url,
             root,
             Some(local),
@@ -285,12 +304,48 @@ impl Meadow {
                 store_url,
                 root,
                 local,
+                io: None,
+                layers: vec![],
             }),
         }
     }
 
+    /// The same meadow with its store wrapped by `layer`: every call — commits included — goes
+    /// through it. Layers stack, and [`Meadow::dedicated`] keeps them.
+    pub fn with_store_layer(&self, layer: StoreLayer) -> Meadow {
+        let mut inner = (*self.inner).clone();
+        inner.store = layer(inner.store.clone());
+        inner.layers.push(layer);
+        Meadow {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The same meadow through a client of its own: for S3 a new HTTP client with its own
+    /// connections, so that small, urgent requests (heartbeats) never wait in the pool behind
+    /// the node's large uploads. Local and memory meadows have no connections to separate.
+    pub fn dedicated(&self) -> Result<Meadow> {
+        if self.inner.kind != MeadowKind::S3 {
+            return Ok(self.clone());
+        }
+        let mut meadow = Self::build_from_url(&self.inner.url, self.inner.io.as_ref())?;
+        for layer in &self.inner.layers {
+            meadow = meadow.with_store_layer(layer.clone());
+        }
+        Ok(meadow)
+    }
+
     /// A cheap call that fails when the store is unreachable (no bucket, no permission).
     async fn check_reachable(&self) -> Result<()> {
+        if let Some(local) = &self.inner.local {
+            let root = local
+                .path_to_filesystem(&self.inner.root)
+                .map_err(|e| Error::storage(&self.inner.root, e))?;
+            let url = self.inner.url.clone();
+            tokio::task::spawn_blocking(move || durable::check_hard_links(&root))
+                .await?
+                .map_err(|reason| Error::UnsupportedFileSystem { url, reason })?;
+        }
         let prefix = self.key("_registry");
         self.inner
             .store
@@ -357,17 +412,6 @@ impl Meadow {
     /// mean the same thing here: this writer lost the race.
     pub async fn create(&self, rel: &str, bytes: Bytes) -> Result<Created> {
         let key = self.key(rel);
-        if let Some(local) = &self.inner.local {
-            let file = local
-                .path_to_filesystem(&key)
-                .map_err(|e| Error::storage(&key, e))?;
-            return tokio::task::spawn_blocking(move || durable::create(&file, &bytes))
-                .await?
-                .map_err(|source| Error::Io {
-                    path: key.to_string(),
-                    source,
-                });
-        }
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -472,8 +516,9 @@ impl Meadow {
 
     /// Makes an object written through [`Meadow::store`] durable before a commit refers to it.
     ///
-    /// Object stores are durable once a write returns; a local file is flushed to disk (with its
-    /// folder) so that a power cut after the commit cannot leave a ledger pointing at a hole.
+    /// Object stores are durable once a write returns; a local file is flushed to disk with
+    /// every folder up to the meadow's root, so that a power cut after the commit cannot leave a
+    /// ledger pointing at a hole (a cell in a partition folder the write created included).
     pub async fn make_durable(&self, key: &Path) -> Result<()> {
         let Some(local) = &self.inner.local else {
             return Ok(());
@@ -481,60 +526,16 @@ impl Meadow {
         let file = local
             .path_to_filesystem(key)
             .map_err(|e| Error::storage(key, e))?;
+        let root = local
+            .path_to_filesystem(&self.inner.root)
+            .map_err(|e| Error::storage(&self.inner.root, e))?;
         let key = key.clone();
-        tokio::task::spawn_blocking(move || durable::sync_file_and_dir(&file))
+        tokio::task::spawn_blocking(move || durable::sync_file_and_ancestors(&file, &root))
             .await?
             .map_err(|source| Error::Io {
                 path: key.to_string(),
                 source,
             })
-    }
-}
-
-/// Local-disk commits that survive a power cut: staged, flushed, linked, folder flushed.
-mod durable {
-    use std::fs::{self, File, OpenOptions};
-    use std::io::{ErrorKind, Write};
-    use std::path::Path;
-
-    use super::Created;
-
-    pub(super) fn create(path: &Path, bytes: &[u8]) -> std::io::Result<Created> {
-        let dir = path
-            .parent()
-            .ok_or_else(|| std::io::Error::other("object path has no parent folder"))?;
-        fs::create_dir_all(dir)?;
-        // `name#digits` is object_store's staging pattern: listings skip it.
-        let mut staging = path.as_os_str().to_owned();
-        staging.push(format!("#{}", rand::random::<u32>()));
-        let staging = std::path::PathBuf::from(staging);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&staging)?;
-        let outcome = (|| {
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            match fs::hard_link(&staging, path) {
-                Ok(()) => Ok(Created::Yes),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(Created::LostRace),
-                Err(e) => Err(e),
-            }
-        })();
-        let _ = fs::remove_file(&staging);
-        let created = outcome?;
-        if created == Created::Yes {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(created)
-    }
-
-    pub(super) fn sync_file_and_dir(path: &Path) -> std::io::Result<()> {
-        File::open(path)?.sync_all()?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
     }
 }
 
