@@ -1,5 +1,5 @@
 //! Helpers for tests of Apiary and of code built on it (feature `test-util`): the three storage
-//! backends, and an object store that counts requests.
+//! backends, an object store that counts requests, and one that injects faults ([`faults`]).
 //!
 //! The S3 backend needs `APIARY_TEST_S3_URL` (set by `./scripts/test.sh`, which starts the S3
 //! test server).
@@ -18,6 +18,8 @@ use object_store::{
 };
 
 use crate::Meadow;
+
+pub mod faults;
 
 /// One storage backend under test.
 pub struct Backend {
