@@ -6,6 +6,7 @@
 //! claim_{n}_{a}.json     attempt a of task n, claimed by one node (conditional create)
 //! error_{n}_{a}.json     attempt a failed on its node, with the error
 //! retry_{n}_{a}.json     the coordinator gave up on attempt a (error, dead node, deadline)
+//! progress_{n}_{a}.json  rewritten by the claimant while attempt a runs: it is alive
 //! partial_{n}_{a}.arrow  the result of attempt a, an Arrow IPC stream
 //! done_{n}.json          which attempt's result counts (conditional create: the first to finish)
 //! finished.json          the query is over (ok, failed or cancelled); workers stop
@@ -65,6 +66,16 @@ pub struct Done {
     pub attempt: usize,
     pub rows: u64,
     pub bytes: u64,
+}
+
+/// Rewritten by a claimant while its attempt runs, so that a coordinator sees the work go on even
+/// when the claimant's heartbeats are late.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub node: String,
+    pub attempt: usize,
+    /// Grows by one with every write.
+    pub tick: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +139,10 @@ impl QueryDir {
         format!("{}/retry_{n}_{a}.json", self.dir)
     }
 
+    pub fn progress(&self, n: usize, a: usize) -> String {
+        format!("{}/progress_{n}_{a}.json", self.dir)
+    }
+
     pub fn partial(&self, n: usize, a: usize) -> String {
         format!("{}/partial_{n}_{a}.arrow", self.dir)
     }
@@ -151,6 +166,8 @@ pub struct QueryState {
     pub errors: BTreeSet<(usize, usize)>,
     pub retries: BTreeSet<(usize, usize)>,
     pub done: BTreeSet<usize>,
+    /// The progress objects, by (task, attempt): what identifies their current content.
+    pub progress: BTreeMap<(usize, usize), String>,
 }
 
 fn two_numbers(rest: &str) -> Option<(usize, usize)> {
@@ -177,6 +194,27 @@ impl QueryState {
                 } else if let Some(n) = rest.strip_prefix("done_").and_then(|n| n.parse().ok()) {
                     s.done.insert(n);
                 }
+            }
+        }
+        s
+    }
+
+    /// Reads the state from a listing of the query folder.
+    pub fn from_listing(objects: &[object_store::ObjectMeta]) -> Self {
+        let mut s = Self::from_names(objects.iter().filter_map(|o| o.location.filename()));
+        for o in objects {
+            let Some(rest) = o
+                .location
+                .filename()
+                .and_then(|n| n.strip_prefix("progress_")?.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            if let Some(x) = two_numbers(rest) {
+                let fingerprint = o.e_tag.clone().unwrap_or_else(|| {
+                    format!("{}:{}", o.last_modified.timestamp_micros(), o.size)
+                });
+                s.progress.insert(x, fingerprint);
             }
         }
         s

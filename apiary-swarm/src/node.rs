@@ -8,7 +8,7 @@ use apiary_exec::Colony;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cache::{CacheStatus, CellCache};
@@ -23,6 +23,9 @@ use crate::world_view::{NodeView, WorldView};
 /// How many cached cells a heartbeat lists (the most recently used).
 const CACHED_CELLS_REPORTED: usize = 10_000;
 
+/// Heartbeat writes that may be under way at once when the store is slow.
+const MAX_BEATS_IN_FLIGHT: usize = 3;
+
 impl NodeInner {
     /// This node's clock (with the fault-injection skew, if any), for informative timestamps.
     pub(crate) fn clock_ms(&self) -> i64 {
@@ -34,6 +37,9 @@ pub(crate) struct NodeInner {
     pub config: SwarmConfig,
     /// The meadow, for coordination objects and partial results.
     pub meadow: Meadow,
+    /// The same meadow through a client of its own, for heartbeats: a beat never waits for a
+    /// connection behind this node's large uploads.
+    pub membership: Meadow,
     pub colony: Colony,
     pub cache: Arc<CellCache>,
     pub world: WorldView,
@@ -46,6 +52,9 @@ pub(crate) struct NodeInner {
     /// Tasks this node's worker runs now.
     pub running: Arc<AtomicUsize>,
     pub stopping: AtomicBool,
+    /// One permit per heartbeat write under way; leaving takes them all, so that no late beat
+    /// lands after the heartbeat is deleted.
+    beats: Arc<Semaphore>,
     seq: AtomicU64,
     started_ms: i64,
     loops: Mutex<Vec<JoinHandle<()>>>,
@@ -97,8 +106,10 @@ impl SwarmNode {
             store_url: meadow.object_store_url().clone(),
             root: meadow.root().to_string(),
         };
+        let membership = meadow.dedicated()?;
         let inner = Arc::new(NodeInner {
-            world: WorldView::new(meadow.clone(), config.clone()),
+            world: WorldView::new(membership.clone(), config.clone()),
+            membership,
             codec: ApiaryCodec::new(Some(colony.pool().clone())),
             config,
             meadow,
@@ -109,6 +120,7 @@ impl SwarmNode {
             nudge: Notify::new(),
             running: Arc::new(AtomicUsize::new(0)),
             stopping: AtomicBool::new(false),
+            beats: Arc::new(Semaphore::new(MAX_BEATS_IN_FLIGHT)),
             seq: AtomicU64::new(0),
             started_ms: chrono::Utc::now().timestamp_millis(),
             loops: Mutex::new(vec![]),
@@ -120,11 +132,26 @@ impl SwarmNode {
         let beats = {
             let node = node.clone();
             io.spawn(async move {
+                // Beats keep their own schedule: a slow one does not hold back the next (up to
+                // a few in flight), so a slow store delays them without thinning them out.
+                let mut ticks = tokio::time::interval(node.inner.config.heartbeat_interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.tick().await;
                 loop {
-                    tokio::time::sleep(node.inner.config.heartbeat_interval).await;
-                    if let Err(e) = node.beat().await {
-                        log::warn!("node {}: heartbeat failed: {e}", node.id());
-                    }
+                    ticks.tick().await;
+                    let Ok(permit) = node.inner.beats.clone().try_acquire_owned() else {
+                        continue; // as many beats in flight as allowed
+                    };
+                    let node = node.clone();
+                    tokio::spawn(async move {
+                        if node.inner.stopping.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        if let Err(e) = node.beat().await {
+                            log::warn!("node {}: heartbeat failed: {e}", node.id());
+                        }
+                        drop(permit);
+                    });
                 }
             })
         };
@@ -202,7 +229,7 @@ impl SwarmNode {
     pub async fn beat(&self) -> Result<()> {
         let hb = self.heartbeat();
         self.inner
-            .meadow
+            .membership
             .put(&heartbeat_key(self.id()), hb.encode()?)
             .await?;
         self.inner.world.observe_own(hb);
@@ -212,7 +239,16 @@ impl SwarmNode {
     /// Leaves the swarm gracefully: stops the loops and deletes this node's heartbeat.
     pub async fn leave(&self) -> Result<()> {
         self.halt();
-        self.inner.meadow.delete(&heartbeat_key(self.id())).await?;
+        // Wait for the beats under way: none may land after the delete.
+        let _all = self
+            .inner
+            .beats
+            .acquire_many(MAX_BEATS_IN_FLIGHT as u32)
+            .await;
+        self.inner
+            .membership
+            .delete(&heartbeat_key(self.id()))
+            .await?;
         Ok(())
     }
 

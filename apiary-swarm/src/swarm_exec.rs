@@ -311,6 +311,8 @@ impl Coordination {
         let mut claims: HashMap<(usize, usize), (Instant, String)> = HashMap::new();
         let mut failures: HashMap<usize, TaskFailures> = HashMap::new();
         let mut retried: BTreeSet<(usize, usize)> = BTreeSet::new();
+        // When each attempt's progress object last changed, on this node's clock.
+        let mut progressed: HashMap<(usize, usize), (String, Instant)> = HashMap::new();
         let mut interval = Duration::from_millis(5);
         loop {
             if self.senders.iter().all(|s| s.is_closed()) {
@@ -323,6 +325,14 @@ impl Coordination {
                 })??;
             }
             let state = query_state(node, query).await?;
+            for (attempt, fingerprint) in &state.progress {
+                let changed = progressed
+                    .get(attempt)
+                    .is_none_or(|(seen, _)| seen != fingerprint);
+                if changed {
+                    progressed.insert(*attempt, (fingerprint.clone(), Instant::now()));
+                }
+            }
             let mut progress = false;
             progress |= claim_and_run(
                 node,
@@ -380,11 +390,18 @@ impl Coordination {
                         None => continue,
                     }
                 } else {
+                    // A claimant whose attempt still writes its progress object is working,
+                    // however late its heartbeats are.
+                    let silent = progressed
+                        .get(&(n, a))
+                        .map_or(seen, |(_, at)| (*at).max(seen))
+                        .elapsed()
+                        >= config.dead_after;
                     match node.world.state_of(&claimant) {
-                        Some(NodeState::Dead) => format!("node {claimant} stopped heartbeating"),
-                        None if seen.elapsed() >= config.dead_after => {
-                            format!("node {claimant} left the swarm")
+                        Some(NodeState::Dead) if silent => {
+                            format!("node {claimant} stopped heartbeating")
                         }
+                        None if silent => format!("node {claimant} left the swarm"),
                         _ if seen.elapsed() >= config.task_deadline => format!(
                             "not finished within the task deadline of {} ms",
                             config.task_deadline.as_millis()

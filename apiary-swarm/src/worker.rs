@@ -23,7 +23,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{Result, SwarmError};
 use crate::manifest::{
-    Claim, Done, Manifest, QUERIES, QueryDir, QueryState, TaskError, decode, encode,
+    Claim, Done, Manifest, Progress, QUERIES, QueryDir, QueryState, TaskError, decode, encode,
 };
 use crate::node::NodeInner;
 
@@ -125,9 +125,7 @@ async fn poll(node: &Arc<NodeInner>, known: &mut HashMap<String, Known>) -> Resu
 /// The state of a query folder, from one listing.
 pub(crate) async fn query_state(node: &NodeInner, dir: &QueryDir) -> Result<QueryState> {
     let listed = node.meadow.list_dir(dir.dir()).await?;
-    Ok(QueryState::from_names(
-        listed.objects.iter().filter_map(|o| o.location.filename()),
-    ))
+    Ok(QueryState::from_listing(&listed.objects))
 }
 
 /// Where claimed tasks run: at most `capacity` at once, counted in `running`; on a bee of this
@@ -178,7 +176,9 @@ pub(crate) async fn claim_and_run(
         slots.running.fetch_add(1, Ordering::SeqCst);
         let (node, dir, slots) = (node.clone(), dir.clone(), slots.clone());
         tokio::spawn(async move {
+            let progress = ProgressBeat::start(&node, &dir, n, a);
             let outcome = run_task(&node, &dir, n, a, slots.ctx.clone()).await;
+            drop(progress);
             report(&node, &dir, n, a, outcome).await;
             slots.running.fetch_sub(1, Ordering::SeqCst);
             node.nudge.notify_one();
@@ -186,6 +186,45 @@ pub(crate) async fn claim_and_run(
         started += 1;
     }
     Ok(started)
+}
+
+/// Rewrites `progress_{n}_{a}.json` every heartbeat interval while an attempt runs (through the
+/// node's membership client); stops when dropped.
+struct ProgressBeat(tokio::task::JoinHandle<()>);
+
+impl ProgressBeat {
+    fn start(node: &Arc<NodeInner>, dir: &QueryDir, n: usize, a: usize) -> Self {
+        let (node, key) = (node.clone(), dir.progress(n, a));
+        Self(tokio::spawn(async move {
+            let mut tick = 0;
+            loop {
+                tokio::time::sleep(node.config.heartbeat_interval).await;
+                tick += 1;
+                let progress = Progress {
+                    node: node.config.node_id.clone(),
+                    attempt: a,
+                    tick,
+                };
+                let written = match encode(&progress, &key) {
+                    Ok(body) => node
+                        .membership
+                        .put(&key, body)
+                        .await
+                        .map_err(SwarmError::from),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
+                    log::debug!("node {}: progress of {key}: {e}", node.config.node_id);
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for ProgressBeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Writes `done_{n}` (the first attempt to finish wins) or `error_{n}_{a}`.

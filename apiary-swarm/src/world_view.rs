@@ -4,12 +4,20 @@
 //! and a GET of each heartbeat that changed. A node is judged by how long its heartbeat has been
 //! unchanged *on the observer's clock* — so a node whose clock is minutes off is judged like any
 //! other. Heartbeats dead for long enough are removed by whichever node sees them.
+//!
+//! A slow store is not a dead node. Silence is measured up to the start of the last successful
+//! poll (what happened after it is not known yet), and a node's silence is excused by the
+//! *store's lag*: how late the freshest other heartbeat is — this node's own among them, whose
+//! lateness is the time since its own last beat landed. If every heartbeat is late, the store
+//! is slow and nobody is judged for it; if any other node (or this one) beats on time, a
+//! silent node has no excuse.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use apiary_catalog::Meadow;
+use futures::StreamExt;
 
 use crate::config::SwarmConfig;
 use crate::error::Result;
@@ -37,11 +45,13 @@ impl std::fmt::Display for NodeState {
 pub struct NodeView {
     pub heartbeat: Heartbeat,
     pub state: NodeState,
-    /// How long its heartbeat has not changed, on this node's clock.
+    /// How long its heartbeat has not changed, on this node's clock, up to the last poll.
     pub unchanged_for: Duration,
+    /// How much of that silence the store's lag excuses (see the module docs).
+    pub store_lag: Duration,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Observation {
     /// What identifies the heartbeat object's content: its e-tag, else modification time + size.
     fingerprint: String,
@@ -55,7 +65,12 @@ pub struct WorldView {
     meadow: Meadow,
     config: SwarmConfig,
     observed: Mutex<HashMap<String, Observation>>,
+    /// When the last successful poll started: silences are measured up to it.
+    last_poll: Mutex<Option<Instant>>,
 }
+
+/// How many changed heartbeats one poll fetches at once.
+const FETCH_CONCURRENCY: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -67,15 +82,17 @@ impl WorldView {
             meadow,
             config,
             observed: Mutex::new(HashMap::new()),
+            last_poll: Mutex::new(None),
         }
     }
 
-    /// Reads the heartbeats: one listing, plus a GET per changed heartbeat. Removes heartbeats
-    /// dead for longer than `remove_dead_after`.
+    /// Reads the heartbeats: one listing, plus a GET per changed heartbeat (fetched at once).
+    /// Removes heartbeats dead for longer than `remove_dead_after`.
     pub async fn poll(&self) -> Result<Vec<NodeView>> {
+        let started = Instant::now();
         let listed = self.meadow.list_dir(HEARTBEATS).await?;
-        let now = Instant::now();
         let mut seen = vec![];
+        let mut changed = vec![];
         for object in &listed.objects {
             let Some(name) = object.location.filename() else {
                 continue;
@@ -83,6 +100,10 @@ impl WorldView {
             let Some(node) = node_of_key(name) else {
                 continue;
             };
+            seen.push(node.to_string());
+            if node == self.config.node_id {
+                continue; // this node knows its own beats without reading them back
+            }
             let fingerprint = object.e_tag.clone().unwrap_or_else(|| {
                 format!(
                     "{}:{}",
@@ -90,15 +111,27 @@ impl WorldView {
                     object.size
                 )
             });
-            seen.push(node.to_string());
             let unchanged = lock(&self.observed)
                 .get(node)
                 .is_some_and(|o| o.fingerprint == fingerprint);
-            if unchanged {
-                continue;
+            if !unchanged {
+                changed.push((
+                    node.to_string(),
+                    format!("{HEARTBEATS}/{name}"),
+                    fingerprint,
+                ));
             }
-            let key = format!("{HEARTBEATS}/{name}");
-            let Some(bytes) = self.meadow.get(&key).await? else {
+        }
+        let fetched: Vec<_> = futures::stream::iter(changed)
+            .map(|(node, key, fingerprint)| async move {
+                let body = self.meadow.get(&key).await;
+                (node, key, fingerprint, body)
+            })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
+        for (node, key, fingerprint, body) in fetched {
+            let Some(bytes) = body? else {
                 continue; // removed meanwhile
             };
             let heartbeat = match Heartbeat::decode(&bytes, &key) {
@@ -109,24 +142,27 @@ impl WorldView {
                 }
             };
             lock(&self.observed).insert(
-                node.to_string(),
+                node,
                 Observation {
                     fingerprint,
-                    last_change: now,
+                    last_change: started,
                     heartbeat,
                 },
             );
         }
-        // Forget nodes whose heartbeat is gone (they left, or were swept).
-        lock(&self.observed).retain(|node, _| seen.contains(node));
+        // Forget nodes whose heartbeat is gone (they left, or were swept); this node's own
+        // observation stays while it beats.
+        lock(&self.observed).retain(|node, _| seen.contains(node) || *node == self.config.node_id);
+        *lock(&self.last_poll) = Some(started);
         // Sweep the long dead.
-        let sweep: Vec<String> = lock(&self.observed)
-            .iter()
-            .filter(|(node, o)| {
-                **node != self.config.node_id
-                    && now.duration_since(o.last_change) >= self.config.remove_dead_after
+        let sweep: Vec<String> = self
+            .nodes()
+            .into_iter()
+            .filter(|n| {
+                n.state == NodeState::Dead
+                    && n.unchanged_for.saturating_sub(n.store_lag) >= self.config.remove_dead_after
             })
-            .map(|(node, _)| node.clone())
+            .map(|n| n.heartbeat.node_id)
             .collect();
         for node in sweep {
             log::info!("removing the heartbeat of dead node {node}");
@@ -141,15 +177,40 @@ impl WorldView {
     /// The nodes as of the last poll, judged now.
     pub fn nodes(&self) -> Vec<NodeView> {
         let now = Instant::now();
-        let mut nodes: Vec<NodeView> = lock(&self.observed)
+        let observed: Vec<(String, Observation)> = lock(&self.observed)
+            .iter()
+            .map(|(n, o)| (n.clone(), o.clone()))
+            .collect();
+        let polled = lock(&self.last_poll).unwrap_or(now);
+        let me = &self.config.node_id;
+        // Silence: up to the last poll for others; for this node, up to now since its own last
+        // beat landed (a beat stuck in a slow store makes this node late too).
+        let silence: Vec<Duration> = observed
             .iter()
             .map(|(node, o)| {
-                let unchanged_for = now.duration_since(o.last_change);
-                let state = if *node == self.config.node_id {
+                let until = if node == me { now } else { polled };
+                until.saturating_duration_since(o.last_change)
+            })
+            .collect();
+        let interval = self.config.heartbeat_interval;
+        let mut nodes: Vec<NodeView> = observed
+            .iter()
+            .enumerate()
+            .map(|(i, (node, o))| {
+                // The store's lag, as far as the other heartbeats tell: the freshest of them.
+                let store_lag = silence
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, s)| s.saturating_sub(interval))
+                    .min()
+                    .unwrap_or(Duration::ZERO);
+                let unexcused = silence[i].saturating_sub(store_lag);
+                let state = if node == me {
                     NodeState::Alive
-                } else if unchanged_for >= self.config.dead_after {
+                } else if unexcused >= self.config.dead_after {
                     NodeState::Dead
-                } else if unchanged_for >= self.config.suspect_after {
+                } else if unexcused >= self.config.suspect_after {
                     NodeState::Suspect
                 } else {
                     NodeState::Alive
@@ -157,7 +218,8 @@ impl WorldView {
                 NodeView {
                     heartbeat: o.heartbeat.clone(),
                     state,
-                    unchanged_for,
+                    unchanged_for: silence[i],
+                    store_lag,
                 }
             })
             .collect();
@@ -183,20 +245,28 @@ impl WorldView {
     }
 
     /// Records this node's own heartbeat without reading it back.
+    /// Beats may land out of order (a slow one overtaken): the newest heartbeat is kept, the
+    /// time of landing always counts.
     pub(crate) fn observe_own(&self, heartbeat: Heartbeat) {
         let mut observed = lock(&self.observed);
-        let fingerprint = observed
-            .get(&heartbeat.node_id)
-            .map(|o| o.fingerprint.clone())
-            .unwrap_or_default();
-        observed.insert(
-            heartbeat.node_id.clone(),
-            Observation {
-                fingerprint,
-                last_change: Instant::now(),
-                heartbeat,
-            },
-        );
+        match observed.get_mut(&heartbeat.node_id) {
+            Some(o) => {
+                o.last_change = Instant::now();
+                if heartbeat.seq > o.heartbeat.seq {
+                    o.heartbeat = heartbeat;
+                }
+            }
+            None => {
+                observed.insert(
+                    heartbeat.node_id.clone(),
+                    Observation {
+                        fingerprint: String::new(),
+                        last_change: Instant::now(),
+                        heartbeat,
+                    },
+                );
+            }
+        }
     }
 
     pub fn config(&self) -> &SwarmConfig {
