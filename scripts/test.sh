@@ -4,11 +4,31 @@
 #
 #   ./scripts/test.sh [extra cargo test args...]
 #   APIARY_SKIP_LINT=1 ./scripts/test.sh   # skip fmt + clippy (quick local runs)
+#
+# Every step runs even when an earlier one failed (and `cargo test --no-fail-fast` runs every
+# test binary), so that one failure never hides another; the summary at the end names the steps
+# that failed, and the exit status is 1 if any did.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 section() { printf '\n=== %s ===\n' "$*"; }
+
+failed=()
+started=$SECONDS
+# step NAME COMMAND...: runs COMMAND, remembering NAME if it fails.
+step() {
+    local name=$1
+    shift
+    section "$name"
+    local t0=$SECONDS
+    if "$@"; then
+        printf -- '--- %s: ok in %s s\n' "$name" "$((SECONDS - t0))"
+    else
+        printf -- '--- %s: FAILED (exit %s) after %s s\n' "$name" "$?" "$((SECONDS - t0))"
+        failed+=("$name")
+    fi
+}
 
 S3_SERVER=./scripts/s3-test-server
 
@@ -31,38 +51,47 @@ export APIARY_TPCH_SF01
 echo "$APIARY_TPCH_SF01"
 
 if [[ ${APIARY_SKIP_LINT:-0} != 1 ]]; then
-    section "cargo fmt"
-    cargo fmt --all -- --check
-
-    section "cargo clippy"
-    cargo clippy --workspace --all-targets -- -D warnings
+    step "cargo fmt" cargo fmt --all -- --check
+    step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 else
     section "lints skipped (APIARY_SKIP_LINT=1)"
 fi
 
-section "cargo test"
 # Libraries, binaries, integration tests and examples, then doctests (`--all-targets`
 # would skip doctests and run the criterion benches in test mode instead).
 # The Python wheel's crate is a cdylib for maturin; pytest tests it below.
-cargo test --workspace --exclude apiary-python --lib --bins --tests --examples "$@"
-cargo test --workspace --exclude apiary-python --doc "$@"
+step "cargo test" cargo test --no-fail-fast --workspace --exclude apiary-python \
+    --lib --bins --tests --examples "$@"
+step "cargo test (doctests)" cargo test --no-fail-fast --workspace --exclude apiary-python --doc "$@"
 
-section "quickstart (the README's first command)"
-quickstart_dir=$(mktemp -d)
-cargo run --quiet --example quickstart -- "$quickstart_dir"
-rm -rf "$quickstart_dir"
+quickstart() {
+    local dir
+    dir=$(mktemp -d)
+    cargo run --quiet --example quickstart -- "$dir"
+    local status=$?
+    rm -rf "$dir"
+    return $status
+}
+step "quickstart (the README's first command)" quickstart
 
-section "Python wheel (maturin develop, pytest)"
-if [[ $# -gt 0 ]]; then
-    echo "skipped: a cargo test filter was given"
-else
+python_wheel() {
     # shellcheck source=lib/venv.sh
     source ./scripts/lib/venv.sh
     venv_install 'import importlib.metadata as m, datafusion, pyarrow, pytest; m.version("maturin"); assert datafusion.__version__.startswith("55.")' \
-        'maturin>=1.9,<2' 'pyarrow>=14' 'datafusion==55.*' 'pytest>=8'
+        'maturin>=1.9,<2' 'pyarrow>=14' 'datafusion==55.*' 'pytest>=8' || return 1
     # The dev profile and this build's target dir: DataFusion is not compiled in release.
-    VIRTUAL_ENV=$APIARY_VENV "$APIARY_VENV/bin/maturin" develop --manifest-path python/Cargo.toml
+    VIRTUAL_ENV=$APIARY_VENV "$APIARY_VENV/bin/maturin" develop --manifest-path python/Cargo.toml || return 1
     "$APIARY_VENV/bin/python" -m pytest -q python/tests
+}
+if [[ $# -gt 0 ]]; then
+    section "Python wheel: skipped (a cargo test filter was given)"
+else
+    step "Python wheel (maturin develop, pytest)" python_wheel
 fi
 
-section "all checks passed"
+section "summary ($((SECONDS - started)) s)"
+if [[ ${#failed[@]} -gt 0 ]]; then
+    printf 'FAILED: %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "all checks passed"

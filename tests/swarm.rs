@@ -13,6 +13,7 @@ use apiary::swarm::SwarmConfig;
 use apiary::swarm::manifest::{Done, Manifest, Retry};
 use apiary::{Apiary, ApiaryOptions};
 use apiary_catalog::Meadow;
+use apiary_catalog::testing::faults::{Fault, Faults, Rule};
 use apiary_catalog::testing::local_and_s3;
 use datafusion::prelude::SessionContext;
 
@@ -95,10 +96,14 @@ async fn coordinator(url: &str, scratch: &Path) -> Apiary {
         .unwrap_or_else(|e| panic!("open {url}: {e}"))
 }
 
-fn swarm_config(id: &str, scratch: &Path) -> SwarmConfig {
+/// The coordinator's settings: fast heartbeats, so that a test sees its workers quickly, and a
+/// judgement of "dead" after `dead_after` of silence beyond the store's lag.
+fn swarm_config(id: &str, scratch: &Path, dead_after: Duration) -> SwarmConfig {
     let mut config = SwarmConfig::default()
         .with_heartbeat_interval(Duration::from_millis(HEARTBEAT_MS))
         .with_node_id(id);
+    config.suspect_after = dead_after / 2;
+    config.dead_after = dead_after;
     config.cache_dir = scratch.join("cache");
     config.keep_queries = true;
     config
@@ -174,6 +179,24 @@ async fn outcomes(meadow: &Meadow) -> Outcomes {
     }
 }
 
+/// Whether `node` holds (or held) a claim in any query folder kept in the meadow.
+async fn claimed_by(meadow: &Meadow, node: &str) -> bool {
+    for object in meadow.list("_queries").await.unwrap() {
+        let name = object.location.filename().unwrap_or_default();
+        if name.starts_with("claim_") {
+            let key = meadow.relative(&object.location).unwrap().to_string();
+            let Some(body) = meadow.get(&key).await.unwrap() else {
+                continue;
+            };
+            let claim: apiary::swarm::manifest::Claim = serde_json::from_slice(&body).unwrap();
+            if claim.node == node {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 async fn heartbeat_of(meadow: &Meadow, id: &str) -> bool {
     meadow
         .get(&format!("_heartbeats/node_{id}.json"))
@@ -191,9 +214,15 @@ async fn tpch_on_three_worker_processes_and_a_coordinator() {
         let mut workers: Vec<Worker> = (1..=3)
             .map(|i| Worker::spawn(&backend.url, &format!("w{i}"), scratch.path(), &[]))
             .collect();
-        ap.join_swarm(swarm_config("coordinator", scratch.path()))
-            .await
-            .unwrap();
+        // No worker stops during this test, so none may be judged dead: the margin is generous,
+        // whatever the load on this machine and on the serialized S3 test server.
+        ap.join_swarm(swarm_config(
+            "coordinator",
+            scratch.path(),
+            Duration::from_secs(60),
+        ))
+        .await
+        .unwrap();
         wait_alive(&ap, &workers).await;
         let ctx = swarm_session(&ap).await;
 
@@ -259,33 +288,42 @@ async fn a_worker_killed_while_holding_claims_costs_a_retry_not_the_answer() {
             &["--debug-task-delay-ms", "60000"],
         ),
     ];
-    ap.join_swarm(swarm_config("coordinator", scratch.path()))
-        .await
-        .unwrap();
+    // Long enough that w1 and w2 are never judged dead on a loaded machine; short enough that
+    // the killed one is found soon.
+    ap.join_swarm(swarm_config(
+        "coordinator",
+        scratch.path(),
+        Duration::from_secs(5),
+    ))
+    .await
+    .unwrap();
     wait_alive(&ap, &workers).await;
-    let ctx = swarm_session(&ap).await;
 
-    let query = tokio::spawn(async move { tpch::failures(&ctx, [1]).await });
-    // Wait until `slow` holds a claim, then kill it.
+    // Run q1 until `slow` holds a claim (on a loaded machine the others may take every task of a
+    // query before it looks), then kill it while the query waits for that task.
     let start = Instant::now();
-    'claimed: loop {
-        for object in ap.meadow().list("_queries").await.unwrap() {
-            let name = object.location.filename().unwrap_or_default();
-            if name.starts_with("claim_") {
-                let key = ap.meadow().relative(&object.location).unwrap().to_string();
-                let body = ap.meadow().get(&key).await.unwrap().unwrap();
-                let claim: apiary::swarm::manifest::Claim = serde_json::from_slice(&body).unwrap();
-                if claim.node == "slow" {
-                    break 'claimed;
-                }
+    let query = loop {
+        let ctx = swarm_session(&ap).await;
+        let mut query = tokio::spawn(async move { tpch::failures(&ctx, [1]).await });
+        let claimed = loop {
+            if claimed_by(ap.meadow(), "slow").await {
+                break true;
             }
-        }
+            if query.is_finished() {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert!(
-            start.elapsed() < Duration::from_secs(60),
+            start.elapsed() < Duration::from_secs(300),
             "slow never claimed a task"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if claimed {
+            break query;
+        }
+        let failures = (&mut query).await.unwrap();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    };
     let slow = &mut workers[2];
     slow.child.kill().unwrap();
     slow.child.wait().unwrap();
@@ -302,4 +340,124 @@ async fn a_worker_killed_while_holding_claims_costs_a_retry_not_the_answer() {
         "{retries:?}"
     );
     ap.leave_swarm().await.unwrap();
+}
+
+/// Three nodes in this process on one memory meadow whose every request waits three heartbeat
+/// intervals: heartbeats land late, and slowly seen, yet nobody is judged dead, a distributed
+/// query needs no retry — and a node that really stops is still found dead, within the bound
+/// `docs/swarm.md` gives: `dead_after` + the store's lag + two view cycles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_is_not_a_dead_node() {
+    let interval = Duration::from_millis(100);
+    let delay = interval * 3;
+    let faults = Faults::new(11).with_rule(Rule::new(Fault::Delay(delay)));
+    faults.set_enabled(false);
+    let url = format!("memory://slow-{}", uuid::Uuid::new_v4().simple());
+    let meadow = Meadow::open(&url)
+        .await
+        .unwrap()
+        .with_store_layer(faults.layer());
+    let scratch = tempfile::tempdir().unwrap();
+    let node = |id: &str| {
+        let (meadow, dir) = (meadow.clone(), scratch.path().join(id));
+        async move {
+            let options = ApiaryOptions {
+                node: Some(NodeConfig::fixed(1, 256 << 20, dir)),
+                ..ApiaryOptions::default()
+            };
+            let io = apiary::catalog::IoRuntime::new().unwrap();
+            Apiary::from_meadow(meadow, io, options).await.unwrap()
+        }
+    };
+    let coordinator = node("coordinator").await;
+    let ctx = coordinator.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(&ctx, "CREATE TABLE h.b.t (n BIGINT NOT NULL)").await;
+    for i in 0..6 {
+        let from = i * 1000 + 1;
+        sql(
+            &ctx,
+            &format!(
+                "INSERT INTO h.b.t SELECT value FROM generate_series({from}, {})",
+                from + 999
+            ),
+        )
+        .await;
+    }
+    let workers = [node("w1").await, node("w2").await];
+    let config = |id: &str| {
+        let mut c = SwarmConfig::default()
+            .with_heartbeat_interval(interval)
+            .with_node_id(id);
+        c.cache_bytes = 0;
+        c.keep_queries = true;
+        c
+    };
+    let mut members = vec![];
+    for (ap, id) in workers.iter().zip(["w1", "w2"]) {
+        members.push(ap.join_swarm(config(id)).await.unwrap());
+    }
+    let swarm = coordinator.join_swarm(config("coordinator")).await.unwrap();
+    faults.set_enabled(true);
+
+    // Watch for a while: every request is three intervals late, nobody is ever judged dead.
+    let watch = Instant::now();
+    while watch.elapsed() < interval * 40 {
+        for n in swarm.world().nodes() {
+            assert_ne!(
+                n.state,
+                apiary::swarm::NodeState::Dead,
+                "{} judged dead by a slow store: {n:?}",
+                n.heartbeat.node_id
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(faults.injected(Fault::Delay(delay)) > 0);
+
+    let ctx = coordinator.session().unwrap();
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let explain = plan(&ctx, "EXPLAIN SELECT count(*), sum(n) FROM h.b.t").await;
+    assert!(explain.contains("SwarmExec: tasks=3"), "{explain}");
+    assert_eq!(
+        crate::support::query(&ctx, "SELECT count(*), sum(n) FROM h.b.t").await,
+        vec!["6000|18003000"]
+    );
+    let Outcomes { done, retries, .. } = outcomes(coordinator.meadow()).await;
+    assert_eq!(done.len(), 3, "{done:?}");
+    assert!(retries.is_empty(), "a slow store cost retries: {retries:?}");
+
+    // A node that really stops is still found dead, within the documented bound.
+    members[1].halt();
+    let halted = Instant::now();
+    let (mut cycle, mut lag) = (Duration::ZERO, Duration::ZERO);
+    loop {
+        let polled = Instant::now();
+        let nodes = swarm.world().poll().await.unwrap();
+        cycle = cycle.max(polled.elapsed() + swarm.config().view_interval);
+        let w2 = nodes.iter().find(|n| n.heartbeat.node_id == "w2").unwrap();
+        lag = lag.max(w2.store_lag);
+        if w2.state == apiary::swarm::NodeState::Dead {
+            break;
+        }
+        assert!(
+            halted.elapsed() < Duration::from_secs(60),
+            "w2 never judged dead"
+        );
+    }
+    let bound = swarm.config().dead_after + lag + cycle * 2 + interval;
+    assert!(
+        halted.elapsed() <= bound,
+        "judged dead after {:?}, beyond the bound of {bound:?}",
+        halted.elapsed()
+    );
+    for n in swarm.world().nodes() {
+        if n.heartbeat.node_id != "w2" {
+            assert_eq!(n.state, apiary::swarm::NodeState::Alive, "{n:?}");
+        }
+    }
+    faults.set_enabled(false);
+    members[0].leave().await.unwrap();
+    coordinator.leave_swarm().await.unwrap();
 }

@@ -52,8 +52,10 @@ fn a_query_past_its_deadline_stops_and_frees_its_bees() {
             text.contains("deadline of 300 ms exceeded while running"),
             "{text}"
         );
+        // Stopping is proven by the CPU check below; this only catches a query that ran on
+        // regardless (unbounded, it would take hours), with room for a loaded machine.
         assert!(
-            elapsed < Duration::from_secs(3),
+            elapsed < Duration::from_secs(60),
             "the error came after {elapsed:?}"
         );
     });

@@ -22,12 +22,13 @@ async fn busy_bees_reserved_memory_and_a_queue_heat_the_colony() {
     );
     let runtime = Arc::new(RuntimeEnv::default());
     assert_eq!(colony.temperature().band, Band::Cold);
-    let t0 = Instant::now();
-    colony.admit("h.b.f").await.unwrap();
-    assert!(
-        t0.elapsed() < Duration::from_millis(50),
+    let (_, throttle, refuse) = colony.verdict();
+    assert_eq!(
+        (throttle, refuse),
+        (None, false),
         "a cold colony does not throttle"
     );
+    colony.admit("h.b.f").await.unwrap();
 
     // Both bees busy, nearly all their memory reserved: hot (0.3 + 0.4 × 0.9 = 0.66 … plus queue).
     let a = pool.acquire(1, &runtime, true).await.unwrap();
@@ -52,6 +53,11 @@ async fn busy_bees_reserved_memory_and_a_queue_heat_the_colony() {
     }
     let t = colony.temperature();
     assert_eq!(t.band, Band::Hot, "{t:?}");
+    let (_, throttle, refuse) = colony.verdict();
+    assert!(
+        throttle.is_some() && !refuse,
+        "a hot colony throttles writes"
+    );
     let t0 = Instant::now();
     colony.admit("h.b.f").await.unwrap();
     let waited = t0.elapsed();

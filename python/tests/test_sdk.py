@@ -177,9 +177,10 @@ def test_ctrl_c_cancels_a_running_query_and_the_gil_is_free(ap):
         ticker.join()
         timer.cancel()
     elapsed = time.monotonic() - started
-    assert elapsed < 10, f"Ctrl-C took {elapsed:.1f} s"
+    # Uncancelled, the query would run for hours: the bound only needs room for a loaded machine.
+    assert elapsed < 60, f"Ctrl-C took {elapsed:.1f} s"
     assert ticks > 20, "another Python thread could not run during the query (GIL held?)"
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while {b["state"] for b in ap.bee_status()} != {"idle"}:
         assert time.monotonic() < deadline, "the cancelled query still holds bees"
         time.sleep(0.05)
