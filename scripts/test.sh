@@ -81,7 +81,8 @@ python_wheel() {
         'maturin>=1.9,<2' 'pyarrow>=14' 'datafusion==55.*' 'pytest>=8' || return 1
     # The dev profile and this build's target dir: DataFusion is not compiled in release.
     VIRTUAL_ENV=$APIARY_VENV "$APIARY_VENV/bin/maturin" develop --manifest-path python/Cargo.toml || return 1
-    "$APIARY_VENV/bin/python" -m pytest -q python/tests
+    # Bounded, so that a hang shows as a failure (with faulthandler's stacks) and the rest runs.
+    timeout 1200 "$APIARY_VENV/bin/python" -m pytest -q python/tests
 }
 if [[ $# -gt 0 ]]; then
     section "Python wheel: skipped (a cargo test filter was given)"

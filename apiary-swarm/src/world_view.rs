@@ -101,7 +101,8 @@ impl WorldView {
                 continue;
             };
             seen.push(node.to_string());
-            if node == self.config.node_id {
+            let own = node == self.config.node_id && lock(&self.observed).contains_key(node);
+            if own {
                 continue; // this node knows its own beats without reading them back
             }
             let fingerprint = object.e_tag.clone().unwrap_or_else(|| {
