@@ -10,8 +10,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
-use datafusion::prelude::SessionContext;
+use datafusion::execution::{SessionStateBuilder, TaskContext};
+use datafusion::physical_plan::execute_stream;
 
 use crate::error::Result;
 use crate::frame::Frame;
@@ -46,7 +48,10 @@ fn partition_label(partition_by: &[String], values: &[ScalarValue]) -> String {
 }
 
 /// Compacts the small cells of every partition of `frame` (newest version) in one commit.
-pub async fn compact(frame: &Frame) -> Result<CompactionReport> {
+///
+/// The cells are read in `ctx` — the calling query's task context, so its memory budget (a
+/// chamber of the bees, in Apiary's sessions) bounds the work.
+pub async fn compact(frame: &Frame, ctx: Arc<TaskContext>) -> Result<CompactionReport> {
     frame.admit().await?;
     let read = frame.ledger().refresh().await?;
     let target = frame.write_options().leafcutter.target_cell_bytes();
@@ -70,8 +75,12 @@ pub async fn compact(frame: &Frame) -> Result<CompactionReport> {
     // Read exactly the chosen cells, through the same scan queries use.
     let subset = Arc::new(read.with_cells_where(|c| chosen.contains(&c.path)));
     let table = FrameTable::new(frame.clone(), subset, true);
-    let ctx = SessionContext::new();
-    let stream = ctx.read_table(Arc::new(table))?.execute_stream().await?;
+    let state = SessionStateBuilder::new()
+        .with_config(ctx.session_config().clone())
+        .with_runtime_env(ctx.runtime_env())
+        .build();
+    let plan = table.scan(&state, None, &[], None).await?;
+    let stream = execute_stream(plan, ctx)?;
     let added = frame
         .cell_writer(&read)?
         .write_record_batch_stream(stream)

@@ -103,6 +103,29 @@ pub enum Error {
     Conflict(Box<Conflict>),
 
     #[error(
+        "the commit to {target} at version {version} may or may not have landed ({reason}); nothing it wrote was removed: re-read {target} to see whether it is there"
+    )]
+    CommitUnknown {
+        target: String,
+        version: u64,
+        reason: String,
+    },
+
+    #[error("{what} cannot be used by this build of Apiary: {detail}; upgrade Apiary")]
+    UnsupportedProtocol { what: String, detail: String },
+
+    #[error(
+        "frame {frame} was dropped or replaced since this statement resolved it (it writes to frame id {id}; the name now {now}){}",
+        if *committed { "; the rows were committed to the dropped frame: apiary_undrop brings it back" } else { "; nothing was committed" }
+    )]
+    FrameReplaced {
+        frame: String,
+        id: String,
+        now: String,
+        committed: bool,
+    },
+
+    #[error(
         "gave up committing to {target} after {attempts} attempts in {elapsed_ms} ms of lost races (retry budget exhausted; raise it in the commit options)"
     )]
     RetriesExhausted {
@@ -224,6 +247,19 @@ impl Error {
             kind,
             name: name.to_string(),
         }
+    }
+
+    /// False when a commit may have landed although it reported this error: what it wrote must
+    /// then be kept (cleansing reclaims it if it turns out unused).
+    pub fn proves_nothing_committed(&self) -> bool {
+        !matches!(
+            self,
+            Error::CommitUnknown { .. }
+                | Error::FrameReplaced {
+                    committed: true,
+                    ..
+                }
+        )
     }
 
     /// True when retrying the same operation later may succeed (lost races, transient storage).

@@ -10,6 +10,7 @@ use futures::Stream;
 use crate::cell::{CellWriter, WriteOptions};
 use crate::error::{Error, Result};
 use crate::ledger::{Action, CellRecord, CommitInfo, FrameSnapshot, Ledger};
+use crate::registry::Registry;
 
 /// Decides whether a write may start now: the hook through which the node's load (the bees'
 /// colony temperature) throttles or refuses writes. A refusal is a retryable error.
@@ -24,6 +25,9 @@ pub struct Frame {
     ledger: Ledger,
     write: WriteOptions,
     admission: Option<Arc<dyn WriteAdmission>>,
+    /// The registry and name under which this frame was resolved: commits check that the name
+    /// still belongs to this frame (another process may have dropped or replaced it).
+    name: Option<(Registry, [String; 3])>,
 }
 
 impl Frame {
@@ -32,7 +36,42 @@ impl Frame {
             ledger,
             write,
             admission: None,
+            name: None,
         }
+    }
+
+    /// Commits of this frame check, before and after, that `hive.box.frame` in `registry` is
+    /// still this frame: a write never reports success into a frame dropped or replaced
+    /// meanwhile.
+    pub fn with_name_check(
+        mut self,
+        registry: Registry,
+        hive: &str,
+        box_: &str,
+        frame: &str,
+    ) -> Self {
+        self.name = Some((registry, [hive.into(), box_.into(), frame.into()]));
+        self
+    }
+
+    /// Whether the name still belongs to this frame (`committed`: whether the write landed).
+    async fn check_name(&self, committed: bool) -> Result<()> {
+        let Some((registry, [hive, box_, frame])) = &self.name else {
+            return Ok(());
+        };
+        let state = registry.refresh().await?;
+        let id = &self.ledger.latest().frame_id;
+        let now = match state.frame(hive, box_, frame) {
+            Ok(r) if r.id == *id => return Ok(()),
+            Ok(r) => format!("names frame id {}", r.id),
+            Err(_) => "is free".to_string(),
+        };
+        Err(Error::FrameReplaced {
+            frame: self.ledger.name().to_string(),
+            id: id.clone(),
+            now,
+            committed,
+        })
     }
 
     /// Writes of this frame first ask `admission`.
@@ -116,8 +155,9 @@ impl Frame {
         self.commit_action(read, operation, action).await
     }
 
-    /// Commits `action`, whose added cells are already written; if the commit fails they are
-    /// removed again.
+    /// Commits `action`, whose added cells are already written; if the commit provably did not
+    /// land they are removed again. When its outcome is unknown ([`Error::CommitUnknown`]) they
+    /// stay: the entry may name them, and cleansing reclaims them after retention if not.
     pub async fn commit_action(
         &self,
         read: &FrameSnapshot,
@@ -125,10 +165,18 @@ impl Frame {
         action: Action,
     ) -> Result<CommitInfo> {
         let added = action.added().to_vec();
-        let outcome = self.ledger.commit(read, operation, action).await;
-        if outcome.is_err() {
+        let outcome = match self.check_name(false).await {
+            Ok(()) => self.ledger.commit(read, operation, action).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &outcome
+            && e.proves_nothing_committed()
+        {
             crate::cell::remove_cells(self.ledger.meadow(), self.ledger.location(), &added).await;
         }
-        outcome
+        let info = outcome?;
+        // A drop that raced the commit: the rows are in the dropped frame, not under the name.
+        self.check_name(true).await?;
+        Ok(info)
     }
 }

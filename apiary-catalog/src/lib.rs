@@ -35,6 +35,7 @@
 //! ```
 
 pub mod cell;
+pub mod check;
 pub mod cleansing;
 pub mod compaction;
 pub mod error;
@@ -45,6 +46,7 @@ pub mod meadow;
 pub mod name;
 mod numbered_log;
 pub mod options;
+pub mod protocol;
 pub mod provider;
 pub mod registry;
 pub mod retry;
@@ -60,7 +62,7 @@ pub use io::IoRuntime;
 pub use ledger::{
     Action, CellRecord, ColumnStats, CommitInfo, FrameSnapshot, FrameSpec, Ledger, LedgerEntry,
 };
-pub use meadow::{Created, Meadow, MeadowKind, StoreLayer};
+pub use meadow::{Created, Meadow, MeadowKind, StoreLayer, Upload};
 pub use options::CommitOptions;
 pub use provider::{ApiaryCatalog, CatalogOptions, FrameTable};
 pub use registry::{Creation, FrameRecord, IfExists, IfMissing, Registry, RegistryState};

@@ -4,6 +4,7 @@
 //! checkpoints (the whole state at some versions) and a hint naming the newest checkpoint. This
 //! module knows the names and the I/O; what an entry means is its owner's business.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -16,55 +17,118 @@ use crate::meadow::{Created, Meadow};
 /// How many objects are fetched at once when catching up.
 const FETCH_CONCURRENCY: usize = 16;
 
-/// The naming of one kind of log.
+/// How often an entry whose create ended in an ambiguous error is read back before the outcome
+/// is declared unknown (with backoff: about 10 s in all).
+const READ_BACK_ATTEMPTS: u32 = 8;
+
+/// What became of one attempt to create an entry.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// The entry at that version is this commit's: created now, or (`read_back`) by a try
+    /// whose answer was lost, as reading it back showed.
+    Landed { read_back: bool },
+    /// Another writer's entry holds the version.
+    Taken,
+    /// The create failed and the version is still free. The write may still land later (a
+    /// request the store finishes after the client gave up), so the commit is not yet provably
+    /// lost: only a later entry of someone else at that version proves it.
+    Absent(Error),
+}
+
+/// Tries of a read that failed (reads are idempotent: a transient error is worth another go).
+const READ_TRIES: u32 = 3;
+
+/// Runs the read `read()` up to [`READ_TRIES`] times while it fails, with short backoff.
+async fn retry_read<T, F, Fut>(read: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tries >= READ_TRIES => return Err(e),
+            Err(e) => {
+                log::debug!("retrying a read after: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10 << (2 * tries))).await;
+                tries += 1;
+            }
+        }
+    }
+}
+
+/// The commit id an encoded entry carries (`None` for entries written before commit ids).
+pub(crate) fn commit_id_of(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Value>(body)
+        .ok()?
+        .get("commit_id")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The naming of one kind of log. Entries and checkpoints are `{version:020}.json` in both; a
+/// registry written before that (`state_{version:06}.json`, `checkpoint_{version:06}.json`) is
+/// still read, and its old entries keep their names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LogNames {
-    /// `_registry/state_{version:06}.json`, `_registry/_checkpoint/checkpoint_{version:06}.json`
+    /// `_registry/{version:020}.json`, `_registry/_checkpoint/{version:020}.json`
     Registry,
     /// `{frame}/_ledger/{version:020}.json`, `{frame}/_ledger/_checkpoint/{version:020}.json`
     Ledger,
 }
 
+fn twenty_digits(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".json")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
 impl LogNames {
     pub(crate) fn entry(self, v: u64) -> String {
+        format!("{v:020}.json")
+    }
+
+    /// The version a name gives, and whether it is a legacy registry name.
+    fn parse_entry(self, name: &str) -> Option<(u64, bool)> {
+        if let Some(v) = twenty_digits(name) {
+            return Some((v, false));
+        }
         match self {
-            LogNames::Registry => format!("state_{v:06}.json"),
-            LogNames::Ledger => format!("{v:020}.json"),
+            LogNames::Registry => {
+                let v = name
+                    .strip_prefix("state_")?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()?;
+                Some((v, true))
+            }
+            LogNames::Ledger => None,
         }
     }
 
-    fn parse_entry(self, name: &str) -> Option<u64> {
-        match self {
-            LogNames::Registry => name
-                .strip_prefix("state_")?
-                .strip_suffix(".json")?
-                .parse()
-                .ok(),
-            LogNames::Ledger => {
-                let digits = name.strip_suffix(".json")?;
-                (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| digits.parse().ok())
-                    .flatten()
-            }
-        }
+    fn legacy_entry(v: u64) -> String {
+        format!("state_{v:06}.json")
+    }
+
+    fn legacy_checkpoint(v: u64) -> String {
+        format!("checkpoint_{v:06}.json")
     }
 
     fn checkpoint(self, v: u64) -> String {
-        match self {
-            LogNames::Registry => format!("checkpoint_{v:06}.json"),
-            LogNames::Ledger => format!("{v:020}.json"),
-        }
+        format!("{v:020}.json")
     }
 
     fn parse_checkpoint(self, name: &str) -> Option<u64> {
-        match self {
+        twenty_digits(name).or_else(|| match self {
             LogNames::Registry => name
                 .strip_prefix("checkpoint_")?
                 .strip_suffix(".json")?
                 .parse()
                 .ok(),
-            LogNames::Ledger => self.parse_entry(name),
-        }
+            LogNames::Ledger => None,
+        })
     }
 }
 
@@ -74,6 +138,8 @@ pub(crate) struct NumberedLog {
     meadow: Meadow,
     dir: String,
     names: LogNames,
+    /// The newest entry seen under a legacy name: entries up to it keep that name.
+    legacy_upto: Arc<AtomicU64>,
 }
 
 impl NumberedLog {
@@ -82,6 +148,7 @@ impl NumberedLog {
             meadow,
             dir: dir.into(),
             names,
+            legacy_upto: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -90,11 +157,33 @@ impl NumberedLog {
     }
 
     pub(crate) fn entry_key(&self, v: u64) -> String {
+        if v > 0 && v <= self.legacy_upto.load(Ordering::Relaxed) {
+            return format!("{}/{}", self.dir, LogNames::legacy_entry(v));
+        }
         format!("{}/{}", self.dir, self.names.entry(v))
     }
 
     pub(crate) fn checkpoint_key(&self, v: u64) -> String {
         format!("{}/_checkpoint/{}", self.dir, self.names.checkpoint(v))
+    }
+
+    fn legacy_checkpoint_key(&self, v: u64) -> Option<String> {
+        (self.names == LogNames::Registry).then(|| {
+            format!(
+                "{}/_checkpoint/{}",
+                self.dir,
+                LogNames::legacy_checkpoint(v)
+            )
+        })
+    }
+
+    /// The version an entry name gives; a legacy name is remembered so that its key is used.
+    fn parse_entry(&self, name: &str) -> Option<u64> {
+        let (v, legacy) = self.names.parse_entry(name)?;
+        if legacy {
+            self.legacy_upto.fetch_max(v, Ordering::Relaxed);
+        }
+        Some(v)
     }
 
     pub(crate) fn hint_key(&self) -> String {
@@ -103,7 +192,9 @@ impl NumberedLog {
 
     /// The version an entry key names (used to check that an entry says the same).
     pub(crate) fn version_of(&self, key: &str) -> Option<u64> {
-        self.names.parse_entry(key.rsplit('/').next()?)
+        self.names
+            .parse_entry(key.rsplit('/').next()?)
+            .map(|(v, _)| v)
     }
 
     /// Creates entry `v`; exactly one of many racing writers gets [`Created::Yes`].
@@ -111,8 +202,52 @@ impl NumberedLog {
         self.meadow.create(&self.entry_key(v), body).await
     }
 
+    /// Creates entry `v` (whose body carries `commit_id`) and finds out for sure whether it is
+    /// there: a lost race or an error is resolved by reading the entry back and comparing commit
+    /// ids, so that an entry whose write was answered with an error (a timeout, a 5xx after the
+    /// store kept it, the store client's own retry meeting its first try) is recognised as this
+    /// commit's. A clean create costs no read. `Err` only when even reading back fails: then
+    /// nobody knows.
+    pub(crate) async fn create_resolved(
+        &self,
+        v: u64,
+        body: Bytes,
+        commit_id: &str,
+    ) -> std::result::Result<Attempt, Error> {
+        let failure = match self.create(v, body).await {
+            Ok(Created::Yes) => return Ok(Attempt::Landed { read_back: false }),
+            Ok(Created::LostRace) => None,
+            Err(e) => Some(e),
+        };
+        let key = self.entry_key(v);
+        let mut last = None;
+        for attempt in 0..READ_BACK_ATTEMPTS {
+            if attempt > 0 {
+                let wait = std::time::Duration::from_millis(20 << attempt.min(9));
+                tokio::time::sleep(wait).await;
+            }
+            match self.meadow.get(&key).await {
+                Ok(Some(found)) => {
+                    return Ok(if commit_id_of(&found).as_deref() == Some(commit_id) {
+                        Attempt::Landed { read_back: true }
+                    } else {
+                        Attempt::Taken
+                    });
+                }
+                Ok(None) => {
+                    return Ok(Attempt::Absent(failure.unwrap_or_else(|| {
+                        Error::corrupt(&key, "the create lost a race, yet the entry is missing")
+                    })));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::corrupt(&key, "could not be read back")))
+    }
+
     pub(crate) async fn get(&self, v: u64) -> Result<Option<Bytes>> {
-        self.meadow.get(&self.entry_key(v)).await
+        let key = self.entry_key(v);
+        retry_read(|| self.meadow.get(&key)).await
     }
 
     /// The entries after `after`, in order, as `(key, body)`. With `probe_first` this costs one
@@ -128,16 +263,14 @@ impl NumberedLog {
         let mut known = after;
         if probe_first {
             let key = self.entry_key(after + 1);
-            match self.meadow.get(&key).await? {
+            match retry_read(|| self.meadow.get(&key)).await? {
                 None => return Ok(out),
                 Some(body) => out.push((key, body)),
             }
             known = after + 1;
         }
-        let listed = self
-            .meadow
-            .list_after(&self.dir, &self.names.entry(known))
-            .await?;
+        let offset = self.names.entry(known);
+        let listed = retry_read(|| self.meadow.list_after(&self.dir, &offset)).await?;
         let mut versions: Vec<u64> = listed
             .iter()
             .filter_map(|m| {
@@ -146,7 +279,7 @@ impl NumberedLog {
                     .relative(&m.location)?
                     .strip_prefix(&self.dir)?
                     .strip_prefix('/')?;
-                self.names.parse_entry(name)
+                self.parse_entry(name)
             })
             .filter(|v| *v > known)
             .collect();
@@ -172,8 +305,7 @@ impl NumberedLog {
             .map(|v| {
                 let (meadow, key) = (self.meadow.clone(), self.entry_key(*v));
                 async move {
-                    let body = meadow
-                        .get(&key)
+                    let body = retry_read(|| meadow.get(&key))
                         .await?
                         .ok_or_else(|| Error::corrupt(&key, "log entry is missing"))?;
                     Ok::<_, Error>((key, body))
@@ -189,7 +321,8 @@ impl NumberedLog {
     /// The version the hint names. A missing or unreadable hint is no hint: loading then reads
     /// more entries, never wrong ones.
     pub(crate) async fn hint(&self) -> Result<Option<u64>> {
-        let Some(body) = self.meadow.get(&self.hint_key()).await? else {
+        let hint = self.hint_key();
+        let Some(body) = retry_read(|| self.meadow.get(&hint)).await? else {
             return Ok(None);
         };
         let version = serde_json::from_slice::<Value>(&body)
@@ -223,15 +356,11 @@ impl NumberedLog {
 
     /// The versions of the entries present, ascending (one listing of the log folder).
     pub(crate) async fn entry_versions(&self) -> Result<Vec<u64>> {
-        let listed = self.meadow.list_dir(&self.dir).await?;
+        let listed = retry_read(|| self.meadow.list_dir(&self.dir)).await?;
         let mut versions: Vec<u64> = listed
             .objects
             .iter()
-            .filter_map(|m| {
-                m.location
-                    .filename()
-                    .and_then(|n| self.names.parse_entry(n))
-            })
+            .filter_map(|m| m.location.filename().and_then(|n| self.parse_entry(n)))
             .collect();
         versions.sort_unstable();
         Ok(versions)
@@ -245,8 +374,15 @@ impl NumberedLog {
         self.meadow.delete(&self.checkpoint_key(v)).await
     }
 
+    /// Checkpoint `v`, under its name or (a registry written before 20-digit names) its old one.
     pub(crate) async fn read_checkpoint(&self, v: u64) -> Result<Option<Bytes>> {
-        self.meadow.get(&self.checkpoint_key(v)).await
+        if let Some(body) = self.meadow.get(&self.checkpoint_key(v)).await? {
+            return Ok(Some(body));
+        }
+        match self.legacy_checkpoint_key(v) {
+            Some(key) => self.meadow.get(&key).await,
+            None => Ok(None),
+        }
     }
 
     /// Every checkpoint's version, ascending (one listing of the checkpoint folder).
@@ -294,6 +430,17 @@ impl<T: Versioned> Newest<T> {
         }
     }
 
+    /// Replaces the state with one of the same version (a detail of that version learnt later).
+    pub(crate) fn replace_same_version(&self, state: Arc<T>) {
+        let mut g = match self.state.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if state.version() == g.version() {
+            *g = state;
+        }
+    }
+
     /// Keeps `state` if it is newer; returns the newest.
     pub(crate) fn offer(&self, state: Arc<T>) -> Arc<T> {
         let mut g = match self.state.write() {
@@ -314,12 +461,24 @@ mod tests {
     #[test]
     fn names_round_trip() {
         for names in [LogNames::Registry, LogNames::Ledger] {
-            for v in [0, 1, 99, 1_000_000] {
-                assert_eq!(names.parse_entry(&names.entry(v)), Some(v));
+            for v in [0, 1, 99, 1_000_000, 12_345_678_901] {
+                assert_eq!(names.parse_entry(&names.entry(v)), Some((v, false)));
                 assert_eq!(names.parse_checkpoint(&names.checkpoint(v)), Some(v));
             }
         }
+        // Past a million versions names still sort as numbers.
+        assert!(LogNames::Registry.entry(999_999) < LogNames::Registry.entry(1_000_000));
         assert_eq!(LogNames::Ledger.parse_entry("12.json"), None);
         assert_eq!(LogNames::Registry.parse_entry("_last_checkpoint"), None);
+        // A registry written before 20-digit names still reads.
+        assert_eq!(
+            LogNames::Registry.parse_entry("state_000042.json"),
+            Some((42, true))
+        );
+        assert_eq!(LogNames::Ledger.parse_entry("state_000042.json"), None);
+        assert_eq!(
+            LogNames::Registry.parse_checkpoint("checkpoint_000100.json"),
+            Some(100)
+        );
     }
 }

@@ -31,7 +31,11 @@ pub(crate) struct Backoff<'a> {
     policy: &'a RetryPolicy,
     started: Instant,
     attempts: u32,
+    failures: u32,
 }
+
+/// Storage errors in a row (each one resolved as "not landed") before a commit gives up.
+const MAX_FAILURES: u32 = 10;
 
 impl<'a> Backoff<'a> {
     pub(crate) fn new(policy: &'a RetryPolicy) -> Self {
@@ -39,6 +43,7 @@ impl<'a> Backoff<'a> {
             policy,
             started: Instant::now(),
             attempts: 0,
+            failures: 0,
         }
     }
 
@@ -50,13 +55,30 @@ impl<'a> Backoff<'a> {
         self.started.elapsed()
     }
 
+    /// Records a failed try (a storage error whose write did not land); sleeps a full-jitter
+    /// backoff, or returns false after a few: a store that keeps failing is an error to report,
+    /// not a race to wait out.
+    pub(crate) async fn failed(&mut self) -> bool {
+        self.failures += 1;
+        if self.failures > MAX_FAILURES || self.elapsed() >= self.policy.max_elapsed {
+            return false;
+        }
+        self.sleep().await;
+        true
+    }
+
     /// Records a lost race; sleeps a full-jitter backoff, or returns false when the budget is spent.
     pub(crate) async fn lost_race(&mut self) -> bool {
         self.attempts += 1;
         if self.attempts >= self.policy.max_attempts || self.elapsed() >= self.policy.max_elapsed {
             return false;
         }
-        let exp = self.attempts.min(20);
+        self.sleep().await;
+        true
+    }
+
+    async fn sleep(&self) {
+        let exp = (self.attempts + self.failures).min(20);
         let cap = self
             .policy
             .base_backoff
@@ -64,6 +86,5 @@ impl<'a> Backoff<'a> {
             .min(self.policy.max_backoff);
         let jitter = rand::random_range(0..=cap.as_micros().max(1) as u64);
         tokio::time::sleep(Duration::from_micros(jitter)).await;
-        true
     }
 }

@@ -3,17 +3,27 @@
 use std::time::Duration;
 
 use apiary_catalog::Frame;
-use apiary_catalog::cleansing::{CleansingOptions, RemovalKind, cleanse_dropped, cleanse_frame};
+use apiary_catalog::cleansing::{CleansingOptions, RemovalKind, cleanse_frame, cleanse_meadow};
 use apiary_catalog::{CommitOptions, Error, FrameSpec, IfMissing, Ledger, Meadow, WriteOptions};
 
-use crate::support::{backends, batch, frame, read_back, schema, stream};
+use crate::support::{age_files, backends, batch, frame, read_back, schema, stream};
 
+/// Everything older than now: only with `force`.
 fn now_only() -> CleansingOptions {
     CleansingOptions {
         retention: Duration::ZERO,
-        grace: Duration::ZERO,
         dry_run: false,
+        force: true,
     }
+}
+
+fn removed(report: &apiary_catalog::cleansing::CleansingReport, kind: RemovalKind) -> Vec<&str> {
+    report
+        .removals
+        .iter()
+        .filter(|r| r.kind == kind)
+        .map(|r| r.key.as_str())
+        .collect()
 }
 
 /// Parquet objects of the frame folder.
@@ -67,25 +77,21 @@ async fn replaced_and_orphaned_cells_go_and_live_ones_stay() {
         )
         .await
         .unwrap();
-        let cells: Vec<&str> = report
-            .removals
-            .iter()
-            .filter(|r| r.kind == RemovalKind::Cell)
-            .map(|r| r.key.as_str())
-            .collect();
-        assert_eq!(cells.len(), 3, "{b}: {cells:?}");
-        assert!(cells.iter().any(|c| c.ends_with(&orphan[0].path)), "{b}");
+        let cells = removed(&report, RemovalKind::Cell);
+        assert_eq!(cells.len(), 2, "{b}: {cells:?}");
+        let orphans = removed(&report, RemovalKind::OrphanCell);
+        assert!(
+            orphans.len() == 1 && orphans[0].ends_with(&orphan[0].path),
+            "{b}: {orphans:?}"
+        );
         assert_eq!(cells_stored(&frame).await.len(), 4, "{b}");
 
         // For real: the live cell stays and reads.
         let report = cleanse_frame(frame.ledger(), &now_only()).await.unwrap();
-        assert_eq!(report.oldest_kept_version, 3, "{b}");
+        assert_eq!(report.oldest_kept_version, Some(3), "{b}");
         assert_eq!(
-            report
-                .removals
-                .iter()
-                .filter(|r| r.kind == RemovalKind::Cell)
-                .count(),
+            removed(&report, RemovalKind::Cell).len()
+                + removed(&report, RemovalKind::OrphanCell).len(),
             3,
             "{b}"
         );
@@ -95,9 +101,19 @@ async fn replaced_and_orphaned_cells_go_and_live_ones_stay() {
         let (ids, _) = read_back(&frame, &live).await;
         assert_eq!(ids, (100..105).collect::<Vec<i64>>(), "{b}");
 
-        // The history before the oldest kept version is gone, with a clear error for it.
+        // The history before the oldest kept version is gone, with a clear error naming it.
         let err = frame.ledger().snapshot_at(1).await.unwrap_err();
-        assert!(matches!(err, Error::VersionExpired { .. }), "{b}: {err}");
+        assert!(
+            matches!(
+                err,
+                Error::VersionExpired {
+                    version: 1,
+                    oldest: 3,
+                    ..
+                }
+            ),
+            "{b}: {err}"
+        );
         assert!(err.to_string().contains("removed by cleanup"), "{err}");
         // And the frame still opens from storage alone.
         let reopened = Ledger::open(
@@ -112,8 +128,11 @@ async fn replaced_and_orphaned_cells_go_and_live_ones_stay() {
     }
 }
 
+/// Ages are the store's: on a local folder the files' modification times. Versions and orphans
+/// two hours old are past a one-hour retention; younger ones are not, whatever this machine's
+/// clock says of the entries' own timestamps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphans_wait_out_the_grace_period_replaced_cells_do_not() {
+async fn orphans_and_versions_age_on_the_stores_clock() {
     let dir = tempfile::tempdir().unwrap();
     let (_, frame) = frame(
         dir.path().to_str().unwrap(),
@@ -124,41 +143,94 @@ async fn orphans_wait_out_the_grace_period_replaced_cells_do_not() {
     frame
         .append(stream(vec![batch(0..10, &["eu"])]), "WRITE")
         .await
-        .unwrap();
+        .unwrap(); // v1
     let replaced = frame.ledger().latest().cells().next().unwrap().path.clone();
     frame
         .overwrite(stream(vec![batch(10..20, &["eu"])]), "OVERWRITE")
         .await
-        .unwrap();
+        .unwrap(); // v2
     let read = frame.ledger().latest();
-    let orphan = frame
+    let old_orphan = frame
         .cell_writer(&read)
         .unwrap()
         .write_stream(stream(vec![batch(7..8, &["eu"])]))
         .await
         .unwrap();
-    let options = CleansingOptions {
-        grace: Duration::from_secs(3600),
-        ..now_only()
+    // A staging file of a local write that died halfway.
+    let folder = dir.path().join(frame.ledger().location());
+    std::fs::write(folder.join("cell_x.parquet#123"), b"half").unwrap();
+    age_files(&folder, Duration::from_secs(2 * 3600));
+    frame
+        .overwrite(stream(vec![batch(20..30, &["eu"])]), "OVERWRITE")
+        .await
+        .unwrap(); // v3, young
+    let young_orphan = frame
+        .cell_writer(&read)
+        .unwrap()
+        .write_stream(stream(vec![batch(8..9, &["eu"])]))
+        .await
+        .unwrap();
+
+    let hour = CleansingOptions {
+        retention: Duration::from_secs(3600),
+        ..CleansingOptions::default()
     };
-    let report = cleanse_frame(frame.ledger(), &options).await.unwrap();
-    let cells: Vec<&str> = report
-        .removals
-        .iter()
-        .filter(|r| r.kind == RemovalKind::Cell)
-        .map(|r| r.key.as_str())
-        .collect();
-    assert_eq!(cells.len(), 1, "{cells:?}");
+    let report = cleanse_frame(frame.ledger(), &hour).await.unwrap();
+    // v2 is the newest version older than the window: it and v3 stay readable.
+    assert_eq!(report.oldest_kept_version, Some(2));
+    let cells = removed(&report, RemovalKind::Cell);
     assert!(
-        cells[0].ends_with(&replaced),
-        "the replaced cell goes although it is young"
+        cells.len() == 1 && cells[0].ends_with(&replaced),
+        "{cells:?}"
+    );
+    let orphans = removed(&report, RemovalKind::OrphanCell);
+    assert!(
+        orphans.len() == 1 && orphans[0].ends_with(&old_orphan[0].path),
+        "{orphans:?}"
+    );
+    assert_eq!(
+        removed(&report, RemovalKind::Staging).len(),
+        1,
+        "{report:?}"
     );
     assert!(
-        dir.path()
-            .join(frame.ledger().location())
-            .join(&orphan[0].path)
-            .exists(),
+        folder.join(&young_orphan[0].path).exists(),
         "the young orphan stays"
+    );
+    assert!(!folder.join("cell_x.parquet#123").exists());
+    for v in 2..=3 {
+        let snap = frame.ledger().snapshot_at(v).await.unwrap();
+        read_back(&frame, &snap).await;
+    }
+    let err = frame.ledger().snapshot_at(1).await.unwrap_err().to_string();
+    assert!(
+        err.contains("version 1") && err.contains("oldest readable version is 2"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_retention_under_an_hour_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, frame) = frame(
+        dir.path().to_str().unwrap(),
+        FrameSpec::new(schema()),
+        WriteOptions::default(),
+    )
+    .await;
+    let err = cleanse_frame(
+        frame.ledger(),
+        &CleansingOptions {
+            retention: Duration::from_secs(60),
+            ..CleansingOptions::default()
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("60 s is under the minimum of 3600 s") && err.contains("force"),
+        "{err}"
     );
 }
 
@@ -190,12 +262,11 @@ async fn versions_inside_the_retention_window_stay_readable() {
         .unwrap(); // v4
     let options = CleansingOptions {
         retention: Duration::from_secs(1),
-        grace: Duration::ZERO,
-        dry_run: false,
+        ..now_only()
     };
     let report = cleanse_frame(frame.ledger(), &options).await.unwrap();
     // v2 is the newest version older than the window: it and everything after stay.
-    assert_eq!(report.oldest_kept_version, 2);
+    assert_eq!(report.oldest_kept_version, Some(2));
     for v in 2..=4 {
         let snap = frame.ledger().snapshot_at(v).await.unwrap();
         let (ids, _) = read_back(&frame, &snap).await;
@@ -241,7 +312,7 @@ async fn old_ledger_entries_go_down_to_the_last_checkpoint() {
             .unwrap();
     }
     let report = cleanse_frame(&ledger, &now_only()).await.unwrap();
-    assert_eq!(report.oldest_kept_version, 25);
+    assert_eq!(report.oldest_kept_version, Some(25));
     let entries = report
         .removals
         .iter()
@@ -267,12 +338,62 @@ async fn old_ledger_entries_go_down_to_the_last_checkpoint() {
     );
     let reopened = Ledger::open(meadow, "f", "h.b.f", opts).await.unwrap();
     assert_eq!(reopened.latest().row_count(), 25);
-    assert_eq!(reopened.snapshot_at(20).await.unwrap().row_count(), 20);
-    assert!(reopened.snapshot_at(19).await.is_err());
+    // Version 25 is the oldest kept: the marker says so, whatever entries happen to remain.
+    for v in [19, 20, 24] {
+        let err = reopened.snapshot_at(v).await.unwrap_err();
+        assert!(
+            matches!(err, Error::VersionExpired { oldest: 25, .. }),
+            "version {v}: {err}"
+        );
+    }
 }
 
 #[tokio::test]
-async fn folders_of_dropped_frames_go_after_retention() {
+async fn folders_of_dropped_frames_go_after_retention_and_cannot_be_undropped_after() {
+    for b in backends() {
+        let (reg, frame) = frame(&b.url, FrameSpec::new(schema()), WriteOptions::default()).await;
+        frame
+            .append(stream(vec![batch(0..10, &["eu"])]), "WRITE")
+            .await
+            .unwrap();
+        let location = frame.ledger().location().to_string();
+        reg.drop_frame("h", "b", "f", IfMissing::Fail)
+            .await
+            .unwrap();
+        let kept = cleanse_meadow(&reg, &CleansingOptions::default())
+            .await
+            .unwrap();
+        assert!(kept.removals.is_empty(), "{b}: inside the retention window");
+        // Within retention a drop is undone: the same frame, its rows intact.
+        let back = reg.undrop_frame("h", "b", "f", None).await.unwrap();
+        assert_eq!(back.location, location, "{b}");
+        let ledger = reg.open_ledger("h", "b", "f").await.unwrap();
+        assert_eq!(ledger.latest().row_count(), 10, "{b}");
+        reg.drop_frame("h", "b", "f", IfMissing::Fail)
+            .await
+            .unwrap();
+        let report = cleanse_meadow(&reg, &now_only()).await.unwrap();
+        let dropped = removed(&report, RemovalKind::DroppedFrame);
+        assert!(
+            dropped.iter().any(|k| k.ends_with(".parquet")),
+            "{b}: {report:?}"
+        );
+        assert!(
+            reg.meadow().list(&location).await.unwrap().is_empty(),
+            "{b}"
+        );
+        let err = reg.undrop_frame("h", "b", "f", None).await.unwrap_err();
+        assert!(
+            err.to_string().contains("among the dropped frames"),
+            "{b}: {err}"
+        );
+    }
+}
+
+/// A crash between creating a frame's ledger and registering it leaves a folder no registry
+/// entry names: reclaimed after retention, like the staging files of interrupted writes.
+#[tokio::test]
+async fn crash_leftovers_go_after_retention() {
     let dir = tempfile::tempdir().unwrap();
     let (reg, frame) = frame(
         dir.path().to_str().unwrap(),
@@ -284,15 +405,35 @@ async fn folders_of_dropped_frames_go_after_retention() {
         .append(stream(vec![batch(0..10, &["eu"])]), "WRITE")
         .await
         .unwrap();
-    let location = frame.ledger().location().to_string();
-    reg.drop_frame("h", "b", "f", IfMissing::Fail)
+    let unpublished = reg
+        .prepare_frame("h", "b", "g", &FrameSpec::new(schema()))
         .await
         .unwrap();
-    let kept = cleanse_dropped(&reg, &CleansingOptions::default())
-        .await
-        .unwrap();
-    assert!(kept.is_empty(), "inside the retention window");
-    let removed = cleanse_dropped(&reg, &now_only()).await.unwrap();
-    assert!(removed.iter().any(|r| r.key.ends_with(".parquet")));
-    assert!(reg.meadow().list(&location).await.unwrap().is_empty());
+    let hour = CleansingOptions {
+        retention: Duration::from_secs(3600),
+        ..CleansingOptions::default()
+    };
+    let report = cleanse_meadow(&reg, &hour).await.unwrap();
+    assert!(
+        removed(&report, RemovalKind::Leftover).is_empty(),
+        "young: {report:?}"
+    );
+    age_files(dir.path(), Duration::from_secs(2 * 3600));
+    let report = cleanse_meadow(&reg, &hour).await.unwrap();
+    let leftovers = removed(&report, RemovalKind::Leftover);
+    assert!(
+        !leftovers.is_empty() && leftovers.iter().all(|k| k.contains(unpublished.location())),
+        "{report:?}"
+    );
+    assert!(
+        reg.meadow()
+            .list(unpublished.location())
+            .await
+            .unwrap()
+            .is_empty(),
+        "the unregistered folder is gone"
+    );
+    // The live frame is untouched.
+    let live = frame.ledger().refresh().await.unwrap();
+    assert_eq!(read_back(&frame, &live).await.0.len(), 10);
 }

@@ -469,3 +469,193 @@ async fn a_writer_gives_up_after_its_budget_with_an_error_saying_so() {
         .collect();
     assert_eq!(seen.len(), 5);
 }
+
+/// Version 0 carries the frame's protocol. A reader feature this build does not know makes the
+/// frame unreadable, a writer feature makes it read-only — each refusal names the feature. A
+/// ledger written before protocols (none in version 0) reads and writes as protocol 1.
+#[tokio::test]
+async fn a_frame_of_an_unknown_protocol_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let meadow = Meadow::open(dir.path().to_str().unwrap()).await.unwrap();
+    let opts = CommitOptions::default();
+    Ledger::create(
+        meadow.clone(),
+        "f",
+        "h.b.f",
+        "id",
+        &FrameSpec::new(schema()),
+        opts.clone(),
+    )
+    .await
+    .unwrap();
+    let zero = dir.path().join("f/_ledger/00000000000000000000.json");
+    let written = std::fs::read_to_string(&zero).unwrap();
+    assert!(
+        written.contains(r#""protocol":{"min_reader_version":1,"min_writer_version":1}"#)
+            && written.contains(r#""commit_id":"#),
+        "{written}"
+    );
+    let with_protocol = |features: &str| {
+        written.replace(
+            r#""protocol":{"min_reader_version":1,"min_writer_version":1}"#,
+            &format!(r#""protocol":{{"min_reader_version":1,"min_writer_version":1,{features}}}"#),
+        )
+    };
+
+    // A writer-only feature: readable, never written to.
+    std::fs::write(
+        &zero,
+        with_protocol(r#""writer_features":["row_level_changes"]"#),
+    )
+    .unwrap();
+    let read_only = Ledger::open(meadow.clone(), "f", "h.b.f", opts.clone())
+        .await
+        .unwrap();
+    let frame = Frame::new(read_only, WriteOptions::default());
+    let err = frame
+        .append(stream(vec![batch(0..1, &["eu"])]), "WRITE")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("frame h.b.f cannot be used by this build")
+            && err.contains("\"row_level_changes\""),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("f")).unwrap().count(),
+        1,
+        "nothing was written but the ledger"
+    );
+
+    // A reader feature: not even readable.
+    std::fs::write(
+        &zero,
+        with_protocol(
+            r#""reader_features":["schema_evolution"],"writer_features":["schema_evolution"]"#,
+        ),
+    )
+    .unwrap();
+    let err = Ledger::open(meadow.clone(), "f", "h.b.f", opts.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"schema_evolution\"") && err.contains("cannot read"),
+        "{err}"
+    );
+
+    // Written before protocols: protocol 1.
+    let old = written.replace(
+        r#","protocol":{"min_reader_version":1,"min_writer_version":1}"#,
+        "",
+    );
+    assert!(!old.contains("protocol"), "{old}");
+    std::fs::write(&zero, old).unwrap();
+    let ledger = Ledger::open(meadow, "f", "h.b.f", opts).await.unwrap();
+    Frame::new(ledger, WriteOptions::default())
+        .append(stream(vec![batch(0..1, &["eu"])]), "WRITE")
+        .await
+        .unwrap();
+}
+
+/// A cell path a ledger holds must name a Parquet file in the frame's own folder (and its
+/// partition folders): anything else is a corrupt object, named — it could reach another
+/// frame's files. Nothing such is ever committed either: an entry is decoded again before its
+/// conditional create.
+#[tokio::test]
+async fn cell_paths_outside_the_frame_folder_are_refused_on_read_and_on_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let meadow = Meadow::open(dir.path().to_str().unwrap()).await.unwrap();
+    let spec = FrameSpec::new(schema()).with_partition_by(["region"]);
+    let ledger = Ledger::create(
+        meadow.clone(),
+        "f",
+        "h.b.f",
+        "id",
+        &spec,
+        CommitOptions::default(),
+    )
+    .await
+    .unwrap();
+    let frame = Frame::new(ledger.clone(), WriteOptions::default());
+    frame
+        .append(stream(vec![batch(0..4, &["eu"])]), "WRITE")
+        .await
+        .unwrap();
+    let good = ledger.latest().cells().next().unwrap().as_ref().clone();
+
+    for bad in [
+        "../g/region=eu/cell_x.parquet",
+        "region=eu/../../x.parquet",
+        "cell_x.parquet",
+        "region=eu/cell_x.csv",
+        "_ledger/00000000000000000001.json",
+    ] {
+        let mut cell = good.clone();
+        cell.path = bad.to_string();
+        let err = ledger
+            .commit(
+                &ledger.latest(),
+                "WRITE",
+                apiary_catalog::Action::AddCells {
+                    cells: vec![std::sync::Arc::new(cell)],
+                },
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("would not read back") && err.contains(bad),
+            "{bad}: {err}"
+        );
+    }
+    assert_eq!(
+        ledger.refresh().await.unwrap().version,
+        1,
+        "nothing was committed"
+    );
+
+    let entry = dir.path().join("f/_ledger/00000000000000000001.json");
+    let body = std::fs::read_to_string(&entry).unwrap();
+    std::fs::write(
+        dir.path().join("f/_ledger/00000000000000000002.json"),
+        body.replace(&good.path, "../other/region=eu/cell_x.parquet")
+            .replace(r#""version":1"#, r#""version":2"#),
+    )
+    .unwrap();
+    let err = ledger.refresh().await.unwrap_err().to_string();
+    assert!(
+        err.contains("corrupt object f/_ledger/00000000000000000002.json") && err.contains("'..'"),
+        "{err}"
+    );
+}
+
+/// A snapshot narrowed to some cells (to read them) can never be the base of a commit: an
+/// overwrite on it would take the subset for the whole frame.
+#[tokio::test]
+async fn a_subset_of_cells_is_never_committed_as_the_whole_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, frame) = frame(
+        dir.path().to_str().unwrap(),
+        FrameSpec::new(schema()),
+        WriteOptions::default(),
+    )
+    .await;
+    for i in 0..2 {
+        frame
+            .append(stream(vec![batch(i * 10..i * 10 + 10, &["eu"])]), "WRITE")
+            .await
+            .unwrap();
+    }
+    let latest = frame.ledger().latest();
+    let first = latest.cells().next().unwrap().path.clone();
+    let subset = latest.with_cells_where(|c| c.path == first);
+    let err = frame
+        .commit_cells(&subset, "OVERWRITE", vec![], true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a subset of the cells of version 2"), "{err}");
+    assert_eq!(frame.ledger().refresh().await.unwrap().cell_count(), 2);
+}

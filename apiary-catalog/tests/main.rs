@@ -4,6 +4,7 @@
 mod cells;
 mod cleansing;
 mod compaction;
+mod faults;
 mod ledger;
 mod meadow;
 mod registry;

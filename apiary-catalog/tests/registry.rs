@@ -311,15 +311,69 @@ async fn a_corrupt_registry_entry_is_an_error_naming_it() {
     let url = dir.path().to_str().unwrap().to_string();
     let reg = registry(&url).await;
     reg.create_hive("h", IfExists::Fail).await.unwrap();
-    std::fs::write(dir.path().join("_registry/state_000002.json"), b"{not json").unwrap();
+    std::fs::write(
+        dir.path().join("_registry/00000000000000000002.json"),
+        b"{not json",
+    )
+    .unwrap();
     let err = reg.refresh().await.unwrap_err().to_string();
-    assert!(err.contains("_registry/state_000002.json"), "{err}");
+    assert!(err.contains("_registry/00000000000000000002.json"), "{err}");
     let err = Registry::open(Meadow::open(&url).await.unwrap(), CommitOptions::default())
         .await
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("corrupt object") && err.contains("state_000002.json"),
+        err.contains("corrupt object") && err.contains("00000000000000000002.json"),
+        "{err}"
+    );
+}
+
+/// A registry written before 20-digit names and commit ids (`state_{version:06}.json`, no
+/// version 0) still reads as protocol 1, and new entries get 20-digit names after its last one.
+#[tokio::test]
+async fn a_registry_with_six_digit_names_still_reads_and_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap().to_string();
+    let folder = dir.path().join("_registry");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (v, hive) in [(1, "old1"), (2, "old2")] {
+        let body = format!(
+            r#"{{"version":{v},"timestamp_ms":0,"writer":"old:1","action":{{"create_hive":{{"name":"{hive}","id":"id{v}"}}}}}}"#
+        );
+        std::fs::write(folder.join(format!("state_{v:06}.json")), body).unwrap();
+    }
+    let reg = registry(&url).await;
+    assert_eq!(reg.snapshot().hive_names(), ["old1", "old2"]);
+    reg.create_hive("new", IfExists::Fail).await.unwrap();
+    assert!(folder.join("00000000000000000003.json").exists());
+    let fresh = registry(&url).await;
+    assert_eq!(fresh.snapshot().hive_names(), ["new", "old1", "old2"]);
+    assert_eq!(fresh.snapshot().version, 3);
+}
+
+/// Version 0 of a registry records its protocol: a newer one than this build knows is refused
+/// by name, for reading and for writing.
+#[tokio::test]
+async fn a_registry_of_a_newer_protocol_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap().to_string();
+    let reg = registry(&url).await;
+    reg.create_hive("h", IfExists::Fail).await.unwrap();
+    let zero = dir.path().join("_registry/00000000000000000000.json");
+    let body = std::fs::read_to_string(&zero).unwrap();
+    assert!(body.contains(r#""min_reader_version":1"#), "{body}");
+    std::fs::write(
+        &zero,
+        body.replace(r#""min_reader_version":1"#, r#""min_reader_version":9"#),
+    )
+    .unwrap();
+    let err = Registry::open(Meadow::open(&url).await.unwrap(), CommitOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the registry cannot be used by this build")
+            && err.contains("reader version 9"),
         "{err}"
     );
 }

@@ -102,3 +102,29 @@ pub async fn read_back(frame: &Frame, snap: &FrameSnapshot) -> (Vec<i64>, BTreeM
     ids.sort_unstable();
     (ids, per_partition)
 }
+
+/// A plain DataFusion task context to run storage work in.
+pub fn task_ctx() -> Arc<datafusion::execution::TaskContext> {
+    datafusion::prelude::SessionContext::new().task_ctx()
+}
+
+/// Makes every object below `dir` look `age` old (local folders: the store's clock is the file
+/// system's modification time).
+pub fn age_files(dir: &std::path::Path, age: std::time::Duration) {
+    let when = std::time::SystemTime::now() - age;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            age_files(&path, age);
+        } else {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(when))
+                .unwrap_or_else(|err| panic!("aging {}: {err}", path.display()));
+        }
+    }
+}

@@ -18,8 +18,6 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::execution::TaskContext;
 use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
 use futures::StreamExt;
-use object_store::buffered::BufWriter;
-use tokio::io::AsyncWriteExt;
 
 use crate::error::{Result, SwarmError};
 use crate::manifest::{
@@ -310,9 +308,13 @@ async fn run_task(
     let mut stream = plan.execute(0, ctx)?;
     let schema = stream.schema();
     let partial = node.meadow.key(&dir.partial(n, a));
-    let mut upload = BufWriter::new(node.meadow.store().clone(), partial.clone());
+    let mut upload = node.meadow.upload(partial.clone());
     let mut ipc = StreamWriter::try_new(Vec::new(), &schema)?;
     let (mut rows, mut bytes) = (0u64, 0u64);
+    let io = |source| SwarmError::Io {
+        path: partial.to_string(),
+        source,
+    };
     let result: Result<()> = async {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
@@ -320,33 +322,18 @@ async fn run_task(
             ipc.write(&batch)?;
             let chunk = std::mem::take(ipc.get_mut());
             bytes += chunk.len() as u64;
-            upload
-                .write_all(&chunk)
-                .await
-                .map_err(|source| SwarmError::Io {
-                    path: partial.to_string(),
-                    source,
-                })?;
+            upload.write(&chunk).await.map_err(io)?;
         }
         ipc.finish()?;
         let tail = std::mem::take(ipc.get_mut());
         bytes += tail.len() as u64;
-        upload
-            .write_all(&tail)
-            .await
-            .map_err(|source| SwarmError::Io {
-                path: partial.to_string(),
-                source,
-            })?;
-        upload.shutdown().await.map_err(|source| SwarmError::Io {
-            path: partial.to_string(),
-            source,
-        })?;
+        upload.write(&tail).await.map_err(io)?;
+        upload.finish().await.map_err(io)?;
         Ok(())
     }
     .await;
     if let Err(e) = result {
-        let _ = upload.abort().await;
+        upload.abort().await;
         return Err(e);
     }
     Ok((rows, bytes))

@@ -16,7 +16,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use futures::{Stream, StreamExt};
-use object_store::buffered::BufWriter;
+
 use object_store::path::Path;
 
 use super::WriteOptions;
@@ -25,12 +25,12 @@ use super::partition::{partition_path, split};
 use super::stats::cell_stats;
 use crate::error::{Error, Result};
 use crate::ledger::{CellRecord, FrameSnapshot};
-use crate::meadow::Meadow;
+use crate::meadow::{Meadow, Upload};
 
 struct OpenCell {
     rel_path: String,
     key: Path,
-    writer: AsyncArrowWriter<BufWriter>,
+    writer: AsyncArrowWriter<Upload>,
     rows: u64,
     last_used: u64,
 }
@@ -174,7 +174,7 @@ impl CellWriter {
             format!("{}/{name}", partition_path(&self.partition_by, key)?)
         };
         let key_path = self.meadow.key(&format!("{}/{rel_path}", self.location));
-        let sink = BufWriter::new(self.meadow.store().clone(), key_path.clone());
+        let sink = self.meadow.upload(key_path.clone());
         let writer =
             AsyncArrowWriter::try_new(sink, self.file_schema.clone(), Some(self.props.clone()))?;
         Ok(OpenCell {
@@ -289,8 +289,5 @@ impl CellWriter {
 }
 
 async fn abort_cell(cell: OpenCell) {
-    let mut upload = cell.writer.into_inner();
-    if let Err(e) = upload.abort().await {
-        log::warn!("could not abort upload of {}: {e}", cell.key);
-    }
+    cell.writer.into_inner().abort().await;
 }

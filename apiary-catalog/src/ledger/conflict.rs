@@ -66,7 +66,9 @@ mod tests {
             version: 7,
             timestamp_ms: 0,
             writer: "w1".into(),
+            commit_id: "c".into(),
             operation: "COMPACT".into(),
+            protocol: None,
             action,
         }
     }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
+use crate::protocol::Protocol;
 use crate::schema_json::{schema_from_json, schema_to_json};
 use crate::value;
 
@@ -127,9 +128,63 @@ pub struct LedgerEntry {
     pub timestamp_ms: i64,
     /// Who committed it (node id or `host:pid`).
     pub writer: String,
+    /// Unique per commit (all its attempts share it): a writer whose create got an ambiguous
+    /// answer reads the entry back and knows from this whether it won. Empty for entries written
+    /// before commit ids.
+    pub commit_id: String,
     /// A label for people: `CREATE`, `WRITE`, `INSERT`, `OVERWRITE`, `COMPACT`, …
     pub operation: String,
+    /// What a client must understand from this version on: always on version 0, on a later
+    /// entry when it raises the protocol.
+    pub protocol: Option<Protocol>,
     pub action: Action,
+}
+
+/// A new commit id: time-ordered, unique.
+pub(crate) fn new_commit_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// Refuses a cell path that does not name a Parquet file inside the frame's own folder, in the
+/// partition folders its partition columns give. Such a path in a ledger is a corrupt object:
+/// reading it could reach a file of another frame, or outside the meadow.
+pub(crate) fn check_cell_path(
+    path: &str,
+    partition_by: &[String],
+) -> std::result::Result<(), String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let bad = |why: &str| Err(format!("cell path {path:?} {why}"));
+    if path.is_empty() || path.starts_with('/') {
+        return bad("is not relative to the frame folder");
+    }
+    if segments
+        .iter()
+        .any(|s| s.is_empty() || *s == "." || *s == ".." || s.contains('\\'))
+    {
+        return bad("has an empty, '.', '..' or backslashed segment");
+    }
+    if segments[0] == "_ledger" {
+        return bad("points into the ledger");
+    }
+    if !path.ends_with(".parquet") {
+        return bad("does not name a .parquet cell");
+    }
+    if segments.len() != partition_by.len() + 1 {
+        return bad(&format!(
+            "has {} folder(s) but the frame has {} partition column(s)",
+            segments.len() - 1,
+            partition_by.len()
+        ));
+    }
+    for (segment, column) in segments.iter().zip(partition_by) {
+        if !segment
+            .strip_prefix(column.as_str())
+            .is_some_and(|rest| rest.starts_with('='))
+        {
+            return bad(&format!("is not in a {column}=… partition folder"));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -215,6 +270,7 @@ impl CellRecord {
     ) -> Result<CellRecord> {
         let raw: RawCell = serde_json::from_value(v.clone())
             .map_err(|e| Error::corrupt(key, format!("bad cell record: {e}")))?;
+        check_cell_path(&raw.path, partition_by).map_err(|e| Error::corrupt(key, e))?;
         let field_type = |c: &str| {
             schema
                 .field_with_name(c)
@@ -316,13 +372,21 @@ impl LedgerEntry {
                 "added": cells_to_json(added, partition_by),
             }}),
         };
-        Ok(json!({
+        let mut v = json!({
             "version": self.version,
             "timestamp_ms": self.timestamp_ms,
             "writer": self.writer,
             "operation": self.operation,
             "action": action,
-        }))
+        });
+        if !self.commit_id.is_empty() {
+            v["commit_id"] = json!(self.commit_id);
+        }
+        if let Some(p) = &self.protocol {
+            v["protocol"] =
+                serde_json::to_value(p).map_err(|e| Error::corrupt("protocol", e.to_string()))?;
+        }
+        Ok(v)
     }
 
     /// Parses an entry read from `key`. `frame` gives the schema for typed values; it is `None`
@@ -344,6 +408,23 @@ impl LedgerEntry {
         let timestamp_ms = field("timestamp_ms")?.as_i64().unwrap_or_default();
         let writer = field("writer")?.as_str().unwrap_or_default().to_string();
         let operation = field("operation")?.as_str().unwrap_or_default().to_string();
+        let commit_id = v
+            .get("commit_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let protocol: Option<Protocol> = match v.get("protocol") {
+            None | Some(Value::Null) => None,
+            Some(p) => Some(
+                serde_json::from_value(p.clone())
+                    .map_err(|e| Error::corrupt(key, format!("protocol: {e}")))?,
+            ),
+        };
+        // A protocol this build does not know is refused before the action is even parsed: the
+        // action may be one that only the newer protocol defines.
+        if let Some(p) = &protocol {
+            p.check_read(&format!("the log entry {key}"))?;
+        }
         let action = field("action")?
             .as_object()
             .filter(|o| o.len() == 1)
@@ -394,7 +475,9 @@ impl LedgerEntry {
             version,
             timestamp_ms,
             writer,
+            commit_id,
             operation,
+            protocol,
             action,
         })
     }

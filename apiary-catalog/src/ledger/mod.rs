@@ -24,9 +24,10 @@ pub use entry::{Action, CellRecord, ColumnStats, FrameSpec, LedgerEntry};
 pub use snapshot::FrameSnapshot;
 
 use crate::error::{Error, Kind, Result};
-use crate::meadow::{Created, Meadow};
-use crate::numbered_log::{LogNames, Newest, NumberedLog, Versioned};
+use crate::meadow::Meadow;
+use crate::numbered_log::{Attempt, LogNames, Newest, NumberedLog, Versioned};
 use crate::options::CommitOptions;
+use crate::protocol::Protocol;
 use crate::retry::Backoff;
 
 /// What a successful commit did.
@@ -39,6 +40,9 @@ pub struct CommitInfo {
     pub cells_removed: usize,
     pub rows_added: u64,
     pub rows_removed: u64,
+    /// The store's answer to the create was lost (an error, or its own retry meeting the first
+    /// try), and reading the entry back showed it landed.
+    pub read_back: bool,
 }
 
 /// A handle on one frame's ledger, caching its latest known snapshot. Cheap to clone.
@@ -154,7 +158,9 @@ impl Ledger {
             version: 0,
             timestamp_ms: now_ms(),
             writer: options.writer.clone(),
+            commit_id: entry::new_commit_id(),
             operation: "CREATE".into(),
+            protocol: Some(Protocol::current()),
             action: Action::CreateFrame {
                 frame_id: frame_id.into(),
                 schema: spec.schema.clone(),
@@ -162,9 +168,27 @@ impl Ledger {
                 properties: spec.properties.clone(),
             },
         };
-        match log.create(0, encode(&entry, &spec.partition_by)?).await? {
-            Created::Yes => {}
-            Created::LostRace => return Err(Error::already_exists(Kind::Frame, &name)),
+        let body = encode_checked(&log, &entry, None)?;
+        // The folder is new (its name holds a fresh id), so only an earlier try of this very
+        // create can hold version 0: read back, it tells.
+        let mut backoff = Backoff::new(&options.retry);
+        loop {
+            match log.create_resolved(0, body.clone(), &entry.commit_id).await {
+                Ok(Attempt::Landed { .. }) => break,
+                Ok(Attempt::Taken) => return Err(Error::already_exists(Kind::Frame, &name)),
+                Ok(Attempt::Absent(e)) => {
+                    if !backoff.failed().await {
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    return Err(Error::CommitUnknown {
+                        target: format!("ledger of {name}"),
+                        version: 0,
+                        reason: e.to_string(),
+                    });
+                }
+            }
         }
         let snapshot = FrameSnapshot::from_create(&entry, &log.entry_key(0))?;
         Ok(Self::with_snapshot(log, location, name, options, snapshot))
@@ -262,7 +286,8 @@ impl Ledger {
     }
 
     /// The frame as of `version` (time travel). Reads the newest checkpoint at or below it and
-    /// the entries up to it.
+    /// the entries up to it. A version older than the oldest readable one (cleansing removed
+    /// its cells) is [`Error::VersionExpired`], naming the oldest readable version.
     pub async fn snapshot_at(&self, version: u64) -> Result<Arc<FrameSnapshot>> {
         let mut latest = self.latest();
         if version > latest.version {
@@ -270,6 +295,14 @@ impl Ledger {
         }
         if version == latest.version {
             return Ok(latest);
+        }
+        let oldest = self.oldest_readable().await?;
+        if version < oldest {
+            return Err(Error::VersionExpired {
+                frame: self.inner.name.clone(),
+                version,
+                oldest,
+            });
         }
         if version > latest.version {
             return Err(Error::NoSuchVersion {
@@ -285,6 +318,34 @@ impl Ledger {
             base.apply(&e, &key)?;
         }
         Ok(Arc::new(base))
+    }
+
+    /// The oldest version whose cells are all kept: cleansing raises it (in the `_oldest`
+    /// marker) before it removes the cells of older versions. 0 when nothing was ever removed.
+    pub async fn oldest_readable(&self) -> Result<u64> {
+        let key = self.oldest_key();
+        let Some(body) = self.meadow().get(&key).await? else {
+            return Ok(0);
+        };
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("version")?.as_u64())
+            .ok_or_else(|| Error::corrupt(&key, "the oldest-version marker has no version"))
+    }
+
+    /// Raises the oldest readable version to `version` (never lowers it).
+    pub(crate) async fn raise_oldest_readable(&self, version: u64) -> Result<()> {
+        if self.oldest_readable().await? >= version {
+            return Ok(());
+        }
+        let body = serde_json::json!({ "version": version }).to_string();
+        self.meadow()
+            .put(&self.oldest_key(), Bytes::from(body))
+            .await
+    }
+
+    fn oldest_key(&self) -> String {
+        format!("{}/_ledger/_oldest", self.inner.location)
     }
 
     /// The numbered log behind this ledger (cleansing works on it directly).
@@ -353,7 +414,10 @@ impl Ledger {
     ///
     /// Cells the action adds must already be written (and durable). On a lost race the new
     /// entries are read and checked against the conflict rules; a compatible commit is rebased
-    /// and retried with jittered backoff until the retry budget is spent.
+    /// and retried with jittered backoff until the retry budget is spent. An ambiguous answer
+    /// (an error from a create that may have landed) is resolved by reading the entry back: its
+    /// commit id says whether it is this commit's. When even that cannot be known the error is
+    /// [`Error::CommitUnknown`], and the caller must keep what it wrote.
     pub async fn commit(
         &self,
         read: &FrameSnapshot,
@@ -366,6 +430,17 @@ impl Ledger {
                 reason: "create_frame is written by Ledger::create only".into(),
             });
         }
+        if read.is_subset() {
+            return Err(Error::InvalidOption {
+                name: "read".into(),
+                reason: format!(
+                    "a subset of the cells of version {} of {} cannot be the base of a commit",
+                    read.version, self.inner.name
+                ),
+            });
+        }
+        read.protocol
+            .check_write(&format!("frame {}", self.inner.name))?;
         for p in action.removed() {
             if read.cell(p).is_none() {
                 return Err(Error::InvalidOption {
@@ -384,22 +459,37 @@ impl Ledger {
             .map(|c| c.rows)
             .sum();
         let log = &self.inner.log;
+        let commit_id = entry::new_commit_id();
         let mut base = read.clone();
         let mut backoff = Backoff::new(&self.inner.options.retry);
+        // A version this commit tried, whose create failed ambiguously and which nobody else has
+        // been seen to hold since: until someone does, the commit may still land there.
+        let mut uncertain: Option<u64> = None;
+        let target = || format!("ledger of {}", self.inner.name);
         loop {
             let version = base.version + 1;
             let entry = LedgerEntry {
                 version,
                 timestamp_ms: now_ms(),
                 writer: self.inner.options.writer.clone(),
+                commit_id: commit_id.clone(),
                 operation: operation.to_string(),
+                protocol: None,
                 action: action.clone(),
             };
-            match log
-                .create(version, encode(&entry, &base.partition_by)?)
-                .await?
-            {
-                Created::Yes => {
+            let body = encode_checked(log, &entry, Some(&base))?;
+            let attempt = match log.create_resolved(version, body, &commit_id).await {
+                Ok(a) => a,
+                Err(e) => {
+                    return Err(Error::CommitUnknown {
+                        target: target(),
+                        version,
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            match attempt {
+                Attempt::Landed { read_back } => {
                     base.apply(&entry, &log.entry_key(version))?;
                     let snapshot = Arc::new(base);
                     self.inner.latest.offer(snapshot.clone());
@@ -417,22 +507,67 @@ impl Ledger {
                         cells_removed: action.removed().len(),
                         rows_added: action.added().iter().map(|c| c.rows).sum(),
                         rows_removed,
+                        read_back,
                     });
                 }
-                Created::LostRace => {
+                Attempt::Absent(e) => {
+                    uncertain = Some(version);
+                    if !backoff.failed().await {
+                        return Err(Error::CommitUnknown {
+                            target: target(),
+                            version,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+                Attempt::Taken => {
                     let winners = self.read_after(&base, true).await?;
                     for (key, winner) in &winners {
-                        conflict::check(&self.inner.name, &action, operation, winner)?;
+                        if winner.commit_id == commit_id {
+                            // An earlier try landed after all (a late write after an error).
+                            base.apply(winner, key)?;
+                            self.inner.latest.offer(Arc::new(base.clone()));
+                            return Ok(CommitInfo {
+                                version: winner.version,
+                                attempts: backoff.attempts() + 1,
+                                cells_added: action.added().len(),
+                                cells_removed: action.removed().len(),
+                                rows_added: action.added().iter().map(|c| c.rows).sum(),
+                                rows_removed,
+                                read_back: true,
+                            });
+                        }
+                        if uncertain == Some(winner.version) {
+                            uncertain = None;
+                        }
+                        conflict::check(&self.inner.name, &action, operation, winner).map_err(
+                            |e| match uncertain {
+                                Some(version) => Error::CommitUnknown {
+                                    target: target(),
+                                    version,
+                                    reason: e.to_string(),
+                                },
+                                None => e,
+                            },
+                        )?;
                         base.apply(winner, key)?;
                     }
                     if !winners.is_empty() {
                         self.inner.latest.offer(Arc::new(base.clone()));
                     }
                     if !backoff.lost_race().await {
-                        return Err(Error::RetriesExhausted {
-                            target: format!("ledger of {}", self.inner.name),
+                        let exhausted = Error::RetriesExhausted {
+                            target: target(),
                             attempts: backoff.attempts(),
                             elapsed_ms: backoff.elapsed().as_millis(),
+                        };
+                        return Err(match uncertain {
+                            Some(version) => Error::CommitUnknown {
+                                target: target(),
+                                version,
+                                reason: exhausted.to_string(),
+                            },
+                            None => exhausted,
                         });
                     }
                 }
@@ -557,11 +692,27 @@ fn decode(
     Ok(entry)
 }
 
-fn encode(entry: &LedgerEntry, partition_by: &[String]) -> Result<Bytes> {
+/// Encodes `entry` for the log and decodes it again against the frame (`None` for version 0),
+/// so that nothing is committed that a reader would refuse: paths outside the frame folder, a
+/// wrong number of partition values, statistics that do not decode.
+fn encode_checked(
+    log: &NumberedLog,
+    entry: &LedgerEntry,
+    frame: Option<&FrameSnapshot>,
+) -> Result<Bytes> {
+    let partition_by: &[String] = match (&entry.action, frame) {
+        (Action::CreateFrame { partition_by, .. }, _) => partition_by,
+        (_, Some(f)) => &f.partition_by,
+        (_, None) => &[],
+    };
+    let key = log.entry_key(entry.version);
     let v = entry.to_json(partition_by)?;
-    serde_json::to_vec(&v)
-        .map(Bytes::from)
-        .map_err(|e| Error::corrupt(format!("version {}", entry.version), e))
+    let body = serde_json::to_vec(&v).map_err(|e| Error::corrupt(&key, e))?;
+    decode(log, &body, &key, frame).map_err(|e| Error::InvalidOption {
+        name: "entry".into(),
+        reason: format!("version {} would not read back: {e}", entry.version),
+    })?;
+    Ok(Bytes::from(body))
 }
 
 /// The key of entry `version` of the ledger in the frame folder `location`.

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::entry::{Action, CellRecord, LedgerEntry, cells_from_json, cells_to_json};
 use crate::error::{Error, Result};
+use crate::protocol::Protocol;
 use crate::schema_json::{schema_from_json, schema_to_json};
 
 /// A frame at one version: its schema, layout and active cells. Immutable; shared as `Arc`.
@@ -20,8 +21,13 @@ pub struct FrameSnapshot {
     pub properties: BTreeMap<String, String>,
     /// Timestamp of the entry that produced this version.
     pub timestamp_ms: i64,
+    /// What a client must understand to read and to write the frame at this version.
+    pub protocol: Protocol,
     /// Active cells by path (relative to the frame folder).
     cells: BTreeMap<String, Arc<CellRecord>>,
+    /// Only some of the version's cells ([`FrameSnapshot::with_cells_where`]): readable, but
+    /// never the base of a commit, which would take the subset for the frame's whole state.
+    subset: bool,
 }
 
 impl FrameSnapshot {
@@ -42,6 +48,8 @@ impl FrameSnapshot {
                 "create_frame at a version other than 0",
             ));
         }
+        let protocol = entry.protocol.clone().unwrap_or_default();
+        protocol.check_read(&format!("the ledger {key}"))?;
         Ok(Self {
             version: 0,
             frame_id: frame_id.clone(),
@@ -49,7 +57,9 @@ impl FrameSnapshot {
             partition_by: partition_by.clone(),
             properties: properties.clone(),
             timestamp_ms: entry.timestamp_ms,
+            protocol,
             cells: BTreeMap::new(),
+            subset: false,
         })
     }
 
@@ -82,6 +92,10 @@ impl FrameSnapshot {
                 }
             }
         }
+        if let Some(p) = &entry.protocol {
+            p.check_read(&format!("the ledger entry {key}"))?;
+            self.protocol = p.clone();
+        }
         self.version = entry.version;
         self.timestamp_ms = entry.timestamp_ms;
         Ok(())
@@ -105,13 +119,20 @@ impl FrameSnapshot {
             partition_by: self.partition_by.clone(),
             properties: self.properties.clone(),
             timestamp_ms: self.timestamp_ms,
+            protocol: self.protocol.clone(),
             cells: self
                 .cells
                 .iter()
                 .filter(|(_, c)| keep(c))
                 .map(|(p, c)| (p.clone(), c.clone()))
                 .collect(),
+            subset: true,
         }
+    }
+
+    /// Whether this is a subset of its version's cells ([`FrameSnapshot::with_cells_where`]).
+    pub fn is_subset(&self) -> bool {
+        self.subset
     }
 
     pub fn cell_count(&self) -> usize {
@@ -135,6 +156,7 @@ impl FrameSnapshot {
             "schema": schema_to_json(&self.schema)?,
             "partition_by": self.partition_by,
             "properties": self.properties,
+            "protocol": self.protocol,
             "cells": cells_to_json(&cells, &self.partition_by),
         }))
     }
@@ -149,6 +171,12 @@ impl FrameSnapshot {
         let schema = schema_from_json(get("schema")?).map_err(|e| Error::corrupt(key, e))?;
         let partition_by: Vec<String> = serde_json::from_value(get("partition_by")?.clone())
             .map_err(|e| Error::corrupt(key, format!("partition_by: {e}")))?;
+        let protocol: Protocol = match v.get("protocol") {
+            None | Some(Value::Null) => Protocol::default(),
+            Some(p) => serde_json::from_value(p.clone())
+                .map_err(|e| Error::corrupt(key, format!("protocol: {e}")))?,
+        };
+        protocol.check_read(&format!("the checkpoint {key}"))?;
         let cells = cells_from_json(Some(get("cells")?), &schema, &partition_by, key)?;
         Ok(Self {
             version: get("version")?
@@ -163,7 +191,9 @@ impl FrameSnapshot {
                 .map_err(|e| Error::corrupt(key, format!("properties: {e}")))?,
             schema,
             partition_by,
+            protocol,
             cells: cells.into_iter().map(|c| (c.path.clone(), c)).collect(),
+            subset: false,
         })
     }
 }

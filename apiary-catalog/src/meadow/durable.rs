@@ -213,15 +213,48 @@ pub(crate) fn sync_file_and_ancestors(file: &FsPath, root: &FsPath) -> std::io::
     Ok(())
 }
 
+/// A staging file left by an interrupted local write.
+#[derive(Debug, Clone)]
+pub(crate) struct StagingFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// Collects the staging files (`name#digits`) below `dir`.
+pub(crate) fn staging_files(dir: &FsPath, found: &mut Vec<StagingFile>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(meta) = e.metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            staging_files(&path, found);
+            continue;
+        }
+        let staged = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.rsplit_once('#'))
+            .is_some_and(|(_, digits)| {
+                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+            });
+        if let (true, Ok(modified)) = (staged, meta.modified()) {
+            found.push(StagingFile {
+                path,
+                size: meta.len(),
+                modified: modified.into(),
+            });
+        }
+    }
+}
+
 /// Checks that the folder's file system can hard-link, which conditional creates need. FAT and
 /// exFAT (USB sticks, SD cards formatted on a camera) and some network mounts cannot.
 pub(crate) fn check_hard_links(root: &FsPath) -> Result<(), String> {
-    if std::env::var_os("APIARY_DEBUG_NO_HARD_LINKS").is_some() {
-        return Err(refusal(
-            root,
-            "hard links are disabled (APIARY_DEBUG_NO_HARD_LINKS)",
-        ));
-    }
     let probe = root.join(format!(".apiary-link-probe-{}", rand::random::<u64>()));
     let linked = probe.with_extension("linked");
     let outcome = (|| {

@@ -32,6 +32,10 @@ use url::Url;
 use crate::error::{Error, Result};
 
 mod durable;
+mod upload;
+
+pub(crate) use durable::StagingFile;
+pub use upload::Upload;
 
 /// Outcome of a conditional create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -454,6 +458,16 @@ impl Meadow {
         }
     }
 
+    /// The metadata of `rel` (a HEAD request), or `None` if it does not exist.
+    pub async fn head(&self, rel: &str) -> Result<Option<ObjectMeta>> {
+        let key = self.key(rel);
+        match self.inner.store.head(&key).await {
+            Ok(m) => Ok(Some(m)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::storage(&key, e)),
+        }
+    }
+
     /// Whether `rel` exists (a HEAD request).
     pub async fn exists(&self, rel: &str) -> Result<bool> {
         let key = self.key(rel);
@@ -512,6 +526,41 @@ impl Meadow {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::storage(&key, e)),
         }
+    }
+
+    /// The store's own clock now: the modification time of a probe object written for the
+    /// purpose (a PUT's answer carries no time). Ages of objects are measured against it, so a
+    /// board without a real-time clock neither expires objects early nor keeps them forever.
+    pub async fn store_now(&self) -> Result<chrono::DateTime<chrono::Utc>> {
+        let rel = format!("_clock/probe_{}", uuid::Uuid::now_v7().simple());
+        let key = self.key(&rel);
+        self.put(&rel, Bytes::from_static(b"{}")).await?;
+        let head = self.inner.store.head(&key).await;
+        self.delete(&rel).await?;
+        head.map(|m| m.last_modified)
+            .map_err(|e| Error::storage(&key, e))
+    }
+
+    /// Staging files of interrupted local writes below `rel` (object_store's `name#digits`
+    /// pattern, which listings skip), with their size and age; empty for other stores.
+    pub(crate) async fn staging_files(&self, rel: &str) -> Result<Vec<StagingFile>> {
+        let Some(local) = &self.inner.local else {
+            return Ok(vec![]);
+        };
+        let dir = local
+            .path_to_filesystem(&self.key(rel))
+            .map_err(|e| Error::storage(rel, e))?;
+        Ok(tokio::task::spawn_blocking(move || {
+            let mut found = vec![];
+            durable::staging_files(&dir, &mut found);
+            found
+        })
+        .await?)
+    }
+
+    /// Starts streaming the object `key` (a full key, see [`Meadow::key`]) into the store.
+    pub fn upload(&self, key: Path) -> Upload {
+        Upload::new(self.inner.store.clone(), key)
     }
 
     /// Makes an object written through [`Meadow::store`] durable before a commit refers to it.

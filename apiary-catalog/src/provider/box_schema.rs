@@ -106,7 +106,11 @@ impl BoxProvider {
                     )),
                     Err(e) => Err(e),
                 };
-                if written.is_err() {
+                // A write that provably committed nothing leaves no frame behind; one whose
+                // outcome is unknown keeps it (its rows may be there).
+                if let Err(e) = &written
+                    && e.proves_nothing_committed()
+                {
                     let _ = registry
                         .drop_frame(&hive, &box_, &frame, IfMissing::Ignore)
                         .await;

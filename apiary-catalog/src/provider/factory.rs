@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
-use datafusion::common::{DataFusionError, plan_err};
+use datafusion::common::{DataFusionError, ResolvedTableReference, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::CreateExternalTable;
 
@@ -35,27 +35,8 @@ impl TableProviderFactory for FrameTableFactory {
         cmd: &CreateExternalTable,
     ) -> Result<Arc<dyn TableProvider>> {
         let catalog = &state.config_options().catalog;
-        let name = cmd
-            .name
-            .clone()
-            .resolve(&catalog.default_catalog, &catalog.default_schema);
+        let (name, spec) = frame_spec(cmd, &catalog.default_catalog, &catalog.default_schema)?;
         let qualified = format!("{}.{}.{}", name.catalog, name.schema, name.table);
-        if cmd.locations.iter().any(|l| !l.is_empty()) {
-            return plan_err!(
-                "frame {qualified}: write LOCATION '' — Apiary chooses where a frame's cells live"
-            );
-        }
-        if !cmd.constraints.is_empty() {
-            return plan_err!(
-                "frame {qualified}: constraints (PRIMARY KEY, UNIQUE, …) are not supported"
-            );
-        }
-        if !cmd.order_exprs.is_empty() || cmd.unbounded {
-            return plan_err!("frame {qualified}: WITH ORDER and UNBOUNDED are not supported");
-        }
-        if !cmd.column_defaults.is_empty() {
-            return plan_err!("frame {qualified}: DEFAULT values are not supported yet");
-        }
         if self
             .apiary
             .registry()
@@ -70,13 +51,6 @@ impl TableProviderFactory for FrameTableFactory {
                 name.catalog
             );
         }
-        let schema = Arc::new(cmd.schema.as_arrow().clone());
-        let properties: BTreeMap<String, String> = cmd.options.clone().into_iter().collect();
-        let spec = FrameSpec {
-            schema,
-            partition_by: cmd.table_partition_cols.clone(),
-            properties,
-        };
         self.apiary
             .registry()
             .create_frame(
@@ -96,4 +70,41 @@ impl TableProviderFactory for FrameTableFactory {
             })?;
         Ok(table)
     }
+}
+
+/// The frame a `CREATE EXTERNAL TABLE … STORED AS APIARY` declares: its resolved name and spec,
+/// or an error naming what Apiary does not take.
+pub(crate) fn frame_spec(
+    cmd: &CreateExternalTable,
+    default_catalog: &str,
+    default_schema: &str,
+) -> Result<(ResolvedTableReference, FrameSpec)> {
+    let name = cmd.name.clone().resolve(default_catalog, default_schema);
+    let qualified = format!("{}.{}.{}", name.catalog, name.schema, name.table);
+    if cmd.locations.iter().any(|l| !l.is_empty()) {
+        return plan_err!(
+            "frame {qualified}: write LOCATION '' — Apiary chooses where a frame's cells live"
+        );
+    }
+    if !cmd.constraints.is_empty() {
+        return plan_err!(
+            "frame {qualified}: constraints (PRIMARY KEY, UNIQUE, …) are not supported"
+        );
+    }
+    if !cmd.order_exprs.is_empty() || cmd.unbounded {
+        return plan_err!("frame {qualified}: WITH ORDER and UNBOUNDED are not supported");
+    }
+    if !cmd.column_defaults.is_empty() {
+        return plan_err!("frame {qualified}: DEFAULT values are not supported yet");
+    }
+    let schema = Arc::new(cmd.schema.as_arrow().clone());
+    let properties: BTreeMap<String, String> = cmd.options.clone().into_iter().collect();
+    Ok((
+        name,
+        FrameSpec {
+            schema,
+            partition_by: cmd.table_partition_cols.clone(),
+            properties,
+        },
+    ))
 }

@@ -4,23 +4,32 @@
 //! - `apiary_history('hive.box.frame')`: one row per ledger version;
 //! - `apiary_version('hive.box.frame', N)`: the frame as it was at version N (read-only);
 //! - `apiary_compact('hive.box.frame')`: rewrites small cells into target-sized ones, one commit;
-//! - `apiary_cleanse('hive.box.frame' [, retention_seconds [, dry_run]])`: a cleansing flight.
+//! - `apiary_cleanse('hive.box.frame' | '*' [, retention_seconds [, dry_run [, force]]])`: a
+//!   cleansing flight;
+//! - `apiary_check(['hive.box.frame' | '*'])`: the problems a check finds;
+//! - `apiary_undrop('hive.box.frame' [, version])`: a dropped frame back under its name.
+//!
+//! The last four change or inspect storage: they do so when their result is read, never while a
+//! statement is planned ([`super::action`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+    ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DataFusionError, ScalarValue, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
+use futures::FutureExt;
 use serde_json::{Map, Value, json};
 
+use super::action::{Action, ActionTable};
 use super::{ApiaryCatalog, FrameTable, split_frame_name};
-use crate::cleansing::{CleansingOptions, cleanse_frame};
+use crate::check::{check_meadow, check_named_frame};
+use crate::cleansing::{CleansingOptions, cleanse_frame, cleanse_meadow};
 use crate::compaction::compact;
 use crate::frame::Frame;
 
@@ -158,7 +167,8 @@ impl TableFunctionImpl for CellsFunction {
     }
 }
 
-/// `apiary_history('hive.box.frame')`.
+/// `apiary_history('hive.box.frame')`: the stored versions, each marked `readable` or not (a
+/// version older than the oldest readable one has lost cells to cleansing).
 #[derive(Debug)]
 pub struct HistoryFunction {
     apiary: ApiaryCatalog,
@@ -176,9 +186,12 @@ impl TableFunctionImpl for HistoryFunction {
         check_arity("apiary_history", args, 1)?;
         let frame = open_frame(&self.apiary, "apiary_history", args)?;
         let ledger = frame.ledger().clone();
-        let (entries, start) = self
+        let (entries, start, oldest) = self
             .apiary
-            .block_on(async move { ledger.history().await })
+            .block_on(async move {
+                let (entries, start) = ledger.history().await?;
+                Ok((entries, start, ledger.oldest_readable().await?))
+            })
             .map_err(DataFusionError::from)?;
         // Rows removed are the rows of the removed cells, known from the replay. When cleansing
         // removed the oldest entries, the replay starts from the state after the oldest one
@@ -229,7 +242,9 @@ impl TableFunctionImpl for HistoryFunction {
             Field::new("cells_removed", DataType::UInt64, false),
             Field::new("rows_added", DataType::UInt64, false),
             Field::new("rows_removed", DataType::UInt64, true),
+            Field::new("readable", DataType::Boolean, false),
         ]));
+        let readable: Vec<bool> = version.iter().map(|v| *v >= oldest).collect();
         mem_table(
             schema,
             vec![
@@ -242,6 +257,7 @@ impl TableFunctionImpl for HistoryFunction {
                 Arc::new(UInt64Array::from(cells_removed)),
                 Arc::new(UInt64Array::from(rows_added)),
                 Arc::new(UInt64Array::from(rows_removed)),
+                Arc::new(BooleanArray::from(readable)),
             ],
         )
     }
@@ -274,7 +290,13 @@ impl TableFunctionImpl for VersionFunction {
     }
 }
 
-/// `apiary_compact('hive.box.frame')`: compaction, one `RewriteCells` commit.
+/// The batch of an action's report.
+fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// `apiary_compact('hive.box.frame')`: compaction, one `RewriteCells` commit, done when the
+/// result is read (never while planning) within the reading query's budget.
 #[derive(Debug)]
 pub struct CompactFunction {
     apiary: ApiaryCatalog,
@@ -291,11 +313,6 @@ impl TableFunctionImpl for CompactFunction {
         let args = args.exprs();
         check_arity("apiary_compact", args, 1)?;
         let frame = open_frame(&self.apiary, "apiary_compact", args)?;
-        let report = self
-            .apiary
-            .block_on(async move { compact(&frame).await })
-            .map_err(DataFusionError::from)?;
-        let p = &report.partitions;
         let schema = Arc::new(Schema::new(vec![
             Field::new("partition", DataType::Utf8, false),
             Field::new("cells_before", DataType::UInt64, false),
@@ -303,27 +320,67 @@ impl TableFunctionImpl for CompactFunction {
             Field::new("rows", DataType::UInt64, false),
             Field::new("version", DataType::UInt64, false),
         ]));
-        let version = report.version.unwrap_or_default();
-        mem_table(
-            schema,
-            vec![
-                Arc::new(StringArray::from_iter_values(
-                    p.iter().map(|x| x.partition.as_str()),
-                )),
-                Arc::new(UInt64Array::from_iter_values(
-                    p.iter().map(|x| x.cells_before as u64),
-                )),
-                Arc::new(UInt64Array::from_iter_values(
-                    p.iter().map(|x| x.cells_after as u64),
-                )),
-                Arc::new(UInt64Array::from_iter_values(p.iter().map(|x| x.rows))),
-                Arc::new(UInt64Array::from_iter_values(p.iter().map(|_| version))),
-            ],
-        )
+        let (name, out) = (format!("apiary_compact({})", frame.name()), schema.clone());
+        let action: Action = Arc::new(move |ctx| {
+            let (frame, schema) = (frame.clone(), out.clone());
+            async move {
+                let report = compact(&frame, ctx).await?;
+                let p = &report.partitions;
+                let version = report.version.unwrap_or_default();
+                batch(
+                    &schema,
+                    vec![
+                        Arc::new(StringArray::from_iter_values(
+                            p.iter().map(|x| x.partition.as_str()),
+                        )),
+                        Arc::new(UInt64Array::from_iter_values(
+                            p.iter().map(|x| x.cells_before as u64),
+                        )),
+                        Arc::new(UInt64Array::from_iter_values(
+                            p.iter().map(|x| x.cells_after as u64),
+                        )),
+                        Arc::new(UInt64Array::from_iter_values(p.iter().map(|x| x.rows))),
+                        Arc::new(UInt64Array::from_iter_values(p.iter().map(|_| version))),
+                    ],
+                )
+            }
+            .boxed()
+        });
+        Ok(Arc::new(ActionTable::new(name, schema, action)))
     }
 }
 
-/// `apiary_cleanse('hive.box.frame' [, retention_seconds [, dry_run]])`: a cleansing flight.
+/// `'hive.box.frame'`, or `'*'` for the whole meadow.
+enum Target {
+    Frame(String, String, String),
+    Meadow,
+}
+
+fn target_arg(fun: &str, args: &[Expr], i: usize) -> Result<Target> {
+    let s = string_arg(fun, args, i)?;
+    if s == "*" {
+        return Ok(Target::Meadow);
+    }
+    let (h, b, f) = split_frame_name(&s)?;
+    Ok(Target::Frame(h, b, f))
+}
+
+fn bool_arg(fun: &str, args: &[Expr], i: usize, what: &str) -> Result<bool> {
+    match args.get(i) {
+        Some(Expr::Literal(ScalarValue::Boolean(Some(b)), _)) => Ok(*b),
+        None => Ok(false),
+        Some(other) => {
+            plan_err!(
+                "{fun}: argument {} ({what}) must be true or false, got {other}",
+                i + 1
+            )
+        }
+    }
+}
+
+/// `apiary_cleanse(target [, retention_seconds [, dry_run [, force]]])`: a cleansing flight
+/// over one frame (`'hive.box.frame'`) or the whole meadow (`'*'`: every frame, dropped frames,
+/// crash leftovers), done when the result is read. A retention under one hour needs `force`.
 #[derive(Debug)]
 pub struct CleanseFunction {
     apiary: ApiaryCatalog,
@@ -337,62 +394,192 @@ impl CleanseFunction {
 
 impl TableFunctionImpl for CleanseFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const FUN: &str = "apiary_cleanse";
         let args = args.exprs();
-        if args.is_empty() || args.len() > 3 {
+        if args.is_empty() || args.len() > 4 {
             return plan_err!(
-                "apiary_cleanse takes 1 to 3 arguments (frame, retention_seconds, dry_run), got {}",
+                "{FUN} takes 1 to 4 arguments ('hive.box.frame' or '*', retention_seconds, dry_run, force), got {}",
                 args.len()
             );
         }
-        let frame = open_frame(&self.apiary, "apiary_cleanse", args)?;
+        let target = target_arg(FUN, args, 0)?;
         let mut options = CleansingOptions::default();
         if args.len() >= 2 {
-            options.retention =
-                std::time::Duration::from_secs(count_arg("apiary_cleanse", args, 1)?);
+            options.retention = std::time::Duration::from_secs(count_arg(FUN, args, 1)?);
         }
-        if let Some(arg) = args.get(2) {
-            options.dry_run = match arg {
-                Expr::Literal(ScalarValue::Boolean(Some(b)), _) => *b,
-                other => {
-                    return plan_err!(
-                        "apiary_cleanse: argument 3 (dry_run) must be true or false, got {other}"
-                    );
-                }
-            };
-        }
-        let ledger = frame.ledger().clone();
-        let report = self
-            .apiary
-            .block_on(async move { cleanse_frame(&ledger, &options).await })
-            .map_err(DataFusionError::from)?;
-        let r = &report.removals;
-        let action = if report.dry_run {
-            "would remove"
-        } else {
-            "removed"
+        options.dry_run = bool_arg(FUN, args, 2, "dry_run")?;
+        options.force = bool_arg(FUN, args, 3, "force")?;
+        options.validate().map_err(DataFusionError::from)?;
+        let frame = match &target {
+            Target::Frame(..) => Some(open_frame(&self.apiary, FUN, args)?),
+            Target::Meadow => None,
         };
         let schema = Arc::new(Schema::new(vec![
             Field::new("kind", DataType::Utf8, false),
             Field::new("key", DataType::Utf8, false),
             Field::new("bytes", DataType::UInt64, false),
             Field::new("action", DataType::Utf8, false),
-            Field::new("oldest_kept_version", DataType::UInt64, false),
+            Field::new("oldest_kept_version", DataType::UInt64, true),
         ]));
-        mem_table(
-            schema,
-            vec![
-                Arc::new(StringArray::from_iter_values(
-                    r.iter().map(|x| x.kind.name()),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    r.iter().map(|x| x.key.as_str()),
-                )),
-                Arc::new(UInt64Array::from_iter_values(r.iter().map(|x| x.bytes))),
-                Arc::new(StringArray::from_iter_values(r.iter().map(|_| action))),
-                Arc::new(UInt64Array::from_iter_values(
-                    r.iter().map(|_| report.oldest_kept_version),
-                )),
-            ],
-        )
+        let name = match &frame {
+            Some(f) => format!("{FUN}({})", f.name()),
+            None => format!("{FUN}(*)"),
+        };
+        let (registry, out) = (self.apiary.registry().clone(), schema.clone());
+        let action: Action = Arc::new(move |_ctx| {
+            let (frame, registry, options, schema) = (
+                frame.clone(),
+                registry.clone(),
+                options.clone(),
+                out.clone(),
+            );
+            async move {
+                let report = match &frame {
+                    Some(f) => cleanse_frame(f.ledger(), &options).await?,
+                    None => cleanse_meadow(&registry, &options).await?,
+                };
+                let r = &report.removals;
+                let action = if report.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                };
+                batch(
+                    &schema,
+                    vec![
+                        Arc::new(StringArray::from_iter_values(
+                            r.iter().map(|x| x.kind.name()),
+                        )),
+                        Arc::new(StringArray::from_iter_values(
+                            r.iter().map(|x| x.key.as_str()),
+                        )),
+                        Arc::new(UInt64Array::from_iter_values(r.iter().map(|x| x.bytes))),
+                        Arc::new(StringArray::from_iter_values(r.iter().map(|_| action))),
+                        Arc::new(UInt64Array::from(
+                            r.iter().map(|x| x.oldest_kept_version).collect::<Vec<_>>(),
+                        )),
+                    ],
+                )
+            }
+            .boxed()
+        });
+        Ok(Arc::new(ActionTable::new(name, schema, action)))
+    }
+}
+
+/// `apiary_check(['hive.box.frame' | '*'])`: one row per problem found (none: all is well).
+#[derive(Debug)]
+pub struct CheckFunction {
+    apiary: ApiaryCatalog,
+}
+
+impl CheckFunction {
+    pub fn new(apiary: ApiaryCatalog) -> Self {
+        Self { apiary }
+    }
+}
+
+impl TableFunctionImpl for CheckFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const FUN: &str = "apiary_check";
+        let args = args.exprs();
+        if args.len() > 1 {
+            return plan_err!(
+                "{FUN} takes 0 or 1 argument ('hive.box.frame' or '*'), got {}",
+                args.len()
+            );
+        }
+        let target = match args.len() {
+            0 => Target::Meadow,
+            _ => target_arg(FUN, args, 0)?,
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("problem", DataType::Utf8, false),
+        ]));
+        let name = match &target {
+            Target::Frame(h, b, f) => format!("{FUN}({h}.{b}.{f})"),
+            Target::Meadow => format!("{FUN}(*)"),
+        };
+        let target = Arc::new(target);
+        let (registry, out) = (self.apiary.registry().clone(), schema.clone());
+        let action: Action = Arc::new(move |_ctx| {
+            let (target, registry, schema) = (target.clone(), registry.clone(), out.clone());
+            async move {
+                let report = match &*target {
+                    Target::Frame(h, b, f) => check_named_frame(&registry, h, b, f).await?,
+                    Target::Meadow => check_meadow(&registry).await?,
+                };
+                let p = &report.problems;
+                batch(
+                    &schema,
+                    vec![
+                        Arc::new(StringArray::from_iter_values(
+                            p.iter().map(|x| x.key.as_str()),
+                        )),
+                        Arc::new(StringArray::from_iter_values(
+                            p.iter().map(|x| x.problem.as_str()),
+                        )),
+                    ],
+                )
+            }
+            .boxed()
+        });
+        Ok(Arc::new(ActionTable::new(name, schema, action)))
+    }
+}
+
+/// `apiary_undrop('hive.box.frame' [, dropped_at_registry_version])`: gives a dropped frame
+/// its name back, within the retention window (before cleansing reclaims its folder).
+#[derive(Debug)]
+pub struct UndropFunction {
+    apiary: ApiaryCatalog,
+}
+
+impl UndropFunction {
+    pub fn new(apiary: ApiaryCatalog) -> Self {
+        Self { apiary }
+    }
+}
+
+impl TableFunctionImpl for UndropFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        const FUN: &str = "apiary_undrop";
+        let args = args.exprs();
+        if args.is_empty() || args.len() > 2 {
+            return plan_err!(
+                "{FUN} takes 1 or 2 arguments ('hive.box.frame', dropped_at_registry_version), got {}",
+                args.len()
+            );
+        }
+        let (hive, box_, frame) = split_frame_name(&string_arg(FUN, args, 0)?)?;
+        let version = match args.len() {
+            2 => Some(count_arg(FUN, args, 1)?),
+            _ => None,
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("frame", DataType::Utf8, false),
+            Field::new("id", DataType::Utf8, false),
+            Field::new("location", DataType::Utf8, false),
+        ]));
+        let name = format!("{FUN}({hive}.{box_}.{frame})");
+        let (registry, out) = (self.apiary.registry().clone(), schema.clone());
+        let action: Action = Arc::new(move |_ctx| {
+            let (registry, schema) = (registry.clone(), out.clone());
+            let (hive, box_, frame) = (hive.clone(), box_.clone(), frame.clone());
+            async move {
+                let record = registry.undrop_frame(&hive, &box_, &frame, version).await?;
+                batch(
+                    &schema,
+                    vec![
+                        Arc::new(StringArray::from(vec![format!("{hive}.{box_}.{frame}")])),
+                        Arc::new(StringArray::from(vec![record.id])),
+                        Arc::new(StringArray::from(vec![record.location])),
+                    ],
+                )
+            }
+            .boxed()
+        });
+        Ok(Arc::new(ActionTable::new(name, schema, action)))
     }
 }

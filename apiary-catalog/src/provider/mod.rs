@@ -8,6 +8,7 @@
 //! `apiary_cells`, `apiary_history`, `apiary_version`, `apiary_compact` and `apiary_cleanse`,
 //! and the meadow's object store.
 
+mod action;
 mod box_schema;
 mod catalog_list;
 mod factory;
@@ -16,6 +17,7 @@ mod functions;
 mod hive;
 mod own_runtime;
 mod pruning;
+mod replace;
 mod scan;
 mod sink;
 
@@ -26,12 +28,14 @@ use std::time::{Duration, Instant};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionContext;
 
+pub use action::{ActionExec, ActionTable};
 pub use box_schema::BoxProvider;
 pub use catalog_list::ApiaryCatalogList;
 pub use factory::FrameTableFactory;
 pub use frame_table::FrameTable;
 pub use functions::{
-    CellsFunction, CleanseFunction, CompactFunction, HistoryFunction, VersionFunction,
+    CellsFunction, CheckFunction, CleanseFunction, CompactFunction, HistoryFunction,
+    UndropFunction, VersionFunction,
 };
 pub use hive::HiveProvider;
 pub use own_runtime::{OwnRuntimeExec, with_runtime};
@@ -180,11 +184,12 @@ impl ApiaryCatalog {
     }
 
     /// The frame `hive.box.frame` at its newest version, or `None` if there is no such frame.
+    ///
+    /// The name is resolved against the newest namespace (one GET when nothing changed), so a
+    /// long-lived session sees a frame that another process dropped and created again; and the
+    /// frame's commits check that the name is still its own.
     pub async fn frame(&self, hive: &str, box_: &str, frame: &str) -> Result<Option<Frame>> {
-        let mut state = self.inner.registry.snapshot();
-        if state.frame(hive, box_, frame).is_err() {
-            state = self.refresh().await?;
-        }
+        let state = self.refresh().await?;
         let Ok(record) = state.frame(hive, box_, frame) else {
             return Ok(None);
         };
@@ -202,7 +207,8 @@ impl ApiaryCatalog {
         };
         Ok(Some(
             Frame::new(ledger, self.inner.options.write)
-                .with_admission(self.inner.options.admission.clone()),
+                .with_admission(self.inner.options.admission.clone())
+                .with_name_check(self.inner.registry.clone(), hive, box_, frame),
         ))
     }
 
@@ -283,6 +289,8 @@ impl ApiaryCatalog {
             "apiary_cleanse",
             Arc::new(CleanseFunction::new(self.clone())),
         );
+        state.register_udtf("apiary_check", Arc::new(CheckFunction::new(self.clone())));
+        state.register_udtf("apiary_undrop", Arc::new(UndropFunction::new(self.clone())));
         let meadow = self.meadow();
         state
             .runtime_env()

@@ -1,10 +1,13 @@
 //! The registry: names → hives, boxes and frames, versioned in the meadow.
 //!
 //! ```text
-//! _registry/state_{version:06}.json              one change per version, created conditionally
-//! _registry/_checkpoint/checkpoint_{version:06}.json   the whole namespace every N versions
-//! _registry/_last_checkpoint                     hint: {"version": N}
+//! _registry/{version:020}.json                  one change per version, created conditionally
+//!                                               (version 0: the protocol)
+//! _registry/_checkpoint/{version:020}.json      the whole namespace every N versions
+//! _registry/_last_checkpoint                    hint: {"version": N}
 //! ```
+//!
+//! Registries written before 20-digit names (`state_{version:06}.json`) still read.
 //!
 //! A [`Registry`] caches the namespace; [`Registry::refresh`] costs one GET (a probe of the next
 //! version) when nothing changed. Every change is validated against the newest state, written
@@ -21,11 +24,13 @@ pub use state::{
 };
 
 use crate::error::{Error, Kind, Result};
+use crate::ledger::entry::new_commit_id;
 use crate::ledger::{FrameSpec, Ledger, now_ms};
-use crate::meadow::{Created, Meadow};
+use crate::meadow::Meadow;
 use crate::name;
-use crate::numbered_log::{LogNames, Newest, NumberedLog, Versioned};
+use crate::numbered_log::{Attempt, LogNames, Newest, NumberedLog, Versioned, commit_id_of};
 use crate::options::CommitOptions;
+use crate::protocol::Protocol;
 use crate::retry::Backoff;
 
 /// What to do when the object to create already exists.
@@ -117,7 +122,13 @@ impl Registry {
     /// Loads the namespace: newest checkpoint, then the entries after it.
     pub async fn open(meadow: Meadow, options: CommitOptions) -> Result<Registry> {
         let log = NumberedLog::new(meadow, "_registry", LogNames::Registry);
-        let base = load_checkpoint(&log).await?;
+        let mut base = load_checkpoint(&log).await?;
+        if base.version == 0
+            && let Some(body) = log.get(0).await?
+        {
+            let key = log.entry_key(0);
+            base.apply_init(&decode_entry(&log, &body, &key)?, &key)?;
+        }
         let registry = Registry {
             inner: Arc::new(Inner {
                 log,
@@ -166,12 +177,22 @@ impl Registry {
 
     /// Commits the change `plan` derives from the newest state (`None`: nothing to do), retrying
     /// lost races. Returns the state after the commit (or the state that made it unnecessary).
+    ///
+    /// As for ledgers, an ambiguous answer is resolved by reading the entry back and comparing
+    /// commit ids; when that cannot be known the error is [`Error::CommitUnknown`].
     async fn commit(
         &self,
         mut plan: impl FnMut(&RegistryState) -> Result<Option<RegistryAction>>,
     ) -> Result<(Arc<RegistryState>, bool)> {
         let mut state = self.refresh().await?;
+        if state.version == 0 {
+            self.init().await?;
+            state = self.refresh().await?;
+        }
+        state.protocol.check_write("the registry")?;
+        let commit_id = new_commit_id();
         let mut backoff = Backoff::new(&self.inner.options.retry);
+        let mut uncertain: Option<u64> = None;
         loop {
             let Some(action) = plan(&state)? else {
                 return Ok((state, false));
@@ -180,17 +201,25 @@ impl Registry {
                 version: state.version + 1,
                 timestamp_ms: now_ms(),
                 writer: self.inner.options.writer.clone(),
+                commit_id: commit_id.clone(),
+                protocol: None,
                 action,
             };
             let key = self.inner.log.entry_key(entry.version);
             let body = serde_json::to_vec(&entry).map_err(|e| Error::corrupt(&key, e))?;
-            match self
+            let unknown = |reason: String| Error::CommitUnknown {
+                target: "the registry".into(),
+                version: entry.version,
+                reason,
+            };
+            let attempt = self
                 .inner
                 .log
-                .create(entry.version, Bytes::from(body))
-                .await?
-            {
-                Created::Yes => {
+                .create_resolved(entry.version, Bytes::from(body), &commit_id)
+                .await
+                .map_err(|e| unknown(e.to_string()))?;
+            match attempt {
+                Attempt::Landed { .. } => {
                     let mut next = (*state).clone();
                     next.apply(&entry, &key)?;
                     let next = self.inner.state.offer(Arc::new(next));
@@ -203,16 +232,89 @@ impl Registry {
                     }
                     return Ok((next, true));
                 }
-                Created::LostRace => {
+                Attempt::Absent(e) => {
+                    uncertain = Some(entry.version);
+                    if !backoff.failed().await {
+                        return Err(unknown(e.to_string()));
+                    }
+                }
+                Attempt::Taken => {
                     if !backoff.lost_race().await {
-                        return Err(Error::RetriesExhausted {
+                        let exhausted = Error::RetriesExhausted {
                             target: "the registry".into(),
                             attempts: backoff.attempts(),
                             elapsed_ms: backoff.elapsed().as_millis(),
+                        };
+                        return Err(match uncertain {
+                            Some(_) => unknown(exhausted.to_string()),
+                            None => exhausted,
                         });
                     }
+                    let before = state.version;
                     state = self.refresh().await?;
+                    // Did an earlier try land after all? Its entry is among the new ones.
+                    if let Some(version) = uncertain
+                        && version > before
+                        && version <= state.version
+                    {
+                        let body = self.inner.log.get(version).await?.ok_or_else(|| {
+                            Error::corrupt(self.inner.log.entry_key(version), "entry vanished")
+                        })?;
+                        if commit_id_of(&body).as_deref() == Some(commit_id.as_str()) {
+                            return Ok((state, true));
+                        }
+                        uncertain = None;
+                    }
                 }
+            }
+        }
+    }
+
+    /// Writes version 0, the registry's protocol, unless some writer already did.
+    async fn init(&self) -> Result<()> {
+        let entry = RegistryEntry {
+            version: 0,
+            timestamp_ms: now_ms(),
+            writer: self.inner.options.writer.clone(),
+            commit_id: new_commit_id(),
+            protocol: Some(Protocol::current()),
+            action: RegistryAction::Init,
+        };
+        let key = self.inner.log.entry_key(0);
+        let body = serde_json::to_vec(&entry).map_err(|e| Error::corrupt(&key, e))?;
+        let mut backoff = Backoff::new(&self.inner.options.retry);
+        loop {
+            match self
+                .inner
+                .log
+                .create_resolved(0, Bytes::from(body.clone()), &entry.commit_id)
+                .await
+            {
+                Ok(Attempt::Landed { .. }) => {
+                    let mut state = (*self.snapshot()).clone();
+                    state.apply_init(&entry, &key)?;
+                    self.inner.state.replace_same_version(Arc::new(state));
+                    return Ok(());
+                }
+                Ok(Attempt::Taken) => {
+                    let found = self
+                        .inner
+                        .log
+                        .get(0)
+                        .await?
+                        .ok_or_else(|| Error::corrupt(&key, "version 0 vanished"))?;
+                    let mut state = (*self.snapshot()).clone();
+                    state.apply_init(&decode_entry(&self.inner.log, &found, &key)?, &key)?;
+                    self.inner.state.replace_same_version(Arc::new(state));
+                    return Ok(());
+                }
+                Ok(Attempt::Absent(e)) => {
+                    if !backoff.failed().await {
+                        return Err(e);
+                    }
+                }
+                // Either way version 0 is there or will be: a later commit finds out.
+                Err(e) => return Err(e),
             }
         }
     }
@@ -355,7 +457,10 @@ impl Registry {
                 Ok(Creation::Existing(state.frame(hive, box_, frame)?.clone()))
             }
             Err(e) => {
-                self.discard_ledger(&ledger).await;
+                // A registry entry that may have landed names this ledger: keep it.
+                if e.proves_nothing_committed() {
+                    self.discard_ledger(&ledger).await;
+                }
                 Err(e)
             }
         }
@@ -480,6 +585,142 @@ impl Registry {
             })
             .await?;
         Ok(dropped)
+    }
+
+    /// Gives a dropped frame its name back (`apiary_undrop`): the incarnation dropped at registry
+    /// version `dropped_version`, or the one dropped last. The name must be free.
+    pub async fn undrop_frame(
+        &self,
+        hive: &str,
+        box_: &str,
+        frame: &str,
+        dropped_version: Option<u64>,
+    ) -> Result<FrameRecord> {
+        let qualified = name::qualified(&[hive, box_, frame]);
+        let (state, _) = self
+            .commit(|s| {
+                if s.get_box(hive, box_)?.frames.contains_key(frame) {
+                    return Err(Error::InvalidOption {
+                        name: "frame".into(),
+                        reason: format!(
+                            "{qualified} exists: drop it first (or undrop the old one under its name once free)"
+                        ),
+                    });
+                }
+                let found = s
+                    .dropped
+                    .iter()
+                    .filter(|d| d.name == qualified)
+                    .filter(|d| dropped_version.is_none_or(|v| d.dropped_version == v))
+                    .max_by_key(|d| (d.dropped_version, d.dropped_ms))
+                    .ok_or_else(|| {
+                        Error::not_found(
+                            Kind::Frame,
+                            match dropped_version {
+                                Some(v) => format!("{qualified} dropped at registry version {v}"),
+                                None => format!("{qualified} among the dropped frames"),
+                            },
+                        )
+                    })?;
+                Ok(Some(RegistryAction::CreateFrame {
+                    hive: hive.into(),
+                    box_: box_.into(),
+                    name: frame.into(),
+                    id: found.id.clone(),
+                    location: found.location.clone(),
+                }))
+            })
+            .await?;
+        Ok(state.frame(hive, box_, frame)?.clone())
+    }
+
+    /// When entry `version` was committed, on the store's clock (`None`: not stored).
+    pub(crate) async fn entry_time(
+        &self,
+        version: u64,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        if version == 0 {
+            return Ok(None);
+        }
+        let key = self.inner.log.entry_key(version);
+        Ok(self.meadow().head(&key).await?.map(|m| m.last_modified))
+    }
+
+    /// Forgets dropped frames whose folders were reclaimed.
+    pub(crate) async fn purge_dropped(&self, ids: Vec<String>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.commit(|s| {
+            let ids: Vec<String> = ids
+                .iter()
+                .filter(|id| s.dropped.iter().any(|d| d.id == **id))
+                .cloned()
+                .collect();
+            Ok((!ids.is_empty()).then_some(RegistryAction::PurgeDropped { ids }))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Creates the ledger of a new frame in a folder of its own, without registering it yet:
+    /// it can be filled first, then published under a name in one registry commit
+    /// ([`Registry::publish_frame`]). A prepared frame never published is a leftover that
+    /// cleansing reclaims after retention.
+    pub async fn prepare_frame(
+        &self,
+        hive: &str,
+        box_: &str,
+        frame: &str,
+        spec: &FrameSpec,
+    ) -> Result<Ledger> {
+        name::validate(Kind::Frame, frame)?;
+        self.refresh().await?.get_box(hive, box_)?;
+        let qualified = name::qualified(&[hive, box_, frame]);
+        let id = new_id();
+        let location = format!("{hive}/{box_}/{frame}/{id}");
+        Ledger::create(
+            self.meadow().clone(),
+            &location,
+            &qualified,
+            &id,
+            spec,
+            self.inner.options.clone(),
+        )
+        .await
+    }
+
+    /// Publishes a prepared frame as `hive.box.frame` in one commit: `replace` gives it the
+    /// name even if another frame holds it (that one is dropped, recoverable with
+    /// [`Registry::undrop_frame`]); otherwise an existing name is an error.
+    pub async fn publish_frame(
+        &self,
+        hive: &str,
+        box_: &str,
+        frame: &str,
+        ledger: &Ledger,
+        replace: bool,
+    ) -> Result<FrameRecord> {
+        let qualified = name::qualified(&[hive, box_, frame]);
+        let id = ledger.latest().frame_id.clone();
+        let location = ledger.location().to_string();
+        let (state, _) = self
+            .commit(|s| {
+                let b = s.get_box(hive, box_)?;
+                if !replace && b.frames.contains_key(frame) {
+                    return Err(Error::already_exists(Kind::Frame, &qualified));
+                }
+                check_case(Kind::Frame, frame, b.frames.keys())?;
+                Ok(Some(RegistryAction::ReplaceFrame {
+                    hive: hive.into(),
+                    box_: box_.into(),
+                    name: frame.into(),
+                    id: id.clone(),
+                    location: location.clone(),
+                }))
+            })
+            .await?;
+        Ok(state.frame(hive, box_, frame)?.clone())
     }
 
     /// Opens the ledger of a frame, refreshing the namespace once if the name is unknown.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
+use crate::protocol::Protocol;
 
 /// A frame's entry in the registry: its identity and where its ledger and cells live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,12 +41,17 @@ pub struct DroppedFrame {
     pub id: String,
     pub location: String,
     pub dropped_ms: i64,
+    /// The registry version that dropped it (0 for drops recorded before this was kept).
+    #[serde(default)]
+    pub dropped_version: u64,
 }
 
-/// One registry change; `_registry/state_{version:06}.json` holds exactly one.
+/// One registry change; `_registry/{version:020}.json` holds exactly one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegistryAction {
+    /// Version 0: the registry's protocol (on the entry), nothing else.
+    Init,
     CreateHive {
         name: String,
         id: String,
@@ -78,6 +84,20 @@ pub enum RegistryAction {
         box_: String,
         name: String,
     },
+    /// Forgets dropped frames whose folders cleansing reclaimed: they can no longer be undropped.
+    PurgeDropped {
+        ids: Vec<String>,
+    },
+    /// Gives `name` to another frame in one step (`CREATE OR REPLACE`): the frame it named, if
+    /// any, is dropped.
+    ReplaceFrame {
+        hive: String,
+        #[serde(rename = "box")]
+        box_: String,
+        name: String,
+        id: String,
+        location: String,
+    },
 }
 
 /// A committed registry entry.
@@ -86,6 +106,13 @@ pub struct RegistryEntry {
     pub version: u64,
     pub timestamp_ms: i64,
     pub writer: String,
+    /// Unique per commit: how a writer with an ambiguous answer knows whether it won (empty
+    /// for entries written before commit ids).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit_id: String,
+    /// On version 0, and on an entry raising it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
     pub action: RegistryAction,
 }
 
@@ -97,6 +124,9 @@ pub struct RegistryState {
     pub hives: BTreeMap<String, HiveRecord>,
     #[serde(default)]
     pub dropped: Vec<DroppedFrame>,
+    /// What a client must understand to read and write this registry.
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 impl RegistryState {
@@ -132,8 +162,26 @@ impl RegistryState {
         Ok(self.get_box(hive, box_)?.frames.keys().cloned().collect())
     }
 
+    /// Applies version 0, which only sets the protocol.
+    pub(crate) fn apply_init(&mut self, entry: &RegistryEntry, key: &str) -> Result<()> {
+        if entry.version != 0 || entry.action != RegistryAction::Init {
+            return Err(Error::corrupt(
+                key,
+                "version 0 of the registry is not an init entry",
+            ));
+        }
+        let protocol = entry.protocol.clone().unwrap_or_default();
+        protocol.check_read("the registry")?;
+        self.protocol = protocol;
+        Ok(())
+    }
+
     /// Applies the next entry. `key` names the object in errors.
     pub(crate) fn apply(&mut self, entry: &RegistryEntry, key: &str) -> Result<()> {
+        if let Some(p) = &entry.protocol {
+            p.check_read("the registry")?;
+            self.protocol = p.clone();
+        }
         if entry.version != self.version + 1 {
             return Err(Error::corrupt(
                 key,
@@ -143,15 +191,18 @@ impl RegistryState {
                 ),
             ));
         }
-        let at = entry.timestamp_ms;
+        let at = (entry.timestamp_ms, entry.version);
         let broken = |what: String| Error::corrupt(key, what);
         match &entry.action {
+            RegistryAction::Init => {
+                return Err(broken("an init entry after version 0".into()));
+            }
             RegistryAction::CreateHive { name, id } => {
                 self.hives.insert(
                     name.clone(),
                     HiveRecord {
                         id: id.clone(),
-                        created_ms: at,
+                        created_ms: at.0,
                         boxes: BTreeMap::new(),
                     },
                 );
@@ -165,7 +216,7 @@ impl RegistryState {
                     name.clone(),
                     BoxRecord {
                         id: id.clone(),
-                        created_ms: at,
+                        created_ms: at.0,
                         frames: BTreeMap::new(),
                     },
                 );
@@ -189,9 +240,47 @@ impl RegistryState {
                     FrameRecord {
                         id: id.clone(),
                         location: location.clone(),
-                        created_ms: at,
+                        created_ms: at.0,
                     },
                 );
+                // An undrop gives a dropped frame its name back.
+                self.dropped.retain(|d| d.id != *id);
+            }
+            RegistryAction::PurgeDropped { ids } => {
+                self.dropped.retain(|d| !ids.contains(&d.id));
+            }
+            RegistryAction::ReplaceFrame {
+                hive,
+                box_,
+                name,
+                id,
+                location,
+            } => {
+                let b = self
+                    .hives
+                    .get_mut(hive)
+                    .and_then(|h| h.boxes.get_mut(box_))
+                    .ok_or_else(|| {
+                        broken(format!(
+                            "frame {name} replaced in missing box {hive}.{box_}"
+                        ))
+                    })?;
+                let old = b.frames.insert(
+                    name.clone(),
+                    FrameRecord {
+                        id: id.clone(),
+                        location: location.clone(),
+                        created_ms: at.0,
+                    },
+                );
+                self.dropped.retain(|d| d.id != *id);
+                if let Some(old) = old {
+                    self.remember_dropped(
+                        &format!("{hive}.{box_}"),
+                        BTreeMap::from([(name.clone(), old)]),
+                        at,
+                    );
+                }
             }
             RegistryAction::DropHive { name, .. } => {
                 if let Some(h) = self.hives.remove(name) {
@@ -224,13 +313,19 @@ impl RegistryState {
         Ok(())
     }
 
-    fn remember_dropped(&mut self, prefix: &str, frames: BTreeMap<String, FrameRecord>, at: i64) {
+    fn remember_dropped(
+        &mut self,
+        prefix: &str,
+        frames: BTreeMap<String, FrameRecord>,
+        (at, version): (i64, u64),
+    ) {
         for (n, f) in frames {
             self.dropped.push(DroppedFrame {
                 name: format!("{prefix}.{n}"),
                 id: f.id,
                 location: f.location,
                 dropped_ms: at,
+                dropped_version: version,
             });
         }
     }

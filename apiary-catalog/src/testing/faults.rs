@@ -79,6 +79,10 @@ pub enum Fault {
     Unavailable,
     /// The call waits this long, then runs normally.
     Delay(Duration),
+    /// The store client retried a request that had landed (a 5xx after the store kept it): the
+    /// caller gets the retry's answer — for a conditional create, "already exists" for its own
+    /// object.
+    Replay,
 }
 
 impl Fault {
@@ -93,7 +97,7 @@ impl Fault {
 
     /// Whether a write hit by this fault may have happened although the caller got an error.
     pub fn is_ambiguous(self) -> bool {
-        matches!(self, Fault::After | Fault::Timeout(_))
+        matches!(self, Fault::After | Fault::Timeout(_) | Fault::Replay)
     }
 }
 
@@ -307,30 +311,37 @@ impl fmt::Display for Faulty {
 }
 
 impl Faulty {
-    /// Runs `call` under the fault picked for `op` on `key`.
-    async fn run<T, F>(&self, op: Op, key: &str, call: F) -> object_store::Result<T>
+    /// Runs `call()` under the fault picked for `op` on `key`.
+    async fn run<T, F, Fut>(&self, op: Op, key: &str, call: F) -> object_store::Result<T>
     where
-        F: Future<Output = object_store::Result<T>>,
+        F: Fn() -> Fut,
+        Fut: Future<Output = object_store::Result<T>>,
     {
         apply(self.picker.pick(op, key), op, key, call).await
     }
 }
 
-/// Runs `call` under `fault`.
-async fn apply<T, F>(fault: Option<Fault>, op: Op, key: &str, call: F) -> object_store::Result<T>
+/// Runs `call()` under `fault` (twice for a replay).
+async fn apply<T, F, Fut>(
+    fault: Option<Fault>,
+    op: Op,
+    key: &str,
+    call: F,
+) -> object_store::Result<T>
 where
-    F: Future<Output = object_store::Result<T>>,
+    F: Fn() -> Fut,
+    Fut: Future<Output = object_store::Result<T>>,
 {
     match fault {
-        None => call.await,
+        None => call().await,
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
-            call.await
+            call().await
         }
         Some(Fault::Before) => Err(injected(op, key, "failed before reaching the store")),
         Some(Fault::Unavailable) => Err(injected(op, key, "503 Service Unavailable")),
         Some(Fault::After) => {
-            call.await?;
+            call().await?;
             Err(injected(
                 op,
                 key,
@@ -338,9 +349,14 @@ where
             ))
         }
         Some(Fault::Timeout(d)) => {
-            call.await?;
+            call().await?;
             tokio::time::sleep(d).await;
             Err(injected(op, key, "operation timed out"))
+        }
+        // The client's retry of a request that landed: the caller sees the second answer.
+        Some(Fault::Replay) => {
+            call().await?;
+            call().await
         }
     }
 }
@@ -369,11 +385,9 @@ impl ObjectStore for Faulty {
         } else {
             Op::Put
         };
-        self.run(
-            op,
-            location.as_ref(),
-            self.inner.put_opts(location, payload, opts),
-        )
+        self.run(op, location.as_ref(), || {
+            self.inner.put_opts(location, payload.clone(), opts.clone())
+        })
         .await
     }
 
@@ -397,11 +411,9 @@ impl ObjectStore for Faulty {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         let op = if options.head { Op::Head } else { Op::Get };
-        self.run(
-            op,
-            location.as_ref(),
-            self.inner.get_opts(location, options),
-        )
+        self.run(op, location.as_ref(), || {
+            self.inner.get_opts(location, options.clone())
+        })
         .await
     }
 
@@ -410,11 +422,9 @@ impl ObjectStore for Faulty {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        self.run(
-            Op::Get,
-            location.as_ref(),
-            self.inner.get_ranges(location, ranges),
-        )
+        self.run(Op::Get, location.as_ref(), || {
+            self.inner.get_ranges(location, ranges)
+        })
         .await
     }
 
@@ -430,7 +440,7 @@ impl ObjectStore for Faulty {
                 async move {
                     let p = location?;
                     let fault = picker.pick(Op::Delete, p.as_ref());
-                    apply(fault, Op::Delete, p.as_ref(), inner.delete(&p)).await?;
+                    apply(fault, Op::Delete, p.as_ref(), || inner.delete(&p)).await?;
                     Ok(p)
                 }
             })
@@ -456,11 +466,9 @@ impl ObjectStore for Faulty {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.run(
-            Op::List,
-            &prefix_key(prefix),
-            self.inner.list_with_delimiter(prefix),
-        )
+        self.run(Op::List, &prefix_key(prefix), || {
+            self.inner.list_with_delimiter(prefix)
+        })
         .await
     }
 
@@ -470,11 +478,9 @@ impl ObjectStore for Faulty {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        self.run(
-            Op::Copy,
-            to.as_ref(),
-            self.inner.copy_opts(from, to, options),
-        )
+        self.run(Op::Copy, to.as_ref(), || {
+            self.inner.copy_opts(from, to, options.clone())
+        })
         .await
     }
 }
@@ -495,6 +501,7 @@ fn faulty_stream(
             Err(injected(Op::List, &key, "failed before reaching the store"))
         })
         .boxed(),
+        Some(Fault::Replay) => inner,
         Some(Fault::After) | Some(Fault::Timeout(_)) => inner
             .chain(futures::stream::once(async move {
                 Err(injected(Op::List, &key, "connection reset while listing"))
@@ -522,7 +529,32 @@ impl MultipartUpload for FaultyUpload {
             let _ = self.inner.abort().await;
         }
         let key = self.key.clone();
-        apply(self.fault, Op::Multipart, &key, self.inner.complete()).await
+        match self.fault {
+            // A completion replayed by the client finds its upload complete: as S3 answers.
+            None | Some(Fault::Replay) => self.inner.complete().await,
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                self.inner.complete().await
+            }
+            Some(Fault::Before | Fault::Unavailable) => Err(injected(
+                Op::Multipart,
+                &key,
+                "failed before reaching the store",
+            )),
+            Some(Fault::After) => {
+                self.inner.complete().await?;
+                Err(injected(
+                    Op::Multipart,
+                    &key,
+                    "connection reset after the request was sent",
+                ))
+            }
+            Some(Fault::Timeout(d)) => {
+                self.inner.complete().await?;
+                tokio::time::sleep(d).await;
+                Err(injected(Op::Multipart, &key, "operation timed out"))
+            }
+        }
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {

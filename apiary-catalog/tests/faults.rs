@@ -1,0 +1,322 @@
+//! Commits under injected faults: a failure before the store, an error after the store kept the
+//! object (the ambiguous answer), a timeout, a 503, and the store client's own retry of a create
+//! that had landed. Eight writers make 25 appends each while one call in ten is faulted: exactly
+//! 200 appends land, every row once, every active cell present. Rewrites under faults leave no
+//! active cell missing. Each backend is a test of its own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use apiary_catalog::testing::faults::{Fault, Faults, Op, Rule};
+use apiary_catalog::{
+    CommitOptions, Frame, FrameSpec, IfExists, Meadow, Registry, RetryPolicy, WriteOptions,
+};
+
+use crate::support::{batch, read_back, s3_url, schema, stream};
+
+/// The store client retried a create that had landed and got "already exists" (seen on S3 with
+/// 503s after the store kept the object): the commit is this writer's, not a rival's to rebase
+/// onto — one append, one entry. And an error after the store kept the entry: the append
+/// succeeded, and its cells are kept. Likewise for an overwrite, and for the registry.
+async fn lost_answers_are_recovered_by_reading_back(url: &str) {
+    let faults = Faults::new(0);
+    let reg = open(url, &faults).await;
+    reg.create_hive("h", IfExists::Keep).await.unwrap();
+    reg.create_box("h", "b", IfExists::Keep).await.unwrap();
+    reg.create_frame("h", "b", "f", &FrameSpec::new(schema()), IfExists::Fail)
+        .await
+        .unwrap();
+    let frame = Frame::new(
+        reg.open_ledger("h", "b", "f").await.unwrap(),
+        WriteOptions::default(),
+    );
+    for (i, fault) in [
+        Fault::Replay,
+        Fault::After,
+        Fault::Timeout(Duration::from_millis(5)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        faults.add_rule(
+            Rule::new(fault)
+                .on(&[Op::Create])
+                .key_contains("_ledger/")
+                .times(1),
+        );
+        let first = i as i64 * ROWS;
+        let info = frame
+            .append(stream(vec![batch(first..first + ROWS, &["eu"])]), "WRITE")
+            .await
+            .unwrap_or_else(|e| panic!("{url}: append under {fault:?}: {e}"));
+        assert!(info.read_back, "{url}: {fault:?}: {info:?}");
+    }
+    // An overwrite whose answer is lost: reported as done, its new cells kept.
+    faults.add_rule(
+        Rule::new(Fault::After)
+            .on(&[Op::Create])
+            .key_contains("_ledger/")
+            .times(1),
+    );
+    frame
+        .overwrite(stream(vec![batch(100..104, &["eu"])]), "OVERWRITE")
+        .await
+        .unwrap_or_else(|e| panic!("{url}: overwrite: {e}"));
+    let latest = frame.ledger().refresh().await.unwrap();
+    assert_eq!(latest.version, 4, "{url}: one entry per commit");
+    assert_eq!(
+        read_back(&frame, &latest).await.0,
+        (100..104).collect::<Vec<_>>()
+    );
+    // The registry: a hive whose creation answer was lost is created, not "already exists".
+    faults.add_rule(
+        Rule::new(Fault::Replay)
+            .on(&[Op::Create])
+            .key_contains("_registry/")
+            .times(1),
+    );
+    let created = reg.create_hive("g", IfExists::Fail).await;
+    assert!(
+        created.as_ref().is_ok_and(|c| c.was_created()),
+        "{url}: {created:?}"
+    );
+    assert_eq!(faults.injections().values().sum::<usize>(), 5, "{url}");
+}
+
+#[tokio::test]
+async fn lost_answers_are_recovered_by_reading_back_local() {
+    let dir = tempfile::tempdir().unwrap();
+    lost_answers_are_recovered_by_reading_back(&format!("file://{}", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn lost_answers_are_recovered_by_reading_back_memory() {
+    let url = format!("memory://lost-{}", uuid::Uuid::new_v4().simple());
+    lost_answers_are_recovered_by_reading_back(&url).await;
+}
+
+#[tokio::test]
+async fn lost_answers_are_recovered_by_reading_back_s3() {
+    lost_answers_are_recovered_by_reading_back(&s3_url()).await;
+}
+
+const WRITERS: i64 = 8;
+const APPENDS: i64 = 25;
+const ROWS: i64 = 4;
+
+/// One call in ten faulted, spread over the kinds of fault.
+fn storm(seed: u64) -> Faults {
+    let faults = Faults::new(seed);
+    for fault in [
+        Fault::Before,
+        Fault::After,
+        Fault::Timeout(Duration::from_millis(5)),
+        Fault::Unavailable,
+        Fault::Replay,
+    ] {
+        faults.add_rule(Rule::new(fault).probability(0.021));
+    }
+    faults
+}
+
+/// The counts a storm leaves, for the closing note.
+#[derive(Debug, Default)]
+struct Tally {
+    attempted: AtomicUsize,
+    failed: AtomicUsize,
+    read_back: AtomicUsize,
+}
+
+async fn open(url: &str, faults: &Faults) -> Registry {
+    let meadow = Meadow::open(url)
+        .await
+        .expect("open meadow")
+        .with_store_layer(faults.layer());
+    // Short backoffs: the storm is about outcomes, not patience.
+    let retry = RetryPolicy {
+        base_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(20),
+        ..RetryPolicy::default()
+    };
+    Registry::open(meadow, CommitOptions::default().with_retry(retry))
+        .await
+        .expect("open registry")
+}
+
+async fn appends_under_faults(url: &str, seed: u64) {
+    let faults = storm(seed);
+    faults.set_enabled(false);
+    let reg = open(url, &faults).await;
+    reg.create_hive("h", IfExists::Keep).await.unwrap();
+    reg.create_box("h", "b", IfExists::Keep).await.unwrap();
+    let spec = FrameSpec::new(schema()).with_partition_by(["region"]);
+    reg.create_frame("h", "b", "f", &spec, IfExists::Fail)
+        .await
+        .unwrap();
+    faults.set_enabled(true);
+
+    let tally = Arc::new(Tally::default());
+    let mut writers = vec![];
+    for w in 0..WRITERS {
+        let (reg, tally) = (reg.clone(), tally.clone());
+        writers.push(tokio::spawn(async move {
+            // Each writer opens the frame once (retrying: the open reads storage too) and keeps
+            // it, as a session does; every append then refreshes it.
+            let frame = loop {
+                if let Ok(l) = reg.open_ledger("h", "b", "f").await {
+                    break Frame::new(l, WriteOptions::default());
+                }
+            };
+            for i in 0..APPENDS {
+                let first = (w * APPENDS + i) * ROWS;
+                loop {
+                    tally.attempted.fetch_add(1, Ordering::SeqCst);
+                    let rows = batch(first..first + ROWS, &["eu", "us"]);
+                    match frame.append(stream(vec![rows]), "WRITE").await {
+                        Ok(info) => {
+                            if info.read_back {
+                                tally.read_back.fetch_add(1, Ordering::SeqCst);
+                            }
+                            break;
+                        }
+                        Err(e) if e.proves_nothing_committed() => {
+                            tally.failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) => panic!("append {first}: outcome unknown: {e}"),
+                    }
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    faults.set_enabled(false);
+
+    let frame = Frame::new(
+        reg.open_ledger("h", "b", "f").await.unwrap(),
+        WriteOptions::default(),
+    );
+    let latest = frame.ledger().refresh().await.unwrap();
+    let entries = frame.ledger().entries(1).await.unwrap();
+    assert_eq!(
+        entries.len() as i64,
+        WRITERS * APPENDS,
+        "{url}: exactly one entry per append ({} entries)",
+        entries.len()
+    );
+    // Every row once, read from the cells themselves (a missing cell fails the read).
+    let (ids, _) = read_back(&frame, &latest).await;
+    let expected: Vec<i64> = (0..WRITERS * APPENDS * ROWS).collect();
+    assert_eq!(ids, expected, "{url}: every row once");
+    let report = apiary_catalog::check::check_meadow(&reg).await.unwrap();
+    assert!(report.is_ok(), "{url}: {:?}", report.problems);
+    let ambiguous = faults.injected(Fault::After)
+        + faults.injected(Fault::Timeout(Duration::ZERO))
+        + faults.injected_on(Op::Create, Fault::Replay);
+    println!(
+        "{url}: storm of seed {seed}: {} appends attempted ({} failed and were retried), {} \
+         faults injected ({ambiguous} ambiguous), {} commits resolved by read-back; {} rows \
+         committed, {} found",
+        tally.attempted.load(Ordering::SeqCst),
+        tally.failed.load(Ordering::SeqCst),
+        faults.injections().values().sum::<usize>(),
+        tally.read_back.load(Ordering::SeqCst),
+        WRITERS * APPENDS * ROWS,
+        ids.len()
+    );
+    assert!(
+        faults.injected_on(Op::Create, Fault::After)
+            + faults.injected_on(Op::Create, Fault::Replay)
+            > 0,
+        "{url}: the storm hit commits ambiguously: {:?}",
+        faults.injections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_under_faults_land_exactly_once_local() {
+    let dir = tempfile::tempdir().unwrap();
+    appends_under_faults(&format!("file://{}", dir.path().display()), 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_under_faults_land_exactly_once_memory() {
+    let url = format!("memory://storm-{}", uuid::Uuid::new_v4().simple());
+    appends_under_faults(&url, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_under_faults_land_exactly_once_s3() {
+    appends_under_faults(&s3_url(), 3).await;
+}
+
+/// Overwrites racing appends while calls fail: whatever each commit's outcome, the active cells
+/// of the newest version are all in storage and the check passes.
+async fn rewrites_under_faults(url: &str, seed: u64) {
+    let faults = storm(seed);
+    faults.set_enabled(false);
+    let reg = open(url, &faults).await;
+    reg.create_hive("h", IfExists::Keep).await.unwrap();
+    reg.create_box("h", "b", IfExists::Keep).await.unwrap();
+    reg.create_frame("h", "b", "f", &FrameSpec::new(schema()), IfExists::Fail)
+        .await
+        .unwrap();
+    faults.set_enabled(true);
+    let mut tasks = vec![];
+    for w in 0..4i64 {
+        let reg = reg.clone();
+        tasks.push(tokio::spawn(async move {
+            let frame = loop {
+                if let Ok(l) = reg.open_ledger("h", "b", "f").await {
+                    break Frame::new(l, WriteOptions::default());
+                }
+            };
+            for i in 0..10i64 {
+                let first = (w * 10 + i) * ROWS;
+                let rows = stream(vec![batch(first..first + ROWS, &["eu"])]);
+                let outcome = if w % 2 == 0 {
+                    frame.overwrite(rows, "OVERWRITE").await
+                } else {
+                    frame.append(rows, "WRITE").await
+                };
+                if let Err(e) = outcome {
+                    assert!(
+                        e.proves_nothing_committed() || e.to_string().contains("may or may not"),
+                        "{e}"
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    faults.set_enabled(false);
+    let frame = Frame::new(
+        reg.open_ledger("h", "b", "f").await.unwrap(),
+        WriteOptions::default(),
+    );
+    let latest = frame.ledger().refresh().await.unwrap();
+    read_back(&frame, &latest).await; // fails on a missing cell
+    let report = apiary_catalog::check::check_meadow(&reg).await.unwrap();
+    assert!(report.is_ok(), "{url}: {:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rewrites_under_faults_lose_no_active_cell_local() {
+    let dir = tempfile::tempdir().unwrap();
+    rewrites_under_faults(&format!("file://{}", dir.path().display()), 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rewrites_under_faults_lose_no_active_cell_memory() {
+    let url = format!("memory://rewrites-{}", uuid::Uuid::new_v4().simple());
+    rewrites_under_faults(&url, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rewrites_under_faults_lose_no_active_cell_s3() {
+    rewrites_under_faults(&s3_url(), 6).await;
+}
