@@ -30,10 +30,12 @@ use apiary_catalog::{
 use apiary_exec::{BeePool, ChamberRule, Colony, NodeConfig, Regulation};
 use apiary_swarm::{SwarmConfig, SwarmNode, SwarmOptions};
 use datafusion::catalog::CatalogProvider;
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
 pub use apiary_catalog as catalog;
@@ -142,6 +144,39 @@ impl Apiary {
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
         self.catalog.register(ctx);
         Ok(())
+    }
+
+    /// Runs one SQL statement in `ctx` the way Apiary's own doors do (the `apiary` command, the
+    /// Python `Apiary.sql`): planned and run by DataFusion, except `CREATE OR REPLACE TABLE` and
+    /// `CREATE OR REPLACE EXTERNAL TABLE … STORED AS APIARY` of an existing frame, which Apiary
+    /// makes one atomic step — readers see the old frame until the new one is complete, and a
+    /// failing statement leaves the old one as it was. (Through a plain `ctx.sql`, DataFusion
+    /// drops the old frame first; `apiary_undrop` brings it back if the create then fails.)
+    ///
+    /// ```no_run
+    /// # async fn demo(ap: apiary::Apiary) -> apiary::Result<()> {
+    /// let ctx = ap.session()?;
+    /// ap.sql(&ctx, "CREATE OR REPLACE TABLE sales.eu.top AS SELECT * FROM sales.eu.orders WHERE amount > 100")
+    ///     .await?
+    ///     .collect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn sql(&self, ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
+        let plan = ctx.state().create_logical_plan(sql).await?;
+        self.execute_logical_plan(ctx, plan).await
+    }
+
+    /// [`Apiary::sql`] for a plan already built.
+    pub async fn execute_logical_plan(
+        &self,
+        ctx: &SessionContext,
+        plan: LogicalPlan,
+    ) -> Result<DataFrame> {
+        if let Some(df) = self.catalog.execute_replace(ctx, &plan).await? {
+            return Ok(df);
+        }
+        Ok(ctx.execute_logical_plan(plan).await?)
     }
 
     /// The catalog provider of one hive, to register by hand:

@@ -178,7 +178,7 @@ async fn compaction_and_cleansing_from_sql() {
     );
     let dry = query(
         &ctx,
-        "SELECT kind, action FROM apiary_cleanse('h.b.t', 0, true) WHERE kind = 'cell'",
+        "SELECT kind, action FROM apiary_cleanse('h.b.t', 0, true, true) WHERE kind = 'cell'",
     )
     .await;
     assert_eq!(dry.len(), 12, "{dry:?}");
@@ -190,7 +190,7 @@ async fn compaction_and_cleansing_from_sql() {
     );
     let done = query(
         &ctx,
-        "SELECT kind, count(*) FROM apiary_cleanse('h.b.t', 0) GROUP BY kind ORDER BY kind",
+        "SELECT kind, count(*) FROM apiary_cleanse('h.b.t', 0, false, true) GROUP BY kind ORDER BY kind",
     )
     .await;
     assert_eq!(done, vec!["cell|12", "ledger_entry|13"], "{done:?}");
@@ -202,8 +202,8 @@ async fn compaction_and_cleansing_from_sql() {
     );
     let history = query(
         &ctx,
-        "SELECT version, operation, rows_removed FROM apiary_history('h.b.t')",
+        "SELECT version, operation, rows_removed, readable FROM apiary_history('h.b.t')",
     )
     .await;
-    assert_eq!(history, vec!["13|COMPACT|NULL"]);
+    assert_eq!(history, vec!["13|COMPACT|NULL|true"]);
 }

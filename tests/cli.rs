@@ -1,47 +1,10 @@
 //! The `apiary` command as users run it: a separate process, its stdout, stderr and exit code.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn apiary(storage: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_apiary"))
-        .arg("--storage")
-        .arg(storage)
-        .args(args)
-        .env_remove("APIARY_STORAGE")
-        .output()
-        .expect("run apiary")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn failed(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected a failure; stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// The CSV lines of `-q --format csv` output.
-fn csv(storage: &Path, sql: &str) -> Vec<String> {
-    let out = ok(&apiary(storage, &["-q", "--format", "csv", "-c", sql]));
-    out.lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
+use crate::support::{apiary, csv, failed, ok};
 
 fn setup(storage: &Path) {
     ok(&apiary(

@@ -6,6 +6,7 @@ mod bees;
 mod cli;
 mod differential;
 mod docs;
+mod guarantees;
 mod metadata;
 mod pruning;
 mod sql;

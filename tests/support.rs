@@ -1,5 +1,8 @@
 //! Helpers: opening Apiary on each backend, running SQL, rendering rows.
 
+use std::path::Path;
+use std::process::{Command, Output};
+
 use apiary::Apiary;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -89,4 +92,46 @@ pub fn metric(plan: &str, name: &str) -> usize {
         .collect::<String>()
         .parse()
         .expect("a number")
+}
+
+// The `apiary` command as a separate process.
+
+/// Runs `apiary --storage STORAGE ARGS…`.
+pub fn apiary(storage: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .arg("--storage")
+        .arg(storage)
+        .args(args)
+        .env_remove("APIARY_STORAGE")
+        .output()
+        .expect("run apiary")
+}
+
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn failed(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The CSV lines of `-q --format csv` output.
+pub fn csv(storage: &Path, sql: &str) -> Vec<String> {
+    let out = ok(&apiary(storage, &["-q", "--format", "csv", "-c", sql]));
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }

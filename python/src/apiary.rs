@@ -461,8 +461,10 @@ impl PyApiary {
     /// its result as a `pyarrow.Table`. Ctrl-C cancels it.
     fn sql<'py>(&self, py: Python<'py>, query: String) -> PyResult<Bound<'py, PyAny>> {
         let ctx = lock(&self.session).clone();
+        let ap = self.ap.clone();
         let (schema, batches) = wait(py, async move {
-            let df = ctx.sql(&query).await?;
+            // Apiary's statements too: CREATE OR REPLACE of a frame in one atomic step.
+            let df = ap.sql(&ctx, &query).await?;
             let schema = df.schema().inner().clone();
             let batches = df.collect().await?;
             let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);

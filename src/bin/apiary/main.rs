@@ -5,11 +5,13 @@
 //! apiary import hive.box.frame FILE…                         load Parquet, CSV or NDJSON
 //! apiary node                                                run a swarm member
 //! apiary status [--format json]                              this node's bees and the swarm
+//! apiary check [hive.box.frame]                              verify the meadow, or one frame
 //! ```
 //!
 //! `--storage` (or `APIARY_STORAGE`) says where the Apiary lives: a folder, `file://…`,
 //! `s3://bucket/prefix`, `memory://`; the default is `~/.apiary/default`.
 
+mod check;
 mod import;
 mod node;
 mod shell;
@@ -49,6 +51,9 @@ enum Command {
     Node(node::NodeArgs),
     /// This node's bees and temperature, and the swarm's nodes.
     Status(status::StatusArgs),
+    /// Verify the meadow (or one frame): ledgers contiguous and readable, protocols known, every
+    /// cell of every readable version present; exits 1 naming each problem's object.
+    Check(check::CheckArgs),
 }
 
 /// The node's resources, as datafusion-cli's memory flags and Apiary's bees. Unset, they come
@@ -124,6 +129,7 @@ async fn main() -> ExitCode {
         Some(Command::Import(args)) => import::run(&storage, args).await,
         Some(Command::Node(args)) => node::run(&storage, args).await,
         Some(Command::Status(args)) => status::run(&storage, args).await,
+        Some(Command::Check(args)) => check::run(&storage, args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

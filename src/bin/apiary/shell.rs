@@ -9,7 +9,14 @@ use apiary::swarm::SwarmConfig;
 use clap::Args;
 use datafusion::common::config::{ConfigNonZeroUsize, ConfigOptions};
 use datafusion::common::format::ExplainFormat;
+use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SessionState, TaskContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::object_store::ObjectStore;
+use datafusion::prelude::SessionContext;
 use datafusion_cli::catalog::DynamicObjectStoreCatalog;
+use datafusion_cli::cli_context::CliSessionContext;
 use datafusion_cli::exec::{exec_from_commands, exec_from_files, exec_from_repl};
 use datafusion_cli::functions::ParquetMetadataFunc;
 use datafusion_cli::object_storage::instrumented::{
@@ -118,6 +125,10 @@ async fn shell(
         color: args.color,
         instrumented_registry: registry,
     };
+    let ctx = ApiaryShell {
+        ap: ap.clone(),
+        ctx,
+    };
     if !args.commands.is_empty() || !args.files.is_empty() {
         if !args.files.is_empty() {
             exec_from_files(&ctx, args.files.clone(), &print).await?;
@@ -155,4 +166,38 @@ async fn shell(
     }
     exec_from_repl(&ctx, &mut print).await?;
     Ok(())
+}
+
+/// datafusion-cli's session, with Apiary's statements (`Apiary::execute_logical_plan`): an atomic
+/// `CREATE OR REPLACE` of a frame.
+struct ApiaryShell {
+    ap: Apiary,
+    ctx: SessionContext,
+}
+
+#[async_trait::async_trait]
+impl CliSessionContext for ApiaryShell {
+    fn task_ctx(&self) -> Arc<TaskContext> {
+        self.ctx.task_ctx()
+    }
+
+    fn session_state(&self) -> SessionState {
+        self.ctx.state()
+    }
+
+    fn register_object_store(
+        &self,
+        url: &url::Url,
+        object_store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore + 'static>> {
+        self.ctx.register_object_store(url, object_store)
+    }
+
+    fn register_table_options_extension_from_scheme(&self, scheme: &str) {
+        CliSessionContext::register_table_options_extension_from_scheme(&self.ctx, scheme)
+    }
+
+    async fn execute_logical_plan(&self, plan: LogicalPlan) -> Result<DataFrame, DataFusionError> {
+        Ok(self.ap.execute_logical_plan(&self.ctx, plan).await?)
+    }
 }
