@@ -7,6 +7,7 @@ mod cli;
 mod differential;
 mod docs;
 mod guarantees;
+mod kill;
 mod metadata;
 mod pruning;
 mod sql;

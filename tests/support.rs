@@ -135,3 +135,14 @@ pub fn csv(storage: &Path, sql: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Runs `apiary --storage STORAGE ARGS…` with a storage URL.
+pub fn apiary_at(storage: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .arg("--storage")
+        .arg(storage)
+        .args(args)
+        .env_remove("APIARY_STORAGE")
+        .output()
+        .expect("run apiary")
+}

@@ -175,7 +175,7 @@ pub async fn check_frame(
         }
     }
     for v in ledger.log().checkpoint_versions().await? {
-        if let Err(e) = ledger.snapshot_at(v).await
+        if let Err(e) = ledger.load_at(v).await
             && !matches!(e, Error::VersionExpired { .. })
         {
             report

@@ -197,7 +197,7 @@ async fn cleanse_frame_at(
         .unwrap_or(oldest_present)
         .clamp(oldest_present, latest.version)
         .max(ledger.oldest_readable().await?.min(latest.version));
-    let at_keep = ledger.snapshot_at(keep_from).await?;
+    let at_keep = ledger.load_at(keep_from).await?;
 
     // 2. Cells no kept version needs.
     let mut needed: HashSet<String> = at_keep.cells().map(|c| c.path.clone()).collect();
@@ -211,8 +211,8 @@ async fn cleanse_frame_at(
             .iter()
             .flat_map(|e| e.action.added().iter().map(|c| c.path.clone())),
     );
-    if oldest_present > 0 && oldest_present >= ledger.oldest_readable().await? {
-        let first = ledger.snapshot_at(oldest_present).await?;
+    if oldest_present > 0 {
+        let first = ledger.load_at(oldest_present).await?;
         known.extend(first.cells().map(|c| c.path.clone()));
     }
     let mut removals = vec![];

@@ -43,6 +43,7 @@ pub fn cell_stats(
                         min_exact: true,
                         max_exact: true,
                         bytes,
+                        nan_count: None,
                     },
                 );
             }
@@ -71,6 +72,7 @@ pub fn cell_stats(
                 min_exact,
                 max_exact,
                 bytes,
+                nan_count: None,
             },
         );
     }

@@ -6,15 +6,17 @@
 //! least recently used cell is closed early. Nothing becomes visible until the ledger commit that
 //! names the cells; on failure [`CellWriter::abort`] removes what was written.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::array::{Array, Float64Array, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
 use futures::{Stream, StreamExt};
 
 use object_store::path::Path;
@@ -24,7 +26,8 @@ use super::conform::Conformer;
 use super::partition::{partition_path, split};
 use super::stats::cell_stats;
 use crate::error::{Error, Result};
-use crate::ledger::{CellRecord, FrameSnapshot};
+use crate::ledger::entry::is_float;
+use crate::ledger::{CellRecord, ColumnStats, FrameSnapshot};
 use crate::meadow::{Meadow, Upload};
 
 struct OpenCell {
@@ -33,6 +36,53 @@ struct OpenCell {
     writer: AsyncArrowWriter<Upload>,
     rows: u64,
     last_used: u64,
+    /// Statistics of the float columns, kept here (the file has none for them).
+    floats: BTreeMap<String, FloatStats>,
+}
+
+/// NaN-aware statistics of one float column of one cell.
+#[derive(Debug, Clone, Copy, Default)]
+struct FloatStats {
+    /// Bounds of the values that are neither null nor NaN.
+    min: Option<f64>,
+    max: Option<f64>,
+    nulls: u64,
+    nans: u64,
+}
+
+impl FloatStats {
+    /// Adds the values of `array` (any float type).
+    fn add(&mut self, array: &dyn Array) -> Result<()> {
+        let wide = cast(array, &DataType::Float64)?;
+        let Some(values) = wide.as_any().downcast_ref::<Float64Array>() else {
+            return Ok(());
+        };
+        self.nulls += values.null_count() as u64;
+        for v in values.iter().flatten() {
+            if v.is_nan() {
+                self.nans += 1;
+            } else {
+                self.min = Some(self.min.map_or(v, |m| m.min(v)));
+                self.max = Some(self.max.map_or(v, |m| m.max(v)));
+            }
+        }
+        Ok(())
+    }
+
+    /// As ledger statistics of a column of type `data_type` (`bytes` from the file).
+    fn to_column_stats(self, data_type: &DataType, bytes: Option<u64>) -> ColumnStats {
+        let typed =
+            |v: Option<f64>| v.and_then(|v| ScalarValue::Float64(Some(v)).cast_to(data_type).ok());
+        ColumnStats {
+            min: typed(self.min),
+            max: typed(self.max),
+            null_count: Some(self.nulls),
+            min_exact: true,
+            max_exact: true,
+            bytes,
+            nan_count: Some(self.nans),
+        }
+    }
 }
 
 /// Writes the cells of one write (one future commit) of one frame.
@@ -88,12 +138,26 @@ impl CellWriter {
             .collect();
         let file_schema = Arc::new(Schema::new(data_fields));
         let leafcutter = options.leafcutter;
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(options.compression)
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_max_row_group_bytes(Some(leafcutter.row_group_bytes() as usize))
-            .set_created_by(format!("apiary {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("apiary {}", env!("CARGO_PKG_VERSION")));
+        // Parquet leaves NaN out of a float column's min/max, while DataFusion orders NaN above
+        // every number: a reader pruning row groups or pages on `f > 5` would skip a NaN it must
+        // return. Float columns get no statistics in the file; the ledger keeps NaN-aware ones
+        // (counted by this writer) and prunes cells with them.
+        for f in file_schema
+            .fields()
+            .iter()
+            .filter(|f| is_float(f.data_type()))
+        {
+            props = props.set_column_statistics_enabled(
+                ColumnPath::from(f.name().as_str()),
+                EnabledStatistics::None,
+            );
+        }
+        let props = props.build();
         Ok(Self {
             meadow,
             location: location.into(),
@@ -155,6 +219,11 @@ impl CellWriter {
             return Ok(());
         };
         cell.writer.write(chunk).await?;
+        for (column, stats) in cell.floats.iter_mut() {
+            if let Some(array) = chunk.column_by_name(column) {
+                stats.add(array.as_ref())?;
+            }
+        }
         cell.rows += chunk.num_rows() as u64;
         cell.last_used = self.tick;
         let size = (cell.writer.bytes_written() + cell.writer.in_progress_size()) as u64;
@@ -183,6 +252,13 @@ impl CellWriter {
             writer,
             rows: 0,
             last_used: self.tick,
+            floats: self
+                .file_schema
+                .fields()
+                .iter()
+                .filter(|f| is_float(f.data_type()))
+                .map(|f| (f.name().clone(), FloatStats::default()))
+                .collect(),
         })
     }
 
@@ -218,7 +294,17 @@ impl CellWriter {
         };
         let size = cell.writer.bytes_written() as u64;
         self.meadow.make_durable(&cell.key).await?;
-        let stats = cell_stats(&self.file_schema, &meta)?;
+        let mut stats = cell_stats(&self.file_schema, &meta)?;
+        for (column, floats) in &cell.floats {
+            let Ok(field) = self.file_schema.field_with_name(column) else {
+                continue;
+            };
+            let bytes = stats.get(column).and_then(|s| s.bytes);
+            stats.insert(
+                column.clone(),
+                floats.to_column_stats(field.data_type(), bytes),
+            );
+        }
         self.done.push(Arc::new(CellRecord {
             path: cell.rel_path,
             size,

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -30,6 +30,37 @@ pub struct ColumnStats {
     /// Uncompressed size of the column's data in the file: what DataFusion estimates a scan's
     /// memory and join sides with.
     pub bytes: Option<u64>,
+    /// NaN values of a float column (Parquet leaves them out of min/max, while DataFusion orders
+    /// NaN above every number). `None`: not a float column, or not counted (cells written before
+    /// the count was kept) — then the maximum is not known.
+    pub nan_count: Option<u64>,
+}
+
+impl ColumnStats {
+    /// The upper bound a reader may use, with its exactness, for a column of type `data_type`:
+    /// for floats, NaN when the cell holds one, and unknown when NaNs were not counted.
+    pub fn effective_max(&self, data_type: &DataType) -> (Option<ScalarValue>, bool) {
+        if !is_float(data_type) {
+            return (self.max.clone(), self.max_exact);
+        }
+        match self.nan_count {
+            Some(0) => (self.max.clone(), self.max_exact),
+            Some(_) => (nan_of(data_type), true),
+            None => (None, false),
+        }
+    }
+}
+
+/// Whether values of this type can be NaN.
+pub(crate) fn is_float(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Float16 | DataType::Float32 | DataType::Float64
+    )
+}
+
+fn nan_of(data_type: &DataType) -> Option<ScalarValue> {
+    ScalarValue::Float64(Some(f64::NAN)).cast_to(data_type).ok()
 }
 
 /// One immutable Parquet cell as the ledger knows it: enough to plan and prune a scan without
@@ -201,6 +232,8 @@ struct RawStats {
     max_exact: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nans: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -247,6 +280,7 @@ impl CellRecord {
                         min_exact: s.min_exact,
                         max_exact: s.max_exact,
                         bytes: s.bytes,
+                        nans: s.nan_count,
                     },
                 )
             })
@@ -315,6 +349,7 @@ impl CellRecord {
                     min_exact: s.min_exact,
                     max_exact: s.max_exact,
                     bytes: s.bytes,
+                    nan_count: s.nans,
                 },
             );
         }

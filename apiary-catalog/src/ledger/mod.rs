@@ -304,6 +304,17 @@ impl Ledger {
                 oldest,
             });
         }
+        self.load_at(version).await
+    }
+
+    /// The state at `version` as far as the ledger can tell — even below the oldest readable
+    /// version, whose cells cleansing may have removed: for history and upkeep, never for reads
+    /// of the data.
+    pub(crate) async fn load_at(&self, version: u64) -> Result<Arc<FrameSnapshot>> {
+        let latest = self.latest();
+        if version == latest.version {
+            return Ok(latest);
+        }
         if version > latest.version {
             return Err(Error::NoSuchVersion {
                 frame: self.inner.name.clone(),
@@ -381,7 +392,7 @@ impl Ledger {
             .collect();
         let entries = self.read_entries(&present).await?;
         let start = match present.first() {
-            Some(v) if *v > 0 => Some(self.snapshot_at(*v).await?),
+            Some(v) if *v > 0 => Some(self.load_at(*v).await?),
             _ => None,
         };
         Ok((entries, start))

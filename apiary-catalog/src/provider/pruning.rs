@@ -9,7 +9,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt64Array,
+};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::pruning::PruningStatistics;
@@ -24,12 +26,16 @@ use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use crate::ledger::CellRecord;
 
 /// Whether `expr` references only partition columns (and is deterministic), so that evaluating
-/// it on partition values decides it exactly.
+/// it on partition values decides it exactly. A constant (no column at all, e.g. the `NULL` that
+/// `p NOT IN ('a', NULL)` simplifies to) is decided exactly too — and must be: DataFusion 55
+/// re-asks after simplifying a filter it already pushed down as exact, and drops one that has
+/// become inexact instead of filtering the rows again.
 pub(crate) fn is_partition_filter(expr: &Expr, partition_by: &[String]) -> bool {
-    let columns = expr.column_refs();
-    !columns.is_empty()
-        && !expr.is_volatile()
-        && columns.iter().all(|c| partition_by.contains(&c.name))
+    !expr.is_volatile()
+        && expr
+            .column_refs()
+            .iter()
+            .all(|c| partition_by.contains(&c.name))
 }
 
 /// The ledger statistics of a list of cells, seen as pruning containers.
@@ -67,7 +73,13 @@ impl<'a> CellStatistics<'a> {
                 None => c
                     .stats
                     .get(&column.name)
-                    .and_then(|s| if min { s.min.clone() } else { s.max.clone() })
+                    .and_then(|s| {
+                        if min {
+                            s.min.clone()
+                        } else {
+                            s.effective_max(field.data_type()).0
+                        }
+                    })
                     .unwrap_or_else(|| null.clone()),
             });
         ScalarValue::iter_to_array(values).ok()
@@ -177,7 +189,11 @@ pub(crate) fn prune_by_partition_values(
     let columns = (0..partition_schema.fields().len())
         .map(|p| ScalarValue::iter_to_array(cells.iter().map(|c| c.partition[p].clone())))
         .collect::<Result<Vec<_>>>()?;
-    let batch = RecordBatch::try_new(partition_schema.clone(), columns)?;
+    let batch = RecordBatch::try_new_with_options(
+        partition_schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(cells.len())),
+    )?;
     let df_schema = DFSchema::try_from(Schema::clone(partition_schema))?;
     for filter in filters {
         let physical = physical_expr(state, filter.clone(), &df_schema)?;

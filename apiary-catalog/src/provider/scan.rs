@@ -175,7 +175,10 @@ fn file_statistics(cell: &CellRecord, file_schema: &Schema) -> Statistics {
                     .null_count
                     .map_or(Precision::Absent, |n| Precision::Exact(n as usize)),
                 min_value: bound(&s.min, s.min_exact),
-                max_value: bound(&s.max, s.max_exact),
+                max_value: {
+                    let (max, exact) = s.effective_max(f.data_type());
+                    bound(&max, exact)
+                },
                 byte_size,
                 ..ColumnStatistics::new_unknown()
             }
