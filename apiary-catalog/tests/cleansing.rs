@@ -437,3 +437,50 @@ async fn crash_leftovers_go_after_retention() {
     let live = frame.ledger().refresh().await.unwrap();
     assert_eq!(read_back(&frame, &live).await.0.len(), 10);
 }
+
+/// A dropped frame's folder is reclaimed only if it is that frame's own: a registry entry naming
+/// another folder (a corrupt or hostile one) makes the flight leave it alone.
+#[tokio::test]
+async fn a_dropped_frame_whose_folder_is_not_its_own_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, frame) = frame(
+        dir.path().to_str().unwrap(),
+        FrameSpec::new(schema()),
+        WriteOptions::default(),
+    )
+    .await;
+    frame
+        .append(stream(vec![batch(0..10, &["eu"])]), "WRITE")
+        .await
+        .unwrap();
+    // Hand-written entries: a frame `g` whose recorded folder is `f`'s, then its drop.
+    let next = reg.refresh().await.unwrap().version + 1;
+    let stolen = frame.ledger().location().to_string();
+    for (v, action) in [
+        (
+            next,
+            format!(
+                r#"{{"create_frame":{{"hive":"h","box":"b","name":"g","id":"gid","location":"{stolen}"}}}}"#
+            ),
+        ),
+        (
+            next + 1,
+            r#"{"drop_frame":{"hive":"h","box":"b","name":"g"}}"#.to_string(),
+        ),
+    ] {
+        let body = format!(r#"{{"version":{v},"timestamp_ms":0,"writer":"x","action":{action}}}"#);
+        std::fs::write(dir.path().join(format!("_registry/{v:020}.json")), body).unwrap();
+    }
+    assert_eq!(reg.refresh().await.unwrap().dropped.len(), 1);
+    let report = cleanse_meadow(&reg, &now_only()).await.unwrap();
+    assert!(
+        removed(&report, RemovalKind::DroppedFrame).is_empty(),
+        "{report:?}"
+    );
+    let live = frame.ledger().refresh().await.unwrap();
+    assert_eq!(
+        read_back(&frame, &live).await.0.len(),
+        10,
+        "f's cells are all there"
+    );
+}
