@@ -461,3 +461,95 @@ async fn a_slow_store_is_not_a_dead_node() {
     members[0].leave().await.unwrap();
     coordinator.leave_swarm().await.unwrap();
 }
+
+/// A coordinator with `coordinator_bees` bees and `workers` one-bee nodes in this process, on one
+/// memory meadow, with `h.b.t (n BIGINT)` of six cells holding 1..=6000.
+async fn in_process_swarm(coordinator_bees: usize, workers: usize) -> (Apiary, Vec<Apiary>) {
+    let url = format!("memory://swarm-{}", uuid::Uuid::new_v4().simple());
+    let meadow = Meadow::open(&url).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap().keep();
+    let node = |id: String, bees: usize| {
+        let (meadow, dir) = (meadow.clone(), scratch.join(&id));
+        async move {
+            let options = ApiaryOptions {
+                node: Some(NodeConfig::fixed(bees, 256 << 20, dir)),
+                ..ApiaryOptions::default()
+            };
+            let io = apiary::catalog::IoRuntime::new().unwrap();
+            let ap = Apiary::from_meadow(meadow, io, options).await.unwrap();
+            let mut config = SwarmConfig::default()
+                .with_heartbeat_interval(Duration::from_millis(100))
+                .with_node_id(id);
+            config.cache_bytes = 0;
+            ap.join_swarm(config).await.unwrap();
+            ap
+        }
+    };
+    let coordinator = node("coordinator".into(), coordinator_bees).await;
+    let ctx = coordinator.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(&ctx, "CREATE TABLE h.b.t (n BIGINT NOT NULL)").await;
+    for i in 0..6 {
+        let from = i * 1000 + 1;
+        sql(
+            &ctx,
+            &format!(
+                "INSERT INTO h.b.t SELECT value FROM generate_series({from}, {})",
+                from + 999
+            ),
+        )
+        .await;
+    }
+    let mut nodes = vec![];
+    for w in 0..workers {
+        nodes.push(node(format!("w{w}"), 1).await);
+    }
+    let swarm = coordinator.swarm().unwrap();
+    let start = Instant::now();
+    while swarm.world().alive().len() < workers + 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "workers not alive"
+        );
+        swarm.world().poll().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (coordinator, nodes)
+}
+
+/// Seen: with two one-bee nodes and a one-bee shell, `SELECT l_orderkey FROM lineitem LIMIT 10`
+/// printed 31 rows — DataFusion folds the limit into the one-partition scan, and every task
+/// applied it. A fetch shipped to the tasks is applied again above them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_across_the_swarm_on_one_and_many_bees() {
+    for bees in [1, 2] {
+        let (coordinator, workers) = in_process_swarm(bees, 2).await;
+        let ctx = coordinator.session().unwrap();
+        sql(&ctx, "SET swarm.min_bytes = 0").await;
+        for (q, rows) in [
+            ("SELECT n FROM h.b.t LIMIT 10", 10),
+            ("SELECT n FROM h.b.t WHERE n % 2 = 0 LIMIT 10", 10),
+            ("SELECT n FROM h.b.t LIMIT 10 OFFSET 5", 10),
+            ("SELECT n FROM h.b.t WHERE n > 5990 LIMIT 20", 10),
+            ("SELECT n * 2 AS m FROM h.b.t LIMIT 7", 7),
+        ] {
+            let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
+            assert!(explain.contains("SwarmExec"), "{bees} bees: {q}: {explain}");
+            let got = crate::support::query(&ctx, q).await;
+            assert_eq!(got.len(), rows, "{bees} bees: {q}: {got:?}\n{explain}");
+        }
+        let even =
+            crate::support::query(&ctx, "SELECT n FROM h.b.t WHERE n % 2 = 0 LIMIT 10").await;
+        assert!(even.iter().all(|n| n.parse::<i64>().unwrap() % 2 == 0));
+        assert_eq!(
+            crate::support::scalar(&ctx, "SELECT count(*) FROM (SELECT n FROM h.b.t LIMIT 25)")
+                .await,
+            "25"
+        );
+        for w in workers {
+            w.leave_swarm().await.unwrap();
+        }
+        coordinator.leave_swarm().await.unwrap();
+    }
+}

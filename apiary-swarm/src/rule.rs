@@ -14,6 +14,8 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::error::Result;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::limit::GlobalLimitExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning, replace_children_if_necessary};
 
 use crate::config::SwarmOptions;
@@ -69,7 +71,13 @@ impl SwarmRule {
             if tasks.len() < 2 {
                 return Ok(plan);
             }
-            return Ok(Arc::new(SwarmExec::new(plan, tasks, self.node.clone())));
+            let fetch = chain_fetch(&plan);
+            let swarm: Arc<dyn ExecutionPlan> =
+                Arc::new(SwarmExec::new(plan, tasks, self.node.clone()));
+            return Ok(match fetch {
+                Some(fetch) => limit_above(swarm, fetch),
+                None => swarm,
+            });
         }
         let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
         if children.is_empty() {
@@ -124,6 +132,32 @@ impl SwarmRule {
             agg.input_schema(),
         )?)))
     }
+}
+
+/// The fetch (a `LIMIT` folded into the chain by DataFusion's `LimitPushdown`: `DataSourceExec
+/// limit=`, `FilterExec fetch=`) nearest the top of a distributable chain: every task applies it
+/// to its own cells, so it must be applied again above their union.
+fn chain_fetch(top: &Arc<dyn ExecutionPlan>) -> Option<usize> {
+    let mut node = top.clone();
+    loop {
+        if let Some(fetch) = node.fetch() {
+            return Some(fetch);
+        }
+        let child = node.children().first().map(|c| (*c).clone())?;
+        node = child;
+    }
+}
+
+/// `fetch` rows of `input`, whatever its partitioning (the limit DataFusion's `LimitPushdown`
+/// dropped because it had folded it into a one-partition chain).
+fn limit_above(input: Arc<dyn ExecutionPlan>, fetch: usize) -> Arc<dyn ExecutionPlan> {
+    let single = if input.properties().output_partitioning().partition_count() > 1 {
+        Arc::new(CoalescePartitionsExec::new(input).with_fetch(Some(fetch)))
+            as Arc<dyn ExecutionPlan>
+    } else {
+        input
+    };
+    Arc::new(GlobalLimitExec::new(single, 0, Some(fetch)))
 }
 
 /// Splits `files` into tasks over the nodes' bees, one per bee, each reading the same number of
