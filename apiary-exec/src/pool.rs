@@ -196,6 +196,35 @@ impl BeePool {
         self.acquire_avoiding(n, base, spill, &[]).await
     }
 
+    /// `n` bees now, or `None` when they are not free at once (or others wait in the queue):
+    /// for work that should go elsewhere rather than wait — a swarm task is claimed only once a
+    /// bee is held for it.
+    pub fn try_acquire(&self, n: usize, base: &RuntimeEnv, spill: bool) -> Result<Option<Chamber>> {
+        let inner = &self.inner;
+        if n == 0 || n > inner.node.bees {
+            return Err(ExecError::TooManyBees {
+                asked: n,
+                bees: inner.node.bees,
+            });
+        }
+        if inner.waiting.load(Ordering::SeqCst) > 0 {
+            return Ok(None);
+        }
+        let Ok(permit) = inner.permits.clone().try_acquire_many_owned(n as u32) else {
+            return Ok(None);
+        };
+        let bees = {
+            let mut free = lock(&inner.free);
+            let chosen: Vec<usize> = (0..free.len()).filter(|b| free[*b]).take(n).collect();
+            for b in &chosen {
+                free[*b] = false;
+            }
+            chosen
+        };
+        inner.tasks.fetch_add(1, Ordering::SeqCst);
+        Chamber::seal(self.inner.clone(), bees, permit, base, spill).map(Some)
+    }
+
     /// Like [`BeePool::acquire`], preferring bees not in `avoid` (a retry goes elsewhere).
     pub async fn acquire_avoiding(
         &self,

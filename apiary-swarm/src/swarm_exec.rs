@@ -390,23 +390,36 @@ impl Coordination {
                         None => continue,
                     }
                 } else {
-                    // A claimant whose attempt still writes its progress object is working,
-                    // however late its heartbeats are.
-                    let silent = progressed
+                    // A claim is a lease its claimant renews by rewriting the attempt's
+                    // progress object (beyond the store's lag): one unchanged for `dead_after`
+                    // whose claimant is dead or gone, or for twice that whatever the heartbeat
+                    // says, is taken over. A working claimant renews it however late its
+                    // heartbeats are.
+                    let silence = progressed
                         .get(&(n, a))
                         .map_or(seen, |(_, at)| (*at).max(seen))
                         .elapsed()
-                        >= config.dead_after;
-                    match node.world.state_of(&claimant) {
-                        Some(NodeState::Dead) if silent => {
-                            format!("node {claimant} stopped heartbeating")
+                        .saturating_sub(node.world.store_lag());
+                    let state = node.world.state_of(&claimant);
+                    let gone = matches!(state, Some(NodeState::Dead) | None);
+                    if gone && silence >= config.dead_after {
+                        match state {
+                            Some(_) => format!("node {claimant} stopped heartbeating"),
+                            None => format!("node {claimant} left the swarm"),
                         }
-                        None if silent => format!("node {claimant} left the swarm"),
-                        _ if seen.elapsed() >= config.task_deadline => format!(
+                    } else if silence >= config.dead_after * 2 {
+                        // Alive, but its attempt stands still: the lease is over.
+                        format!(
+                            "node {claimant} made no progress on attempt {a} for {} ms",
+                            silence.as_millis()
+                        )
+                    } else if seen.elapsed() >= config.task_deadline {
+                        format!(
                             "not finished within the task deadline of {} ms",
                             config.task_deadline.as_millis()
-                        ),
-                        _ => continue,
+                        )
+                    } else {
+                        continue;
                     }
                 };
                 let failures = failures.entry(n).or_insert_with(|| {

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use apiary_catalog::Created;
+use apiary_exec::Chamber;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::execution::TaskContext;
 use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
@@ -136,6 +137,32 @@ pub(crate) struct Slots {
     pub ctx: Option<Arc<TaskContext>>,
 }
 
+/// Where one claimed task runs: a bee of this node, held before the claim was made, or the
+/// chamber of the coordinator's own query.
+enum Place {
+    Bee(Chamber),
+    Query(Arc<TaskContext>),
+}
+
+impl Slots {
+    /// A place for one more task now, or `None`: a node claims a task only when it can start it
+    /// at once — never claims and then waits for a bee, which would stall the task's query (two
+    /// busy coordinators would each sit on the other's tasks until the deadline).
+    fn place(&self, node: &NodeInner) -> Result<Option<Place>> {
+        if self.running.load(Ordering::SeqCst) >= self.capacity {
+            return Ok(None);
+        }
+        Ok(match &self.ctx {
+            Some(ctx) => Some(Place::Query(ctx.clone())),
+            None => node
+                .colony
+                .pool()
+                .try_acquire(1, &node.session.runtime_env(), true)?
+                .map(Place::Bee),
+        })
+    }
+}
+
 /// Claims the tasks this node may run now and starts them. Returns how many it started.
 pub(crate) async fn claim_and_run(
     node: &Arc<NodeInner>,
@@ -159,9 +186,9 @@ pub(crate) async fn claim_and_run(
         if !(mine || a > 0 || may_steal) {
             continue;
         }
-        if slots.running.load(Ordering::SeqCst) >= slots.capacity {
-            break;
-        }
+        let Some(place) = slots.place(node)? else {
+            break; // no free bee: the task stays open for another node
+        };
         let claim = Claim {
             node: node.config.node_id.clone(),
             attempt: a,
@@ -169,13 +196,13 @@ pub(crate) async fn claim_and_run(
         };
         let key = dir.claim(n, a);
         if node.meadow.create(&key, encode(&claim, &key)?).await? != Created::Yes {
-            continue; // another node was first
+            continue; // another node was first; the bee goes back
         }
         slots.running.fetch_add(1, Ordering::SeqCst);
         let (node, dir, slots) = (node.clone(), dir.clone(), slots.clone());
         tokio::spawn(async move {
             let progress = ProgressBeat::start(&node, &dir, n, a);
-            let outcome = run_task(&node, &dir, n, a, slots.ctx.clone()).await;
+            let outcome = run_task(&node, &dir, n, a, place).await;
             drop(progress);
             report(&node, &dir, n, a, outcome).await;
             slots.running.fetch_sub(1, Ordering::SeqCst);
@@ -194,26 +221,34 @@ impl ProgressBeat {
     fn start(node: &Arc<NodeInner>, dir: &QueryDir, n: usize, a: usize) -> Self {
         let (node, key) = (node.clone(), dir.progress(n, a));
         Self(tokio::spawn(async move {
+            // Its own schedule, as heartbeats: a slow write does not hold back the next one.
+            let mut ticks = tokio::time::interval(node.config.heartbeat_interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            let in_flight = Arc::new(AtomicUsize::new(0));
             let mut tick = 0;
             loop {
-                tokio::time::sleep(node.config.heartbeat_interval).await;
+                ticks.tick().await;
+                if in_flight.load(Ordering::SeqCst) >= 2 {
+                    continue;
+                }
                 tick += 1;
                 let progress = Progress {
                     node: node.config.node_id.clone(),
                     attempt: a,
                     tick,
                 };
-                let written = match encode(&progress, &key) {
-                    Ok(body) => node
-                        .membership
-                        .put(&key, body)
-                        .await
-                        .map_err(SwarmError::from),
-                    Err(e) => Err(e),
+                let Ok(body) = encode(&progress, &key) else {
+                    continue;
                 };
-                if let Err(e) = written {
-                    log::debug!("node {}: progress of {key}: {e}", node.config.node_id);
-                }
+                in_flight.fetch_add(1, Ordering::SeqCst);
+                let (node, key, in_flight) = (node.clone(), key.clone(), in_flight.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = node.membership.put(&key, body).await {
+                        log::debug!("node {}: progress of {key}: {e}", node.config.node_id);
+                    }
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         }))
     }
@@ -280,7 +315,7 @@ async fn run_task(
     dir: &QueryDir,
     n: usize,
     a: usize,
-    ctx: Option<Arc<TaskContext>>,
+    place: Place,
 ) -> Result<(u64, u64)> {
     if !node.config.debug_task_delay.is_zero() {
         tokio::time::sleep(node.config.debug_task_delay).await;
@@ -293,17 +328,10 @@ async fn run_task(
         .ok_or_else(|| SwarmError::corrupt(&key, "the fragment is missing"))?;
     let base = node.session.task_ctx();
     let plan = physical_plan_from_bytes_with_extension_codec(&bytes, &base, &node.codec)?;
-    // Keep the chamber alive until the task is done.
-    let (ctx, _chamber) = match ctx {
-        Some(ctx) => (ctx, None),
-        None => {
-            let chamber = node
-                .colony
-                .pool()
-                .acquire(1, &node.session.runtime_env(), true)
-                .await?;
-            (chamber.task_context(&base), Some(chamber))
-        }
+    // The chamber (if any) stays held until the task is done.
+    let (ctx, _chamber) = match place {
+        Place::Query(ctx) => (ctx, None),
+        Place::Bee(chamber) => (chamber.task_context(&base), Some(chamber)),
     };
     let mut stream = plan.execute(0, ctx)?;
     let schema = stream.schema();

@@ -228,6 +228,18 @@ impl WorldView {
         nodes
     }
 
+    /// How late the freshest heartbeat is now (this node's own among them): the part of any
+    /// silence the store, not the silent node, is to blame for.
+    pub fn store_lag(&self) -> Duration {
+        let nodes = self.nodes();
+        let interval = self.config.heartbeat_interval;
+        nodes
+            .iter()
+            .map(|n| n.unchanged_for.saturating_sub(interval))
+            .min()
+            .unwrap_or(Duration::ZERO)
+    }
+
     /// The nodes judged alive.
     pub fn alive(&self) -> Vec<Heartbeat> {
         self.nodes()
