@@ -57,6 +57,27 @@ pub fn default_storage(name: &str) -> Option<String> {
     )
 }
 
+/// The swarm membership of an [`Apiary`] and all its clones: the last one dropped leaves the
+/// swarm (its heartbeat is removed), so that no process that joined leaves a heartbeat behind.
+#[derive(Debug)]
+struct SwarmSlot {
+    node: Mutex<Option<SwarmNode>>,
+    io: tokio::runtime::Handle,
+}
+
+impl Drop for SwarmSlot {
+    fn drop(&mut self) {
+        let node = self
+            .node
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(node) = node {
+            node.leave_blocking(&self.io);
+        }
+    }
+}
+
 /// How an [`Apiary`] is opened.
 #[derive(Debug, Clone, Default)]
 pub struct ApiaryOptions {
@@ -79,12 +100,13 @@ pub struct ApiaryOptions {
 /// clone.
 #[derive(Debug, Clone)]
 pub struct Apiary {
+    /// This node's membership of the swarm, once joined; dropped first (before the runtime the
+    /// catalog holds), leaving the swarm.
+    swarm: Arc<SwarmSlot>,
     catalog: ApiaryCatalog,
     colony: Colony,
     /// What every pooled session's chambers share: object stores and file caches.
     runtime: Arc<RuntimeEnv>,
-    /// This node's membership of the swarm, once joined.
-    swarm: Arc<Mutex<Option<SwarmNode>>>,
     /// The providers handed to hosts with a runtime of their own ([`Apiary::catalog_with_own_runtime`]).
     own_runtime: Arc<OnceLock<ApiaryCatalog>>,
 }
@@ -127,11 +149,15 @@ impl Apiary {
         let runtime = runtime.build_arc()?;
         runtime.register_object_store(meadow.object_store_url().as_ref(), meadow.store().clone());
         let registry = Registry::open(meadow, options.commit).await?;
+        let io_handle = io.handle().clone();
         Ok(Apiary {
             catalog: ApiaryCatalog::new(registry, io, catalog),
             colony,
             runtime,
-            swarm: Arc::new(Mutex::new(None)),
+            swarm: Arc::new(SwarmSlot {
+                node: Mutex::new(None),
+                io: io_handle,
+            }),
             own_runtime: Arc::new(OnceLock::new()),
         })
     }
@@ -238,13 +264,18 @@ impl Apiary {
             config,
         )
         .await?;
-        *self.swarm.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.clone());
+        *self.swarm.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.clone());
         Ok(node)
     }
 
     /// Leaves the swarm gracefully (this node's heartbeat is removed).
     pub async fn leave_swarm(&self) -> Result<()> {
-        let node = self.swarm.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let node = self
+            .swarm
+            .node
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(node) = node {
             node.leave().await?;
         }
@@ -253,7 +284,11 @@ impl Apiary {
 
     /// This node's membership of the swarm, if it joined.
     pub fn swarm(&self) -> Option<SwarmNode> {
-        self.swarm.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.swarm
+            .node
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The bees of this node and how they regulate writes.

@@ -588,3 +588,94 @@ async fn two_coordinators_running_at_once_do_not_wait_for_each_other() {
     b.leave_swarm().await.unwrap();
     a.leave_swarm().await.unwrap();
 }
+
+/// Seen: heartbeats of shells ended by SIGTERM 90 minutes earlier still in the meadow, taken for
+/// alive by every new process until it had watched them for `dead_after`. A newcomer now judges
+/// a heartbeat at once by its age on the store's clock; a shell leaves on SIGTERM; a dropped
+/// Apiary leaves too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_heartbeats_are_judged_at_once_and_no_process_leaves_one_behind() {
+    let scratch = tempfile::tempdir().unwrap();
+    let storage = scratch.path().join("meadow");
+    let url = format!("file://{}", storage.display());
+    let meadow = Meadow::open(&url).await.unwrap();
+
+    // A node killed with SIGKILL leaves its heartbeat; two seconds later a newcomer's first
+    // look already judges it dead (300 ms beats: dead after 1.8 s).
+    let mut killed = Worker::spawn(&url, "killed", scratch.path(), &[]);
+    let start = Instant::now();
+    while !heartbeat_of(&meadow, "killed").await {
+        assert!(start.elapsed() < Duration::from_secs(60), "no heartbeat");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let config = SwarmConfig::default()
+        .with_heartbeat_interval(Duration::from_millis(HEARTBEAT_MS))
+        .with_node_id("newcomer");
+    let view = apiary::swarm::WorldView::new(meadow.clone(), config);
+    view.poll().await.unwrap();
+    assert_eq!(
+        view.state_of("killed"),
+        Some(apiary::swarm::NodeState::Dead),
+        "{:?}",
+        view.nodes()
+    );
+
+    // A shell that joined the swarm and is ended by SIGTERM mid-query removes its heartbeat.
+    let mut shell = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(["--storage", &url, "--swarm", "-q", "-c"])
+        .arg("SELECT count(*) FROM generate_series(1, 1000000000000)")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let joined = loop {
+        let listed = meadow.list("_heartbeats").await.unwrap();
+        if let Some(h) = listed
+            .iter()
+            .filter_map(|o| o.location.filename())
+            .find(|n| n.ends_with(&format!("-{}.json", shell.id())))
+        {
+            break h.to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the shell never joined"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let status = Command::new("kill")
+        .args(["-TERM", &shell.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ended = shell.wait().unwrap();
+    assert_eq!(ended.code(), Some(143), "{ended}");
+    assert!(
+        meadow
+            .get(&format!("_heartbeats/{joined}"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the shell left {joined} behind"
+    );
+
+    // An Apiary dropped without leaving leaves on drop.
+    let ap = coordinator(&url, scratch.path()).await;
+    ap.join_swarm(swarm_config(
+        "dropped",
+        scratch.path(),
+        Duration::from_secs(5),
+    ))
+    .await
+    .unwrap();
+    assert!(heartbeat_of(&meadow, "dropped").await);
+    drop(ap);
+    assert!(
+        !heartbeat_of(&meadow, "dropped").await,
+        "a dropped Apiary left its heartbeat"
+    );
+}

@@ -252,6 +252,24 @@ impl SwarmNode {
         Ok(())
     }
 
+    /// [`SwarmNode::leave`] from synchronous code (a `Drop`): runs on `io`, Apiary's own
+    /// runtime, from a thread of its own, and gives up after a few seconds — best effort, as a
+    /// dropped node's heartbeat would otherwise be judged dead and swept anyway.
+    pub fn leave_blocking(&self, io: &Handle) {
+        let (node, io) = (self.clone(), io.clone());
+        let left = std::thread::spawn(move || {
+            io.block_on(async move {
+                tokio::time::timeout(std::time::Duration::from_secs(5), node.leave()).await
+            })
+        })
+        .join();
+        match left {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => log::warn!("leaving the swarm: {e}"),
+            _ => log::warn!("leaving the swarm did not finish in time"),
+        }
+    }
+
     /// Stops beating and working without a word, as a crashed node would (for tests).
     #[doc(hidden)]
     pub fn halt(&self) {

@@ -116,22 +116,39 @@ impl WorldView {
                 .get(node)
                 .is_some_and(|o| o.fingerprint == fingerprint);
             if !unchanged {
+                let first = !lock(&self.observed).contains_key(node);
                 changed.push((
                     node.to_string(),
                     format!("{HEARTBEATS}/{name}"),
                     fingerprint,
+                    first.then_some(object.last_modified),
                 ));
             }
         }
+        // A heartbeat seen for the first time is judged at once by its age on the store's own
+        // clock — a process that died long ago is not taken for alive until it has been watched
+        // for `dead_after`. The store's "now" is this node's own heartbeat, just written, or a
+        // probe object for an observer that does not beat.
+        let store_now = if changed.iter().any(|c| c.3.is_some()) {
+            match listed.objects.iter().find(|o| {
+                o.location.filename().and_then(node_of_key) == Some(self.config.node_id.as_str())
+                    && lock(&self.observed).contains_key(&self.config.node_id)
+            }) {
+                Some(own) => Some(own.last_modified),
+                None => self.meadow.store_now().await.ok(),
+            }
+        } else {
+            None
+        };
         let fetched: Vec<_> = futures::stream::iter(changed)
-            .map(|(node, key, fingerprint)| async move {
+            .map(|(node, key, fingerprint, first)| async move {
                 let body = self.meadow.get(&key).await;
-                (node, key, fingerprint, body)
+                (node, key, fingerprint, first, body)
             })
             .buffer_unordered(FETCH_CONCURRENCY)
             .collect()
             .await;
-        for (node, key, fingerprint, body) in fetched {
+        for (node, key, fingerprint, first, body) in fetched {
             let Some(bytes) = body? else {
                 continue; // removed meanwhile
             };
@@ -142,11 +159,16 @@ impl WorldView {
                     continue;
                 }
             };
+            // Its age on the store's clock, when first seen; else it changed just now.
+            let age = match (first, store_now) {
+                (Some(written), Some(now)) => (now - written).to_std().unwrap_or_default(),
+                _ => Duration::ZERO,
+            };
             lock(&self.observed).insert(
                 node,
                 Observation {
                     fingerprint,
-                    last_change: started,
+                    last_change: started.checked_sub(age).unwrap_or(started),
                     heartbeat,
                 },
             );

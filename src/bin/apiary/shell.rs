@@ -80,7 +80,22 @@ pub async fn run(storage: &str, args: ShellArgs) -> Result<(), Box<dyn std::erro
     if args.swarm {
         ap.join_swarm(SwarmConfig::default()).await?;
     }
-    let outcome = shell(&ap, storage, &args, registry).await;
+    // SIGTERM or SIGHUP (a closed terminal) end the shell, and it leaves the swarm first: no
+    // process that joined leaves its heartbeat behind. (SIGINT cancels the running statement,
+    // as in datafusion-cli.)
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let outcome = tokio::select! {
+        outcome = shell(&ap, storage, &args, registry) => outcome,
+        _ = term.recv() => {
+            ap.leave_swarm().await?;
+            std::process::exit(143);
+        }
+        _ = hangup.recv() => {
+            ap.leave_swarm().await?;
+            std::process::exit(129);
+        }
+    };
     ap.leave_swarm().await?;
     outcome
 }
