@@ -679,3 +679,51 @@ async fn stale_heartbeats_are_judged_at_once_and_no_process_leaves_one_behind() 
         "a dropped Apiary left its heartbeat"
     );
 }
+
+/// DataFusion re-runs the plan of a recursive query's recursive term once per iteration: a
+/// distributed scan inside it works every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_scan_runs_again_in_every_round_of_a_recursive_query() {
+    let (coordinator, workers) = in_process_swarm(1, 1).await;
+    let ctx = coordinator.session().unwrap();
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let q = "WITH RECURSIVE r(k, s) AS (
+                 SELECT 1, CAST(0 AS BIGINT)
+                 UNION ALL
+                 SELECT r.k + 1, t.total FROM r CROSS JOIN (SELECT sum(n) AS total FROM h.b.t) t WHERE r.k < 4
+             ) SELECT k, s FROM r ORDER BY k";
+    let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
+    assert!(explain.contains("SwarmExec"), "{explain}");
+    assert_eq!(
+        crate::support::query(&ctx, q).await,
+        ["1|0", "2|18003000", "3|18003000", "4|18003000"]
+    );
+    for w in workers {
+        w.leave_swarm().await.unwrap();
+    }
+    coordinator.leave_swarm().await.unwrap();
+}
+
+/// The same physical plan executed twice: each execution is a distributed query of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_distributed_plan_runs_twice() {
+    let (coordinator, workers) = in_process_swarm(1, 1).await;
+    let ctx = coordinator.session().unwrap();
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let df = ctx.sql("SELECT sum(n) FROM h.b.t").await.unwrap();
+    let physical = df.create_physical_plan().await.unwrap();
+    let text = datafusion::physical_plan::displayable(physical.as_ref())
+        .indent(false)
+        .to_string();
+    assert!(text.contains("SwarmExec"), "{text}");
+    for _ in 0..2 {
+        let batches = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx())
+            .await
+            .unwrap();
+        assert_eq!(crate::support::rows(&batches), ["18003000"]);
+    }
+    for w in workers {
+        w.leave_swarm().await.unwrap();
+    }
+    coordinator.leave_swarm().await.unwrap();
+}

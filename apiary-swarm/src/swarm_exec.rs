@@ -185,15 +185,35 @@ impl ExecutionPlan for SwarmExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let receivers = {
+        // One run serves every partition once; a partition asked for again starts a new run
+        // (the plan is executed again), so the plan holds no state a second execution trips on.
+        let rx = {
             let mut running = self.receivers.lock().unwrap_or_else(|p| p.into_inner());
-            running.get_or_insert_with(|| self.start(context)).clone()
-        };
-        let Some(slot) = receivers.get(partition) else {
-            return internal_err!("SwarmExec has no partition {partition}");
-        };
-        let Some(rx) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return internal_err!("SwarmExec partition {partition} was already executed");
+            let take = |run: &Arc<Receivers>| {
+                run.get(partition)
+                    .and_then(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).take())
+            };
+            match running.as_ref().and_then(take) {
+                Some(rx) => rx,
+                None => {
+                    if partition
+                        >= self
+                            .properties
+                            .output_partitioning()
+                            .partition_count()
+                            .max(1)
+                    {
+                        return internal_err!("SwarmExec has no partition {partition}");
+                    }
+                    let run = self.start(context);
+                    let rx = take(&run);
+                    *running = Some(run);
+                    match rx {
+                        Some(rx) => rx,
+                        None => return internal_err!("SwarmExec has no partition {partition}"),
+                    }
+                }
+            }
         };
         let stream =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
