@@ -35,7 +35,7 @@ impl Worker {
         let stderr = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_apiary"))
             .args(["node", "--storage", storage, "--node-id", id])
-            .args(["--bees", "1", "--memory", "512M", "--keep-queries"])
+            .args(["--bees", "1", "--memory", "512M"])
             .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
             .arg("--cache-dir")
             .arg(scratch.join("cache"))
@@ -105,6 +105,11 @@ fn swarm_config(id: &str, scratch: &Path, dead_after: Duration) -> SwarmConfig {
     config.suspect_after = dead_after / 2;
     config.dead_after = dead_after;
     config.cache_dir = scratch.join("cache");
+    config
+}
+
+/// `swarm_config` for a test that reads the query folders afterwards.
+fn keeping_queries(mut config: SwarmConfig) -> SwarmConfig {
     config.keep_queries = true;
     config
 }
@@ -212,15 +217,22 @@ async fn tpch_on_three_worker_processes_and_a_coordinator() {
         let ap = coordinator(&backend.url, scratch.path()).await;
         tpch::load(&ap.session().unwrap()).await;
         let mut workers: Vec<Worker> = (1..=3)
-            .map(|i| Worker::spawn(&backend.url, &format!("w{i}"), scratch.path(), &[]))
+            .map(|i| {
+                Worker::spawn(
+                    &backend.url,
+                    &format!("w{i}"),
+                    scratch.path(),
+                    &["--keep-queries"],
+                )
+            })
             .collect();
         // No worker stops during this test, so none may be judged dead: the margin is generous,
         // whatever the load on this machine and on the serialized S3 test server.
-        ap.join_swarm(swarm_config(
+        ap.join_swarm(keeping_queries(swarm_config(
             "coordinator",
             scratch.path(),
             Duration::from_secs(60),
-        ))
+        )))
         .await
         .unwrap();
         wait_alive(&ap, &workers).await;
@@ -279,22 +291,22 @@ async fn a_worker_killed_while_holding_claims_costs_a_retry_not_the_answer() {
     tpch::load(&ap.session().unwrap()).await;
     // `slow` claims its tasks at once but sits on them for a minute before running them.
     let mut workers = vec![
-        Worker::spawn(&url, "w1", scratch.path(), &[]),
-        Worker::spawn(&url, "w2", scratch.path(), &[]),
+        Worker::spawn(&url, "w1", scratch.path(), &["--keep-queries"]),
+        Worker::spawn(&url, "w2", scratch.path(), &["--keep-queries"]),
         Worker::spawn(
             &url,
             "slow",
             scratch.path(),
-            &["--debug-task-delay-ms", "60000"],
+            &["--keep-queries", "--debug-task-delay-ms", "60000"],
         ),
     ];
     // Long enough that w1 and w2 are never judged dead on a loaded machine; short enough that
     // the killed one is found soon.
-    ap.join_swarm(swarm_config(
+    ap.join_swarm(keeping_queries(swarm_config(
         "coordinator",
         scratch.path(),
         Duration::from_secs(5),
-    ))
+    )))
     .await
     .unwrap();
     wait_alive(&ap, &workers).await;
@@ -726,4 +738,117 @@ async fn the_same_distributed_plan_runs_twice() {
         w.leave_swarm().await.unwrap();
     }
     coordinator.leave_swarm().await.unwrap();
+}
+
+/// CPU seconds a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Seen: a distributed GROUP BY cut by a 1.5 s `apiary.timeout_ms` left its worker busy for 1.4 s
+/// of CPU in the following 3 s. A cancelled query now stops everywhere: three worker processes
+/// are idle within a second — no CPU, no bee busy, no task object written afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_query_stops_on_every_node() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let ap = coordinator(&url, scratch.path()).await;
+    tpch::load(&ap.session().unwrap()).await;
+    let workers: Vec<Worker> = (1..=3)
+        .map(|i| Worker::spawn(&url, &format!("w{i}"), scratch.path(), &[]))
+        .collect();
+    ap.join_swarm(swarm_config(
+        "coordinator",
+        scratch.path(),
+        Duration::from_secs(60),
+    ))
+    .await
+    .unwrap();
+    wait_alive(&ap, &workers).await;
+    let ctx = swarm_session(&ap).await;
+    // Hashing every comment two hundred times over: minutes of work for each task.
+    let q = "SELECT l_returnflag, count(*) FROM lineitem
+             WHERE md5(repeat(l_comment, 200)) LIKE '%abc%' GROUP BY l_returnflag";
+    assert!(
+        plan(&ctx, &format!("EXPLAIN {q}"))
+            .await
+            .contains("SwarmExec")
+    );
+    // Small batches, so that every task yields often (the setting travels to the workers with
+    // the query): an attempt stops at its next batch.
+    sql(&ctx, "SET datafusion.execution.batch_size = 64").await;
+    sql(&ctx, "SET apiary.timeout_ms = 3000").await;
+    let cpu = || -> Vec<f64> { workers.iter().map(|w| cpu_seconds(w.child.id())).collect() };
+    let at_start = cpu();
+    let err = crate::support::sql_err(&ctx, q).await;
+    assert!(err.contains("deadline of 3000 ms exceeded"), "{err}");
+    let worked: f64 = cpu().iter().zip(&at_start).map(|(a, b)| a - b).sum();
+    assert!(
+        worked > 0.3,
+        "the workers did not work on the query ({worked:.2} CPU s)"
+    );
+    // Every worker was at work and stops: wait (generously, the machine may be loaded) until
+    // none uses CPU, then watch two seconds in which none works, holds a bee or writes a task
+    // object.
+    let cancelled = Instant::now();
+    loop {
+        let before = cpu();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let busy = cpu().iter().zip(&before).any(|(a, b)| a - b >= 0.1);
+        if !busy {
+            break;
+        }
+        assert!(
+            cancelled.elapsed() < Duration::from_secs(15),
+            "workers still busy 15 s after the cancel"
+        );
+    }
+    eprintln!(
+        "every worker idle {} ms after the cancel",
+        cancelled.elapsed().as_millis()
+    );
+    let quiet = std::time::SystemTime::now();
+    let before = cpu();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for ((w, b), a) in workers.iter().zip(&before).zip(cpu()) {
+        let used = a - b;
+        assert!(
+            used < 0.3,
+            "{} used {used:.2} CPU seconds after the cancel",
+            w.id
+        );
+    }
+    for n in ap.swarm().unwrap().world().poll().await.unwrap() {
+        assert_eq!(
+            n.heartbeat.busy_bees, 0,
+            "{} still busy",
+            n.heartbeat.node_id
+        );
+    }
+    let late: Vec<String> = ap
+        .meadow()
+        .list("_queries")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| {
+            o.last_modified > chrono::DateTime::<chrono::Utc>::from(quiet)
+                && !o.location.as_ref().ends_with("finished.json")
+        })
+        .map(|o| o.location.to_string())
+        .collect();
+    assert!(
+        late.is_empty(),
+        "task objects written after the cancel: {late:?}"
+    );
+    ap.leave_swarm().await.unwrap();
 }

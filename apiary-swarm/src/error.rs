@@ -15,6 +15,9 @@ pub enum SwarmError {
     #[error("query {query} was cancelled")]
     Cancelled { query: String },
 
+    #[error("query {query} is over")]
+    QueryOver { query: String },
+
     #[error(transparent)]
     Catalog(Box<apiary_catalog::Error>),
 

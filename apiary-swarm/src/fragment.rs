@@ -22,6 +22,8 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::replace_children_if_necessary;
 
+use crate::manifest::TaskCell;
+
 /// Recognises the scans of one meadow.
 #[derive(Debug, Clone)]
 pub struct ScanMatcher {
@@ -135,4 +137,70 @@ pub fn fragment(
     };
     let child = fragment(child, files)?;
     replace_children_if_necessary(top.clone(), vec![child])
+}
+
+/// The fragment of a whole distributed scan: the chain over every cell the tasks read, each cell
+/// once and whole. It is written once per query; each task narrows it to its own cells
+/// ([`narrow`]) from the manifest.
+pub fn fragment_of_all(
+    top: &Arc<dyn ExecutionPlan>,
+    tasks: &[Vec<PartitionedFile>],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut cells: Vec<PartitionedFile> = vec![];
+    for f in tasks.iter().flatten() {
+        if !cells
+            .iter()
+            .any(|c| c.object_meta.location == f.object_meta.location)
+        {
+            let mut whole = f.clone();
+            whole.range = None;
+            cells.push(whole);
+        }
+    }
+    fragment(top, cells)
+}
+
+/// `plan` (a decoded [`fragment_of_all`]) reading only `cells`, with their byte ranges. A cell
+/// the fragment does not hold is an error naming it.
+pub fn narrow(plan: &Arc<dyn ExecutionPlan>, cells: &[TaskCell]) -> Result<Arc<dyn ExecutionPlan>> {
+    let scan = ScanOf(plan);
+    let files = scan.files()?;
+    let mut chosen = Vec::with_capacity(cells.len());
+    for c in cells {
+        let file = files
+            .iter()
+            .find(|f| f.object_meta.location.as_ref() == c.key)
+            .ok_or_else(|| {
+                DataFusionError::Internal(format!("cell {} is not in the query's fragment", c.key))
+            })?;
+        chosen.push(match c.range {
+            Some([start, end]) => file.clone().with_range(start as i64, end as i64),
+            None => file.clone(),
+        });
+    }
+    fragment(plan, chosen)
+}
+
+/// The scan at the bottom of a single-child chain.
+struct ScanOf<'a>(&'a Arc<dyn ExecutionPlan>);
+
+impl ScanOf<'_> {
+    fn files(&self) -> Result<Vec<PartitionedFile>> {
+        let mut node = self.0.clone();
+        loop {
+            if let Some(exec) = node.downcast_ref::<DataSourceExec>() {
+                let config = exec
+                    .data_source()
+                    .downcast_ref::<FileScanConfig>()
+                    .ok_or_else(|| DataFusionError::Internal("not a file scan".into()))?;
+                return Ok(files_of(config));
+            }
+            let child = node
+                .children()
+                .first()
+                .map(|c| (*c).clone())
+                .ok_or_else(|| DataFusionError::Internal("a fragment without a scan".into()))?;
+            node = child;
+        }
+    }
 }

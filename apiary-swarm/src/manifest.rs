@@ -1,7 +1,8 @@
 //! A distributed query in the meadow: `_queries/{query_id}/`.
 //!
 //! ```text
-//! task_{n}.plan          the fragment of task n (datafusion-proto bytes)
+//! fragment.plan          the fragment over every cell (datafusion-proto bytes); task n reads
+//!                        the cells the manifest lists for it
 //! manifest.json          the tasks: their cells and the node each is assigned to (written last)
 //! claim_{n}_{a}.json     attempt a of task n, claimed by one node (conditional create)
 //! error_{n}_{a}.json     attempt a failed on its node, with the error
@@ -51,6 +52,10 @@ pub struct Manifest {
     /// An attempt running longer than this is offered again.
     pub task_deadline_ms: u64,
     pub max_failures: usize,
+    /// The coordinator's session settings that differ from DataFusion's defaults (time zone,
+    /// batch size, Parquet options, `apiary.*`, …): workers run the tasks under them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,8 +128,8 @@ impl QueryDir {
         format!("{}/manifest.json", self.dir)
     }
 
-    pub fn plan(&self, n: usize) -> String {
-        format!("{}/task_{n}.plan", self.dir)
+    pub fn fragment(&self) -> String {
+        format!("{}/fragment.plan", self.dir)
     }
 
     pub fn claim(&self, n: usize, a: usize) -> String {
@@ -254,7 +259,7 @@ mod tests {
     fn state_from_names() {
         let s = QueryState::from_names([
             "manifest.json",
-            "task_0.plan",
+            "fragment.plan",
             "claim_0_0.json",
             "error_0_0.json",
             "retry_0_0.json",

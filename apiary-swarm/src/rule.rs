@@ -73,7 +73,14 @@ impl SwarmRule {
             }
             let fetch = chain_fetch(&plan);
             let swarm: Arc<dyn ExecutionPlan> =
-                Arc::new(SwarmExec::new(plan, tasks, self.node.clone()));
+                match SwarmExec::try_new(plan.clone(), tasks, self.node.clone()) {
+                    Ok(exec) => Arc::new(exec),
+                    Err(e) => {
+                        // What cannot travel runs here: a slower query, never a failed one.
+                        log::debug!("keeping a scan local: its fragment does not travel: {e}");
+                        return Ok(plan);
+                    }
+                };
             return Ok(match fetch {
                 Some(fetch) => limit_above(swarm, fetch),
                 None => swarm,

@@ -9,18 +9,20 @@
 //! diagnostic. When the query ends — finished, failed or cancelled — `finished.json` tells the
 //! workers, and the folder is removed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apiary_exec::{TaskFailures, Verdict};
+use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::ipc::reader::StreamDecoder;
 use datafusion::common::internal_err;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -28,19 +30,21 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::error::{Result, SwarmError};
-use crate::fragment::fragment;
+use crate::fragment::fragment_of_all;
 use crate::manifest::{
     Claim, Done, Finished, Manifest, QueryDir, Retry, TaskCell, TaskError, TaskSpec, decode, encode,
 };
 use crate::node::NodeInner;
-use crate::worker::{Slots, claim_and_run, query_state, remove_query};
+use crate::worker::{Slots, claim_and_run, query_state, remove_query_but_marker};
 use crate::world_view::NodeState;
 
 /// One task as planned: the node it is assigned to and the cells it reads.
@@ -62,6 +66,8 @@ type Receivers = Vec<Mutex<Option<mpsc::Receiver<DfResult<RecordBatch>>>>>;
 pub struct SwarmExec {
     input: Arc<dyn ExecutionPlan>,
     tasks: Vec<PlannedTask>,
+    /// The fragment over every cell of the tasks, as datafusion-proto bytes.
+    fragment: Bytes,
     node: Arc<NodeInner>,
     properties: Arc<PlanProperties>,
     receivers: Mutex<Option<Arc<Receivers>>>,
@@ -77,15 +83,36 @@ impl fmt::Debug for SwarmExec {
 }
 
 impl SwarmExec {
-    pub(crate) fn new(
+    /// The swarm's run of `input` over `tasks`. Fails when the fragment does not survive the
+    /// trip to another node (a session UDF, a plan node no codec knows): the caller keeps the
+    /// plan local then.
+    pub(crate) fn try_new(
         input: Arc<dyn ExecutionPlan>,
         tasks: Vec<PlannedTask>,
         node: Arc<NodeInner>,
+    ) -> Result<Self> {
+        let files: Vec<Vec<PartitionedFile>> = tasks.iter().map(|t| t.files.clone()).collect();
+        let plan = fragment_of_all(&input, &files)?;
+        let fragment = physical_plan_to_bytes_with_extension_codec(plan, &node.codec)?;
+        physical_plan_from_bytes_with_extension_codec(
+            &fragment,
+            &node.session.task_ctx(),
+            &node.codec,
+        )?;
+        Ok(Self::with_fragment(input, tasks, node, fragment))
+    }
+
+    fn with_fragment(
+        input: Arc<dyn ExecutionPlan>,
+        tasks: Vec<PlannedTask>,
+        node: Arc<NodeInner>,
+        fragment: Bytes,
     ) -> Self {
         let properties = input.properties().clone();
         Self {
             input,
             tasks,
+            fragment,
             node,
             properties,
             receivers: Mutex::new(None),
@@ -109,11 +136,12 @@ impl SwarmExec {
         let run = Coordination {
             node: self.node.clone(),
             query,
-            input: self.input.clone(),
             tasks: self.tasks.clone(),
+            fragment: self.fragment.clone(),
             senders,
             ctx,
             metrics: self.metrics.clone(),
+            local: vec![],
         };
         tokio::spawn(run.run());
         Arc::new(receivers.into_iter().map(|r| Mutex::new(Some(r))).collect())
@@ -167,10 +195,11 @@ impl ExecutionPlan for SwarmExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         match <[_; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(SwarmExec::new(
+            Ok([input]) => Ok(Arc::new(SwarmExec::with_fragment(
                 input,
                 self.tasks.clone(),
                 self.node.clone(),
+                self.fragment.clone(),
             ))),
             Err(_) => internal_err!("SwarmExec has exactly one child"),
         }
@@ -228,16 +257,34 @@ impl ExecutionPlan for SwarmExec {
 struct Coordination {
     node: Arc<NodeInner>,
     query: QueryDir,
-    input: Arc<dyn ExecutionPlan>,
     tasks: Vec<PlannedTask>,
+    fragment: Bytes,
     senders: Vec<mpsc::Sender<DfResult<RecordBatch>>>,
     ctx: Arc<TaskContext>,
     metrics: ExecutionPlanMetricsSet,
+    /// This node's own attempts of the query's tasks.
+    local: Vec<tokio::task::AbortHandle>,
 }
 
 impl Coordination {
-    async fn run(self) {
-        let outcome = self.drive().await;
+    async fn run(mut self) {
+        // A cancel (every consumer gone) is noticed at once, not at the next look at the folder.
+        let watched = self.senders.clone();
+        let cancelled = async {
+            if watched.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            futures::future::join_all(watched.iter().map(|s| s.closed())).await
+        };
+        let outcome = tokio::select! {
+            outcome = self.drive() => outcome,
+            _ = cancelled => Ok(false),
+        };
+        drop(watched);
+        // This node's own attempts stop with the query, whatever its end.
+        for t in self.local.drain(..) {
+            t.abort();
+        }
         let finished = match &outcome {
             Ok(true) => Finished {
                 outcome: "ok".into(),
@@ -252,17 +299,6 @@ impl Coordination {
                 error: Some(e.to_string()),
             },
         };
-        let key = self.query.finished();
-        if let Ok(body) = encode(&finished, &key)
-            && let Err(e) = self.node.meadow.put(&key, body).await
-        {
-            log::warn!("could not mark {} finished: {e}", self.query.dir());
-        }
-        if !self.node.config.keep_queries
-            && let Err(e) = remove_query(&self.node, &self.query).await
-        {
-            log::warn!("could not remove {}: {e}", self.query.dir());
-        }
         if let Err(e) = outcome {
             let reason = e.to_string();
             for s in &self.senders {
@@ -273,18 +309,33 @@ impl Coordination {
                 let _ = s.send(Err(DataFusionError::from(err))).await;
             }
         }
+        // The result streams end before any cleanup: the caller has its answer now.
+        self.senders.clear();
+        let key = self.query.finished();
+        if let Ok(body) = encode(&finished, &key)
+            && let Err(e) = self.node.meadow.put(&key, body).await
+        {
+            log::warn!("could not mark {} finished: {e}", self.query.dir());
+        }
+        // Everything but `finished.json` goes at once; the marker stays a short while, so that
+        // a late write of an attempt lands in a folder that says the query is over (workers
+        // remove it after a grace period).
+        if !self.node.config.keep_queries
+            && let Err(e) = remove_query_but_marker(&self.node, &self.query).await
+        {
+            log::warn!("could not remove {}: {e}", self.query.dir());
+        }
     }
 
     /// Runs the query; `Ok(false)` when every consumer went away (cancelled).
-    async fn drive(&self) -> Result<bool> {
+    async fn drive(&mut self) -> Result<bool> {
         let node = &self.node;
         let config = &node.config;
         let query = &self.query;
-        for (n, task) in self.tasks.iter().enumerate() {
-            let plan = fragment(&self.input, task.files.clone())?;
-            let bytes = physical_plan_to_bytes_with_extension_codec(plan, &node.codec)?;
-            node.meadow.put(&query.plan(n), bytes).await?;
-        }
+        // One fragment for the whole query, encoded (and checked to decode) while planning.
+        node.meadow
+            .put(&query.fragment(), self.fragment.clone())
+            .await?;
         let manifest = Manifest {
             query_id: query.query_id.clone(),
             coordinator: config.node_id.clone(),
@@ -309,6 +360,7 @@ impl Coordination {
                 .collect(),
             task_deadline_ms: config.task_deadline.as_millis() as u64,
             max_failures: config.max_task_failures,
+            options: session_options(self.ctx.session_config()),
         };
         node.meadow
             .create(&query.manifest(), encode(&manifest, &query.manifest())?)
@@ -317,6 +369,7 @@ impl Coordination {
             running: Arc::new(AtomicUsize::new(0)),
             capacity: self.ctx.session_config().target_partitions().max(1),
             ctx: Some(self.ctx.clone()),
+            fragment: self.fragment.clone(),
         };
         let counter = |name: &'static str| MetricBuilder::new(&self.metrics).global_counter(name);
         let (tasks_total, elsewhere, retries) = (
@@ -354,7 +407,7 @@ impl Coordination {
                 }
             }
             let mut progress = false;
-            progress |= claim_and_run(
+            let mine = claim_and_run(
                 node,
                 query,
                 &manifest,
@@ -362,8 +415,10 @@ impl Coordination {
                 started.elapsed() >= config.steal_after,
                 &slots,
             )
-            .await?
-                > 0;
+            .await?;
+            progress |= !mine.is_empty();
+            self.local.retain(|t| !t.is_finished());
+            self.local.extend(mine);
 
             let landed: Vec<usize> = state
                 .done
@@ -448,6 +503,9 @@ impl Coordination {
                         config.max_task_failures,
                     )
                 });
+                if self.senders.iter().all(|s| s.is_closed()) {
+                    return Ok(false); // cancelled: no more objects for this query
+                }
                 match failures.record(format!("node {claimant}"), &reason) {
                     Verdict::Abandon(d) => {
                         return Err(apiary_exec::ExecError::Abandoned(Box::new(d)).into());
@@ -482,6 +540,28 @@ impl Coordination {
             tokio::time::sleep(interval).await;
         }
     }
+}
+
+/// The settings of `config` that differ from DataFusion's defaults, and every extension's
+/// (`apiary.*`, `swarm.*`): what a worker must run a task under to give the coordinator's answer.
+fn session_options(config: &datafusion::prelude::SessionConfig) -> BTreeMap<String, String> {
+    let defaults: HashMap<String, Option<String>> = ConfigOptions::default()
+        .entries()
+        .into_iter()
+        .map(|e| (e.key, e.value))
+        .collect();
+    config
+        .options()
+        .entries()
+        .into_iter()
+        .filter_map(|e| {
+            let value = e.value?;
+            match defaults.get(&e.key) {
+                Some(Some(d)) if *d == value => None,
+                _ => Some((e.key, value)),
+            }
+        })
+        .collect()
 }
 
 /// Streams one partial result (an Arrow IPC stream) into `sender`, batch by batch.

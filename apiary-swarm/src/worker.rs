@@ -7,22 +7,30 @@
 //! Query folders older than `stale_query_after` (since this node first saw them) are removed by
 //! whichever node sees them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use tokio::task::AbortHandle;
+
 use apiary_catalog::Created;
 use apiary_exec::Chamber;
-use datafusion::arrow::ipc::writer::StreamWriter;
+use bytes::Bytes;
+use datafusion::arrow::ipc::CompressionType;
+use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
+use datafusion::prelude::SessionConfig;
 use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
 use futures::StreamExt;
 
 use crate::error::{Result, SwarmError};
+use crate::fragment::narrow;
 use crate::manifest::{
-    Claim, Done, Manifest, Progress, QUERIES, QueryDir, QueryState, TaskError, decode, encode,
+    Claim, Done, Manifest, Progress, QUERIES, QueryDir, QueryState, TaskCell, TaskError, decode,
+    encode,
 };
 use crate::node::NodeInner;
 
@@ -30,8 +38,25 @@ use crate::node::NodeInner;
 struct Known {
     first_seen: Instant,
     manifest: Option<Manifest>,
-    finished: bool,
+    /// When this node first saw the query finished (`finished.json`).
+    finished: Option<Instant>,
+    /// The tasks this node runs for the query, to stop when it ends.
+    tasks: Vec<AbortHandle>,
+    /// The query's fragment (datafusion-proto bytes), once read.
+    fragment: Option<Bytes>,
 }
+
+impl Known {
+    fn stop_tasks(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// How long a finished query's folder (only `finished.json` left in it) stays, so that a late
+/// write of an attempt lands in a folder that says the query is over, and goes with it.
+const FINISHED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs until the node stops.
 pub(crate) async fn worker_loop(node: Arc<NodeInner>) {
@@ -78,15 +103,23 @@ async fn poll(node: &Arc<NodeInner>, known: &mut HashMap<String, Known>) -> Resu
         let entry = known.entry(id.clone()).or_insert_with(|| Known {
             first_seen: Instant::now(),
             manifest: None,
-            finished: false,
+            finished: None,
+            tasks: vec![],
+            fragment: None,
         });
-        if entry.first_seen.elapsed() >= node.config.stale_query_after {
-            log::info!("removing stale query folder {QUERIES}/{id}");
+        let expired = entry.first_seen.elapsed() >= node.config.stale_query_after
+            || (!node.config.keep_queries
+                && entry
+                    .finished
+                    .is_some_and(|f| f.elapsed() >= FINISHED_GRACE));
+        if expired {
+            log::info!("removing query folder {QUERIES}/{id}");
+            entry.stop_tasks();
             remove_query(node, &QueryDir::new(&id)).await?;
             known.remove(&id);
             continue;
         }
-        if entry.finished {
+        if entry.finished.is_some() {
             continue;
         }
         let dir = QueryDir::new(&id);
@@ -99,24 +132,39 @@ async fn poll(node: &Arc<NodeInner>, known: &mut HashMap<String, Known>) -> Resu
         let Some(manifest) = entry.manifest.clone() else {
             continue;
         };
+        let state = query_state(node, &dir).await?;
+        if state.finished {
+            // Over (done, failed or cancelled): stop this node's attempts at once.
+            entry.finished = Some(Instant::now());
+            entry.stop_tasks();
+            continue;
+        }
         // The coordinator works its own query's tasks inside that query's chamber.
         if manifest.coordinator == node.config.node_id {
             active = true;
             continue;
         }
-        let state = query_state(node, &dir).await?;
-        if state.finished {
-            entry.finished = true;
-            continue;
-        }
         active = true;
+        // The query's one fragment, read once by this node.
+        if entry.fragment.is_none() {
+            let Some(bytes) = node.meadow.get(&dir.fragment()).await? else {
+                continue; // removed: the query is ending
+            };
+            entry.fragment = Some(bytes);
+        }
+        let Some(fragment) = entry.fragment.clone() else {
+            continue;
+        };
         let may_steal = entry.first_seen.elapsed() >= node.config.steal_after;
         let slots = Slots {
             running: node.running.clone(),
             capacity: node.colony.pool().bees(),
             ctx: None,
+            fragment,
         };
-        claim_and_run(node, &dir, &manifest, &state, may_steal, &slots).await?;
+        let started = claim_and_run(node, &dir, &manifest, &state, may_steal, &slots).await?;
+        entry.tasks.retain(|t| !t.is_finished());
+        entry.tasks.extend(started);
     }
     Ok(active)
 }
@@ -135,6 +183,17 @@ pub(crate) struct Slots {
     pub running: Arc<AtomicUsize>,
     pub capacity: usize,
     pub ctx: Option<Arc<TaskContext>>,
+    /// The query's fragment, which each task narrows to its cells.
+    pub fragment: Bytes,
+}
+
+/// Counts a running task while it lives — also when it is aborted.
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Where one claimed task runs: a bee of this node, held before the claim was made, or the
@@ -163,7 +222,8 @@ impl Slots {
     }
 }
 
-/// Claims the tasks this node may run now and starts them. Returns how many it started.
+/// Claims the tasks this node may run now and starts them. Returns them, to stop when their
+/// query ends.
 pub(crate) async fn claim_and_run(
     node: &Arc<NodeInner>,
     dir: &QueryDir,
@@ -171,8 +231,8 @@ pub(crate) async fn claim_and_run(
     state: &QueryState,
     may_steal: bool,
     slots: &Slots,
-) -> Result<usize> {
-    let mut started = 0;
+) -> Result<Vec<AbortHandle>> {
+    let mut started = vec![];
     for task in &manifest.tasks {
         let n = task.n;
         if state.done.contains(&n) {
@@ -200,15 +260,22 @@ pub(crate) async fn claim_and_run(
         }
         slots.running.fetch_add(1, Ordering::SeqCst);
         let (node, dir, slots) = (node.clone(), dir.clone(), slots.clone());
-        tokio::spawn(async move {
+        let running = Running(slots.running.clone());
+        let work = Work {
+            fragment: slots.fragment.clone(),
+            cells: task.cells.clone(),
+            options: manifest.options.clone(),
+            place,
+        };
+        let task = tokio::spawn(async move {
+            let _running = running;
             let progress = ProgressBeat::start(&node, &dir, n, a);
-            let outcome = run_task(&node, &dir, n, a, place).await;
+            let outcome = run_task(&node, &dir, n, a, work).await;
             drop(progress);
             report(&node, &dir, n, a, outcome).await;
-            slots.running.fetch_sub(1, Ordering::SeqCst);
             node.nudge.notify_one();
         });
-        started += 1;
+        started.push(task.abort_handle());
     }
     Ok(started)
 }
@@ -225,10 +292,14 @@ impl ProgressBeat {
             let mut ticks = tokio::time::interval(node.config.heartbeat_interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
+            // The writes under way belong to this task: stopping it stops them (no progress
+            // object lands after the attempt ended).
+            let mut writes = tokio::task::JoinSet::new();
             let in_flight = Arc::new(AtomicUsize::new(0));
             let mut tick = 0;
             loop {
                 ticks.tick().await;
+                while writes.try_join_next().is_some() {}
                 if in_flight.load(Ordering::SeqCst) >= 2 {
                     continue;
                 }
@@ -243,7 +314,7 @@ impl ProgressBeat {
                 };
                 in_flight.fetch_add(1, Ordering::SeqCst);
                 let (node, key, in_flight) = (node.clone(), key.clone(), in_flight.clone());
-                tokio::spawn(async move {
+                writes.spawn(async move {
                     if let Err(e) = node.membership.put(&key, body).await {
                         log::debug!("node {}: progress of {key}: {e}", node.config.node_id);
                     }
@@ -260,8 +331,19 @@ impl Drop for ProgressBeat {
     }
 }
 
-/// Writes `done_{n}` (the first attempt to finish wins) or `error_{n}_{a}`.
+/// Writes `done_{n}` (the first attempt to finish wins) or `error_{n}_{a}` — nothing when the
+/// query is over (its folder says so, or its fragment is gone).
 async fn report(node: &NodeInner, dir: &QueryDir, n: usize, a: usize, outcome: Result<(u64, u64)>) {
+    if let Err(SwarmError::QueryOver { query }) = &outcome {
+        log::debug!(
+            "node {}: query {query} ended before task {n} (attempt {a}) ran; nothing to report",
+            node.config.node_id
+        );
+        return;
+    }
+    if query_over(node, dir).await {
+        return;
+    }
     let written = match outcome {
         Ok((rows, bytes)) => {
             let done = Done {
@@ -308,36 +390,52 @@ async fn report(node: &NodeInner, dir: &QueryDir, n: usize, a: usize, outcome: R
     }
 }
 
-/// Runs attempt `a` of task `n`: decodes its fragment against this node's object stores, runs
-/// it (in `ctx`, or on a bee of this node), and streams its batches into `partial_{n}_{a}.arrow`.
+/// What one attempt runs: the query's fragment narrowed to the task's cells, under the
+/// coordinator's settings, in its place.
+struct Work {
+    fragment: Bytes,
+    cells: Vec<TaskCell>,
+    options: BTreeMap<String, String>,
+    place: Place,
+}
+
+/// Runs attempt `a` of task `n`: decodes the query's fragment against this node's object stores,
+/// narrows it to the task's cells, runs it under the coordinator's settings (in its query's
+/// chamber, or on a bee of this node), and streams its batches into `partial_{n}_{a}.arrow`.
 async fn run_task(
     node: &NodeInner,
     dir: &QueryDir,
     n: usize,
     a: usize,
-    place: Place,
+    work: Work,
 ) -> Result<(u64, u64)> {
     if !node.config.debug_task_delay.is_zero() {
         tokio::time::sleep(node.config.debug_task_delay).await;
     }
-    let key = dir.plan(n);
-    let bytes = node
-        .meadow
-        .get(&key)
-        .await?
-        .ok_or_else(|| SwarmError::corrupt(&key, "the fragment is missing"))?;
     let base = node.session.task_ctx();
-    let plan = physical_plan_from_bytes_with_extension_codec(&bytes, &base, &node.codec)?;
+    let plan = physical_plan_from_bytes_with_extension_codec(&work.fragment, &base, &node.codec)?;
+    let plan = narrow(&plan, &work.cells)?;
     // The chamber (if any) stays held until the task is done.
-    let (ctx, _chamber) = match place {
+    let (ctx, _chamber) = match work.place {
         Place::Query(ctx) => (ctx, None),
-        Place::Bee(chamber) => (chamber.task_context(&base), Some(chamber)),
+        Place::Bee(chamber) => {
+            let state = SessionStateBuilder::new_from_existing(node.session.state())
+                .with_config(settings(node, &work.options))
+                .build();
+            (
+                chamber.task_context(&TaskContext::from(&state)),
+                Some(chamber),
+            )
+        }
     };
     let mut stream = plan.execute(0, ctx)?;
     let schema = stream.schema();
     let partial = node.meadow.key(&dir.partial(n, a));
     let mut upload = node.meadow.upload(partial.clone());
-    let mut ipc = StreamWriter::try_new(Vec::new(), &schema)?;
+    // Partials travel LZ4-compressed: less to upload, store and fetch.
+    let options =
+        IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+    let mut ipc = StreamWriter::try_new_with_options(Vec::new(), &schema, options)?;
     let (mut rows, mut bytes) = (0u64, 0u64);
     let io = |source| SwarmError::Io {
         path: partial.to_string(),
@@ -356,6 +454,12 @@ async fn run_task(
         let tail = std::mem::take(ipc.get_mut());
         bytes += tail.len() as u64;
         upload.write(&tail).await.map_err(io)?;
+        // A result no one will read is not completed: the query ended meanwhile.
+        if query_over(node, dir).await {
+            return Err(SwarmError::QueryOver {
+                query: dir.query_id.clone(),
+            });
+        }
         upload.finish().await.map_err(io)?;
         Ok(())
     }
@@ -367,12 +471,44 @@ async fn run_task(
     Ok((rows, bytes))
 }
 
-/// Deletes everything in a query folder.
-pub(crate) async fn remove_query(node: &NodeInner, dir: &QueryDir) -> Result<()> {
-    for object in node.meadow.list(dir.dir()).await? {
-        if let Some(key) = node.meadow.relative(&object.location) {
-            node.meadow.delete(key).await?;
+/// This node's session settings with the coordinator's `options` laid over them (one it does
+/// not know is skipped, and logged).
+fn settings(node: &NodeInner, options: &BTreeMap<String, String>) -> SessionConfig {
+    let mut config = node.session.copied_config();
+    let target = config.options_mut();
+    for (key, value) in options {
+        if let Err(e) = target.set(key, value) {
+            log::debug!("node {}: setting {key} = {value}: {e}", node.config.node_id);
         }
     }
-    Ok(())
+    config
+}
+
+/// Whether the query's folder says it is over (`finished.json`), or is gone.
+async fn query_over(node: &NodeInner, dir: &QueryDir) -> bool {
+    matches!(node.meadow.exists(&dir.finished()).await, Ok(true))
+}
+
+/// Deletes everything in a query folder (the store's bulk delete where it has one).
+pub(crate) async fn remove_query(node: &NodeInner, dir: &QueryDir) -> Result<()> {
+    let keys = node
+        .meadow
+        .list(dir.dir())
+        .await?
+        .into_iter()
+        .map(|o| o.location);
+    Ok(node.meadow.delete_many(keys.collect()).await?)
+}
+
+/// Deletes everything in a query folder but `finished.json`.
+pub(crate) async fn remove_query_but_marker(node: &NodeInner, dir: &QueryDir) -> Result<()> {
+    let marker = node.meadow.key(&dir.finished());
+    let keys = node
+        .meadow
+        .list(dir.dir())
+        .await?
+        .into_iter()
+        .map(|o| o.location)
+        .filter(|k| *k != marker);
+    Ok(node.meadow.delete_many(keys.collect()).await?)
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use bytes::Bytes;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::client::SpawnedReqwestConnector;
 use object_store::local::LocalFileSystem;
@@ -517,6 +517,23 @@ impl Meadow {
             .list_with_delimiter(Some(&prefix_key))
             .await
             .map_err(|e| Error::storage(&prefix_key, e))
+    }
+
+    /// Deletes the objects `keys` (full keys, as a listing returns them) with the store's bulk
+    /// delete where it has one (S3's `DeleteObjects`); missing objects are not an error.
+    pub async fn delete_many(&self, keys: Vec<Path>) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let stream = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
+        let mut deleted = self.inner.store.delete_stream(stream);
+        while let Some(outcome) = deleted.next().await {
+            match outcome {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::storage(self.inner.root.as_ref(), e)),
+            }
+        }
+        Ok(())
     }
 
     /// Deletes `rel`; a missing object is not an error.
