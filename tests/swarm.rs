@@ -850,5 +850,65 @@ async fn a_cancelled_query_stops_on_every_node() {
         late.is_empty(),
         "task objects written after the cancel: {late:?}"
     );
+    // The folder keeps only `finished.json` for a grace period (30 s), then a node removes it:
+    // nothing written late brings it back.
+    let swept = Instant::now();
+    loop {
+        let left = ap.meadow().list("_queries").await.unwrap();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            swept.elapsed() < Duration::from_secs(120),
+            "the query folder outlived its grace period: {:?}",
+            left.iter()
+                .map(|o| o.location.to_string())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     ap.leave_swarm().await.unwrap();
+}
+
+/// A fragment that cannot be decoded where it would run — here a function only the user's
+/// session knows — keeps its scan on the coordinator: a slower query, never a failed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragment_that_does_not_travel_keeps_its_scan_local() {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let (coordinator, workers) = in_process_swarm(1, 1).await;
+    let ctx = coordinator.session().unwrap();
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let plus_one = create_udf(
+        "plus_one",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        std::sync::Arc::new(|args: &[ColumnarValue]| {
+            let n = args[0].to_array(1)?;
+            let n = datafusion::arrow::compute::cast(&n, &DataType::Int64)?;
+            let one = datafusion::arrow::array::Int64Array::new_scalar(1);
+            Ok(ColumnarValue::Array(
+                datafusion::arrow::compute::kernels::numeric::add(&n, &one)?,
+            ))
+        }),
+    );
+    ctx.register_udf(plus_one);
+    let local = "SELECT sum(plus_one(n)) FROM h.b.t WHERE plus_one(n) > 10";
+    let explain = plan(&ctx, &format!("EXPLAIN {local}")).await;
+    assert!(!explain.contains("SwarmExec"), "{explain}");
+    // n + 1 for n in 10..=6000
+    assert_eq!(crate::support::scalar(&ctx, local).await, "18008946");
+    // The same session still distributes what travels.
+    let shipped = "SELECT sum(n) FROM h.b.t WHERE n >= 10";
+    assert!(
+        plan(&ctx, &format!("EXPLAIN {shipped}"))
+            .await
+            .contains("SwarmExec")
+    );
+    assert_eq!(crate::support::scalar(&ctx, shipped).await, "18002955");
+    for w in workers {
+        w.leave_swarm().await.unwrap();
+    }
+    coordinator.leave_swarm().await.unwrap();
 }

@@ -44,7 +44,7 @@ use crate::manifest::{
     Claim, Done, Finished, Manifest, QueryDir, Retry, TaskCell, TaskError, TaskSpec, decode, encode,
 };
 use crate::node::NodeInner;
-use crate::worker::{Slots, claim_and_run, query_state, remove_query_but_marker};
+use crate::worker::{Attempt, Slots, claim_and_run, query_state, remove_query_but_marker};
 use crate::world_view::NodeState;
 
 /// One task as planned: the node it is assigned to and the cells it reads.
@@ -263,7 +263,7 @@ struct Coordination {
     ctx: Arc<TaskContext>,
     metrics: ExecutionPlanMetricsSet,
     /// This node's own attempts of the query's tasks.
-    local: Vec<tokio::task::AbortHandle>,
+    local: Vec<Attempt>,
 }
 
 impl Coordination {
@@ -282,9 +282,7 @@ impl Coordination {
         };
         drop(watched);
         // This node's own attempts stop with the query, whatever its end.
-        for t in self.local.drain(..) {
-            t.abort();
-        }
+        self.local.clear();
         let finished = match &outcome {
             Ok(true) => Finished {
                 outcome: "ok".into(),

@@ -40,17 +40,32 @@ struct Known {
     manifest: Option<Manifest>,
     /// When this node first saw the query finished (`finished.json`).
     finished: Option<Instant>,
-    /// The tasks this node runs for the query, to stop when it ends.
-    tasks: Vec<AbortHandle>,
+    /// The tasks this node runs for the query, stopped when it ends (or this entry goes).
+    tasks: Vec<Attempt>,
     /// The query's fragment (datafusion-proto bytes), once read.
     fragment: Option<Bytes>,
 }
 
 impl Known {
     fn stop_tasks(&mut self) {
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
+        self.tasks.clear();
+    }
+}
+
+/// A running attempt of a claimed task, owned by whoever started it: dropping it stops the
+/// attempt — also when the future that claimed it is dropped half-way (a cancelled
+/// coordinator), so no attempt ever outlives the query that owns it.
+pub(crate) struct Attempt(AbortHandle);
+
+impl Attempt {
+    pub(crate) fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -231,7 +246,7 @@ pub(crate) async fn claim_and_run(
     state: &QueryState,
     may_steal: bool,
     slots: &Slots,
-) -> Result<Vec<AbortHandle>> {
+) -> Result<Vec<Attempt>> {
     let mut started = vec![];
     for task in &manifest.tasks {
         let n = task.n;
@@ -275,7 +290,7 @@ pub(crate) async fn claim_and_run(
             report(&node, &dir, n, a, outcome).await;
             node.nudge.notify_one();
         });
-        started.push(task.abort_handle());
+        started.push(Attempt(task.abort_handle()));
     }
     Ok(started)
 }
