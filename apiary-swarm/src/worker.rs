@@ -499,9 +499,11 @@ fn settings(node: &NodeInner, options: &BTreeMap<String, String>) -> SessionConf
     config
 }
 
-/// Whether the query's folder says it is over (`finished.json`), or is gone.
+/// Whether the query's folder says it is over (`finished.json`), or is gone (its manifest with
+/// it): a late write must not bring a folder back.
 async fn query_over(node: &NodeInner, dir: &QueryDir) -> bool {
     matches!(node.meadow.exists(&dir.finished()).await, Ok(true))
+        || matches!(node.meadow.exists(&dir.manifest()).await, Ok(false))
 }
 
 /// Deletes everything in a query folder (the store's bulk delete where it has one).
