@@ -13,7 +13,7 @@ use apiary::swarm::SwarmConfig;
 use apiary::swarm::manifest::{Done, Manifest, Retry};
 use apiary::{Apiary, ApiaryOptions};
 use apiary_catalog::Meadow;
-use apiary_catalog::testing::faults::{Fault, Faults, Rule};
+use apiary_catalog::testing::faults::{Fault, Faults, Op, Rule};
 use apiary_catalog::testing::local_and_s3;
 use datafusion::prelude::SessionContext;
 
@@ -530,6 +530,91 @@ async fn in_process_swarm(coordinator_bees: usize, workers: usize) -> (Apiary, V
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     (coordinator, nodes)
+}
+
+/// A claim is a lease: a claimant that is alive by its heartbeat but whose attempt makes no
+/// progress (its task waits, and its progress writes fail) loses the task after twice
+/// `dead_after`, to a node that finishes it — not after the five-minute task deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alive_claimant_that_makes_no_progress_loses_its_lease() {
+    let url = format!("memory://lease-{}", uuid::Uuid::new_v4().simple());
+    let meadow = Meadow::open(&url).await.unwrap();
+    let faults = Faults::new(5).with_rule(
+        Rule::new(Fault::Unavailable)
+            .on(&[Op::Put])
+            .key_contains("progress_"),
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let dead_after = Duration::from_secs(3);
+    let node = |id: &str, meadow: Meadow, delay: Duration| {
+        let (id, dir) = (id.to_string(), scratch.path().join(id));
+        async move {
+            let options = ApiaryOptions {
+                node: Some(NodeConfig::fixed(1, 256 << 20, dir)),
+                ..ApiaryOptions::default()
+            };
+            let io = apiary::catalog::IoRuntime::new().unwrap();
+            let ap = Apiary::from_meadow(meadow, io, options).await.unwrap();
+            let mut config = SwarmConfig::default()
+                .with_heartbeat_interval(Duration::from_millis(100))
+                .with_node_id(id);
+            config.suspect_after = dead_after / 2;
+            config.dead_after = dead_after;
+            config.cache_bytes = 0;
+            config.keep_queries = true;
+            config.debug_task_delay = delay;
+            ap.join_swarm(config).await.unwrap();
+            ap
+        }
+    };
+    let coordinator = node("coordinator", meadow.clone(), Duration::ZERO).await;
+    let ctx = coordinator.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(&ctx, "CREATE TABLE h.b.t (n BIGINT NOT NULL)").await;
+    for i in 0..4 {
+        let from = i * 1000 + 1;
+        let to = from + 999;
+        sql(
+            &ctx,
+            &format!("INSERT INTO h.b.t SELECT value FROM generate_series({from}, {to})"),
+        )
+        .await;
+    }
+    let stuck = node(
+        "stuck",
+        meadow.with_store_layer(faults.layer()),
+        Duration::from_secs(600),
+    )
+    .await;
+    let swarm = coordinator.swarm().unwrap();
+    let start = Instant::now();
+    while swarm.world().alive().len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(60), "stuck not alive");
+        swarm.world().poll().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let q = "SELECT count(*), sum(n) FROM h.b.t";
+    let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
+    assert!(explain.contains("stuck="), "{explain}");
+    let got = tokio::time::timeout(Duration::from_secs(120), crate::support::query(&ctx, q))
+        .await
+        .expect("the stuck claim was not taken over within 120 s");
+    assert_eq!(got, ["4000|8002000"]);
+    assert!(faults.injected(Fault::Unavailable) > 0);
+    let Outcomes { done, retries, .. } = outcomes(coordinator.meadow()).await;
+    assert!(done.iter().all(|d| d.node != "stuck"), "{done:?}");
+    assert!(
+        !retries.is_empty()
+            && retries
+                .iter()
+                .all(|r| r.reason.starts_with("node stuck made no progress")),
+        "{retries:?}"
+    );
+    faults.set_enabled(false);
+    stuck.leave_swarm().await.unwrap();
+    coordinator.leave_swarm().await.unwrap();
 }
 
 /// Seen: with two one-bee nodes and a one-bee shell, `SELECT l_orderkey FROM lineitem LIMIT 10`
