@@ -58,6 +58,12 @@ impl NodeArgs {
 pub async fn run(storage: &str, args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.swarm_config()?;
     let ap = Apiary::open_with(storage, args.bees.options()?).await?;
+    // In place before the first heartbeat: a signal during the join still leaves the swarm.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut interrupt, mut term) = (
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    );
     let swarm = ap.join_swarm(config).await?;
     println!(
         "node {} joined the swarm at {storage} with {} bees of {} MiB",
@@ -65,9 +71,8 @@ pub async fn run(storage: &str, args: NodeArgs) -> Result<(), Box<dyn std::error
         ap.bees().bees(),
         ap.bees().budget_per_bee() / (1024 * 1024)
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
         _ = term.recv() => {}
     }
     ap.leave_swarm().await?;

@@ -77,14 +77,14 @@ pub async fn run(storage: &str, args: ShellArgs) -> Result<(), Box<dyn std::erro
     let mut options = args.bees.options()?;
     options.object_store_registry = Some(registry.clone());
     let ap = Apiary::open_with(storage, options).await?;
+    // SIGTERM or SIGHUP (a closed terminal) end the shell, and it leaves the swarm first: no
+    // process that joined leaves its heartbeat behind. The handlers are in place before the
+    // first heartbeat is written. (SIGINT cancels the running statement, as in datafusion-cli.)
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     if args.swarm {
         ap.join_swarm(SwarmConfig::default()).await?;
     }
-    // SIGTERM or SIGHUP (a closed terminal) end the shell, and it leaves the swarm first: no
-    // process that joined leaves its heartbeat behind. (SIGINT cancels the running statement,
-    // as in datafusion-cli.)
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let outcome = tokio::select! {
         outcome = shell(&ap, storage, &args, registry) => outcome,
         _ = term.recv() => {
