@@ -720,45 +720,48 @@ async fn stale_heartbeats_are_judged_at_once_and_no_process_leaves_one_behind() 
         view.nodes()
     );
 
-    // A shell that joined the swarm and is ended by SIGTERM mid-query removes its heartbeat.
-    let mut shell = Command::new(env!("CARGO_BIN_EXE_apiary"))
-        .args(["--storage", &url, "--swarm", "-q", "-c"])
-        .arg("SELECT count(*) FROM generate_series(1, 1000000000000)")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let joined = loop {
-        let listed = meadow.list("_heartbeats").await.unwrap();
-        if let Some(h) = listed
-            .iter()
-            .filter_map(|o| o.location.filename())
-            .find(|n| n.ends_with(&format!("-{}.json", shell.id())))
-        {
-            break h.to_string();
-        }
+    // A shell that joined the swarm and is ended by SIGTERM (or SIGHUP: its terminal closed)
+    // mid-query removes its heartbeat.
+    for (signal, code) in [("-TERM", 143), ("-HUP", 129)] {
+        let mut shell = Command::new(env!("CARGO_BIN_EXE_apiary"))
+            .args(["--storage", &url, "--swarm", "-q", "-c"])
+            .arg("SELECT count(*) FROM generate_series(1, 1000000000000)")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let joined = loop {
+            let listed = meadow.list("_heartbeats").await.unwrap();
+            if let Some(h) = listed
+                .iter()
+                .filter_map(|o| o.location.filename())
+                .find(|n| n.ends_with(&format!("-{}.json", shell.id())))
+            {
+                break h.to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the shell never joined"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let status = Command::new("kill")
+            .args([signal, &shell.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let ended = shell.wait().unwrap();
+        assert_eq!(ended.code(), Some(code), "{signal}: {ended}");
         assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the shell never joined"
+            meadow
+                .get(&format!("_heartbeats/{joined}"))
+                .await
+                .unwrap()
+                .is_none(),
+            "the shell ended by {signal} left {joined} behind"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let status = Command::new("kill")
-        .args(["-TERM", &shell.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let ended = shell.wait().unwrap();
-    assert_eq!(ended.code(), Some(143), "{ended}");
-    assert!(
-        meadow
-            .get(&format!("_heartbeats/{joined}"))
-            .await
-            .unwrap()
-            .is_none(),
-        "the shell left {joined} behind"
-    );
+    }
 
     // An Apiary dropped without leaving leaves on drop.
     let ap = coordinator(&url, scratch.path()).await;
