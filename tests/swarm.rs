@@ -356,6 +356,28 @@ async fn a_worker_killed_while_holding_claims_costs_a_retry_not_the_answer() {
     ap.leave_swarm().await.unwrap();
 }
 
+/// An Apiary in this process on `meadow`, with `bees` bees of 256 MiB scratching in `dir`.
+async fn in_process_node(meadow: Meadow, bees: usize, dir: PathBuf) -> Apiary {
+    let options = ApiaryOptions {
+        node: Some(NodeConfig::fixed(bees, 256 << 20, dir)),
+        ..ApiaryOptions::default()
+    };
+    let io = apiary::catalog::IoRuntime::new().unwrap();
+    Apiary::from_meadow(meadow, io, options).await.unwrap()
+}
+
+/// `h.b.t (n BIGINT)`: `cells` cells of a thousand rows each, holding 1..=1000 × `cells`.
+async fn create_numbers(ctx: &SessionContext, cells: i64) {
+    sql(ctx, "CREATE DATABASE h").await;
+    sql(ctx, "CREATE SCHEMA h.b").await;
+    sql(ctx, "CREATE TABLE h.b.t (n BIGINT NOT NULL)").await;
+    for i in 0..cells {
+        let (from, to) = (i * 1000 + 1, i * 1000 + 1000);
+        let insert = format!("INSERT INTO h.b.t SELECT value FROM generate_series({from}, {to})");
+        sql(ctx, &insert).await;
+    }
+}
+
 /// Three nodes in this process on one memory meadow whose every request waits three heartbeat
 /// intervals: heartbeats land late, and slowly seen, yet nobody is judged dead, a distributed
 /// query needs no retry — and a node that really stops is still found dead, within the bound
@@ -372,33 +394,10 @@ async fn a_slow_store_is_not_a_dead_node() {
         .unwrap()
         .with_store_layer(faults.layer());
     let scratch = tempfile::tempdir().unwrap();
-    let node = |id: &str| {
-        let (meadow, dir) = (meadow.clone(), scratch.path().join(id));
-        async move {
-            let options = ApiaryOptions {
-                node: Some(NodeConfig::fixed(1, 256 << 20, dir)),
-                ..ApiaryOptions::default()
-            };
-            let io = apiary::catalog::IoRuntime::new().unwrap();
-            Apiary::from_meadow(meadow, io, options).await.unwrap()
-        }
-    };
+    let node = |id: &str| in_process_node(meadow.clone(), 1, scratch.path().join(id));
     let coordinator = node("coordinator").await;
     let ctx = coordinator.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
-    sql(&ctx, "CREATE TABLE h.b.t (n BIGINT NOT NULL)").await;
-    for i in 0..6 {
-        let from = i * 1000 + 1;
-        sql(
-            &ctx,
-            &format!(
-                "INSERT INTO h.b.t SELECT value FROM generate_series({from}, {})",
-                from + 999
-            ),
-        )
-        .await;
-    }
+    create_numbers(&ctx, 6).await;
     let workers = [node("w1").await, node("w2").await];
     let config = |id: &str| {
         let mut c = SwarmConfig::default()
@@ -485,12 +484,7 @@ async fn in_process_swarm(coordinator_bees: usize, workers: usize) -> (Apiary, V
     let node = |id: String, bees: usize| {
         let (meadow, dir) = (meadow.clone(), scratch.join(&id));
         async move {
-            let options = ApiaryOptions {
-                node: Some(NodeConfig::fixed(bees, 256 << 20, dir)),
-                ..ApiaryOptions::default()
-            };
-            let io = apiary::catalog::IoRuntime::new().unwrap();
-            let ap = Apiary::from_meadow(meadow, io, options).await.unwrap();
+            let ap = in_process_node(meadow, bees, dir).await;
             let mut config = SwarmConfig::default()
                 .with_heartbeat_interval(Duration::from_millis(100))
                 .with_node_id(id);
@@ -501,20 +495,7 @@ async fn in_process_swarm(coordinator_bees: usize, workers: usize) -> (Apiary, V
     };
     let coordinator = node("coordinator".into(), coordinator_bees).await;
     let ctx = coordinator.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
-    sql(&ctx, "CREATE TABLE h.b.t (n BIGINT NOT NULL)").await;
-    for i in 0..6 {
-        let from = i * 1000 + 1;
-        sql(
-            &ctx,
-            &format!(
-                "INSERT INTO h.b.t SELECT value FROM generate_series({from}, {})",
-                from + 999
-            ),
-        )
-        .await;
-    }
+    create_numbers(&ctx, 6).await;
     let mut nodes = vec![];
     for w in 0..workers {
         nodes.push(node(format!("w{w}"), 1).await);
@@ -549,12 +530,7 @@ async fn an_alive_claimant_that_makes_no_progress_loses_its_lease() {
     let node = |id: &str, meadow: Meadow, delay: Duration| {
         let (id, dir) = (id.to_string(), scratch.path().join(id));
         async move {
-            let options = ApiaryOptions {
-                node: Some(NodeConfig::fixed(1, 256 << 20, dir)),
-                ..ApiaryOptions::default()
-            };
-            let io = apiary::catalog::IoRuntime::new().unwrap();
-            let ap = Apiary::from_meadow(meadow, io, options).await.unwrap();
+            let ap = in_process_node(meadow, 1, dir).await;
             let mut config = SwarmConfig::default()
                 .with_heartbeat_interval(Duration::from_millis(100))
                 .with_node_id(id);
@@ -569,18 +545,7 @@ async fn an_alive_claimant_that_makes_no_progress_loses_its_lease() {
     };
     let coordinator = node("coordinator", meadow.clone(), Duration::ZERO).await;
     let ctx = coordinator.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
-    sql(&ctx, "CREATE TABLE h.b.t (n BIGINT NOT NULL)").await;
-    for i in 0..4 {
-        let from = i * 1000 + 1;
-        let to = from + 999;
-        sql(
-            &ctx,
-            &format!("INSERT INTO h.b.t SELECT value FROM generate_series({from}, {to})"),
-        )
-        .await;
-    }
+    create_numbers(&ctx, 4).await;
     let stuck = node(
         "stuck",
         meadow.with_store_layer(faults.layer()),
