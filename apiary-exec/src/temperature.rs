@@ -2,10 +2,11 @@
 //! regulation of writes it drives.
 //!
 //! ```text
-//! T = 0.3 · busy bees / bees  +  0.4 · reserved memory / total budget  +  0.3 · waiting tasks / queue capacity
+//! T = min(1, 0.5 · busy bees / bees  +  0.4 · reserved memory / total budget  +  0.3 · waiting tasks / queue capacity)
 //! ```
 //!
-//! each share clamped to `[0, 1]`. Bands (defaults, configurable in [`Thresholds`]):
+//! each share clamped to `[0, 1]`: every bee busy is half way (ideal); every bee busy with most of
+//! the memory reserved (three quarters) is hot; tasks queueing on top of that are critical. Bands (defaults, configurable in [`Thresholds`]):
 //! cold `T < 0.2`, ideal `< 0.6`, warm `< 0.8`, hot `< 0.95`, critical from `0.95`.
 //! At hot a write waits `max_throttle × (T − hot) / (critical − hot)` before it starts; at critical
 //! it is refused with a retryable error (both configurable in [`Regulation`]).
@@ -60,6 +61,22 @@ impl fmt::Display for Band {
     }
 }
 
+impl std::str::FromStr for Band {
+    type Err = String;
+
+    /// The band a heartbeat names (its `Display` form).
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "cold" => Band::Cold,
+            "ideal" => Band::Ideal,
+            "warm" => Band::Warm,
+            "hot" => Band::Hot,
+            "critical" => Band::Critical,
+            other => return Err(format!("unknown colony band {other:?}")),
+        })
+    }
+}
+
 /// One measurement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Temperature {
@@ -85,9 +102,10 @@ impl Temperature {
                 0.0
             }
         };
-        let value = 0.3 * share(s.busy as f64, s.bees as f64)
+        let value = (0.5 * share(s.busy as f64, s.bees as f64)
             + 0.4 * share(s.reserved as f64, budget as f64)
-            + 0.3 * share(s.waiting as f64, s.queue_capacity as f64);
+            + 0.3 * share(s.waiting as f64, s.queue_capacity as f64))
+        .min(1.0);
         let band = if value >= thresholds.critical {
             Band::Critical
         } else if value >= thresholds.hot {
