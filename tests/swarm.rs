@@ -984,3 +984,252 @@ async fn a_fragment_that_does_not_travel_keeps_its_scan_local() {
     }
     coordinator.leave_swarm().await.unwrap();
 }
+
+/// A node in this process on `meadow` with one bee, 100 ms heartbeats, `stale_query_after` and
+/// a delay before each of its tasks.
+async fn lease_node(
+    meadow: &Meadow,
+    id: &str,
+    dir: &Path,
+    stale_query_after: Duration,
+    delay: Duration,
+) -> Apiary {
+    let ap = in_process_node(meadow.clone(), 1, dir.join(id)).await;
+    let mut config = SwarmConfig::default()
+        .with_heartbeat_interval(Duration::from_millis(100))
+        .with_node_id(id);
+    config.cache_bytes = 0;
+    config.stale_query_after = stale_query_after;
+    config.debug_task_delay = delay;
+    ap.join_swarm(config).await.unwrap();
+    ap
+}
+
+/// Seen: query folders were swept by age alone, so a live coordinator's query running longer
+/// than `stale_query_after` lost its folder under it. A coordinator's heartbeat now lists the
+/// queries it runs — its lease on them — and a listed query is never swept for its age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_coordinators_long_query_keeps_its_folder() {
+    let url = format!("memory://lease-{}", uuid::Uuid::new_v4().simple());
+    let meadow = Meadow::open(&url).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let stale = Duration::from_secs(1);
+    let coordinator = lease_node(
+        &meadow,
+        "coordinator",
+        scratch.path(),
+        stale,
+        Duration::ZERO,
+    )
+    .await;
+    let ctx = coordinator.session().unwrap();
+    create_numbers(&ctx, 4).await;
+    // The worker's task outlasts `stale_query_after` more than twice over.
+    let worker = lease_node(
+        &meadow,
+        "w",
+        scratch.path(),
+        stale,
+        Duration::from_millis(2500),
+    )
+    .await;
+    wait_for_nodes(&coordinator, 2).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let q = "SELECT count(*), sum(n) FROM h.b.t";
+    assert!(plan(&ctx, &format!("EXPLAIN {q}")).await.contains("w="));
+    let got = tokio::time::timeout(Duration::from_secs(60), crate::support::query(&ctx, q))
+        .await
+        .expect("the query lost its folder and never finished");
+    assert_eq!(got, ["4000|8002000"]);
+    worker.leave_swarm().await.unwrap();
+    coordinator.leave_swarm().await.unwrap();
+}
+
+/// A query folder whose coordinator is gone (no heartbeat), or whose coordinator's heartbeat does
+/// not list it, is swept by any node after `dead_after` — not only after `stale_query_after`; a
+/// folder still without a manifest (its coordinator may be writing it) waits for that age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_folders_without_a_live_coordinator_are_swept() {
+    use apiary::swarm::manifest::QueryDir;
+    let url = format!("memory://sweep-{}", uuid::Uuid::new_v4().simple());
+    let meadow = Meadow::open(&url).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let hour = Duration::from_secs(3600);
+    let live = lease_node(&meadow, "live", scratch.path(), hour, Duration::ZERO).await;
+    let other = lease_node(&meadow, "other", scratch.path(), hour, Duration::ZERO).await;
+    let publish = |id: &str, coordinator: Option<&str>| {
+        let (meadow, dir, coordinator) = (
+            meadow.clone(),
+            QueryDir::new(id),
+            coordinator.map(str::to_string),
+        );
+        async move {
+            meadow.put(&dir.fragment(), "plan".into()).await.unwrap();
+            if let Some(coordinator) = coordinator {
+                let manifest = Manifest {
+                    query_id: dir.query_id.clone(),
+                    coordinator,
+                    created_ms: 0,
+                    tasks: vec![],
+                    task_deadline_ms: 300_000,
+                    max_failures: 3,
+                    options: Default::default(),
+                };
+                let body = serde_json::to_vec(&manifest).unwrap();
+                meadow.put(&dir.manifest(), body.into()).await.unwrap();
+            }
+        }
+    };
+    publish("q_ghost", Some("ghost")).await; // its coordinator left (or never was)
+    publish("q_unlisted", Some("live")).await; // a live coordinator that does not run it
+    publish("q_publishing", None).await; // no manifest yet
+    let start = Instant::now();
+    let folders = || async {
+        let listed = meadow.list_dir("_queries").await.unwrap();
+        let mut ids: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    };
+    loop {
+        let ids = folders().await;
+        if ids == ["q_publishing"] {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "query folders without a live coordinator still there after 30 s: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The folder still being published stays (its age is far below an hour).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(folders().await, ["q_publishing"]);
+    other.leave_swarm().await.unwrap();
+    live.leave_swarm().await.unwrap();
+}
+
+/// Waits until `ap` sees `n` nodes alive.
+async fn wait_for_nodes(ap: &Apiary, n: usize) {
+    let swarm = ap.swarm().unwrap();
+    let start = Instant::now();
+    while swarm.world().alive().len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nodes not alive after 60 s"
+        );
+        swarm.world().poll().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A node in this process on `meadow`, one bee, 100 ms heartbeats, keeping its query folders,
+/// with a delay before each of its tasks.
+async fn keeping_node(meadow: Meadow, id: &str, dir: &Path, delay: Duration) -> Apiary {
+    let ap = in_process_node(meadow, 1, dir.join(id)).await;
+    let mut config = SwarmConfig::default()
+        .with_heartbeat_interval(Duration::from_millis(100))
+        .with_node_id(id);
+    config.cache_bytes = 0;
+    config.keep_queries = true;
+    config.debug_task_delay = delay;
+    ap.join_swarm(config).await.unwrap();
+    ap
+}
+
+/// Seen: a `done` write that failed once was not tried again — the finished task waited for its
+/// lease to run out and ran a second time elsewhere. The report is retried with backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_report_is_written_again() {
+    let url = format!("memory://report-{}", uuid::Uuid::new_v4().simple());
+    let meadow = Meadow::open(&url).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let faults = Faults::new(11).with_rule(
+        Rule::new(Fault::Unavailable)
+            .on(&[Op::Create])
+            .key_contains("done_")
+            .times(2),
+    );
+    let coordinator = keeping_node(
+        meadow.clone(),
+        "coordinator",
+        scratch.path(),
+        Duration::ZERO,
+    )
+    .await;
+    let ctx = coordinator.session().unwrap();
+    create_numbers(&ctx, 4).await;
+    let w = keeping_node(
+        meadow.with_store_layer(faults.layer()),
+        "w",
+        scratch.path(),
+        Duration::ZERO,
+    )
+    .await;
+    wait_for_nodes(&coordinator, 2).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let q = "SELECT count(*), sum(n) FROM h.b.t";
+    assert!(plan(&ctx, &format!("EXPLAIN {q}")).await.contains("w="));
+    assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+    assert_eq!(faults.injected(Fault::Unavailable), 2);
+    let Outcomes { done, retries, .. } = outcomes(coordinator.meadow()).await;
+    assert!(retries.is_empty(), "{retries:?}");
+    assert!(done.iter().any(|d| d.node == "w"), "{done:?}");
+    w.leave_swarm().await.unwrap();
+    coordinator.leave_swarm().await.unwrap();
+}
+
+/// Seen: a retried task could go back to the node it had just failed on — and a node whose
+/// every attempt fails, with the others busy, used up all of the task's failures alone and the
+/// query was abandoned. A node does not claim again a task it failed while another alive node
+/// may still run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_to_another_node() {
+    let url = format!("memory://retry-{}", uuid::Uuid::new_v4().simple());
+    let meadow = Meadow::open(&url).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // Every partial `bad` writes fails; the other two nodes are busy for 3 s with their own tasks.
+    let faults = Faults::new(12).with_rule(
+        Rule::new(Fault::Unavailable)
+            .on(&[Op::Put, Op::Multipart])
+            .key_contains("partial_"),
+    );
+    let busy = Duration::from_secs(3);
+    let coordinator = keeping_node(meadow.clone(), "coordinator", scratch.path(), busy).await;
+    let ctx = coordinator.session().unwrap();
+    create_numbers(&ctx, 6).await;
+    let good = keeping_node(meadow.clone(), "good", scratch.path(), busy).await;
+    let bad = keeping_node(
+        meadow.with_store_layer(faults.layer()),
+        "bad",
+        scratch.path(),
+        Duration::ZERO,
+    )
+    .await;
+    wait_for_nodes(&coordinator, 3).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let q = "SELECT count(*), sum(n) FROM h.b.t";
+    let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
+    assert!(
+        explain.contains("bad=1") && explain.contains("good=1"),
+        "{explain}"
+    );
+    let got = tokio::time::timeout(Duration::from_secs(120), crate::support::query(&ctx, q))
+        .await
+        .expect("the query stalled");
+    assert_eq!(got, ["6000|18003000"]);
+    assert!(faults.injected(Fault::Unavailable) >= 1);
+    let Outcomes { done, retries, .. } = outcomes(coordinator.meadow()).await;
+    assert_eq!(
+        retries.len(),
+        1,
+        "bad failed its task once, and only once: {retries:?}"
+    );
+    assert!(done.iter().all(|d| d.node != "bad"), "{done:?}");
+    bad.leave_swarm().await.unwrap();
+    good.leave_swarm().await.unwrap();
+    coordinator.leave_swarm().await.unwrap();
+}

@@ -36,7 +36,10 @@ pub struct SwarmConfig {
     pub steal_after: Duration,
     /// A claimed task that has not finished after this is offered again. Default 5 min.
     pub task_deadline: Duration,
-    /// Query folders older than this (since first seen) are removed by any node. Default 30 min.
+    /// A query folder still without a manifest this long after it was first seen (its
+    /// coordinator died while publishing it), or a finished one kept by `keep_queries`, is removed
+    /// by any node. A running query is swept only when its coordinator's heartbeat has not listed
+    /// it for `dead_after`, never for its age. Default 30 min.
     pub stale_query_after: Duration,
     /// Failures of one task (on distinct nodes or bees) before the query is abandoned. Default 3.
     pub max_task_failures: usize,

@@ -5,6 +5,7 @@
 //! liveness from whether the object changed on *their own* clock, never from `clock_ms`, which is
 //! the writer's clock and only informative.
 
+use apiary_exec::Band;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -25,11 +26,17 @@ pub struct Heartbeat {
     pub busy_bees: usize,
     pub waiting: usize,
     pub temperature: f64,
-    pub band: String,
+    /// The colony's band (`cold` … `critical`): the swarm deals a hot node less work.
+    #[serde(with = "band_name")]
+    pub band: Band,
     /// Bytes held by the node's cell cache, and (the most recently used of) its cells.
     pub cache_bytes: u64,
     pub cached_cells: Vec<String>,
     pub version: String,
+    /// The distributed queries this node coordinates now: its lease on their folders, which no
+    /// node sweeps while a live heartbeat lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queries: Vec<String>,
 }
 
 pub fn heartbeat_key(node_id: &str) -> String {
@@ -50,5 +57,21 @@ impl Heartbeat {
 
     pub fn decode(bytes: &[u8], key: &str) -> Result<Heartbeat> {
         serde_json::from_slice(bytes).map_err(|e| SwarmError::corrupt(key, e))
+    }
+}
+
+/// A band as its name (`"hot"`), as `Band`'s `Display` and `FromStr` spell it.
+mod band_name {
+    use apiary_exec::Band;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(band: &Band, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(band)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Band, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }

@@ -1,5 +1,6 @@
 //! A swarm member: heartbeat, world view, worker, and the local cell cache.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +28,11 @@ const CACHED_CELLS_REPORTED: usize = 10_000;
 const MAX_BEATS_IN_FLIGHT: usize = 3;
 
 impl NodeInner {
+    /// Whether this node coordinates `query` now (its heartbeats list it).
+    pub(crate) fn coordinates(&self, query: &str) -> bool {
+        lock(&self.coordinating).contains(query)
+    }
+
     /// This node's clock (with the fault-injection skew, if any), for informative timestamps.
     pub(crate) fn clock_ms(&self) -> i64 {
         chrono::Utc::now().timestamp_millis() + self.config.debug_clock_skew_ms
@@ -52,12 +58,44 @@ pub(crate) struct NodeInner {
     /// Tasks this node's worker runs now.
     pub running: Arc<AtomicUsize>,
     pub stopping: AtomicBool,
+    /// The queries this node coordinates now, listed in its heartbeats (see [`Lease`]).
+    coordinating: Mutex<BTreeSet<String>>,
+    /// Tasks (query, task) whose attempts failed on this node: it leaves their retries to others.
+    pub failed: Mutex<BTreeSet<(String, usize)>>,
     /// One permit per heartbeat write under way; leaving takes them all, so that no late beat
     /// lands after the heartbeat is deleted.
     beats: Arc<Semaphore>,
     seq: AtomicU64,
     started_ms: i64,
     loops: Mutex<Vec<JoinHandle<()>>>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A coordinator's lease on one query folder, held while the query runs: the node's heartbeats
+/// list the query, and no node sweeps a folder a live heartbeat lists. Dropping it (the query
+/// ended, or its coordination was dropped half-way) ends the lease.
+pub(crate) struct Lease {
+    node: Arc<NodeInner>,
+    query: String,
+}
+
+impl Lease {
+    pub(crate) fn take(node: &Arc<NodeInner>, query: &str) -> Self {
+        lock(&node.coordinating).insert(query.to_string());
+        Self {
+            node: node.clone(),
+            query: query.to_string(),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        lock(&self.node.coordinating).remove(&self.query);
+    }
 }
 
 /// This node's membership of the swarm. Cheap to clone.
@@ -120,6 +158,8 @@ impl SwarmNode {
             nudge: Notify::new(),
             running: Arc::new(AtomicUsize::new(0)),
             stopping: AtomicBool::new(false),
+            coordinating: Mutex::new(BTreeSet::new()),
+            failed: Mutex::new(BTreeSet::new()),
             beats: Arc::new(Semaphore::new(MAX_BEATS_IN_FLIGHT)),
             seq: AtomicU64::new(0),
             started_ms: chrono::Utc::now().timestamp_millis(),
@@ -218,10 +258,11 @@ impl SwarmNode {
             busy_bees: t.busy_bees,
             waiting: t.waiting,
             temperature: t.value,
-            band: t.band.to_string(),
+            band: t.band,
             cache_bytes: cache.bytes,
             cached_cells: self.inner.cache.cached_cells(CACHED_CELLS_REPORTED),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            queries: lock(&self.inner.coordinating).iter().cloned().collect(),
         }
     }
 

@@ -4,11 +4,13 @@
 //! subtree (see [`crate::fragment`]) it decides from what planning already knows — the cells'
 //! sizes (from the ledger) and the world view — whether the swarm helps: with fewer than two
 //! alive nodes or less than `swarm.min_bytes` to read, the plan stays local, so the swarm never
-//! slows a small query down. Otherwise the cells are split into tasks of equal bytes, one per bee
-//! of every alive node (see [`assign`]), preferring a node that reports a cell cached.
+//! slows a small query down. Otherwise the cells are split into tasks of equal bytes, one per free
+//! bee of every alive node — fewer for a hot node, none for a critical one (see [`assign`]) —
+//! preferring a node that reports a cell cached.
 
 use std::sync::Arc;
 
+use apiary_exec::Band;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::error::Result;
@@ -167,15 +169,30 @@ fn limit_above(input: Arc<dyn ExecutionPlan>, fetch: usize) -> Arc<dyn Execution
     Arc::new(GlobalLimitExec::new(single, 0, Some(fetch)))
 }
 
-/// Splits `files` into tasks over the nodes' bees, one per bee, each reading the same number of
-/// bytes. Cells a node reports cached go whole to that node while it has room; the rest fill the
+/// How many tasks a node is dealt: one per bee it has free by its last heartbeat (at least one),
+/// one when its colony is hot, none when it is critical — unless every node is critical, when
+/// each is dealt one per bee as if none were (the query must run somewhere).
+fn offered_bees(node: &Heartbeat, all_critical: bool) -> usize {
+    if all_critical {
+        return node.bees.max(1);
+    }
+    match node.band {
+        Band::Critical => 0,
+        Band::Hot => 1,
+        _ => node.bees.saturating_sub(node.busy_bees).max(1),
+    }
+}
+
+/// Splits `files` into tasks over the nodes' free bees ([`offered_bees`]), one per bee, each
+/// reading the same number of bytes. Cells a node reports cached go whole to that node while it has room; the rest fill the
 /// tasks in turn, a cell split into byte ranges at a task's boundary (Parquet assigns each row
 /// group to the range holding its midpoint, as in DataFusion's own file repartitioning).
 pub fn assign(files: Vec<PartitionedFile>, nodes: &[Heartbeat]) -> Vec<PlannedTask> {
+    let all_critical = nodes.iter().all(|n| n.band == Band::Critical);
     let mut tasks: Vec<(PlannedTask, u64)> = nodes
         .iter()
         .flat_map(|n| {
-            (0..n.bees.max(1)).map(|_| {
+            (0..offered_bees(n, all_critical)).map(|_| {
                 (
                     PlannedTask {
                         assigned: n.node_id.clone(),
@@ -331,10 +348,11 @@ mod tests {
             busy_bees: 0,
             waiting: 0,
             temperature: 0.0,
-            band: "cool".into(),
+            band: Band::Cold,
             cache_bytes: 0,
             cached_cells: cached.iter().map(|c| c.to_string()).collect(),
             version: "test".into(),
+            queries: vec![],
         }
     }
 
@@ -388,6 +406,40 @@ mod tests {
             );
         }
         assert_covers(&tasks, &cells);
+    }
+
+    #[test]
+    fn busy_and_hot_nodes_are_dealt_less() {
+        let cells: Vec<(String, u64)> = (0..12)
+            .map(|i| (format!("c{i}.parquet"), 10 * MB))
+            .collect();
+        let files = || cells.iter().map(|(n, s)| cell(n, *s)).collect::<Vec<_>>();
+        let dealt =
+            |tasks: &[PlannedTask], id: &str| tasks.iter().filter(|t| t.assigned == id).count();
+        let load = |mut n: Heartbeat, busy: usize, band: Band| {
+            n.busy_bees = busy;
+            n.band = band;
+            n
+        };
+        let nodes = [
+            node("idle", 4, &[]),
+            load(node("busy", 4, &[]), 3, Band::Warm),
+            load(node("hot", 4, &[]), 4, Band::Hot),
+            load(node("critical", 4, &[]), 4, Band::Critical),
+        ];
+        let tasks = assign(files(), &nodes);
+        let counts: Vec<usize> = nodes.iter().map(|n| dealt(&tasks, &n.node_id)).collect();
+        assert_eq!(counts, [4, 1, 1, 0]);
+        // Even bytes per task still: the idle node reads two thirds of the frame.
+        assert!(tasks.iter().all(|t| t.bytes() == 20 * MB), "{tasks:?}");
+
+        // Every node critical: the query still runs, over every bee.
+        let nodes = [
+            load(node("x", 2, &[]), 2, Band::Critical),
+            load(node("y", 2, &[]), 2, Band::Critical),
+        ];
+        let tasks = assign(files(), &nodes);
+        assert_eq!((dealt(&tasks, "x"), dealt(&tasks, "y")), (2, 2));
     }
 
     #[test]

@@ -41,9 +41,10 @@ use tokio::task::JoinSet;
 use crate::error::{Result, SwarmError};
 use crate::fragment::fragment_of_all;
 use crate::manifest::{
-    Claim, Done, Finished, Manifest, QueryDir, Retry, TaskCell, TaskError, TaskSpec, decode, encode,
+    Claim, Done, Finished, Manifest, Outcome, QueryDir, Retry, TaskCell, TaskError, TaskSpec,
+    decode, encode,
 };
-use crate::node::NodeInner;
+use crate::node::{Lease, NodeInner};
 use crate::worker::{Attempt, Slots, claim_and_run, query_state, remove_query_but_marker};
 use crate::world_view::NodeState;
 
@@ -268,6 +269,9 @@ struct Coordination {
 
 impl Coordination {
     async fn run(mut self) {
+        // Held until the folder is cleaned up: while this node's heartbeats list the query, no
+        // node sweeps its folder, however long it runs.
+        let _lease = Lease::take(&self.node, &self.query.query_id);
         // A cancel (every consumer gone) is noticed at once, not at the next look at the folder.
         let watched = self.senders.clone();
         let cancelled = async {
@@ -285,15 +289,15 @@ impl Coordination {
         self.local.clear();
         let finished = match &outcome {
             Ok(true) => Finished {
-                outcome: "ok".into(),
+                outcome: Outcome::Ok,
                 error: None,
             },
             Ok(false) => Finished {
-                outcome: "cancelled".into(),
+                outcome: Outcome::Cancelled,
                 error: None,
             },
             Err(e) => Finished {
-                outcome: "failed".into(),
+                outcome: Outcome::Failed,
                 error: Some(e.to_string()),
             },
         };
@@ -337,7 +341,9 @@ impl Coordination {
         let manifest = Manifest {
             query_id: query.query_id.clone(),
             coordinator: config.node_id.clone(),
-            created_ms: chrono::Utc::now().timestamp_millis(),
+            // On the clock of this node's heartbeats: a heartbeat written later that does not list
+            // the query says the lease is over (see the worker's sweep).
+            created_ms: node.clock_ms(),
             tasks: self
                 .tasks
                 .iter()
@@ -510,9 +516,12 @@ impl Coordination {
                     }
                     Verdict::Retry => {
                         let key = query.retry(n, a);
-                        node.meadow
-                            .put(&key, encode(&Retry { attempt: a, reason }, &key)?)
-                            .await?;
+                        let retry = Retry {
+                            attempt: a,
+                            reason,
+                            node: Some(claimant),
+                        };
+                        node.meadow.put(&key, encode(&retry, &key)?).await?;
                         retried.insert((n, a));
                         retries.add(1);
                         node.nudge.notify_one();

@@ -2,10 +2,14 @@
 //! (exactly one claimant per attempt), runs them on a bee and writes their partial results.
 //!
 //! A node takes the tasks assigned to it at once, and any other unclaimed task after
-//! `steal_after`; a task offered again (after a failure) is anyone's. The poll interval is short
-//! while queries run and for `poll_linger` after, and grows to `poll_max` when the swarm is idle.
-//! Query folders older than `stale_query_after` (since this node first saw them) are removed by
-//! whichever node sees them.
+//! `steal_after`; a task offered again (after a failure) is anyone's but the nodes it failed on,
+//! while another may run it. The poll interval is short while queries run and for `poll_linger`
+//! after, and grows to `poll_max` when the swarm is idle.
+//!
+//! Any node sweeps a query folder (see [`expired`]): a running query's once its coordinator's
+//! lease has been seen lapsed for `dead_after` (the coordinator is dead or gone, or a heartbeat
+//! it wrote after the manifest does not list the query) — never for its age; a finished one
+//! after a short grace; one still without a manifest after `stale_query_after`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -32,12 +36,16 @@ use crate::manifest::{
     Claim, Done, Manifest, Progress, QUERIES, QueryDir, QueryState, TaskCell, TaskError, decode,
     encode,
 };
-use crate::node::NodeInner;
+use crate::node::{NodeInner, lock};
+use crate::world_view::NodeState;
 
 /// What this node knows of one query folder.
 struct Known {
     first_seen: Instant,
     manifest: Option<Manifest>,
+    /// Since when this node has seen no lease on the query (its coordinator's heartbeat not
+    /// listing it), if it sees none now.
+    unleased_since: Option<Instant>,
     /// When this node first saw the query finished (`finished.json`).
     finished: Option<Instant>,
     /// The tasks this node runs for the query, stopped when it ends (or this entry goes).
@@ -113,21 +121,18 @@ async fn poll(node: &Arc<NodeInner>, known: &mut HashMap<String, Known>) -> Resu
         .filter_map(|p| p.filename().map(str::to_string))
         .collect();
     known.retain(|id, _| ids.contains(id));
+    lock(&node.failed).retain(|(id, _)| ids.contains(id));
     let mut active = false;
     for id in ids {
         let entry = known.entry(id.clone()).or_insert_with(|| Known {
             first_seen: Instant::now(),
             manifest: None,
+            unleased_since: None,
             finished: None,
             tasks: vec![],
             fragment: None,
         });
-        let expired = entry.first_seen.elapsed() >= node.config.stale_query_after
-            || (!node.config.keep_queries
-                && entry
-                    .finished
-                    .is_some_and(|f| f.elapsed() >= FINISHED_GRACE));
-        if expired {
+        if expired(node, entry) {
             log::info!("removing query folder {QUERIES}/{id}");
             entry.stop_tasks();
             remove_query(node, &QueryDir::new(&id)).await?;
@@ -147,6 +152,13 @@ async fn poll(node: &Arc<NodeInner>, known: &mut HashMap<String, Known>) -> Resu
         let Some(manifest) = entry.manifest.clone() else {
             continue;
         };
+        match lease(node, &manifest) {
+            LeaseSeen::Held => entry.unleased_since = None,
+            LeaseSeen::Lapsed => {
+                entry.unleased_since.get_or_insert_with(Instant::now);
+            }
+            LeaseSeen::NotYet => {}
+        }
         let state = query_state(node, &dir).await?;
         if state.finished {
             // Over (done, failed or cancelled): stop this node's attempts at once.
@@ -182,6 +194,52 @@ async fn poll(node: &Arc<NodeInner>, known: &mut HashMap<String, Known>) -> Resu
         entry.tasks.extend(started);
     }
     Ok(active)
+}
+
+/// Whether a query folder is to be swept now: a running query whose coordinator has held no lease
+/// on it for `dead_after` beyond the store's lag; a finished one after [`FINISHED_GRACE`] (kept
+/// for `stale_query_after` with `keep_queries`); one still without a manifest after
+/// `stale_query_after`.
+fn expired(node: &NodeInner, entry: &Known) -> bool {
+    let config = &node.config;
+    let old = entry.first_seen.elapsed() >= config.stale_query_after;
+    match (&entry.manifest, entry.finished) {
+        (None, _) => old,
+        (Some(_), Some(finished)) if config.keep_queries => {
+            old && finished.elapsed() >= FINISHED_GRACE
+        }
+        (Some(_), Some(finished)) => finished.elapsed() >= FINISHED_GRACE,
+        (Some(_), None) => entry.unleased_since.is_some_and(|t| {
+            t.elapsed().saturating_sub(node.world.store_lag()) >= config.dead_after
+        }),
+    }
+}
+
+/// What this node's world view says of a coordinator's lease on a query.
+enum LeaseSeen {
+    /// The coordinator is this node and runs the query, or its heartbeat lists the query.
+    Held,
+    /// The coordinator is dead or gone, or a heartbeat it wrote after it published the query
+    /// does not list it (both times on the coordinator's own clock): it no longer runs it.
+    Lapsed,
+    /// The coordinator's latest heartbeat seen is older than the query: no word yet.
+    NotYet,
+}
+
+fn lease(node: &NodeInner, manifest: &Manifest) -> LeaseSeen {
+    if manifest.coordinator == node.config.node_id {
+        return match node.coordinates(&manifest.query_id) {
+            true => LeaseSeen::Held,
+            false => LeaseSeen::Lapsed,
+        };
+    }
+    match node.world.node(&manifest.coordinator) {
+        None => LeaseSeen::Lapsed,
+        Some(v) if v.state == NodeState::Dead => LeaseSeen::Lapsed,
+        Some(v) if v.heartbeat.queries.contains(&manifest.query_id) => LeaseSeen::Held,
+        Some(v) if v.heartbeat.clock_ms > manifest.created_ms => LeaseSeen::Lapsed,
+        Some(_) => LeaseSeen::NotYet,
+    }
 }
 
 /// The state of a query folder, from one listing.
@@ -259,6 +317,9 @@ pub(crate) async fn claim_and_run(
         }
         let mine = task.assigned == node.config.node_id;
         if !(mine || a > 0 || may_steal) {
+            continue;
+        }
+        if a > 0 && leave_to_others(node, &dir.query_id, n, a) {
             continue;
         }
         let Some(place) = slots.place(node)? else {
@@ -346,8 +407,47 @@ impl Drop for ProgressBeat {
     }
 }
 
+/// Whether this node leaves attempt `a` of task `n` to others: it failed the task before, and
+/// more nodes are alive than attempts have failed, so one that has not failed it may be among
+/// them (with as many failures as alive nodes, anyone may take it: the query must go on).
+fn leave_to_others(node: &NodeInner, query: &str, n: usize, a: usize) -> bool {
+    lock(&node.failed).contains(&(query.to_string(), n)) && node.world.alive().len() > a
+}
+
+/// How often a report (`done`, `error`) is tried before it is given up, and the first pause.
+const REPORT_TRIES: u32 = 5;
+const REPORT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// `write`, tried up to [`REPORT_TRIES`] times with doubling pauses while the query lasts.
+async fn with_backoff<F, Fut>(node: &NodeInner, dir: &QueryDir, what: &str, write: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut pause = REPORT_BACKOFF;
+    let mut tries = 1;
+    loop {
+        match write().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries >= REPORT_TRIES || query_over(node, dir).await => return Err(e),
+            Err(e) => {
+                log::debug!(
+                    "node {}: writing {what} failed (try {tries}): {e}; trying again",
+                    node.config.node_id
+                );
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                tries += 1;
+            }
+        }
+    }
+}
+
 /// Writes `done_{n}` (the first attempt to finish wins) or `error_{n}_{a}` — nothing when the
-/// query is over (its folder says so, or its fragment is gone).
+/// query is over (its folder says so, or its fragment is gone). Each write is retried with
+/// backoff; a `done` that cannot be written becomes an `error`, so that the coordinator offers
+/// the task again at once; if that cannot be written either, the attempt's lease runs out (its
+/// progress object stops changing) and the task is taken over.
 async fn report(node: &NodeInner, dir: &QueryDir, n: usize, a: usize, outcome: Result<(u64, u64)>) {
     if let Err(SwarmError::QueryOver { query }) = &outcome {
         log::debug!(
@@ -359,7 +459,7 @@ async fn report(node: &NodeInner, dir: &QueryDir, n: usize, a: usize, outcome: R
     if query_over(node, dir).await {
         return;
     }
-    let written = match outcome {
+    let failure = match outcome {
         Ok((rows, bytes)) => {
             let done = Done {
                 node: node.config.node_id.clone(),
@@ -368,14 +468,21 @@ async fn report(node: &NodeInner, dir: &QueryDir, n: usize, a: usize, outcome: R
                 bytes,
             };
             let key = dir.done(n);
-            match encode(&done, &key) {
-                Ok(body) => node
-                    .meadow
-                    .create(&key, body)
+            let written = match encode(&done, &key) {
+                // Lost to another attempt's `done` (or an earlier try of this one that landed
+                // unseen): either way the task is done.
+                Ok(body) => {
+                    with_backoff(node, dir, &key, || async {
+                        node.meadow.create(&key, body.clone()).await?;
+                        Ok(())
+                    })
                     .await
-                    .map(|_| ())
-                    .map_err(SwarmError::from),
+                }
                 Err(e) => Err(e),
+            };
+            match written {
+                Ok(()) => return,
+                Err(e) => format!("the result was written but reporting it failed: {e}"),
             }
         }
         Err(e) => {
@@ -384,17 +491,25 @@ async fn report(node: &NodeInner, dir: &QueryDir, n: usize, a: usize, outcome: R
                 node.config.node_id,
                 dir.query_id
             );
-            let err = TaskError {
-                node: node.config.node_id.clone(),
-                attempt: a,
-                error: e.to_string(),
-            };
-            let key = dir.error(n, a);
-            match encode(&err, &key) {
-                Ok(body) => node.meadow.put(&key, body).await.map_err(SwarmError::from),
-                Err(e) => Err(e),
-            }
+            lock(&node.failed).insert((dir.query_id.clone(), n));
+            e.to_string()
         }
+    };
+    let err = TaskError {
+        node: node.config.node_id.clone(),
+        attempt: a,
+        error: failure,
+    };
+    let key = dir.error(n, a);
+    let written = match encode(&err, &key) {
+        Ok(body) => {
+            with_backoff(node, dir, &key, || async {
+                node.meadow.put(&key, body.clone()).await?;
+                Ok(())
+            })
+            .await
+        }
+        Err(e) => Err(e),
     };
     if let Err(e) = written {
         log::warn!(

@@ -273,10 +273,14 @@ impl WorldView {
 
     /// How `node` is judged now; `None` if it has no heartbeat (it left, or never came).
     pub fn state_of(&self, node: &str) -> Option<NodeState> {
+        self.node(node).map(|n| n.state)
+    }
+
+    /// `node` as seen now; `None` if it has no heartbeat.
+    pub fn node(&self, node: &str) -> Option<NodeView> {
         self.nodes()
             .into_iter()
             .find(|n| n.heartbeat.node_id == node)
-            .map(|n| n.state)
     }
 
     /// Records this node's own heartbeat without reading it back.

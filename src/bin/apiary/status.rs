@@ -76,7 +76,7 @@ pub async fn run(storage: &str, args: StatusArgs) -> Result<(), Box<dyn std::err
                 bees: h.bees,
                 busy: h.busy_bees,
                 temperature: h.temperature,
-                band: h.band,
+                band: h.band.to_string(),
                 cached_cells: h.cached_cells.len(),
                 cache_bytes: h.cache_bytes,
                 age_ms: now - h.clock_ms,
