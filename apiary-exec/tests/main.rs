@@ -5,5 +5,6 @@ mod abandonment;
 mod budgets;
 mod deadline;
 mod queue;
+mod scratch;
 mod support;
 mod temperature;
