@@ -43,8 +43,8 @@ use crate::world_view::NodeState;
 struct Known {
     first_seen: Instant,
     manifest: Option<Manifest>,
-    /// Since when this node has seen no lease on the query (its coordinator's heartbeat not
-    /// listing it), if it sees none now.
+    /// Since when this node has seen the coordinator's lease on the query lapsed, if it sees it
+    /// lapsed now (see [`LeaseSeen`]).
     unleased_since: Option<Instant>,
     /// When this node first saw the query finished (`finished.json`).
     finished: Option<Instant>,
