@@ -988,8 +988,26 @@ async fn a_fragment_that_does_not_travel_keeps_its_scan_local() {
 /// `dead_after` for tests in which no node stops: far beyond any stall of a loaded machine.
 const GENEROUS: Duration = Duration::from_secs(10);
 
-/// A node in this process on `meadow` with one bee, 100 ms heartbeats (judged dead only after
-/// [`GENEROUS`]), `stale_query_after` and a delay before each of its tasks.
+/// A node in this process on `meadow`: one bee, 100 ms heartbeats, judged dead only after
+/// [`GENEROUS`], no cell cache; `configure` sets the rest.
+async fn small_node(
+    meadow: &Meadow,
+    id: &str,
+    dir: &Path,
+    configure: impl FnOnce(&mut SwarmConfig),
+) -> Apiary {
+    let ap = in_process_node(meadow.clone(), 1, dir.join(id)).await;
+    let mut config = SwarmConfig::default()
+        .with_heartbeat_interval(Duration::from_millis(100))
+        .with_node_id(id);
+    config.cache_bytes = 0;
+    (config.suspect_after, config.dead_after) = (GENEROUS / 2, GENEROUS);
+    configure(&mut config);
+    ap.join_swarm(config).await.unwrap();
+    ap
+}
+
+/// A [`small_node`] with `stale_query_after` and a delay before each of its tasks.
 async fn lease_node(
     meadow: &Meadow,
     id: &str,
@@ -997,17 +1015,11 @@ async fn lease_node(
     stale_query_after: Duration,
     delay: Duration,
 ) -> Apiary {
-    let ap = in_process_node(meadow.clone(), 1, dir.join(id)).await;
-    let mut config = SwarmConfig::default()
-        .with_heartbeat_interval(Duration::from_millis(100))
-        .with_node_id(id);
-    config.cache_bytes = 0;
-    // Generous: nobody stops in these tests, so no one may be judged dead on a loaded machine.
-    (config.suspect_after, config.dead_after) = (GENEROUS / 2, GENEROUS);
-    config.stale_query_after = stale_query_after;
-    config.debug_task_delay = delay;
-    ap.join_swarm(config).await.unwrap();
-    ap
+    small_node(meadow, id, dir, |c| {
+        c.stale_query_after = stale_query_after;
+        c.debug_task_delay = delay;
+    })
+    .await
 }
 
 /// Seen: query folders were swept by age alone, so a live coordinator's query running longer
@@ -1132,19 +1144,13 @@ async fn wait_for_nodes(ap: &Apiary, n: usize) {
     }
 }
 
-/// A node in this process on `meadow`, one bee, 100 ms heartbeats, keeping its query folders,
-/// with a delay before each of its tasks.
+/// A [`small_node`] that keeps its query folders, with a delay before each of its tasks.
 async fn keeping_node(meadow: Meadow, id: &str, dir: &Path, delay: Duration) -> Apiary {
-    let ap = in_process_node(meadow, 1, dir.join(id)).await;
-    let mut config = SwarmConfig::default()
-        .with_heartbeat_interval(Duration::from_millis(100))
-        .with_node_id(id);
-    config.cache_bytes = 0;
-    (config.suspect_after, config.dead_after) = (GENEROUS / 2, GENEROUS);
-    config.keep_queries = true;
-    config.debug_task_delay = delay;
-    ap.join_swarm(config).await.unwrap();
-    ap
+    small_node(&meadow, id, dir, |c| {
+        c.keep_queries = true;
+        c.debug_task_delay = delay;
+    })
+    .await
 }
 
 /// Seen: a `done` write that failed once was not tried again — the finished task waited for its

@@ -184,9 +184,10 @@ fn offered_bees(node: &Heartbeat, all_critical: bool) -> usize {
 }
 
 /// Splits `files` into tasks over the nodes' free bees ([`offered_bees`]), one per bee, each
-/// reading the same number of bytes. Cells a node reports cached go whole to that node while it has room; the rest fill the
-/// tasks in turn, a cell split into byte ranges at a task's boundary (Parquet assigns each row
-/// group to the range holding its midpoint, as in DataFusion's own file repartitioning).
+/// reading the same number of bytes. Cells a node reports cached go whole to that node while it
+/// has room; the rest fill the tasks in turn, a cell split into byte ranges at a task's boundary
+/// (Parquet assigns each row group to the range holding its midpoint, as in DataFusion's own file
+/// repartitioning).
 pub fn assign(files: Vec<PartitionedFile>, nodes: &[Heartbeat]) -> Vec<PlannedTask> {
     let all_critical = nodes.iter().all(|n| n.band == Band::Critical);
     let mut tasks: Vec<(PlannedTask, u64)> = nodes

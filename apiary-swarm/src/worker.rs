@@ -443,6 +443,34 @@ where
     }
 }
 
+/// How a report object is written.
+#[derive(Clone, Copy)]
+enum Write {
+    /// A conditional create: the first writer wins (`done`).
+    Create,
+    /// A plain put (`error`: one writer per attempt).
+    Put,
+}
+
+/// Writes one report object with backoff.
+async fn write_report(
+    node: &NodeInner,
+    dir: &QueryDir,
+    key: &str,
+    body: Result<Bytes>,
+    how: Write,
+) -> Result<()> {
+    let body = body?;
+    with_backoff(node, dir, key, || async {
+        match how {
+            Write::Create => node.meadow.create(key, body.clone()).await.map(|_| ())?,
+            Write::Put => node.meadow.put(key, body.clone()).await?,
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// Writes `done_{n}` (the first attempt to finish wins) or `error_{n}_{a}` — nothing when the
 /// query is over (its folder says so, or its fragment is gone). Each write is retried with
 /// backoff; a `done` that cannot be written becomes an `error`, so that the coordinator offers
@@ -468,18 +496,9 @@ async fn report(node: &NodeInner, dir: &QueryDir, n: usize, a: usize, outcome: R
                 bytes,
             };
             let key = dir.done(n);
-            let written = match encode(&done, &key) {
-                // Lost to another attempt's `done` (or an earlier try of this one that landed
-                // unseen): either way the task is done.
-                Ok(body) => {
-                    with_backoff(node, dir, &key, || async {
-                        node.meadow.create(&key, body.clone()).await?;
-                        Ok(())
-                    })
-                    .await
-                }
-                Err(e) => Err(e),
-            };
+            // Lost to another attempt's `done` (or to an earlier try of this one that landed
+            // unseen): either way the task is done.
+            let written = write_report(node, dir, &key, encode(&done, &key), Write::Create).await;
             match written {
                 Ok(()) => return,
                 Err(e) => format!("the result was written but reporting it failed: {e}"),
@@ -501,16 +520,7 @@ async fn report(node: &NodeInner, dir: &QueryDir, n: usize, a: usize, outcome: R
         error: failure,
     };
     let key = dir.error(n, a);
-    let written = match encode(&err, &key) {
-        Ok(body) => {
-            with_backoff(node, dir, &key, || async {
-                node.meadow.put(&key, body.clone()).await?;
-                Ok(())
-            })
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let written = write_report(node, dir, &key, encode(&err, &key), Write::Put).await;
     if let Err(e) = written {
         log::warn!(
             "node {}: could not report task {n} of {}: {e}",
