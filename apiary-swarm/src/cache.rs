@@ -2,11 +2,14 @@
 //!
 //! Cells are immutable (a cell's name is never reused), so a cached copy never goes stale. The
 //! cache wraps the meadow's object store: a read of a `.parquet` object is served from the local
-//! copy, fetched whole on first use; everything else goes straight through. The cache holds at
-//! most `capacity` bytes, evicting the least recently used cells. Its cells are reported in
-//! heartbeats, so that coordinators give a node the cells it already has.
+//! copy, fetched whole on first use; everything else goes straight through. A download streams
+//! into a staging file (never a whole cell in memory), synced and renamed into place, and readers
+//! that miss one cell at once wait for a single download. A cell larger than the whole cache is
+//! remembered and read by ranges. The cache holds at most `capacity` bytes, evicting the least
+//! recently used cells. Its cells are reported in heartbeats, so that coordinators give a node
+//! the cells it already has.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -15,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -24,6 +28,9 @@ use object_store::{
 };
 
 use crate::error::{Result, SwarmError};
+
+/// The folder, inside the cache's, where downloads land before they are renamed into place.
+const STAGING: &str = ".staging";
 
 #[derive(Debug)]
 struct Entry {
@@ -36,6 +43,8 @@ struct Index {
     entries: HashMap<String, Entry>,
     total: u64,
     tick: u64,
+    /// Cells larger than the whole cache: read through by range, never downloaded whole.
+    too_large: HashSet<String>,
 }
 
 /// An object store that keeps whole cells on local disk.
@@ -45,6 +54,8 @@ pub struct CellCache {
     dir: PathBuf,
     capacity: u64,
     index: Mutex<Index>,
+    /// One gate per cell being downloaded: readers that miss it meanwhile wait for that download.
+    fills: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -94,6 +105,8 @@ impl CellCache {
                 key: dir.display().to_string(),
                 source,
             })?;
+        // Downloads a stopped process left half-way.
+        let _ = std::fs::remove_dir_all(dir.join(STAGING));
         let mut index = Index::default();
         index_existing(&dir, &dir, &mut index);
         Ok(Self {
@@ -102,6 +115,7 @@ impl CellCache {
             dir,
             capacity,
             index: Mutex::new(index),
+            fills: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
@@ -143,17 +157,71 @@ impl CellCache {
         }
     }
 
-    /// Fetches `location` whole from the meadow into the cache.
-    async fn fill(&self, location: &Path) -> object_store::Result<()> {
-        let bytes = self.inner.get(location).await?.bytes().await?;
-        let size = bytes.len() as u64;
-        if size > self.capacity {
-            return Ok(()); // larger than the whole cache: read through only
+    /// Whether `location` is in the cache now: fetched if need be — once, however many readers
+    /// miss it at the same time. False for a cell larger than the cache (read it through).
+    async fn ensure(&self, location: &Path) -> object_store::Result<bool> {
+        let key = location.as_ref();
+        if self.touch(key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
         }
-        // A plain put: a staging file renamed into place, so a reader never sees half a cell.
-        self.local
-            .put(location, PutPayload::from_bytes(bytes))
-            .await?;
+        if lock(&self.index).too_large.contains(key) {
+            return Ok(false);
+        }
+        let gate = lock(&self.fills)
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        let turn = gate.lock().await;
+        let cached = if self.touch(key) {
+            // Downloaded by the reader that held the gate before.
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            Ok(true)
+        } else if lock(&self.index).too_large.contains(key) {
+            Ok(false)
+        } else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.fill(location).await
+        };
+        drop(turn);
+        let mut fills = lock(&self.fills);
+        // The map's reference and this one: nobody else waits at this gate.
+        if Arc::strong_count(&gate) == 2 {
+            fills.remove(key);
+        }
+        cached
+    }
+
+    /// Downloads `location` into the cache, streaming it to a staging file that is synced and
+    /// renamed into place (a reader never sees half a cell). False, and remembered, when the cell
+    /// is larger than the whole cache: the download stops at its first bytes.
+    async fn fill(&self, location: &Path) -> object_store::Result<bool> {
+        let got = self.inner.get(location).await?;
+        let size = got.meta.size;
+        if size > self.capacity {
+            lock(&self.index).too_large.insert(location.to_string());
+            return Ok(false);
+        }
+        let target = self.local.path_to_filesystem(location)?;
+        let staging = self
+            .dir
+            .join(STAGING)
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        let written = stream_to_file(got.into_stream(), &staging, &target).await;
+        match written {
+            Ok(n) if n == size => {}
+            Ok(n) => {
+                let _ = tokio::fs::remove_file(&target).await;
+                return Err(cache_error(
+                    location,
+                    std::io::Error::other(format!("downloaded {n} of {size} bytes")),
+                ));
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&staging).await;
+                return Err(e.into_object_store(location));
+            }
+        }
         let evict = {
             let mut index = lock(&self.index);
             index.tick += 1;
@@ -192,8 +260,59 @@ impl CellCache {
         for key in evict {
             let _ = self.local.delete(&Path::from(key.as_str())).await;
         }
-        Ok(())
+        Ok(true)
     }
+}
+
+/// What went wrong while streaming a download to disk.
+enum StreamError {
+    Store(object_store::Error),
+    Io(std::io::Error),
+}
+
+impl StreamError {
+    fn into_object_store(self, location: &Path) -> object_store::Error {
+        match self {
+            StreamError::Store(e) => e,
+            StreamError::Io(e) => cache_error(location, e),
+        }
+    }
+}
+
+fn cache_error(location: &Path, e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "CellCache",
+        source: format!("caching {location}: {e}").into(),
+    }
+}
+
+/// Writes `chunks` to `staging` as they come, syncs it and renames it to `target`; the bytes
+/// written.
+async fn stream_to_file(
+    mut chunks: BoxStream<'static, object_store::Result<Bytes>>,
+    staging: &std::path::Path,
+    target: &std::path::Path,
+) -> std::result::Result<u64, StreamError> {
+    use tokio::io::AsyncWriteExt;
+    let io = StreamError::Io;
+    if let Some(parent) = staging.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(io)?;
+    }
+    let mut file = tokio::fs::File::create(staging).await.map_err(io)?;
+    let mut written = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(StreamError::Store)?;
+        file.write_all(&chunk).await.map_err(io)?;
+        written += chunk.len() as u64;
+    }
+    // Synced before the rename: after a power cut the cache holds whole cells or none.
+    file.sync_all().await.map_err(io)?;
+    drop(file);
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(io)?;
+    }
+    tokio::fs::rename(staging, target).await.map_err(io)?;
+    Ok(written)
 }
 
 fn index_existing(root: &std::path::Path, dir: &std::path::Path, index: &mut Index) {
@@ -250,22 +369,17 @@ impl ObjectStore for CellCache {
             && options.if_none_match.is_none()
             && options.if_modified_since.is_none()
             && options.if_unmodified_since.is_none()
-            && options.version.is_none();
-        if !is_cell(location) || !plain || self.capacity == 0 {
+            && options.version.is_none()
+            && !options.head;
+        if !is_cell(location) || !plain || self.capacity == 0 || !self.ensure(location).await? {
             return self.inner.get_opts(location, options).await;
-        }
-        if self.touch(location.as_ref()) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            self.fill(location).await?;
         }
         match self.local.get_opts(location, options.clone()).await {
             Ok(mut r) => {
                 r.meta.location = location.clone();
                 Ok(r)
             }
-            // Evicted meanwhile, or too large to cache: read through.
+            // Evicted meanwhile: read through.
             Err(_) => self.inner.get_opts(location, options).await,
         }
     }
@@ -275,17 +389,13 @@ impl ObjectStore for CellCache {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        if !is_cell(location) || self.capacity == 0 {
+        if !is_cell(location) || self.capacity == 0 || !self.ensure(location).await? {
             return self.inner.get_ranges(location, ranges).await;
         }
-        let mut out = Vec::with_capacity(ranges.len());
-        for r in ranges {
-            let got = self
-                .get_opts(location, GetOptions::new().with_range(Some(r.clone())))
-                .await?;
-            out.push(got.bytes().await?);
+        match self.local.get_ranges(location, ranges).await {
+            Ok(pieces) => Ok(pieces),
+            Err(_) => self.inner.get_ranges(location, ranges).await,
         }
-        Ok(out)
     }
 
     fn delete_stream(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use apiary_catalog::testing::Counting;
 use apiary_swarm::cache::CellCache;
 use bytes::Bytes;
+use futures::StreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
@@ -70,4 +71,204 @@ async fn cells_are_fetched_once_served_locally_and_evicted_least_recent_first() 
     // A new cache over the same folder knows what is there.
     let again = CellCache::new(meadow.clone(), dir.path().to_path_buf(), 2500).unwrap();
     assert_eq!(again.status().cells, 2);
+}
+
+/// A cell of `size` bytes whose byte `i` is `i % 251`, so that a wrong range shows.
+async fn patterned_cell(meadow: &Counting, name: &str, size: usize) -> (Path, Vec<u8>) {
+    let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let cell = Path::from(format!("h/b/f/{name}.parquet"));
+    meadow
+        .put(&cell, PutPayload::from(Bytes::from(body.clone())))
+        .await
+        .unwrap();
+    meadow.take();
+    (cell, body)
+}
+
+/// Seen: every reader that missed one cell at once downloaded the whole cell for itself (each
+/// into memory). Readers that miss together wait for one download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_missing_one_cell_at_once_download_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let meadow = Counting::new(Arc::new(InMemory::new()));
+    let (cell, body) = patterned_cell(&meadow, "big", 200_000).await;
+    let cache =
+        Arc::new(CellCache::new(meadow.clone(), dir.path().to_path_buf(), 1 << 20).unwrap());
+    let reads = (0..8u64).map(|i| {
+        let (cache, cell) = (cache.clone(), cell.clone());
+        tokio::spawn(async move {
+            let range = i * 20_000..i * 20_000 + 100;
+            (range.clone(), cache.get_range(&cell, range).await.unwrap())
+        })
+    });
+    for read in futures::future::join_all(reads).await {
+        let (range, got) = read.unwrap();
+        assert_eq!(got, body[range.start as usize..range.end as usize]);
+    }
+    assert_eq!(
+        meadow.take().get("get"),
+        Some(&1),
+        "one download for eight readers"
+    );
+    assert_eq!(cache.status().cells, 1);
+    // Ranged reads of several pieces at once are local too.
+    let pieces = cache
+        .get_ranges(&cell, &[0..10, 199_990..200_000])
+        .await
+        .unwrap();
+    assert_eq!(pieces[1], body[199_990..]);
+    assert!(meadow.take().is_empty(), "served from the cache");
+}
+
+/// Seen: a cell larger than the whole cache was downloaded whole on every read, thrown away, and
+/// then read again. Such a cell is remembered and read by ranges, as if there were no cache.
+#[tokio::test]
+async fn a_cell_larger_than_the_cache_is_read_by_range_and_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let meadow = Counting::new(Arc::new(InMemory::new()));
+    let (cell, body) = patterned_cell(&meadow, "huge", 10_000).await;
+    let cache = CellCache::new(meadow.clone(), dir.path().to_path_buf(), 4_000).unwrap();
+    for _ in 0..3 {
+        let got = cache.get_range(&cell, 5_000..5_100).await.unwrap();
+        assert_eq!(got, body[5_000..5_100]);
+    }
+    // The first read learns the size (a download stopped at its first bytes), then reads its
+    // range; the others read only their range.
+    assert_eq!(meadow.take().get("get"), Some(&4));
+    assert_eq!(cache.status().cells, 0);
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| {
+        let p = e.unwrap().path();
+        p.is_dir() || p.extension().is_none_or(|x| x != "parquet")
+    }));
+}
+
+/// A store whose cell downloads send their first `first` bytes, then wait for `release`.
+#[derive(Debug)]
+struct Gated {
+    inner: InMemory,
+    first: usize,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Display for Gated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gated")
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Gated {
+    async fn put_opts(
+        &self,
+        l: &Path,
+        p: PutPayload,
+        o: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(l, p, o).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        l: &Path,
+        o: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(l, o).await
+    }
+
+    async fn get_opts(
+        &self,
+        l: &Path,
+        o: GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        let got = self.inner.get_opts(l, o).await?;
+        let (meta, range, attributes) =
+            (got.meta.clone(), got.range.clone(), got.attributes.clone());
+        let body = got.bytes().await?;
+        let (head, tail) = (body.slice(..self.first), body.slice(self.first..));
+        let release = self.release.clone();
+        let chunks = futures::stream::once(async move { Ok(head) }).chain(futures::stream::once(
+            async move {
+                release.notified().await;
+                Ok(tail)
+            },
+        ));
+        Ok(object_store::GetResult {
+            payload: object_store::GetResultPayload::Stream(Box::pin(chunks)),
+            meta,
+            range,
+            attributes,
+        })
+    }
+
+    fn delete_stream(
+        &self,
+        l: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(l)
+    }
+
+    fn list(
+        &self,
+        p: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(p)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        p: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(p).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        o: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, o).await
+    }
+}
+
+/// A download goes to disk as it arrives: its first bytes are in the staging file while the
+/// rest is still on the way (a whole cell is never held in memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_streams_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let store = Arc::new(Gated {
+        inner: InMemory::new(),
+        first: 1_000,
+        release: release.clone(),
+    });
+    let body: Vec<u8> = (0..100_000).map(|i| (i % 251) as u8).collect();
+    let cell = Path::from("h/b/f/streamed.parquet");
+    store
+        .put(&cell, PutPayload::from(Bytes::from(body.clone())))
+        .await
+        .unwrap();
+    let cache = Arc::new(CellCache::new(store, dir.path().to_path_buf(), 1 << 20).unwrap());
+    let read = {
+        let (cache, cell) = (cache.clone(), cell.clone());
+        tokio::spawn(async move { cache.get_range(&cell, 99_000..99_010).await.unwrap() })
+    };
+    let staged = || -> u64 {
+        std::fs::read_dir(dir.path().join(".staging"))
+            .map(|entries| entries.flatten().map(|e| e.metadata().unwrap().len()).sum())
+            .unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    while staged() < 1_000 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the first bytes never reached the staging file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!read.is_finished());
+    release.notify_one();
+    assert_eq!(read.await.unwrap(), body[99_000..99_010]);
+    assert_eq!(staged(), 0, "renamed into place");
+    assert_eq!(cache.status().cells, 1);
 }
