@@ -1246,3 +1246,35 @@ async fn a_retry_goes_to_another_node() {
     good.leave_swarm().await.unwrap();
     coordinator.leave_swarm().await.unwrap();
 }
+
+/// Seen: a fragment decoded on a worker lost the Parquet reader factory that DataFusion's
+/// `ParquetFormat` installs (datafusion-proto does not carry it), so every task on a worker read
+/// each cell's footer again and cached nothing. A decoded fragment now gets the factory back with
+/// the node's footer cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_tasks_keep_parquet_footers_in_its_cache() {
+    let url = format!("memory://footers-{}", uuid::Uuid::new_v4().simple());
+    let meadow = Meadow::open(&url).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // The coordinator never takes w's tasks: w runs its share.
+    let coordinator = small_node(&meadow, "coordinator", scratch.path(), |c| {
+        c.steal_after = Duration::from_secs(600);
+    })
+    .await;
+    let ctx = coordinator.session().unwrap();
+    create_numbers(&ctx, 4).await;
+    let w = small_node(&meadow, "w", scratch.path(), |_| {}).await;
+    wait_for_nodes(&coordinator, 2).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let q = "SELECT count(*), sum(n) FROM h.b.t";
+    let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
+    assert!(explain.contains("w="), "{explain}");
+    assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+    let footers = w.swarm().unwrap().status().footers_cached;
+    assert!(footers > 0, "w cached no footer");
+    // The same query again reads the footers from the cache: none is added.
+    assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+    assert_eq!(w.swarm().unwrap().status().footers_cached, footers);
+    w.leave_swarm().await.unwrap();
+    coordinator.leave_swarm().await.unwrap();
+}

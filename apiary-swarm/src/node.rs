@@ -119,6 +119,9 @@ pub struct SwarmStatus {
     pub nodes: Vec<NodeView>,
     pub cache: CacheStatus,
     pub running_tasks: usize,
+    /// Parquet footers (with their page indexes) in DataFusion's metadata cache of this node's
+    /// worker, kept across tasks and queries.
+    pub footers_cached: usize,
 }
 
 impl SwarmNode {
@@ -242,6 +245,13 @@ impl SwarmNode {
             nodes: self.inner.world.nodes(),
             cache: self.inner.cache.status(),
             running_tasks: self.inner.running.load(Ordering::SeqCst),
+            footers_cached: self
+                .inner
+                .session
+                .runtime_env()
+                .cache_manager
+                .get_file_metadata_cache()
+                .len(),
         }
     }
 
