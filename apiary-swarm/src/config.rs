@@ -30,9 +30,9 @@ pub struct SwarmConfig {
     /// bursts, and a node that just worked should not make the next query wait `poll_max` for
     /// it. Default 10 s.
     pub poll_linger: Duration,
-    /// A task assigned to another node may be claimed by anyone after this. Longer than
-    /// `poll_max`, so that an idle node notices a new query before its tasks are taken from it.
-    /// Default 1.5 s.
+    /// A task that prefers another node (it caches the task's cells) may be claimed by anyone
+    /// after this. Longer than `poll_max`, so that an idle node notices a new query before the
+    /// tasks it caches are taken from it. Default 1.5 s.
     pub steal_after: Duration,
     /// A claimed task that has not finished after this is offered again. Default 5 min.
     pub task_deadline: Duration,
@@ -108,6 +108,13 @@ extensions_options! {
         pub enabled: bool, default = true
         /// Scans reading fewer bytes than this run locally (the swarm never slows them down).
         pub min_bytes: u64, default = 64 * 1024 * 1024
+        /// Tasks a distributed scan is cut into per bee the nodes offer (fewer when they would
+        /// read less than `min_task_bytes` each, never fewer than the bees): free bees pull
+        /// them, so a faster or less busy node takes more.
+        pub tasks_per_bee: usize, default = 3
+        /// Beyond one task per bee, a scan is not cut into tasks smaller than this: each task
+        /// costs a handful of storage calls.
+        pub min_task_bytes: u64, default = 8 * 1024 * 1024
     }
 }
 

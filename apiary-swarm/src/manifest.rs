@@ -3,7 +3,7 @@
 //! ```text
 //! fragment.plan          the fragment over every cell (datafusion-proto bytes); task n reads
 //!                        the cells the manifest lists for it
-//! manifest.json          the tasks: their cells and the node each is assigned to (written last)
+//! manifest.json          the tasks: their cells, and the node that caches them if any (last)
 //! claim_{n}_{a}.json     attempt a of task n, claimed by one node (conditional create)
 //! error_{n}_{a}.json     attempt a failed on its node, with the error
 //! retry_{n}_{a}.json     the coordinator gave up on attempt a (error, dead node, deadline)
@@ -23,12 +23,14 @@ use crate::error::{Result, SwarmError};
 
 pub const QUERIES: &str = "_queries";
 
-/// One task: a fragment over a group of cells, assigned to a node.
+/// One task: a fragment over a group of cells, claimed by whichever node has a free bee.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub n: usize,
-    /// The node expected to run it (others may take it after a short wait).
-    pub assigned: String,
+    /// The node that reported some of its cells cached: it claims the task first, others after
+    /// `steal_after` (or at once when it is dead or gone). `None`: anyone's at once.
+    #[serde(default, alias = "assigned", skip_serializing_if = "Option::is_none")]
+    pub preferred: Option<String>,
     /// The cells it reads.
     pub cells: Vec<TaskCell>,
     pub bytes: u64,

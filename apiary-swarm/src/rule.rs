@@ -4,9 +4,9 @@
 //! subtree (see [`crate::fragment`]) it decides from what planning already knows — the cells'
 //! sizes (from the ledger) and the world view — whether the swarm helps: with fewer than two
 //! alive nodes or less than `swarm.min_bytes` to read, the plan stays local, so the swarm never
-//! slows a small query down. Otherwise the cells are split into tasks of equal bytes, one per free
-//! bee of every alive node — fewer for a hot node, none for a critical one (see [`assign`]) —
-//! preferring a node that reports a cell cached.
+//! slows a small query down. Otherwise the cells are cut into tasks of equal bytes, several per
+//! free bee of the alive nodes (see [`assign`]); the nodes' free bees pull them (see the worker),
+//! and a task holding cells a node reports cached waits a short while for that node.
 
 use std::sync::Arc;
 
@@ -69,7 +69,7 @@ impl SwarmRule {
             if bytes < options.min_bytes {
                 return Ok(plan);
             }
-            let tasks = assign(files, nodes);
+            let tasks = assign(files, nodes, options.tasks_per_bee, options.min_task_bytes);
             if tasks.len() < 2 {
                 return Ok(plan);
             }
@@ -169,9 +169,9 @@ fn limit_above(input: Arc<dyn ExecutionPlan>, fetch: usize) -> Arc<dyn Execution
     Arc::new(GlobalLimitExec::new(single, 0, Some(fetch)))
 }
 
-/// How many tasks a node is dealt: one per bee it has free by its last heartbeat (at least one),
-/// one when its colony is hot, none when it is critical — unless every node is critical, when
-/// each is dealt one per bee as if none were (the query must run somewhere).
+/// How many bees a node offers a new query by its last heartbeat: those it has free (at least
+/// one), one when its colony is hot, none when it is critical — unless every node is critical,
+/// when each offers all its bees (the query must run somewhere).
 fn offered_bees(node: &Heartbeat, all_critical: bool) -> usize {
     if all_critical {
         return node.bees.max(1);
@@ -183,23 +183,56 @@ fn offered_bees(node: &Heartbeat, all_critical: bool) -> usize {
     }
 }
 
-/// Splits `files` into tasks over the nodes' free bees ([`offered_bees`]), one per bee, each
-/// reading the same number of bytes. Cells a node reports cached go whole to that node while it
-/// has room; the rest fill the tasks in turn, a cell split into byte ranges at a task's boundary
+/// Cuts `files` into tasks of equal bytes: `tasks_per_bee` for every bee the nodes offer
+/// ([`offered_bees`]), fewer when the tasks would be smaller than `min_task_bytes`, never fewer
+/// than the bees. Each node has a share of the tasks in proportion to its bees; a cell a node
+/// reports cached goes whole into its share while there is room, and a task holding one prefers
+/// that node. The rest fill the tasks in turn, a cell split into byte ranges at a task's boundary
 /// (Parquet assigns each row group to the range holding its midpoint, as in DataFusion's own file
-/// repartitioning).
-pub fn assign(files: Vec<PartitionedFile>, nodes: &[Heartbeat]) -> Vec<PlannedTask> {
+/// repartitioning). Tasks are not dealt: free bees pull them.
+pub fn assign(
+    files: Vec<PartitionedFile>,
+    nodes: &[Heartbeat],
+    tasks_per_bee: usize,
+    min_task_bytes: u64,
+) -> Vec<PlannedTask> {
     let all_critical = nodes.iter().all(|n| n.band == Band::Critical);
-    let mut tasks: Vec<(PlannedTask, u64)> = nodes
+    let offered: Vec<usize> = nodes
         .iter()
-        .flat_map(|n| {
-            (0..offered_bees(n, all_critical)).map(|_| {
+        .map(|n| offered_bees(n, all_critical))
+        .collect();
+    let bees: usize = offered.iter().sum();
+    if bees == 0 {
+        return vec![];
+    }
+    let mut files = whole_cells(files);
+    files.sort_by_key(|f| std::cmp::Reverse(f.effective_size()));
+    let total: u64 = files.iter().map(|f| f.effective_size()).sum();
+    let wanted = bees.saturating_mul(tasks_per_bee.max(1));
+    let count = wanted
+        .min(usize::try_from(total.div_ceil(min_task_bytes.max(1))).unwrap_or(usize::MAX))
+        .max(bees);
+    // Each task belongs to one node's share (in proportion to its bees) for placing cached cells.
+    let mut shares: Vec<usize> = offered.iter().map(|o| count * o / bees).collect();
+    let mut left = count - shares.iter().sum::<usize>();
+    for (share, o) in shares.iter_mut().zip(&offered) {
+        if left > 0 && *o > 0 {
+            *share += 1;
+            left -= 1;
+        }
+    }
+    let mut tasks: Vec<(PlannedTask, u64, &str)> = nodes
+        .iter()
+        .zip(&shares)
+        .flat_map(|(n, share)| {
+            (0..*share).map(|_| {
                 (
                     PlannedTask {
-                        assigned: n.node_id.clone(),
+                        preferred: None,
                         files: vec![],
                     },
                     0u64,
+                    n.node_id.as_str(),
                 )
             })
         })
@@ -207,9 +240,6 @@ pub fn assign(files: Vec<PartitionedFile>, nodes: &[Heartbeat]) -> Vec<PlannedTa
     let Some(last) = tasks.len().checked_sub(1) else {
         return vec![];
     };
-    let mut files = whole_cells(files);
-    files.sort_by_key(|f| std::cmp::Reverse(f.effective_size()));
-    let total: u64 = files.iter().map(|f| f.effective_size()).sum();
     let target = total.div_ceil(tasks.len() as u64).max(1);
     // Close enough to the target not to split a cell for it.
     let slack = target / 16;
@@ -220,15 +250,16 @@ pub fn assign(files: Vec<PartitionedFile>, nodes: &[Heartbeat]) -> Vec<PlannedTa
         let key = file.object_meta.location.to_string();
         let cached_at = (0..tasks.len())
             .filter(|i| {
-                let node = &tasks[*i].0.assigned;
+                let owner = tasks[*i].2;
                 tasks[*i].1 + size <= target + slack
                     && nodes
                         .iter()
-                        .any(|n| n.node_id == *node && n.cached_cells.contains(&key))
+                        .any(|n| n.node_id == owner && n.cached_cells.contains(&key))
             })
             .min_by_key(|i| tasks[*i].1);
         match cached_at {
             Some(i) => {
+                tasks[i].0.preferred = Some(tasks[i].2.to_string());
                 tasks[i].0.files.push(file);
                 tasks[i].1 += size;
             }
@@ -262,7 +293,7 @@ pub fn assign(files: Vec<PartitionedFile>, nodes: &[Heartbeat]) -> Vec<PlannedTa
     }
     tasks
         .into_iter()
-        .map(|(t, _)| t)
+        .map(|(t, _, _)| t)
         .filter(|t| !t.files.is_empty())
         .collect()
 }
@@ -337,6 +368,8 @@ mod tests {
     use super::*;
 
     const MB: u64 = 1_000_000;
+    /// The default `swarm.min_task_bytes`.
+    const FLOOR: u64 = 8 << 20;
 
     fn node(id: &str, bees: usize, cached: &[&str]) -> Heartbeat {
         Heartbeat {
@@ -384,11 +417,12 @@ mod tests {
     fn uneven_cells_make_even_tasks() {
         let cells = [("a.parquet", 134 * MB), ("b.parquet", 78 * MB)];
         let files = cells.iter().map(|(n, s)| cell(n, *s)).collect();
-        let tasks = assign(files, &[node("x", 1, &[]), node("y", 1, &[])]);
+        let tasks = assign(files, &[node("x", 1, &[]), node("y", 1, &[])], 1, FLOOR);
         assert_eq!(tasks.len(), 2);
         assert_eq!(tasks[0].bytes(), 106 * MB);
         assert_eq!(tasks[1].bytes(), 106 * MB);
-        assert_eq!((&*tasks[0].assigned, &*tasks[1].assigned), ("x", "y"));
+        // Nothing cached anywhere: every task is anyone's.
+        assert!(tasks.iter().all(|t| t.preferred.is_none()));
         assert_covers(&tasks, &cells);
 
         let many: Vec<(String, u64)> = (0..7)
@@ -396,7 +430,7 @@ mod tests {
             .collect();
         let cells: Vec<(&str, u64)> = many.iter().map(|(n, s)| (n.as_str(), *s)).collect();
         let files = cells.iter().map(|(n, s)| cell(n, *s)).collect();
-        let tasks = assign(files, &[node("x", 2, &[]), node("y", 3, &[])]);
+        let tasks = assign(files, &[node("x", 2, &[]), node("y", 3, &[])], 1, FLOOR);
         assert_eq!(tasks.len(), 5);
         let total: u64 = cells.iter().map(|(_, s)| s).sum();
         for t in &tasks {
@@ -410,13 +444,32 @@ mod tests {
     }
 
     #[test]
-    fn busy_and_hot_nodes_are_dealt_less() {
+    fn a_scan_is_cut_into_several_tasks_per_bee_but_not_into_crumbs() {
+        let cells: Vec<(String, u64)> = (0..12)
+            .map(|i| (format!("c{i}.parquet"), 40 * MB))
+            .collect();
+        let files = |n: usize| cells[..n].iter().map(|(c, s)| cell(c, *s)).collect();
+        let nodes = [node("x", 2, &[]), node("y", 2, &[])];
+        // 480 MB over four bees, three tasks each.
+        let tasks = assign(files(12), &nodes, 3, FLOOR);
+        assert_eq!(tasks.len(), 12);
+        assert!(tasks.iter().all(|t| t.bytes() == 40 * MB), "{tasks:?}");
+        // 40 MB: five tasks of at least 8 MiB rather than twelve of 3.3 MB.
+        let tasks = assign(files(1), &nodes, 3, FLOOR);
+        assert_eq!(tasks.len(), 5);
+        // A small scan still gets one task per bee.
+        let tiny: Vec<PartitionedFile> = (0..4).map(|i| cell(&format!("t{i}"), 1000)).collect();
+        assert_eq!(assign(tiny.clone(), &nodes, 3, FLOOR).len(), 4);
+        // … unless the floor is lowered (`swarm.min_task_bytes`).
+        assert_eq!(assign(tiny, &nodes, 3, 0).len(), 12);
+    }
+
+    #[test]
+    fn busy_and_hot_nodes_offer_fewer_bees() {
         let cells: Vec<(String, u64)> = (0..12)
             .map(|i| (format!("c{i}.parquet"), 10 * MB))
             .collect();
         let files = || cells.iter().map(|(n, s)| cell(n, *s)).collect::<Vec<_>>();
-        let dealt =
-            |tasks: &[PlannedTask], id: &str| tasks.iter().filter(|t| t.assigned == id).count();
         let load = |mut n: Heartbeat, busy: usize, band: Band| {
             n.busy_bees = busy;
             n.band = band;
@@ -428,10 +481,9 @@ mod tests {
             load(node("hot", 4, &[]), 4, Band::Hot),
             load(node("critical", 4, &[]), 4, Band::Critical),
         ];
-        let tasks = assign(files(), &nodes);
-        let counts: Vec<usize> = nodes.iter().map(|n| dealt(&tasks, &n.node_id)).collect();
-        assert_eq!(counts, [4, 1, 1, 0]);
-        // Even bytes per task still: the idle node reads two thirds of the frame.
+        // 4 + 1 + 1 + 0 bees offered.
+        let tasks = assign(files(), &nodes, 1, FLOOR);
+        assert_eq!(tasks.len(), 6);
         assert!(tasks.iter().all(|t| t.bytes() == 20 * MB), "{tasks:?}");
 
         // Every node critical: the query still runs, over every bee.
@@ -439,12 +491,11 @@ mod tests {
             load(node("x", 2, &[]), 2, Band::Critical),
             load(node("y", 2, &[]), 2, Band::Critical),
         ];
-        let tasks = assign(files(), &nodes);
-        assert_eq!((dealt(&tasks, "x"), dealt(&tasks, "y")), (2, 2));
+        assert_eq!(assign(files(), &nodes, 1, FLOOR).len(), 4);
     }
 
     #[test]
-    fn cached_cells_go_whole_to_their_node() {
+    fn cached_cells_go_whole_to_a_task_their_node_prefers() {
         let cells = [
             ("a.parquet", 40 * MB),
             ("b.parquet", 40 * MB),
@@ -456,11 +507,11 @@ mod tests {
             node("x", 1, &["c.parquet"]),
             node("y", 1, &["a.parquet", "b.parquet"]),
         ];
-        let tasks = assign(files, &nodes);
+        let tasks = assign(files, &nodes, 1, FLOOR);
         let names = |node: &str| -> Vec<String> {
             let mut names: Vec<String> = tasks
                 .iter()
-                .filter(|t| t.assigned == node)
+                .filter(|t| t.preferred.as_deref() == Some(node))
                 .flat_map(|t| &t.files)
                 .map(|f| f.object_meta.location.to_string())
                 .collect();
@@ -492,6 +543,8 @@ mod tests {
         let tasks = assign(
             vec![cell("a.parquet", 51 * MB), cell("b.parquet", 49 * MB)],
             &[node("x", 1, &[]), node("y", 1, &[])],
+            1,
+            FLOOR,
         );
         assert!(
             tasks

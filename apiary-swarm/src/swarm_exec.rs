@@ -1,8 +1,8 @@
 //! The coordinator's side of a distributed scan.
 //!
 //! [`SwarmExec`] replaces a distributable subtree (see [`crate::fragment`]). Executing it writes
-//! one fragment per task and the manifest to `_queries/{id}/`, works the tasks assigned to this
-//! node inside the query's own chamber, and streams every task's partial result back as soon as
+//! the fragment and the manifest to `_queries/{id}/`, works tasks on this node's free bees
+//! inside the query's own chamber (pulled like any node's), and streams every task's partial result back as soon as
 //! its `done_{n}` appears — task `n` feeds output partition `n mod P`, so the operators above see
 //! the partitioning they were planned with. Failed attempts (an error, a dead claimant, a missed
 //! deadline) are offered again until task abandonment gives up; then the query fails with the
@@ -48,10 +48,11 @@ use crate::node::{Lease, NodeInner};
 use crate::worker::{Attempt, Slots, claim_and_run, query_state, remove_query_but_marker};
 use crate::world_view::NodeState;
 
-/// One task as planned: the node it is assigned to and the cells it reads.
+/// One task as planned: the cells it reads, and the node that caches some of them, which claims
+/// it first (`None`: whoever has a free bee).
 #[derive(Debug, Clone)]
 pub struct PlannedTask {
-    pub assigned: String,
+    pub preferred: Option<String>,
     pub files: Vec<PartitionedFile>,
 }
 
@@ -151,21 +152,20 @@ impl SwarmExec {
 
 impl DisplayAs for SwarmExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let mut per_node: Vec<(String, usize)> = vec![];
-        for t in &self.tasks {
-            match per_node.iter_mut().find(|(n, _)| *n == t.assigned) {
+        let mut per_node: Vec<(&str, usize)> = vec![];
+        for node in self.tasks.iter().filter_map(|t| t.preferred.as_deref()) {
+            match per_node.iter_mut().find(|(n, _)| *n == node) {
                 Some((_, c)) => *c += 1,
-                None => per_node.push((t.assigned.clone(), 1)),
+                None => per_node.push((node, 1)),
             }
         }
-        let nodes: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}={c}")).collect();
         let cells: usize = self.tasks.iter().map(|t| t.files.len()).sum();
-        write!(
-            f,
-            "SwarmExec: tasks={}, cells={cells}, assigned=[{}]",
-            self.tasks.len(),
-            nodes.join(", ")
-        )
+        write!(f, "SwarmExec: tasks={}, cells={cells}", self.tasks.len())?;
+        if !per_node.is_empty() {
+            let nodes: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}={c}")).collect();
+            write!(f, ", preferred=[{}]", nodes.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -350,7 +350,7 @@ impl Coordination {
                 .enumerate()
                 .map(|(n, t)| TaskSpec {
                     n,
-                    assigned: t.assigned.clone(),
+                    preferred: t.preferred.clone(),
                     cells: t
                         .files
                         .iter()

@@ -1,9 +1,11 @@
 //! The worker: every node polls `_queries/` for work, claims tasks with a conditional create
 //! (exactly one claimant per attempt), runs them on a bee and writes their partial results.
 //!
-//! A node takes the tasks assigned to it at once, and any other unclaimed task after
-//! `steal_after`; a task offered again (after a failure) is anyone's but the nodes it failed on,
-//! while another may run it. The poll interval is short while queries run and for `poll_linger`
+//! Tasks are pulled: whenever a node has a free bee it claims the next open task — first one
+//! offered again after a failure (anyone's but the nodes it failed on, while another may run it),
+//! then one that prefers this node (it caches its cells), then one that prefers nobody, and
+//! after `steal_after` one that prefers another node (at once if that node is dead or gone). A
+//! hot node runs one task at a time, a critical one none while another node is not critical. The poll interval is short while queries run and for `poll_linger`
 //! after, and grows to `poll_max` when the swarm is idle.
 //!
 //! Any node sweeps a query folder (see [`expired`]): a running query's once its coordinator's
@@ -32,12 +34,14 @@ use futures::StreamExt;
 
 use crate::error::{Result, SwarmError};
 use crate::fragment::narrow;
+use crate::manifest::TaskSpec;
 use crate::manifest::{
     Claim, Done, Manifest, Progress, QUERIES, QueryDir, QueryState, TaskCell, TaskError, decode,
     encode,
 };
 use crate::node::{NodeInner, lock};
 use crate::world_view::NodeState;
+use apiary_exec::Band;
 
 /// What this node knows of one query folder.
 struct Known {
@@ -281,7 +285,24 @@ impl Slots {
     /// at once — never claims and then waits for a bee, which would stall the task's query (two
     /// busy coordinators would each sit on the other's tasks until the deadline).
     fn place(&self, node: &NodeInner) -> Result<Option<Place>> {
-        if self.running.load(Ordering::SeqCst) >= self.capacity {
+        let capacity = match &self.ctx {
+            Some(_) => self.capacity,
+            None => {
+                let me = &node.config.node_id;
+                let others_critical = node
+                    .world
+                    .alive()
+                    .iter()
+                    .filter(|h| h.node_id != *me)
+                    .all(|h| h.band == Band::Critical);
+                pull_capacity(
+                    self.capacity,
+                    node.colony.temperature().band,
+                    others_critical,
+                )
+            }
+        };
+        if self.running.load(Ordering::SeqCst) >= capacity {
             return Ok(None);
         }
         Ok(match &self.ctx {
@@ -305,23 +326,29 @@ pub(crate) async fn claim_and_run(
     may_steal: bool,
     slots: &Slots,
 ) -> Result<Vec<Attempt>> {
+    let me = node.config.node_id.as_str();
+    let gone = |id: &str| matches!(node.world.state_of(id), Some(NodeState::Dead) | None);
+    let mut open: Vec<(u8, &TaskSpec, usize)> = manifest
+        .tasks
+        .iter()
+        .filter_map(|task| {
+            let n = task.n;
+            let a = state.attempt(n);
+            if state.done.contains(&n)
+                || state.claims.contains(&(n, a))
+                || (a > 0 && leave_to_others(node, &dir.query_id, n, a))
+            {
+                return None;
+            }
+            let preferred = task.preferred.as_deref();
+            let rank = claim_rank(preferred, a, me, may_steal || preferred.is_some_and(gone))?;
+            Some((rank, task, a))
+        })
+        .collect();
+    open.sort_by_key(|(rank, task, _)| (*rank, task.n));
     let mut started = vec![];
-    for task in &manifest.tasks {
+    for (_, task, a) in open {
         let n = task.n;
-        if state.done.contains(&n) {
-            continue;
-        }
-        let a = state.attempt(n);
-        if state.claims.contains(&(n, a)) {
-            continue;
-        }
-        let mine = task.assigned == node.config.node_id;
-        if !(mine || a > 0 || may_steal) {
-            continue;
-        }
-        if a > 0 && leave_to_others(node, &dir.query_id, n, a) {
-            continue;
-        }
         let Some(place) = slots.place(node)? else {
             break; // no free bee: the task stays open for another node
         };
@@ -404,6 +431,32 @@ impl ProgressBeat {
 impl Drop for ProgressBeat {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// In which turn this node claims an open attempt `a` of a task that prefers `preferred` (lower
+/// first), or `None` while it must leave it: attempts offered again after a failure come first
+/// (they are late), then the tasks that prefer this node, then anyone's, and — once `may_take` (after
+/// `steal_after`, or the preferred node is gone) — those that prefer another node.
+fn claim_rank(preferred: Option<&str>, a: usize, me: &str, may_take: bool) -> Option<u8> {
+    if a > 0 {
+        return Some(0);
+    }
+    match preferred {
+        Some(p) if p == me => Some(1),
+        None => Some(2),
+        Some(_) if may_take => Some(3),
+        Some(_) => None,
+    }
+}
+
+/// How many tasks a node runs at once on its bees: all of them; one while its colony is hot; none
+/// while it is critical, unless every other alive node is critical too (the query must run).
+fn pull_capacity(bees: usize, band: Band, others_critical: bool) -> usize {
+    match band {
+        Band::Critical if !others_critical => 0,
+        Band::Hot => 1.min(bees),
+        _ => bees,
     }
 }
 
@@ -653,4 +706,28 @@ pub(crate) async fn remove_query_but_marker(node: &NodeInner, dir: &QueryDir) ->
         .map(|o| o.location)
         .filter(|k| *k != marker);
     Ok(node.meadow.delete_many(keys.collect()).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_then_own_then_anyones_then_others_tasks() {
+        let rank = |preferred: Option<&str>, a, may_take| claim_rank(preferred, a, "me", may_take);
+        assert_eq!(rank(Some("other"), 1, false), Some(0));
+        assert_eq!(rank(Some("me"), 0, false), Some(1));
+        assert_eq!(rank(None, 0, false), Some(2));
+        assert_eq!(rank(Some("other"), 0, false), None);
+        assert_eq!(rank(Some("other"), 0, true), Some(3));
+    }
+
+    #[test]
+    fn a_hot_node_pulls_one_task_and_a_critical_one_none() {
+        assert_eq!(pull_capacity(4, Band::Ideal, false), 4);
+        assert_eq!(pull_capacity(4, Band::Hot, false), 1);
+        assert_eq!(pull_capacity(4, Band::Critical, false), 0);
+        // Everyone critical: the query still runs.
+        assert_eq!(pull_capacity(4, Band::Critical, true), 4);
+    }
 }
