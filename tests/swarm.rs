@@ -1322,3 +1322,78 @@ async fn a_busy_nodes_share_is_pulled_by_free_bees() {
         ap.leave_swarm().await.unwrap();
     }
 }
+
+/// Seen: every heartbeat carried up to 10,000 cached cell keys, rewritten every beat and read by
+/// every other node at every change — on a board caching a few thousand cells, hundreds of
+/// kilobytes every two seconds. The keys now live in a cache index of their own
+/// (`_caches/node_{id}.json`), written when the cache changed; the heartbeat carries its count
+/// and version, and the rule still prefers the node that caches a cell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_cells_travel_in_a_cache_index_not_in_every_heartbeat() {
+    let url = format!("memory://index-{}", uuid::Uuid::new_v4().simple());
+    let meadow = Meadow::open(&url).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // The coordinator's own task takes 2 s: `w` pulls the other one meanwhile, and caches it.
+    let coordinator = small_node(&meadow, "coordinator", scratch.path(), |c| {
+        c.debug_task_delay = Duration::from_secs(2);
+    })
+    .await;
+    let ctx = coordinator.session().unwrap();
+    create_numbers(&ctx, 4).await;
+    let cache = scratch.path().join("w-cache");
+    let w = small_node(&meadow, "w", scratch.path(), |c| {
+        c.cache_bytes = 1 << 30;
+        c.cache_dir = cache.clone();
+    })
+    .await;
+    wait_for_nodes(&coordinator, 2).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let q = "SELECT count(*), sum(n) FROM h.b.t";
+    assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+    let cached = w.swarm().unwrap().cache().status().cells;
+    assert!(cached > 0, "w cached nothing");
+    // Within a few beats the index lists w's cells, and w's heartbeat does not.
+    let start = Instant::now();
+    let listed = loop {
+        let index = meadow.get("_caches/node_w.json").await.unwrap();
+        let heartbeat = meadow
+            .get("_heartbeats/node_w.json")
+            .await
+            .unwrap()
+            .unwrap();
+        let heartbeat: serde_json::Value = serde_json::from_slice(&heartbeat).unwrap();
+        if let Some(index) = index {
+            let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+            let cells = index["cells"].as_array().map_or(0, |c| c.len());
+            if cells == cached && heartbeat["cache_cells"] == cached {
+                assert!(heartbeat.get("cached_cells").is_none(), "{heartbeat}");
+                assert_eq!(heartbeat["cache_version"], index["version"]);
+                break cells;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no cache index with w's {cached} cells; heartbeat: {heartbeat}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The coordinator reads the index: w's share of the two tasks (one) holds its cells and
+    // prefers w.
+    assert!(listed >= 2, "{listed}");
+    let start = Instant::now();
+    loop {
+        let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
+        if explain.contains("tasks=2, cells=4, preferred=[w=1]") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the plan does not prefer w: {explain}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Leaving removes the index with the heartbeat.
+    w.leave_swarm().await.unwrap();
+    assert!(meadow.get("_caches/node_w.json").await.unwrap().is_none());
+    coordinator.leave_swarm().await.unwrap();
+}

@@ -58,6 +58,8 @@ pub struct CellCache {
     fills: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Grows with every cell cached or evicted: the version of the node's cache index.
+    version: AtomicU64,
 }
 
 impl fmt::Debug for CellCache {
@@ -109,6 +111,7 @@ impl CellCache {
         let _ = std::fs::remove_dir_all(dir.join(STAGING));
         let mut index = Index::default();
         index_existing(&dir, &dir, &mut index);
+        let index_is_empty = index.entries.is_empty();
         Ok(Self {
             inner,
             local,
@@ -118,6 +121,8 @@ impl CellCache {
             fills: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            // Cells left by an earlier run are news to the swarm.
+            version: AtomicU64::new(u64::from(!index_is_empty)),
         })
     }
 
@@ -130,6 +135,11 @@ impl CellCache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
         }
+    }
+
+    /// The cache's version: it grows with every cell cached or evicted.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
     }
 
     /// The cached cells, most recently used first, at most `limit`.
@@ -257,6 +267,7 @@ impl CellCache {
             }
             evict
         };
+        self.version.fetch_add(1, Ordering::SeqCst);
         for key in evict {
             let _ = self.local.delete(&Path::from(key.as_str())).await;
         }

@@ -1,7 +1,7 @@
 //! Heartbeats: each node writes `_heartbeats/node_{id}.json` every few seconds.
 //!
 //! A heartbeat says what the node can do (bees, budget), how loaded it is (busy bees, colony
-//! temperature) and which cells it has cached. Its `seq` grows with every beat: readers judge
+//! temperature) and how much it has cached (the cells themselves are in its cache index). Its `seq` grows with every beat: readers judge
 //! liveness from whether the object changed on *their own* clock, never from `clock_ms`, which is
 //! the writer's clock and only informative.
 
@@ -29,9 +29,14 @@ pub struct Heartbeat {
     /// The colony's band (`cold` … `critical`): the swarm deals a hot node less work.
     #[serde(with = "band_name")]
     pub band: Band,
-    /// Bytes held by the node's cell cache, and (the most recently used of) its cells.
+    /// Bytes and cells held by the node's cell cache.
     pub cache_bytes: u64,
-    pub cached_cells: Vec<String>,
+    #[serde(default)]
+    pub cache_cells: usize,
+    /// The version of the node's cache index (`_caches/node_{id}.json`) last written: readers
+    /// fetch the index when it moves. 0: none written.
+    #[serde(default)]
+    pub cache_version: u64,
     pub version: String,
     /// The distributed queries this node coordinates now: its lease on their folders, which no
     /// node sweeps while a live heartbeat lists them.

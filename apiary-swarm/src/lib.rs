@@ -8,12 +8,13 @@
 //!   `_queries/{id}/` and streams back the partial results;
 //! - [`worker`]: every node claims tasks with a conditional create, runs them on a bee and writes
 //!   Arrow IPC partials;
-//! - [`cache`]: the local cell cache (tier 2), reported in heartbeats;
+//! - [`cache`]: the local cell cache (tier 2), listed in each node's [`cache_index`];
 //! - [`codec`]: Apiary's `PhysicalExtensionCodec` for fragments.
 //!
 //! `docs/swarm.md` describes the protocol and its JSON.
 
 pub mod cache;
+pub mod cache_index;
 pub mod codec;
 pub mod config;
 pub mod error;

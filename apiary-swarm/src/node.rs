@@ -13,6 +13,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cache::{CacheStatus, CellCache};
+use crate::cache_index::{CacheIndex, cache_index_key};
 use crate::codec::ApiaryCodec;
 use crate::config::SwarmConfig;
 use crate::error::Result;
@@ -21,8 +22,16 @@ use crate::heartbeat::{Heartbeat, heartbeat_key};
 use crate::rule::SwarmRule;
 use crate::world_view::{NodeView, WorldView};
 
-/// How many cached cells a heartbeat lists (the most recently used).
-const CACHED_CELLS_REPORTED: usize = 10_000;
+/// A changed cache index is written again at most every this many beats: a cache filling
+/// during a query changes with every cell.
+const CACHE_INDEX_EVERY: u64 = 5;
+
+/// The cache index this node last wrote: its version, and at which beat.
+#[derive(Debug, Default, Clone, Copy)]
+struct IndexWritten {
+    version: u64,
+    at_seq: Option<u64>,
+}
 
 /// Heartbeat writes that may be under way at once when the store is slow.
 const MAX_BEATS_IN_FLIGHT: usize = 3;
@@ -66,6 +75,7 @@ pub(crate) struct NodeInner {
     /// lands after the heartbeat is deleted.
     beats: Arc<Semaphore>,
     seq: AtomicU64,
+    index: Mutex<IndexWritten>,
     started_ms: i64,
     loops: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -165,6 +175,7 @@ impl SwarmNode {
             failed: Mutex::new(BTreeSet::new()),
             beats: Arc::new(Semaphore::new(MAX_BEATS_IN_FLIGHT)),
             seq: AtomicU64::new(0),
+            index: Mutex::new(IndexWritten::default()),
             started_ms: chrono::Utc::now().timestamp_millis(),
             loops: Mutex::new(vec![]),
         });
@@ -270,14 +281,18 @@ impl SwarmNode {
             temperature: t.value,
             band: t.band,
             cache_bytes: cache.bytes,
-            cached_cells: self.inner.cache.cached_cells(CACHED_CELLS_REPORTED),
+            cache_cells: cache.cells,
+            cache_version: lock(&self.inner.index).version,
             version: env!("CARGO_PKG_VERSION").to_string(),
             queries: lock(&self.inner.coordinating).iter().cloned().collect(),
         }
     }
 
-    /// Writes one heartbeat now.
+    /// Writes one heartbeat now (after the cache index, if the cache changed).
     pub async fn beat(&self) -> Result<()> {
+        if let Err(e) = self.write_cache_index().await {
+            log::warn!("node {}: writing the cache index failed: {e}", self.id());
+        }
         let hb = self.heartbeat();
         self.inner
             .membership
@@ -287,7 +302,39 @@ impl SwarmNode {
         Ok(())
     }
 
-    /// Leaves the swarm gracefully: stops the loops and deletes this node's heartbeat.
+    /// Writes the cache index if the cache changed since the last one, and that one is at least
+    /// [`CACHE_INDEX_EVERY`] beats old.
+    async fn write_cache_index(&self) -> Result<()> {
+        let version = self.inner.cache.version();
+        let seq = self.inner.seq.load(Ordering::SeqCst);
+        let written = *lock(&self.inner.index);
+        let recent = written
+            .at_seq
+            .is_some_and(|at| seq < at + CACHE_INDEX_EVERY);
+        if version == written.version || recent {
+            return Ok(());
+        }
+        let index = CacheIndex {
+            node_id: self.id().to_string(),
+            version,
+            cells: self.inner.cache.cached_cells(usize::MAX),
+        };
+        self.inner
+            .membership
+            .put(&cache_index_key(self.id()), index.encode()?)
+            .await?;
+        let mut written = lock(&self.inner.index);
+        if version > written.version {
+            *written = IndexWritten {
+                version,
+                at_seq: Some(seq),
+            };
+        }
+        Ok(())
+    }
+
+    /// Leaves the swarm gracefully: stops the loops and deletes this node's heartbeat and cache
+    /// index.
     pub async fn leave(&self) -> Result<()> {
         self.halt();
         // Wait for the beats under way: none may land after the delete.
@@ -299,6 +346,10 @@ impl SwarmNode {
         self.inner
             .membership
             .delete(&heartbeat_key(self.id()))
+            .await?;
+        self.inner
+            .membership
+            .delete(&cache_index_key(self.id()))
             .await?;
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! free bee of the alive nodes (see [`assign`]); the nodes' free bees pull them (see the worker),
 //! and a task holding cells a node reports cached waits a short while for that node.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use apiary_exec::Band;
@@ -25,6 +26,13 @@ use crate::fragment::{files_of, ships};
 use crate::heartbeat::Heartbeat;
 use crate::node::NodeInner;
 use crate::swarm_exec::{PlannedTask, SwarmExec};
+
+/// An alive node as the rule sees it: its last heartbeat, and the cells its cache index lists.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub heartbeat: Heartbeat,
+    pub cached: Arc<HashSet<String>>,
+}
 
 #[derive(Clone)]
 pub struct SwarmRule {
@@ -48,7 +56,7 @@ impl SwarmRule {
         &self,
         plan: Arc<dyn ExecutionPlan>,
         options: &SwarmOptions,
-        nodes: &[Heartbeat],
+        nodes: &[Candidate],
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if let Some(split) = self.split_single_aggregate(&plan, options, nodes)? {
             return Ok(split);
@@ -109,7 +117,7 @@ impl SwarmRule {
         &self,
         plan: &Arc<dyn ExecutionPlan>,
         options: &SwarmOptions,
-        nodes: &[Heartbeat],
+        nodes: &[Candidate],
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         let Some(agg) = plan.downcast_ref::<AggregateExec>() else {
             return Ok(None);
@@ -192,14 +200,14 @@ fn offered_bees(node: &Heartbeat, all_critical: bool) -> usize {
 /// repartitioning). Tasks are not dealt: free bees pull them.
 pub fn assign(
     files: Vec<PartitionedFile>,
-    nodes: &[Heartbeat],
+    nodes: &[Candidate],
     tasks_per_bee: usize,
     min_task_bytes: u64,
 ) -> Vec<PlannedTask> {
-    let all_critical = nodes.iter().all(|n| n.band == Band::Critical);
+    let all_critical = nodes.iter().all(|n| n.heartbeat.band == Band::Critical);
     let offered: Vec<usize> = nodes
         .iter()
-        .map(|n| offered_bees(n, all_critical))
+        .map(|n| offered_bees(&n.heartbeat, all_critical))
         .collect();
     let bees: usize = offered.iter().sum();
     if bees == 0 {
@@ -232,7 +240,7 @@ pub fn assign(
                         files: vec![],
                     },
                     0u64,
-                    n.node_id.as_str(),
+                    n.heartbeat.node_id.as_str(),
                 )
             })
         })
@@ -254,7 +262,7 @@ pub fn assign(
                 tasks[*i].1 + size <= target + slack
                     && nodes
                         .iter()
-                        .any(|n| n.node_id == owner && n.cached_cells.contains(&key))
+                        .any(|n| n.heartbeat.node_id == owner && n.cached.contains(&key))
             })
             .min_by_key(|i| tasks[*i].1);
         match cached_at {
@@ -347,7 +355,15 @@ impl PhysicalOptimizerRule for SwarmRule {
         if !options.enabled {
             return Ok(plan);
         }
-        let nodes = self.node.world.alive();
+        let world = &self.node.world;
+        let nodes: Vec<Candidate> = world
+            .alive()
+            .into_iter()
+            .map(|heartbeat| Candidate {
+                cached: world.cached(&heartbeat.node_id),
+                heartbeat,
+            })
+            .collect();
         if nodes.len() < 2 {
             return Ok(plan);
         }
@@ -371,8 +387,8 @@ mod tests {
     /// The default `swarm.min_task_bytes`.
     const FLOOR: u64 = 8 << 20;
 
-    fn node(id: &str, bees: usize, cached: &[&str]) -> Heartbeat {
-        Heartbeat {
+    fn node(id: &str, bees: usize, cached: &[&str]) -> Candidate {
+        let heartbeat = Heartbeat {
             node_id: id.into(),
             seq: 1,
             clock_ms: 0,
@@ -384,9 +400,14 @@ mod tests {
             temperature: 0.0,
             band: Band::Cold,
             cache_bytes: 0,
-            cached_cells: cached.iter().map(|c| c.to_string()).collect(),
+            cache_cells: cached.len(),
+            cache_version: 1,
             version: "test".into(),
             queries: vec![],
+        };
+        Candidate {
+            heartbeat,
+            cached: Arc::new(cached.iter().map(|c| c.to_string()).collect()),
         }
     }
 
@@ -470,9 +491,9 @@ mod tests {
             .map(|i| (format!("c{i}.parquet"), 10 * MB))
             .collect();
         let files = || cells.iter().map(|(n, s)| cell(n, *s)).collect::<Vec<_>>();
-        let load = |mut n: Heartbeat, busy: usize, band: Band| {
-            n.busy_bees = busy;
-            n.band = band;
+        let load = |mut n: Candidate, busy: usize, band: Band| {
+            n.heartbeat.busy_bees = busy;
+            n.heartbeat.band = band;
             n
         };
         let nodes = [

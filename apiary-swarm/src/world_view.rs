@@ -3,7 +3,8 @@
 //! One listing of `_heartbeats/` per poll (its cost grows with the number of nodes, not the data),
 //! and a GET of each heartbeat that changed. A node is judged by how long its heartbeat has been
 //! unchanged *on the observer's clock* — so a node whose clock is minutes off is judged like any
-//! other. Heartbeats dead for long enough are removed by whichever node sees them.
+//! other. Heartbeats dead for long enough are removed by whichever node sees them. A node's cache
+//! index is read when its heartbeat's `cache_version` moves.
 //!
 //! A slow store is not a dead node. Silence is measured up to the start of the last successful
 //! poll (what happened after it is not known yet), and a node's silence is excused by the
@@ -12,13 +13,14 @@
 //! is slow and nobody is judged for it; if any other node (or this one) beats on time, a
 //! silent node has no excuse.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apiary_catalog::Meadow;
 use futures::StreamExt;
 
+use crate::cache_index::{CacheIndex, cache_index_key};
 use crate::config::SwarmConfig;
 use crate::error::Result;
 use crate::heartbeat::{HEARTBEATS, Heartbeat, node_of_key};
@@ -65,6 +67,8 @@ pub struct WorldView {
     meadow: Meadow,
     config: SwarmConfig,
     observed: Mutex<HashMap<String, Observation>>,
+    /// The cache indexes read: per node, the index's version and its cells.
+    indexes: Mutex<HashMap<String, (u64, Arc<HashSet<String>>)>>,
     /// When the last successful poll started: silences are measured up to it.
     last_poll: Mutex<Option<Instant>>,
 }
@@ -82,6 +86,7 @@ impl WorldView {
             meadow,
             config,
             observed: Mutex::new(HashMap::new()),
+            indexes: Mutex::new(HashMap::new()),
             last_poll: Mutex::new(None),
         }
     }
@@ -176,6 +181,7 @@ impl WorldView {
         // Forget nodes whose heartbeat is gone (they left, or were swept); this node's own
         // observation stays while it beats.
         lock(&self.observed).retain(|node, _| seen.contains(node) || *node == self.config.node_id);
+        self.read_cache_indexes().await;
         *lock(&self.last_poll) = Some(started);
         // Sweep the long dead.
         let sweep: Vec<String> = self
@@ -192,9 +198,61 @@ impl WorldView {
             self.meadow
                 .delete(&crate::heartbeat::heartbeat_key(&node))
                 .await?;
+            self.meadow.delete(&cache_index_key(&node)).await?;
             lock(&self.observed).remove(&node);
         }
         Ok(self.nodes())
+    }
+
+    /// Reads the cache index of every node whose heartbeat names a version this view does not
+    /// hold (a GET each, at once); forgets those of nodes gone. An unreadable index is skipped
+    /// (tried again at the next poll): it only steers where cached cells go.
+    async fn read_cache_indexes(&self) {
+        let wanted: Vec<(String, u64)> = {
+            let observed = lock(&self.observed);
+            let mut indexes = lock(&self.indexes);
+            indexes.retain(|node, _| {
+                observed
+                    .get(node)
+                    .is_some_and(|o| o.heartbeat.cache_version > 0)
+            });
+            observed
+                .iter()
+                .map(|(node, o)| (node.clone(), o.heartbeat.cache_version))
+                .filter(|(node, v)| *v > 0 && indexes.get(node).map(|(have, _)| *have) != Some(*v))
+                .collect()
+        };
+        let fetched: Vec<_> = futures::stream::iter(wanted)
+            .map(|(node, _)| async move {
+                let key = cache_index_key(&node);
+                let body = self.meadow.get(&key).await;
+                (node, key, body)
+            })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
+        for (node, key, body) in fetched {
+            let index = match body {
+                Ok(Some(bytes)) => CacheIndex::decode(&bytes, &key),
+                Ok(None) => continue, // not written yet, or removed meanwhile
+                Err(e) => Err(e.into()),
+            };
+            match index {
+                Ok(index) => {
+                    let cells = Arc::new(index.cells.into_iter().collect());
+                    lock(&self.indexes).insert(node, (index.version, cells));
+                }
+                Err(e) => log::debug!("cache index of {node}: {e}"),
+            }
+        }
+    }
+
+    /// The cells `node`'s cache index lists, as last read (empty when none was read).
+    pub fn cached(&self, node: &str) -> Arc<HashSet<String>> {
+        lock(&self.indexes)
+            .get(node)
+            .map(|(_, cells)| cells.clone())
+            .unwrap_or_default()
     }
 
     /// The nodes as of the last poll, judged now.

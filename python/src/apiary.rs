@@ -262,7 +262,7 @@ impl PyApiary {
             d.set_item("busy_bees", h.busy_bees)?;
             d.set_item("temperature", h.temperature)?;
             d.set_item("band", h.band.to_string())?;
-            d.set_item("cached_cells", h.cached_cells.len())?;
+            d.set_item("cached_cells", h.cache_cells)?;
             d.set_item("cache_bytes", h.cache_bytes)?;
             list.append(d)?;
         }

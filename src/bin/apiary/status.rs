@@ -77,7 +77,7 @@ pub async fn run(storage: &str, args: StatusArgs) -> Result<(), Box<dyn std::err
                 busy: h.busy_bees,
                 temperature: h.temperature,
                 band: h.band.to_string(),
-                cached_cells: h.cached_cells.len(),
+                cached_cells: h.cache_cells,
                 cache_bytes: h.cache_bytes,
                 age_ms: now - h.clock_ms,
                 node: h.node_id,
