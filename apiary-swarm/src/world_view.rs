@@ -67,11 +67,14 @@ pub struct WorldView {
     meadow: Meadow,
     config: SwarmConfig,
     observed: Mutex<HashMap<String, Observation>>,
-    /// The cache indexes read: per node, the index's version and its cells.
-    indexes: Mutex<HashMap<String, (u64, Arc<HashSet<String>>)>>,
+    /// The cache indexes read, per node.
+    indexes: Mutex<HashMap<String, IndexRead>>,
     /// When the last successful poll started: silences are measured up to it.
     last_poll: Mutex<Option<Instant>>,
 }
+
+/// A node's cache index as read: its version and its cells.
+type IndexRead = (u64, Arc<HashSet<String>>);
 
 /// How many changed heartbeats one poll fetches at once.
 const FETCH_CONCURRENCY: usize = 8;
