@@ -24,8 +24,13 @@ pub struct SwarmConfig {
     pub view_interval: Duration,
     /// Poll interval for new queries while queries run (the shortest) …
     pub poll_min: Duration,
-    /// … growing to this while the swarm is idle. Defaults 50 ms and 1 s.
+    /// … growing to this while the swarm is idle. Defaults 50 ms and 500 ms. An idle node looks
+    /// at one object then (`_queries/latest.json`, rewritten by every coordinator that publishes
+    /// a query) and lists `_queries/` only when it changed, or every `list_every`.
     pub poll_max: Duration,
+    /// How often an idle node lists `_queries/` all the same (to sweep what others left).
+    /// Default 10 s.
+    pub list_every: Duration,
     /// How long polling stays at `poll_min` after the last query was seen: queries come in
     /// bursts, and a node that just worked should not make the next query wait `poll_max` for
     /// it. Default 10 s.
@@ -70,7 +75,8 @@ impl Default for SwarmConfig {
             remove_dead_after: Duration::from_secs(60),
             view_interval: interval,
             poll_min: Duration::from_millis(50),
-            poll_max: Duration::from_secs(1),
+            poll_max: Duration::from_millis(500),
+            list_every: Duration::from_secs(10),
             poll_linger: Duration::from_secs(10),
             steal_after: Duration::from_millis(1500),
             task_deadline: Duration::from_secs(300),

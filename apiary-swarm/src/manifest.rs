@@ -12,6 +12,8 @@
 //! done_{n}.json          which attempt's result counts (conditional create: the first to finish)
 //! finished.json          the query is over (ok, failed or cancelled); workers stop
 //! ```
+//!
+//! and `_queries/latest.json`, the query published last, which idle nodes watch.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,6 +24,18 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, SwarmError};
 
 pub const QUERIES: &str = "_queries";
+
+/// Rewritten by every coordinator when it publishes a query: idle nodes watch this one object
+/// rather than list `_queries/`.
+pub const LATEST: &str = "_queries/latest.json";
+
+/// The body of [`LATEST`]: the query published last (informative: a change is what counts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latest {
+    pub query_id: String,
+    pub coordinator: String,
+    pub created_ms: i64,
+}
 
 /// One task: a fragment over a group of cells, claimed by whichever node has a free bee.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

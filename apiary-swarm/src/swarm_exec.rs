@@ -41,8 +41,8 @@ use tokio::task::JoinSet;
 use crate::error::{Result, SwarmError};
 use crate::fragment::fragment_of_all;
 use crate::manifest::{
-    Claim, Done, Finished, Manifest, Outcome, QueryDir, Retry, TaskCell, TaskError, TaskSpec,
-    decode, encode,
+    Claim, Done, Finished, LATEST, Latest, Manifest, Outcome, QueryDir, Retry, TaskCell, TaskError,
+    TaskSpec, decode, encode,
 };
 use crate::node::{Lease, NodeInner};
 use crate::worker::{Attempt, Slots, claim_and_run, query_state, remove_query_but_marker};
@@ -369,6 +369,20 @@ impl Coordination {
         node.meadow
             .create(&query.manifest(), encode(&manifest, &query.manifest())?)
             .await?;
+        // Idle nodes watch this one object: a change sends them listing (off the critical path).
+        let latest = Latest {
+            query_id: query.query_id.clone(),
+            coordinator: config.node_id.clone(),
+            created_ms: manifest.created_ms,
+        };
+        if let Ok(body) = encode(&latest, LATEST) {
+            let node = node.clone();
+            tokio::spawn(async move {
+                if let Err(e) = node.meadow.put(LATEST, body).await {
+                    log::debug!("writing {LATEST}: {e}");
+                }
+            });
+        }
         let slots = Slots {
             running: Arc::new(AtomicUsize::new(0)),
             capacity: self.ctx.session_config().target_partitions().max(1),

@@ -5,8 +5,11 @@
 //! offered again after a failure (anyone's but the nodes it failed on, while another may run it),
 //! then one that prefers this node (it caches its cells), then one that prefers nobody, and
 //! after `steal_after` one that prefers another node (at once if that node is dead or gone). A
-//! hot node runs one task at a time, a critical one none while another node is not critical. The poll interval is short while queries run and for `poll_linger`
-//! after, and grows to `poll_max` when the swarm is idle.
+//! hot node runs one task at a time, a critical one none while another node is not critical.
+//!
+//! The poll interval is short while queries run and for `poll_linger` after, and grows to
+//! `poll_max` when the swarm is idle; an idle node then looks only at `_queries/latest.json` (a
+//! HEAD) and lists `_queries/` when it changed, or every `list_every`.
 //!
 //! Any node sweeps a query folder (see [`expired`]): a running query's once its coordinator's
 //! lease has been seen lapsed for `dead_after` (the coordinator is dead or gone, or a heartbeat
@@ -36,8 +39,8 @@ use crate::error::{Result, SwarmError};
 use crate::fragment::narrow;
 use crate::manifest::TaskSpec;
 use crate::manifest::{
-    Claim, Done, Manifest, Progress, QUERIES, QueryDir, QueryState, TaskCell, TaskError, decode,
-    encode,
+    Claim, Done, LATEST, Manifest, Progress, QUERIES, QueryDir, QueryState, TaskCell, TaskError,
+    decode, encode,
 };
 use crate::node::{NodeInner, lock};
 use crate::world_view::NodeState;
@@ -91,28 +94,62 @@ pub(crate) async fn worker_loop(node: Arc<NodeInner>) {
     let config = node.config.clone();
     let mut interval = config.poll_max;
     let mut last_active: Option<Instant> = None;
+    let mut idle = false;
+    let mut listed_at: Option<Instant> = None;
+    let mut latest: Option<String> = None;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = node.nudge.notified() => {}
-        }
+        let nudged = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = node.nudge.notified() => true,
+        };
         if node.stopping.load(Ordering::SeqCst) {
             break;
         }
+        // Idle: one HEAD of the object every coordinator rewrites when it publishes a query.
+        if idle && !nudged {
+            let seen = latest_fingerprint(&node).await;
+            let due = listed_at.is_none_or(|t| t.elapsed() >= config.list_every);
+            // Unreadable (`None`): cannot tell, so list.
+            if seen.is_some() && seen == latest && !due {
+                continue;
+            }
+            latest = seen;
+        }
+        listed_at = Some(Instant::now());
         match poll(&node, &mut known).await {
             Ok(true) => {
                 last_active = Some(Instant::now());
                 interval = config.poll_min;
+                idle = false;
             }
             Ok(false) if last_active.is_some_and(|t| t.elapsed() < config.poll_linger) => {
                 interval = config.poll_min;
+                idle = false;
             }
-            Ok(false) => interval = (interval * 2).clamp(config.poll_min, config.poll_max),
+            Ok(false) => {
+                interval = (interval * 2).clamp(config.poll_min, config.poll_max);
+                idle = true;
+            }
             Err(e) => {
                 log::warn!("node {}: polling for work failed: {e}", config.node_id);
                 interval = config.poll_max;
+                idle = false;
             }
         }
+    }
+}
+
+/// What identifies the content of `_queries/latest.json` now: its e-tag (else modification time
+/// and size), or `"absent"`; `None` when the store could not say.
+async fn latest_fingerprint(node: &NodeInner) -> Option<String> {
+    match node.meadow.head(LATEST).await {
+        Ok(Some(meta)) => {
+            Some(meta.e_tag.unwrap_or_else(|| {
+                format!("{}:{}", meta.last_modified.timestamp_micros(), meta.size)
+            }))
+        }
+        Ok(None) => Some("absent".into()),
+        Err(_) => None,
     }
 }
 
