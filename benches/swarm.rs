@@ -9,9 +9,15 @@
 //! - idle cost: CPU time of an idle node process, and the object-store requests per minute of
 //!   an idle node (counted in-process on the same folder, same defaults).
 //!
+//! - storage calls of one distributed query, per node and kind, on counting stores (`--calls`;
+//!   `--calls-only` skips the scale-out).
+//!
 //! ```text
-//! cargo bench --bench swarm --no-default-features -- [--runs 7] [--queries 1,6] [--small 2,11] [--idle-secs 60]
+//! cargo bench --bench swarm --no-default-features -- [--runs 7] [--queries 1,6] [--small 2,11] [--idle-secs 60] [--calls 1,6]
 //! ```
+//!
+//! Every answer of the two-node side is compared with the one-node side's (numbers to nine
+//! significant digits: the order of a distributed sum differs).
 //!
 //! (`--no-default-features` only skips building the `apiary` shell, which this does not use.)
 //! `--timeline` keeps the query folders and prints, per query, when each of their objects was
@@ -228,8 +234,14 @@ async fn scale_out(dir: &Path, runs: usize) {
     let mut lines = vec![];
     for q in queries("--queries", "1,6") {
         let sql = tpch_query(q);
-        assert!(distributed(&forced, &sql).await, "q{q} is not distributed");
-        // Warm-up: the worker fills its cell cache, both warm the page cache.
+        let shared = if distributed(&forced, &sql).await {
+            ""
+        } else {
+            " (not distributed)"
+        };
+        // Warm-up: the worker fills its cell cache, both warm the page cache; the answers match.
+        let (a, b) = (answer(&local, &sql).await, answer(&forced, &sql).await);
+        assert_eq!(a, b, "q{q}: the two-node answer differs");
         for _ in 0..2 {
             run(&local, &sql).await;
             run(&forced, &sql).await;
@@ -244,7 +256,7 @@ async fn scale_out(dir: &Path, runs: usize) {
         }
         let (one, two) = (median(one), median(two));
         println!(
-            "| q{q} | {:.0} | {:.0} | {:.2}× |",
+            "| q{q}{shared} | {:.0} | {:.0} | {:.2}× |",
             ms(one),
             ms(two),
             one.as_secs_f64() / two.as_secs_f64()
@@ -299,6 +311,107 @@ async fn scale_out(dir: &Path, runs: usize) {
             two.as_secs_f64() / one.as_secs_f64()
         );
     }
+    coordinator.leave_swarm().await.expect("leave");
+}
+
+/// A query's answer as sorted lines, numbers to nine significant digits.
+async fn answer(ctx: &SessionContext, sql: &str) -> Vec<String> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let batches = ctx
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let options = FormatOptions::default();
+    let mut lines = vec![];
+    for batch in &batches {
+        let columns: Vec<ArrayFormatter> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+            .collect();
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|c| {
+                    let text = c.value(row).to_string();
+                    match text.parse::<f64>() {
+                        Ok(x) if text.contains('.') => format!("{x:.8e}"),
+                        _ => text,
+                    }
+                })
+                .collect();
+            lines.push(cells.join("|"));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// Storage calls of one run of each `--calls` query, on a coordinator and a worker in this process
+/// (one bee each), each on its own counting store over the same folder; with the default
+/// `swarm.tasks_per_bee` and with one task per bee.
+async fn calls(dir: &Path) {
+    let Some(list) = arg("--calls") else { return };
+    let scratch = work_dir("swarm-calls");
+    let _ = std::fs::remove_dir_all(scratch.join("cache"));
+    let node = |id: &'static str| {
+        let scratch = scratch.clone();
+        async move {
+            let (meadow, counting) = counting_local_meadow(dir);
+            let io = IoRuntime::new().expect("io runtime");
+            let ap = Apiary::from_meadow(meadow, io, one_node(&scratch.join(id)))
+                .await
+                .expect("open");
+            let mut config = SwarmConfig::default().with_node_id(id);
+            config.cache_dir = scratch.join("cache");
+            ap.join_swarm(config).await.expect("join");
+            (ap, counting)
+        }
+    };
+    let (coordinator, at_coordinator) = node("coordinator").await;
+    let (worker, at_worker) = node("worker").await;
+    wait_alive(&coordinator, "worker").await;
+    println!("\n## Storage calls of one distributed query (TPC-H SF1, local folder)\n");
+    println!("| query | tasks per bee | tasks | coordinator | worker |");
+    println!("|---|---:|---:|---|---|");
+    for q in list
+        .split(',')
+        .map(|q| q.trim().parse::<usize>().expect("query"))
+    {
+        let sql = tpch_query(q);
+        for per_bee in [3, 1] {
+            let ctx = tpch_session(&coordinator).await;
+            run(&ctx, "SET swarm.min_bytes = 0").await;
+            run(&ctx, &format!("SET swarm.tasks_per_bee = {per_bee}")).await;
+            run(&ctx, &sql).await; // warm: caches filled, the worker polling fast
+            let line = swarm_line(&ctx, &sql).await;
+            let tasks = line
+                .split("tasks=")
+                .nth(1)
+                .and_then(|t| t.split(',').next())
+                .unwrap_or("?")
+                .to_string();
+            at_coordinator.take();
+            at_worker.take();
+            run(&ctx, &sql).await;
+            let show = |calls: BTreeMap<&str, usize>| {
+                calls
+                    .iter()
+                    .map(|(op, n)| format!("{op} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!(
+                "| q{q} | {per_bee} | {tasks} | {} | {} |",
+                show(at_coordinator.take()),
+                show(at_worker.take())
+            );
+        }
+    }
+    worker.leave_swarm().await.expect("leave");
     coordinator.leave_swarm().await.expect("leave");
 }
 
@@ -376,7 +489,10 @@ fn main() {
     rt.block_on(async {
         let (dir, ap) = tpch_apiary("1").await;
         drop(ap);
-        scale_out(&dir, runs).await;
+        if arg("--calls-only").is_none() {
+            scale_out(&dir, runs).await;
+        }
+        calls(&dir).await;
         if idle_secs > 0 {
             idle(idle_secs).await;
         }

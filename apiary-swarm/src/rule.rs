@@ -15,17 +15,20 @@ use apiary_exec::Band;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::error::Result;
+use datafusion::execution::TaskContext;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::limit::GlobalLimitExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning, replace_children_if_necessary};
 
+use crate::codec::ApiaryCodec;
 use crate::config::SwarmOptions;
+use crate::fragment::ScanMatcher;
 use crate::fragment::{files_of, ships};
 use crate::heartbeat::Heartbeat;
-use crate::node::NodeInner;
-use crate::swarm_exec::{PlannedTask, SwarmExec};
+use crate::membership::Membership;
+use crate::swarm_exec::{Exchange, PlannedTask, SwarmExec};
 
 /// An alive node as the rule sees it: its last heartbeat, and the cells its cache index lists.
 #[derive(Debug, Clone)]
@@ -34,22 +37,41 @@ pub struct Candidate {
     pub cached: Arc<HashSet<String>>,
 }
 
+/// Installable on any `SessionState` (before Apiary's `ChamberRule`): see the module docs.
 #[derive(Clone)]
 pub struct SwarmRule {
-    node: Arc<NodeInner>,
+    /// Which nodes are alive, and what they cache.
+    membership: Arc<Membership>,
+    matcher: ScanMatcher,
+    /// Encodes fragments, which are decoded again under `decoding` to check they travel.
+    codec: ApiaryCodec,
+    decoding: Arc<TaskContext>,
+    exchange: Arc<dyn Exchange>,
 }
 
 impl std::fmt::Debug for SwarmRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SwarmRule")
-            .field("node", &self.node.config.node_id)
+            .field("exchange", &self.exchange)
             .finish()
     }
 }
 
 impl SwarmRule {
-    pub(crate) fn new(node: Arc<NodeInner>) -> Self {
-        Self { node }
+    pub(crate) fn new(
+        membership: Arc<Membership>,
+        matcher: ScanMatcher,
+        codec: ApiaryCodec,
+        decoding: Arc<TaskContext>,
+        exchange: Arc<dyn Exchange>,
+    ) -> Self {
+        Self {
+            membership,
+            matcher,
+            codec,
+            decoding,
+            exchange,
+        }
     }
 
     fn rewrite(
@@ -61,7 +83,7 @@ impl SwarmRule {
         if let Some(split) = self.split_single_aggregate(&plan, options, nodes)? {
             return Ok(split);
         }
-        if let Some(scan) = self.node.matcher.distributable(&plan)
+        if let Some(scan) = self.matcher.distributable(&plan)
             && ships(&plan)
         {
             // Tasks land in any order on any partition: operators above that were planned on a
@@ -82,15 +104,21 @@ impl SwarmRule {
                 return Ok(plan);
             }
             let fetch = chain_fetch(&plan);
-            let swarm: Arc<dyn ExecutionPlan> =
-                match SwarmExec::try_new(plan.clone(), tasks, self.node.clone()) {
-                    Ok(exec) => Arc::new(exec),
-                    Err(e) => {
-                        // What cannot travel runs here: a slower query, never a failed one.
-                        log::debug!("keeping a scan local: its fragment does not travel: {e}");
-                        return Ok(plan);
-                    }
-                };
+            let made = SwarmExec::try_new(
+                plan.clone(),
+                tasks,
+                &self.codec,
+                &self.decoding,
+                self.exchange.clone(),
+            );
+            let swarm: Arc<dyn ExecutionPlan> = match made {
+                Ok(exec) => Arc::new(exec),
+                Err(e) => {
+                    // What cannot travel runs here: a slower query, never a failed one.
+                    log::debug!("keeping a scan local: its fragment does not travel: {e}");
+                    return Ok(plan);
+                }
+            };
             return Ok(match fetch {
                 Some(fetch) => limit_above(swarm, fetch),
                 None => swarm,
@@ -124,7 +152,7 @@ impl SwarmRule {
         };
         if *agg.mode() != AggregateMode::Single
             || agg.limit_options().is_some()
-            || self.node.matcher.distributable(agg.input()).is_none()
+            || self.matcher.distributable(agg.input()).is_none()
         {
             return Ok(None);
         }
@@ -192,7 +220,7 @@ fn offered_bees(node: &Heartbeat, all_critical: bool) -> usize {
 }
 
 /// Cuts `files` into tasks of equal bytes: `tasks_per_bee` for every bee the nodes offer
-/// ([`offered_bees`]), fewer when the tasks would be smaller than `min_task_bytes`, never fewer
+/// (`offered_bees`), fewer when the tasks would be smaller than `min_task_bytes`, never fewer
 /// than the bees. Each node has a share of the tasks in proportion to its bees; a cell a node
 /// reports cached goes whole into its share while there is room, and a task holding one prefers
 /// that node. The rest fill the tasks in turn, a cell split into byte ranges at a task's boundary
@@ -355,7 +383,7 @@ impl PhysicalOptimizerRule for SwarmRule {
         if !options.enabled {
             return Ok(plan);
         }
-        let world = &self.node.world;
+        let world = &self.membership.world;
         let nodes: Vec<Candidate> = world
             .alive()
             .into_iter()

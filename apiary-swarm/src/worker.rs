@@ -37,12 +37,12 @@ use futures::StreamExt;
 
 use crate::error::{Result, SwarmError};
 use crate::fragment::narrow;
+use crate::local_node::{LocalNode, lock};
 use crate::manifest::TaskSpec;
 use crate::manifest::{
     Claim, Done, LATEST, Manifest, Progress, QUERIES, QueryDir, QueryState, TaskCell, TaskError,
     decode, encode,
 };
-use crate::node::{NodeInner, lock};
 use crate::world_view::NodeState;
 use apiary_exec::Band;
 
@@ -89,7 +89,7 @@ impl Drop for Attempt {
 const FINISHED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs until the node stops.
-pub(crate) async fn worker_loop(node: Arc<NodeInner>) {
+pub(crate) async fn worker_loop(node: Arc<LocalNode>) {
     let mut known: HashMap<String, Known> = HashMap::new();
     let config = node.config.clone();
     let mut interval = config.poll_max;
@@ -141,7 +141,7 @@ pub(crate) async fn worker_loop(node: Arc<NodeInner>) {
 
 /// What identifies the content of `_queries/latest.json` now: its e-tag (else modification time
 /// and size), or `"absent"`; `None` when the store could not say.
-async fn latest_fingerprint(node: &NodeInner) -> Option<String> {
+async fn latest_fingerprint(node: &LocalNode) -> Option<String> {
     match node.meadow.head(LATEST).await {
         Ok(Some(meta)) => {
             Some(meta.e_tag.unwrap_or_else(|| {
@@ -154,7 +154,7 @@ async fn latest_fingerprint(node: &NodeInner) -> Option<String> {
 }
 
 /// One look at `_queries/`; true when some query is in progress.
-async fn poll(node: &Arc<NodeInner>, known: &mut HashMap<String, Known>) -> Result<bool> {
+async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Result<bool> {
     let listed = node.meadow.list_dir(QUERIES).await?;
     let ids: Vec<String> = listed
         .common_prefixes
@@ -241,7 +241,7 @@ async fn poll(node: &Arc<NodeInner>, known: &mut HashMap<String, Known>) -> Resu
 /// on it for `dead_after` beyond the store's lag; a finished one after [`FINISHED_GRACE`] (kept
 /// for `stale_query_after` with `keep_queries`); one still without a manifest after
 /// `stale_query_after`.
-fn expired(node: &NodeInner, entry: &Known) -> bool {
+fn expired(node: &LocalNode, entry: &Known) -> bool {
     let config = &node.config;
     let old = entry.first_seen.elapsed() >= config.stale_query_after;
     match (&entry.manifest, entry.finished) {
@@ -251,7 +251,7 @@ fn expired(node: &NodeInner, entry: &Known) -> bool {
         }
         (Some(_), Some(finished)) => finished.elapsed() >= FINISHED_GRACE,
         (Some(_), None) => entry.unleased_since.is_some_and(|t| {
-            t.elapsed().saturating_sub(node.world.store_lag()) >= config.dead_after
+            t.elapsed().saturating_sub(node.world().store_lag()) >= config.dead_after
         }),
     }
 }
@@ -267,14 +267,14 @@ enum LeaseSeen {
     NotYet,
 }
 
-fn lease(node: &NodeInner, manifest: &Manifest) -> LeaseSeen {
+fn lease(node: &LocalNode, manifest: &Manifest) -> LeaseSeen {
     if manifest.coordinator == node.config.node_id {
-        return match node.coordinates(&manifest.query_id) {
+        return match node.membership.coordinates(&manifest.query_id) {
             true => LeaseSeen::Held,
             false => LeaseSeen::Lapsed,
         };
     }
-    match node.world.node(&manifest.coordinator) {
+    match node.world().node(&manifest.coordinator) {
         None => LeaseSeen::Lapsed,
         Some(v) if v.state == NodeState::Dead => LeaseSeen::Lapsed,
         Some(v) if v.heartbeat.queries.contains(&manifest.query_id) => LeaseSeen::Held,
@@ -284,7 +284,7 @@ fn lease(node: &NodeInner, manifest: &Manifest) -> LeaseSeen {
 }
 
 /// The state of a query folder, from one listing.
-pub(crate) async fn query_state(node: &NodeInner, dir: &QueryDir) -> Result<QueryState> {
+pub(crate) async fn query_state(node: &LocalNode, dir: &QueryDir) -> Result<QueryState> {
     let listed = node.meadow.list_dir(dir.dir()).await?;
     Ok(QueryState::from_listing(&listed.objects))
 }
@@ -321,13 +321,13 @@ impl Slots {
     /// A place for one more task now, or `None`: a node claims a task only when it can start it
     /// at once — never claims and then waits for a bee, which would stall the task's query (two
     /// busy coordinators would each sit on the other's tasks until the deadline).
-    fn place(&self, node: &NodeInner) -> Result<Option<Place>> {
+    fn place(&self, node: &LocalNode) -> Result<Option<Place>> {
         let capacity = match &self.ctx {
             Some(_) => self.capacity,
             None => {
                 let me = &node.config.node_id;
                 let others_critical = node
-                    .world
+                    .world()
                     .alive()
                     .iter()
                     .filter(|h| h.node_id != *me)
@@ -356,7 +356,7 @@ impl Slots {
 /// Claims the tasks this node may run now and starts them. Returns them, to stop when their
 /// query ends.
 pub(crate) async fn claim_and_run(
-    node: &Arc<NodeInner>,
+    node: &Arc<LocalNode>,
     dir: &QueryDir,
     manifest: &Manifest,
     state: &QueryState,
@@ -364,7 +364,7 @@ pub(crate) async fn claim_and_run(
     slots: &Slots,
 ) -> Result<Vec<Attempt>> {
     let me = node.config.node_id.as_str();
-    let gone = |id: &str| matches!(node.world.state_of(id), Some(NodeState::Dead) | None);
+    let gone = |id: &str| matches!(node.world().state_of(id), Some(NodeState::Dead) | None);
     let mut open: Vec<(u8, &TaskSpec, usize)> = manifest
         .tasks
         .iter()
@@ -425,7 +425,7 @@ pub(crate) async fn claim_and_run(
 struct ProgressBeat(tokio::task::JoinHandle<()>);
 
 impl ProgressBeat {
-    fn start(node: &Arc<NodeInner>, dir: &QueryDir, n: usize, a: usize) -> Self {
+    fn start(node: &Arc<LocalNode>, dir: &QueryDir, n: usize, a: usize) -> Self {
         let (node, key) = (node.clone(), dir.progress(n, a));
         Self(tokio::spawn(async move {
             // Its own schedule, as heartbeats: a slow write does not hold back the next one.
@@ -455,7 +455,7 @@ impl ProgressBeat {
                 in_flight.fetch_add(1, Ordering::SeqCst);
                 let (node, key, in_flight) = (node.clone(), key.clone(), in_flight.clone());
                 writes.spawn(async move {
-                    if let Err(e) = node.membership.put(&key, body).await {
+                    if let Err(e) = node.membership.store.put(&key, body).await {
                         log::debug!("node {}: progress of {key}: {e}", node.config.node_id);
                     }
                     in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -500,8 +500,8 @@ fn pull_capacity(bees: usize, band: Band, others_critical: bool) -> usize {
 /// Whether this node leaves attempt `a` of task `n` to others: it failed the task before, and
 /// more nodes are alive than attempts have failed, so one that has not failed it may be among
 /// them (with as many failures as alive nodes, anyone may take it: the query must go on).
-fn leave_to_others(node: &NodeInner, query: &str, n: usize, a: usize) -> bool {
-    lock(&node.failed).contains(&(query.to_string(), n)) && node.world.alive().len() > a
+fn leave_to_others(node: &LocalNode, query: &str, n: usize, a: usize) -> bool {
+    lock(&node.failed).contains(&(query.to_string(), n)) && node.world().alive().len() > a
 }
 
 /// How often a report (`done`, `error`) is tried before it is given up, and the first pause.
@@ -509,7 +509,7 @@ const REPORT_TRIES: u32 = 5;
 const REPORT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// `write`, tried up to [`REPORT_TRIES`] times with doubling pauses while the query lasts.
-async fn with_backoff<F, Fut>(node: &NodeInner, dir: &QueryDir, what: &str, write: F) -> Result<()>
+async fn with_backoff<F, Fut>(node: &LocalNode, dir: &QueryDir, what: &str, write: F) -> Result<()>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -544,7 +544,7 @@ enum Write {
 
 /// Writes one report object with backoff.
 async fn write_report(
-    node: &NodeInner,
+    node: &LocalNode,
     dir: &QueryDir,
     key: &str,
     body: Result<Bytes>,
@@ -566,7 +566,7 @@ async fn write_report(
 /// backoff; a `done` that cannot be written becomes an `error`, so that the coordinator offers
 /// the task again at once; if that cannot be written either, the attempt's lease runs out (its
 /// progress object stops changing) and the task is taken over.
-async fn report(node: &NodeInner, dir: &QueryDir, n: usize, a: usize, outcome: Result<(u64, u64)>) {
+async fn report(node: &LocalNode, dir: &QueryDir, n: usize, a: usize, outcome: Result<(u64, u64)>) {
     if let Err(SwarmError::QueryOver { query }) = &outcome {
         log::debug!(
             "node {}: query {query} ended before task {n} (attempt {a}) ran; nothing to report",
@@ -633,7 +633,7 @@ struct Work {
 /// narrows it to the task's cells, runs it under the coordinator's settings (in its query's
 /// chamber, or on a bee of this node), and streams its batches into `partial_{n}_{a}.arrow`.
 async fn run_task(
-    node: &NodeInner,
+    node: &LocalNode,
     dir: &QueryDir,
     n: usize,
     a: usize,
@@ -703,7 +703,7 @@ async fn run_task(
 
 /// This node's session settings with the coordinator's `options` laid over them (one it does
 /// not know is skipped, and logged).
-fn settings(node: &NodeInner, options: &BTreeMap<String, String>) -> SessionConfig {
+fn settings(node: &LocalNode, options: &BTreeMap<String, String>) -> SessionConfig {
     let mut config = node.session.copied_config();
     let target = config.options_mut();
     for (key, value) in options {
@@ -716,13 +716,13 @@ fn settings(node: &NodeInner, options: &BTreeMap<String, String>) -> SessionConf
 
 /// Whether the query's folder says it is over (`finished.json`), or is gone (its manifest with
 /// it): a late write must not bring a folder back.
-async fn query_over(node: &NodeInner, dir: &QueryDir) -> bool {
+async fn query_over(node: &LocalNode, dir: &QueryDir) -> bool {
     matches!(node.meadow.exists(&dir.finished()).await, Ok(true))
         || matches!(node.meadow.exists(&dir.manifest()).await, Ok(false))
 }
 
 /// Deletes everything in a query folder (the store's bulk delete where it has one).
-pub(crate) async fn remove_query(node: &NodeInner, dir: &QueryDir) -> Result<()> {
+pub(crate) async fn remove_query(node: &LocalNode, dir: &QueryDir) -> Result<()> {
     let keys = node
         .meadow
         .list(dir.dir())
@@ -733,7 +733,7 @@ pub(crate) async fn remove_query(node: &NodeInner, dir: &QueryDir) -> Result<()>
 }
 
 /// Deletes everything in a query folder but `finished.json`.
-pub(crate) async fn remove_query_but_marker(node: &NodeInner, dir: &QueryDir) -> Result<()> {
+pub(crate) async fn remove_query_but_marker(node: &LocalNode, dir: &QueryDir) -> Result<()> {
     let marker = node.meadow.key(&dir.finished());
     let keys = node
         .meadow
