@@ -25,7 +25,7 @@ use std::time::Instant;
 use tokio::task::AbortHandle;
 
 use apiary_catalog::Created;
-use apiary_exec::Chamber;
+use apiary_exec::{Band, Chamber};
 use bytes::Bytes;
 use datafusion::arrow::ipc::CompressionType;
 use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
@@ -38,13 +38,11 @@ use futures::StreamExt;
 use crate::error::{Result, SwarmError};
 use crate::fragment::narrow;
 use crate::local_node::{LocalNode, lock};
-use crate::manifest::TaskSpec;
 use crate::manifest::{
     Claim, Done, LATEST, Manifest, Progress, QUERIES, QueryDir, QueryState, TaskCell, TaskError,
-    decode, encode,
+    TaskSpec, decode, encode,
 };
 use crate::world_view::NodeState;
-use apiary_exec::Band;
 
 /// What this node knows of one query folder.
 struct Known {
