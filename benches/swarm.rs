@@ -396,6 +396,8 @@ async fn calls(dir: &Path) {
                 .to_string();
             at_coordinator.take();
             at_worker.take();
+            at_coordinator.take_reads();
+            at_worker.take_reads();
             run(&ctx, &sql).await;
             let show = |calls: BTreeMap<&str, usize>| {
                 calls
@@ -409,6 +411,30 @@ async fn calls(dir: &Path) {
                 show(at_coordinator.take()),
                 show(at_worker.take())
             );
+            if arg("--calls-keys").is_some() {
+                for (name, counting) in [("coordinator", &at_coordinator), ("worker", &at_worker)] {
+                    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+                    for key in counting.take_reads() {
+                        let kind = if key.ends_with(".parquet") {
+                            "cells"
+                        } else if key.contains("/_ledger/") {
+                            "ledger"
+                        } else if key.contains("_registry/") {
+                            "registry"
+                        } else if key.contains("_queries/") {
+                            let name = key.rsplit('/').next().unwrap_or_default();
+                            let shape: String =
+                                name.chars().filter(|c| !c.is_ascii_digit()).collect();
+                            *kinds.entry(Box::leak(shape.into_boxed_str())).or_default() += 1;
+                            continue;
+                        } else {
+                            "other"
+                        };
+                        *kinds.entry(kind).or_default() += 1;
+                    }
+                    eprintln!("  {name} read (distinct keys): {kinds:?}");
+                }
+            }
         }
     }
     worker.leave_swarm().await.expect("leave");

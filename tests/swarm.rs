@@ -1443,3 +1443,43 @@ async fn an_idle_node_watches_one_object_not_the_query_listing() {
     w.leave_swarm().await.unwrap();
     coordinator.leave_swarm().await.unwrap();
 }
+
+/// Seen: a bench process that ended within 30 s of its last query left its folders behind with
+/// only `finished.json` in them; every node that first saw them then took them for folders still
+/// being published — it fetched their (missing) manifest at every poll and kept them for
+/// `stale_query_after` (30 min) instead of the 30 s grace. A finished folder is now known for
+/// finished at first sight, and swept after the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_folders_a_newcomer_finds_go_after_the_grace() {
+    use apiary::swarm::manifest::QueryDir;
+    let url = format!("memory://grace-{}", uuid::Uuid::new_v4().simple());
+    let meadow = Meadow::open(&url).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        let dir = QueryDir::new(format!("{i:032}"));
+        let body = r#"{"outcome":"ok"}"#;
+        meadow.put(&dir.finished(), body.into()).await.unwrap();
+    }
+    let w = small_node(&meadow, "w", scratch.path(), |c| {
+        c.stale_query_after = Duration::from_secs(3600);
+    })
+    .await;
+    let start = Instant::now();
+    loop {
+        let left = meadow
+            .list_dir("_queries")
+            .await
+            .unwrap()
+            .common_prefixes
+            .len();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{left} finished folders still there after 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    w.leave_swarm().await.unwrap();
+}

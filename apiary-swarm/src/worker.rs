@@ -14,7 +14,8 @@
 //! Any node sweeps a query folder (see [`expired`]): a running query's once its coordinator's
 //! lease has been seen lapsed for `dead_after` (the coordinator is dead or gone, or a heartbeat
 //! it wrote after the manifest does not list the query) — never for its age; a finished one
-//! after a short grace; one still without a manifest after `stale_query_after`.
+//! after a short grace (also one holding only its `finished.json`, which a node first sees after
+//! the query ended); one still without a manifest after `stale_query_after`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -53,6 +54,8 @@ struct Known {
     unleased_since: Option<Instant>,
     /// When this node first saw the query finished (`finished.json`).
     finished: Option<Instant>,
+    /// When this node last looked for the manifest it has not found yet.
+    looked: Option<Instant>,
     /// The tasks this node runs for the query, stopped when it ends (or this entry goes).
     tasks: Vec<Attempt>,
     /// The query's fragment (datafusion-proto bytes), once read.
@@ -168,6 +171,7 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
             manifest: None,
             unleased_since: None,
             finished: None,
+            looked: None,
             tasks: vec![],
             fragment: None,
         });
@@ -183,8 +187,23 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
         }
         let dir = QueryDir::new(&id);
         if entry.manifest.is_none() {
+            // Looked for at most once a `poll_max`: a folder left without one is not fetched
+            // again at every poll.
+            if entry
+                .looked
+                .is_some_and(|t| t.elapsed() < node.config.poll_max)
+            {
+                continue;
+            }
+            entry.looked = Some(Instant::now());
             let Some(bytes) = node.meadow.get(&dir.manifest()).await? else {
-                continue; // still being written
+                // Still being written — or the query is over and its folder already cleaned up
+                // but for its marker (a newcomer finds such folders): then it goes after the
+                // grace, like any finished folder.
+                if node.meadow.exists(&dir.finished()).await? {
+                    entry.finished = Some(Instant::now());
+                }
+                continue;
             };
             entry.manifest = Some(decode(&bytes, &dir.manifest())?);
         }
@@ -243,11 +262,9 @@ fn expired(node: &LocalNode, entry: &Known) -> bool {
     let config = &node.config;
     let old = entry.first_seen.elapsed() >= config.stale_query_after;
     match (&entry.manifest, entry.finished) {
-        (None, _) => old,
-        (Some(_), Some(finished)) if config.keep_queries => {
-            old && finished.elapsed() >= FINISHED_GRACE
-        }
-        (Some(_), Some(finished)) => finished.elapsed() >= FINISHED_GRACE,
+        (_, Some(finished)) if config.keep_queries => old && finished.elapsed() >= FINISHED_GRACE,
+        (_, Some(finished)) => finished.elapsed() >= FINISHED_GRACE,
+        (None, None) => old,
         (Some(_), None) => entry.unleased_since.is_some_and(|t| {
             t.elapsed().saturating_sub(node.world().store_lag()) >= config.dead_after
         }),
