@@ -13,7 +13,7 @@
 //!   `--calls-only` skips the scale-out).
 //!
 //! ```text
-//! cargo bench --bench swarm --no-default-features -- [--runs 7] [--queries 1,6] [--small 2,11] [--idle-secs 60] [--calls 1,6]
+//! cargo bench --bench swarm --no-default-features -- [--runs 7] [--queries 1,6] [--small 2,11] [--idle-secs 60] [--calls 1,6] [--tasks-per-bee N]
 //! ```
 //!
 //! Every answer of the two-node side is compared with the one-node side's (numbers to nine
@@ -227,6 +227,9 @@ async fn scale_out(dir: &Path, runs: usize) {
     let swarm = tpch_session(&coordinator).await;
     let forced = tpch_session(&coordinator).await;
     run(&forced, "SET swarm.min_bytes = 0").await;
+    if let Some(n) = arg("--tasks-per-bee") {
+        run(&forced, &format!("SET swarm.tasks_per_bee = {n}")).await;
+    }
 
     println!("## Scale-out: 1 node vs 2 nodes, one core each (TPC-H SF1, {runs} runs, median)\n");
     println!("| query | 1 node (ms) | 2 nodes (ms) | speedup |");

@@ -216,7 +216,9 @@ impl Coordination {
             capacity: self.ctx.session_config().target_partitions().max(1),
             ctx: Some(self.ctx.clone()),
             fragment: self.fragment.clone(),
+            ended: Some(Arc::new(tokio::sync::Notify::new())),
         };
+        let ended = slots.ended.clone().unwrap_or_default();
         let counter = |name: &'static str| MetricBuilder::new(&self.metrics).global_counter(name);
         let (tasks_total, elsewhere, retries) = (
             counter("tasks"),
@@ -381,12 +383,17 @@ impl Coordination {
                 }
                 return Ok(true);
             }
+            // Looks again soon after progress, backing off to 50 ms — and at once when one of
+            // this node's own attempts ended.
             interval = if progress {
                 Duration::from_millis(5)
             } else {
-                (interval * 2).min(Duration::from_millis(100))
+                (interval * 2).min(Duration::from_millis(50))
             };
-            tokio::time::sleep(interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = ended.notified() => {}
+            }
         }
     }
 }

@@ -246,6 +246,7 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
             capacity: node.colony.pool().bees(),
             ctx: None,
             fragment,
+            ended: None,
         };
         let started = claim_and_run(node, &dir, &manifest, &state, may_steal, &slots).await?;
         entry.tasks.retain(|t| !t.is_finished());
@@ -314,6 +315,8 @@ pub(crate) struct Slots {
     pub ctx: Option<Arc<TaskContext>>,
     /// The query's fragment, which each task narrows to its cells.
     pub fragment: Bytes,
+    /// Told whenever one of these tasks ends (the coordinator's own: it looks at once).
+    pub ended: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Counts a running task while it lives — also when it is aborted.
@@ -429,6 +432,9 @@ pub(crate) async fn claim_and_run(
             drop(progress);
             report(&node, &dir, n, a, outcome).await;
             node.nudge.notify_one();
+            if let Some(ended) = &slots.ended {
+                ended.notify_one();
+            }
         });
         started.push(Attempt(task.abort_handle()));
     }
