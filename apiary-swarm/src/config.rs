@@ -31,10 +31,12 @@ pub struct SwarmConfig {
     /// How often an idle node lists `_queries/` all the same (to sweep what others left).
     /// Default 10 s.
     pub list_every: Duration,
-    /// How long polling stays at `poll_min` after the last query was seen: queries come in
-    /// bursts, and a node that just worked should not make the next query wait `poll_max` for
-    /// it. Default 10 s.
+    /// How long a node that just worked stays quick to see the next query: queries come in
+    /// bursts, and the next one should not wait `poll_max` for it. Default 10 s.
     pub poll_linger: Duration,
+    /// How often a node looks at `_queries/latest.json` during `poll_linger` (a HEAD; it lists
+    /// `_queries/` when that changed). Default 10 ms.
+    pub linger_probe: Duration,
     /// A task that prefers another node (it caches the task's cells) may be claimed by anyone
     /// after this. Longer than `poll_max`, so that an idle node notices a new query before the
     /// tasks it caches are taken from it. Default 1.5 s.
@@ -78,6 +80,7 @@ impl Default for SwarmConfig {
             poll_max: Duration::from_millis(500),
             list_every: Duration::from_secs(10),
             poll_linger: Duration::from_secs(10),
+            linger_probe: Duration::from_millis(10),
             steal_after: Duration::from_millis(1500),
             task_deadline: Duration::from_secs(300),
             stale_query_after: Duration::from_secs(1800),

@@ -7,9 +7,10 @@
 //! after `steal_after` one that prefers another node (at once if that node is dead or gone). A
 //! hot node runs one task at a time, a critical one none while another node is not critical.
 //!
-//! The poll interval is short while queries run and for `poll_linger` after, and grows to
-//! `poll_max` when the swarm is idle; an idle node then looks only at `_queries/latest.json` (a
-//! HEAD) and lists `_queries/` when it changed, or every `list_every`.
+//! A node lists `_queries/` every `poll_min` while queries run. Otherwise it looks only at
+//! `_queries/latest.json` (a HEAD) — every `linger_probe` for `poll_linger` after it last saw a
+//! query, then at intervals growing to `poll_max` — and lists `_queries/` when that changed, or
+//! every `list_every`.
 //!
 //! Any node sweeps a query folder (see [`expired`]): a running query's once its coordinator's
 //! lease has been seen lapsed for `dead_after` (the coordinator is dead or gone, or a heartbeat
@@ -124,8 +125,9 @@ pub(crate) async fn worker_loop(node: Arc<LocalNode>) {
                 idle = false;
             }
             Ok(false) if last_active.is_some_and(|t| t.elapsed() < config.poll_linger) => {
-                interval = config.poll_min;
-                idle = false;
+                // Nothing running, but more may come soon: watch the one object closely.
+                interval = config.linger_probe;
+                idle = true;
             }
             Ok(false) => {
                 interval = (interval * 2).clamp(config.poll_min, config.poll_max);
@@ -583,7 +585,8 @@ async fn write_report(
 }
 
 /// Writes `done_{n}` (the first attempt to finish wins) or `error_{n}_{a}` — nothing when the
-/// query is over (its folder says so, or its fragment is gone). Each write is retried with
+/// query is over (its folder says so, or its manifest is gone; a finished attempt looked at that
+/// before it completed its partial). Each write is retried with
 /// backoff; a `done` that cannot be written becomes an `error`, so that the coordinator offers
 /// the task again at once; if that cannot be written either, the attempt's lease runs out (its
 /// progress object stops changing) and the task is taken over.
@@ -595,7 +598,8 @@ async fn report(node: &LocalNode, dir: &QueryDir, n: usize, a: usize, outcome: R
         );
         return;
     }
-    if query_over(node, dir).await {
+    // A finished attempt looked just before it completed its partial; a failed one looks now.
+    if outcome.is_err() && query_over(node, dir).await {
         return;
     }
     let failure = match outcome {
@@ -738,8 +742,10 @@ fn settings(node: &LocalNode, options: &BTreeMap<String, String>) -> SessionConf
 /// Whether the query's folder says it is over (`finished.json`), or is gone (its manifest with
 /// it): a late write must not bring a folder back.
 async fn query_over(node: &LocalNode, dir: &QueryDir) -> bool {
-    matches!(node.meadow.exists(&dir.finished()).await, Ok(true))
-        || matches!(node.meadow.exists(&dir.manifest()).await, Ok(false))
+    let (finished, manifest) = (dir.finished(), dir.manifest());
+    let (finished, manifest) =
+        tokio::join!(node.meadow.exists(&finished), node.meadow.exists(&manifest));
+    matches!(finished, Ok(true)) || matches!(manifest, Ok(false))
 }
 
 /// Deletes everything in a query folder (the store's bulk delete where it has one).
