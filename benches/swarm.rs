@@ -320,13 +320,7 @@ async fn scale_out(dir: &Path, runs: usize) {
 /// A query's answer as sorted lines, numbers to nine significant digits.
 async fn answer(ctx: &SessionContext, sql: &str) -> Vec<String> {
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    let batches = ctx
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = common::collect(ctx, sql).await;
     let options = FormatOptions::default();
     let mut lines = vec![];
     for batch in &batches {

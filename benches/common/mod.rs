@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use apiary::Apiary;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 
 pub fn repo() -> PathBuf {
@@ -49,15 +50,18 @@ pub fn work_dir(name: &str) -> PathBuf {
     dir
 }
 
-pub async fn run(ctx: &SessionContext, sql: &str) -> usize {
-    let batches = ctx
-        .sql(sql)
+/// The batches of `sql` (a failure panics, naming the statement).
+pub async fn collect(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    ctx.sql(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .collect()
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    batches.iter().map(|b| b.num_rows()).sum()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+pub async fn run(ctx: &SessionContext, sql: &str) -> usize {
+    collect(ctx, sql).await.iter().map(|b| b.num_rows()).sum()
 }
 
 pub async fn time(ctx: &SessionContext, sql: &str) -> (Duration, usize) {
