@@ -12,6 +12,7 @@
 pub mod abandonment;
 pub mod chamber_exec;
 pub mod error;
+pub mod folder_lock;
 pub mod node;
 pub mod pool;
 pub mod temperature;
@@ -19,6 +20,7 @@ pub mod temperature;
 pub use abandonment::{Diagnostic, Failure, TaskFailures, Verdict};
 pub use chamber_exec::{BeeOptions, ChamberExec, ChamberRule};
 pub use error::{ExecError, Result};
+pub use folder_lock::FolderLock;
 pub use node::{MemoryPoolKind, NodeConfig};
 pub use pool::{BeePool, Chamber, HASH_JOIN_MIN_QUERY_MEMORY, PoolStatus};
 pub use temperature::{Band, Colony, Regulation, Temperature, Thresholds};

@@ -28,6 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::chamber_exec::BeeOptions;
 use crate::error::{ExecError, Result};
+use crate::folder_lock::FolderLock;
 use crate::node::{MemoryPoolKind, NodeConfig};
 
 /// Below this memory per query, sessions prefer sort-merge joins (they spill; DataFusion 55's
@@ -45,7 +46,7 @@ struct PoolInner {
     /// This pool's own folder below the node's scratch folder: `node-{pid}-{n}-{random}`.
     root: PathBuf,
     /// `{root}.lock`, locked for the pool's life: what tells other processes the folder is in use.
-    lock: ScratchLock,
+    lock: FolderLock,
     budget: usize,
     permits: Arc<Semaphore>,
     /// Which bees are free (index = bee id).
@@ -98,7 +99,7 @@ impl BeePool {
     /// process is gone.
     pub fn new(node: NodeConfig) -> Result<Self> {
         node.validate()?;
-        reclaim_dead_pools(&node.scratch);
+        FolderLock::reclaim_unlocked(&node.scratch, "node-");
         let seq = POOLS.fetch_add(1, Ordering::SeqCst);
         let name = format!(
             "node-{}-{seq}-{}",
@@ -107,7 +108,12 @@ impl BeePool {
         );
         let root = node.scratch.join(&name);
         // The lock first, the folder second: a folder without a lock is never a live pool's.
-        let lock = ScratchLock::take(&node.scratch, &name)?;
+        let lock = FolderLock::take(&node.scratch, &name).map_err(|(path, source)| {
+            ExecError::Scratch {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
         for b in 0..node.bees {
             let dir = root.join(format!("bee-{b}"));
             std::fs::create_dir_all(&dir).map_err(|source| ExecError::Scratch {
@@ -306,65 +312,11 @@ fn bee_dir(pool: &PoolInner, bee: usize) -> PathBuf {
     pool.root.join(format!("bee-{bee}"))
 }
 
-/// The lock a live pool holds on `{scratch}/{name}.lock` (an advisory file lock, released by the
-/// system when the process ends however it ends): found without `/proc`, so it works on macOS
-/// and across PID namespaces (a container sharing the scratch folder).
-struct ScratchLock {
-    path: PathBuf,
-    _file: std::fs::File,
-}
-
-impl ScratchLock {
-    /// Creates and locks `{name}.lock` under a temporary name, then renames it into place, so
-    /// that no other process ever sees it unlocked.
-    fn take(scratch: &std::path::Path, name: &str) -> Result<Self> {
-        let error = |path: &std::path::Path| {
-            let path = path.display().to_string();
-            move |source| ExecError::Scratch { path, source }
-        };
-        std::fs::create_dir_all(scratch).map_err(error(scratch))?;
-        let path = scratch.join(format!("{name}.lock"));
-        let fresh = scratch.join(format!("{name}.lock.new"));
-        let file = std::fs::File::create(&fresh).map_err(error(&fresh))?;
-        file.lock().map_err(error(&fresh))?;
-        std::fs::rename(&fresh, &path).map_err(error(&path))?;
-        Ok(Self { path, _file: file })
-    }
-}
-
-/// Removes the `node-*` folders below `scratch` whose lock no live process holds (or that have
-/// none), with their lock files.
-fn reclaim_dead_pools(scratch: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(scratch) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if !name.starts_with("node-") || !e.path().is_dir() {
-            continue;
-        }
-        let lock = scratch.join(format!("{name}.lock"));
-        // Held while the folder goes, so that no one else reclaims it at the same time.
-        let _held = match std::fs::File::open(&lock) {
-            Ok(file) => match file.try_lock() {
-                Ok(()) => Some(file),
-                Err(_) => continue, // a live pool's, or another process reclaiming it now
-            },
-            Err(_) => None, // never locked: its pool died before or is from an older version
-        };
-        if let Err(e) = std::fs::remove_dir_all(e.path()) {
-            log::warn!("could not remove the scratch folder of a dead pool {name}: {e}");
-            continue;
-        }
-        let _ = std::fs::remove_file(&lock);
-    }
-}
-
 impl Drop for PoolInner {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.root);
         // Still locked (the file closes after this): no one takes the name meanwhile.
-        let _ = std::fs::remove_file(&self.lock.path);
+        self.lock.remove();
     }
 }
 
