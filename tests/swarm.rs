@@ -1483,3 +1483,58 @@ async fn finished_folders_a_newcomer_finds_go_after_the_grace() {
     }
     w.leave_swarm().await.unwrap();
 }
+
+/// Until now a documented limit: a partial of more than 10 MiB went up as a multipart upload
+/// (object_store's `BufWriter`), and an attempt killed in the middle of one left an incomplete
+/// upload under `_queries/` that no sweep could find (object_store cannot list them). A partial
+/// is now written in parts, each one plain PUT: every object of a query folder is whole or absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_partial_goes_up_in_whole_parts_never_a_multipart_upload() {
+    let (meadow, counting) = apiary_catalog::testing::counting_meadow();
+    let scratch = tempfile::tempdir().unwrap();
+    let keep = |c: &mut SwarmConfig| c.keep_queries = true;
+    let coordinator = small_node(&meadow, "coordinator", scratch.path(), keep).await;
+    let ctx = coordinator.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(
+        &ctx,
+        "CREATE TABLE h.b.s (n BIGINT NOT NULL, s VARCHAR NOT NULL)",
+    )
+    .await;
+    // Some 80 MB of hex text: two tasks, whose results LZ4 hardly shrinks.
+    let insert = "INSERT INTO h.b.s \
+                  SELECT value, md5(CAST(value AS VARCHAR)) FROM generate_series(1, 2000000)";
+    sql(&ctx, insert).await;
+    let w = small_node(&meadow, "w", scratch.path(), keep).await;
+    wait_for_nodes(&coordinator, 2).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    sql(&ctx, "SET swarm.tasks_per_bee = 1").await;
+    let q = "SELECT n, s FROM h.b.s WHERE n % 4 <> 0";
+    assert!(
+        plan(&ctx, &format!("EXPLAIN {q}"))
+            .await
+            .contains("SwarmExec")
+    );
+    counting.take();
+    let batches = ctx.sql(q).await.unwrap().collect().await.unwrap();
+    let calls = counting.take();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 1_500_000);
+    let multipart = calls.get("put_multipart").copied().unwrap_or(0);
+    assert_eq!(
+        multipart, 0,
+        "a partial went up as a multipart upload: {calls:?}"
+    );
+    let Outcomes { done, .. } = outcomes(coordinator.meadow()).await;
+    assert!(
+        done.iter().any(|d| d.bytes > 10 << 20),
+        "no partial over 10 MiB: {done:?}"
+    );
+    assert!(
+        done.iter().any(|d| d.parts > 1),
+        "no partial needed parts: {done:?}"
+    );
+    w.leave_swarm().await.unwrap();
+    coordinator.leave_swarm().await.unwrap();
+}

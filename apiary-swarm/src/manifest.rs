@@ -8,7 +8,9 @@
 //! error_{n}_{a}.json     attempt a failed on its node, with the error
 //! retry_{n}_{a}.json     the coordinator gave up on attempt a (error, dead node, deadline)
 //! progress_{n}_{a}.json  rewritten by the claimant while attempt a runs: it is alive
-//! partial_{n}_{a}.arrow  the result of attempt a, an Arrow IPC stream
+//! partial_{n}_{a}_{k}.arrow
+//!                        part k of the result of attempt a: an Arrow IPC stream of about
+//!                        PARTIAL_PART_BYTES at most, each part one plain PUT
 //! done_{n}.json          which attempt's result counts (conditional create: the first to finish)
 //! finished.json          the query is over (ok, failed or cancelled); workers stop
 //! ```
@@ -87,7 +89,15 @@ pub struct Done {
     pub attempt: usize,
     pub rows: u64,
     pub bytes: u64,
+    /// How many `partial_{n}_{a}_{k}.arrow` objects the result is in.
+    pub parts: usize,
 }
+
+/// A partial result is cut into objects of about this size (the batch that reaches it ends the
+/// part), each written by one plain PUT: no object of a query folder is ever an
+/// incomplete multipart upload, which no sweep could find (object_store cannot list them).
+/// Below object_store's 10 MiB multipart threshold, and a bounded buffer per running task.
+pub const PARTIAL_PART_BYTES: usize = 8 << 20;
 
 /// Rewritten by a claimant while its attempt runs, so that a coordinator sees the work go on even
 /// when the claimant's heartbeats are late.
@@ -175,8 +185,8 @@ impl QueryDir {
         format!("{}/progress_{n}_{a}.json", self.dir)
     }
 
-    pub fn partial(&self, n: usize, a: usize) -> String {
-        format!("{}/partial_{n}_{a}.arrow", self.dir)
+    pub fn partial(&self, n: usize, a: usize, k: usize) -> String {
+        format!("{}/partial_{n}_{a}_{k}.arrow", self.dir)
     }
 
     pub fn done(&self, n: usize) -> String {
@@ -291,7 +301,7 @@ mod tests {
             "error_0_0.json",
             "retry_0_0.json",
             "claim_0_1.json",
-            "partial_0_1.arrow",
+            "partial_0_1_0.arrow",
             "done_0.json",
             "claim_1_0.json",
         ]);

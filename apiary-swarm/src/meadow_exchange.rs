@@ -284,11 +284,11 @@ impl Coordination {
                     elsewhere.add(1);
                 }
                 let sender = self.senders[n % self.senders.len()].clone();
-                let (node, partial) = (
-                    node.clone(),
-                    node.meadow.key(&query.partial(n, done.attempt)),
-                );
-                deliveries.spawn(async move { deliver(&node, partial, sender).await });
+                let parts = (0..done.parts)
+                    .map(|k| node.meadow.key(&query.partial(n, done.attempt, k)))
+                    .collect();
+                let node = node.clone();
+                deliveries.spawn(async move { deliver(&node, parts, sender).await });
                 delivered.insert(n);
                 progress = true;
             }
@@ -420,37 +420,40 @@ fn session_options(config: &datafusion::prelude::SessionConfig) -> BTreeMap<Stri
         .collect()
 }
 
-/// Streams one partial result (an Arrow IPC stream) into `sender`, batch by batch.
+/// Streams one partial result (its parts, each an Arrow IPC stream) into `sender`, batch by
+/// batch.
 async fn deliver(
     node: &LocalNode,
-    partial: object_store::path::Path,
+    parts: Vec<object_store::path::Path>,
     sender: mpsc::Sender<DfResult<RecordBatch>>,
 ) -> Result<()> {
-    let storage = |source| SwarmError::Storage {
-        key: partial.to_string(),
-        source,
-    };
-    let mut chunks = node
-        .meadow
-        .store()
-        .get(&partial)
-        .await
-        .map_err(storage)?
-        .into_stream();
-    let mut decoder = StreamDecoder::new();
-    while let Some(chunk) = chunks.next().await {
-        let mut buffer = Buffer::from(chunk.map_err(storage)?);
-        while !buffer.is_empty() {
-            match decoder.decode(&mut buffer)? {
-                Some(batch) => {
-                    if sender.send(Ok(batch)).await.is_err() {
-                        return Ok(()); // the consumer went away
+    for part in parts {
+        let storage = |source| SwarmError::Storage {
+            key: part.to_string(),
+            source,
+        };
+        let mut chunks = node
+            .meadow
+            .store()
+            .get(&part)
+            .await
+            .map_err(storage)?
+            .into_stream();
+        let mut decoder = StreamDecoder::new();
+        while let Some(chunk) = chunks.next().await {
+            let mut buffer = Buffer::from(chunk.map_err(storage)?);
+            while !buffer.is_empty() {
+                match decoder.decode(&mut buffer)? {
+                    Some(batch) => {
+                        if sender.send(Ok(batch)).await.is_err() {
+                            return Ok(()); // the consumer went away
+                        }
                     }
+                    None => break,
                 }
-                None => break,
             }
         }
+        decoder.finish()?;
     }
-    decoder.finish()?;
     Ok(())
 }

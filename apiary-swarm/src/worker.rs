@@ -29,6 +29,8 @@ use tokio::task::AbortHandle;
 use apiary_catalog::Created;
 use apiary_exec::{Band, Chamber};
 use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::CompressionType;
 use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use datafusion::execution::SessionStateBuilder;
@@ -41,8 +43,8 @@ use crate::error::{Result, SwarmError};
 use crate::fragment::narrow;
 use crate::local_node::{LocalNode, lock};
 use crate::manifest::{
-    Claim, Done, LATEST, Manifest, Progress, QUERIES, QueryDir, QueryState, TaskCell, TaskError,
-    TaskSpec, decode, encode,
+    Claim, Done, LATEST, Manifest, PARTIAL_PART_BYTES, Progress, QUERIES, QueryDir, QueryState,
+    TaskCell, TaskError, TaskSpec, decode, encode,
 };
 use crate::world_view::NodeState;
 
@@ -590,7 +592,7 @@ async fn write_report(
 /// backoff; a `done` that cannot be written becomes an `error`, so that the coordinator offers
 /// the task again at once; if that cannot be written either, the attempt's lease runs out (its
 /// progress object stops changing) and the task is taken over.
-async fn report(node: &LocalNode, dir: &QueryDir, n: usize, a: usize, outcome: Result<(u64, u64)>) {
+async fn report(node: &LocalNode, dir: &QueryDir, n: usize, a: usize, outcome: Result<Outcome>) {
     if let Err(SwarmError::QueryOver { query }) = &outcome {
         log::debug!(
             "node {}: query {query} ended before task {n} (attempt {a}) ran; nothing to report",
@@ -603,12 +605,13 @@ async fn report(node: &LocalNode, dir: &QueryDir, n: usize, a: usize, outcome: R
         return;
     }
     let failure = match outcome {
-        Ok((rows, bytes)) => {
+        Ok(Outcome { rows, bytes, parts }) => {
             let done = Done {
                 node: node.config.node_id.clone(),
                 attempt: a,
                 rows,
                 bytes,
+                parts,
             };
             let key = dir.done(n);
             // Lost to another attempt's `done` (or to an earlier try of this one that landed
@@ -656,14 +659,14 @@ struct Work {
 
 /// Runs attempt `a` of task `n`: decodes the query's fragment against this node's object stores,
 /// narrows it to the task's cells, runs it under the coordinator's settings (in its query's
-/// chamber, or on a bee of this node), and streams its batches into `partial_{n}_{a}.arrow`.
+/// chamber, or on a bee of this node), and writes its batches as `partial_{n}_{a}_{k}.arrow`.
 async fn run_task(
     node: &LocalNode,
     dir: &QueryDir,
     n: usize,
     a: usize,
     work: Work,
-) -> Result<(u64, u64)> {
+) -> Result<Outcome> {
     if !node.config.debug_task_delay.is_zero() {
         tokio::time::sleep(node.config.debug_task_delay).await;
     }
@@ -684,46 +687,131 @@ async fn run_task(
         }
     };
     let mut stream = plan.execute(0, ctx)?;
-    let schema = stream.schema();
-    let partial = node.meadow.key(&dir.partial(n, a));
-    let mut upload = node.meadow.upload(partial.clone());
-    // Partials travel LZ4-compressed: less to upload, store and fetch.
-    let options =
-        IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
-    let mut ipc = StreamWriter::try_new_with_options(Vec::new(), &schema, options)?;
-    let (mut rows, mut bytes) = (0u64, 0u64);
-    let io = |source| SwarmError::Io {
-        path: partial.to_string(),
-        source,
-    };
+    let mut parts = Parts::new(node, dir, n, a, stream.schema())?;
     let result: Result<()> = async {
         while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            rows += batch.num_rows() as u64;
-            ipc.write(&batch)?;
-            let chunk = std::mem::take(ipc.get_mut());
-            bytes += chunk.len() as u64;
-            upload.write(&chunk).await.map_err(io)?;
+            parts.write(&batch?).await?;
         }
-        ipc.finish()?;
-        let tail = std::mem::take(ipc.get_mut());
-        bytes += tail.len() as u64;
-        upload.write(&tail).await.map_err(io)?;
-        // A result no one will read is not completed: the query ended meanwhile.
-        if query_over(node, dir).await {
-            return Err(SwarmError::QueryOver {
-                query: dir.query_id.clone(),
-            });
-        }
-        upload.finish().await.map_err(io)?;
-        Ok(())
+        parts.finish().await
     }
     .await;
     if let Err(e) = result {
-        upload.abort().await;
+        parts.remove().await;
         return Err(e);
     }
-    Ok((rows, bytes))
+    Ok(parts.outcome())
+}
+
+/// The result of one attempt going up as `partial_{n}_{a}_{k}.arrow`: one LZ4-compressed Arrow
+/// IPC stream per part, each put whole once it reaches [`PARTIAL_PART_BYTES`] (and the last at
+/// the end) — never a multipart upload, which a killed attempt would leave incomplete where no
+/// sweep can see it.
+struct Parts<'a> {
+    node: &'a LocalNode,
+    dir: &'a QueryDir,
+    n: usize,
+    a: usize,
+    schema: SchemaRef,
+    ipc: StreamWriter<Vec<u8>>,
+    /// Parts put so far.
+    written: usize,
+    rows: u64,
+    bytes: u64,
+}
+
+impl<'a> Parts<'a> {
+    fn new(
+        node: &'a LocalNode,
+        dir: &'a QueryDir,
+        n: usize,
+        a: usize,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let ipc = Self::stream(&schema)?;
+        Ok(Self {
+            node,
+            dir,
+            n,
+            a,
+            schema,
+            ipc,
+            written: 0,
+            rows: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Partials travel LZ4-compressed: less to upload, store and fetch.
+    fn stream(schema: &SchemaRef) -> Result<StreamWriter<Vec<u8>>> {
+        let options =
+            IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+        Ok(StreamWriter::try_new_with_options(
+            Vec::new(),
+            schema,
+            options,
+        )?)
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as u64;
+        self.ipc.write(batch)?;
+        if self.ipc.get_ref().len() >= PARTIAL_PART_BYTES {
+            let next = Self::stream(&self.schema)?;
+            let full = std::mem::replace(&mut self.ipc, next);
+            self.put(full).await?;
+        }
+        Ok(())
+    }
+
+    /// Puts the last part (also an empty result's only one).
+    async fn finish(&mut self) -> Result<()> {
+        let last = Self::stream(&self.schema)?;
+        let last = std::mem::replace(&mut self.ipc, last);
+        self.put(last).await
+    }
+
+    /// Puts one finished part — unless the query ended meanwhile: no one will read it, and a late
+    /// write must not bring the folder back.
+    async fn put(&mut self, mut part: StreamWriter<Vec<u8>>) -> Result<()> {
+        part.finish()?;
+        let body = Bytes::from(part.into_inner()?);
+        if query_over(self.node, self.dir).await {
+            return Err(SwarmError::QueryOver {
+                query: self.dir.query_id.clone(),
+            });
+        }
+        self.bytes += body.len() as u64;
+        let key = self.dir.partial(self.n, self.a, self.written);
+        self.node.meadow.put(&key, body).await?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Removes the parts put so far (best effort: the folder goes with its query).
+    async fn remove(self) {
+        let keys = (0..self.written)
+            .map(|k| self.node.meadow.key(&self.dir.partial(self.n, self.a, k)))
+            .collect();
+        if let Err(e) = self.node.meadow.delete_many(keys).await {
+            log::debug!("removing the parts of a failed attempt: {e}");
+        }
+    }
+
+    /// Rows, bytes and parts written.
+    fn outcome(&self) -> Outcome {
+        Outcome {
+            rows: self.rows,
+            bytes: self.bytes,
+            parts: self.written,
+        }
+    }
+}
+
+/// What a finished attempt wrote.
+struct Outcome {
+    rows: u64,
+    bytes: u64,
+    parts: usize,
 }
 
 /// This node's session settings with the coordinator's `options` laid over them (one it does

@@ -43,7 +43,7 @@ pub enum Op {
     Create,
     /// Any other single put.
     Put,
-    /// Completing a multipart upload (cells, partial results).
+    /// Completing a multipart upload (cells).
     Multipart,
     Get,
     Head,
