@@ -234,7 +234,7 @@ impl Coordination {
         let mut retried: BTreeSet<(usize, usize)> = BTreeSet::new();
         // When each attempt's progress object last changed, on this node's clock.
         let mut progressed: HashMap<(usize, usize), (String, Instant)> = HashMap::new();
-        let mut interval = Duration::from_millis(5);
+        let mut interval = LOOK_MIN;
         loop {
             if self.senders.iter().all(|s| s.is_closed()) {
                 return Ok(false);
@@ -383,12 +383,15 @@ impl Coordination {
                 }
                 return Ok(true);
             }
-            // Looks again soon after progress, backing off to 50 ms — and at once when one of
-            // this node's own attempts ended.
+            // Looks again soon after progress, backing off to a fiftieth of the query's age (at
+            // least 5 ms, at most 50 ms) — and at once when one of this node's own attempts
+            // ended. A short query's last result is seen within 5 ms (a doubling back-off alone
+            // saw it up to as late again as the coordinator had waited for it).
+            let cap = (started.elapsed() / 50).clamp(LOOK_MIN, LOOK_MAX);
             interval = if progress {
-                Duration::from_millis(5)
+                LOOK_MIN
             } else {
-                (interval * 2).min(Duration::from_millis(50))
+                (interval * 2).min(cap)
             };
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
@@ -397,6 +400,11 @@ impl Coordination {
         }
     }
 }
+
+/// How often a coordinator looks at its query folder: soon after progress, and never less often
+/// than this.
+const LOOK_MIN: Duration = Duration::from_millis(5);
+const LOOK_MAX: Duration = Duration::from_millis(50);
 
 /// The settings of `config` that differ from DataFusion's defaults, and every extension's
 /// (`apiary.*`, `swarm.*`): what a worker must run a task under to give the coordinator's answer.
