@@ -251,11 +251,19 @@ impl Apiary {
             .build();
         let ctx = SessionContext::new_with_state(state);
         self.register(&ctx)?;
+        // `register` put the meadow's own store in the shared runtime: a node in the swarm reads
+        // through its cell cache.
+        if let Some(node) = self.swarm() {
+            let url = self.meadow().object_store_url().clone();
+            self.runtime
+                .register_object_store(url.as_ref(), node.cached_store());
+        }
         Ok(ctx)
     }
 
-    /// Joins the swarm of this meadow: this node writes heartbeats, works other nodes' tasks, and
-    /// sessions made afterwards by [`Apiary::session`] distribute large scans (`docs/swarm.md`).
+    /// Joins the swarm of this meadow: this node writes heartbeats, works other nodes' tasks,
+    /// sessions made afterwards by [`Apiary::session`] distribute large scans (`docs/swarm.md`),
+    /// and every query of this Apiary reads cells through the node's cell cache.
     pub async fn join_swarm(&self, config: SwarmConfig) -> Result<SwarmNode> {
         let node = SwarmNode::join(
             self.meadow().clone(),
@@ -264,6 +272,11 @@ impl Apiary {
             config,
         )
         .await?;
+        // The node's own queries (plain ones, and its tasks as a coordinator) read cells through
+        // its cache too: the seeds' tier 2.
+        let url = self.meadow().object_store_url().clone();
+        self.runtime
+            .register_object_store(url.as_ref(), node.cached_store());
         *self.swarm.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.clone());
         Ok(node)
     }
@@ -277,6 +290,9 @@ impl Apiary {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(node) = node {
+            let meadow = self.meadow();
+            self.runtime
+                .register_object_store(meadow.object_store_url().as_ref(), meadow.store().clone());
             node.leave().await?;
         }
         Ok(())

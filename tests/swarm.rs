@@ -404,6 +404,7 @@ async fn a_slow_store_is_not_a_dead_node() {
             .with_heartbeat_interval(interval)
             .with_node_id(id);
         c.cache_bytes = 0;
+        c.cache_dir = scratch.path().join("cache");
         c.keep_queries = true;
         c
     };
@@ -484,11 +485,12 @@ async fn in_process_swarm(coordinator_bees: usize, workers: usize) -> (Apiary, V
     let node = |id: String, bees: usize| {
         let (meadow, dir) = (meadow.clone(), scratch.join(&id));
         async move {
-            let ap = in_process_node(meadow, bees, dir).await;
+            let ap = in_process_node(meadow, bees, dir.clone()).await;
             let mut config = SwarmConfig::default()
                 .with_heartbeat_interval(Duration::from_millis(100))
                 .with_node_id(id);
             config.cache_bytes = 0;
+            config.cache_dir = dir.join("cache");
             ap.join_swarm(config).await.unwrap();
             ap
         }
@@ -530,13 +532,14 @@ async fn an_alive_claimant_that_makes_no_progress_loses_its_lease() {
     let node = |id: &str, meadow: Meadow, delay: Duration| {
         let (id, dir) = (id.to_string(), scratch.path().join(id));
         async move {
-            let ap = in_process_node(meadow, 1, dir).await;
+            let ap = in_process_node(meadow, 1, dir.clone()).await;
             let mut config = SwarmConfig::default()
                 .with_heartbeat_interval(Duration::from_millis(100))
                 .with_node_id(id);
             config.suspect_after = dead_after / 2;
             config.dead_after = dead_after;
             config.cache_bytes = 0;
+            config.cache_dir = dir.join("cache");
             config.keep_queries = true;
             config.debug_task_delay = delay;
             ap.join_swarm(config).await.unwrap();
@@ -1003,6 +1006,8 @@ async fn small_node(
         .with_heartbeat_interval(Duration::from_millis(100))
         .with_node_id(id);
     config.cache_bytes = 0;
+    // Each test's own: two tests running at once both have a node named `coordinator`.
+    config.cache_dir = dir.join("cache");
     (config.suspect_after, config.dead_after) = (GENEROUS / 2, GENEROUS);
     configure(&mut config);
     ap.join_swarm(config).await.unwrap();
@@ -1536,5 +1541,53 @@ async fn a_large_partial_goes_up_in_whole_parts_never_a_multipart_upload() {
         "no partial needed parts: {done:?}"
     );
     w.leave_swarm().await.unwrap();
+    coordinator.leave_swarm().await.unwrap();
+}
+
+/// Seen: only the tasks a node ran for other coordinators read through its cell cache (tier 2);
+/// its own queries — plain local ones, and the tasks it runs as a coordinator — fetched every
+/// cell from the store each time: on an `s3://` meadow, the whole scan over the network again.
+/// A node that joined the swarm now reads every cell through its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_own_queries_read_cells_through_its_cache() {
+    let (meadow, counting) = apiary_catalog::testing::counting_meadow();
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = scratch.path().join("cache");
+    let coordinator = small_node(&meadow, "coordinator", scratch.path(), |c| {
+        c.cache_bytes = 64 << 20;
+        c.cache_dir = cache.clone();
+    })
+    .await;
+    let ctx = coordinator.session().unwrap();
+    create_numbers(&ctx, 4).await;
+    // The other node's one bee is held: the coordinator runs every task of its queries itself.
+    let busy = small_node(&meadow, "busy", scratch.path(), |_| {}).await;
+    wait_for_nodes(&coordinator, 2).await;
+    let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
+    let held = busy.bees().try_acquire(1, &runtime, false).unwrap();
+    assert!(held.is_some());
+    let q = "SELECT count(*), sum(n) FROM h.b.t";
+    for (setting, distributed) in [
+        ("SET swarm.min_bytes = 1000000000000", false),
+        ("SET swarm.min_bytes = 0", true),
+    ] {
+        sql(&ctx, setting).await;
+        let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
+        assert_eq!(explain.contains("SwarmExec"), distributed, "{explain}");
+        assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+        counting.take_reads();
+        assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+        let cells: Vec<String> = counting
+            .take_reads()
+            .into_iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .collect();
+        assert!(
+            cells.is_empty(),
+            "{setting}: read again from the store: {cells:?}"
+        );
+    }
+    drop(held);
+    busy.leave_swarm().await.unwrap();
     coordinator.leave_swarm().await.unwrap();
 }

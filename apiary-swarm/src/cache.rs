@@ -27,6 +27,8 @@ use object_store::{
     ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
+use apiary_exec::FolderLock;
+
 use crate::error::{Result, SwarmError};
 
 /// The folder, inside the cache's, where downloads land before they are renamed into place.
@@ -47,6 +49,57 @@ struct Index {
     too_large: HashSet<String>,
 }
 
+/// The folder of a node's cache below the configured one, held with a [`FolderLock`] while
+/// the node lives. A node with a name of its own (`keep`) has `node_{id}`, found again by its
+/// next run; any other has `process_{id}`, removed when the cache goes — and, if its process was
+/// killed first, by the next node that opens a cache there. So short-lived shells (`apiary
+/// --swarm -c …`, one node name per process) never pile up cached cells.
+#[derive(Debug)]
+pub struct CacheFolder {
+    dir: PathBuf,
+    lock: FolderLock,
+    keep: bool,
+}
+
+impl CacheFolder {
+    pub fn open(parent: &std::path::Path, node_id: &str, keep: bool) -> Result<Self> {
+        FolderLock::reclaim_unlocked(parent, "process_");
+        let name = match keep {
+            true => format!("node_{node_id}"),
+            false => format!("process_{node_id}"),
+        };
+        let dir = parent.join(&name);
+        let exists = parent.join(format!("{name}.lock")).exists();
+        let lock = match exists.then(|| FolderLock::try_existing(parent, &name)) {
+            Some(Some(lock)) => lock,
+            Some(None) => {
+                return Err(SwarmError::CacheInUse {
+                    path: dir.display().to_string(),
+                });
+            }
+            None => FolderLock::take(parent, &name).map_err(|(path, source)| SwarmError::Io {
+                path: path.display().to_string(),
+                source,
+            })?,
+        };
+        Ok(Self { dir, lock, keep })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl Drop for CacheFolder {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            // Still locked (released after this): no one takes the name meanwhile.
+            self.lock.remove();
+        }
+    }
+}
+
 /// An object store that keeps whole cells on local disk.
 pub struct CellCache {
     inner: Arc<dyn ObjectStore>,
@@ -60,6 +113,8 @@ pub struct CellCache {
     misses: AtomicU64,
     /// Grows with every cell cached or evicted: the version of the node's cache index.
     version: AtomicU64,
+    /// The folder's owner, when the cache has one (dropped with the cache, after all readers).
+    _folder: Option<CacheFolder>,
 }
 
 impl fmt::Debug for CellCache {
@@ -98,6 +153,25 @@ pub struct CacheStatus {
 impl CellCache {
     /// A cache in `dir` (created; cells left there by an earlier run are kept and indexed).
     pub fn new(inner: Arc<dyn ObjectStore>, dir: PathBuf, capacity: u64) -> Result<Self> {
+        Self::build(inner, dir, capacity, None)
+    }
+
+    /// A cache in a node's own folder, which goes (or stays) with the cache.
+    pub fn in_folder(
+        inner: Arc<dyn ObjectStore>,
+        folder: CacheFolder,
+        capacity: u64,
+    ) -> Result<Self> {
+        let dir = folder.path().to_path_buf();
+        Self::build(inner, dir, capacity, Some(folder))
+    }
+
+    fn build(
+        inner: Arc<dyn ObjectStore>,
+        dir: PathBuf,
+        capacity: u64,
+        folder: Option<CacheFolder>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|source| SwarmError::Io {
             path: dir.display().to_string(),
             source,
@@ -123,6 +197,7 @@ impl CellCache {
             misses: AtomicU64::new(0),
             // Cells left by an earlier run are news to the swarm.
             version: AtomicU64::new(u64::from(!index_is_empty)),
+            _folder: folder,
         })
     }
 

@@ -53,6 +53,11 @@ pub struct SwarmConfig {
     /// The local cell cache (tier 2): folder, and its size bound (default 2 GiB; 0 = no cache).
     pub cache_dir: PathBuf,
     pub cache_bytes: u64,
+    /// Keep the cached cells for this node's next run (`{cache_dir}/node_{id}`): set by
+    /// [`SwarmConfig::with_node_id`], for a node with a name of its own. Otherwise (the default,
+    /// a name made of host and pid: a new one every run) the cache's folder is removed when the
+    /// node goes, or by the next node that starts after its process was killed.
+    pub keep_cache: bool,
     /// Keep finished query folders (for inspection and tests) instead of removing them.
     pub keep_queries: bool,
     /// Fault injection for tests: each task waits this long before it runs.
@@ -87,6 +92,7 @@ impl Default for SwarmConfig {
             max_task_failures: 3,
             cache_dir: std::env::temp_dir().join("apiary-cell-cache"),
             cache_bytes: 2 * 1024 * 1024 * 1024,
+            keep_cache: false,
             keep_queries: false,
             debug_task_delay: Duration::ZERO,
             debug_clock_skew_ms: 0,
@@ -104,8 +110,10 @@ impl SwarmConfig {
         self
     }
 
+    /// This node's name; a node with a name of its own keeps its cell cache across runs.
     pub fn with_node_id(mut self, id: impl Into<String>) -> Self {
         self.node_id = id.into();
+        self.keep_cache = true;
         self
     }
 }

@@ -37,6 +37,11 @@ pub enum SwarmError {
         source: object_store::Error,
     },
 
+    #[error(
+        "the cell cache {path} is in use by another process (a node of the same name is running)"
+    )]
+    CacheInUse { path: String },
+
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,

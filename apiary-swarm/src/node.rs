@@ -13,7 +13,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::cache::{CacheStatus, CellCache};
+use crate::cache::{CacheFolder, CacheStatus, CellCache};
 use crate::codec::ApiaryCodec;
 use crate::config::SwarmConfig;
 use crate::error::Result;
@@ -60,10 +60,10 @@ impl SwarmNode {
         io: &Handle,
         config: SwarmConfig,
     ) -> Result<SwarmNode> {
-        let cache_dir = config.cache_dir.join(format!("node_{}", config.node_id));
-        let cache = Arc::new(CellCache::new(
+        let folder = CacheFolder::open(&config.cache_dir, &config.node_id, config.keep_cache)?;
+        let cache = Arc::new(CellCache::in_folder(
             meadow.store().clone(),
-            cache_dir,
+            folder,
             config.cache_bytes,
         )?);
         let runtime = RuntimeEnvBuilder::new().build_arc()?;
@@ -126,6 +126,12 @@ impl SwarmNode {
 
     pub fn cache(&self) -> &CellCache {
         &self.inner.cache
+    }
+
+    /// The meadow's object store read through this node's cell cache: what the node's own
+    /// sessions read cells through once it joined (see `Apiary::join_swarm`).
+    pub fn cached_store(&self) -> Arc<dyn object_store::ObjectStore> {
+        self.inner.cache.clone()
     }
 
     /// The physical optimizer rule that distributes this meadow's scans through this node.

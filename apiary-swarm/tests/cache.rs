@@ -272,3 +272,86 @@ async fn a_download_streams_to_disk() {
     assert_eq!(staged(), 0, "renamed into place");
     assert_eq!(cache.status().cells, 1);
 }
+
+/// Seen: every `apiary --swarm -c …` process (a node named `{host}-{pid}`: a new name every run)
+/// left its cache folder behind with the cells it had cached — up to the cache's size per
+/// process. A node without a name of its own now caches in `process_{id}`, removed when the cache
+/// goes, or by the next cache opened there once its process was killed; a named node keeps
+/// `node_{id}` for its next run, and a second process of that name is refused while it runs.
+#[tokio::test]
+async fn a_nameless_nodes_cache_goes_with_it_and_a_named_nodes_stays() {
+    use apiary_exec::FolderLock;
+    use apiary_swarm::cache::CacheFolder;
+    let parent = tempfile::tempdir().unwrap();
+    let parent = parent.path();
+    let (meadow, _) = patterned_meadow().await;
+    // Left by a killed process (no lock held), and one of a live process (its lock held).
+    std::fs::create_dir_all(parent.join("process_killed-1/h")).unwrap();
+    let live = FolderLock::take(parent, "process_live-2").unwrap();
+    std::fs::create_dir_all(parent.join("process_live-2/h")).unwrap();
+
+    let folder = CacheFolder::open(parent, "shell-3", false).unwrap();
+    assert!(
+        !parent.join("process_killed-1").exists(),
+        "a killed process's folder stayed"
+    );
+    assert!(
+        parent.join("process_live-2").exists(),
+        "a live process's folder went"
+    );
+    let dir = folder.path().to_path_buf();
+    let cache = CellCache::in_folder(meadow.clone(), folder, 1 << 20).unwrap();
+    read_all(&cache, "h/b/f/cell_0.parquet").await;
+    assert_eq!(cache.status().cells, 1);
+    assert!(dir.exists());
+    drop(cache);
+    assert!(!dir.exists(), "a nameless node's cache stayed after it");
+    drop(live);
+
+    let named = CellCache::in_folder(
+        meadow.clone(),
+        CacheFolder::open(parent, "board-1", true).unwrap(),
+        1 << 20,
+    )
+    .unwrap();
+    read_all(&named, "h/b/f/cell_0.parquet").await;
+    let err = CacheFolder::open(parent, "board-1", true).unwrap_err();
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+    drop(named);
+    let again = CellCache::in_folder(
+        meadow,
+        CacheFolder::open(parent, "board-1", true).unwrap(),
+        1 << 20,
+    )
+    .unwrap();
+    assert_eq!(
+        again.status().cells,
+        1,
+        "a named node's cells were not kept"
+    );
+}
+
+/// A store holding `h/b/f/cell_0.parquet` (1000 bytes).
+async fn patterned_meadow() -> (Arc<Counting>, Path) {
+    let meadow = Counting::new(Arc::new(InMemory::new()));
+    let key = Path::from("h/b/f/cell_0.parquet");
+    meadow
+        .put(&key, PutPayload::from_bytes(Bytes::from(vec![7u8; 1000])))
+        .await
+        .unwrap();
+    (meadow, key)
+}
+
+async fn read_all(cache: &CellCache, key: &str) {
+    let got = cache
+        .get(&Path::from(key))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1000);
+}
