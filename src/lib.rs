@@ -251,19 +251,29 @@ impl Apiary {
             .build();
         let ctx = SessionContext::new_with_state(state);
         self.register(&ctx)?;
-        // `register` put the meadow's own store in the shared runtime: a node in the swarm reads
-        // through its cell cache.
+        // `register` put the meadow's own store in the shared runtime.
         if let Some(node) = self.swarm() {
-            let url = self.meadow().object_store_url().clone();
-            self.runtime
-                .register_object_store(url.as_ref(), node.cached_store());
+            self.read_through_cache(&node);
         }
         Ok(ctx)
     }
 
+    /// A named node's own queries (plain ones, and its tasks as a coordinator) read cells
+    /// through its cell cache too: the seeds' tier 2. A nameless one's cache is thrown away when
+    /// it goes (a shell's `-c`: one query), and filling it would fetch whole cells where the query
+    /// reads a few columns; its own queries read the store directly.
+    fn read_through_cache(&self, node: &SwarmNode) {
+        if node.config().keep_cache {
+            let url = self.meadow().object_store_url().clone();
+            self.runtime
+                .register_object_store(url.as_ref(), node.cached_store());
+        }
+    }
+
     /// Joins the swarm of this meadow: this node writes heartbeats, works other nodes' tasks,
     /// sessions made afterwards by [`Apiary::session`] distribute large scans (`docs/swarm.md`),
-    /// and every query of this Apiary reads cells through the node's cell cache.
+    /// and, for a node with a name of its own, every query of this Apiary reads cells through
+    /// the node's cell cache.
     pub async fn join_swarm(&self, config: SwarmConfig) -> Result<SwarmNode> {
         let node = SwarmNode::join(
             self.meadow().clone(),
@@ -272,11 +282,7 @@ impl Apiary {
             config,
         )
         .await?;
-        // The node's own queries (plain ones, and its tasks as a coordinator) read cells through
-        // its cache too: the seeds' tier 2.
-        let url = self.meadow().object_store_url().clone();
-        self.runtime
-            .register_object_store(url.as_ref(), node.cached_store());
+        self.read_through_cache(&node);
         *self.swarm.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.clone());
         Ok(node)
     }

@@ -1547,7 +1547,8 @@ async fn a_large_partial_goes_up_in_whole_parts_never_a_multipart_upload() {
 /// Seen: only the tasks a node ran for other coordinators read through its cell cache (tier 2);
 /// its own queries — plain local ones, and the tasks it runs as a coordinator — fetched every
 /// cell from the store each time: on an `s3://` meadow, the whole scan over the network again.
-/// A node that joined the swarm now reads every cell through its cache.
+/// A named node that joined the swarm now reads every cell through its cache (a nameless one's
+/// cache goes with it, so its own queries read the store directly).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nodes_own_queries_read_cells_through_its_cache() {
     let (meadow, counting) = apiary_catalog::testing::counting_meadow();
