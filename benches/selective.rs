@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use apiary::Apiary;
 use apiary::catalog::{Leafcutter, WriteOptions};
-use common::{arg, arg_or, median, ms, repo, run, work_dir};
+use common::{arg, arg_or, median, ms, run, work_dir};
 use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
@@ -162,37 +162,6 @@ fn cold(side: &str, url: &str, listing: &str, cells: i64) -> Duration {
     Duration::from_secs_f64(millis / 1000.0)
 }
 
-/// Makes the S3 test server available when no S3 is configured; returns whether this run
-/// started it (and so must stop it again).
-fn ensure_s3() -> bool {
-    if std::env::var("APIARY_TEST_S3_URL").is_ok() {
-        return false;
-    }
-    let script = repo().join("scripts/s3-test-server");
-    let already = Command::new(&script)
-        .arg("status")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let out = Command::new(&script)
-        .arg("start")
-        .output()
-        .expect("s3-test-server");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let env =
-        std::fs::read_to_string(String::from_utf8_lossy(&out.stdout).trim()).expect("env file");
-    for line in env.lines() {
-        if let Some((k, v)) = line.trim_start_matches("export ").split_once('=') {
-            // SAFETY: single-threaded at this point of main, before any child or task starts.
-            unsafe { std::env::set_var(k, v.trim_matches('"').trim_matches('\'')) };
-        }
-    }
-    !already
-}
-
 #[tokio::main]
 async fn main() {
     let cells: i64 = arg_or("--cells", 2000);
@@ -220,7 +189,7 @@ async fn main() {
                 (url.clone(), url)
             }
             "s3" => {
-                started_s3 |= ensure_s3();
+                started_s3 |= common::ensure_s3();
                 let base = std::env::var("APIARY_TEST_S3_URL").expect("S3 url");
                 let url = format!("{base}/bench-{}", uuid::Uuid::new_v4().simple());
                 (url.clone(), url)
@@ -263,8 +232,6 @@ async fn main() {
         }
     }
     if started_s3 {
-        let _ = Command::new(repo().join("scripts/s3-test-server"))
-            .arg("stop")
-            .status();
+        common::stop_s3();
     }
 }

@@ -10,10 +10,19 @@
 //!   an idle node (counted in-process on the same folder, same defaults).
 //!
 //! - storage calls of one distributed query, per node and kind, on counting stores (`--calls`;
-//!   `--calls-only` skips the scale-out).
+//!   `--calls-only` skips the scale-out);
+//! - with `--per-process`, the scale-out the way the command is used: one coordinator process per
+//!   query (this binary in `--once` mode, doing what `apiary [--swarm] -c SQL` does: open the
+//!   meadow, join the swarm or not, run the query, leave), timed from its start to its exit.
+//!
+//! `--storage s3` runs the scale-out on the S3 test server (`scripts/s3-test-server`, started
+//! when `APIARY_TEST_S3_URL` is not set) instead of the local folder: the SF1 meadow is copied into
+//! the bucket twice, and the one-node side is a node alone in a swarm on the second copy, so that
+//! both sides read cells through a cell cache on local disk (the other way one side would fetch
+//! every cell over the network and the other not).
 //!
 //! ```text
-//! cargo bench --bench swarm --no-default-features -- [--runs 7] [--queries 1,6] [--small 2,11] [--idle-secs 60] [--calls 1,6] [--tasks-per-bee N]
+//! cargo bench --bench swarm --no-default-features -- [--runs 7] [--queries 1,6] [--small 2,11] [--idle-secs 60] [--calls 1,6] [--tasks-per-bee N] [--storage s3] [--per-process]
 //! ```
 //!
 //! Every answer of the two-node side is compared with the one-node side's (numbers to nine
@@ -58,7 +67,7 @@ fn pin_self(core: usize) {
 struct Worker(Child);
 
 impl Worker {
-    fn spawn(storage: &Path, id: &str, core: usize, cache: &Path) -> Worker {
+    fn spawn(storage: &str, id: &str, core: usize, cache: &Path) -> Worker {
         let exe = std::env::current_exe().expect("this benchmark's path");
         let child = Command::new("taskset")
             .args(["-c", &core.to_string()])
@@ -206,17 +215,111 @@ fn queries(name: &str, default: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Where the two sides of the scale-out read TPC-H SF1.
+struct Meadows {
+    /// The one-node side's …
+    alone: String,
+    /// … and the swarm's: the same folder, or two copies in the S3 bucket.
+    swarm: String,
+    s3: bool,
+}
+
+impl Meadows {
+    async fn new(dir: &Path) -> Meadows {
+        let local = dir.to_str().expect("utf-8").to_string();
+        if arg("--storage").as_deref() != Some("s3") {
+            return Meadows {
+                alone: local.clone(),
+                swarm: local,
+                s3: false,
+            };
+        }
+        let base = std::env::var("APIARY_TEST_S3_URL").expect("S3 url");
+        let (alone, swarm) = (
+            format!("{base}/bench-tpch-sf1-alone"),
+            format!("{base}/bench-tpch-sf1"),
+        );
+        for url in [&alone, &swarm] {
+            copy_meadow(dir, url).await;
+        }
+        Meadows {
+            alone,
+            swarm,
+            s3: true,
+        }
+    }
+}
+
+/// Copies the meadow in folder `dir` to `url`, object by object (its swarm folders left out),
+/// unless a finished copy is there.
+async fn copy_meadow(dir: &Path, url: &str) {
+    use futures::StreamExt;
+    let meadow = apiary::catalog::Meadow::open(url).await.expect("meadow");
+    if meadow.exists(".complete").await.expect("head") {
+        return;
+    }
+    let start = Instant::now();
+    let mut files = vec![];
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for e in std::fs::read_dir(&folder).expect("read_dir").flatten() {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(dir)
+                .expect("below")
+                .to_string_lossy()
+                .to_string();
+            if ["_queries", "_heartbeats", "_caches", ".complete"]
+                .iter()
+                .any(|skip| rel.starts_with(skip))
+            {
+                continue;
+            }
+            match path.is_dir() {
+                true => folders.push(path),
+                false => files.push((path, rel)),
+            }
+        }
+    }
+    let count = files.len();
+    futures::stream::iter(files)
+        .map(|(path, rel)| {
+            let meadow = meadow.clone();
+            async move {
+                let bytes = tokio::fs::read(&path).await.expect("read");
+                meadow.put(&rel, bytes.into()).await.expect("put");
+            }
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<_>>()
+        .await;
+    meadow
+        .put(".complete", Default::default())
+        .await
+        .expect("put");
+    eprintln!(
+        "copied {count} objects to {url} in {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+}
+
 async fn scale_out(dir: &Path, runs: usize) {
+    let meadows = Meadows::new(dir).await;
     let scratch = work_dir("swarm-scratch");
     let _ = std::fs::remove_dir_all(scratch.join("cache"));
-    let path = dir.to_str().expect("utf-8");
-    let alone = Apiary::open_with(path, one_node(&scratch.join("alone")))
+    let alone = Apiary::open_with(&meadows.alone, one_node(&scratch.join("alone")))
         .await
         .expect("open");
-    let coordinator = Apiary::open_with(path, one_node(&scratch.join("coordinator")))
+    if meadows.s3 {
+        // Alone in a swarm of its own copy: its queries read cells through its cell cache.
+        let mut config = SwarmConfig::default().with_node_id("alone");
+        config.cache_dir = scratch.join("cache");
+        alone.join_swarm(config).await.expect("join");
+    }
+    let coordinator = Apiary::open_with(&meadows.swarm, one_node(&scratch.join("coordinator")))
         .await
         .expect("open");
-    let _worker = Worker::spawn(dir, "w1", 1, &scratch.join("cache"));
+    let _worker = Worker::spawn(&meadows.swarm, "w1", 1, &scratch.join("cache"));
     let mut config = SwarmConfig::default().with_node_id("coordinator");
     config.cache_dir = scratch.join("cache");
     config.keep_queries = arg("--timeline").is_some();
@@ -231,7 +334,14 @@ async fn scale_out(dir: &Path, runs: usize) {
         run(&forced, &format!("SET swarm.tasks_per_bee = {n}")).await;
     }
 
-    println!("## Scale-out: 1 node vs 2 nodes, one core each (TPC-H SF1, {runs} runs, median)\n");
+    let store = if meadows.s3 {
+        "S3 test server"
+    } else {
+        "local folder"
+    };
+    println!(
+        "## Scale-out: 1 node vs 2 nodes, one core each (TPC-H SF1 on a {store}, {runs} runs, median)\n"
+    );
     println!("| query | 1 node (ms) | 2 nodes (ms) | speedup |");
     println!("|---|---:|---:|---:|");
     let mut lines = vec![];
@@ -265,7 +375,7 @@ async fn scale_out(dir: &Path, runs: usize) {
             one.as_secs_f64() / two.as_secs_f64()
         );
         lines.push(format!("q{q}: {}", swarm_line(&forced, &sql).await));
-        if arg("--timeline").is_some() {
+        if arg("--timeline").is_some() && !meadows.s3 {
             timeline(dir);
             for (name, ctx) in [("local", &local), ("swarm", &forced)] {
                 let start = Instant::now();
@@ -315,6 +425,82 @@ async fn scale_out(dir: &Path, runs: usize) {
         );
     }
     coordinator.leave_swarm().await.expect("leave");
+    alone.leave_swarm().await.expect("leave");
+    if common::flag("--per-process") {
+        per_process(&meadows, runs);
+    }
+}
+
+/// The scale-out with one coordinator process per query, as `apiary [--swarm] -c SQL` runs:
+/// each side's process pinned to core 0, the worker still on core 1; timed from spawn to exit.
+fn per_process(meadows: &Meadows, runs: usize) {
+    println!(
+        "\n## One process per query (what `apiary -c` / `apiary --swarm -c` do; default settings, {runs} runs, median)\n"
+    );
+    println!("| query | 1 node (ms) | 2 nodes (ms) | speedup |");
+    println!("|---|---:|---:|---:|");
+    for q in queries("--queries", "1,6") {
+        let side = |url: &str, join: bool| {
+            let exe = std::env::current_exe().expect("this benchmark's path");
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", "0"])
+                .arg(exe)
+                .args(["--once", url, "--query", &q.to_string()]);
+            if join {
+                cmd.arg("--join");
+            }
+            let start = Instant::now();
+            let out = cmd.output().expect("start a coordinator process");
+            let elapsed = start.elapsed();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (
+                elapsed,
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            )
+        };
+        let (mut one, mut two) = (vec![], vec![]);
+        for round in 0..runs + 1 {
+            let (t1, rows1) = side(&meadows.alone, false);
+            let (t2, rows2) = side(&meadows.swarm, true);
+            assert_eq!(rows1, rows2, "q{q}: row counts differ");
+            if round > 0 {
+                // The first round warms the page cache and the worker's cell cache.
+                one.push(t1);
+                two.push(t2);
+            }
+        }
+        let (one, two) = (median(one), median(two));
+        println!(
+            "| q{q} | {:.0} | {:.0} | {:.2}× |",
+            ms(one),
+            ms(two),
+            one.as_secs_f64() / two.as_secs_f64()
+        );
+    }
+}
+
+/// `--once URL --query N [--join]`: what `apiary [--swarm] -c SQL` does, and prints the rows.
+async fn once(url: &str) {
+    let q: usize = arg("--query")
+        .and_then(|q| q.parse().ok())
+        .expect("--query");
+    let scratch = work_dir(&format!("swarm-scratch/once-{}", std::process::id()));
+    let ap = Apiary::open_with(url, one_node(&scratch))
+        .await
+        .expect("open");
+    if common::flag("--join") {
+        ap.join_swarm(SwarmConfig::default()).await.expect("join");
+    }
+    let ctx = tpch_session(&ap).await;
+    let rows = run(&ctx, &tpch_query(q)).await;
+    ap.leave_swarm().await.expect("leave");
+    drop(ap);
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!("{rows}");
 }
 
 /// A query's answer as sorted lines, numbers to nine significant digits.
@@ -449,7 +635,12 @@ async fn idle(secs: u64) {
     let ap = Apiary::from_meadow(meadow, io, one_node(&scratch.path().join("bees")))
         .await
         .expect("open");
-    let worker = Worker::spawn(&dir, "idle", 1, &scratch.path().join("cache"));
+    let worker = Worker::spawn(
+        dir.to_str().expect("utf-8"),
+        "idle",
+        1,
+        &scratch.path().join("cache"),
+    );
     let mut config = SwarmConfig::default().with_node_id("counted");
     config.cache_dir = scratch.path().join("cache");
     ap.join_swarm(config).await.expect("join");
@@ -505,6 +696,12 @@ fn main() {
         rt.block_on(worker(&storage));
         return;
     }
+    if let Some(url) = arg("--once") {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(once(&url));
+        return;
+    }
+    let started_s3 = arg("--storage").as_deref() == Some("s3") && common::ensure_s3();
     pin_self(0);
     let runs = arg_or("--runs", 7usize);
     let idle_secs = arg_or("--idle-secs", 60u64);
@@ -520,4 +717,7 @@ fn main() {
             idle(idle_secs).await;
         }
     });
+    if started_s3 {
+        common::stop_s3();
+    }
 }

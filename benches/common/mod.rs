@@ -22,6 +22,11 @@ pub fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// Whether the flag `name` is on the command line.
+pub fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
 pub fn arg_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -38,6 +43,44 @@ pub fn tpch_data(sf: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Makes the S3 test server available when no S3 is configured; returns whether this run
+/// started it (and so must stop it again).
+pub fn ensure_s3() -> bool {
+    if std::env::var("APIARY_TEST_S3_URL").is_ok() {
+        return false;
+    }
+    let script = repo().join("scripts/s3-test-server");
+    let already = Command::new(&script)
+        .arg("status")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let out = Command::new(&script)
+        .arg("start")
+        .output()
+        .expect("s3-test-server");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env =
+        std::fs::read_to_string(String::from_utf8_lossy(&out.stdout).trim()).expect("env file");
+    for line in env.lines() {
+        if let Some((k, v)) = line.trim_start_matches("export ").split_once('=') {
+            // SAFETY: single-threaded at this point of main, before any child or task starts.
+            unsafe { std::env::set_var(k, v.trim_matches('"').trim_matches('\'')) };
+        }
+    }
+    !already
+}
+
+/// Stops the S3 test server (one [`ensure_s3`] started).
+pub fn stop_s3() {
+    let _ = Command::new(repo().join("scripts/s3-test-server"))
+        .arg("stop")
+        .status();
 }
 
 /// Where harnesses keep what they build (kept between runs).
