@@ -367,13 +367,7 @@ async fn scale_out(dir: &Path, runs: usize) {
             two.push(t);
             assert_eq!(a, b, "q{q}: row counts differ");
         }
-        let (one, two) = (median(one), median(two));
-        println!(
-            "| q{q}{shared} | {:.0} | {:.0} | {:.2}× |",
-            ms(one),
-            ms(two),
-            one.as_secs_f64() / two.as_secs_f64()
-        );
+        speedup_row(&format!("q{q}{shared}"), one, two);
         lines.push(format!("q{q}: {}", swarm_line(&forced, &sql).await));
         if arg("--timeline").is_some() && !meadows.s3 {
             timeline(dir);
@@ -431,6 +425,17 @@ async fn scale_out(dir: &Path, runs: usize) {
     }
 }
 
+/// One row of a scale-out table: the medians of both sides and their ratio.
+fn speedup_row(label: &str, one: Vec<Duration>, two: Vec<Duration>) {
+    let (one, two) = (median(one), median(two));
+    println!(
+        "| {label} | {:.0} | {:.0} | {:.2}× |",
+        ms(one),
+        ms(two),
+        one.as_secs_f64() / two.as_secs_f64()
+    );
+}
+
 /// The scale-out with one coordinator process per query, as `apiary [--swarm] -c SQL` runs:
 /// each side's process pinned to core 0, the worker still on core 1; timed from spawn to exit.
 fn per_process(meadows: &Meadows, runs: usize) {
@@ -473,13 +478,7 @@ fn per_process(meadows: &Meadows, runs: usize) {
                 two.push(t2);
             }
         }
-        let (one, two) = (median(one), median(two));
-        println!(
-            "| q{q} | {:.0} | {:.0} | {:.2}× |",
-            ms(one),
-            ms(two),
-            one.as_secs_f64() / two.as_secs_f64()
-        );
+        speedup_row(&format!("q{q}"), one, two);
     }
 }
 

@@ -6,8 +6,8 @@
 //! into a staging file (never a whole cell in memory), synced and renamed into place, and readers
 //! that miss one cell at once wait for a single download. A cell larger than the whole cache is
 //! remembered and read by ranges. The cache holds at most `capacity` bytes, evicting the least
-//! recently used cells. Its cells are reported in heartbeats, so that coordinators give a node
-//! the cells it already has.
+//! recently used cells. Its cells are listed in the node's cache index (`_caches/node_{id}.json`),
+//! so that coordinators give a node the cells it already has.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -128,7 +128,7 @@ impl SwarmNode {
         &self.inner.cache
     }
 
-    /// The meadow's object store read through this node's cell cache: what the node's own
+    /// The meadow's object store read through this node's cell cache: what a named node's own
     /// sessions read cells through once it joined (see `Apiary::join_swarm`).
     pub fn cached_store(&self) -> Arc<dyn object_store::ObjectStore> {
         self.inner.cache.clone()
