@@ -3,9 +3,9 @@
 //! into a dropped one as done; `CREATE OR REPLACE` is one atomic step through Apiary's doors and
 //! recoverable through DataFusion's; `apiary check` finds what is broken.
 
-use std::path::Path;
-
-use crate::support::{apiary, csv, failed, ok, open, plan, query, scalar, sql, sql_err};
+use crate::support::{
+    apiary, csv, failed, ok, open, parquet_files, plan, query, scalar, sql, sql_err,
+};
 
 /// `h.b.t` with four cells of one row each, then all four replaced by one cell of four rows.
 async fn setup(ctx: &datafusion::prelude::SessionContext) {
@@ -15,20 +15,6 @@ async fn setup(ctx: &datafusion::prelude::SessionContext) {
     for i in 1..=4 {
         sql(ctx, &format!("INSERT INTO h.b.t VALUES ({i})")).await;
     }
-}
-
-/// The Parquet files below `dir`.
-fn parquet_files(dir: &Path) -> usize {
-    let mut n = 0;
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            n += parquet_files(&p);
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            n += 1;
-        }
-    }
-    n
 }
 
 /// Seen: `EXPLAIN SELECT * FROM apiary_cleanse('h.b.f', 0)` removed two of a frame's three cell

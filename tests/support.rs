@@ -146,3 +146,17 @@ pub fn apiary_at(storage: &str, args: &[&str]) -> Output {
         .output()
         .expect("run apiary")
 }
+
+/// The Parquet files below `dir`.
+pub fn parquet_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += parquet_files(&p);
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            n += 1;
+        }
+    }
+    n
+}

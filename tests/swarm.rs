@@ -1592,3 +1592,53 @@ async fn a_nodes_own_queries_read_cells_through_its_cache() {
     busy.leave_swarm().await.unwrap();
     coordinator.leave_swarm().await.unwrap();
 }
+
+/// A nameless node (a shell's `-c`, Python's `start()`) reads its own queries' cells from the
+/// store — also the tasks it runs as the coordinator of a distributed query: filling a cache that
+/// goes with the process would fetch whole cells where the query reads a few columns (a one-shot
+/// `apiary --swarm -c` spent seconds copying a 210 MB cell this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nameless_coordinator_reads_its_own_tasks_cells_from_the_store() {
+    let (meadow, counting) = apiary_catalog::testing::counting_meadow();
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = scratch.path().join("cache");
+    let coordinator = small_node(&meadow, "coordinator", scratch.path(), |c| {
+        c.cache_bytes = 64 << 20;
+        c.cache_dir = cache.clone();
+        c.keep_cache = false; // as nameless: SwarmConfig::default()
+    })
+    .await;
+    let ctx = coordinator.session().unwrap();
+    create_numbers(&ctx, 4).await;
+    // The other node's one bee is held: the coordinator runs every task of its query itself.
+    let busy = small_node(&meadow, "busy", scratch.path(), |_| {}).await;
+    wait_for_nodes(&coordinator, 2).await;
+    let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
+    let held = busy.bees().try_acquire(1, &runtime, false).unwrap();
+    assert!(held.is_some());
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let q = "SELECT count(*), sum(n) FROM h.b.t";
+    assert!(
+        plan(&ctx, &format!("EXPLAIN {q}"))
+            .await
+            .contains("SwarmExec")
+    );
+    for _ in 0..2 {
+        counting.take_reads();
+        assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+        let cells = counting
+            .take_reads()
+            .into_iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .count();
+        assert!(
+            cells >= 4,
+            "the cells were not read from the store: {cells}"
+        );
+    }
+    let cached = crate::support::parquet_files(&cache);
+    assert_eq!(cached, 0, "cells copied into the cache");
+    drop(held);
+    busy.leave_swarm().await.unwrap();
+    coordinator.leave_swarm().await.unwrap();
+}

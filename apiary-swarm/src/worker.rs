@@ -670,9 +670,6 @@ async fn run_task(
     if !node.config.debug_task_delay.is_zero() {
         tokio::time::sleep(node.config.debug_task_delay).await;
     }
-    let base = node.session.task_ctx();
-    let plan = physical_plan_from_bytes_with_extension_codec(&work.fragment, &base, &node.codec)?;
-    let plan = narrow(&plan, &work.cells)?;
     // The chamber (if any) stays held until the task is done.
     let (ctx, _chamber) = match work.place {
         Place::Query(ctx) => (ctx, None),
@@ -686,6 +683,11 @@ async fn run_task(
             )
         }
     };
+    // Decoding binds the scan to the decoding context's object store and footer cache: a
+    // worker's (through its cell cache), or — for the coordinator's own tasks — its query's,
+    // so that they read cells exactly as its plain queries do.
+    let plan = physical_plan_from_bytes_with_extension_codec(&work.fragment, &ctx, &node.codec)?;
+    let plan = narrow(&plan, &work.cells)?;
     let mut stream = plan.execute(0, ctx)?;
     let mut parts = Parts::new(node, dir, n, a, stream.schema())?;
     let result: Result<()> = async {
