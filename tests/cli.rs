@@ -250,6 +250,8 @@ fn status_shows_the_swarm_and_a_node_leaves_on_sigterm() {
         .arg(&storage)
         .args(["node", "--node-id", "pi-1", "--bees", "2", "-m", "512M"])
         .args(["--heartbeat-ms", "200", "--cache-size", "0"])
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
