@@ -168,9 +168,8 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
         .collect();
     known.retain(|id, _| ids.contains(id));
     lock(&node.failed).retain(|(id, _)| ids.contains(id));
-    let mut active = false;
-    for id in ids {
-        let entry = known.entry(id.clone()).or_insert_with(|| Known {
+    for id in &ids {
+        known.entry(id.clone()).or_insert_with(|| Known {
             first_seen: Instant::now(),
             manifest: None,
             unleased_since: None,
@@ -179,6 +178,13 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
             tasks: vec![],
             fragment: None,
         });
+    }
+    look_for_manifests(node, known).await?;
+    let mut active = false;
+    for id in ids {
+        let Some(entry) = known.get_mut(&id) else {
+            continue;
+        };
         if expired(node, entry) {
             log::info!("removing query folder {QUERIES}/{id}");
             entry.stop_tasks();
@@ -190,29 +196,8 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
             continue;
         }
         let dir = QueryDir::new(&id);
-        if entry.manifest.is_none() {
-            // Looked for at most once a `poll_max`: a folder left without one is not fetched
-            // again at every poll.
-            if entry
-                .looked
-                .is_some_and(|t| t.elapsed() < node.config.poll_max)
-            {
-                continue;
-            }
-            entry.looked = Some(Instant::now());
-            let Some(bytes) = node.meadow.get(&dir.manifest()).await? else {
-                // Still being written — or the query is over and its folder already cleaned up
-                // but for its marker (a newcomer finds such folders): then it goes after the
-                // grace, like any finished folder.
-                if node.meadow.exists(&dir.finished()).await? {
-                    entry.finished = Some(Instant::now());
-                }
-                continue;
-            };
-            entry.manifest = Some(decode(&bytes, &dir.manifest())?);
-        }
         let Some(manifest) = entry.manifest.clone() else {
-            continue;
+            continue; // not published yet, or over (looked at above)
         };
         match lease(node, &manifest) {
             LeaseSeen::Held => entry.unleased_since = None,
@@ -257,6 +242,61 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
         entry.tasks.extend(started);
     }
     Ok(active)
+}
+
+/// How many folders a node looks into at once.
+const LOOKS_AT_ONCE: usize = 16;
+
+/// Reads the manifest of every known folder that has none yet, [`LOOKS_AT_ONCE`] at a time: a
+/// newcomer may find many folders holding nothing but `finished.json` (queries over, swept after
+/// a grace), and one slow call after another would keep it from new queries for seconds. A
+/// folder without a manifest is looked into again at most once a `poll_max`.
+async fn look_for_manifests(node: &LocalNode, known: &mut HashMap<String, Known>) -> Result<()> {
+    let due: Vec<String> = known
+        .iter()
+        .filter(|(_, e)| e.manifest.is_none() && e.finished.is_none())
+        .filter(|(_, e)| e.looked.is_none_or(|t| t.elapsed() >= node.config.poll_max))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let looks: Vec<(String, Result<Look>)> = futures::stream::iter(due)
+        .map(|id| async move {
+            let look = look(node, &QueryDir::new(&id)).await;
+            (id, look)
+        })
+        .buffer_unordered(LOOKS_AT_ONCE)
+        .collect()
+        .await;
+    for (id, look) in looks {
+        let Some(entry) = known.get_mut(&id) else {
+            continue;
+        };
+        entry.looked = Some(Instant::now());
+        match look? {
+            Look::Manifest(manifest) => entry.manifest = Some(manifest),
+            Look::Finished => entry.finished = Some(Instant::now()),
+            Look::Nothing => {}
+        }
+    }
+    Ok(())
+}
+
+/// What one look into a query folder without a known manifest found.
+enum Look {
+    Manifest(Manifest),
+    /// No manifest, but `finished.json`: the query is over and its folder cleaned up but for the
+    /// marker; it goes after the grace, like any finished folder.
+    Finished,
+    /// Neither: the manifest is still being written.
+    Nothing,
+}
+
+async fn look(node: &LocalNode, dir: &QueryDir) -> Result<Look> {
+    let key = dir.manifest();
+    Ok(match node.meadow.get(&key).await? {
+        Some(bytes) => Look::Manifest(decode(&bytes, &key)?),
+        None if node.meadow.exists(&dir.finished()).await? => Look::Finished,
+        None => Look::Nothing,
+    })
 }
 
 /// Whether a query folder is to be swept now: a running query whose coordinator has held no lease

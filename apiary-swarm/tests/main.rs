@@ -2,5 +2,6 @@
 
 mod cache;
 mod codec;
+mod queries;
 mod support;
 mod world_view;
