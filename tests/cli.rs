@@ -94,6 +94,28 @@ fn dash_c_prints_csv_and_a_failing_statement_exits_non_zero() {
     assert!(err.contains("lazy"), "{err}");
 }
 
+/// `docs/sql.md`: the shell cannot run `CREATE EXTERNAL TABLE … STORED AS APIARY LOCATION ''`
+/// yet (datafusion-cli parses the location as a URL first); nothing is created. When this
+/// passes no more, the page's paragraph goes.
+#[test]
+fn the_shell_stops_at_an_empty_location_before_apiary_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let err = failed(&apiary(
+        dir.path(),
+        &[
+            "-c",
+            "CREATE EXTERNAL TABLE sales.eu.parts (id BIGINT NOT NULL, k VARCHAR NOT NULL) STORED AS APIARY PARTITIONED BY (k) LOCATION ''",
+        ],
+    ));
+    assert!(err.contains("Failed to convert path to URL"), "{err}");
+    let tables = csv(
+        dir.path(),
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'sales' AND table_schema = 'eu' ORDER BY 1",
+    );
+    assert_eq!(tables, ["table_name", "orders"]);
+}
+
 #[test]
 fn import_streams_files_into_a_frame_in_one_commit() {
     let dir = tempfile::tempdir().unwrap();
