@@ -206,6 +206,13 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
             }
             LeaseSeen::NotYet => {}
         }
+        // The coordinator works its own query's tasks inside that query's chamber, and looks at
+        // its folder itself while it runs: nothing to list here until it is over.
+        let mine = manifest.coordinator == node.config.node_id;
+        if mine && node.membership.coordinates(&manifest.query_id) {
+            active = true;
+            continue;
+        }
         let state = query_state(node, &dir).await?;
         if state.finished {
             // Over (done, failed or cancelled): stop this node's attempts at once.
@@ -213,8 +220,7 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
             entry.stop_tasks();
             continue;
         }
-        // The coordinator works its own query's tasks inside that query's chamber.
-        if manifest.coordinator == node.config.node_id {
+        if mine {
             active = true;
             continue;
         }
