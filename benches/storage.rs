@@ -62,8 +62,9 @@ async fn new_ledger(dir: &std::path::Path, spec: &FrameSpec) -> Ledger {
     .expect("ledger")
 }
 
-/// One commit of an `AddCells` entry (JSON, a durable conditional create), and a whole append
-/// of 1,000 rows (a cell written, flushed, committed).
+/// One commit of an `AddCells` entry (JSON, a durable conditional create), a bare conditional
+/// create durable and ephemeral, and a whole append of 1,000 rows (a cell written, flushed,
+/// committed).
 fn commit_latency(c: &mut Criterion) {
     let rt = Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -98,6 +99,28 @@ fn commit_latency(c: &mut Criterion) {
                 .expect("commit")
         })
     });
+
+    // A conditional create of a small object in a new folder (as a swarm claim or report is):
+    // durable (flushed, as every commit point) and ephemeral (the swarm's `_queries/` objects).
+    let meadow = rt
+        .block_on(Meadow::open(dir.path().to_str().expect("utf-8 path")))
+        .expect("meadow");
+    for (name, ephemeral) in [
+        ("create_durable_local", false),
+        ("create_ephemeral_local", true),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let key = format!("_queries/{}/claim_0_0.json", uuid::Uuid::new_v4().simple());
+                let body = br#"{"node":"n","attempt":0}"#.to_vec();
+                match ephemeral {
+                    true => meadow.create_ephemeral(&key, body.into()).await,
+                    false => meadow.create(&key, body.into()).await,
+                }
+                .expect("create")
+            })
+        });
+    }
 
     let ledger = rt.block_on(new_ledger(dir.path(), &spec));
     let frame = Frame::new(ledger, WriteOptions::default());

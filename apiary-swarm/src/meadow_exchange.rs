@@ -195,7 +195,7 @@ impl Coordination {
             options: session_options(self.ctx.session_config()),
         };
         node.meadow
-            .create(&query.manifest(), encode(&manifest, &query.manifest())?)
+            .create_ephemeral(&query.manifest(), encode(&manifest, &query.manifest())?)
             .await?;
         // Idle nodes watch this one object: a change sends them listing (off the critical path).
         let latest = Latest {

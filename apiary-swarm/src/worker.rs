@@ -463,7 +463,12 @@ pub(crate) async fn claim_and_run(
             clock_ms: node.clock_ms(),
         };
         let key = dir.claim(n, a);
-        if node.meadow.create(&key, encode(&claim, &key)?).await? != Created::Yes {
+        if node
+            .meadow
+            .create_ephemeral(&key, encode(&claim, &key)?)
+            .await?
+            != Created::Yes
+        {
             continue; // another node was first; the bee goes back
         }
         slots.running.fetch_add(1, Ordering::SeqCst);
@@ -624,7 +629,11 @@ async fn write_report(
     let body = body?;
     with_backoff(node, dir, key, || async {
         match how {
-            Write::Create => node.meadow.create(key, body.clone()).await.map(|_| ())?,
+            Write::Create => node
+                .meadow
+                .create_ephemeral(key, body.clone())
+                .await
+                .map(|_| ())?,
             Write::Put => node.meadow.put(key, body.clone()).await?,
         }
         Ok(())

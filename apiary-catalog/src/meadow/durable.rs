@@ -24,6 +24,13 @@ use object_store::{
     PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
+/// Marks a conditional create (in [`PutOptions::extensions`]) whose object need not outlive a
+/// power cut — the swarm's `_queries/` objects, which serve only the processes running when they
+/// are written: it is created exactly as atomically, but not flushed (on an SD card a flush costs
+/// milliseconds, several per task). Other stores ignore it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ephemeral;
+
 /// `LocalFileSystem` with durable conditional creates.
 #[derive(Debug)]
 pub(crate) struct DurableFs {
@@ -55,7 +62,8 @@ impl ObjectStore for DurableFs {
         }
         let file = self.inner.path_to_filesystem(location)?;
         let bytes: Bytes = payload.into();
-        let outcome = tokio::task::spawn_blocking(move || create(&file, &bytes))
+        let flush = opts.extensions.get::<Ephemeral>().is_none();
+        let outcome = tokio::task::spawn_blocking(move || create(&file, &bytes, flush))
             .await
             .map_err(|e| object_store::Error::Generic {
                 store: "DurableFs",
@@ -161,8 +169,9 @@ fn sync_dir(dir: &FsPath) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates `path` with `bytes` unless it exists: `Ok(true)` when this call created it.
-pub(crate) fn create(path: &FsPath, bytes: &[u8]) -> std::io::Result<bool> {
+/// Creates `path` with `bytes` unless it exists: `Ok(true)` when this call created it. With
+/// `flush`, the file and the folders leading to it are synced before it returns.
+pub(crate) fn create(path: &FsPath, bytes: &[u8], flush: bool) -> std::io::Result<bool> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("object path has no parent folder"))?;
@@ -177,7 +186,9 @@ pub(crate) fn create(path: &FsPath, bytes: &[u8]) -> std::io::Result<bool> {
         .open(&staging)?;
     let outcome = (|| {
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if flush {
+            file.sync_all()?;
+        }
         match fs::hard_link(&staging, path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
@@ -186,7 +197,7 @@ pub(crate) fn create(path: &FsPath, bytes: &[u8]) -> std::io::Result<bool> {
     })();
     let _ = fs::remove_file(&staging);
     let created = outcome?;
-    if created {
+    if created && flush {
         sync_dir(dir)?;
         // Each folder made here is an entry of its parent: flush those too, innermost last.
         for d in &made {
@@ -305,8 +316,13 @@ mod tests {
     fn a_create_makes_its_folders_and_only_one_wins() {
         let dir = tempfile::tempdir().unwrap();
         let deep = dir.path().join("a/b/c/0.json");
-        assert!(create(&deep, b"one").unwrap());
-        assert!(!create(&deep, b"two").unwrap());
+        assert!(create(&deep, b"one", true).unwrap());
+        assert!(!create(&deep, b"two", true).unwrap());
+        // Unflushed, the same race: one create wins.
+        let light = dir.path().join("q/1/claim.json");
+        assert!(create(&light, b"one", false).unwrap());
+        assert!(!create(&light, b"two", false).unwrap());
+        assert_eq!(std::fs::read(&light).unwrap(), b"one");
         assert_eq!(fs::read(&deep).unwrap(), b"one");
         let names: Vec<_> = fs::read_dir(dir.path().join("a/b/c"))
             .unwrap()

@@ -25,7 +25,8 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    ListResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    Extensions, ListResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload,
 };
 use url::Url;
 
@@ -415,9 +416,27 @@ impl Meadow {
     /// Both of object_store's "it is already there" outcomes (`AlreadyExists`, `Precondition`)
     /// mean the same thing here: this writer lost the race.
     pub async fn create(&self, rel: &str, bytes: Bytes) -> Result<Created> {
+        self.create_with(rel, bytes, Extensions::new()).await
+    }
+
+    /// [`Meadow::create`] of an object that need not outlive a power cut (the swarm's query
+    /// objects): as atomic — one racing writer wins — but on a local folder not flushed to disk.
+    pub async fn create_ephemeral(&self, rel: &str, bytes: Bytes) -> Result<Created> {
+        let mut extensions = Extensions::new();
+        extensions.insert(durable::Ephemeral);
+        self.create_with(rel, bytes, extensions).await
+    }
+
+    async fn create_with(
+        &self,
+        rel: &str,
+        bytes: Bytes,
+        extensions: Extensions,
+    ) -> Result<Created> {
         let key = self.key(rel);
         let opts = PutOptions {
             mode: PutMode::Create,
+            extensions,
             ..Default::default()
         };
         match self
