@@ -1543,6 +1543,28 @@ async fn a_large_partial_goes_up_in_whole_parts_never_a_multipart_upload() {
     w.leave_swarm().await.unwrap();
     coordinator.leave_swarm().await.unwrap();
 }
+/// A coordinator with a 64 MiB cell cache in `{dir}/cache` (kept across runs or not: named or
+/// as a nameless node), `h.b.t` of 4 cells, and a second node whose one bee is held — returned,
+/// to drop — so that the coordinator runs every task of its queries itself.
+async fn lone_coordinator(
+    meadow: &Meadow,
+    dir: &Path,
+    keep_cache: bool,
+) -> (Apiary, Apiary, SessionContext, impl Sized) {
+    let coordinator = small_node(meadow, "coordinator", dir, |c| {
+        c.cache_bytes = 64 << 20;
+        c.keep_cache = keep_cache;
+    })
+    .await;
+    let ctx = coordinator.session().unwrap();
+    create_numbers(&ctx, 4).await;
+    let busy = small_node(meadow, "busy", dir, |_| {}).await;
+    wait_for_nodes(&coordinator, 2).await;
+    let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
+    let held = busy.bees().try_acquire(1, &runtime, false).unwrap();
+    assert!(held.is_some());
+    (coordinator, busy, ctx, held)
+}
 
 /// Seen: only the tasks a node ran for other coordinators read through its cell cache (tier 2);
 /// its own queries — plain local ones, and the tasks it runs as a coordinator — fetched every
@@ -1553,20 +1575,7 @@ async fn a_large_partial_goes_up_in_whole_parts_never_a_multipart_upload() {
 async fn a_nodes_own_queries_read_cells_through_its_cache() {
     let (meadow, counting) = apiary_catalog::testing::counting_meadow();
     let scratch = tempfile::tempdir().unwrap();
-    let cache = scratch.path().join("cache");
-    let coordinator = small_node(&meadow, "coordinator", scratch.path(), |c| {
-        c.cache_bytes = 64 << 20;
-        c.cache_dir = cache.clone();
-    })
-    .await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 4).await;
-    // The other node's one bee is held: the coordinator runs every task of its queries itself.
-    let busy = small_node(&meadow, "busy", scratch.path(), |_| {}).await;
-    wait_for_nodes(&coordinator, 2).await;
-    let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
-    let held = busy.bees().try_acquire(1, &runtime, false).unwrap();
-    assert!(held.is_some());
+    let (coordinator, busy, ctx, held) = lone_coordinator(&meadow, scratch.path(), true).await;
     let q = "SELECT count(*), sum(n) FROM h.b.t";
     for (setting, distributed) in [
         ("SET swarm.min_bytes = 1000000000000", false),
@@ -1602,20 +1611,7 @@ async fn a_nameless_coordinator_reads_its_own_tasks_cells_from_the_store() {
     let (meadow, counting) = apiary_catalog::testing::counting_meadow();
     let scratch = tempfile::tempdir().unwrap();
     let cache = scratch.path().join("cache");
-    let coordinator = small_node(&meadow, "coordinator", scratch.path(), |c| {
-        c.cache_bytes = 64 << 20;
-        c.cache_dir = cache.clone();
-        c.keep_cache = false; // as nameless: SwarmConfig::default()
-    })
-    .await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 4).await;
-    // The other node's one bee is held: the coordinator runs every task of its query itself.
-    let busy = small_node(&meadow, "busy", scratch.path(), |_| {}).await;
-    wait_for_nodes(&coordinator, 2).await;
-    let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
-    let held = busy.bees().try_acquire(1, &runtime, false).unwrap();
-    assert!(held.is_some());
+    let (coordinator, busy, ctx, held) = lone_coordinator(&meadow, scratch.path(), false).await;
     sql(&ctx, "SET swarm.min_bytes = 0").await;
     let q = "SELECT count(*), sum(n) FROM h.b.t";
     assert!(
