@@ -76,18 +76,9 @@ impl TableProvider for ActionTable {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
-        Ok(Arc::new(ActionExec {
-            name: self.name.clone(),
-            schema: schema.clone(),
-            projection: projection.cloned(),
-            action: self.action.clone(),
-            properties: Arc::new(PlanProperties::new(
-                EquivalenceProperties::new(schema),
-                Partitioning::UnknownPartitioning(1),
-                EmissionType::Final,
-                Boundedness::Bounded,
-            )),
-        }))
+        let mut exec = ActionExec::new(self.name.clone(), schema, self.action.clone());
+        exec.projection = projection.cloned();
+        Ok(Arc::new(exec))
     }
 }
 
@@ -105,6 +96,25 @@ impl fmt::Debug for ActionExec {
         f.debug_struct("ActionExec")
             .field("name", &self.name)
             .finish()
+    }
+}
+
+impl ActionExec {
+    /// A plan whose one batch of `schema` is what `action` reports; `name` is what `EXPLAIN`
+    /// shows.
+    pub fn new(name: impl Into<String>, schema: SchemaRef, action: Action) -> Self {
+        Self {
+            name: name.into(),
+            schema: schema.clone(),
+            projection: None,
+            action,
+            properties: Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(schema),
+                Partitioning::UnknownPartitioning(1),
+                EmissionType::Final,
+                Boundedness::Bounded,
+            )),
+        }
     }
 }
 
