@@ -10,6 +10,7 @@ mod guarantees;
 mod kill;
 mod metadata;
 mod pruning;
+mod row_changes;
 mod sql;
 mod support;
 mod swarm;

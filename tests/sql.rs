@@ -181,26 +181,6 @@ async fn insert_is_one_atomic_commit_and_overwrite_replaces() {
     }
 }
 
-#[tokio::test]
-async fn delete_update_and_truncate_say_not_supported_yet() {
-    let ap = open("memory://").await;
-    let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
-    sql(&ctx, "CREATE TABLE h.b.t (id BIGINT, v INT)").await;
-    for (stmt, what) in [
-        ("DELETE FROM h.b.t WHERE id = 1", "DELETE"),
-        ("UPDATE h.b.t SET v = 2 WHERE id = 1", "UPDATE"),
-        ("TRUNCATE TABLE h.b.t", "TRUNCATE"),
-    ] {
-        let err = sql_err(&ctx, stmt).await;
-        assert!(
-            err.contains(&format!("{what} on frame h.b.t is not supported yet")),
-            "{stmt}: {err}"
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_created_elsewhere_appear_without_restarting() {
     for b in backends() {

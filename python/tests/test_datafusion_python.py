@@ -83,3 +83,15 @@ def test_the_host_writes_through_insert(ap):
     assert got == [{"n": 2, "s": 15}]
     history = ap.sql("SELECT count(*) AS n FROM apiary_history('sales.eu.orders')")
     assert history.column("n")[0].as_py() == 2  # the frame's creation and one commit
+
+
+def test_the_host_cannot_delete_and_nothing_changes(ap):
+    # datafusion-python's session is not Apiary's: no guard against a WHERE that DataFusion 55
+    # would hand over as "every row", so row-level changes through the capsule are refused.
+    with_orders(ap)
+    ap.write_to_frame("sales", "eu", "orders", orders(range(3)))
+    ctx = SessionContext()
+    ctx.register_catalog_provider("sales", ap.catalog("sales"))
+    with pytest.raises(Exception):
+        ctx.sql("DELETE FROM sales.eu.orders WHERE id = 1").collect()
+    assert ap.sql("SELECT count(*) AS n FROM sales.eu.orders").to_pylist() == [{"n": 3}]

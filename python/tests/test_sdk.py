@@ -86,6 +86,21 @@ def test_sql_returns_pyarrow_tables(ap):
     assert "us" in ap.list_boxes("sales") and count(ap) == 5
 
 
+def test_row_changes_through_sql(ap):
+    with_orders(ap)
+    ap.write_to_frame("sales", "eu", "orders", orders(range(6)))
+    assert ap.sql("DELETE FROM sales.eu.orders WHERE id < 2").to_pylist() == [{"count": 2}]
+    assert ap.sql("UPDATE sales.eu.orders SET amount = 0 WHERE id = 5").to_pylist() == [
+        {"count": 1}
+    ]
+    got = ap.sql("SELECT id, amount FROM sales.eu.orders ORDER BY id").to_pylist()
+    assert [r["id"] for r in got] == [2, 3, 4, 5] and got[-1]["amount"] == 0.0
+    with pytest.raises(apiary.ApiaryError, match="refused"):
+        ap.sql("DELETE FROM sales.eu.orders WHERE id IN (SELECT 1)")
+    assert ap.sql("TRUNCATE TABLE sales.eu.orders").to_pylist() == [{"count": 4}]
+    assert count(ap) == 0
+
+
 def test_bad_input_is_named_and_commits_nothing(ap, tmp_path):
     with_orders(ap)
     ap.write_to_frame("sales", "eu", "orders", orders(range(3)))

@@ -15,10 +15,11 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::own_runtime::OwnRuntimeExec;
 use super::pruning::is_partition_filter;
+use super::row_change::{self, RowChange};
 use super::scan::{PruneCounts, ScanLayout, ScanRequest, plan_scan, surviving_cells};
 use super::sink::FrameSink;
 use crate::frame::Frame;
-use crate::ledger::FrameSnapshot;
+use crate::ledger::{CellRecord, FrameSnapshot};
 
 /// One frame at one ledger version. A query plans and runs against exactly this version.
 #[derive(Debug, Clone)]
@@ -70,11 +71,27 @@ impl FrameTable {
         Ok(surviving_cells(state, &self.snapshot, &self.layout, filters)?.counts)
     }
 
-    fn unsupported(&self, what: &str) -> Result<Arc<dyn ExecutionPlan>> {
-        not_impl_err!(
-            "{what} on frame {} is not supported yet: frames take appends (INSERT INTO) and whole replacements (INSERT OVERWRITE)",
-            self.name()
-        )
+    /// A past version (time travel): read-only.
+    pub fn is_historical(&self) -> bool {
+        self.historical
+    }
+
+    /// The same frame reading only `snapshot` (a subset of cells, for rewrites), read-only.
+    pub(crate) fn over(&self, snapshot: FrameSnapshot) -> FrameTable {
+        FrameTable {
+            snapshot: Arc::new(snapshot),
+            historical: true,
+            ..self.clone()
+        }
+    }
+
+    /// The cells the ledger cannot rule out for `filters`.
+    pub(crate) fn surviving_cells(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+    ) -> Result<Vec<Arc<CellRecord>>> {
+        Ok(surviving_cells(state, &self.snapshot, &self.layout, filters)?.cells)
     }
 }
 
@@ -153,24 +170,33 @@ impl TableProvider for FrameTable {
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 
+    /// Copy-on-write, one commit (`row_change`); `filters` are refused where DataFusion may
+    /// have lost part of the WHERE (`dml_guard`).
     async fn delete_from(
         &self,
-        _state: &dyn Session,
-        _filters: Vec<Expr>,
+        state: &dyn Session,
+        filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.unsupported("DELETE")
+        row_change::plan(self, state, RowChange::Delete { filters })
     }
 
     async fn update(
         &self,
-        _state: &dyn Session,
-        _assignments: Vec<(String, Expr)>,
-        _filters: Vec<Expr>,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.unsupported("UPDATE")
+        row_change::plan(
+            self,
+            state,
+            RowChange::Update {
+                assignments,
+                filters,
+            },
+        )
     }
 
-    async fn truncate(&self, _state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
-        self.unsupported("TRUNCATE")
+    async fn truncate(&self, state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
+        row_change::plan(self, state, RowChange::Truncate)
     }
 }

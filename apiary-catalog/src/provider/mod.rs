@@ -11,6 +11,7 @@
 mod action;
 mod box_schema;
 mod catalog_list;
+mod dml_guard;
 mod factory;
 mod frame_table;
 mod functions;
@@ -18,6 +19,7 @@ mod hive;
 mod own_runtime;
 mod pruning;
 mod replace;
+mod row_change;
 mod scan;
 mod sink;
 
@@ -31,6 +33,7 @@ use datafusion::prelude::SessionContext;
 pub use action::{ActionExec, ActionTable};
 pub use box_schema::BoxProvider;
 pub use catalog_list::ApiaryCatalogList;
+pub use dml_guard::DmlGuard;
 pub use factory::FrameTableFactory;
 pub use frame_table::FrameTable;
 pub use functions::{
@@ -291,6 +294,7 @@ impl ApiaryCatalog {
         );
         state.register_udtf("apiary_check", Arc::new(CheckFunction::new(self.clone())));
         state.register_udtf("apiary_undrop", Arc::new(UndropFunction::new(self.clone())));
+        DmlGuard::install(&mut state);
         let meadow = self.meadow();
         state
             .runtime_env()

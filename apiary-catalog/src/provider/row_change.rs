@@ -1,0 +1,285 @@
+//! `DELETE`, `UPDATE` and `TRUNCATE` on a frame: copy-on-write, one `RewriteCells` commit per
+//! statement.
+//!
+//! ```text
+//!  the version the statement read
+//!    │ ledger pruning (partition values, statistics: the scans' own code)
+//!    ▼
+//!  candidate cells ── count the matching rows of each ──┬─ none: left as it is
+//!                                                       ├─ all (DELETE): removed, not rewritten
+//!                                                       └─ some: rewritten without the rows
+//!                                                          (UPDATE: with the new values)
+//!    │ one RewriteCells commit against the version read: rebased over appends committed
+//!    ▼ meanwhile (their rows are not touched); a concurrent rewrite of a cell is a conflict
+//!  rows affected
+//! ```
+//!
+//! The work runs when the plan executes (so `EXPLAIN` changes nothing), in the task context it
+//! executes with — a chamber of the bees in Apiary's sessions — and streams: rewritten rows go
+//! from DataFusion's scan straight to the cell writer, which conforms them to the frame schema
+//! (NOT NULL and types, the same errors as INSERT) and cuts cells by partition, so an UPDATE of a
+//! partition column moves the row. A statement that fails commits nothing and removes what it
+//! wrote.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::common::{Column, not_impl_err};
+use datafusion::datasource::provider_as_source;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, when};
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use futures::{StreamExt, TryStreamExt};
+
+use super::ActionExec;
+use super::dml_guard::has_guard;
+use super::frame_table::FrameTable;
+use crate::ledger::{Action, CellRecord};
+
+/// One row-level statement.
+#[derive(Debug, Clone)]
+pub(crate) enum RowChange {
+    Delete {
+        filters: Vec<Expr>,
+    },
+    Update {
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    },
+    Truncate,
+}
+
+impl RowChange {
+    fn operation(&self) -> &'static str {
+        match self {
+            RowChange::Delete { .. } => "DELETE",
+            RowChange::Update { .. } => "UPDATE",
+            RowChange::Truncate => "TRUNCATE",
+        }
+    }
+
+    fn filters(&self) -> &[Expr] {
+        match self {
+            RowChange::Delete { filters } | RowChange::Update { filters, .. } => filters,
+            RowChange::Truncate => &[],
+        }
+    }
+}
+
+/// DataFusion's schema for the result of DML: one row, the count of rows affected.
+fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
+}
+
+/// The plan of `change` on `table`: an [`ActionExec`] that does the work when executed.
+pub(crate) fn plan(
+    table: &FrameTable,
+    state: &dyn Session,
+    change: RowChange,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let operation = change.operation();
+    if table.is_historical() {
+        return not_impl_err!(
+            "frame {} at version {} is a past version and cannot be changed ({operation})",
+            table.name(),
+            table.snapshot().version
+        );
+    }
+    if !matches!(change, RowChange::Truncate) {
+        // Without the guard a subquery or a constant WHERE would arrive here as "every row".
+        let guarded = state
+            .as_any()
+            .downcast_ref::<SessionState>()
+            .is_some_and(has_guard);
+        if !guarded {
+            return not_impl_err!(
+                "{operation} on frame {} needs Apiary's statement guard in this session: call \
+                 Apiary::register(&ctx) (or use Apiary::session()) rather than registering the \
+                 hive's catalog by hand",
+                table.name()
+            );
+        }
+    }
+    if let Some(f) = change.filters().iter().find(|f| f.is_volatile()) {
+        return not_impl_err!(
+            "{operation} on frame {} refused: its WHERE is volatile ({f}), so the rows it \
+             matches could differ between reading and rewriting a cell",
+            table.name()
+        );
+    }
+    let name = format!("{operation} {}", table.name());
+    let (table, change) = (table.clone(), Arc::new(change));
+    Ok(Arc::new(ActionExec::new(
+        name,
+        count_schema(),
+        Arc::new(move |ctx| {
+            let (table, change) = (table.clone(), change.clone());
+            Box::pin(async move {
+                let rows = run(&table, &change, ctx).await?;
+                Ok(RecordBatch::try_new(
+                    count_schema(),
+                    vec![Arc::new(UInt64Array::from(vec![rows]))],
+                )?)
+            })
+        }),
+    )))
+}
+
+/// A cell that may hold matching rows, and how many it holds.
+struct Candidate {
+    cell: Arc<CellRecord>,
+    matching: u64,
+}
+
+async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> Result<u64> {
+    let frame = table.frame();
+    frame.admit().await?;
+    let read = table.snapshot().clone();
+    let state = SessionStateBuilder::new()
+        .with_config(ctx.session_config().clone())
+        .with_runtime_env(ctx.runtime_env())
+        .build();
+    let predicate = conjunction(change.filters().to_vec());
+
+    let candidates: Vec<Candidate> = match &predicate {
+        // No WHERE: every row of every cell.
+        None => read
+            .cells()
+            .map(|c| Candidate {
+                cell: c.clone(),
+                matching: c.rows,
+            })
+            .collect(),
+        Some(predicate) => {
+            let cells = table.surviving_cells(&state, change.filters())?;
+            let parallel = ctx.session_config().target_partitions().max(1);
+            futures::stream::iter(cells)
+                .map(|cell| {
+                    let (state, ctx) = (&state, ctx.clone());
+                    async move {
+                        let matching = count_matching(table, state, ctx, &cell, predicate).await?;
+                        Ok::<_, DataFusionError>(Candidate { cell, matching })
+                    }
+                })
+                .buffer_unordered(parallel)
+                .try_filter(|c| futures::future::ready(c.matching > 0))
+                .try_collect()
+                .await?
+        }
+    };
+    let affected: u64 = candidates.iter().map(|c| c.matching).sum();
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+
+    // What is rewritten; a DELETE drops a cell whose rows all match without reading it.
+    let rewrite: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| {
+            !matches!(change, RowChange::Delete { .. } | RowChange::Truncate)
+                || c.matching < c.cell.rows
+        })
+        .collect();
+    let added = if rewrite.is_empty() {
+        vec![]
+    } else {
+        let paths: HashSet<&str> = rewrite.iter().map(|c| c.cell.path.as_str()).collect();
+        let subset = table.over(read.with_cells_where(|c| paths.contains(c.path.as_str())));
+        let source = provider_as_source(Arc::new(subset));
+        let scan = LogicalPlanBuilder::scan(table.name(), source, None)?;
+        let plan = match (change, &predicate) {
+            (RowChange::Delete { .. }, Some(p)) => scan.filter(p.clone().is_not_true())?,
+            (RowChange::Update { assignments, .. }, p) => {
+                let exprs = read
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let name = f.name();
+                        let old = Expr::Column(Column::from_name(name));
+                        let Some((_, new)) = assignments.iter().find(|(c, _)| c == name) else {
+                            return Ok(old);
+                        };
+                        Ok(match p {
+                            Some(p) => when(p.clone(), new.clone()).otherwise(old)?,
+                            None => new.clone(),
+                        }
+                        .alias(name))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                scan.project(exprs)?
+            }
+            _ => scan,
+        }
+        .build()?;
+        let physical = state.create_physical_plan(&plan).await?;
+        let stream = execute_stream(physical, ctx.clone())?;
+        frame
+            .cell_writer(&read)?
+            .write_record_batch_stream(stream)
+            .await?
+    };
+
+    // The rows written must be exactly the rows kept: anything else is a bug, never a commit.
+    let read_rows: u64 = rewrite.iter().map(|c| c.cell.rows).sum();
+    let expected = match change {
+        RowChange::Update { .. } => read_rows,
+        _ => read_rows - rewrite.iter().map(|c| c.matching).sum::<u64>(),
+    };
+    let written: u64 = added.iter().map(|c| c.rows).sum();
+    if written != expected {
+        crate::cell::remove_cells(frame.ledger().meadow(), frame.ledger().location(), &added).await;
+        return Err(DataFusionError::Internal(format!(
+            "{} on frame {}: {written} rows were written where {expected} were kept; nothing was committed",
+            change.operation(),
+            table.name()
+        )));
+    }
+
+    let action = Action::RewriteCells {
+        removed: candidates.iter().map(|c| c.cell.path.clone()).collect(),
+        added,
+    };
+    frame
+        .commit_action(&read, change.operation(), action)
+        .await?;
+    Ok(affected)
+}
+
+/// How many rows of `cell` match `predicate` (DataFusion's Parquet scan, with the predicate
+/// pushed into it: row groups and pages that cannot match are skipped).
+async fn count_matching(
+    table: &FrameTable,
+    state: &SessionState,
+    ctx: Arc<TaskContext>,
+    cell: &Arc<CellRecord>,
+    predicate: &Expr,
+) -> Result<u64> {
+    let one = table.over(table.snapshot().with_cells_where(|c| c.path == cell.path));
+    let columns: Vec<Expr> = predicate
+        .column_refs()
+        .into_iter()
+        .map(|c| Expr::Column(c.clone()))
+        .collect();
+    let mut plan = LogicalPlanBuilder::scan(table.name(), provider_as_source(Arc::new(one)), None)?
+        .filter(predicate.clone())?;
+    if !columns.is_empty() {
+        plan = plan.project(columns)?;
+    }
+    let physical = state.create_physical_plan(&plan.build()?).await?;
+    let mut stream = execute_stream(physical, ctx)?;
+    let mut rows = 0;
+    while let Some(batch) = stream.next().await {
+        rows += batch?.num_rows() as u64;
+    }
+    Ok(rows)
+}
