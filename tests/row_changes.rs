@@ -295,3 +295,185 @@ async fn row_changes_race_appends_and_each_other() {
         );
     }
 }
+
+/// The changes of one day: 2 updated, 5 deleted, 99 inserted, 42 matches nothing in the frame
+/// and is not inserted (its clause does not apply).
+async fn changes(ctx: &SessionContext) {
+    sql(
+        ctx,
+        "CREATE TABLE changes (id BIGINT, v INT, op VARCHAR) AS VALUES
+         (2, 21, 'update'), (11, 111, 'update'), (5, NULL, 'delete'), (99, 990, 'insert'),
+         (42, 0, 'skip')",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_updates_deletes_and_inserts_rewriting_only_touched_cells() {
+    for b in backends() {
+        let (_ap, ctx) = frame(&b.url).await;
+        changes(&ctx).await;
+        let cells_before = scalar(&ctx, "SELECT count(*) FROM apiary_cells('h.b.t')").await;
+        assert_eq!(cells_before, "4", "{b}");
+        let affected = query(
+            &ctx,
+            "MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id
+             WHEN MATCHED AND s.op = 'delete' THEN DELETE
+             WHEN MATCHED THEN UPDATE SET v = s.v
+             WHEN NOT MATCHED AND s.op = 'insert' THEN INSERT (id, k, v) VALUES (s.id, 'n', s.v)",
+        )
+        .await;
+        assert_eq!(affected, ["4"], "{b}");
+        assert_eq!(
+            query(&ctx, "SELECT id, k, v FROM h.b.t ORDER BY id").await,
+            [
+                "1|a|10", "2|a|21", "3|a|30", "4|b|40", "6|c|NULL", "10|a|100", "11|a|111",
+                "12|a|120", "99|n|990"
+            ],
+            "{b}"
+        );
+        // The two k=a cells and k=b are rewritten; k=c is left as it is.
+        let last = query(
+            &ctx,
+            "SELECT operation, cells_removed, rows_removed, rows_added FROM apiary_history('h.b.t')
+             ORDER BY version DESC LIMIT 1",
+        )
+        .await;
+        assert_eq!(last, ["MERGE|3|8|8"], "{b}");
+        assert!(
+            query(
+                &ctx,
+                "SELECT path FROM apiary_cells('h.b.t') WHERE partition = 'k=c'"
+            )
+            .await
+            .len()
+                == 1
+        );
+    }
+}
+
+#[tokio::test]
+async fn merge_covers_not_matched_by_source_subquery_sources_and_bad_input() {
+    let (_ap, ctx) = frame("memory://").await;
+    changes(&ctx).await;
+    // What the refused `DELETE … WHERE id IN (SELECT …)` means, as a MERGE.
+    let deleted = query(
+        &ctx,
+        "MERGE INTO h.b.t USING (SELECT id FROM changes WHERE op = 'delete') AS d
+         ON h.b.t.id = d.id WHEN MATCHED THEN DELETE",
+    )
+    .await;
+    assert_eq!(deleted, ["1"]);
+    assert_eq!(ids(&ctx).await.len(), 8);
+
+    // Keep only the rows the source names: the others go.
+    let gone = query(
+        &ctx,
+        "MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id
+         WHEN NOT MATCHED BY SOURCE AND t.k = 'a' THEN DELETE",
+    )
+    .await;
+    assert_eq!(gone, ["4"]); // ids 1, 3, 10, 12
+    assert_eq!(ids(&ctx).await, ["2", "4", "6", "11"]);
+    let touched = query(
+        &ctx,
+        "MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id
+         WHEN NOT MATCHED BY SOURCE THEN UPDATE SET v = -1
+         WHEN MATCHED AND s.op = 'skip' THEN DELETE",
+    )
+    .await;
+    assert_eq!(touched, ["2"]); // 4 and 6 are in no change; 2 and 11 match but no clause applies
+    assert_eq!(
+        query(&ctx, "SELECT id, v FROM h.b.t ORDER BY id").await,
+        ["2|20", "4|-1", "6|-1", "11|110"]
+    );
+
+    // A target row matched by two source rows: refused, nothing committed.
+    let before = version(&ctx).await;
+    sql(
+        &ctx,
+        "CREATE TABLE twice (id BIGINT, v INT) AS VALUES (2, 1), (2, 2)",
+    )
+    .await;
+    let err = sql_err(
+        &ctx,
+        "MERGE INTO h.b.t AS t USING twice AS s ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = s.v",
+    )
+    .await;
+    assert!(err.contains("more than one source row"), "{err}");
+    // NOT NULL holds for inserted rows.
+    let err = sql_err(
+        &ctx,
+        "MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id
+         WHEN NOT MATCHED THEN INSERT (id, v) VALUES (s.id, s.v)",
+    )
+    .await;
+    assert!(
+        err.contains('k') && err.to_lowercase().contains("null"),
+        "{err}"
+    );
+    assert_eq!(version(&ctx).await, before);
+    assert_eq!(ids(&ctx).await, ["2", "4", "6", "11"]);
+    let err = sql_err(
+        &ctx,
+        "MERGE INTO h.b.t AS t USING changes AS s ON t.id IN (SELECT id FROM twice)
+         WHEN MATCHED THEN DELETE",
+    )
+    .await;
+    assert!(err.contains("subquery") && err.contains("USING"), "{err}");
+    let err = sql_err(
+        &ctx,
+        "MERGE INTO h.b.t AS t USING (SELECT a.id, b.id FROM twice a, twice b) AS s
+         ON t.id = s.id WHEN MATCHED THEN DELETE",
+    )
+    .await;
+    assert!(!err.is_empty());
+    // EXPLAIN changes nothing.
+    sql(
+        &ctx,
+        "EXPLAIN MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id WHEN MATCHED THEN DELETE",
+    )
+    .await;
+    assert_eq!(version(&ctx).await, before);
+}
+
+/// A MERGE pinned to a version rebases over appends committed before it runs, and conflicts with
+/// a DELETE that rewrote one of its cells first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_races_appends_and_rewrites() {
+    for b in backends() {
+        let (_ap, ctx) = frame(&b.url).await;
+        changes(&ctx).await;
+        let merge = "MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id
+                     WHEN MATCHED THEN UPDATE SET v = s.v";
+        let planned = ctx.sql(merge).await.unwrap();
+        sql(
+            &ctx,
+            "INSERT INTO h.b.t VALUES (2000, 'a', 1), (2001, 'b', 1)",
+        )
+        .await;
+        assert_eq!(
+            crate::support::rows(&planned.collect().await.unwrap()),
+            ["3"],
+            "{b}"
+        );
+        assert_eq!(
+            scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE id >= 2000").await,
+            "2",
+            "{b}"
+        );
+        assert_eq!(
+            scalar(&ctx, "SELECT v FROM h.b.t WHERE id = 11").await,
+            "111"
+        );
+
+        let planned = ctx.sql(merge).await.unwrap();
+        sql(&ctx, "DELETE FROM h.b.t WHERE id = 1").await;
+        let err = planned.collect().await.unwrap_err().to_string();
+        assert!(
+            err.contains("commit conflict on frame h.b.t") && err.contains("MERGE"),
+            "{b}: {err}"
+        );
+        assert_eq!(ids(&ctx).await.len(), 10, "{b}");
+    }
+}

@@ -78,8 +78,8 @@ fn targets_a_frame(dml: &DmlStatement) -> bool {
 }
 
 const SUBQUERY: &str = "its WHERE or SET holds a subquery, which DataFusion 55 hands to the frame as \
-     \"every row\" (apache/datafusion#24654). List the keys instead (WHERE id IN (1, 2, …)); \
-     MERGE INTO, the statement for changes driven by another query, is not supported yet";
+     \"every row\" (apache/datafusion#24654). Use MERGE INTO instead: MERGE INTO frame USING \
+     (SELECT …) AS s ON frame.id = s.id WHEN MATCHED THEN DELETE (or UPDATE SET …)";
 
 /// Why the statement whose input is `plan` must not run, if it must not.
 fn refusal(plan: &LogicalPlan, config: &ConfigOptions) -> Result<Option<String>> {

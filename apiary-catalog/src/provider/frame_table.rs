@@ -3,20 +3,21 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::not_impl_err;
+use datafusion::common::{DFSchemaRef, not_impl_err};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::Result;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::dml::{InsertOp, MergeIntoClause};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::merge;
 use super::own_runtime::OwnRuntimeExec;
 use super::pruning::is_partition_filter;
 use super::row_change::{self, RowChange};
-use super::scan::{PruneCounts, ScanLayout, ScanRequest, plan_scan, surviving_cells};
+use super::scan::{CELL_COLUMN, PruneCounts, ScanLayout, ScanRequest, plan_scan, surviving_cells};
 use super::sink::FrameSink;
 use crate::frame::Frame;
 use crate::ledger::{CellRecord, FrameSnapshot};
@@ -27,6 +28,8 @@ pub struct FrameTable {
     frame: Frame,
     snapshot: Arc<FrameSnapshot>,
     layout: ScanLayout,
+    /// What DataFusion sees: the frame's columns, and the cell column when asked for.
+    schema: SchemaRef,
     /// A past version (time travel): read-only.
     historical: bool,
     /// Scans execute with this runtime rather than the task's ([`OwnRuntimeExec`]).
@@ -39,6 +42,7 @@ impl FrameTable {
         let layout = ScanLayout::new(&snapshot.schema, &snapshot.partition_by);
         Self {
             frame,
+            schema: snapshot.schema.clone(),
             snapshot,
             layout,
             historical,
@@ -85,6 +89,16 @@ impl FrameTable {
         }
     }
 
+    /// The same table whose rows also carry their cell's path, as a last column named
+    /// [`CELL_COLUMN`].
+    pub(crate) fn with_cell_column(mut self) -> FrameTable {
+        self.layout = self.layout.with_cell_column();
+        let mut fields: Vec<_> = self.schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(CELL_COLUMN, DataType::Utf8, false)));
+        self.schema = Arc::new(Schema::new(fields));
+        self
+    }
+
     /// The cells the ledger cannot rule out for `filters`.
     pub(crate) fn surviving_cells(
         &self,
@@ -98,7 +112,7 @@ impl FrameTable {
 #[async_trait]
 impl TableProvider for FrameTable {
     fn schema(&self) -> SchemaRef {
-        self.snapshot.schema.clone()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -198,5 +212,17 @@ impl TableProvider for FrameTable {
 
     async fn truncate(&self, state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
         row_change::plan(self, state, RowChange::Truncate)
+    }
+
+    /// Copy-on-write through Apiary's own join of the frame and `source` (`merge`).
+    async fn merge_into(
+        &self,
+        state: &dyn Session,
+        source: Arc<dyn ExecutionPlan>,
+        merge_schema: DFSchemaRef,
+        on: Expr,
+        clauses: Vec<MergeIntoClause>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        merge::plan(self, state, source, merge_schema, on, clauses)
     }
 }

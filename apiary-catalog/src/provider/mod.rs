@@ -16,6 +16,7 @@ mod factory;
 mod frame_table;
 mod functions;
 mod hive;
+mod merge;
 mod own_runtime;
 mod pruning;
 mod replace;

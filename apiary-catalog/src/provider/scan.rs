@@ -5,10 +5,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
-use datafusion::common::{ColumnStatistics, DFSchema, Statistics};
+use datafusion::common::{ColumnStatistics, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
@@ -40,7 +40,14 @@ pub(crate) struct ScanLayout {
     /// frame column index → scan column index
     pub to_scan: Vec<usize>,
     pub partition_schema: SchemaRef,
+    /// Whether each row carries the path of its cell, as a last column [`CELL_COLUMN`] (a
+    /// partition value of every file, as DataFusion's scan adds them): for rewrites that must
+    /// know which cells hold the rows they change.
+    pub cell_column: bool,
 }
+
+/// The column holding each row's cell path, in scans that ask for it.
+pub(crate) const CELL_COLUMN: &str = "__apiary_cell";
 
 impl ScanLayout {
     pub(crate) fn new(schema: &SchemaRef, partition_by: &[String]) -> Self {
@@ -72,7 +79,25 @@ impl ScanLayout {
             partition_fields,
             scan_schema: Arc::new(Schema::new(scan_fields)),
             to_scan,
+            cell_column: false,
         }
+    }
+
+    /// The layout whose rows also carry their cell's path ([`CELL_COLUMN`], last).
+    pub(crate) fn with_cell_column(mut self) -> Self {
+        let field = Field::new(CELL_COLUMN, DataType::Utf8, false);
+        self.to_scan.push(self.scan_schema.fields().len());
+        self.partition_fields.push(field.clone());
+        let mut fields: Vec<Field> = self
+            .scan_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(field);
+        self.scan_schema = Arc::new(Schema::new(fields));
+        self.cell_column = true;
+        self
     }
 }
 
@@ -266,8 +291,12 @@ pub(crate) async fn plan_scan(
         .iter()
         .map(|c| {
             let key = req.meadow.key(&format!("{}/{}", req.location, c.path));
+            let mut values = c.partition.clone();
+            if layout.cell_column {
+                values.push(ScalarValue::Utf8(Some(c.path.clone())));
+            }
             let mut file = PartitionedFile::new(key.to_string(), c.size)
-                .with_partition_values(c.partition.clone())
+                .with_partition_values(values)
                 .with_statistics(Arc::new(file_statistics(c, &layout.file_schema)));
             if let Some(meta) = c.meta_size {
                 file = file.with_metadata_size_hint(meta as usize);
