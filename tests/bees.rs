@@ -207,3 +207,46 @@ async fn compaction_and_cleansing_from_sql() {
     .await;
     assert_eq!(history, vec!["13|COMPACT|NULL|true"]);
 }
+
+/// Row-level changes stream within the bees' budget: a frame several times larger than one 8 MiB
+/// bee is deleted from, updated and merged into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_changes_of_a_frame_larger_than_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let ap = open_with(
+        dir.path(),
+        NodeConfig::fixed(1, 8 * MIB, dir.path().join("scratch")),
+    )
+    .await;
+    let ctx = ap.session().unwrap();
+    frame(&ctx).await;
+    // About 24 MB of rows in memory (an id and a 32-character note each).
+    sql(&ctx, "INSERT INTO h.b.t SELECT value, md5(CAST(value AS VARCHAR)) FROM generate_series(1, 400000)").await;
+    assert_eq!(
+        query(&ctx, "DELETE FROM h.b.t WHERE id % 4 = 0").await,
+        ["100000"]
+    );
+    assert_eq!(
+        query(&ctx, "UPDATE h.b.t SET note = upper(note) WHERE id % 3 = 0").await,
+        ["100000"]
+    );
+    sql(&ctx, "CREATE TABLE changes AS SELECT value * 2 AS id FROM generate_series(1, 1000)").await;
+    assert_eq!(
+        query(
+            &ctx,
+            "MERGE INTO h.b.t AS t USING changes AS c ON t.id = c.id
+             WHEN MATCHED THEN UPDATE SET note = 'merged'",
+        )
+        .await,
+        ["500"]
+    );
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM h.b.t").await,
+        "300000"
+    );
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE note = upper(note) AND note <> 'merged'").await,
+        scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE id % 3 = 0 AND note <> 'merged'").await
+    );
+    assert_eq!(ap.bees().busy(), 0);
+}
