@@ -230,7 +230,11 @@ async fn row_changes_of_a_frame_larger_than_the_budget() {
         query(&ctx, "UPDATE h.b.t SET note = upper(note) WHERE id % 3 = 0").await,
         ["100000"]
     );
-    sql(&ctx, "CREATE TABLE changes AS SELECT value * 2 AS id FROM generate_series(1, 1000)").await;
+    sql(
+        &ctx,
+        "CREATE TABLE changes AS SELECT value * 2 AS id FROM generate_series(1, 1000)",
+    )
+    .await;
     assert_eq!(
         query(
             &ctx,
@@ -240,13 +244,18 @@ async fn row_changes_of_a_frame_larger_than_the_budget() {
         .await,
         ["500"]
     );
+    assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "300000");
     assert_eq!(
-        scalar(&ctx, "SELECT count(*) FROM h.b.t").await,
-        "300000"
-    );
-    assert_eq!(
-        scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE note = upper(note) AND note <> 'merged'").await,
-        scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE id % 3 = 0 AND note <> 'merged'").await
+        scalar(
+            &ctx,
+            "SELECT count(*) FROM h.b.t WHERE note = upper(note) AND note <> 'merged'"
+        )
+        .await,
+        scalar(
+            &ctx,
+            "SELECT count(*) FROM h.b.t WHERE id % 3 = 0 AND note <> 'merged'"
+        )
+        .await
     );
     assert_eq!(ap.bees().busy(), 0);
 }

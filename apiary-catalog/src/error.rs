@@ -99,6 +99,13 @@ pub enum Error {
         oldest: u64,
     },
 
+    #[error("frame {frame} has no version committed at or before {at}; its oldest is {oldest}")]
+    NoVersionAtTime {
+        frame: String,
+        at: String,
+        oldest: String,
+    },
+
     #[error(transparent)]
     Conflict(Box<Conflict>),
 

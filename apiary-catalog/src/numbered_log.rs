@@ -366,6 +366,22 @@ impl NumberedLog {
         Ok(versions)
     }
 
+    /// Every entry's version with the time the store wrote it (its `last_modified`), ascending
+    /// by version (one listing).
+    pub(crate) async fn entry_times(&self) -> Result<Vec<(u64, chrono::DateTime<chrono::Utc>)>> {
+        let listed = retry_read(|| self.meadow.list_dir(&self.dir)).await?;
+        let mut times: Vec<(u64, chrono::DateTime<chrono::Utc>)> = listed
+            .objects
+            .iter()
+            .filter_map(|m| {
+                let v = m.location.filename().and_then(|n| self.parse_entry(n))?;
+                Some((v, m.last_modified))
+            })
+            .collect();
+        times.sort_unstable_by_key(|(v, _)| *v);
+        Ok(times)
+    }
+
     pub(crate) async fn delete_entry(&self, v: u64) -> Result<()> {
         self.meadow.delete(&self.entry_key(v)).await
     }

@@ -307,6 +307,27 @@ impl Ledger {
         self.load_at(version).await
     }
 
+    /// The newest version committed at or before `at`, by the store's clock: when the store
+    /// wrote each ledger entry (its `last_modified`), not the committing writer's clock. A time
+    /// before the oldest entry still in the ledger is [`Error::NoVersionAtTime`].
+    pub async fn version_at_time(&self, at: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        let latest = self.refresh().await?;
+        let times = self.inner.log.entry_times().await?;
+        let found = times
+            .iter()
+            .filter(|(v, t)| *v <= latest.version && *t <= at)
+            .map(|(v, _)| *v)
+            .max();
+        found.ok_or_else(|| Error::NoVersionAtTime {
+            frame: self.inner.name.clone(),
+            at: at.to_rfc3339(),
+            oldest: times
+                .first()
+                .map(|(v, t)| format!("version {v}, committed at {}", t.to_rfc3339()))
+                .unwrap_or_else(|| "none".into()),
+        })
+    }
+
     /// The state at `version` as far as the ledger can tell — even below the oldest readable
     /// version, whose cells cleansing may have removed: for history and upkeep, never for reads
     /// of the data.

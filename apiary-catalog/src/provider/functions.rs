@@ -68,6 +68,23 @@ fn count_arg(fun: &str, args: &[Expr], i: usize) -> Result<u64> {
     }
 }
 
+/// Argument `i` as a point in time, when it is a timestamp (`TIMESTAMP '…'`; without a time
+/// zone it is UTC).
+fn time_arg(fun: &str, args: &[Expr], i: usize) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let Some(Expr::Literal(v, _)) = args.get(i) else {
+        return Ok(None);
+    };
+    if !matches!(v.data_type(), DataType::Timestamp(..)) {
+        return Ok(None);
+    }
+    match v.cast_to(&DataType::Timestamp(TimeUnit::Microsecond, None)) {
+        Ok(ScalarValue::TimestampMicrosecond(Some(us), _)) => {
+            Ok(chrono::DateTime::from_timestamp_micros(us))
+        }
+        _ => plan_err!("{fun}: argument {} is not a usable time: {v}", i + 1),
+    }
+}
+
 fn check_arity(fun: &str, args: &[Expr], n: usize) -> Result<()> {
     if args.len() != n {
         return plan_err!("{fun} takes {n} argument(s), got {}", args.len());
@@ -280,11 +297,21 @@ impl TableFunctionImpl for VersionFunction {
         let args = args.exprs();
         check_arity("apiary_version", args, 2)?;
         let frame = open_frame(&self.apiary, "apiary_version", args)?;
-        let version = count_arg("apiary_version", args, 1)?;
+        // A version number, or a time: the version committed at or before it.
+        let at = match time_arg("apiary_version", args, 1)? {
+            Some(time) => Err(time),
+            None => Ok(count_arg("apiary_version", args, 1)?),
+        };
         let ledger = frame.ledger().clone();
         let snapshot = self
             .apiary
-            .block_on(async move { ledger.snapshot_at(version).await })
+            .block_on(async move {
+                let version = match at {
+                    Ok(v) => v,
+                    Err(time) => ledger.version_at_time(time).await?,
+                };
+                ledger.snapshot_at(version).await
+            })
             .map_err(DataFusionError::from)?;
         Ok(Arc::new(FrameTable::new(frame, snapshot, true)))
     }
