@@ -348,3 +348,21 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         "2"
     );
 }
+
+/// A program whose session names a hive as its default catalog gets the hive, not the empty
+/// catalog DataFusion creates for the default.
+#[tokio::test]
+async fn a_default_catalog_named_like_a_hive_does_not_hide_it() {
+    let ap = open("memory://").await;
+    let setup = ap.session().unwrap();
+    sql(&setup, "CREATE DATABASE sales").await;
+    sql(&setup, "CREATE SCHEMA sales.eu").await;
+    sql(&setup, "CREATE TABLE sales.eu.t (id BIGINT)").await;
+    sql(&setup, "INSERT INTO sales.eu.t VALUES (7)").await;
+    let config =
+        datafusion::prelude::SessionConfig::new().with_default_catalog_and_schema("sales", "eu");
+    let ctx = SessionContext::new_with_config(config);
+    ap.register(&ctx).unwrap();
+    assert_eq!(scalar(&ctx, "SELECT id FROM t").await, "7");
+    assert_eq!(scalar(&ctx, "SELECT id FROM sales.eu.t").await, "7");
+}

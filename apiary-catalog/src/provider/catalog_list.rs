@@ -72,9 +72,15 @@ impl CatalogProviderList for ApiaryCatalogList {
         names
     }
 
+    /// The session's own catalog of that name — unless it is the empty one DataFusion creates
+    /// for a default catalog (`SessionConfig::with_default_catalog_and_schema("sales", "eu")`)
+    /// and a hive has the name: the hive, then.
     fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
-        if let Some(c) = self.inner.catalog(name) {
-            return Some(c);
+        let own = self.inner.catalog(name);
+        if let Some(c) = &own
+            && !is_empty_default(c.as_ref())
+        {
+            return own;
         }
         let mut state = self.apiary.registry().snapshot();
         if state.hive(name).is_err() {
@@ -83,6 +89,18 @@ impl CatalogProviderList for ApiaryCatalogList {
         if state.hive(name).is_ok() || self.apiary.failed_hive(name).is_some() {
             return Some(self.apiary.hive(name));
         }
-        None
+        own
     }
+}
+
+/// An in-memory catalog whose schemas hold no table: what DataFusion creates for the default
+/// catalog and schema.
+fn is_empty_default(catalog: &dyn CatalogProvider) -> bool {
+    catalog
+        .downcast_ref::<MemoryCatalogProvider>()
+        .is_some_and(|c| {
+            c.schema_names()
+                .iter()
+                .all(|s| c.schema(s).is_some_and(|s| s.table_names().is_empty()))
+        })
 }
