@@ -173,11 +173,16 @@ impl Apiary {
     }
 
     /// Runs one SQL statement in `ctx` the way Apiary's own doors do (the `apiary` command, the
-    /// Python `Apiary.sql`): planned and run by DataFusion, except `CREATE OR REPLACE TABLE` and
-    /// `CREATE OR REPLACE EXTERNAL TABLE … STORED AS APIARY` of an existing frame, which Apiary
-    /// makes one atomic step — readers see the old frame until the new one is complete, and a
-    /// failing statement leaves the old one as it was. (Through a plain `ctx.sql`, DataFusion
-    /// drops the old frame first; `apiary_undrop` brings it back if the create then fails.)
+    /// Python `Apiary.sql`): planned and run by DataFusion, except
+    /// - `CREATE OR REPLACE TABLE` and `CREATE OR REPLACE EXTERNAL TABLE … STORED AS APIARY` of an
+    ///   existing frame, which Apiary makes one atomic step — readers see the old frame until the
+    ///   new one is complete, and a failing statement leaves the old one as it was. (Through a
+    ///   plain `ctx.sql`, DataFusion drops the old frame first; `apiary_undrop` brings it back if
+    ///   the create then fails.)
+    /// - `CREATE DATABASE`, which fails at once with its reason (through a plain `ctx.sql` the
+    ///   reason comes with the next use of the name);
+    /// - the statements DataFusion lacks: `USE hive[.box]`, `SHOW DATABASES`, `SHOW HIVES`,
+    ///   `SHOW SCHEMAS [IN hive]`, `SHOW BOXES [IN hive]`.
     ///
     /// ```no_run
     /// # async fn demo(ap: apiary::Apiary) -> apiary::Result<()> {
@@ -189,6 +194,9 @@ impl Apiary {
     /// # Ok(()) }
     /// ```
     pub async fn sql(&self, ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
+        if let Some(statement) = apiary_catalog::provider::own_statement(sql) {
+            return Ok(self.catalog.execute_own(ctx, &statement).await?);
+        }
         let plan = ctx.state().create_logical_plan(sql).await?;
         self.execute_logical_plan(ctx, plan).await
     }
@@ -199,6 +207,9 @@ impl Apiary {
         ctx: &SessionContext,
         plan: LogicalPlan,
     ) -> Result<DataFrame> {
+        if let Some(df) = self.catalog.execute_create_database(ctx, &plan).await? {
+            return Ok(df);
+        }
         if let Some(df) = self.catalog.execute_replace(ctx, &plan).await? {
             return Ok(df);
         }

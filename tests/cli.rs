@@ -94,26 +94,115 @@ fn dash_c_prints_csv_and_a_failing_statement_exits_non_zero() {
     assert!(err.contains("lazy"), "{err}");
 }
 
-/// `docs/sql.md`: the shell cannot run `CREATE EXTERNAL TABLE … STORED AS APIARY LOCATION ''`
-/// yet (datafusion-cli parses the location as a URL first); nothing is created. When this
-/// passes no more, the page's paragraph goes.
+/// The shell recognises Apiary's statements before datafusion-cli sees them: `CREATE EXTERNAL
+/// TABLE … STORED AS APIARY … LOCATION ''` (which datafusion-cli would parse as a URL), `USE`,
+/// `SHOW HIVES` / `BOXES`, and `CREATE DATABASE` failing at once — in `-c`, `-f` and the REPL.
 #[test]
-fn the_shell_stops_at_an_empty_location_before_apiary_sees_it() {
+fn the_shell_takes_apiarys_statements_in_every_mode() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
-    let err = failed(&apiary(
+    ok(&apiary(
         dir.path(),
         &[
+            "-q",
             "-c",
             "CREATE EXTERNAL TABLE sales.eu.parts (id BIGINT NOT NULL, k VARCHAR NOT NULL) STORED AS APIARY PARTITIONED BY (k) LOCATION ''",
+            "INSERT INTO sales.eu.parts VALUES (1, 'a'), (2, 'b')",
         ],
     ));
-    assert!(err.contains("Failed to convert path to URL"), "{err}");
-    let tables = csv(
-        dir.path(),
-        "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'sales' AND table_schema = 'eu' ORDER BY 1",
+    assert_eq!(
+        csv(
+            dir.path(),
+            "SELECT count(*) AS n FROM apiary_cells('sales.eu.parts')"
+        ),
+        ["n", "2"]
     );
-    assert_eq!(tables, ["table_name", "orders"]);
+    // Row-level changes through the shell.
+    let out = ok(&apiary(
+        dir.path(),
+        &[
+            "-q",
+            "--format",
+            "csv",
+            "-c",
+            "DELETE FROM sales.eu.parts WHERE id = 1",
+            "MERGE INTO sales.eu.parts AS p USING (SELECT 2 AS id) AS s ON p.id = s.id WHEN MATCHED THEN UPDATE SET k = 'z' WHEN NOT MATCHED THEN INSERT (id, k) VALUES (s.id, 'n')",
+            "SELECT id, k FROM sales.eu.parts",
+            "UPDATE sales.eu.orders SET amount = 1.0 WHERE id = 1",
+            "CREATE TABLE sales.eu.scratch AS VALUES (1), (2), (3)",
+            "TRUNCATE TABLE sales.eu.scratch",
+            "DROP TABLE sales.eu.scratch",
+        ],
+    ));
+    assert!(
+        out.contains("count\n1\n") && out.contains("id,k\n2,z\n"),
+        "{out}"
+    );
+    assert!(out.contains("count\n3\n"), "{out}");
+    // -c
+    let out = ok(&apiary(
+        dir.path(),
+        &[
+            "-q",
+            "--format",
+            "csv",
+            "-c",
+            "USE sales.eu",
+            "SELECT count(*) AS n FROM orders",
+            "SHOW HIVES",
+        ],
+    ));
+    assert!(out.contains("n\n2\n"), "{out}");
+    assert!(out.contains("hive\nsales\n"), "{out}");
+    let err = failed(&apiary(
+        dir.path(),
+        &["-q", "-c", "CREATE DATABASE \"bad-hive\""],
+    ));
+    assert!(err.contains("invalid hive name \"bad-hive\""), "{err}");
+    // -f
+    let file = dir.path().join("q.sql");
+    std::fs::write(
+        &file,
+        "USE sales.eu;\nSHOW BOXES;\n-- a comment\nSELECT count(*) AS n\nFROM parts;\n",
+    )
+    .unwrap();
+    let out = ok(&apiary(
+        dir.path(),
+        &["-q", "--format", "csv", "-f", file.to_str().unwrap()],
+    ));
+    assert!(out.contains("box\neu\n"), "{out}");
+    assert!(out.contains("n\n1\n"), "{out}"); // parts, after the DELETE above
+    // The REPL, fed on stdin.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args([
+            "--storage",
+            dir.path().to_str().unwrap(),
+            "-q",
+            "--format",
+            "csv",
+        ])
+        .current_dir(dir.path()) // the REPL keeps its history in ./.history
+        .env_remove("APIARY_STORAGE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"USE sales.eu;\nSELECT count(*) AS n FROM orders;\nUSE nope;\n\\q\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("n\n2\n"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("hive nope not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -221,9 +221,22 @@ async fn a_session_without_apiarys_guard_refuses_row_changes() {
         assert!(err.contains("register"), "{stmt}: {err}");
     }
     assert_eq!(scalar(&plain, "SELECT count(*) FROM h.b.t").await, "9");
-    // After `register` the same session takes them.
+    // After `register` the same session takes them, and MERGE and TRUNCATE.
     ap.register(&plain).unwrap();
     assert_eq!(query(&plain, "DELETE FROM h.b.t WHERE id = 1").await, ["1"]);
+    assert_eq!(
+        query(&plain, "UPDATE h.b.t SET v = 0 WHERE id = 2").await,
+        ["1"]
+    );
+    assert_eq!(
+        query(
+            &plain,
+            "MERGE INTO h.b.t AS t USING (SELECT 3 AS id) AS s ON t.id = s.id WHEN MATCHED THEN DELETE"
+        )
+        .await,
+        ["1"]
+    );
+    assert_eq!(query(&plain, "TRUNCATE TABLE h.b.t").await, ["7"]);
 }
 
 /// As Delta does it: a DELETE rebases over appends committed meanwhile (their rows stay), and of

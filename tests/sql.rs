@@ -349,6 +349,68 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     );
 }
 
+/// Statements DataFusion lacks, in Apiary's doors (`Apiary::sql`, the shell, Python `sql`):
+/// `USE`, `SHOW DATABASES` / `HIVES`, `SHOW SCHEMAS` / `BOXES`; `CREATE DATABASE` failing at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_and_show_in_apiarys_doors() {
+    let ap = open("memory://").await;
+    let ctx = ap.session().unwrap();
+    let run = |s: &'static str| {
+        let (ap, ctx) = (ap.clone(), ctx.clone());
+        async move {
+            let df = ap.sql(&ctx, s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+            crate::support::rows(&df.collect().await.unwrap())
+        }
+    };
+    let fails = |s: &'static str| {
+        let (ap, ctx) = (ap.clone(), ctx.clone());
+        async move {
+            match ap.sql(&ctx, s).await {
+                Ok(df) => match df.collect().await {
+                    Ok(_) => panic!("expected an error from {s}"),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    run("CREATE DATABASE sales").await;
+    run("CREATE SCHEMA sales.eu").await;
+    run("CREATE SCHEMA sales.us").await;
+    run("CREATE DATABASE ops").await;
+    run("CREATE TABLE sales.eu.t (id BIGINT)").await;
+    run("INSERT INTO sales.eu.t VALUES (1), (2)").await;
+
+    assert_eq!(run("SHOW HIVES").await, ["ops", "sales"]);
+    assert_eq!(run("SHOW DATABASES").await, ["datafusion", "ops", "sales"]);
+    assert_eq!(run("SHOW SCHEMAS IN sales").await, ["eu", "us"]);
+    assert_eq!(run("show boxes in sales;").await, ["eu", "us"]);
+
+    run("USE sales.eu").await;
+    assert_eq!(run("SELECT count(*) FROM t").await, ["2"]);
+    assert_eq!(run("SHOW BOXES").await, ["eu", "us"]);
+    run("USE ops").await;
+    assert_eq!(run("SELECT count(*) FROM sales.eu.t").await, ["2"]);
+
+    run("USE datafusion.public").await;
+    assert_eq!(run("SHOW SCHEMAS").await, ["public"]);
+    // A plain `ctx.sql` answers as DataFusion does.
+    let err = sql_err(&ctx, "USE sales").await;
+    assert!(err.contains("Unsupported SQL statement"), "{err}");
+    let err = fails("USE nope").await;
+    assert!(err.contains("hive nope not found"), "{err}");
+    let err = fails("USE sales.nope").await;
+    assert!(err.contains("box sales.nope not found"), "{err}");
+    let err = fails("SHOW SCHEMAS IN nope").await;
+    assert!(err.contains("hive nope not found"), "{err}");
+    // CREATE DATABASE fails at once, with the reason, in Apiary's doors.
+    let err = fails("CREATE DATABASE \"bad-hive\"").await;
+    assert!(err.contains("invalid hive name \"bad-hive\""), "{err}");
+    run("CREATE DATABASE IF NOT EXISTS sales").await;
+    let err = fails("CREATE DATABASE sales").await;
+    assert!(err.contains("sales") && err.contains("exists"), "{err}");
+}
+
 /// A program whose session names a hive as its default catalog gets the hive, not the empty
 /// catalog DataFusion creates for the default.
 #[tokio::test]

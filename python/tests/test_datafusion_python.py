@@ -92,6 +92,13 @@ def test_the_host_cannot_delete_and_nothing_changes(ap):
     ap.write_to_frame("sales", "eu", "orders", orders(range(3)))
     ctx = SessionContext()
     ctx.register_catalog_provider("sales", ap.catalog("sales"))
-    with pytest.raises(Exception):
-        ctx.sql("DELETE FROM sales.eu.orders WHERE id = 1").collect()
+    for statement in [
+        "DELETE FROM sales.eu.orders WHERE id = 1",
+        "UPDATE sales.eu.orders SET amount = 0 WHERE id = 1",
+        "TRUNCATE TABLE sales.eu.orders",
+        "MERGE INTO sales.eu.orders AS o USING (SELECT 1 AS id) AS s ON o.id = s.id "
+        "WHEN MATCHED THEN DELETE",
+    ]:
+        with pytest.raises(Exception):
+            ctx.sql(statement).collect()
     assert ap.sql("SELECT count(*) AS n FROM sales.eu.orders").to_pylist() == [{"n": 3}]

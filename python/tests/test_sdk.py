@@ -101,6 +101,19 @@ def test_row_changes_through_sql(ap):
     assert count(ap) == 0
 
 
+def test_use_and_show(ap):
+    with_orders(ap)
+    assert ap.sql("SHOW HIVES").to_pylist() == [{"hive": "sales"}]
+    assert ap.sql("SHOW BOXES IN sales").to_pylist() == [{"box": "eu"}]
+    ap.sql("USE sales.eu")
+    ap.write_to_frame("sales", "eu", "orders", orders(range(2)))
+    assert ap.sql("SELECT count(*) AS n FROM orders").to_pylist() == [{"n": 2}]
+    with pytest.raises(apiary.ApiaryError, match="hive nope not found"):
+        ap.sql("USE nope")
+    with pytest.raises(apiary.ApiaryError, match="invalid hive name"):
+        ap.sql('CREATE DATABASE "bad-hive"')
+
+
 def test_bad_input_is_named_and_commits_nothing(ap, tmp_path):
     with_orders(ap)
     ap.write_to_frame("sales", "eu", "orders", orders(range(3)))

@@ -23,6 +23,7 @@ mod replace;
 mod row_change;
 mod scan;
 mod sink;
+mod statements;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,7 @@ pub use hive::HiveProvider;
 pub use own_runtime::{OwnRuntimeExec, with_runtime};
 pub use scan::PruneCounts;
 pub use sink::FrameSink;
+pub use statements::{OwnStatement, own_statement};
 
 use crate::cell::WriteOptions;
 use crate::error::{Error, Kind, Result};

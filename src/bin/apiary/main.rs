@@ -15,6 +15,7 @@ mod check;
 mod import;
 mod node;
 mod shell;
+mod statements;
 mod status;
 
 use std::process::ExitCode;

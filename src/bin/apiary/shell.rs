@@ -17,7 +17,6 @@ use datafusion::object_store::ObjectStore;
 use datafusion::prelude::SessionContext;
 use datafusion_cli::catalog::DynamicObjectStoreCatalog;
 use datafusion_cli::cli_context::CliSessionContext;
-use datafusion_cli::exec::{exec_from_commands, exec_from_files, exec_from_repl};
 use datafusion_cli::functions::ParquetMetadataFunc;
 use datafusion_cli::object_storage::instrumented::{
     InstrumentedObjectStoreMode, InstrumentedObjectStoreRegistry,
@@ -26,6 +25,7 @@ use datafusion_cli::print_format::PrintFormat;
 use datafusion_cli::print_options::{MaxRows, PrintOptions};
 
 use crate::BeeArgs;
+use crate::statements::{exec_commands, exec_files, exec_repl};
 
 /// datafusion-cli's flags (those that make sense on Apiary), and the bees.
 #[derive(Args, Debug)]
@@ -146,10 +146,10 @@ async fn shell(
     };
     if !args.commands.is_empty() || !args.files.is_empty() {
         if !args.files.is_empty() {
-            exec_from_files(&ctx, args.files.clone(), &print).await?;
+            exec_files(&ctx, args.files.clone(), &print).await?;
         }
         if !args.commands.is_empty() {
-            exec_from_commands(&ctx, args.commands.clone(), &print).await?;
+            exec_commands(&ctx, args.commands.clone(), &print).await?;
         }
         return Ok(());
     }
@@ -177,17 +177,18 @@ async fn shell(
             .unwrap_or_default(),
     };
     if !rc.is_empty() {
-        exec_from_files(&ctx, rc, &print).await?;
+        exec_files(&ctx, rc, &print).await?;
     }
-    exec_from_repl(&ctx, &mut print).await?;
+    exec_repl(&ctx, &mut print).await?;
     Ok(())
 }
 
 /// datafusion-cli's session, with Apiary's statements (`Apiary::execute_logical_plan`): an atomic
-/// `CREATE OR REPLACE` of a frame.
-struct ApiaryShell {
-    ap: Apiary,
-    ctx: SessionContext,
+/// `CREATE OR REPLACE` of a frame, `CREATE DATABASE` failing at once; the shell routes the
+/// statements datafusion-cli cannot plan to `Apiary::sql` (`statements`).
+pub struct ApiaryShell {
+    pub ap: Apiary,
+    pub ctx: SessionContext,
 }
 
 #[async_trait::async_trait]
