@@ -59,6 +59,16 @@ async fn delete_rewrites_only_the_cells_holding_matching_rows_in_one_commit() {
         // The k=a cell with ids 1–3 is rewritten (1 row kept), k=b removed without rewriting;
         // the second k=a cell and k=c are left as they are.
         assert_eq!(last, vec!["3|DELETE|rewrite_cells|2|5|1|1"], "{b}");
+        assert_eq!(
+            query(
+                &ctx,
+                "SELECT rows_deleted, rows_updated, rows_inserted FROM apiary_history('h.b.t')
+                 WHERE version IN (2, 3) ORDER BY version"
+            )
+            .await,
+            ["NULL|NULL|NULL", "4|NULL|NULL"],
+            "{b}"
+        );
 
         // A DELETE that matches nothing changes nothing, not even the version.
         assert_eq!(
@@ -115,6 +125,15 @@ async fn update_sets_values_moves_partitions_and_enforces_not_null() {
         let (_ap, ctx) = frame(&b.url).await;
         let updated = query(&ctx, "UPDATE h.b.t SET v = v + 1 WHERE id IN (1, 4, 6)").await;
         assert_eq!(updated, ["3"], "{b}");
+        assert_eq!(
+            scalar(
+                &ctx,
+                "SELECT rows_updated FROM apiary_history('h.b.t') WHERE version = 3"
+            )
+            .await,
+            "3",
+            "{b}"
+        );
         assert_eq!(
             query(
                 &ctx,
@@ -353,6 +372,16 @@ async fn merge_updates_deletes_and_inserts_rewriting_only_touched_cells() {
         )
         .await;
         assert_eq!(last, ["MERGE|3|8|8"], "{b}");
+        assert_eq!(
+            query(
+                &ctx,
+                "SELECT rows_deleted, rows_updated, rows_inserted FROM apiary_history('h.b.t')
+                 ORDER BY version DESC LIMIT 1"
+            )
+            .await,
+            ["1|2|1"],
+            "{b}"
+        );
         assert!(
             query(
                 &ctx,

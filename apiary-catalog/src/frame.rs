@@ -1,5 +1,6 @@
 //! A frame handle: its ledger plus the writes that end in one commit each.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -164,9 +165,25 @@ impl Frame {
         operation: &str,
         action: Action,
     ) -> Result<CommitInfo> {
+        self.commit_action_with_metrics(read, operation, action, BTreeMap::new())
+            .await
+    }
+
+    /// [`Frame::commit_action`], recording what the operation did (`rows_deleted`, …).
+    pub async fn commit_action_with_metrics(
+        &self,
+        read: &FrameSnapshot,
+        operation: &str,
+        action: Action,
+        metrics: BTreeMap<String, u64>,
+    ) -> Result<CommitInfo> {
         let added = action.added().to_vec();
         let outcome = match self.check_name(false).await {
-            Ok(()) => self.ledger.commit(read, operation, action).await,
+            Ok(()) => {
+                self.ledger
+                    .commit_with_metrics(read, operation, action, metrics)
+                    .await
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = &outcome

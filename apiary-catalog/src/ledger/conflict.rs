@@ -70,6 +70,7 @@ mod tests {
             operation: "COMPACT".into(),
             protocol: None,
             action,
+            metrics: BTreeMap::new(),
         }
     }
 

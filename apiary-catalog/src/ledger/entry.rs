@@ -169,6 +169,9 @@ pub struct LedgerEntry {
     /// entry when it raises the protocol.
     pub protocol: Option<Protocol>,
     pub action: Action,
+    /// What the operation did, for people (`apiary_history`): `rows_deleted`, `rows_updated`,
+    /// `rows_inserted` of a row-level change. Readers that do not know a key ignore it.
+    pub metrics: BTreeMap<String, u64>,
 }
 
 /// A new commit id: time-ordered, unique.
@@ -417,6 +420,9 @@ impl LedgerEntry {
         if !self.commit_id.is_empty() {
             v["commit_id"] = json!(self.commit_id);
         }
+        if !self.metrics.is_empty() {
+            v["metrics"] = json!(self.metrics);
+        }
         if let Some(p) = &self.protocol {
             v["protocol"] =
                 serde_json::to_value(p).map_err(|e| Error::corrupt("protocol", e.to_string()))?;
@@ -448,6 +454,11 @@ impl LedgerEntry {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
+        let metrics: BTreeMap<String, u64> = match v.get("metrics") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(m) => serde_json::from_value(m.clone())
+                .map_err(|e| Error::corrupt(key, format!("metrics: {e}")))?,
+        };
         let protocol: Option<Protocol> = match v.get("protocol") {
             None | Some(Value::Null) => None,
             Some(p) => Some(
@@ -514,6 +525,7 @@ impl LedgerEntry {
             operation,
             protocol,
             action,
+            metrics,
         })
     }
 }

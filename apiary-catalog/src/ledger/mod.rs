@@ -16,6 +16,7 @@ mod conflict;
 pub mod entry;
 pub mod snapshot;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -167,6 +168,7 @@ impl Ledger {
                 partition_by: spec.partition_by.clone(),
                 properties: spec.properties.clone(),
             },
+            metrics: BTreeMap::new(),
         };
         let body = encode_checked(&log, &entry, None)?;
         // The folder is new (its name holds a fresh id), so only an earlier try of this very
@@ -456,6 +458,18 @@ impl Ledger {
         operation: &str,
         action: Action,
     ) -> Result<CommitInfo> {
+        self.commit_with_metrics(read, operation, action, BTreeMap::new())
+            .await
+    }
+
+    /// [`Ledger::commit`], recording what the operation did (`rows_deleted`, …) in the entry.
+    pub async fn commit_with_metrics(
+        &self,
+        read: &FrameSnapshot,
+        operation: &str,
+        action: Action,
+        metrics: BTreeMap<String, u64>,
+    ) -> Result<CommitInfo> {
         if matches!(action, Action::CreateFrame { .. }) {
             return Err(Error::InvalidOption {
                 name: "action".into(),
@@ -508,6 +522,7 @@ impl Ledger {
                 operation: operation.to_string(),
                 protocol: None,
                 action: action.clone(),
+                metrics: metrics.clone(),
             };
             let body = encode_checked(log, &entry, Some(&base))?;
             let attempt = match log.create_resolved(version, body, &commit_id).await {

@@ -221,6 +221,8 @@ impl TableFunctionImpl for HistoryFunction {
             (vec![], vec![], vec![], vec![], vec![]);
         let (mut cells_added, mut cells_removed, mut rows_added, mut rows_removed) =
             (vec![], vec![], vec![], vec![]);
+        // What a row-level change recorded it did (NULL for other operations).
+        let (mut deleted, mut updated, mut inserted) = (vec![], vec![], vec![]);
         for e in &entries {
             if start.as_ref().is_some_and(|s| s.version == e.version) {
                 rows_removed.push(None);
@@ -244,6 +246,9 @@ impl TableFunctionImpl for HistoryFunction {
             cells_added.push(e.action.added().len() as u64);
             cells_removed.push(e.action.removed().len() as u64);
             rows_added.push(e.action.added().iter().map(|c| c.rows).sum::<u64>());
+            deleted.push(e.metrics.get("rows_deleted").copied());
+            updated.push(e.metrics.get("rows_updated").copied());
+            inserted.push(e.metrics.get("rows_inserted").copied());
         }
         let schema = Arc::new(Schema::new(vec![
             Field::new("version", DataType::UInt64, false),
@@ -259,6 +264,9 @@ impl TableFunctionImpl for HistoryFunction {
             Field::new("cells_removed", DataType::UInt64, false),
             Field::new("rows_added", DataType::UInt64, false),
             Field::new("rows_removed", DataType::UInt64, true),
+            Field::new("rows_deleted", DataType::UInt64, true),
+            Field::new("rows_updated", DataType::UInt64, true),
+            Field::new("rows_inserted", DataType::UInt64, true),
             Field::new("readable", DataType::Boolean, false),
         ]));
         let readable: Vec<bool> = version.iter().map(|v| *v >= oldest).collect();
@@ -274,6 +282,9 @@ impl TableFunctionImpl for HistoryFunction {
                 Arc::new(UInt64Array::from(cells_removed)),
                 Arc::new(UInt64Array::from(rows_added)),
                 Arc::new(UInt64Array::from(rows_removed)),
+                Arc::new(UInt64Array::from(deleted)),
+                Arc::new(UInt64Array::from(updated)),
+                Arc::new(UInt64Array::from(inserted)),
                 Arc::new(BooleanArray::from(readable)),
             ],
         )

@@ -18,7 +18,7 @@
 //! Cells with no changed row are never rewritten. Rows appended meanwhile by others are kept
 //! (the commit rebases over appends); a concurrent rewrite of a touched cell is a conflict.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -478,7 +478,14 @@ async fn run(merge: &Merge, source: Arc<dyn ExecutionPlan>, ctx: Arc<TaskContext
         removed: touched.into_iter().collect(),
         added,
     };
-    frame.commit_action(&read, "MERGE", action).await?;
+    let metrics = BTreeMap::from([
+        ("rows_updated".to_string(), updated),
+        ("rows_deleted".to_string(), deleted),
+        ("rows_inserted".to_string(), inserted),
+    ]);
+    frame
+        .commit_action_with_metrics(&read, "MERGE", action, metrics)
+        .await?;
     Ok(updated + deleted + inserted)
 }
 

@@ -21,7 +21,7 @@
 //! partition column moves the row. A statement that fails commits nothing and removes what it
 //! wrote.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, UInt64Array};
@@ -249,8 +249,13 @@ async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> R
         removed: candidates.iter().map(|c| c.cell.path.clone()).collect(),
         added,
     };
+    let key = match change {
+        RowChange::Update { .. } => "rows_updated",
+        _ => "rows_deleted",
+    };
+    let metrics = BTreeMap::from([(key.to_string(), affected)]);
     frame
-        .commit_action(&read, change.operation(), action)
+        .commit_action_with_metrics(&read, change.operation(), action, metrics)
         .await?;
     Ok(affected)
 }
