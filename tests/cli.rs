@@ -150,10 +150,13 @@ fn the_shell_takes_apiarys_statements_in_every_mode() {
             "USE sales.eu",
             "SELECT count(*) AS n FROM orders",
             "SHOW HIVES",
+            "ALTER TABLE sales.eu.orders ADD COLUMN note VARCHAR",
+            "SELECT count(*) AS nulls FROM sales.eu.orders WHERE note IS NULL",
         ],
     ));
     assert!(out.contains("n\n2\n"), "{out}");
     assert!(out.contains("hive\nsales\n"), "{out}");
+    assert!(out.contains("nulls\n2\n"), "{out}");
     let err = failed(&apiary(
         dir.path(),
         &["-q", "-c", "CREATE DATABASE \"bad-hive\""],

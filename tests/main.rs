@@ -2,6 +2,7 @@
 //! DataFusion's own ListingTable, metadata views, the bees, the swarm (with worker processes),
 //! the `apiary` command, TPC-H, and the examples of `docs/sql.md`.
 
+mod alter;
 mod bees;
 mod cli;
 mod differential;

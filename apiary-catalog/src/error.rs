@@ -110,6 +110,16 @@ pub enum Error {
     Conflict(Box<Conflict>),
 
     #[error(
+        "commit conflict on frame {frame}: version {version} (by {winner}) changed the schema first; this {attempted} was computed from the schema before it: re-read the frame and try again"
+    )]
+    SchemaChanged {
+        frame: String,
+        version: u64,
+        winner: String,
+        attempted: String,
+    },
+
+    #[error(
         "the commit to {target} at version {version} may or may not have landed ({reason}); nothing it wrote was removed: re-read {target} to see whether it is there"
     )]
     CommitUnknown {

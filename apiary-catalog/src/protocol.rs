@@ -21,18 +21,19 @@ pub const WRITER_VERSION: u32 = 1;
 /// Named features, reserved so that every build agrees on their meaning. A log lists a feature
 /// when it uses it: readers must know every reader feature, writers every writer feature.
 pub mod feature {
-    /// Columns carry stable ids; old cells are read under a newer schema by id (`SetSchema`).
-    /// Readers and writers must know it.
+    /// The schema changes between versions (`set_schema` entries: columns added, types
+    /// widened); cells written before are read under the newer schema by column name. Readers
+    /// and writers must know it. (Renaming columns will need stable column ids: a feature of
+    /// its own.)
     pub const SCHEMA_EVOLUTION: &str = "schema_evolution";
     /// Copy-on-write `DELETE`, `UPDATE` and `MERGE` with their row counts in the ledger. Writers
     /// must know it.
     pub const ROW_LEVEL_CHANGES: &str = "row_level_changes";
 }
 
-/// The features this build can read, and the ones it can write with. None yet: the reserved
-/// names above arrive with the features themselves.
-const READABLE_FEATURES: &[&str] = &[];
-const WRITABLE_FEATURES: &[&str] = &[];
+/// The features this build can read, and the ones it can write with.
+const READABLE_FEATURES: &[&str] = &[feature::SCHEMA_EVOLUTION];
+const WRITABLE_FEATURES: &[&str] = &[feature::SCHEMA_EVOLUTION];
 
 /// What a client must understand. Serialized inside version 0 of a log (and any entry raising it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,13 +131,18 @@ mod tests {
             "{err}"
         );
 
+        let unknown = Protocol {
+            reader_features: ["column_ids".to_string()].into(),
+            ..Protocol::default()
+        };
+        let err = unknown.check_read("frame h.b.f").unwrap_err().to_string();
+        assert!(err.contains("\"column_ids\""), "{err}");
         let evolving = Protocol {
             reader_features: [feature::SCHEMA_EVOLUTION.to_string()].into(),
             writer_features: [feature::SCHEMA_EVOLUTION.to_string()].into(),
             ..Protocol::default()
         };
-        let err = evolving.check_read("frame h.b.f").unwrap_err().to_string();
-        assert!(err.contains("\"schema_evolution\""), "{err}");
+        evolving.check_write("frame h.b.f").unwrap();
 
         // A writer-only feature leaves the frame readable, and fences this build's writes.
         let dml = Protocol {

@@ -112,6 +112,8 @@ def test_use_and_show(ap):
         ap.sql("USE nope")
     with pytest.raises(apiary.ApiaryError, match="invalid hive name"):
         ap.sql('CREATE DATABASE "bad-hive"')
+    ap.sql("ALTER TABLE orders ADD COLUMN note VARCHAR")
+    assert ap.sql("SELECT count(*) AS n FROM orders WHERE note IS NULL").to_pylist() == [{"n": 2}]
 
 
 def test_bad_input_is_named_and_commits_nothing(ap, tmp_path):

@@ -19,6 +19,18 @@ pub(crate) fn check(
     operation: &str,
     winner: &LedgerEntry,
 ) -> Result<()> {
+    // A schema change is computed from the schema it read: another one in between would be
+    // undone by it.
+    if matches!(attempt, Action::SetSchema { .. })
+        && matches!(winner.action, Action::SetSchema { .. })
+    {
+        return Err(Error::SchemaChanged {
+            frame: frame.to_string(),
+            version: winner.version,
+            winner: winner.writer.clone(),
+            attempted: operation.to_string(),
+        });
+    }
     let removed = attempt.removed();
     if removed.is_empty() {
         return Ok(());

@@ -125,6 +125,9 @@ pub enum Action {
         removed: Vec<String>,
         added: Vec<Arc<CellRecord>>,
     },
+    /// Changes the schema (`ALTER TABLE`): columns added, types widened. Cells written before
+    /// are read under it by column name.
+    SetSchema { schema: SchemaRef },
 }
 
 impl Action {
@@ -133,12 +136,13 @@ impl Action {
             Action::CreateFrame { .. } => "create_frame",
             Action::AddCells { .. } => "add_cells",
             Action::RewriteCells { .. } => "rewrite_cells",
+            Action::SetSchema { .. } => "set_schema",
         }
     }
 
     pub fn added(&self) -> &[Arc<CellRecord>] {
         match self {
-            Action::CreateFrame { .. } => &[],
+            Action::CreateFrame { .. } | Action::SetSchema { .. } => &[],
             Action::AddCells { cells } => cells,
             Action::RewriteCells { added, .. } => added,
         }
@@ -409,6 +413,9 @@ impl LedgerEntry {
                 "removed": removed,
                 "added": cells_to_json(added, partition_by),
             }}),
+            Action::SetSchema { schema } => {
+                json!({"set_schema": {"schema": schema_to_json(schema)?}})
+            }
         };
         let mut v = json!({
             "version": self.version,
@@ -508,6 +515,10 @@ impl LedgerEntry {
                 removed: serde_json::from_value(body.get("removed").cloned().unwrap_or(json!([])))
                     .map_err(|e| Error::corrupt(key, format!("removed: {e}")))?,
                 added: cells_from_json(body.get("added"), schema, pb, key)?,
+            },
+            ("set_schema", Some(_)) => Action::SetSchema {
+                schema: schema_from_json(body.get("schema").unwrap_or(&Value::Null))
+                    .map_err(|e| Error::corrupt(key, e))?,
             },
             (other, None) => {
                 return Err(Error::corrupt(

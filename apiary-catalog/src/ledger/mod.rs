@@ -504,6 +504,17 @@ impl Ledger {
             .filter_map(|p| read.cell(p))
             .map(|c| c.rows)
             .sum();
+        // The first schema change declares its feature: builds that cannot read it are fenced.
+        let evolution = crate::protocol::feature::SCHEMA_EVOLUTION;
+        let raised = match &action {
+            Action::SetSchema { .. } if !read.protocol.reader_features.contains(evolution) => {
+                let mut p = read.protocol.clone();
+                p.reader_features.insert(evolution.to_string());
+                p.writer_features.insert(evolution.to_string());
+                Some(p)
+            }
+            _ => None,
+        };
         let log = &self.inner.log;
         let commit_id = entry::new_commit_id();
         let mut base = read.clone();
@@ -520,7 +531,7 @@ impl Ledger {
                 writer: self.inner.options.writer.clone(),
                 commit_id: commit_id.clone(),
                 operation: operation.to_string(),
-                protocol: None,
+                protocol: raised.clone(),
                 action: action.clone(),
                 metrics: metrics.clone(),
             };
@@ -704,14 +715,30 @@ async fn newest_checkpoint(log: &NumberedLog, at_most: u64) -> Result<Option<u64
         .rfind(|v| *v <= at_most))
 }
 
+/// Decodes consecutive entries after `frame`: each with the schema in force before it, so that
+/// cells written after a `set_schema` are typed by the schema it set.
 fn decode_all(
     log: &NumberedLog,
     raw: Vec<(String, Bytes)>,
     frame: &FrameSnapshot,
 ) -> Result<Vec<(String, LedgerEntry)>> {
+    let mut schema = frame.schema.clone();
     raw.into_iter()
         .map(|(key, body)| {
-            let entry = decode(log, &body, &key, Some(frame))?;
+            let entry = LedgerEntry::from_json(
+                &body,
+                &key,
+                Some((&schema, frame.partition_by.as_slice())),
+            )?;
+            if log.version_of(&key) != Some(entry.version) {
+                return Err(Error::corrupt(
+                    &key,
+                    format!("entry claims version {}", entry.version),
+                ));
+            }
+            if let Action::SetSchema { schema: next } = &entry.action {
+                schema = next.clone();
+            }
             Ok((key, entry))
         })
         .collect()

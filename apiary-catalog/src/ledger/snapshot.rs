@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
 use serde_json::{Value, json};
 
 use super::entry::{Action, CellRecord, LedgerEntry, cells_from_json, cells_to_json};
@@ -91,6 +92,10 @@ impl FrameSnapshot {
                     self.cells.insert(c.path.clone(), c.clone());
                 }
             }
+            Action::SetSchema { schema } => {
+                self.retype_stats(schema, key)?;
+                self.schema = schema.clone();
+            }
         }
         if let Some(p) = &entry.protocol {
             p.check_read(&format!("the ledger entry {key}"))?;
@@ -98,6 +103,47 @@ impl FrameSnapshot {
         }
         self.version = entry.version;
         self.timestamp_ms = entry.timestamp_ms;
+        Ok(())
+    }
+
+    /// Casts the statistics of the active cells to the types of `schema` (a widening
+    /// `set_schema`: every bound stays the same value), so that scans hand DataFusion bounds of
+    /// the column's type.
+    fn retype_stats(&mut self, schema: &SchemaRef, key: &str) -> Result<()> {
+        let changed: Vec<(String, DataType)> = schema
+            .fields()
+            .iter()
+            .filter(|f| {
+                self.schema
+                    .field_with_name(f.name())
+                    .is_ok_and(|old| old.data_type() != f.data_type())
+            })
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let cast = |v: &Option<ScalarValue>, t: &DataType| -> Result<Option<ScalarValue>> {
+            v.as_ref()
+                .map(|v| {
+                    v.cast_to(t)
+                        .map_err(|e| Error::corrupt(key, format!("statistics as {t}: {e}")))
+                })
+                .transpose()
+        };
+        for cell in self.cells.values_mut() {
+            if !changed.iter().any(|(c, _)| cell.stats.contains_key(c)) {
+                continue;
+            }
+            let mut record = CellRecord::clone(cell);
+            for (column, t) in &changed {
+                if let Some(stats) = record.stats.get_mut(column) {
+                    stats.min = cast(&stats.min, t)?;
+                    stats.max = cast(&stats.max, t)?;
+                }
+            }
+            *cell = Arc::new(record);
+        }
         Ok(())
     }
 

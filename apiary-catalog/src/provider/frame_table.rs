@@ -217,12 +217,12 @@ impl TableProvider for FrameTable {
     /// Copy-on-write through Apiary's own join of the frame and `source` (`merge`).
     async fn merge_into(
         &self,
-        state: &dyn Session,
+        _state: &dyn Session,
         source: Arc<dyn ExecutionPlan>,
         merge_schema: DFSchemaRef,
         on: Expr,
         clauses: Vec<MergeIntoClause>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        merge::plan(self, state, source, merge_schema, on, clauses)
+        merge::plan(self, source, merge_schema, on, clauses)
     }
 }

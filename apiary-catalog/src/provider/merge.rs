@@ -25,8 +25,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::catalog::memory::MemTable;
-use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{
     Column, DFSchemaRef, JoinType, TableReference, internal_err, not_impl_err,
@@ -70,7 +70,6 @@ struct Merge {
 /// The plan of `MERGE INTO table USING source ON on clauses`.
 pub(crate) fn plan(
     table: &FrameTable,
-    _state: &dyn Session,
     source: Arc<dyn ExecutionPlan>,
     merge_schema: DFSchemaRef,
     on: Expr,
@@ -430,8 +429,11 @@ async fn run(merge: &Merge, source: Arc<dyn ExecutionPlan>, ctx: Arc<TaskContext
     let result: Result<()> = async {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            let cells = batch.column(0).as_string::<i32>();
-            let clauses = batch.column(1).as_primitive::<Int32Type>();
+            let cells = batch
+                .column(0)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| unexpected("cell path"))?;
+            let clauses = clause_numbers(&batch, 1)?;
             let mut insert = Vec::with_capacity(batch.num_rows());
             for row in 0..batch.num_rows() {
                 let effect = merge.effect(clauses.value(row));
@@ -526,7 +528,7 @@ async fn rewrite(
     let (mut seen, mut updated, mut deleted) = (0u64, 0u64, 0u64);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let clauses = batch.column(0).as_primitive::<Int32Type>();
+        let clauses = clause_numbers(&batch, 0)?;
         let mut keep = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             match merge.effect(clauses.value(row)) {
@@ -561,4 +563,18 @@ fn with_column(plan: LogicalPlanBuilder, expr: Expr) -> Result<LogicalPlanBuilde
         .collect();
     exprs.push(expr);
     plan.project(exprs)
+}
+
+fn unexpected(what: &str) -> DataFusionError {
+    DataFusionError::Internal(format!(
+        "MergeExec: the {what} column has an unexpected type"
+    ))
+}
+
+/// Column `i` of `batch`: the number of the clause that applies to each row.
+fn clause_numbers(batch: &RecordBatch, i: usize) -> Result<&datafusion::arrow::array::Int32Array> {
+    batch
+        .column(i)
+        .as_primitive_opt::<Int32Type>()
+        .ok_or_else(|| unexpected("clause"))
 }

@@ -9,6 +9,7 @@
 //! and the meadow's object store.
 
 mod action;
+mod alter;
 mod box_schema;
 mod catalog_list;
 mod dml_guard;
@@ -46,7 +47,7 @@ pub use hive::HiveProvider;
 pub use own_runtime::{OwnRuntimeExec, with_runtime};
 pub use scan::PruneCounts;
 pub use sink::FrameSink;
-pub use statements::{OwnStatement, own_statement};
+pub use statements::{OwnStatement, SchemaChange, own_statement};
 
 use crate::cell::WriteOptions;
 use crate::error::{Error, Kind, Result};

@@ -16,6 +16,10 @@ use datafusion::dataframe::DataFrame;
 use datafusion::error::Result;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::ast::{
+    AlterColumnOperation, AlterTableOperation, ColumnOption, Ident, Statement as SqlStatement,
+};
 
 use super::ApiaryCatalog;
 use crate::error::{Error, Kind};
@@ -36,6 +40,27 @@ pub enum OwnStatement {
         catalog: Option<String>,
         boxes: bool,
     },
+    /// `ALTER TABLE frame …`: one `set_schema` commit.
+    AlterTable {
+        frame: TableReference,
+        changes: Vec<SchemaChange>,
+    },
+}
+
+/// One operation of an `ALTER TABLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaChange {
+    /// `ADD COLUMN [IF NOT EXISTS] name type`; `sql_type` as written.
+    AddColumn {
+        name: String,
+        sql_type: String,
+        not_null: bool,
+        if_not_exists: bool,
+    },
+    /// `ALTER COLUMN name [SET DATA] TYPE type`.
+    SetType { name: String, sql_type: String },
+    /// Anything else, as written (refused, naming it).
+    Other(String),
 }
 
 /// Recognises one statement's text (leading `--` comment lines and a trailing `;` allowed).
@@ -64,6 +89,7 @@ pub fn own_statement(sql: &str) -> Option<OwnStatement> {
                 TableReference::Full { .. } => None,
             }
         }
+        ["ALTER", "TABLE", ..] => alter_table(text),
         ["SHOW", "DATABASES"] => Some(OwnStatement::ShowDatabases),
         ["SHOW", "HIVES"] => Some(OwnStatement::ShowHives),
         ["SHOW", what @ ("SCHEMAS" | "BOXES"), rest @ ..] => {
@@ -79,6 +105,61 @@ pub fn own_statement(sql: &str) -> Option<OwnStatement> {
         }
         _ => None,
     }
+}
+
+/// An identifier as DataFusion folds it: lower case unless quoted.
+fn ident(i: &Ident) -> String {
+    match i.quote_style {
+        Some(_) => i.value.clone(),
+        None => i.value.to_ascii_lowercase(),
+    }
+}
+
+fn alter_table(text: &str) -> Option<OwnStatement> {
+    let mut statements = DFParser::parse_sql(text).ok()?;
+    if statements.len() != 1 {
+        return None;
+    }
+    let Some(Statement::Statement(statement)) = statements.pop_front() else {
+        return None;
+    };
+    let SqlStatement::AlterTable(alter) = *statement else {
+        return None;
+    };
+    let frame = TableReference::parse_str(&alter.name.to_string());
+    let changes = alter
+        .operations
+        .iter()
+        .map(|op| match op {
+            AlterTableOperation::AddColumn {
+                if_not_exists,
+                column_def,
+                ..
+            } => SchemaChange::AddColumn {
+                name: ident(&column_def.name),
+                sql_type: column_def.data_type.to_string(),
+                not_null: column_def
+                    .options
+                    .iter()
+                    .any(|o| matches!(o.option, ColumnOption::NotNull)),
+                if_not_exists: *if_not_exists,
+            },
+            AlterTableOperation::AlterColumn {
+                column_name,
+                op:
+                    AlterColumnOperation::SetDataType {
+                        data_type,
+                        using: None,
+                        ..
+                    },
+            } => SchemaChange::SetType {
+                name: ident(column_name),
+                sql_type: data_type.to_string(),
+            },
+            other => SchemaChange::Other(other.to_string()),
+        })
+        .collect();
+    Some(OwnStatement::AlterTable { frame, changes })
 }
 
 impl ApiaryCatalog {
@@ -120,6 +201,10 @@ impl ApiaryCatalog {
                 let mut names = self.refresh().await?.hive_names();
                 names.sort();
                 list(ctx, "hive", names)
+            }
+            OwnStatement::AlterTable { frame, changes } => {
+                self.alter_table(ctx, frame, changes).await?;
+                nothing(ctx)
             }
             OwnStatement::ShowSchemas { catalog, boxes } => {
                 let name = match catalog {

@@ -1,0 +1,251 @@
+//! Schema evolution: `ALTER TABLE … ADD COLUMN` and `… ALTER COLUMN … SET DATA TYPE`, through
+//! Apiary's doors; old cells read under the new schema, pruning right across versions.
+
+use std::sync::Arc;
+
+use apiary::Apiary;
+use apiary::catalog::Action;
+use apiary::catalog::protocol::feature;
+use datafusion::arrow::array::{Int32Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::prelude::SessionContext;
+
+use crate::support::{backends, metric, open, plan, query, scalar, sql};
+
+async fn run(ap: &Apiary, ctx: &SessionContext, s: &str) -> Vec<String> {
+    let df = ap.sql(ctx, s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+    crate::support::rows(&df.collect().await.unwrap_or_else(|e| panic!("{s}: {e}")))
+}
+
+async fn fails(ap: &Apiary, ctx: &SessionContext, s: &str) -> String {
+    match ap.sql(ctx, s).await {
+        Ok(df) => match df.collect().await {
+            Ok(_) => panic!("expected an error from {s}"),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn frame(url: &str) -> (Apiary, SessionContext) {
+    let ap = open(url).await;
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(
+        &ctx,
+        "CREATE EXTERNAL TABLE h.b.t (id INT NOT NULL, k VARCHAR NOT NULL, v REAL)
+         STORED AS APIARY PARTITIONED BY (k) LOCATION ''",
+    )
+    .await;
+    sql(
+        &ctx,
+        "INSERT INTO h.b.t VALUES (1, 'a', 1.5), (2, 'b', NULL)",
+    )
+    .await;
+    (ap, ctx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_and_widened_columns_read_old_cells_under_the_new_schema() {
+    for b in backends() {
+        let (ap, ctx) = frame(&b.url).await;
+        run(&ap, &ctx, "ALTER TABLE h.b.t ADD COLUMN note VARCHAR").await;
+        run(
+            &ap,
+            &ctx,
+            "ALTER TABLE h.b.t ALTER COLUMN id SET DATA TYPE BIGINT",
+        )
+        .await;
+        run(
+            &ap,
+            &ctx,
+            "ALTER TABLE h.b.t ALTER COLUMN v SET DATA TYPE DOUBLE, ADD COLUMN IF NOT EXISTS note VARCHAR",
+        )
+        .await;
+        assert_eq!(
+            query(&ctx, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position").await,
+            ["id|Int64", "k|Utf8View", "v|Float64", "note|Utf8View"],
+            "{b}"
+        );
+        sql(
+            &ctx,
+            "INSERT INTO h.b.t VALUES (5000000000, 'a', 2.25, 'new')",
+        )
+        .await;
+        assert_eq!(
+            query(&ctx, "SELECT id, k, v, note FROM h.b.t ORDER BY id").await,
+            ["1|a|1.5|NULL", "2|b|NULL|NULL", "5000000000|a|2.25|new"],
+            "{b}"
+        );
+        // Pruning by the widened column's statistics, old cells and new.
+        let text = plan(
+            &ctx,
+            "EXPLAIN ANALYZE SELECT id FROM h.b.t WHERE id > 4000000000",
+        )
+        .await;
+        assert_eq!(metric(&text, "cells_scanned"), 1, "{b}: {text}");
+        assert_eq!(
+            scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE note IS NULL").await,
+            "2"
+        );
+        assert_eq!(
+            scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE v > 2").await,
+            "1"
+        );
+        // A past version reads with its own schema.
+        assert_eq!(
+            query(&ctx, "SELECT * FROM apiary_version('h.b.t', 1) ORDER BY id").await,
+            ["1|a|1.5", "2|b|NULL"],
+            "{b}"
+        );
+        let history = query(
+            &ctx,
+            "SELECT operation, action FROM apiary_history('h.b.t') WHERE version BETWEEN 2 AND 4 ORDER BY version",
+        )
+        .await;
+        assert_eq!(history, ["ALTER TABLE|set_schema"; 3], "{b}");
+        // The frame now declares the feature: a build that cannot read it is fenced.
+        let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
+        let protocol = f.ledger().latest().protocol.clone();
+        assert!(
+            protocol.reader_features.contains(feature::SCHEMA_EVOLUTION)
+                && protocol.writer_features.contains(feature::SCHEMA_EVOLUTION),
+            "{b}: {protocol:?}"
+        );
+        // Row-level changes and compaction work on the evolved frame.
+        assert_eq!(
+            query(&ctx, "UPDATE h.b.t SET note = 'old' WHERE note IS NULL").await,
+            ["2"],
+            "{b}"
+        );
+        assert_eq!(
+            scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE note = 'old'").await,
+            "2"
+        );
+    }
+}
+
+#[tokio::test]
+async fn changes_that_would_lose_or_misread_data_are_refused() {
+    let (ap, ctx) = frame("memory://").await;
+    let before = scalar(&ctx, "SELECT max(version) FROM apiary_history('h.b.t')").await;
+    for (stmt, needle) in [
+        (
+            "ALTER TABLE h.b.t ADD COLUMN n INT NOT NULL",
+            "must be nullable",
+        ),
+        (
+            "ALTER TABLE h.b.t ADD COLUMN v INT",
+            "column v already exists",
+        ),
+        (
+            "ALTER TABLE h.b.t ALTER COLUMN id SET DATA TYPE SMALLINT",
+            "cannot change from Int32 to Int16",
+        ),
+        (
+            "ALTER TABLE h.b.t ALTER COLUMN v SET DATA TYPE INT",
+            "cannot change from Float32 to Int32",
+        ),
+        (
+            "ALTER TABLE h.b.t ALTER COLUMN k SET DATA TYPE VARCHAR",
+            "partition column",
+        ),
+        (
+            "ALTER TABLE h.b.t ALTER COLUMN nope SET DATA TYPE BIGINT",
+            "no column named nope",
+        ),
+        ("ALTER TABLE h.b.t RENAME COLUMN v TO w", "RENAME COLUMN"),
+        (
+            "ALTER TABLE h.b.t DROP COLUMN v",
+            "DROP COLUMN v is not supported",
+        ),
+        (
+            "ALTER TABLE h.b.nope ADD COLUMN x INT",
+            "frame h.b.nope not found",
+        ),
+    ] {
+        let err = fails(&ap, &ctx, stmt).await;
+        assert!(err.contains(needle), "{stmt}: {needle:?} not in {err}");
+    }
+    assert_eq!(
+        scalar(&ctx, "SELECT max(version) FROM apiary_history('h.b.t')").await,
+        before
+    );
+    // A plain DataFusion session has no ALTER TABLE.
+    let err = crate::support::sql_err(&ctx, "ALTER TABLE h.b.t ADD COLUMN x INT").await;
+    assert!(!err.is_empty());
+}
+
+/// Two schema changes from the same version: one fails naming the other. An append written
+/// under the old schema and committed after a change lands, its rows NULL in the new column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_race_each_other_and_appends() {
+    for b in backends() {
+        let (ap, ctx) = frame(&b.url).await;
+        let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
+        let read = f.ledger().refresh().await.unwrap();
+        let with = |name: &str| {
+            let mut fields: Vec<Field> = read
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.push(Field::new(name, DataType::Utf8, true));
+            Action::SetSchema {
+                schema: Arc::new(Schema::new(fields)),
+            }
+        };
+        // An append written under the old schema, not committed yet.
+        let old = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("k", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            old,
+            vec![
+                Arc::new(Int32Array::from(vec![7, 8])),
+                Arc::new(StringArray::from(vec!["a", "c"])),
+            ],
+        )
+        .unwrap();
+        let cells = f
+            .cell_writer(&read)
+            .unwrap()
+            .write_stream(futures::stream::iter([Ok::<_, apiary::catalog::Error>(
+                batch,
+            )]))
+            .await
+            .unwrap();
+
+        let (first, second) = tokio::join!(
+            f.commit_action(&read, "ALTER TABLE", with("x")),
+            f.commit_action(&read, "ALTER TABLE", with("y")),
+        );
+        let errors: Vec<String> = [first.err(), second.err()]
+            .into_iter()
+            .flatten()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(errors.len(), 1, "{b}: {errors:?}");
+        assert!(
+            errors[0].contains("changed the schema first"),
+            "{b}: {}",
+            errors[0]
+        );
+
+        f.commit_cells(&read, "INSERT", cells, false).await.unwrap();
+        let added = if scalar(&ctx, "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'x'").await == "1" { "x" } else { "y" };
+        assert_eq!(
+            query(
+                &ctx,
+                &format!("SELECT id, {added} FROM h.b.t WHERE id > 6 ORDER BY id")
+            )
+            .await,
+            ["7|NULL", "8|NULL"],
+            "{b}"
+        );
+        assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "4", "{b}");
+    }
+}
