@@ -428,3 +428,56 @@ async fn a_default_catalog_named_like_a_hive_does_not_hide_it() {
     assert_eq!(scalar(&ctx, "SELECT id FROM t").await, "7");
     assert_eq!(scalar(&ctx, "SELECT id FROM sales.eu.t").await, "7");
 }
+
+/// `SET apiary.overwrite = 'dynamic'`: `INSERT OVERWRITE` replaces only the partitions it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_overwrite_replaces_only_the_partitions_written() {
+    for b in backends() {
+        let ap = open(&b.url).await;
+        let ctx = ap.session().unwrap();
+        sql(&ctx, "CREATE DATABASE h").await;
+        sql(&ctx, "CREATE SCHEMA h.b").await;
+        sql(
+            &ctx,
+            "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, k VARCHAR NOT NULL)
+             STORED AS APIARY PARTITIONED BY (k) LOCATION ''",
+        )
+        .await;
+        sql(
+            &ctx,
+            "INSERT INTO h.b.t VALUES (1, 'a'), (2, 'a'), (3, 'b'), (4, 'c')",
+        )
+        .await;
+        sql(&ctx, "SET apiary.overwrite = 'dynamic'").await;
+        sql(&ctx, "INSERT OVERWRITE h.b.t VALUES (10, 'a'), (20, 'd')").await;
+        assert_eq!(
+            query(&ctx, "SELECT k, id FROM h.b.t ORDER BY k, id").await,
+            ["a|10", "b|3", "c|4", "d|20"],
+            "{b}"
+        );
+        let last = query(&ctx, "SELECT operation, cells_removed, rows_removed FROM apiary_history('h.b.t') ORDER BY version DESC LIMIT 1").await;
+        assert_eq!(last, ["INSERT OVERWRITE|1|2"], "{b}");
+        // The default replaces everything.
+        sql(&ctx, "SET apiary.overwrite = 'static'").await;
+        sql(&ctx, "INSERT OVERWRITE h.b.t VALUES (5, 'b')").await;
+        assert_eq!(query(&ctx, "SELECT k, id FROM h.b.t").await, ["b|5"], "{b}");
+        sql(&ctx, "SET apiary.overwrite = 'sometimes'").await;
+        let err = sql_err(&ctx, "INSERT OVERWRITE h.b.t VALUES (6, 'b')").await;
+        assert!(
+            err.contains("apiary.overwrite") && err.contains("sometimes"),
+            "{b}: {err}"
+        );
+        assert_eq!(query(&ctx, "SELECT id FROM h.b.t").await, ["5"], "{b}");
+
+        // A plain DataFusion session takes the setting after `register`.
+        let plain = SessionContext::new();
+        ap.register(&plain).unwrap();
+        sql(&plain, "SET apiary.overwrite = 'dynamic'").await;
+        sql(&plain, "INSERT OVERWRITE h.b.t VALUES (7, 'z')").await;
+        assert_eq!(
+            query(&plain, "SELECT id FROM h.b.t ORDER BY id").await,
+            ["5", "7"],
+            "{b}"
+        );
+    }
+}

@@ -1,6 +1,31 @@
-//! Options shared by every committer (registry and ledgers).
+//! Options shared by every committer (registry and ledgers), and the session settings of
+//! `SET apiary.*`.
+
+use datafusion::common::config::ConfigExtension;
+use datafusion::common::extensions_options;
 
 use crate::retry::RetryPolicy;
+
+extensions_options! {
+    /// A session's `SET apiary.<name> = <value>` settings. DataFusion routes a prefix to one
+    /// extension, so the settings of every crate live here: how queries use the bees (read by
+    /// `apiary-exec`, which calls this `BeeOptions`) and how writes replace data.
+    pub struct SessionOptions {
+        /// Deadline of one query in milliseconds, waiting for bees included (0: none).
+        pub timeout_ms: u64, default = 0
+        /// Bees one query occupies (0: all of the node's).
+        pub bees_per_query: usize, default = 0
+        /// Whether work over budget spills to the bees' scratch folders (else it fails).
+        pub spill: bool, default = true
+        /// What `INSERT OVERWRITE` replaces: every cell of the frame (`static`), or only the
+        /// partitions it writes rows into (`dynamic`).
+        pub overwrite: String, default = "static".to_string()
+    }
+}
+
+impl ConfigExtension for SessionOptions {
+    const PREFIX: &'static str = "apiary";
+}
 
 /// How commits are made: who signs them, how long lost races are retried, how often the full
 /// state is checkpointed.

@@ -11,9 +11,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::common::config::ConfigExtension;
+use datafusion::common::internal_err;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{extensions_options, internal_err};
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -31,21 +30,9 @@ use tokio::time::Sleep;
 use crate::error::ExecError;
 use crate::pool::{BeePool, Chamber, mib};
 
-extensions_options! {
-    /// How the queries of a session use the bees (`SET apiary.<name> = <value>`).
-    pub struct BeeOptions {
-        /// Deadline of one query in milliseconds, waiting for bees included (0: none).
-        pub timeout_ms: u64, default = 0
-        /// Bees one query occupies (0: all of the node's).
-        pub bees_per_query: usize, default = 0
-        /// Whether work over budget spills to the bees' scratch folders (else it fails).
-        pub spill: bool, default = true
-    }
-}
-
-impl ConfigExtension for BeeOptions {
-    const PREFIX: &'static str = "apiary";
-}
+/// How the queries of a session use the bees (`SET apiary.timeout_ms`, `bees_per_query`,
+/// `spill`): the `apiary.*` settings, defined with the catalog's own in one extension.
+pub use apiary_catalog::options::SessionOptions as BeeOptions;
 
 /// Runs its input inside a chamber of the pool's bees.
 #[derive(Debug)]

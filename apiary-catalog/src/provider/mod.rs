@@ -56,6 +56,7 @@ use crate::io::IoRuntime;
 use crate::ledger::Ledger;
 use crate::meadow::Meadow;
 use crate::name;
+use crate::options::SessionOptions;
 use crate::registry::{Registry, RegistryState};
 
 /// How the providers behave.
@@ -299,6 +300,11 @@ impl ApiaryCatalog {
         state.register_udtf("apiary_check", Arc::new(CheckFunction::new(self.clone())));
         state.register_udtf("apiary_undrop", Arc::new(UndropFunction::new(self.clone())));
         DmlGuard::install(&mut state);
+        // `SET apiary.*` (e.g. `apiary.overwrite`) in any session Apiary is registered in.
+        let extensions = &mut state.config_mut().options_mut().extensions;
+        if extensions.get::<SessionOptions>().is_none() {
+            extensions.insert(SessionOptions::default());
+        }
         let meadow = self.meadow();
         state
             .runtime_env()

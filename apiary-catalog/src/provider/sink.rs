@@ -5,15 +5,33 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::sink::DataSink;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 
 use crate::frame::Frame;
-use crate::ledger::FrameSnapshot;
+use crate::ledger::{Action, FrameSnapshot};
+use crate::options::SessionOptions;
+
+/// Whether the session asked `INSERT OVERWRITE` to replace only the partitions it writes.
+fn dynamic_overwrite(context: &TaskContext) -> Result<bool> {
+    let options = context.session_config().options();
+    let mode = options
+        .extensions
+        .get::<SessionOptions>()
+        .map_or("static", |o| o.overwrite.as_str());
+    match mode {
+        "static" => Ok(false),
+        "dynamic" => Ok(true),
+        other => Err(DataFusionError::Configuration(format!(
+            "apiary.overwrite must be 'static' or 'dynamic', not '{other}'"
+        ))),
+    }
+}
 
 /// Writes the statement's rows as cells, then commits them in one ledger entry: `AddCells` for
 /// `INSERT INTO`, `RewriteCells` of every cell of the version the statement read for
@@ -56,10 +74,11 @@ impl DataSink for FrameSink {
     async fn write_all(
         &self,
         data: SendableRecordBatchStream,
-        _context: &Arc<TaskContext>,
+        context: &Arc<TaskContext>,
     ) -> Result<u64> {
         self.frame.admit().await?;
         let replace = self.op == InsertOp::Overwrite;
+        let dynamic = replace && dynamic_overwrite(context)?;
         // An append rebases onto whatever is newest; an overwrite replaces what it read.
         let read = if replace {
             self.read.clone()
@@ -77,10 +96,24 @@ impl DataSink for FrameSink {
         } else {
             "INSERT"
         };
-        let info = self
-            .frame
-            .commit_cells(&read, operation, cells, replace)
-            .await?;
+        let info = if dynamic {
+            // Only the partitions the rows went to: the cells of `read` with those values.
+            let written: Vec<&Vec<ScalarValue>> = cells.iter().map(|c| &c.partition).collect();
+            let removed = read
+                .cells()
+                .filter(|c| written.contains(&&c.partition))
+                .map(|c| c.path.clone())
+                .collect();
+            let action = Action::RewriteCells {
+                removed,
+                added: cells,
+            };
+            self.frame.commit_action(&read, operation, action).await?
+        } else {
+            self.frame
+                .commit_cells(&read, operation, cells, replace)
+                .await?
+        };
         MetricBuilder::new(&self.metrics)
             .global_counter("cells_written")
             .add(info.cells_added);
