@@ -10,28 +10,12 @@ use datafusion::arrow::array::{Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
 
-use crate::support::{backends, metric, open, plan, query, scalar, sql};
-
-async fn run(ap: &Apiary, ctx: &SessionContext, s: &str) -> Vec<String> {
-    let df = ap.sql(ctx, s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
-    crate::support::rows(&df.collect().await.unwrap_or_else(|e| panic!("{s}: {e}")))
-}
-
-async fn fails(ap: &Apiary, ctx: &SessionContext, s: &str) -> String {
-    match ap.sql(ctx, s).await {
-        Ok(df) => match df.collect().await {
-            Ok(_) => panic!("expected an error from {s}"),
-            Err(e) => e.to_string(),
-        },
-        Err(e) => e.to_string(),
-    }
-}
+use crate::support::{backends, door, door_err, hive_box, metric, open, plan, query, scalar, sql};
 
 async fn frame(url: &str) -> (Apiary, SessionContext) {
     let ap = open(url).await;
     let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
+    hive_box(&ctx).await;
     sql(
         &ctx,
         "CREATE EXTERNAL TABLE h.b.t (id INT NOT NULL, k VARCHAR NOT NULL, v REAL)
@@ -50,16 +34,14 @@ async fn frame(url: &str) -> (Apiary, SessionContext) {
 async fn added_and_widened_columns_read_old_cells_under_the_new_schema() {
     for b in backends() {
         let (ap, ctx) = frame(&b.url).await;
-        run(&ap, &ctx, "ALTER TABLE h.b.t ADD COLUMN note VARCHAR").await;
-        run(
+        door(&ap, &ctx, "ALTER TABLE h.b.t ADD COLUMN note VARCHAR").await;
+        door(
             &ap,
             &ctx,
             "ALTER TABLE h.b.t ALTER COLUMN id SET DATA TYPE BIGINT",
         )
         .await;
-        run(
-            &ap,
-            &ctx,
+        door(&ap, &ctx,
             "ALTER TABLE h.b.t ALTER COLUMN v SET DATA TYPE DOUBLE, ADD COLUMN IF NOT EXISTS note VARCHAR",
         )
         .await;
@@ -165,7 +147,7 @@ async fn changes_that_would_lose_or_misread_data_are_refused() {
             "frame h.b.nope not found",
         ),
     ] {
-        let err = fails(&ap, &ctx, stmt).await;
+        let err = door_err(&ap, &ctx, stmt).await;
         assert!(err.contains(needle), "{stmt}: {needle:?} not in {err}");
     }
     assert_eq!(

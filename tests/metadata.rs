@@ -1,6 +1,6 @@
 //! Metadata views and time travel from SQL.
 
-use crate::support::{backends, open, query, scalar, sql, sql_err};
+use crate::support::{backends, hive_box, open, query, scalar, sql, sql_err};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cells_history_and_past_versions() {
@@ -88,8 +88,7 @@ async fn time_travel_by_time_reads_the_version_of_that_moment() {
     for b in backends() {
         let ap = open(&b.url).await;
         let ctx = ap.session().unwrap();
-        sql(&ctx, "CREATE DATABASE h").await;
-        sql(&ctx, "CREATE SCHEMA h.b").await;
+        hive_box(&ctx).await;
         sql(&ctx, "CREATE TABLE h.b.t (id BIGINT)").await;
         sql(&ctx, "INSERT INTO h.b.t VALUES (1)").await;
         // S3 servers give listings whole seconds; leave more than one between commits.

@@ -6,15 +6,14 @@ use std::sync::Arc;
 use apiary::Apiary;
 use datafusion::prelude::SessionContext;
 
-use crate::support::{backends, open, query, scalar, sql, sql_err};
+use crate::support::{backends, hive_box, open, query, scalar, sql, sql_err};
 
 /// `h.b.t` (id, k, v) partitioned by k: cells `k=a` (ids 1–3 and 10–12, two cells), `k=b`
 /// (ids 4–5), `k=c` (id 6, v NULL).
 async fn frame(url: &str) -> (Apiary, SessionContext) {
     let ap = open(url).await;
     let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
+    hive_box(&ctx).await;
     sql(
         &ctx,
         "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, k VARCHAR NOT NULL, v INT)

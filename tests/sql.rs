@@ -2,7 +2,7 @@
 
 use datafusion::prelude::SessionContext;
 
-use crate::support::{backends, open, query, scalar, sql, sql_err};
+use crate::support::{backends, door, door_err, hive_box, open, query, scalar, sql, sql_err};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_creates_lists_describes_and_drops() {
@@ -357,22 +357,11 @@ async fn use_and_show_in_apiarys_doors() {
     let ctx = ap.session().unwrap();
     let run = |s: &'static str| {
         let (ap, ctx) = (ap.clone(), ctx.clone());
-        async move {
-            let df = ap.sql(&ctx, s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
-            crate::support::rows(&df.collect().await.unwrap())
-        }
+        async move { door(&ap, &ctx, s).await }
     };
     let fails = |s: &'static str| {
         let (ap, ctx) = (ap.clone(), ctx.clone());
-        async move {
-            match ap.sql(&ctx, s).await {
-                Ok(df) => match df.collect().await {
-                    Ok(_) => panic!("expected an error from {s}"),
-                    Err(e) => e.to_string(),
-                },
-                Err(e) => e.to_string(),
-            }
-        }
+        async move { door_err(&ap, &ctx, s).await }
     };
     run("CREATE DATABASE sales").await;
     run("CREATE SCHEMA sales.eu").await;
@@ -435,8 +424,7 @@ async fn dynamic_overwrite_replaces_only_the_partitions_written() {
     for b in backends() {
         let ap = open(&b.url).await;
         let ctx = ap.session().unwrap();
-        sql(&ctx, "CREATE DATABASE h").await;
-        sql(&ctx, "CREATE SCHEMA h.b").await;
+        hive_box(&ctx).await;
         sql(
             &ctx,
             "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, k VARCHAR NOT NULL)

@@ -39,6 +39,36 @@ pub async fn sql_err(ctx: &SessionContext, sql: &str) -> String {
     }
 }
 
+/// Creates hive `h` and its box `h.b`.
+pub async fn hive_box(ctx: &SessionContext) {
+    sql(ctx, "CREATE DATABASE h").await;
+    sql(ctx, "CREATE SCHEMA h.b").await;
+}
+
+/// Runs `sql` through Apiary's door (`Apiary::sql`: `USE`, `ALTER TABLE`, …) and renders its rows.
+pub async fn door(ap: &Apiary, ctx: &SessionContext, sql: &str) -> Vec<String> {
+    let df = ap
+        .sql(ctx, sql)
+        .await
+        .unwrap_or_else(|e| panic!("planning {sql}: {e}"));
+    rows(
+        &df.collect()
+            .await
+            .unwrap_or_else(|e| panic!("executing {sql}: {e}")),
+    )
+}
+
+/// [`door`], expecting an error; returns its text.
+pub async fn door_err(ap: &Apiary, ctx: &SessionContext, sql: &str) -> String {
+    match ap.sql(ctx, sql).await {
+        Ok(df) => match df.collect().await {
+            Ok(_) => panic!("expected an error from {sql}"),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Every row as `v1|v2|…` (NULL as `NULL`), in order.
 pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
     let options = FormatOptions::default().with_null("NULL");

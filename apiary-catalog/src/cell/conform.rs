@@ -118,7 +118,8 @@ pub fn check_cast(column: &str, from: &DataType, to: &DataType) -> Result<()> {
     })
 }
 
-fn int_rank(t: &DataType) -> Option<(bool, u8)> {
+/// Signedness and bits of an integer type.
+pub(crate) fn int_rank(t: &DataType) -> Option<(bool, u8)> {
     use DataType::*;
     Some(match t {
         Int8 => (true, 8),

@@ -18,6 +18,7 @@ use datafusion::prelude::SessionContext;
 
 use super::ApiaryCatalog;
 use super::statements::SchemaChange;
+use crate::cell::conform::int_rank;
 use crate::error::{Error, Kind};
 use crate::ledger::Action;
 
@@ -136,20 +137,7 @@ async fn sql_type_of(ctx: &SessionContext, sql_type: &str) -> Result<DataType> {
 /// same value of type `to`.
 fn widens_in_place(from: &DataType, to: &DataType) -> bool {
     use DataType::*;
-    let int = |t: &DataType| -> Option<(bool, u8)> {
-        Some(match t {
-            Int8 => (true, 8),
-            Int16 => (true, 16),
-            Int32 => (true, 32),
-            Int64 => (true, 64),
-            UInt8 => (false, 8),
-            UInt16 => (false, 16),
-            UInt32 => (false, 32),
-            UInt64 => (false, 64),
-            _ => return None,
-        })
-    };
-    if let (Some((fs, fb)), Some((ts, tb))) = (int(from), int(to)) {
+    if let (Some((fs, fb)), Some((ts, tb))) = (int_rank(from), int_rank(to)) {
         return (fs == ts && tb > fb) || (!fs && ts && tb > fb);
     }
     match (from, to) {

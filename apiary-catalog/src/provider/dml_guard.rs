@@ -116,7 +116,8 @@ fn refusal(plan: &LogicalPlan, config: &ConfigOptions) -> Result<Option<String>>
     }
 }
 
-fn holds_subquery(expr: &Expr) -> bool {
+/// Whether `expr` holds a subquery of any kind.
+pub(crate) fn holds_subquery(expr: &Expr) -> bool {
     expr.exists(|e| {
         Ok(matches!(
             e,

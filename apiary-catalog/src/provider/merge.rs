@@ -27,7 +27,7 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::memory::MemTable;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{
     Column, DFSchemaRef, JoinType, TableReference, internal_err, not_impl_err,
 };
@@ -45,6 +45,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use super::dml_guard::holds_subquery;
 use super::frame_table::FrameTable;
 use super::scan::CELL_COLUMN;
 use crate::cell::CellWriter;
@@ -82,17 +83,6 @@ pub(crate) fn plan(
             table.snapshot().version
         );
     }
-    let subquery = |e: &Expr| {
-        e.exists(|e| {
-            Ok(matches!(
-                e,
-                Expr::Exists(_)
-                    | Expr::InSubquery(_)
-                    | Expr::SetComparison(_)
-                    | Expr::ScalarSubquery(_)
-            ))
-        })
-    };
     let mut exprs = vec![&on];
     for c in &clauses {
         exprs.extend(&c.predicate);
@@ -103,7 +93,7 @@ pub(crate) fn plan(
         }
     }
     for e in exprs {
-        if subquery(e)? {
+        if holds_subquery(e) {
             return not_impl_err!(
                 "MERGE INTO frame {name}: a subquery in ON or WHEN is not supported; put it in \
                  the USING source"
