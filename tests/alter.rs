@@ -231,3 +231,37 @@ async fn schema_changes_race_each_other_and_appends() {
         assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "4", "{b}");
     }
 }
+
+/// `Frame::merge_schema` (Python: `write_to_frame(…, schema_mode="merge")`): a write whose data
+/// has new columns or wider types evolves the frame first, as delta-rs's `schema_mode="merge"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_can_merge_its_schema_into_the_frame() {
+    for b in backends() {
+        let (ap, ctx) = frame(&b.url).await;
+        let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
+        let incoming = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("k", DataType::Utf8, false),
+            Field::new("tag", DataType::Utf8, false),
+        ]));
+        let info = f.merge_schema(&incoming, "WRITE").await.unwrap();
+        assert!(info.is_some(), "{b}");
+        assert_eq!(
+            query(&ctx, "SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position").await,
+            ["id|Int64|NO", "k|Utf8View|NO", "v|Float32|YES", "tag|Utf8|YES"],
+            "{b}"
+        );
+        // Nothing more to merge: no commit.
+        assert!(f.merge_schema(&incoming, "WRITE").await.unwrap().is_none());
+        // A narrower type or a column the data lacks changes nothing; a type that cannot widen
+        // is left for the write to refuse.
+        let other = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int16, false),
+            Field::new("v", DataType::Utf8, true),
+        ]));
+        assert!(
+            f.merge_schema(&other, "WRITE").await.unwrap().is_none(),
+            "{b}"
+        );
+    }
+}

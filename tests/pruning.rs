@@ -275,12 +275,20 @@ async fn row_changes_read_only_the_cells_that_may_match() {
     let read = cells_read(&counting);
     assert_eq!(read.len(), 1, "{read:?}");
     assert_eq!(
-        crate::support::query(&ctx, "UPDATE h.b.t SET v = 0 WHERE id BETWEEN 7500 AND 7509").await,
+        crate::support::query(
+            &ctx,
+            "UPDATE h.b.t SET v = 0 WHERE id BETWEEN 7500 AND 7509"
+        )
+        .await,
         ["10"]
     );
     let read = cells_read(&counting);
     assert_eq!(read.len(), 1, "{read:?}");
-    sql(&ctx, "CREATE TABLE changes (id BIGINT, v DOUBLE) AS VALUES (2510, 1.0), (2520, 2.0)").await;
+    sql(
+        &ctx,
+        "CREATE TABLE changes (id BIGINT, v DOUBLE) AS VALUES (2510, 1.0), (2520, 2.0)",
+    )
+    .await;
     counting.take_reads();
     assert_eq!(
         crate::support::query(

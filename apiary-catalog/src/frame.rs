@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Field, Schema};
 use futures::Stream;
 
+use crate::cell::conform::keeps_stored_values;
 use crate::cell::{CellWriter, WriteOptions};
 use crate::error::{Error, Result};
 use crate::ledger::{Action, CellRecord, CommitInfo, FrameSnapshot, Ledger};
@@ -134,6 +136,48 @@ impl Frame {
         let read = self.ledger.refresh().await?;
         let cells = self.cell_writer(&read)?.write_stream(batches).await?;
         self.commit_cells(&read, operation, cells, true).await
+    }
+
+    /// Evolves the frame so that data of schema `incoming` fits it, as delta-rs's
+    /// `schema_mode="merge"`: columns the frame lacks are added (nullable: the rows already
+    /// written have no value), and a column whose type `incoming` widens while keeping every
+    /// stored value (int32 → int64, float → double, …) is widened, in one `set_schema` commit
+    /// of its own (`None` when nothing changes). Narrower types, missing columns and mismatches
+    /// are left to the write, which casts or refuses them as always.
+    pub async fn merge_schema(
+        &self,
+        incoming: &Schema,
+        operation: &str,
+    ) -> Result<Option<CommitInfo>> {
+        let read = self.ledger.refresh().await?;
+        let mut fields: Vec<Field> = read
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for f in incoming.fields() {
+            match fields.iter_mut().find(|t| t.name() == f.name()) {
+                None => fields.push(f.as_ref().clone().with_nullable(true)),
+                Some(t)
+                    if !read.partition_by.contains(t.name())
+                        && keeps_stored_values(t.data_type(), f.data_type()) =>
+                {
+                    *t = t.clone().with_data_type(f.data_type().clone());
+                }
+                Some(_) => {}
+            }
+        }
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            read.schema.metadata().clone(),
+        ));
+        if schema == read.schema {
+            return Ok(None);
+        }
+        self.admit().await?;
+        let action = Action::SetSchema { schema };
+        Ok(Some(self.commit_action(&read, operation, action).await?))
     }
 
     /// Commits cells already written: appended, or replacing every cell of `read`.

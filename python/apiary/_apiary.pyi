@@ -131,7 +131,12 @@ class Apiary:
     def list_schemas(self, database: str) -> list[str]: ...
     def list_tables(self, database: str, schema: str) -> list[str]: ...
     def write_to_frame(
-        self, hive: str, box_: str, frame: str, data: ArrowStreamExportable
+        self,
+        hive: str,
+        box_: str,
+        frame: str,
+        data: ArrowStreamExportable,
+        schema_mode: str | None = None,
     ) -> CommitInfo: ...
     def overwrite_frame(
         self, hive: str, box_: str, frame: str, data: ArrowStreamExportable

@@ -113,7 +113,7 @@ impl PyApiary {
         box_: String,
         frame: String,
         data: &Bound<'_, PyAny>,
-        overwrite: bool,
+        kind: WriteKind,
     ) -> PyResult<Py<PyDict>> {
         let reader = import_stream(data, "data")?;
         let catalog = self.ap.providers().clone();
@@ -125,12 +125,16 @@ impl PyApiary {
                     "frame {hive}.{box_}.{frame} was dropped while being opened"
                 )));
             };
+            if kind == WriteKind::AppendMergingSchema {
+                // The frame first takes the data's new columns and wider types (a commit).
+                target.merge_schema(&reader.schema(), "WRITE").await?;
+            }
             // A mismatched schema fails here, before anything is read or written.
             target
                 .cell_writer(&target.ledger().latest())?
                 .check_schema(&reader.schema())?;
             let batches = batches_of(reader);
-            let info = if overwrite {
+            let info = if kind == WriteKind::Overwrite {
                 target.overwrite(batches, "OVERWRITE").await?
             } else {
                 target.append(batches, "WRITE").await?
@@ -139,6 +143,16 @@ impl PyApiary {
         })?;
         Ok(commit_dict(py, &info)?.unbind())
     }
+}
+
+/// What a write does with the frame's rows and schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteKind {
+    Append,
+    /// The frame first takes the data's new columns and wider types.
+    AppendMergingSchema,
+    /// Every row replaced.
+    Overwrite,
 }
 
 #[pymethods]
@@ -434,6 +448,9 @@ impl PyApiary {
     /// Appends `data` — any Arrow stream (`__arrow_c_stream__`: a pyarrow Table or
     /// RecordBatchReader, a polars DataFrame, …) — to the frame in one commit. Columns are
     /// matched by name; the batches are read as they are written, never all held at once.
+    /// `schema_mode="merge"`: columns the frame lacks are added and types the data widens are
+    /// widened first, in a commit of their own (as delta-rs's `schema_mode="merge"`).
+    #[pyo3(signature = (hive, box_, frame, data, schema_mode = None))]
     fn write_to_frame(
         &self,
         py: Python<'_>,
@@ -441,8 +458,19 @@ impl PyApiary {
         box_: String,
         frame: String,
         data: Bound<'_, PyAny>,
+        schema_mode: Option<String>,
     ) -> PyResult<Py<PyDict>> {
-        self.write(py, hive, box_, frame, &data, false)
+        let kind = match schema_mode.as_deref() {
+            None => WriteKind::Append,
+            Some("merge") => WriteKind::AppendMergingSchema,
+            Some(other) => {
+                return Err(Error::Invalid(format!(
+                    "schema_mode must be \"merge\" or None, not {other:?}"
+                ))
+                .into());
+            }
+        };
+        self.write(py, hive, box_, frame, &data, kind)
     }
 
     /// Replaces every row of the frame with `data` in one commit (see `write_to_frame`).
@@ -454,7 +482,7 @@ impl PyApiary {
         frame: String,
         data: Bound<'_, PyAny>,
     ) -> PyResult<Py<PyDict>> {
-        self.write(py, hive, box_, frame, &data, true)
+        self.write(py, hive, box_, frame, &data, WriteKind::Overwrite)
     }
 
     /// Runs one SQL statement on this node's bees (and the swarm, after `start()`) and returns

@@ -101,6 +101,30 @@ def test_row_changes_through_sql(ap):
     assert count(ap) == 0
 
 
+def test_write_to_frame_can_merge_the_schema(ap):
+    with_orders(ap)
+    ap.write_to_frame("sales", "eu", "orders", orders(range(2)))
+    wider = pa.table(
+        {
+            "id": pa.array([7], pa.int64()),
+            "region": ["de"],
+            "amount": [7.0],
+            "channel": ["web"],
+        }
+    )
+    with pytest.raises(apiary.ApiaryError, match="channel"):
+        ap.write_to_frame("sales", "eu", "orders", wider)
+    ap.write_to_frame("sales", "eu", "orders", wider, schema_mode="merge")
+    got = ap.sql("SELECT id, channel FROM sales.eu.orders ORDER BY id").to_pylist()
+    assert got == [
+        {"id": 0, "channel": None},
+        {"id": 1, "channel": None},
+        {"id": 7, "channel": "web"},
+    ]
+    with pytest.raises(apiary.ApiaryError, match="schema_mode"):
+        ap.write_to_frame("sales", "eu", "orders", wider, schema_mode="sometimes")
+
+
 def test_use_and_show(ap):
     with_orders(ap)
     assert ap.sql("SHOW HIVES").to_pylist() == [{"hive": "sales"}]

@@ -191,6 +191,25 @@ fn is_widening(from: &DataType, to: &DataType) -> bool {
     }
 }
 
+/// Whether every value of type `from`, as the ledger's statistics and the cells store it, is the
+/// same value of type `to`.
+pub(crate) fn keeps_stored_values(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    if let (Some((fs, fb)), Some((ts, tb))) = (int_rank(from), int_rank(to)) {
+        return (fs == ts && tb > fb) || (!fs && ts && tb > fb);
+    }
+    match (from, to) {
+        (Float16, Float32 | Float64) | (Float32, Float64) => true,
+        (Utf8 | LargeUtf8 | Utf8View, Utf8 | LargeUtf8 | Utf8View) => true,
+        (Binary | LargeBinary | BinaryView, Binary | LargeBinary | BinaryView) => true,
+        (
+            Decimal32(fp, fs) | Decimal64(fp, fs) | Decimal128(fp, fs),
+            Decimal32(tp, ts) | Decimal64(tp, ts) | Decimal128(tp, ts) | Decimal256(tp, ts),
+        ) => fs == ts && tp >= fp,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -7,7 +7,8 @@
 //! only widenings that keep each value's stored form are taken (a wider integer, `float` to
 //! `double`, a string or binary to its large or view form, a decimal's precision up at the same
 //! scale): the ledger's statistics of old cells then stay true under the new type, and pruning
-//! with them stays right. Renaming needs stable column ids and is refused.
+//! with them stays right. Renaming needs stable column ids and is refused. A write can make the
+//! same changes itself ([`Frame::merge_schema`](crate::Frame::merge_schema)).
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use datafusion::prelude::SessionContext;
 
 use super::ApiaryCatalog;
 use super::statements::SchemaChange;
-use crate::cell::conform::int_rank;
+use crate::cell::conform::keeps_stored_values;
 use crate::error::{Error, Kind};
 use crate::ledger::Action;
 
@@ -95,7 +96,7 @@ impl ApiaryCatalog {
                     if from == to {
                         continue;
                     }
-                    if !widens_in_place(&from, &to) {
+                    if !keeps_stored_values(&from, &to) {
                         refuse(format!(
                             "column {name} cannot change from {from} to {to}: only widenings \
                              that keep every stored value (int8 → int16 → int32 → int64, float \
@@ -133,25 +134,6 @@ async fn sql_type_of(ctx: &SessionContext, sql_type: &str) -> Result<DataType> {
     Ok(df.schema().field(0).data_type().clone())
 }
 
-/// Whether every value of type `from`, as the ledger's statistics and the cells store it, is the
-/// same value of type `to`.
-fn widens_in_place(from: &DataType, to: &DataType) -> bool {
-    use DataType::*;
-    if let (Some((fs, fb)), Some((ts, tb))) = (int_rank(from), int_rank(to)) {
-        return (fs == ts && tb > fb) || (!fs && ts && tb > fb);
-    }
-    match (from, to) {
-        (Float16, Float32 | Float64) | (Float32, Float64) => true,
-        (Utf8 | LargeUtf8 | Utf8View, Utf8 | LargeUtf8 | Utf8View) => true,
-        (Binary | LargeBinary | BinaryView, Binary | LargeBinary | BinaryView) => true,
-        (
-            Decimal32(fp, fs) | Decimal64(fp, fs) | Decimal128(fp, fs),
-            Decimal32(tp, ts) | Decimal64(tp, ts) | Decimal128(tp, ts) | Decimal256(tp, ts),
-        ) => fs == ts && tp >= fp,
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,7 +150,7 @@ mod tests {
             (Utf8, Utf8View),
             (Decimal128(10, 2), Decimal128(18, 2)),
         ] {
-            assert!(widens_in_place(&from, &to), "{from} → {to}");
+            assert!(keeps_stored_values(&from, &to), "{from} → {to}");
         }
         for (from, to) in [
             (Int64, Int32),
@@ -178,7 +160,7 @@ mod tests {
             (Date32, Date64),
             (Utf8, Int64),
         ] {
-            assert!(!widens_in_place(&from, &to), "{from} → {to}");
+            assert!(!keeps_stored_values(&from, &to), "{from} → {to}");
         }
     }
 }
