@@ -1,0 +1,188 @@
+//! Row-level changes side by side with delta-rs, in one run: DELETE of 1 row and of 1 % of the
+//! rows, UPDATE of 1 %, and MERGE of 10,000 changed rows into a frame of `--rows` rows (default
+//! 10 M) in 20 cells, on a local folder. Each run starts from a fresh copy of the same data;
+//! reported: the median time and the Parquet bytes each change wrote. The delta-rs side is
+//! `benches/row_changes_deltalake.py` (the `deltalake` package in Apiary's venv).
+//!
+//! ```text
+//! cargo bench --no-default-features --bench row_changes -- [--rows N] [--runs R]
+//! ```
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use apiary::Apiary;
+use common::{arg_or, median, ms, repo, run, work_dir};
+
+const CELLS: u64 = 20;
+
+/// The Parquet bytes below `dir`.
+fn parquet_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|it| {
+            it.filter_map(|e| e.ok())
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        parquet_bytes(&p)
+                    } else if p.extension().is_some_and(|x| x == "parquet") {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    } else {
+                        0
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Frame `h.b.t` (id BIGINT, k INT = id % 100, v DOUBLE = id / 2) of `rows` rows in 20 appends.
+async fn base(dir: &Path, rows: u64) {
+    if dir.join(".complete").exists() {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let ap = Apiary::open(dir.to_str().expect("utf-8"))
+        .await
+        .expect("open");
+    let ctx = ap.session().expect("session");
+    run(&ctx, "CREATE DATABASE h").await;
+    run(&ctx, "CREATE SCHEMA h.b").await;
+    run(
+        &ctx,
+        "CREATE TABLE h.b.t (id BIGINT NOT NULL, k INT NOT NULL, v DOUBLE NOT NULL)",
+    )
+    .await;
+    let per = rows / CELLS;
+    for c in 0..CELLS {
+        run(
+            &ctx,
+            &format!(
+                "INSERT INTO h.b.t SELECT value, CAST(value % 100 AS INT), value * 0.5 \
+                 FROM generate_series({}, {})",
+                c * per,
+                c * per + per - 1
+            ),
+        )
+        .await;
+    }
+    std::fs::write(dir.join(".complete"), b"").expect("marker");
+}
+
+#[tokio::main]
+async fn main() {
+    let rows: u64 = arg_or("--rows", 10_000_000);
+    let runs: usize = arg_or("--runs", 3);
+    let work = work_dir("row-changes");
+    let base_dir = work.join(format!("apiary-base-{rows}"));
+    base(&base_dir, rows).await;
+    let step = rows / 10_000;
+    let ops = [
+        (
+            "DELETE 1 row",
+            format!("DELETE FROM h.b.t WHERE id = {}", rows / 2),
+        ),
+        (
+            "DELETE 1 %",
+            "DELETE FROM h.b.t WHERE id % 100 = 7".to_string(),
+        ),
+        (
+            "UPDATE 1 %",
+            "UPDATE h.b.t SET v = v + 1 WHERE id % 100 = 7".to_string(),
+        ),
+        (
+            "MERGE 10,000",
+            format!(
+                "MERGE INTO h.b.t AS t USING (SELECT value * {step} AS id, -1.0 AS v \
+                 FROM generate_series(0, 9999)) AS s ON t.id = s.id \
+                 WHEN MATCHED THEN UPDATE SET v = s.v"
+            ),
+        ),
+    ];
+    let run_dir = work.join("apiary-run");
+    let mut apiary = vec![];
+    for (name, sql) in &ops {
+        let mut times: Vec<Duration> = vec![];
+        let mut written = 0;
+        for _ in 0..runs {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            copy_dir(&base_dir, &run_dir);
+            let before = parquet_bytes(&run_dir);
+            let ap = Apiary::open(run_dir.to_str().expect("utf-8"))
+                .await
+                .expect("open");
+            let ctx = ap.session().expect("session");
+            let start = Instant::now();
+            run(&ctx, sql).await;
+            times.push(start.elapsed());
+            written = parquet_bytes(&run_dir) - before;
+        }
+        eprintln!("apiary {name}: {:.0} ms", ms(median(times.clone())));
+        apiary.push((name.to_string(), median(times), written));
+    }
+    let _ = std::fs::remove_dir_all(&run_dir);
+
+    let python = std::env::var("APIARY_VENV")
+        .map(|v| format!("{v}/bin/python"))
+        .unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/apiary/venv/bin/python",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+    let out = Command::new(&python)
+        .arg(repo().join("benches/row_changes_deltalake.py"))
+        .args(["--dir", work.to_str().expect("utf-8")])
+        .args(["--rows", &rows.to_string(), "--runs", &runs.to_string()])
+        .output()
+        .expect("run the deltalake side (pip install deltalake into Apiary's venv)");
+    assert!(
+        out.status.success(),
+        "deltalake side failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let delta: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+
+    println!(
+        "\nRow-level changes, {rows} rows in {CELLS} cells, local folder, median of {runs} (ms; MB of Parquet written)\n"
+    );
+    println!("| change | Apiary | delta-rs | Apiary / delta-rs | Apiary MB | delta-rs MB |");
+    println!("|---|---|---|---|---|---|");
+    for (name, time, written) in &apiary {
+        let Some(d) = delta.iter().find(|d| d["op"] == name.as_str()) else {
+            continue;
+        };
+        let mut dt: Vec<f64> = d["ms"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+            .unwrap_or_default();
+        dt.sort_by(|a, b| a.total_cmp(b));
+        let dm = dt.get(dt.len() / 2).copied().unwrap_or(f64::NAN);
+        let db = d["bytes"].as_u64().unwrap_or(0);
+        println!(
+            "| {name} | {:.0} | {dm:.0} | {:.2}× | {:.1} | {:.1} |",
+            ms(*time),
+            ms(*time) / dm,
+            *written as f64 / 1e6,
+            db as f64 / 1e6
+        );
+    }
+}
