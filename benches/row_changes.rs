@@ -2,7 +2,8 @@
 //! rows, UPDATE of 1 %, and MERGE of 10,000 changed rows into a frame of `--rows` rows (default
 //! 10 M) in 20 cells, on a local folder. Each run starts from a fresh copy of the same data;
 //! reported: the median time and the Parquet bytes each change wrote. The delta-rs side is
-//! `benches/row_changes_deltalake.py` (the `deltalake` package in Apiary's venv).
+//! `benches/row_changes_deltalake.py` (the `deltalake` package, which the harness installs into
+//! Apiary's venv, `scripts/lib/venv.sh`).
 //!
 //! ```text
 //! cargo bench --no-default-features --bench row_changes -- [--rows N] [--runs R]
@@ -137,6 +138,20 @@ async fn main() {
     }
     let _ = std::fs::remove_dir_all(&run_dir);
 
+    // The peer, installed into Apiary's venv when it is missing.
+    let installed = Command::new("bash")
+        .arg("-c")
+        .arg(
+            "source scripts/lib/venv.sh && venv_install 'import deltalake, pyarrow' \
+             'deltalake>=1.0' 'pyarrow>=14'",
+        )
+        .current_dir(repo())
+        .status()
+        .expect("bash");
+    assert!(
+        installed.success(),
+        "installing deltalake into the venv failed"
+    );
     let python = std::env::var("APIARY_VENV")
         .map(|v| format!("{v}/bin/python"))
         .unwrap_or_else(|_| {
@@ -150,7 +165,7 @@ async fn main() {
         .args(["--dir", work.to_str().expect("utf-8")])
         .args(["--rows", &rows.to_string(), "--runs", &runs.to_string()])
         .output()
-        .expect("run the deltalake side (pip install deltalake into Apiary's venv)");
+        .expect("run the deltalake side");
     assert!(
         out.status.success(),
         "deltalake side failed: {}",
