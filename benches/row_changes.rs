@@ -115,29 +115,6 @@ async fn main() {
             ),
         ),
     ];
-    let run_dir = work.join("apiary-run");
-    let mut apiary = vec![];
-    for (name, sql) in &ops {
-        let mut times: Vec<Duration> = vec![];
-        let mut written = 0;
-        for _ in 0..runs {
-            let _ = std::fs::remove_dir_all(&run_dir);
-            copy_dir(&base_dir, &run_dir);
-            let before = parquet_bytes(&run_dir);
-            let ap = Apiary::open(run_dir.to_str().expect("utf-8"))
-                .await
-                .expect("open");
-            let ctx = ap.session().expect("session");
-            let start = Instant::now();
-            run(&ctx, sql).await;
-            times.push(start.elapsed());
-            written = parquet_bytes(&run_dir) - before;
-        }
-        eprintln!("apiary {name}: {:.0} ms", ms(median(times.clone())));
-        apiary.push((name.to_string(), median(times), written));
-    }
-    let _ = std::fs::remove_dir_all(&run_dir);
-
     // The peer, installed into Apiary's venv when it is missing.
     let installed = Command::new("bash")
         .arg("-c")
@@ -160,44 +137,69 @@ async fn main() {
                 std::env::var("HOME").unwrap_or_default()
             )
         });
-    let out = Command::new(&python)
-        .arg(repo().join("benches/row_changes_deltalake.py"))
-        .args(["--dir", work.to_str().expect("utf-8")])
-        .args(["--rows", &rows.to_string(), "--runs", &runs.to_string()])
-        .output()
-        .expect("run the deltalake side");
-    assert!(
-        out.status.success(),
-        "deltalake side failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let delta: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    // One run of `op` on delta-rs: (milliseconds, Parquet bytes written).
+    let delta = |op: &str| -> (f64, u64) {
+        let out = Command::new(&python)
+            .arg(repo().join("benches/row_changes_deltalake.py"))
+            .args(["--dir", work.to_str().expect("utf-8")])
+            .args(["--rows", &rows.to_string(), "--runs", "1", "--only", op])
+            .output()
+            .expect("run the deltalake side");
+        assert!(
+            out.status.success(),
+            "deltalake side failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("json");
+        let t = v["ms"][0].as_f64().unwrap_or(f64::NAN);
+        (t, v["bytes"].as_u64().unwrap_or(0))
+    };
+
+    // Interleaved: for each change and run, Apiary on a fresh copy, then delta-rs on one.
+    let run_dir = work.join("apiary-run");
+    let mut table = vec![];
+    for (name, sql) in &ops {
+        let (mut times, mut peer) = (vec![], vec![]);
+        let (mut written, mut peer_written) = (0, 0);
+        for _ in 0..runs {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            copy_dir(&base_dir, &run_dir);
+            let before = parquet_bytes(&run_dir);
+            let ap = Apiary::open(run_dir.to_str().expect("utf-8"))
+                .await
+                .expect("open");
+            let ctx = ap.session().expect("session");
+            let start = Instant::now();
+            run(&ctx, sql).await;
+            times.push(start.elapsed());
+            written = parquet_bytes(&run_dir) - before;
+            let (t, b) = delta(name);
+            peer.push(Duration::from_secs_f64(t / 1000.0));
+            peer_written = b;
+        }
+        eprintln!(
+            "{name}: Apiary {:.0} ms, delta-rs {:.0} ms",
+            ms(median(times.clone())),
+            ms(median(peer.clone()))
+        );
+        table.push((name, median(times), median(peer), written, peer_written));
+    }
+    let _ = std::fs::remove_dir_all(&run_dir);
 
     println!(
         "\nRow-level changes, {rows} rows in {CELLS} cells, local folder, median of {runs} (ms; MB of Parquet written)\n"
     );
     println!("| change | Apiary | delta-rs | Apiary / delta-rs | Apiary MB | delta-rs MB |");
     println!("|---|---|---|---|---|---|");
-    for (name, time, written) in &apiary {
-        let Some(d) = delta.iter().find(|d| d["op"] == name.as_str()) else {
-            continue;
-        };
-        let mut dt: Vec<f64> = d["ms"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-            .unwrap_or_default();
-        dt.sort_by(|a, b| a.total_cmp(b));
-        let dm = dt.get(dt.len() / 2).copied().unwrap_or(f64::NAN);
-        let db = d["bytes"].as_u64().unwrap_or(0);
+    for (name, time, peer, written, peer_written) in &table {
         println!(
-            "| {name} | {:.0} | {dm:.0} | {:.2}× | {:.1} | {:.1} |",
+            "| {name} | {:.0} | {:.0} | {:.2}× | {:.1} | {:.1} |",
             ms(*time),
-            ms(*time) / dm,
+            ms(*peer),
+            ms(*time) / ms(*peer),
             *written as f64 / 1e6,
-            db as f64 / 1e6
+            *peer_written as f64 / 1e6
         );
     }
 }

@@ -1,7 +1,7 @@
 """The delta-rs side of `cargo bench --bench row_changes`: the same rows, the same changes,
 through the `deltalake` Python package. Prints one JSON object per operation.
 
-    python benches/row_changes_deltalake.py --dir WORK --rows N --runs R
+    python benches/row_changes_deltalake.py --dir WORK --rows N --runs R [--only "DELETE 1 %"]
 """
 
 import argparse
@@ -41,6 +41,7 @@ def main():
     p.add_argument("--dir", required=True)
     p.add_argument("--rows", type=int, required=True)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--only", help="run this operation alone (by its name)")
     args = p.parse_args()
     n = args.rows
     base = os.path.join(args.dir, f"delta-base-{n}")
@@ -71,6 +72,8 @@ def main():
     }
     run_dir = os.path.join(args.dir, "delta-run")
     for name, op in ops.items():
+        if args.only and name != args.only:
+            continue
         times, written, affected = [], 0, 0
         for _ in range(args.runs):
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -34,6 +34,8 @@ async fn frame(url: &str) -> (Apiary, SessionContext) {
 async fn added_and_widened_columns_read_old_cells_under_the_new_schema() {
     for b in backends() {
         let (ap, ctx) = frame(&b.url).await;
+        let cells = || query(&ctx, "SELECT path FROM apiary_cells('h.b.t') ORDER BY path");
+        let before = cells().await;
         door(&ap, &ctx, "ALTER TABLE h.b.t ADD COLUMN note VARCHAR").await;
         door(
             &ap,
@@ -45,6 +47,7 @@ async fn added_and_widened_columns_read_old_cells_under_the_new_schema() {
             "ALTER TABLE h.b.t ALTER COLUMN v SET DATA TYPE DOUBLE, ADD COLUMN IF NOT EXISTS note VARCHAR",
         )
         .await;
+        assert_eq!(cells().await, before, "{b}: no cell is rewritten");
         assert_eq!(
             query(&ctx, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position").await,
             ["id|Int64", "k|Utf8View", "v|Float64", "note|Utf8View"],
