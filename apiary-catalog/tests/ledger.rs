@@ -528,12 +528,10 @@ async fn a_frame_of_an_unknown_protocol_is_refused_by_name() {
         "nothing was written but the ledger"
     );
 
-    // A reader feature: not even readable.
+    // A reader feature this build does not know: not even readable.
     std::fs::write(
         &zero,
-        with_protocol(
-            r#""reader_features":["schema_evolution"],"writer_features":["schema_evolution"]"#,
-        ),
+        with_protocol(r#""reader_features":["column_ids"],"writer_features":["column_ids"]"#),
     )
     .unwrap();
     let err = Ledger::open(meadow.clone(), "f", "h.b.f", opts.clone())
@@ -541,9 +539,25 @@ async fn a_frame_of_an_unknown_protocol_is_refused_by_name() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("\"schema_evolution\"") && err.contains("cannot read"),
+        err.contains("\"column_ids\"") && err.contains("cannot read"),
         "{err}"
     );
+
+    // One it knows (`schema_evolution`, which an ALTER TABLE declares): readable and writable.
+    std::fs::write(
+        &zero,
+        with_protocol(
+            r#""reader_features":["schema_evolution"],"writer_features":["schema_evolution"]"#,
+        ),
+    )
+    .unwrap();
+    let evolving = Ledger::open(meadow.clone(), "f", "h.b.f", opts.clone())
+        .await
+        .unwrap();
+    Frame::new(evolving, WriteOptions::default())
+        .append(stream(vec![batch(0..1, &["eu"])]), "WRITE")
+        .await
+        .unwrap();
 
     // Written before protocols: protocol 1.
     let old = written.replace(
