@@ -16,29 +16,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use apiary::Apiary;
-use common::{arg_or, median, ms, repo, run, work_dir};
+use common::{arg_or, median, ms, parquet_bytes, repo, run, work_dir};
 
 const CELLS: u64 = 20;
-
-/// The Parquet bytes below `dir`.
-fn parquet_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|it| {
-            it.filter_map(|e| e.ok())
-                .map(|e| {
-                    let p = e.path();
-                    if p.is_dir() {
-                        parquet_bytes(&p)
-                    } else if p.extension().is_some_and(|x| x == "parquet") {
-                        e.metadata().map(|m| m.len()).unwrap_or(0)
-                    } else {
-                        0
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");

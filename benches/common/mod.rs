@@ -144,15 +144,27 @@ pub fn tpch_query(n: usize) -> String {
 
 /// Recursively sums the size of the files below `dir`.
 pub fn du(dir: &Path) -> u64 {
+    size_of_files(dir, &|_| true)
+}
+
+/// The bytes of the Parquet files below `dir`.
+pub fn parquet_bytes(dir: &Path) -> u64 {
+    size_of_files(dir, &|p| p.extension().is_some_and(|x| x == "parquet"))
+}
+
+/// Recursively sums the size of the files below `dir` that `keep` accepts.
+fn size_of_files(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> u64 {
     std::fs::read_dir(dir)
         .map(|it| {
             it.filter_map(|e| e.ok())
                 .map(|e| {
                     let p = e.path();
                     if p.is_dir() {
-                        du(&p)
-                    } else {
+                        size_of_files(&p, keep)
+                    } else if keep(&p) {
                         e.metadata().map(|m| m.len()).unwrap_or(0)
+                    } else {
+                        0
                     }
                 })
                 .sum()
