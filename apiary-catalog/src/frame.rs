@@ -11,6 +11,7 @@ use futures::Stream;
 
 use crate::cell::conform::keeps_stored_values;
 use crate::cell::{CellWriter, WriteOptions};
+use crate::column_ids;
 use crate::error::{Error, Result};
 use crate::ledger::{Action, CellRecord, CommitInfo, FrameSnapshot, Ledger};
 use crate::registry::Registry;
@@ -158,7 +159,10 @@ impl Frame {
             .collect();
         for f in incoming.fields() {
             match fields.iter_mut().find(|t| t.name() == f.name()) {
-                None => fields.push(f.as_ref().clone().with_nullable(true)),
+                None => {
+                    let field = f.as_ref().clone().with_nullable(true);
+                    fields.push(column_ids::with_next_id(&fields, field));
+                }
                 Some(t)
                     if !read.partition_by.contains(t.name())
                         && keeps_stored_values(t.data_type(), f.data_type()) =>

@@ -37,6 +37,7 @@
 pub mod cell;
 pub mod check;
 pub mod cleansing;
+pub mod column_ids;
 pub mod compaction;
 pub mod error;
 pub mod frame;

@@ -23,17 +23,21 @@ pub const WRITER_VERSION: u32 = 1;
 pub mod feature {
     /// The schema changes between versions (`set_schema` entries: columns added, types
     /// widened); cells written before are read under the newer schema by column name. Readers
-    /// and writers must know it. (Renaming columns will need stable column ids: a feature of
-    /// its own.)
+    /// and writers must know it.
     pub const SCHEMA_EVOLUTION: &str = "schema_evolution";
+    /// The frame's columns carry stable ids (`PARQUET:field_id`), and cells are read by id, not
+    /// by name: a column can be renamed without rewriting a cell. Readers must know it (a reader
+    /// by name would read a renamed column as NULL, or another column's values in its place);
+    /// writers must know it (a cell written without ids would be misread).
+    pub const COLUMN_IDS: &str = "column_ids";
     /// Copy-on-write `DELETE`, `UPDATE` and `MERGE` with their row counts in the ledger. Writers
     /// must know it.
     pub const ROW_LEVEL_CHANGES: &str = "row_level_changes";
 }
 
 /// The features this build can read, and the ones it can write with.
-const READABLE_FEATURES: &[&str] = &[feature::SCHEMA_EVOLUTION];
-const WRITABLE_FEATURES: &[&str] = &[feature::SCHEMA_EVOLUTION];
+const READABLE_FEATURES: &[&str] = &[feature::SCHEMA_EVOLUTION, feature::COLUMN_IDS];
+const WRITABLE_FEATURES: &[&str] = &[feature::SCHEMA_EVOLUTION, feature::COLUMN_IDS];
 
 /// What a client must understand. Serialized inside version 0 of a log (and any entry raising it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,11 +136,11 @@ mod tests {
         );
 
         let unknown = Protocol {
-            reader_features: ["column_ids".to_string()].into(),
+            reader_features: ["deletion_vectors".to_string()].into(),
             ..Protocol::default()
         };
         let err = unknown.check_read("frame h.b.f").unwrap_err().to_string();
-        assert!(err.contains("\"column_ids\""), "{err}");
+        assert!(err.contains("\"deletion_vectors\""), "{err}");
         let evolving = Protocol {
             reader_features: [feature::SCHEMA_EVOLUTION.to_string()].into(),
             writer_features: [feature::SCHEMA_EVOLUTION.to_string()].into(),

@@ -531,7 +531,9 @@ async fn a_frame_of_an_unknown_protocol_is_refused_by_name() {
     // A reader feature this build does not know: not even readable.
     std::fs::write(
         &zero,
-        with_protocol(r#""reader_features":["column_ids"],"writer_features":["column_ids"]"#),
+        with_protocol(
+            r#""reader_features":["deletion_vectors"],"writer_features":["deletion_vectors"]"#,
+        ),
     )
     .unwrap();
     let err = Ledger::open(meadow.clone(), "f", "h.b.f", opts.clone())
@@ -539,7 +541,7 @@ async fn a_frame_of_an_unknown_protocol_is_refused_by_name() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("\"column_ids\"") && err.contains("cannot read"),
+        err.contains("\"deletion_vectors\"") && err.contains("cannot read"),
         "{err}"
     );
 

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use apiary_catalog::column_ids::restore_frame_scan;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{
@@ -126,6 +127,9 @@ pub fn fragment(
         let config = FileScanConfigBuilder::from(config.clone())
             .with_file_groups(vec![FileGroup::new(files)])
             .build();
+        // A decoded fragment lost what datafusion-proto does not carry; it is put back here,
+        // where every task's scan is rebuilt.
+        let config = restore_frame_scan(config);
         return Ok(DataSourceExec::from_data_source(config));
     }
     let children = top.children();

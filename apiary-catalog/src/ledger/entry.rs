@@ -125,8 +125,8 @@ pub enum Action {
         removed: Vec<String>,
         added: Vec<Arc<CellRecord>>,
     },
-    /// Changes the schema (`ALTER TABLE`): columns added, types widened. Cells written before
-    /// are read under it by column name.
+    /// Changes the schema (`ALTER TABLE`): columns added, types widened, renamed. Cells
+    /// written before are read under it by column name, or by column id once the frame has ids.
     SetSchema { schema: SchemaRef },
 }
 
@@ -153,6 +153,41 @@ impl Action {
             Action::RewriteCells { removed, .. } => removed,
             _ => &[],
         }
+    }
+
+    /// The same action with the statistics of the cells it adds keyed by the new names of
+    /// renamed columns: cells written before a rename, committed after it.
+    pub(crate) fn follow_renames(&mut self, renames: &[(String, String)]) {
+        if renames.is_empty() {
+            return;
+        }
+        let cells = match self {
+            Action::AddCells { cells } => cells,
+            Action::RewriteCells { added, .. } => added,
+            Action::CreateFrame { .. } | Action::SetSchema { .. } => return,
+        };
+        for cell in cells.iter_mut() {
+            *cell = Arc::new(cell.renamed(renames));
+        }
+    }
+}
+
+impl CellRecord {
+    /// This cell with its statistics keyed by the new names of `renames` (`(old, new)`).
+    pub(crate) fn renamed(&self, renames: &[(String, String)]) -> CellRecord {
+        let mut record = self.clone();
+        record.stats = self
+            .stats
+            .iter()
+            .map(|(name, stats)| {
+                let name = renames
+                    .iter()
+                    .find(|(old, _)| old == name)
+                    .map_or(name, |(_, new)| new);
+                (name.clone(), stats.clone())
+            })
+            .collect();
+        record
     }
 }
 

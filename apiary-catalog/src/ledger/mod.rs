@@ -164,7 +164,8 @@ impl Ledger {
             protocol: Some(Protocol::current()),
             action: Action::CreateFrame {
                 frame_id: frame_id.into(),
-                schema: spec.schema.clone(),
+                // Ids come with the first rename, never from where a schema was copied.
+                schema: crate::column_ids::without_ids(&spec.schema),
                 partition_by: spec.partition_by.clone(),
                 properties: spec.properties.clone(),
             },
@@ -467,7 +468,7 @@ impl Ledger {
         &self,
         read: &FrameSnapshot,
         operation: &str,
-        action: Action,
+        mut action: Action,
         metrics: BTreeMap<String, u64>,
     ) -> Result<CommitInfo> {
         if matches!(action, Action::CreateFrame { .. }) {
@@ -504,17 +505,29 @@ impl Ledger {
             .filter_map(|p| read.cell(p))
             .map(|c| c.rows)
             .sum();
-        // The first schema change declares its feature: builds that cannot read it are fenced.
-        let evolution = crate::protocol::feature::SCHEMA_EVOLUTION;
-        let raised = match &action {
-            Action::SetSchema { .. } if !read.protocol.reader_features.contains(evolution) => {
-                let mut p = read.protocol.clone();
-                p.reader_features.insert(evolution.to_string());
-                p.writer_features.insert(evolution.to_string());
-                Some(p)
+        // The first schema change declares its feature, and the first with column ids theirs:
+        // builds that cannot read them are fenced.
+        let needed: Vec<&str> = match &action {
+            Action::SetSchema { schema } => {
+                let mut needed = vec![crate::protocol::feature::SCHEMA_EVOLUTION];
+                if crate::column_ids::has_ids(schema) {
+                    needed.push(crate::protocol::feature::COLUMN_IDS);
+                }
+                needed
             }
-            _ => None,
+            _ => vec![],
         };
+        let raised = needed
+            .iter()
+            .any(|f| !read.protocol.reader_features.contains(*f))
+            .then(|| {
+                let mut p = read.protocol.clone();
+                for f in &needed {
+                    p.reader_features.insert(f.to_string());
+                    p.writer_features.insert(f.to_string());
+                }
+                p
+            });
         let log = &self.inner.log;
         let commit_id = entry::new_commit_id();
         let mut base = read.clone();
@@ -608,6 +621,12 @@ impl Ledger {
                                 None => e,
                             },
                         )?;
+                        // Cells written before a rename that won carry the old names in
+                        // their statistics.
+                        if let Action::SetSchema { schema } = &winner.action {
+                            action
+                                .follow_renames(&crate::column_ids::renames(&base.schema, schema));
+                        }
                         base.apply(winner, key)?;
                     }
                     if !winners.is_empty() {

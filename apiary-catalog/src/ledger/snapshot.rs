@@ -8,6 +8,7 @@ use datafusion::common::ScalarValue;
 use serde_json::{Value, json};
 
 use super::entry::{Action, CellRecord, LedgerEntry, cells_from_json, cells_to_json};
+use crate::column_ids;
 use crate::error::{Error, Result};
 use crate::protocol::Protocol;
 use crate::schema_json::{schema_from_json, schema_to_json};
@@ -93,6 +94,12 @@ impl FrameSnapshot {
                 }
             }
             Action::SetSchema { schema } => {
+                let renames = column_ids::renames(&self.schema, schema);
+                if !renames.is_empty() {
+                    for cell in self.cells.values_mut() {
+                        *cell = Arc::new(cell.renamed(&renames));
+                    }
+                }
                 self.retype_stats(schema, key)?;
                 self.schema = schema.clone();
             }
@@ -114,9 +121,8 @@ impl FrameSnapshot {
             .fields()
             .iter()
             .filter(|f| {
-                self.schema
-                    .field_with_name(f.name())
-                    .is_ok_and(|old| old.data_type() != f.data_type())
+                column_ids::same_column(&self.schema, f)
+                    .is_some_and(|old| old.data_type() != f.data_type())
             })
             .map(|f| (f.name().clone(), f.data_type().clone()))
             .collect();

@@ -26,6 +26,7 @@ use datafusion_datasource::compute_all_files_statistics;
 use super::pruning::{
     is_partition_filter, physical_expr, prune_by_partition_values, prune_by_statistics,
 };
+use crate::column_ids::restore_frame_scan;
 use crate::ledger::{CellRecord, FrameSnapshot};
 use crate::meadow::Meadow;
 
@@ -342,6 +343,7 @@ pub(crate) async fn plan_scan(
         .with_projection_indices(Some(scan_projection))?
         .with_limit(req.limit)
         .build();
+    let config = restore_frame_scan(config);
     // ParquetFormat installs the session's Parquet options and its footer cache, as it does for
     // DataFusion's own ListingTable.
     ParquetFormat::default()
