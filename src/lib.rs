@@ -197,6 +197,7 @@ impl Apiary {
         if let Some(statement) = apiary_catalog::provider::own_statement(sql) {
             return Ok(self.catalog.execute_own(ctx, &statement).await?);
         }
+        self.catalog.merge_schema_for_insert(ctx, sql).await?;
         let plan = ctx.state().create_logical_plan(sql).await?;
         self.execute_logical_plan(ctx, plan).await
     }

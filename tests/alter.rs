@@ -140,7 +140,18 @@ async fn changes_that_would_lose_or_misread_data_are_refused() {
             "ALTER TABLE h.b.t ALTER COLUMN nope SET DATA TYPE BIGINT",
             "no column named nope",
         ),
-        ("ALTER TABLE h.b.t RENAME COLUMN v TO w", "RENAME COLUMN"),
+        (
+            "ALTER TABLE h.b.t RENAME COLUMN k TO kind",
+            "k is a partition column",
+        ),
+        (
+            "ALTER TABLE h.b.t RENAME COLUMN v TO id",
+            "column id already exists",
+        ),
+        (
+            "ALTER TABLE h.b.t RENAME COLUMN nope TO x",
+            "no column named nope",
+        ),
         (
             "ALTER TABLE h.b.t DROP COLUMN v",
             "DROP COLUMN v is not supported",
@@ -160,6 +171,142 @@ async fn changes_that_would_lose_or_misread_data_are_refused() {
     // A plain DataFusion session has no ALTER TABLE.
     let err = crate::support::sql_err(&ctx, "ALTER TABLE h.b.t ADD COLUMN x INT").await;
     assert!(!err.is_empty());
+}
+
+/// A renamed column is found in cells written before by its column id, not its name: a column
+/// added later under the old name reads NULL there, names can be swapped, and statistics,
+/// pruning, predicates, row changes, compaction and time travel follow the rename.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_columns_are_found_by_id_in_old_cells() {
+    for b in backends() {
+        let (ap, ctx) = frame(&b.url).await;
+        let cells = || query(&ctx, "SELECT path FROM apiary_cells('h.b.t') ORDER BY path");
+        let before = cells().await;
+        door(&ap, &ctx, "ALTER TABLE h.b.t RENAME COLUMN v TO w").await;
+        door(&ap, &ctx, "ALTER TABLE h.b.t ADD COLUMN v VARCHAR").await;
+        assert_eq!(cells().await, before, "{b}: no cell is rewritten");
+        sql(&ctx, "INSERT INTO h.b.t VALUES (3, 'a', 4.5, 'new v')").await;
+        assert_eq!(
+            query(&ctx, "SELECT id, w, v FROM h.b.t ORDER BY id").await,
+            ["1|1.5|NULL", "2|NULL|NULL", "3|4.5|new v"],
+            "{b}: the old cells' v is w now, and the new v is NULL there"
+        );
+        // Swap two names in one statement.
+        door(
+            &ap,
+            &ctx,
+            "ALTER TABLE h.b.t RENAME COLUMN w TO tmp, RENAME COLUMN v TO w, RENAME COLUMN tmp TO v",
+        )
+        .await;
+        assert_eq!(
+            query(&ctx, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position").await,
+            ["id|Int32", "k|Utf8View", "v|Float32", "w|Utf8View"],
+            "{b}"
+        );
+        assert_eq!(
+            query(&ctx, "SELECT id, v, w FROM h.b.t ORDER BY id").await,
+            ["1|1.5|NULL", "2|NULL|NULL", "3|4.5|new v"],
+            "{b}"
+        );
+        // Predicates on a renamed column, inside cells and by the ledger's statistics.
+        assert_eq!(
+            query(&ctx, "SELECT id FROM h.b.t WHERE v < 2").await,
+            ["1"],
+            "{b}"
+        );
+        assert_eq!(
+            query(&ctx, "SELECT id FROM h.b.t WHERE w IS NULL ORDER BY id").await,
+            ["1", "2"],
+            "{b}"
+        );
+        let text = plan(&ctx, "EXPLAIN ANALYZE SELECT id FROM h.b.t WHERE v > 4").await;
+        assert_eq!(metric(&text, "cells_scanned"), 1, "{b}: {text}");
+        // A past version reads with its own names.
+        assert_eq!(
+            query(
+                &ctx,
+                "SELECT id, v FROM apiary_version('h.b.t', 1) ORDER BY id"
+            )
+            .await,
+            ["1|1.5", "2|NULL"],
+            "{b}"
+        );
+        let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
+        let protocol = f.ledger().latest().protocol.clone();
+        assert!(
+            protocol.reader_features.contains(feature::COLUMN_IDS)
+                && protocol.writer_features.contains(feature::COLUMN_IDS),
+            "{b}: {protocol:?}"
+        );
+        // Row changes and compaction on the renamed frame.
+        assert_eq!(
+            query(&ctx, "UPDATE h.b.t SET w = 'upd' WHERE v = 1.5").await,
+            ["1"],
+            "{b}"
+        );
+        assert_eq!(
+            query(&ctx, "DELETE FROM h.b.t WHERE v IS NULL").await,
+            ["1"],
+            "{b}"
+        );
+        sql(&ctx, "SELECT * FROM apiary_compact('h.b.t')").await;
+        assert_eq!(
+            query(&ctx, "SELECT id, k, v, w FROM h.b.t ORDER BY id").await,
+            ["1|a|1.5|upd", "3|a|4.5|new v"],
+            "{b}"
+        );
+        // Reopened, the frame reads the same.
+        let again = open(&b.url).await;
+        let ctx2 = again.session().unwrap();
+        assert_eq!(
+            query(&ctx2, "SELECT id, v, w FROM h.b.t ORDER BY id").await,
+            ["1|1.5|upd", "3|4.5|new v"],
+            "{b}"
+        );
+    }
+}
+
+/// An append written before a rename and committed after it: its cell holds the old names and
+/// no ids, and its statistics follow the rename as it is rebased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_written_before_a_rename_lands_under_the_new_names() {
+    for b in backends() {
+        let (ap, ctx) = frame(&b.url).await;
+        let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
+        let read = f.ledger().refresh().await.unwrap();
+        let batch = RecordBatch::try_new(
+            read.schema.clone(),
+            vec![
+                Arc::new(Int32Array::from(vec![7])),
+                Arc::new(datafusion::arrow::array::StringViewArray::from(vec!["a"])),
+                Arc::new(datafusion::arrow::array::Float32Array::from(vec![9.5])),
+            ],
+        )
+        .unwrap();
+        let cells = f
+            .cell_writer(&read)
+            .unwrap()
+            .write_stream(futures::stream::iter([Ok::<_, apiary::catalog::Error>(
+                batch,
+            )]))
+            .await
+            .unwrap();
+        door(&ap, &ctx, "ALTER TABLE h.b.t RENAME COLUMN v TO w").await;
+        door(&ap, &ctx, "ALTER TABLE h.b.t ADD COLUMN v VARCHAR").await;
+        f.commit_cells(&read, "INSERT", cells, false).await.unwrap();
+        assert_eq!(
+            query(&ctx, "SELECT id, w, v FROM h.b.t ORDER BY id").await,
+            ["1|1.5|NULL", "2|NULL|NULL", "7|9.5|NULL"],
+            "{b}"
+        );
+        let text = plan(&ctx, "EXPLAIN ANALYZE SELECT id FROM h.b.t WHERE w > 9").await;
+        assert_eq!(metric(&text, "cells_scanned"), 1, "{b}: {text}");
+        assert_eq!(
+            query(&ctx, "SELECT id FROM h.b.t WHERE w > 9").await,
+            ["7"],
+            "{b}"
+        );
+    }
 }
 
 /// Two schema changes from the same version: one fails naming the other. An append written
@@ -266,5 +413,83 @@ async fn a_write_can_merge_its_schema_into_the_frame() {
             f.merge_schema(&other, "WRITE").await.unwrap().is_none(),
             "{b}"
         );
+    }
+}
+
+/// `SET apiary.schema_mode = 'merge'`: an INSERT whose rows have columns the frame lacks adds
+/// them (nullable) and widens types, in a `set_schema` commit before its own; listed columns
+/// are matched by name, unlisted ones by position with extra trailing columns added under
+/// their names. Without the setting the mismatch stays DataFusion's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_can_merge_its_schema_when_asked() {
+    for b in backends() {
+        let (ap, ctx) = frame(&b.url).await;
+        let err = door_err(
+            &ap,
+            &ctx,
+            "INSERT INTO h.b.t (id, k, tag) VALUES (3, 'a', 'x')",
+        )
+        .await;
+        assert!(err.contains("tag"), "{b}: {err}");
+        sql(&ctx, "SET apiary.schema_mode = 'merge'").await;
+        assert_eq!(
+            door(
+                &ap,
+                &ctx,
+                "INSERT INTO h.b.t (id, k, tag) VALUES (3, 'a', 'x')"
+            )
+            .await,
+            ["1"],
+            "{b}"
+        );
+        assert_eq!(
+            door(
+                &ap,
+                &ctx,
+                "INSERT INTO h.b.t SELECT CAST(4000000000 AS BIGINT), 'b', 2.5, 'y', 42 AS score"
+            )
+            .await,
+            ["1"],
+            "{b}"
+        );
+        assert_eq!(
+            query(&ctx, "SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position").await,
+            ["id|Int64|NO", "k|Utf8View|NO", "v|Float64|YES", "tag|Utf8|YES", "score|Int64|YES"],
+            "{b}"
+        );
+        assert_eq!(
+            query(&ctx, "SELECT id, k, v, tag, score FROM h.b.t ORDER BY id").await,
+            [
+                "1|a|1.5|NULL|NULL",
+                "2|b|NULL|NULL|NULL",
+                "3|a|NULL|x|NULL",
+                "4000000000|b|2.5|y|42"
+            ],
+            "{b}"
+        );
+        let history = query(
+            &ctx,
+            "SELECT operation, action FROM apiary_history('h.b.t') WHERE version > 1 ORDER BY version",
+        )
+        .await;
+        assert_eq!(
+            history,
+            [
+                "INSERT|set_schema",
+                "INSERT|add_cells",
+                "INSERT|set_schema",
+                "INSERT|add_cells"
+            ],
+            "{b}"
+        );
+        // A value that fits no widening is still refused, and nothing is committed.
+        let err = door_err(
+            &ap,
+            &ctx,
+            "INSERT INTO h.b.t (id, k, v) VALUES (5, 'a', 'text')",
+        )
+        .await;
+        assert!(err.contains('v'), "{b}: {err}");
+        assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "4", "{b}");
     }
 }

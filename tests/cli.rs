@@ -152,11 +152,16 @@ fn the_shell_takes_apiarys_statements_in_every_mode() {
             "SHOW HIVES",
             "ALTER TABLE sales.eu.orders ADD COLUMN note VARCHAR",
             "SELECT count(*) AS nulls FROM sales.eu.orders WHERE note IS NULL",
+            "ALTER TABLE sales.eu.orders RENAME COLUMN note TO remark",
+            "SET apiary.schema_mode = 'merge'",
+            "INSERT INTO sales.eu.orders (id, region, amount, remark, channel) VALUES (3, 'fr', 1.0, 'r', 'web')",
+            "SELECT count(remark) AS remarks, count(channel) AS channels FROM sales.eu.orders",
         ],
     ));
     assert!(out.contains("n\n2\n"), "{out}");
     assert!(out.contains("hive\nsales\n"), "{out}");
     assert!(out.contains("nulls\n2\n"), "{out}");
+    assert!(out.contains("remarks,channels\n1,1\n"), "{out}");
     let err = failed(&apiary(
         dir.path(),
         &["-q", "-c", "CREATE DATABASE \"bad-hive\""],
@@ -200,7 +205,7 @@ fn the_shell_takes_apiarys_statements_in_every_mode() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("n\n2\n"), "{stdout}");
+    assert!(stdout.contains("n\n3\n"), "{stdout}"); // orders, after the INSERT above
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("hive nope not found"),
         "{}",

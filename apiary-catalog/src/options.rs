@@ -20,6 +20,10 @@ extensions_options! {
         /// What `INSERT OVERWRITE` replaces: every cell of the frame (`static`), or only the
         /// partitions it writes rows into (`dynamic`).
         pub overwrite: String, default = "static".to_string()
+        /// Whether an `INSERT` whose rows have columns the frame lacks, or wider types, first
+        /// evolves the frame to fit them (`merge`, as delta-rs's `schema_mode="merge"`), or is
+        /// refused (`strict`).
+        pub schema_mode: String, default = "strict".to_string()
     }
 }
 

@@ -80,3 +80,50 @@ def test_row_changes_match_duckdb(tmp_path):
         assert rows(ap.sql("SELECT * FROM h.b.t")) == rows(
             duck.sql("SELECT * FROM t").to_arrow_table()
         ), statement
+
+
+# Schema changes, then statements on the changed frame; DuckDB takes one change per ALTER.
+SCHEMA_STATEMENTS = [
+    "ALTER TABLE {t} ADD COLUMN note VARCHAR",
+    "UPDATE {t} SET note = 'big' WHERE v > 50",
+    "ALTER TABLE {t} ADD COLUMN small INT",
+    "UPDATE {t} SET small = id % 7 WHERE k = 'a'",
+    "ALTER TABLE {t} ALTER COLUMN small TYPE BIGINT",
+    "ALTER TABLE {t} RENAME COLUMN v TO w",
+    "ALTER TABLE {t} ADD COLUMN v BIGINT",
+    "INSERT INTO {t} (id, k, w, note, small, v) VALUES (1000, 'a', 1, 'new', 5, 7)",
+    "UPDATE {t} SET v = w * 2 WHERE k = 'b'",
+    "ALTER TABLE {t} RENAME COLUMN w TO tmp",
+    "ALTER TABLE {t} RENAME COLUMN v TO w",
+    "ALTER TABLE {t} RENAME COLUMN tmp TO v",
+    "DELETE FROM {t} WHERE w IS NULL AND v < 20",
+    "UPDATE {t} SET note = 'renamed' WHERE v BETWEEN 30 AND 60",
+]
+
+
+def test_schema_changes_match_duckdb(tmp_path):
+    ap = apiary.Apiary("test", storage=str(tmp_path / "meadow"))
+    ap.create_hive("h")
+    ap.create_box("h", "b")
+    ap.create_frame("h", "b", "t", SCHEMA, partition_by=["k"])
+    for part in range(3):
+        ap.write_to_frame("h", "b", "t", ROWS.slice(part * 100, 100))
+    duck = duckdb.connect()
+    duck.register("rows_in", ROWS)
+    duck.execute("CREATE TABLE t AS SELECT * FROM rows_in")
+    for statement in SCHEMA_STATEMENTS:
+        ap.sql(statement.format(t="h.b.t"))
+        duck.execute(statement.format(t="t"))
+        assert rows(ap.sql("SELECT * FROM h.b.t")) == rows(
+            duck.sql("SELECT * FROM t").to_arrow_table()
+        ), statement
+    # USE names the box for unqualified names.
+    ap.sql("USE h.b")
+    for query in ["SELECT count(*) AS n FROM t", "SELECT sum(v) AS n FROM t WHERE w IS NOT NULL"]:
+        assert ap.sql(query).to_pylist() == duck.sql(query).to_arrow_table().to_pylist(), query
+    # Under schema_mode 'merge' an INSERT adds the column it names and the frame lacks.
+    ap.sql("SET apiary.schema_mode = 'merge'")
+    ap.sql("INSERT INTO h.b.t (id, k, extra) VALUES (2000, 'a', 'e')")
+    assert ap.sql("SELECT id, extra FROM h.b.t WHERE extra IS NOT NULL").to_pylist() == [
+        {"id": 2000, "extra": "e"}
+    ]

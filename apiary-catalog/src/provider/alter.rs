@@ -1,14 +1,15 @@
-//! `ALTER TABLE … ADD COLUMN` and `… ALTER COLUMN … TYPE`: schema evolution, one `set_schema`
-//! commit per statement.
+//! `ALTER TABLE … ADD COLUMN`, `… ALTER COLUMN … TYPE` and `… RENAME COLUMN`: schema evolution,
+//! one `set_schema` commit per statement.
 //!
-//! Cells are immutable, so cells written before a change are read under the newer schema by
-//! column name: DataFusion's Parquet scan fills a column a file lacks with NULL and casts a
-//! narrower stored type to the frame's. That is why an added column must be nullable, and why
-//! only widenings that keep each value's stored form are taken (a wider integer, `float` to
-//! `double`, a string or binary to its large or view form, a decimal's precision up at the same
-//! scale): the ledger's statistics of old cells then stay true under the new type, and pruning
-//! with them stays right. Renaming needs stable column ids and is refused. A write can make the
-//! same changes itself ([`Frame::merge_schema`](crate::Frame::merge_schema)).
+//! Cells are immutable, so cells written before a change are read under the newer schema:
+//! DataFusion's Parquet scan fills a column a file lacks with NULL and casts a narrower stored
+//! type to the frame's. That is why an added column must be nullable, and why only widenings
+//! that keep each value's stored form are taken (a wider integer, `float` to `double`, a string
+//! or binary to its large or view form, a decimal's precision up at the same scale): the
+//! ledger's statistics of old cells then stay true under the new type, and pruning with them
+//! stays right. A rename gives the frame's columns stable ids first ([`crate::column_ids`]), so
+//! that old cells are read by id rather than by name. Dropping a column is refused. A write can
+//! add and widen columns itself ([`Frame::merge_schema`](crate::Frame::merge_schema)).
 
 use std::sync::Arc;
 
@@ -17,11 +18,16 @@ use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 
+use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, TableObject};
+
 use super::ApiaryCatalog;
-use super::statements::SchemaChange;
+use super::statements::{SchemaChange, ident};
 use crate::cell::conform::keeps_stored_values;
+use crate::column_ids;
 use crate::error::{Error, Kind};
 use crate::ledger::Action;
+use crate::options::SessionOptions;
 
 impl ApiaryCatalog {
     /// Applies `changes` to frame `name` (resolved with `ctx`'s default catalog and schema).
@@ -78,7 +84,8 @@ impl ApiaryCatalog {
                              written have no value for it"
                         ))?;
                     }
-                    fields.push(Field::new(name, sql_type_of(ctx, sql_type).await?, true));
+                    let field = Field::new(name, sql_type_of(ctx, sql_type).await?, true);
+                    fields.push(column_ids::with_next_id(&fields, field));
                 }
                 SchemaChange::SetType { name, sql_type } => {
                     let to = sql_type_of(ctx, sql_type).await?;
@@ -106,9 +113,33 @@ impl ApiaryCatalog {
                     }
                     *field = field.clone().with_data_type(to);
                 }
+                SchemaChange::Rename { from, to } => {
+                    if from == to {
+                        continue;
+                    }
+                    if !fields.iter().any(|f| f.name() == from) {
+                        return Err(DataFusionError::Plan(format!(
+                            "ALTER TABLE {qualified}: no column named {from}"
+                        )));
+                    }
+                    if fields.iter().any(|f| f.name() == to) {
+                        return Err(DataFusionError::Plan(format!(
+                            "ALTER TABLE {qualified}: column {to} already exists"
+                        )));
+                    }
+                    if read.partition_by.contains(from) {
+                        refuse(format!(
+                            "{from} is a partition column, whose name is in every cell's path"
+                        ))?;
+                    }
+                    column_ids::give_ids(&mut fields);
+                    if let Some(f) = fields.iter_mut().find(|f| f.name() == from) {
+                        *f = f.clone().with_name(to);
+                    }
+                }
                 SchemaChange::Other(op) => refuse(format!(
-                    "{op} is not supported (ADD COLUMN and ALTER COLUMN … TYPE are; RENAME \
-                     COLUMN needs stable column ids, which frames do not have yet)"
+                    "{op} is not supported (ADD COLUMN, ALTER COLUMN … TYPE and RENAME COLUMN \
+                     are)"
                 ))?,
             }
         }
@@ -124,6 +155,99 @@ impl ApiaryCatalog {
             .await?;
         Ok(())
     }
+}
+
+impl ApiaryCatalog {
+    /// Under `SET apiary.schema_mode = 'merge'`, evolves the frame an `INSERT` statement `sql`
+    /// writes into so that its rows fit ([`Frame::merge_schema`](crate::Frame::merge_schema)):
+    /// listed columns are matched by name, unlisted ones by position (extra trailing columns
+    /// are added under their own names). Does nothing for any other statement or setting; the
+    /// INSERT itself is planned afterwards as always. DataFusion's planner refuses an INSERT
+    /// naming a column its table lacks before any provider sees it, hence this step before.
+    pub async fn merge_schema_for_insert(&self, ctx: &SessionContext, sql: &str) -> Result<()> {
+        let mode = ctx
+            .state()
+            .config_options()
+            .extensions
+            .get::<SessionOptions>()
+            .map_or_else(|| "strict".to_string(), |o| o.schema_mode.clone());
+        match mode.as_str() {
+            "strict" => return Ok(()),
+            "merge" => {}
+            other => {
+                return Err(DataFusionError::Configuration(format!(
+                    "apiary.schema_mode must be 'strict' or 'merge', not '{other}'"
+                )));
+            }
+        }
+        let Some((name, columns, source)) = insert_of(sql) else {
+            return Ok(());
+        };
+        let options = ctx.state().config_options().catalog.clone();
+        let resolved = name.resolve(&options.default_catalog, &options.default_schema);
+        let Some(frame) = self
+            .frame(&resolved.catalog, &resolved.schema, &resolved.table)
+            .await?
+        else {
+            return Ok(());
+        };
+        let rows = ctx.sql(&source).await?;
+        let rows = rows.schema().inner().clone();
+        let read = frame.ledger().refresh().await?;
+        let names: Vec<String> = if columns.is_empty() {
+            rows.fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    read.schema
+                        .fields()
+                        .get(i)
+                        .map_or_else(|| f.name().clone(), |t| t.name().clone())
+                })
+                .collect()
+        } else {
+            columns
+        };
+        let fields: Vec<Field> = rows
+            .fields()
+            .iter()
+            .zip(names)
+            .map(|(f, name)| Field::new(name, f.data_type().clone(), true))
+            .collect();
+        frame.merge_schema(&Schema::new(fields), "INSERT").await?;
+        Ok(())
+    }
+}
+
+/// The target, listed columns and source query of an `INSERT` statement.
+fn insert_of(sql: &str) -> Option<(TableReference, Vec<String>, String)> {
+    if !sql.to_ascii_uppercase().contains("INSERT") {
+        return None;
+    }
+    let mut statements = DFParser::parse_sql(sql).ok()?;
+    if statements.len() != 1 {
+        return None;
+    }
+    let Some(Statement::Statement(statement)) = statements.pop_front() else {
+        return None;
+    };
+    let SqlStatement::Insert(insert) = *statement else {
+        return None;
+    };
+    let TableObject::TableName(table) = &insert.table else {
+        return None;
+    };
+    let columns = insert
+        .columns
+        .iter()
+        .map(|c| c.0.last().and_then(|p| p.as_ident()).map(ident))
+        .collect::<Option<Vec<_>>>()?;
+    let source = insert.source.as_ref()?.to_string();
+    Some((
+        TableReference::parse_str(&table.to_string()),
+        columns,
+        source,
+    ))
 }
 
 /// The Arrow type DataFusion gives SQL type `sql_type`.

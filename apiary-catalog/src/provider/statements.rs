@@ -59,6 +59,8 @@ pub enum SchemaChange {
     },
     /// `ALTER COLUMN name [SET DATA] TYPE type`.
     SetType { name: String, sql_type: String },
+    /// `RENAME COLUMN from TO to`.
+    Rename { from: String, to: String },
     /// Anything else, as written (refused, naming it).
     Other(String),
 }
@@ -108,7 +110,7 @@ pub fn own_statement(sql: &str) -> Option<OwnStatement> {
 }
 
 /// An identifier as DataFusion folds it: lower case unless quoted.
-fn ident(i: &Ident) -> String {
+pub(crate) fn ident(i: &Ident) -> String {
     match i.quote_style {
         Some(_) => i.value.clone(),
         None => i.value.to_ascii_lowercase(),
@@ -155,6 +157,13 @@ fn alter_table(text: &str) -> Option<OwnStatement> {
             } => SchemaChange::SetType {
                 name: ident(column_name),
                 sql_type: data_type.to_string(),
+            },
+            AlterTableOperation::RenameColumn {
+                old_column_name,
+                new_column_name,
+            } => SchemaChange::Rename {
+                from: ident(old_column_name),
+                to: ident(new_column_name),
             },
             other => SchemaChange::Other(other.to_string()),
         })

@@ -43,6 +43,12 @@ fn is_apiarys(sql: &str) -> bool {
 /// Runs one statement, printing its result as datafusion-cli would.
 async fn run(shell: &ApiaryShell, print: &PrintOptions, sql: String) -> Result<()> {
     if !is_apiarys(&sql) {
+        // `SET apiary.schema_mode = 'merge'`: the frame evolves before datafusion-cli plans it.
+        shell
+            .ap
+            .providers()
+            .merge_schema_for_insert(&shell.ctx, &sql)
+            .await?;
         return exec_from_commands(shell, vec![sql], print).await;
     }
     let start = Instant::now();
