@@ -6,9 +6,10 @@
 //!    │ ledger pruning (partition values, statistics: the scans' own code)
 //!    ▼
 //!  candidate cells ── count the matching rows of each ──┬─ none: left as it is
-//!                                                       ├─ all (DELETE): removed, not rewritten
+//!    (UPDATE: only whether one matches)                 ├─ all (DELETE): removed, not rewritten
 //!                                                       └─ some: rewritten without the rows
-//!                                                          (UPDATE: with the new values)
+//!                                                          (UPDATE: with the new values,
+//!                                                           counting them as it goes)
 //!    │ one RewriteCells commit against the version read: rebased over appends committed
 //!    ▼ meanwhile (their rows are not touched); a concurrent rewrite of a cell is a conflict
 //!  rows affected
@@ -24,7 +25,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::array::{AsArray, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{Column, not_impl_err};
@@ -33,7 +36,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, when};
-use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use futures::{StreamExt, TryStreamExt};
 
 use super::ActionExec;
@@ -134,7 +138,8 @@ pub(crate) fn plan(
     )))
 }
 
-/// A cell that may hold matching rows, and how many it holds.
+/// A cell that may hold matching rows, and how many it holds (for an UPDATE, 1 when any does:
+/// the rewrite counts them).
 struct Candidate {
     cell: Arc<CellRecord>,
     matching: u64,
@@ -162,11 +167,15 @@ async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> R
         Some(predicate) => {
             let cells = table.surviving_cells(&state, change.filters())?;
             let parallel = ctx.session_config().target_partitions().max(1);
+            // An UPDATE rewrites every row of a cell it changes, and counts its matches then:
+            // here it only needs to know that one row matches, which is read at once.
+            let any = matches!(change, RowChange::Update { .. });
             futures::stream::iter(cells)
                 .map(|cell| {
                     let (state, ctx) = (&state, ctx.clone());
                     async move {
-                        let matching = count_matching(table, state, ctx, &cell, predicate).await?;
+                        let matching =
+                            count_matching(table, state, ctx, &cell, predicate, any).await?;
                         Ok::<_, DataFusionError>(Candidate { cell, matching })
                     }
                 })
@@ -176,7 +185,7 @@ async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> R
                 .await?
         }
     };
-    let affected: u64 = candidates.iter().map(|c| c.matching).sum();
+    let mut affected: u64 = candidates.iter().map(|c| c.matching).sum();
     if candidates.is_empty() {
         return Ok(0);
     }
@@ -216,6 +225,10 @@ async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> R
                         .alias(name))
                     })
                     .collect::<Result<Vec<_>>>()?;
+                let mut exprs = exprs;
+                if let Some(p) = p {
+                    exprs.push(p.clone().is_true().alias(MATCHED));
+                }
                 scan.project(exprs)?
             }
             _ => scan,
@@ -223,10 +236,19 @@ async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> R
         .build()?;
         let physical = state.create_physical_plan(&plan).await?;
         let stream = execute_stream(physical, ctx.clone())?;
-        frame
+        let matched = Arc::new(AtomicU64::new(0));
+        let stream = count_and_drop_matched(stream, matched.clone())?;
+        let added = frame
             .cell_writer(&read)?
             .write_record_batch_stream(stream)
-            .await?
+            .await?;
+        if let RowChange::Update { .. } = change {
+            affected = match predicate {
+                Some(_) => matched.load(Ordering::Relaxed),
+                None => rewrite.iter().map(|c| c.cell.rows).sum(),
+            };
+        }
+        added
     };
 
     // The rows written must be exactly the rows kept: anything else is a bug, never a commit.
@@ -260,14 +282,43 @@ async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> R
     Ok(affected)
 }
 
+/// The column an UPDATE's rewrite carries to count the rows its WHERE matches.
+const MATCHED: &str = "__apiary_matched";
+
+/// `stream` without its [`MATCHED`] column (when it has one), whose true values are added to
+/// `matched` as the batches pass.
+fn count_and_drop_matched(
+    stream: SendableRecordBatchStream,
+    matched: Arc<AtomicU64>,
+) -> Result<SendableRecordBatchStream> {
+    let schema = stream.schema();
+    let Ok(at) = schema.index_of(MATCHED) else {
+        return Ok(stream);
+    };
+    let keep: Vec<usize> = (0..schema.fields().len()).filter(|i| *i != at).collect();
+    let projected = Arc::new(schema.project(&keep)?);
+    let batches = stream.map(move |batch| {
+        let batch = batch?;
+        let column = batch.column(at);
+        let flags = column.as_boolean_opt().ok_or_else(|| {
+            DataFusionError::Internal(format!("{MATCHED} is {}", column.data_type()))
+        })?;
+        matched.fetch_add(flags.true_count() as u64, Ordering::Relaxed);
+        Ok(batch.project(&keep)?)
+    });
+    Ok(Box::pin(RecordBatchStreamAdapter::new(projected, batches)))
+}
+
 /// How many rows of `cell` match `predicate` (DataFusion's Parquet scan, with the predicate
-/// pushed into it: row groups and pages that cannot match are skipped).
+/// pushed into it: row groups and pages that cannot match are skipped); with `any`, 1 as soon
+/// as one row does.
 async fn count_matching(
     table: &FrameTable,
     state: &SessionState,
     ctx: Arc<TaskContext>,
     cell: &Arc<CellRecord>,
     predicate: &Expr,
+    any: bool,
 ) -> Result<u64> {
     let one = table.over(table.snapshot().with_cells_where(|c| c.path == cell.path));
     let columns: Vec<Expr> = predicate
@@ -280,11 +331,17 @@ async fn count_matching(
     if !columns.is_empty() {
         plan = plan.project(columns)?;
     }
+    if any {
+        plan = plan.limit(0, Some(1))?;
+    }
     let physical = state.create_physical_plan(&plan.build()?).await?;
     let mut stream = execute_stream(physical, ctx)?;
     let mut rows = 0;
     while let Some(batch) = stream.next().await {
         rows += batch?.num_rows() as u64;
+        if any && rows > 0 {
+            return Ok(1);
+        }
     }
     Ok(rows)
 }
