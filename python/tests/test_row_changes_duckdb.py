@@ -121,6 +121,11 @@ def test_schema_changes_match_duckdb(tmp_path):
     ap.sql("USE h.b")
     for query in ["SELECT count(*) AS n FROM t", "SELECT sum(v) AS n FROM t WHERE w IS NOT NULL"]:
         assert ap.sql(query).to_pylist() == duck.sql(query).to_arrow_table().to_pylist(), query
+    # TRUNCATE empties it in both.
+    ap.sql("TRUNCATE TABLE t")
+    duck.execute("TRUNCATE TABLE t")
+    query = "SELECT count(*) AS n FROM t"
+    assert ap.sql(query).to_pylist() == duck.sql(query).to_arrow_table().to_pylist()
     # Under schema_mode 'merge' an INSERT adds the column it names and the frame lacks.
     ap.sql("SET apiary.schema_mode = 'merge'")
     ap.sql("INSERT INTO h.b.t (id, k, extra) VALUES (2000, 'a', 'e')")

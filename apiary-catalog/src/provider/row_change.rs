@@ -5,11 +5,11 @@
 //!  the version the statement read
 //!    │ ledger pruning (partition values, statistics: the scans' own code)
 //!    ▼
-//!  candidate cells ── count the matching rows of each ──┬─ none: left as it is
-//!    (UPDATE: only whether one matches)                 ├─ all (DELETE): removed, not rewritten
+//!  candidate cells ── probe each: a matching row? ──────┬─ none: left as it is
+//!    (DELETE: and a row that does not match?)           ├─ all (DELETE): removed, not rewritten
 //!                                                       └─ some: rewritten without the rows
-//!                                                          (UPDATE: with the new values,
-//!                                                           counting them as it goes)
+//!                                                          (UPDATE: with the new values),
+//!                                                          counting them as it goes
 //!    │ one RewriteCells commit against the version read: rebased over appends committed
 //!    ▼ meanwhile (their rows are not touched); a concurrent rewrite of a cell is a conflict
 //!  rows affected
@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{AsArray, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::{filter_record_batch, not};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{Column, not_impl_err};
@@ -138,11 +139,18 @@ pub(crate) fn plan(
     )))
 }
 
-/// A cell that may hold matching rows, and how many it holds (for an UPDATE, 1 when any does:
-/// the rewrite counts them).
+/// What the probes of a candidate cell found of the rows its statement matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Matches {
+    None,
+    Some,
+    All,
+}
+
+/// A cell that may hold matching rows.
 struct Candidate {
     cell: Arc<CellRecord>,
-    matching: u64,
+    matches: Matches,
 }
 
 async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> Result<u64> {
@@ -154,6 +162,7 @@ async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> R
         .with_runtime_env(ctx.runtime_env())
         .build();
     let predicate = conjunction(change.filters().to_vec());
+    let deletes = matches!(change, RowChange::Delete { .. } | RowChange::Truncate);
 
     let candidates: Vec<Candidate> = match &predicate {
         // No WHERE: every row of every cell.
@@ -161,43 +170,41 @@ async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> R
             .cells()
             .map(|c| Candidate {
                 cell: c.clone(),
-                matching: c.rows,
+                matches: Matches::All,
             })
             .collect(),
         Some(predicate) => {
             let cells = table.surviving_cells(&state, change.filters())?;
             let parallel = ctx.session_config().target_partitions().max(1);
-            // An UPDATE rewrites every row of a cell it changes, and counts its matches then:
-            // here it only needs to know that one row matches, which is read at once.
-            let any = matches!(change, RowChange::Update { .. });
             futures::stream::iter(cells)
                 .map(|cell| {
                     let (state, ctx) = (&state, ctx.clone());
                     async move {
-                        let matching =
-                            count_matching(table, state, ctx, &cell, predicate, any).await?;
-                        Ok::<_, DataFusionError>(Candidate { cell, matching })
+                        let matches = probe(table, state, ctx, &cell, predicate, deletes).await?;
+                        Ok::<_, DataFusionError>(Candidate { cell, matches })
                     }
                 })
                 .buffer_unordered(parallel)
-                .try_filter(|c| futures::future::ready(c.matching > 0))
+                .try_filter(|c| futures::future::ready(c.matches != Matches::None))
                 .try_collect()
                 .await?
         }
     };
-    let mut affected: u64 = candidates.iter().map(|c| c.matching).sum();
     if candidates.is_empty() {
         return Ok(0);
     }
 
-    // What is rewritten; a DELETE drops a cell whose rows all match without reading it.
-    let rewrite: Vec<&Candidate> = candidates
+    // A DELETE drops a cell whose rows all match without reading it; the rest is rewritten.
+    let dropped = |c: &Candidate| deletes && c.matches == Matches::All;
+    let dropped_rows: u64 = candidates
         .iter()
-        .filter(|c| {
-            !matches!(change, RowChange::Delete { .. } | RowChange::Truncate)
-                || c.matching < c.cell.rows
-        })
-        .collect();
+        .filter(|c| dropped(c))
+        .map(|c| c.cell.rows)
+        .sum();
+    let rewrite: Vec<&Candidate> = candidates.iter().filter(|c| !dropped(c)).collect();
+    let read_rows: u64 = rewrite.iter().map(|c| c.cell.rows).sum();
+    // Rows the rewrite found matching (deleted, or updated).
+    let mut matched_rows = 0;
     let added = if rewrite.is_empty() {
         vec![]
     } else {
@@ -205,61 +212,61 @@ async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> R
         let subset = table.over(read.with_cells_where(|c| paths.contains(c.path.as_str())));
         let source = provider_as_source(Arc::new(subset));
         let scan = LogicalPlanBuilder::scan(table.name(), source, None)?;
-        let plan = match (change, &predicate) {
-            (RowChange::Delete { .. }, Some(p)) => scan.filter(p.clone().is_not_true())?,
-            (RowChange::Update { assignments, .. }, p) => {
-                let exprs = read
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        let name = f.name();
-                        let old = Expr::Column(Column::from_name(name));
-                        let Some((_, new)) = assignments.iter().find(|(c, _)| c == name) else {
-                            return Ok(old);
-                        };
-                        Ok(match p {
-                            Some(p) => when(p.clone(), new.clone()).otherwise(old)?,
-                            None => new.clone(),
-                        }
-                        .alias(name))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let mut exprs = exprs;
-                if let Some(p) = p {
-                    exprs.push(p.clone().is_true().alias(MATCHED));
+        let column = |name: &str| Expr::Column(Column::from_name(name));
+        let mut exprs = read
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = f.name();
+                let assigned = match change {
+                    RowChange::Update { assignments, .. } => {
+                        assignments.iter().find(|(c, _)| c == name)
+                    }
+                    _ => None,
+                };
+                let Some((_, new)) = assigned else {
+                    return Ok(column(name));
+                };
+                Ok(match &predicate {
+                    Some(p) => when(p.clone(), new.clone()).otherwise(column(name))?,
+                    None => new.clone(),
                 }
-                scan.project(exprs)?
-            }
-            _ => scan,
+                .alias(name))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(p) = &predicate {
+            exprs.push(p.clone().is_true().alias(MATCHED));
         }
-        .build()?;
+        let plan = scan.project(exprs)?.build()?;
         let physical = state.create_physical_plan(&plan).await?;
         let stream = execute_stream(physical, ctx.clone())?;
         let matched = Arc::new(AtomicU64::new(0));
-        let stream = count_and_drop_matched(stream, matched.clone())?;
+        let stream = count_matched(stream, matched.clone(), deletes)?;
         let added = frame
             .cell_writer(&read)?
             .write_record_batch_stream(stream)
             .await?;
-        if let RowChange::Update { .. } = change {
-            affected = match predicate {
-                Some(_) => matched.load(Ordering::Relaxed),
-                None => rewrite.iter().map(|c| c.cell.rows).sum(),
-            };
-        }
+        matched_rows = match predicate {
+            Some(_) => matched.load(Ordering::Relaxed),
+            None => read_rows,
+        };
         added
     };
+    let affected = dropped_rows + matched_rows;
 
     // The rows written must be exactly the rows kept: anything else is a bug, never a commit.
-    let read_rows: u64 = rewrite.iter().map(|c| c.cell.rows).sum();
-    let expected = match change {
-        RowChange::Update { .. } => read_rows,
-        _ => read_rows - rewrite.iter().map(|c| c.matching).sum::<u64>(),
+    let expected = if deletes {
+        read_rows - matched_rows
+    } else {
+        read_rows
     };
     let written: u64 = added.iter().map(|c| c.rows).sum();
-    if written != expected {
+    if written != expected || affected == 0 {
         crate::cell::remove_cells(frame.ledger().meadow(), frame.ledger().location(), &added).await;
+        if written == expected {
+            return Ok(0);
+        }
         return Err(DataFusionError::Internal(format!(
             "{} on frame {}: {written} rows were written where {expected} were kept; nothing was committed",
             change.operation(),
@@ -282,14 +289,15 @@ async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> R
     Ok(affected)
 }
 
-/// The column an UPDATE's rewrite carries to count the rows its WHERE matches.
+/// The column a rewrite carries to count (and, for a DELETE, drop) the rows its WHERE matches.
 const MATCHED: &str = "__apiary_matched";
 
 /// `stream` without its [`MATCHED`] column (when it has one), whose true values are added to
-/// `matched` as the batches pass.
-fn count_and_drop_matched(
+/// `matched` as the batches pass; with `drop_matching`, without those rows too.
+fn count_matched(
     stream: SendableRecordBatchStream,
     matched: Arc<AtomicU64>,
+    drop_matching: bool,
 ) -> Result<SendableRecordBatchStream> {
     let schema = stream.schema();
     let Ok(at) = schema.index_of(MATCHED) else {
@@ -304,44 +312,63 @@ fn count_and_drop_matched(
             DataFusionError::Internal(format!("{MATCHED} is {}", column.data_type()))
         })?;
         matched.fetch_add(flags.true_count() as u64, Ordering::Relaxed);
-        Ok(batch.project(&keep)?)
+        let kept = batch.project(&keep)?;
+        if !drop_matching {
+            return Ok(kept);
+        }
+        Ok(filter_record_batch(&kept, &not(flags)?)?)
     });
     Ok(Box::pin(RecordBatchStreamAdapter::new(projected, batches)))
 }
 
-/// How many rows of `cell` match `predicate` (DataFusion's Parquet scan, with the predicate
-/// pushed into it: row groups and pages that cannot match are skipped); with `any`, 1 as soon
-/// as one row does.
-async fn count_matching(
+/// Whether `cell` holds rows `predicate` matches: none, some, or (asked `whole`) all. Each
+/// answer is a scan that stops at its first row, with its filter pushed into DataFusion's
+/// Parquet scan (row groups and pages that cannot hold such a row are skipped): one for a
+/// matching row, and with `whole` one for a row that does not match.
+async fn probe(
     table: &FrameTable,
     state: &SessionState,
     ctx: Arc<TaskContext>,
     cell: &Arc<CellRecord>,
     predicate: &Expr,
-    any: bool,
-) -> Result<u64> {
+    whole: bool,
+) -> Result<Matches> {
+    if !any_row(table, state, ctx.clone(), cell, predicate.clone()).await? {
+        return Ok(Matches::None);
+    }
+    if whole && !any_row(table, state, ctx, cell, predicate.clone().is_not_true()).await? {
+        return Ok(Matches::All);
+    }
+    Ok(Matches::Some)
+}
+
+/// Whether a row of `cell` passes `filter`.
+async fn any_row(
+    table: &FrameTable,
+    state: &SessionState,
+    ctx: Arc<TaskContext>,
+    cell: &Arc<CellRecord>,
+    filter: Expr,
+) -> Result<bool> {
     let one = table.over(table.snapshot().with_cells_where(|c| c.path == cell.path));
-    let columns: Vec<Expr> = predicate
+    let columns: Vec<Expr> = filter
         .column_refs()
         .into_iter()
         .map(|c| Expr::Column(c.clone()))
         .collect();
     let mut plan = LogicalPlanBuilder::scan(table.name(), provider_as_source(Arc::new(one)), None)?
-        .filter(predicate.clone())?;
+        .filter(filter)?;
     if !columns.is_empty() {
         plan = plan.project(columns)?;
     }
-    if any {
-        plan = plan.limit(0, Some(1))?;
-    }
-    let physical = state.create_physical_plan(&plan.build()?).await?;
+    let physical = state
+        .create_physical_plan(&plan.limit(0, Some(1))?.build()?)
+        .await?;
     let mut stream = execute_stream(physical, ctx)?;
-    let mut rows = 0;
     while let Some(batch) = stream.next().await {
-        rows += batch?.num_rows() as u64;
-        if any && rows > 0 {
-            return Ok(1);
+        if batch?.num_rows() > 0 {
+            return Ok(true);
         }
     }
-    Ok(rows)
+    Ok(false)
 }
