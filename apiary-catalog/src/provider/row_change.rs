@@ -31,6 +31,7 @@ use datafusion::arrow::array::{AsArray, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::{filter_record_batch, not};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{Column, not_impl_err};
 use datafusion::datasource::provider_as_source;
 use datafusion::error::{DataFusionError, Result};
@@ -44,7 +45,8 @@ use futures::{StreamExt, TryStreamExt};
 use super::ActionExec;
 use super::dml_guard::has_guard;
 use super::frame_table::FrameTable;
-use crate::ledger::{Action, CellRecord};
+use crate::frame::Frame;
+use crate::ledger::{Action, CellRecord, FrameSnapshot};
 
 /// One row-level statement.
 #[derive(Debug, Clone)]
@@ -240,13 +242,8 @@ async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> R
         }
         let plan = scan.project(exprs)?.build()?;
         let physical = state.create_physical_plan(&plan).await?;
-        let stream = execute_stream(physical, ctx.clone())?;
         let matched = Arc::new(AtomicU64::new(0));
-        let stream = count_matched(stream, matched.clone(), deletes)?;
-        let added = frame
-            .cell_writer(&read)?
-            .write_record_batch_stream(stream)
-            .await?;
+        let added = write_partitions(frame, &read, physical, &ctx, &matched, deletes).await?;
         matched_rows = match predicate {
             Some(_) => matched.load(Ordering::Relaxed),
             None => read_rows,
@@ -319,6 +316,48 @@ fn count_matched(
         Ok(filter_record_batch(&kept, &not(flags)?)?)
     });
     Ok(Box::pin(RecordBatchStreamAdapter::new(projected, batches)))
+}
+
+/// Writes each partition of `plan` through a cell writer of its own, all at once: encoding
+/// Parquet is most of a rewrite's work, and one writer would do it on one core. The writers run
+/// as tasks aborted with the statement; if one fails, what the others wrote is removed.
+async fn write_partitions(
+    frame: &Frame,
+    read: &FrameSnapshot,
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: &Arc<TaskContext>,
+    matched: &Arc<AtomicU64>,
+    drop_matching: bool,
+) -> Result<Vec<Arc<CellRecord>>> {
+    let partitions = plan.properties().output_partitioning().partition_count();
+    let mut writers = Vec::with_capacity(partitions);
+    for i in 0..partitions {
+        let stream = count_matched(
+            plan.execute(i, ctx.clone())?,
+            matched.clone(),
+            drop_matching,
+        )?;
+        let writer = frame.cell_writer(read)?;
+        writers.push(SpawnedTask::spawn(writer.write_record_batch_stream(stream)));
+    }
+    let mut added = vec![];
+    let mut failed: Option<DataFusionError> = None;
+    for writer in writers {
+        match writer.join_unwind().await {
+            Ok(Ok(cells)) => added.extend(cells),
+            Ok(Err(e)) => {
+                failed.get_or_insert(e.into());
+            }
+            Err(e) => {
+                failed.get_or_insert(DataFusionError::External(Box::new(e)));
+            }
+        }
+    }
+    if let Some(e) = failed {
+        crate::cell::remove_cells(frame.ledger().meadow(), frame.ledger().location(), &added).await;
+        return Err(e);
+    }
+    Ok(added)
 }
 
 /// Whether `cell` holds rows `predicate` matches: none, some, or (asked `whole`) all. Each
