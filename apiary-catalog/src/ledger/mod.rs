@@ -349,7 +349,7 @@ impl Ledger {
         let log = &self.inner.log;
         let mut base = load_base(log, &self.inner.name, Some(version)).await?;
         let versions: Vec<u64> = (base.version + 1..=version).collect();
-        for (key, e) in decode_all(log, log.read(&versions).await?, &latest)? {
+        for (key, e) in decode_all(log, log.read(&versions).await?, &base)? {
             base.apply(&e, &key)?;
         }
         Ok(Arc::new(base))
@@ -390,15 +390,24 @@ impl Ledger {
 
     /// The given entries, decoded (version 0 included), in order.
     pub(crate) async fn read_entries(&self, versions: &[u64]) -> Result<Vec<LedgerEntry>> {
-        let latest = self.latest();
         let log = &self.inner.log;
-        let raw = log.read(versions).await?;
-        raw.into_iter()
-            .map(|(key, body)| {
-                let frame = (log.version_of(&key) != Some(0)).then_some(latest.as_ref());
-                decode(log, &body, &key, frame)
-            })
-            .collect()
+        let Some(&first) = versions.first() else {
+            return Ok(vec![]);
+        };
+        // Each entry is typed by the schema in force before it: the state's before the first,
+        // then each `set_schema`'s on the way (a renamed column's statistics may be of another
+        // type under its old name than the latest schema's column of that name).
+        let typing = match first {
+            0 => None,
+            v => {
+                let before = self.load_at(v - 1).await?;
+                Some((before.schema.clone(), before.partition_by.clone()))
+            }
+        };
+        Ok(decode_rolling(log, log.read(versions).await?, typing)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
     }
 
     /// The entries still stored (cleansing removes those before its oldest kept checkpoint),
@@ -437,8 +446,26 @@ impl Ledger {
             out.push(decode(log, &body, &log.entry_key(0), None)?);
         }
         let rest: Vec<u64> = (from.max(1)..=latest.version).collect();
+        if rest.is_empty() {
+            return Ok(out);
+        }
+        let typing = match out.first() {
+            Some(LedgerEntry {
+                action:
+                    Action::CreateFrame {
+                        schema,
+                        partition_by,
+                        ..
+                    },
+                ..
+            }) => (schema.clone(), partition_by.clone()),
+            _ => {
+                let before = self.load_at(from - 1).await?;
+                (before.schema.clone(), before.partition_by.clone())
+            }
+        };
         out.extend(
-            decode_all(log, log.read(&rest).await?, &latest)?
+            decode_rolling(log, log.read(&rest).await?, Some(typing))?
                 .into_iter()
                 .map(|(_, e)| e),
         );
@@ -741,13 +768,27 @@ fn decode_all(
     raw: Vec<(String, Bytes)>,
     frame: &FrameSnapshot,
 ) -> Result<Vec<(String, LedgerEntry)>> {
-    let mut schema = frame.schema.clone();
+    decode_rolling(
+        log,
+        raw,
+        Some((frame.schema.clone(), frame.partition_by.clone())),
+    )
+}
+
+/// Decodes consecutive entries, typing each by the schema (and partition columns) in force
+/// before it: `typing` before the first (none for version 0, which carries its own), then what
+/// each `create_frame` or `set_schema` sets.
+fn decode_rolling(
+    log: &NumberedLog,
+    raw: Vec<(String, Bytes)>,
+    mut typing: Option<(datafusion::arrow::datatypes::SchemaRef, Vec<String>)>,
+) -> Result<Vec<(String, LedgerEntry)>> {
     raw.into_iter()
         .map(|(key, body)| {
             let entry = LedgerEntry::from_json(
                 &body,
                 &key,
-                Some((&schema, frame.partition_by.as_slice())),
+                typing.as_ref().map(|(s, p)| (s, p.as_slice())),
             )?;
             if log.version_of(&key) != Some(entry.version) {
                 return Err(Error::corrupt(
@@ -755,8 +796,18 @@ fn decode_all(
                     format!("entry claims version {}", entry.version),
                 ));
             }
-            if let Action::SetSchema { schema: next } = &entry.action {
-                schema = next.clone();
+            match &entry.action {
+                Action::CreateFrame {
+                    schema,
+                    partition_by,
+                    ..
+                } => typing = Some((schema.clone(), partition_by.clone())),
+                Action::SetSchema { schema: next } => {
+                    if let Some((schema, _)) = &mut typing {
+                        *schema = next.clone();
+                    }
+                }
+                _ => {}
             }
             Ok((key, entry))
         })
