@@ -90,6 +90,22 @@ async fn added_and_widened_columns_read_old_cells_under_the_new_schema() {
         )
         .await;
         assert_eq!(history, ["ALTER TABLE|set_schema"; 3], "{b}");
+        assert_eq!(
+            query(
+                &ctx,
+                "SELECT schema_change FROM apiary_history('h.b.t') ORDER BY version"
+            )
+            .await,
+            [
+                "NULL",
+                "NULL",
+                "add note Utf8View",
+                "id Int32 → Int64",
+                "v Float32 → Float64",
+                "NULL"
+            ],
+            "{b}"
+        );
         // The frame now declares the feature: a build that cannot read it is fenced.
         let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
         let protocol = f.ledger().latest().protocol.clone();
@@ -185,6 +201,12 @@ async fn renamed_columns_are_found_by_id_in_old_cells() {
         door(&ap, &ctx, "ALTER TABLE h.b.t RENAME COLUMN v TO w").await;
         door(&ap, &ctx, "ALTER TABLE h.b.t ADD COLUMN v VARCHAR").await;
         assert_eq!(cells().await, before, "{b}: no cell is rewritten");
+        // Version 1 holds a float v, the frame a string v now.
+        assert_eq!(
+            query(&ctx, "SELECT * FROM apiary_version('h.b.t', 1) ORDER BY id").await,
+            ["1|a|1.5", "2|b|NULL"],
+            "{b}"
+        );
         sql(&ctx, "INSERT INTO h.b.t VALUES (3, 'a', 4.5, 'new v')").await;
         assert_eq!(
             query(&ctx, "SELECT id, w, v FROM h.b.t ORDER BY id").await,
@@ -231,6 +253,20 @@ async fn renamed_columns_are_found_by_id_in_old_cells() {
             ["1|1.5", "2|NULL"],
             "{b}"
         );
+        assert_eq!(
+            query(&ctx, "SELECT * FROM apiary_version('h.b.t', 4) ORDER BY id").await,
+            ["1|a|1.5|NULL", "2|b|NULL|NULL", "3|a|4.5|new v"],
+            "{b}: id, k, w, v before the swap"
+        );
+        assert_eq!(
+            query(&ctx, "SELECT version, schema_change FROM apiary_history('h.b.t') WHERE action = 'set_schema' ORDER BY version").await,
+            [
+                "2|rename v to w",
+                "3|add v Utf8View",
+                "5|rename w to v; rename v to w"
+            ],
+            "{b}"
+        );
         let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
         let protocol = f.ledger().latest().protocol.clone();
         assert!(
@@ -255,6 +291,17 @@ async fn renamed_columns_are_found_by_id_in_old_cells() {
             ["1|a|1.5|upd", "3|a|4.5|new v"],
             "{b}"
         );
+        // Upkeep reads every entry under the schema of its time.
+        assert!(
+            query(&ctx, "SELECT * FROM apiary_check('h.b.t')").await.is_empty(),
+            "{b}"
+        );
+        let removed = query(
+            &ctx,
+            "SELECT count(*) FROM apiary_cleanse('h.b.t', 0, false, true) WHERE kind = 'cell'",
+        )
+        .await;
+        assert_ne!(removed, ["0"], "{b}: compaction left cells to cleanse");
         // Reopened, the frame reads the same.
         let again = open(&b.url).await;
         let ctx2 = again.session().unwrap();

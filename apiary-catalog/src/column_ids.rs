@@ -118,6 +118,30 @@ pub(crate) fn renames(old: &Schema, new: &Schema) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What changed from schema `old` to `new`, for people: `add c Utf8`, `rename a to b`,
+/// `n Int32 → Int64`.
+pub fn schema_changes(old: &Schema, new: &Schema) -> Vec<String> {
+    let mut changes = vec![];
+    for f in new.fields() {
+        let Some(before) = same_column(old, f) else {
+            changes.push(format!("add {} {}", f.name(), f.data_type()));
+            continue;
+        };
+        if before.name() != f.name() {
+            changes.push(format!("rename {} to {}", before.name(), f.name()));
+        }
+        if before.data_type() != f.data_type() {
+            changes.push(format!(
+                "{} {} → {}",
+                f.name(),
+                before.data_type(),
+                f.data_type()
+            ));
+        }
+    }
+    changes
+}
+
 /// A frame scan's configuration with what datafusion-proto does not carry put back: the
 /// adapter that finds columns by id, when the frame has them. The scan installs it when it is
 /// planned; a swarm worker calls this on every scan it decodes.

@@ -30,8 +30,10 @@ use super::action::{Action, ActionTable};
 use super::{ApiaryCatalog, FrameTable, split_frame_name};
 use crate::check::{check_meadow, check_named_frame};
 use crate::cleansing::{CleansingOptions, cleanse_frame, cleanse_meadow};
+use crate::column_ids;
 use crate::compaction::compact;
 use crate::frame::Frame;
+use crate::ledger;
 
 fn string_arg(fun: &str, args: &[Expr], i: usize) -> Result<String> {
     match args.get(i) {
@@ -223,7 +225,23 @@ impl TableFunctionImpl for HistoryFunction {
             (vec![], vec![], vec![], vec![]);
         // What a row-level change recorded it did (NULL for other operations).
         let (mut deleted, mut updated, mut inserted) = (vec![], vec![], vec![]);
+        // What each schema change did, against the schema before it (when known).
+        let mut schema = start.as_ref().map(|s| s.schema.clone());
+        let mut schema_change: Vec<Option<String>> = vec![];
         for e in &entries {
+            schema_change.push(match &e.action {
+                ledger::Action::CreateFrame { schema: first, .. } => {
+                    schema = Some(first.clone());
+                    None
+                }
+                ledger::Action::SetSchema { schema: next } => {
+                    let before = schema.replace(next.clone());
+                    before
+                        .filter(|_| !start.as_ref().is_some_and(|s| s.version == e.version))
+                        .map(|before| column_ids::schema_changes(&before, next).join("; "))
+                }
+                _ => None,
+            });
             if start.as_ref().is_some_and(|s| s.version == e.version) {
                 rows_removed.push(None);
             } else {
@@ -267,6 +285,7 @@ impl TableFunctionImpl for HistoryFunction {
             Field::new("rows_deleted", DataType::UInt64, true),
             Field::new("rows_updated", DataType::UInt64, true),
             Field::new("rows_inserted", DataType::UInt64, true),
+            Field::new("schema_change", DataType::Utf8, true),
             Field::new("readable", DataType::Boolean, false),
         ]));
         let readable: Vec<bool> = version.iter().map(|v| *v >= oldest).collect();
@@ -285,6 +304,7 @@ impl TableFunctionImpl for HistoryFunction {
                 Arc::new(UInt64Array::from(deleted)),
                 Arc::new(UInt64Array::from(updated)),
                 Arc::new(UInt64Array::from(inserted)),
+                Arc::new(StringArray::from(schema_change)),
                 Arc::new(BooleanArray::from(readable)),
             ],
         )
