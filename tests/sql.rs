@@ -401,7 +401,7 @@ async fn use_and_show_in_apiarys_doors() {
 }
 
 /// A program whose session names a hive as its default catalog gets the hive, not the empty
-/// catalog DataFusion creates for the default.
+/// catalog DataFusion creates for the default; `Apiary::sql` runs Apiary's own statements in it.
 #[tokio::test]
 async fn a_default_catalog_named_like_a_hive_does_not_hide_it() {
     let ap = open("memory://").await;
@@ -416,6 +416,10 @@ async fn a_default_catalog_named_like_a_hive_does_not_hide_it() {
     ap.register(&ctx).unwrap();
     assert_eq!(scalar(&ctx, "SELECT id FROM t").await, "7");
     assert_eq!(scalar(&ctx, "SELECT id FROM sales.eu.t").await, "7");
+    // The program's own session takes Apiary's statements through one call.
+    crate::support::door(&ap, &ctx, "ALTER TABLE t RENAME COLUMN id TO n").await;
+    crate::support::door(&ap, &ctx, "SHOW BOXES").await;
+    assert_eq!(scalar(&ctx, "SELECT n FROM t").await, "7");
 }
 
 /// `SET apiary.overwrite = 'dynamic'`: `INSERT OVERWRITE` replaces only the partitions it writes.
