@@ -293,7 +293,9 @@ async fn renamed_columns_are_found_by_id_in_old_cells() {
         );
         // Upkeep reads every entry under the schema of its time.
         assert!(
-            query(&ctx, "SELECT * FROM apiary_check('h.b.t')").await.is_empty(),
+            query(&ctx, "SELECT * FROM apiary_check('h.b.t')")
+                .await
+                .is_empty(),
             "{b}"
         );
         let removed = query(

@@ -102,3 +102,19 @@ def test_the_host_cannot_delete_and_nothing_changes(ap):
         with pytest.raises(Exception):
             ctx.sql(statement).collect()
     assert ap.sql("SELECT count(*) AS n FROM sales.eu.orders").to_pylist() == [{"n": 3}]
+
+
+def test_the_host_reads_renamed_columns_by_id(ap):
+    # A column renamed after cells were written: the scan that crosses the FFI boundary reads
+    # old cells by column id, so the new name has the old values and the new column of the old
+    # name is NULL there.
+    with_orders(ap)
+    ap.write_to_frame("sales", "eu", "orders", orders(range(3)))
+    ap.sql("ALTER TABLE sales.eu.orders RENAME COLUMN amount TO total")
+    ap.sql("ALTER TABLE sales.eu.orders ADD COLUMN amount DOUBLE")
+    ctx = SessionContext()
+    ctx.register_catalog_provider("sales", ap.catalog("sales"))
+    got = ctx.sql(
+        "SELECT count(total) AS totals, count(amount) AS amounts FROM sales.eu.orders WHERE total >= 0"
+    ).to_arrow_table()
+    assert got.to_pylist() == [{"totals": 3, "amounts": 0}]

@@ -394,14 +394,21 @@ impl Ledger {
         let Some(&first) = versions.first() else {
             return Ok(vec![]);
         };
-        // Each entry is typed by the schema in force before it: the state's before the first,
-        // then each `set_schema`'s on the way (a renamed column's statistics may be of another
-        // type under its old name than the latest schema's column of that name).
+        // Each entry is typed by the schema in force before it (a renamed column's statistics
+        // may be of another type under its old name than the latest schema's column of that
+        // name): the first by the state it made — the same schema, unless it set one, which it
+        // carries — then each by what the `set_schema` entries on the way set. (The state just
+        // before the first may be gone: cleansing removes older entries.)
+        // A state that cannot be loaded (entries left by an interrupted cleansing, below every
+        // checkpoint) falls back to the latest schema, as entries were typed before renames.
         let typing = match first {
             0 => None,
             v => {
-                let before = self.load_at(v - 1).await?;
-                Some((before.schema.clone(), before.partition_by.clone()))
+                let at = match self.load_at(v).await {
+                    Ok(at) => at,
+                    Err(_) => self.latest(),
+                };
+                Some((at.schema.clone(), at.partition_by.clone()))
             }
         };
         Ok(decode_rolling(log, log.read(versions).await?, typing)?
@@ -459,9 +466,10 @@ impl Ledger {
                     },
                 ..
             }) => (schema.clone(), partition_by.clone()),
+            // As in `read_entries`: the state entry `from` made types it and what follows.
             _ => {
-                let before = self.load_at(from - 1).await?;
-                (before.schema.clone(), before.partition_by.clone())
+                let at = self.load_at(from).await?;
+                (at.schema.clone(), at.partition_by.clone())
             }
         };
         out.extend(

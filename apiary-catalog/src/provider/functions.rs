@@ -237,7 +237,7 @@ impl TableFunctionImpl for HistoryFunction {
                 ledger::Action::SetSchema { schema: next } => {
                     let before = schema.replace(next.clone());
                     before
-                        .filter(|_| !start.as_ref().is_some_and(|s| s.version == e.version))
+                        .filter(|_| start.as_ref().is_none_or(|s| s.version != e.version))
                         .map(|before| column_ids::schema_changes(&before, next).join("; "))
                 }
                 _ => None,
