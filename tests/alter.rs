@@ -30,6 +30,16 @@ async fn frame(url: &str) -> (Apiary, SessionContext) {
     (ap, ctx)
 }
 
+/// Asserts that frame h.b.t declares protocol feature `name` for readers and writers.
+async fn declares(ap: &Apiary, name: &str, b: &impl std::fmt::Display) {
+    let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
+    let protocol = f.ledger().latest().protocol.clone();
+    assert!(
+        protocol.reader_features.contains(name) && protocol.writer_features.contains(name),
+        "{b}: {protocol:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_and_widened_columns_read_old_cells_under_the_new_schema() {
     for b in backends() {
@@ -107,13 +117,7 @@ async fn added_and_widened_columns_read_old_cells_under_the_new_schema() {
             "{b}"
         );
         // The frame now declares the feature: a build that cannot read it is fenced.
-        let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
-        let protocol = f.ledger().latest().protocol.clone();
-        assert!(
-            protocol.reader_features.contains(feature::SCHEMA_EVOLUTION)
-                && protocol.writer_features.contains(feature::SCHEMA_EVOLUTION),
-            "{b}: {protocol:?}"
-        );
+        declares(&ap, feature::SCHEMA_EVOLUTION, &b).await;
         // Row-level changes and compaction work on the evolved frame.
         assert_eq!(
             query(&ctx, "UPDATE h.b.t SET note = 'old' WHERE note IS NULL").await,
@@ -267,13 +271,7 @@ async fn renamed_columns_are_found_by_id_in_old_cells() {
             ],
             "{b}"
         );
-        let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
-        let protocol = f.ledger().latest().protocol.clone();
-        assert!(
-            protocol.reader_features.contains(feature::COLUMN_IDS)
-                && protocol.writer_features.contains(feature::COLUMN_IDS),
-            "{b}: {protocol:?}"
-        );
+        declares(&ap, feature::COLUMN_IDS, &b).await;
         // Row changes and compaction on the renamed frame.
         assert_eq!(
             query(&ctx, "UPDATE h.b.t SET w = 'upd' WHERE v = 1.5").await,

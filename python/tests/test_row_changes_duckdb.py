@@ -53,7 +53,8 @@ def rows(table):
     return sorted(table.to_pylist(), key=lambda r: r["id"])
 
 
-def test_row_changes_match_duckdb(tmp_path):
+def frame_and_table(tmp_path):
+    """Frame h.b.t and DuckDB's table t holding the same ROWS."""
     ap = apiary.Apiary("test", storage=str(tmp_path / "meadow"))
     ap.create_hive("h")
     ap.create_box("h", "b")
@@ -64,6 +65,11 @@ def test_row_changes_match_duckdb(tmp_path):
     duck = duckdb.connect()
     duck.register("rows_in", ROWS)
     duck.execute("CREATE TABLE t AS SELECT * FROM rows_in")
+    return ap, duck
+
+
+def test_row_changes_match_duckdb(tmp_path):
+    ap, duck = frame_and_table(tmp_path)
     duck.register("changes", CHANGES)
     ap.sql("CREATE TABLE changes (id BIGINT, v BIGINT)")
     ap.sql(
@@ -102,15 +108,7 @@ SCHEMA_STATEMENTS = [
 
 
 def test_schema_changes_match_duckdb(tmp_path):
-    ap = apiary.Apiary("test", storage=str(tmp_path / "meadow"))
-    ap.create_hive("h")
-    ap.create_box("h", "b")
-    ap.create_frame("h", "b", "t", SCHEMA, partition_by=["k"])
-    for part in range(3):
-        ap.write_to_frame("h", "b", "t", ROWS.slice(part * 100, 100))
-    duck = duckdb.connect()
-    duck.register("rows_in", ROWS)
-    duck.execute("CREATE TABLE t AS SELECT * FROM rows_in")
+    ap, duck = frame_and_table(tmp_path)
     for statement in SCHEMA_STATEMENTS:
         ap.sql(statement.format(t="h.b.t"))
         duck.execute(statement.format(t="t"))
