@@ -529,6 +529,17 @@ async fn an_insert_can_merge_its_schema_when_asked() {
             ],
             "{b}"
         );
+        // A new column whose every value is NULL has no type to add: refused, naming it.
+        let err = door_err(
+            &ap,
+            &ctx,
+            "INSERT INTO h.b.t (id, k, nothing) VALUES (6, 'a', NULL)",
+        )
+        .await;
+        assert!(
+            err.contains("nothing") && err.contains("no type"),
+            "{b}: {err}"
+        );
         // A value that fits no widening is still refused, and nothing is committed.
         let err = door_err(
             &ap,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use futures::Stream;
 
 use crate::cell::conform::keeps_stored_values;
@@ -160,6 +160,14 @@ impl Frame {
         for f in incoming.fields() {
             match fields.iter_mut().find(|t| t.name() == f.name()) {
                 None => {
+                    if f.data_type() == &DataType::Null {
+                        return Err(Error::InvalidSchema(format!(
+                            "column {} has no type to add to frame {} (every value is NULL): \
+                             give it one, e.g. CAST(NULL AS BIGINT)",
+                            f.name(),
+                            self.ledger.name()
+                        )));
+                    }
                     let field = f.as_ref().clone().with_nullable(true);
                     fields.push(column_ids::with_next_id(&fields, field));
                 }

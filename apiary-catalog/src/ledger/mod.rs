@@ -397,10 +397,10 @@ impl Ledger {
         // Each entry is typed by the schema in force before it (a renamed column's statistics
         // may be of another type under its old name than the latest schema's column of that
         // name): the first by the state it made — the same schema, unless it set one, which it
-        // carries — then each by what the `set_schema` entries on the way set. (The state just
-        // before the first may be gone: cleansing removes older entries.)
-        // A state that cannot be loaded (entries left by an interrupted cleansing, below every
-        // checkpoint) falls back to the latest schema, as entries were typed before renames.
+        // carries; the state before it may be gone, as cleansing removes older entries — then
+        // each by what the `set_schema` entries on the way set. A state that cannot be loaded
+        // at all (entries left by an interrupted cleansing, below every checkpoint) falls back
+        // to the latest schema, as entries were typed before renames.
         let typing = match first {
             0 => None,
             v => {

@@ -24,7 +24,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{AsArray, RecordBatch, UInt64Array};
