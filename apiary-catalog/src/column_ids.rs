@@ -260,6 +260,11 @@ mod tests {
         assert_eq!(fields, before);
         let c = with_next_id(&fields, Field::new("c", DataType::Int32, true));
         assert_eq!(id_of(&c), Some(3));
+        // Ids a field or schema came with (from another table's Parquet files, say) are dropped.
+        let plain = [Field::new("a", DataType::Int32, true)];
+        assert_eq!(id_of(&with_next_id(&plain, with_id("x", 9))), None);
+        let copied = Arc::new(Schema::new(vec![with_id("a", 7)]));
+        assert!(!has_ids(&without_ids(&copied)));
 
         let before_ids = Schema::new(vec![
             Field::new("a", DataType::Int32, true),
