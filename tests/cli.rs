@@ -424,3 +424,77 @@ fn status_shows_the_swarm_and_a_node_leaves_on_sigterm() {
     assert!(node.wait().unwrap().success());
     assert!(!heartbeat.exists(), "the heartbeat is removed on SIGTERM");
 }
+
+#[test]
+fn bee_flags_hold_before_or_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("meadow");
+    setup(&storage);
+    let node_of = |args: &[&str]| -> serde_json::Value {
+        let out = ok(&apiary(&storage, args));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["node"].clone()
+    };
+    let json = ["--format", "json", "--watch-ms", "0"];
+    let flags = ["--bees", "3", "-m", "300M"];
+    let before = node_of(&[&flags[..], &["status"], &json[..]].concat());
+    let after = node_of(&[&["status"], &flags[..], &json[..]].concat());
+    for node in [&before, &after] {
+        assert_eq!(node["bees"], 3, "{node}");
+        assert_eq!(node["budget_per_bee"], 100 * 1024 * 1024, "{node}");
+    }
+
+    // `apiary node` says what it joined with; both placements give the same.
+    for args in [
+        [&flags[..], &["node"]].concat(),
+        [&["node"], &flags[..]].concat(),
+    ] {
+        let mut node = Command::new(env!("CARGO_BIN_EXE_apiary"))
+            .arg("--storage")
+            .arg(&storage)
+            .args(&args)
+            .args(["--cache-size", "0", "--heartbeat-ms", "200"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(node.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        Command::new("kill")
+            .args(["-TERM", &node.id().to_string()])
+            .status()
+            .unwrap();
+        node.wait().unwrap();
+        assert!(line.contains("with 3 bees of 100 MiB"), "{args:?}: {line}");
+    }
+}
+
+#[test]
+fn an_s3_meadow_without_credentials_says_what_is_missing() {
+    let url = apiary_catalog::testing::s3_url();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(["--storage", &url, "-c", "SELECT 1"])
+        .env_remove("APIARY_STORAGE")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .output()
+        .unwrap();
+    let err = failed(&out);
+    assert!(
+        err.contains(&url)
+            && err.contains("no S3 credentials")
+            && err.contains("AWS_ACCESS_KEY_ID")
+            && err.contains("access_key_id="),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}

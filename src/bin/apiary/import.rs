@@ -75,8 +75,6 @@ pub struct ImportArgs {
     /// No progress and no summary.
     #[arg(short, long)]
     quiet: bool,
-    #[command(flatten)]
-    bees: BeeArgs,
 }
 
 /// hive.box.frame, split.
@@ -260,12 +258,16 @@ async fn read(ctx: &SessionContext, args: &ImportArgs) -> Result<DataFrame, Stri
     read.map_err(|e| format!("reading {}: {e}", args.files.join(", ")))
 }
 
-pub async fn run(storage: &str, args: ImportArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run(
+    storage: &str,
+    args: ImportArgs,
+    bees: &BeeArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
     let target = Target::parse(&args.target)?;
     if !args.partition_by.is_empty() && !args.create {
         return Err("--partition-by only applies with --create".into());
     }
-    let ap = Apiary::open_with(storage, args.bees.options()?).await?;
+    let ap = Apiary::open_with(storage, bees.options()?).await?;
     let ctx = ap.session()?;
     let source = read(&ctx, &args).await?;
     let schema: SchemaRef = Arc::new(source.schema().as_arrow().clone());

@@ -40,6 +40,9 @@ struct Cli {
     #[command(flatten)]
     shell: shell::ShellArgs,
 
+    #[command(flatten)]
+    bees: BeeArgs,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -59,24 +62,30 @@ enum Command {
 
 /// The node's resources, as datafusion-cli's memory flags and Apiary's bees. Unset, they come
 /// from `NodeConfig::detect` (the machine, then the `APIARY_*` variables of `docs/bees.md`).
+/// They are global: valid before or after the subcommand, and the same for every one.
 #[derive(Args, Debug, Clone, Default)]
 pub struct BeeArgs {
     /// Number of bees (one per core by default).
-    #[arg(long)]
+    #[arg(long, global = true)]
     bees: Option<usize>,
     /// Memory the bees share, e.g. 2G (default: 80 % of the node's). Each query runs within the
     /// budget of the bees it holds and spills beyond it.
-    #[arg(short = 'm', long = "memory-limit", visible_alias = "memory")]
+    #[arg(
+        short = 'm',
+        long = "memory-limit",
+        visible_alias = "memory",
+        global = true
+    )]
     memory_limit: Option<String>,
     /// Where bees spill (default: $TMPDIR/apiary-scratch).
-    #[arg(long)]
+    #[arg(long, global = true)]
     scratch: Option<std::path::PathBuf>,
     /// Spill space the bees share, e.g. 10G; a query holding k of n bees may fill k/n of it
     /// (default: DataFusion's limit for each query).
-    #[arg(short = 'd', long = "disk-limit")]
+    #[arg(short = 'd', long = "disk-limit", global = true)]
     disk_limit: Option<String>,
     /// How a query's bees share their budget among its operators.
-    #[arg(long = "mem-pool-type", value_parser = ["fair", "greedy"])]
+    #[arg(long = "mem-pool-type", value_parser = ["fair", "greedy"], global = true)]
     mem_pool_type: Option<String>,
 }
 
@@ -126,10 +135,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let storage = cli.storage.unwrap_or_else(default_storage);
     let outcome = match cli.command {
-        None => shell::run(&storage, cli.shell).await,
-        Some(Command::Import(args)) => import::run(&storage, args).await,
-        Some(Command::Node(args)) => node::run(&storage, args).await,
-        Some(Command::Status(args)) => status::run(&storage, args).await,
+        None => shell::run(&storage, cli.shell, &cli.bees).await,
+        Some(Command::Import(args)) => import::run(&storage, args, &cli.bees).await,
+        Some(Command::Node(args)) => node::run(&storage, args, &cli.bees).await,
+        Some(Command::Status(args)) => status::run(&storage, args, &cli.bees).await,
         Some(Command::Check(args)) => check::run(&storage, args).await,
     };
     match outcome {

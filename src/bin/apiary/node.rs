@@ -11,8 +11,6 @@ use crate::BeeArgs;
 
 #[derive(Args, Debug)]
 pub struct NodeArgs {
-    #[command(flatten)]
-    bees: BeeArgs,
     /// This node's id (default: host-pid).
     #[arg(long)]
     node_id: Option<String>,
@@ -55,9 +53,13 @@ impl NodeArgs {
     }
 }
 
-pub async fn run(storage: &str, args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run(
+    storage: &str,
+    args: NodeArgs,
+    bees: &BeeArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.swarm_config()?;
-    let ap = Apiary::open_with(storage, args.bees.options()?).await?;
+    let ap = Apiary::open_with(storage, bees.options()?).await?;
     // In place before the first heartbeat: a signal during the join still leaves the swarm.
     use tokio::signal::unix::{SignalKind, signal};
     let (mut interrupt, mut term) = (

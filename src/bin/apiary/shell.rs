@@ -61,11 +61,13 @@ pub struct ShellArgs {
     /// session's large scans over the swarm.
     #[arg(long)]
     swarm: bool,
-    #[command(flatten)]
-    bees: BeeArgs,
 }
 
-pub async fn run(storage: &str, args: ShellArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run(
+    storage: &str,
+    args: ShellArgs,
+    bees: &BeeArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
     for file in &args.files {
         if !Path::new(file).is_file() {
             return Err(format!("-f {file}: no such file").into());
@@ -74,7 +76,7 @@ pub async fn run(storage: &str, args: ShellArgs) -> Result<(), Box<dyn std::erro
     let registry = Arc::new(
         InstrumentedObjectStoreRegistry::new().with_profile_mode(args.object_store_profiling),
     );
-    let mut options = args.bees.options()?;
+    let mut options = bees.options()?;
     options.object_store_registry = Some(registry.clone());
     let ap = Apiary::open_with(storage, options).await?;
     // SIGTERM or SIGHUP (a closed terminal) end the shell, and it leaves the swarm first: no

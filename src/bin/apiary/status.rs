@@ -31,8 +31,6 @@ pub struct StatusArgs {
     /// How long to watch heartbeats before judging who is alive.
     #[arg(long, default_value_t = 2500)]
     watch_ms: u64,
-    #[command(flatten)]
-    bees: BeeArgs,
 }
 
 /// One node of the swarm as seen over the watch.
@@ -49,8 +47,12 @@ struct Seen {
     age_ms: i64,
 }
 
-pub async fn run(storage: &str, args: StatusArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let ap = Apiary::open_with(storage, args.bees.options()?).await?;
+pub async fn run(
+    storage: &str,
+    args: StatusArgs,
+    bees: &BeeArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let ap = Apiary::open_with(storage, bees.options()?).await?;
     let t = ap.colony().temperature();
     let world = WorldView::new(ap.meadow().clone(), SwarmConfig::default());
     let first: HashMap<String, u64> = world
