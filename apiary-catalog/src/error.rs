@@ -48,6 +48,19 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    #[error(
+        "storage {url} cannot be opened: no S3 credentials were found. Set AWS_ACCESS_KEY_ID and \
+         AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), or give \
+         access_key_id=…&secret_access_key=… in the URL, or skip_signature=true for a public \
+         bucket; on EC2 the instance role is used, and its metadata service did not answer: \
+         {source}"
+    )]
+    NoCredentials {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+
     #[error("storage {url} cannot be used: {reason}")]
     UnsupportedFileSystem { url: String, reason: String },
 

@@ -80,6 +80,9 @@ struct Inner {
     io: Option<tokio::runtime::Handle>,
     /// The layers around the base store, outermost last, for [`Meadow::dedicated`].
     layers: Vec<StoreLayer>,
+    /// An S3 store given no credentials: it asks the EC2 instance metadata service for them,
+    /// which off EC2 fails with an error that does not say what is missing.
+    instance_role: bool,
 }
 
 impl std::fmt::Debug for Meadow {
@@ -94,6 +97,22 @@ impl std::fmt::Debug for Meadow {
 /// Named `memory://name` stores of this process, so two opens of one name share their state.
 static MEMORY_STORES: LazyLock<Mutex<HashMap<String, Arc<InMemory>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Whether `builder` was given no credentials of any kind, so that the store will ask the EC2
+/// instance metadata service (object_store's last resort) for them.
+fn asks_instance_metadata(builder: &AmazonS3Builder) -> bool {
+    use AmazonS3ConfigKey as K;
+    let set = |key: K| builder.get_config_value(&key).is_some();
+    let skip = builder
+        .get_config_value(&K::SkipSignature)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    !(skip
+        || set(K::AccessKeyId)
+        || set(K::SecretAccessKey)
+        || (set(K::WebIdentityTokenFile) && set(K::RoleArn))
+        || set(K::ContainerCredentialsRelativeUri)
+        || set(K::ContainerCredentialsFullUri))
+}
 
 impl Meadow {
     /// Opens the meadow at `url` and checks that it is reachable.
@@ -210,20 +229,17 @@ impl Meadow {
                 if let Some(io) = io {
                     builder = builder.with_http_connector(SpawnedReqwestConnector::new(io.clone()));
                 }
+                let instance_role = asks_instance_metadata(&builder);
                 let store = builder
                     .build()
                     .map_err(|e| invalid(&format!("cannot configure S3: {e}")))?;
                 let store_url = ObjectStoreUrl::parse(format!("s3://{bucket}"))
                     .map_err(|e| invalid(&e.to_string()))?;
                 let root = Self::root_from_url_path(url, parsed.path())?;
-                Ok(Self::build(
-                    url,
-                    MeadowKind::S3,
-                    Arc::new(store),
-                    store_url,
-                    root,
-                    None,
-                ))
+                let mut meadow =
+                    Self::build(url, MeadowKind::S3, Arc::new(store), store_url, root, None);
+                Arc::make_mut(&mut meadow.inner).instance_role = instance_role;
+                Ok(meadow)
             }
             other => Err(invalid(&format!(
                 "unsupported scheme {other:?} (use file://, memory://, s3:// or a plain path)"
@@ -311,6 +327,7 @@ impl Meadow {
                 local,
                 io: None,
                 layers: vec![],
+                instance_role: false,
             }),
         }
     }
@@ -357,9 +374,15 @@ impl Meadow {
             .list_with_delimiter(Some(&prefix))
             .await
             .map(|_| ())
-            .map_err(|source| Error::Unreachable {
-                url: self.inner.url.clone(),
-                source,
+            .map_err(|source| match self.inner.instance_role {
+                true => Error::NoCredentials {
+                    url: self.inner.url.clone(),
+                    source,
+                },
+                false => Error::Unreachable {
+                    url: self.inner.url.clone(),
+                    source,
+                },
             })
     }
 
