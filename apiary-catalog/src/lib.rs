@@ -52,6 +52,7 @@ pub mod provider;
 pub mod registry;
 pub mod retry;
 pub mod schema_json;
+pub mod sight;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod value;
@@ -68,3 +69,4 @@ pub use options::CommitOptions;
 pub use provider::{ApiaryCatalog, CatalogOptions, FrameTable};
 pub use registry::{Creation, FrameRecord, IfExists, IfMissing, Registry, RegistryState};
 pub use retry::RetryPolicy;
+pub use sight::Sight;

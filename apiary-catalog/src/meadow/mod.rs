@@ -24,6 +24,8 @@ use object_store::client::SpawnedReqwestConnector;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+
+use crate::sight::Sight;
 use object_store::{
     Extensions, ListResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
     PutPayload,
@@ -33,6 +35,7 @@ use url::Url;
 use crate::error::{Error, Result};
 
 mod durable;
+mod metered;
 mod upload;
 
 pub(crate) use durable::StagingFile;
@@ -83,6 +86,8 @@ struct Inner {
     /// An S3 store given no credentials: it asks the EC2 instance metadata service for them,
     /// which off EC2 fails with an error that does not say what is missing.
     instance_role: bool,
+    /// The metrics every call of the store is counted in.
+    sight: Sight,
 }
 
 impl std::fmt::Debug for Meadow {
@@ -136,18 +141,22 @@ impl Meadow {
     /// Like [`Meadow::open`], with the HTTP connections of a remote store driven by the runtime
     /// behind `io` (Apiary's own, so that they do not depend on any caller's runtime).
     pub async fn open_with(url: &str, io: &tokio::runtime::Handle) -> Result<Meadow> {
-        let meadow = Self::build_from_url(url, Some(io))?;
+        let meadow = Self::build_from_url(url, Some(io), Sight::default())?;
         meadow.check_reachable().await?;
         Ok(meadow)
     }
 
     /// Builds the meadow for `url` without any I/O except creating a missing local folder.
     pub fn from_url(url: &str) -> Result<Meadow> {
-        Self::build_from_url(url, None)
+        Self::build_from_url(url, None, Sight::default())
     }
 
-    fn build_from_url(url: &str, io: Option<&tokio::runtime::Handle>) -> Result<Meadow> {
-        let mut meadow = Self::build_base(url, io)?;
+    fn build_from_url(
+        url: &str,
+        io: Option<&tokio::runtime::Handle>,
+        sight: Sight,
+    ) -> Result<Meadow> {
+        let mut meadow = Self::build_base(url, io)?.metered(sight);
         if let Some(io) = io {
             Arc::make_mut(&mut meadow.inner).io = Some(io.clone());
         }
@@ -263,6 +272,20 @@ impl Meadow {
             root,
             None,
         )
+        .metered(Sight::default())
+    }
+
+    /// Every call of the base store counted in `sight`, before any layer goes around it.
+    fn metered(mut self, sight: Sight) -> Meadow {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.store = metered::Metered::wrap(inner.store.clone(), sight.clone());
+        inner.sight = sight;
+        self
+    }
+
+    /// The metrics of the node using this meadow ([`crate::sight`]).
+    pub fn sight(&self) -> &Sight {
+        &self.inner.sight
     }
 
     fn local(url: &str, path: PathBuf) -> Result<Meadow> {
@@ -328,6 +351,7 @@ impl Meadow {
                 io: None,
                 layers: vec![],
                 instance_role: false,
+                sight: Sight::default(),
             }),
         }
     }
@@ -350,7 +374,11 @@ impl Meadow {
         if self.inner.kind != MeadowKind::S3 {
             return Ok(self.clone());
         }
-        let mut meadow = Self::build_from_url(&self.inner.url, self.inner.io.as_ref())?;
+        let mut meadow = Self::build_from_url(
+            &self.inner.url,
+            self.inner.io.as_ref(),
+            self.inner.sight.clone(),
+        )?;
         for layer in &self.inner.layers {
             meadow = meadow.with_store_layer(layer.clone());
         }

@@ -1,0 +1,231 @@
+//! What a node lets you see of itself: the counters, gauges and histograms Apiary records
+//! through the `metrics` facade, every one labelled by node.
+//!
+//! Without a recorder installed (a library used on its own) every call here costs next to
+//! nothing; the `apiary` crate's status server installs a Prometheus recorder. The recorder is
+//! one per process, so the `node` label keeps apart several nodes of one process (tests, a
+//! program that opens two meadows). [`METRICS`] lists every name with its meaning; the docs
+//! (`docs/observability.md`) are checked against it.
+
+use std::sync::{Arc, RwLock};
+
+/// A metric's kind, as Prometheus shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric Apiary records: name, kind, meaning.
+pub const METRICS: &[(&str, MetricKind, &str)] = &[
+    (
+        QUERIES_STARTED,
+        MetricKind::Counter,
+        "queries that began executing in a chamber",
+    ),
+    (
+        QUERIES_FINISHED,
+        MetricKind::Counter,
+        "queries whose results were delivered in full",
+    ),
+    (
+        QUERIES_FAILED,
+        MetricKind::Counter,
+        "queries that ended with an error (a timeout included)",
+    ),
+    (
+        QUERIES_CANCELLED,
+        MetricKind::Counter,
+        "queries dropped before their last batch",
+    ),
+    (
+        ROWS_RETURNED,
+        MetricKind::Counter,
+        "rows the queries of this node returned",
+    ),
+    (
+        CELLS_SCANNED,
+        MetricKind::Counter,
+        "cells a frame scan planned to read",
+    ),
+    (
+        CELL_BYTES_SCANNED,
+        MetricKind::Counter,
+        "bytes of the cells a frame scan planned to read",
+    ),
+    (
+        CELLS_PRUNED,
+        MetricKind::Counter,
+        "cells a frame scan ruled out without reading them, by `by` (partition, statistics)",
+    ),
+    (
+        COMMITS,
+        MetricKind::Counter,
+        "ledger entries this node committed",
+    ),
+    (
+        LOST_RACES,
+        MetricKind::Counter,
+        "commits that found their version taken and were rebased (each retry)",
+    ),
+    (
+        CONFLICTS,
+        MetricKind::Counter,
+        "commits refused because a concurrent one changed what they read",
+    ),
+    (
+        CELLS_WRITTEN,
+        MetricKind::Counter,
+        "cells written (committed or not)",
+    ),
+    (
+        CELL_BYTES_WRITTEN,
+        MetricKind::Counter,
+        "bytes of the cells written",
+    ),
+    (
+        STORAGE_CALLS,
+        MetricKind::Counter,
+        "calls to the object store, by `kind` (get, head, put, list, delete, copy)",
+    ),
+    (
+        STORAGE_ERRORS,
+        MetricKind::Counter,
+        "object-store calls that failed, by `kind` (not a missing object, not a refused conditional write)",
+    ),
+    (
+        STORAGE_SECONDS,
+        MetricKind::Histogram,
+        "latency of object-store calls to their answer (a GET: its headers), by `kind`",
+    ),
+    (BEES, MetricKind::Gauge, "bees of this node"),
+    (BEES_BUSY, MetricKind::Gauge, "bees held by running queries"),
+    (
+        MEMORY_RESERVED,
+        MetricKind::Gauge,
+        "bytes reserved in this node's chambers",
+    ),
+    (MEMORY_BUDGET, MetricKind::Gauge, "bytes the bees share"),
+    (
+        TEMPERATURE,
+        MetricKind::Gauge,
+        "colony temperature, 0 (idle) to 1 (critical)",
+    ),
+    (
+        SWARM_TASKS,
+        MetricKind::Counter,
+        "swarm tasks of other nodes' (or its own) queries, by `outcome` (claimed, done, failed, abandoned)",
+    ),
+];
+
+pub const QUERIES_STARTED: &str = "apiary_queries_started_total";
+pub const QUERIES_FINISHED: &str = "apiary_queries_finished_total";
+pub const QUERIES_FAILED: &str = "apiary_queries_failed_total";
+pub const QUERIES_CANCELLED: &str = "apiary_queries_cancelled_total";
+pub const ROWS_RETURNED: &str = "apiary_rows_returned_total";
+pub const CELLS_SCANNED: &str = "apiary_cells_scanned_total";
+pub const CELL_BYTES_SCANNED: &str = "apiary_cell_bytes_scanned_total";
+pub const CELLS_PRUNED: &str = "apiary_cells_pruned_total";
+pub const COMMITS: &str = "apiary_commits_total";
+pub const LOST_RACES: &str = "apiary_commit_lost_races_total";
+pub const CONFLICTS: &str = "apiary_commit_conflicts_total";
+pub const CELLS_WRITTEN: &str = "apiary_cells_written_total";
+pub const CELL_BYTES_WRITTEN: &str = "apiary_cell_bytes_written_total";
+pub const STORAGE_CALLS: &str = "apiary_storage_calls_total";
+pub const STORAGE_ERRORS: &str = "apiary_storage_errors_total";
+pub const STORAGE_SECONDS: &str = "apiary_storage_call_seconds";
+pub const BEES: &str = "apiary_bees";
+pub const BEES_BUSY: &str = "apiary_bees_busy";
+pub const MEMORY_RESERVED: &str = "apiary_memory_reserved_bytes";
+pub const MEMORY_BUDGET: &str = "apiary_memory_budget_bytes";
+pub const TEMPERATURE: &str = "apiary_temperature";
+pub const SWARM_TASKS: &str = "apiary_swarm_tasks_total";
+
+/// Buckets of [`STORAGE_SECONDS`]: from a local folder's half millisecond to a slow bucket's
+/// ten seconds.
+pub const STORAGE_SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Says the meaning of every metric to the installed recorder (`# HELP` lines).
+pub fn describe() {
+    for (name, kind, help) in METRICS {
+        match kind {
+            MetricKind::Counter => metrics::describe_counter!(*name, *help),
+            MetricKind::Gauge => metrics::describe_gauge!(*name, *help),
+            MetricKind::Histogram => {
+                metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help)
+            }
+        }
+    }
+}
+
+/// The node label of one node's metrics. Cheap to clone; clones share the label, which
+/// changes when the node joins the swarm under a name of its own.
+#[derive(Clone, Debug)]
+pub struct Sight {
+    node: Arc<RwLock<Arc<str>>>,
+}
+
+impl Default for Sight {
+    /// `host-pid`, what a swarm node is called by default.
+    fn default() -> Self {
+        Sight::new(default_node())
+    }
+}
+
+/// `host-pid`.
+pub fn default_node() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into());
+    format!("{host}-{}", std::process::id())
+}
+
+impl Sight {
+    pub fn new(node: impl Into<Arc<str>>) -> Self {
+        Sight {
+            node: Arc::new(RwLock::new(node.into())),
+        }
+    }
+
+    /// The node these metrics are labelled with.
+    pub fn node(&self) -> Arc<str> {
+        self.node.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_node(&self, node: impl Into<Arc<str>>) {
+        *self.node.write().unwrap_or_else(|p| p.into_inner()) = node.into();
+    }
+
+    /// Adds `n` to the counter `name` of this node.
+    pub fn count(&self, name: &'static str, n: u64) {
+        metrics::counter!(name, "node" => self.node().to_string()).increment(n);
+    }
+
+    /// Adds `n` to the counter `name` of this node, with one more label.
+    pub fn count_by(&self, name: &'static str, label: &'static str, value: &'static str, n: u64) {
+        metrics::counter!(name, "node" => self.node().to_string(), label => value).increment(n);
+    }
+
+    /// Sets the gauge `name` of this node.
+    pub fn set(&self, name: &'static str, value: f64) {
+        metrics::gauge!(name, "node" => self.node().to_string()).set(value);
+    }
+
+    /// One object-store call of `kind` that took `seconds`.
+    pub fn storage_call(&self, kind: &'static str, seconds: f64, failed: bool) {
+        self.count_by(STORAGE_CALLS, "kind", kind, 1);
+        self.storage_answer(kind, seconds, failed);
+    }
+
+    /// The answer to an object-store call already counted: its latency, and whether it failed.
+    pub fn storage_answer(&self, kind: &'static str, seconds: f64, failed: bool) {
+        let node = self.node().to_string();
+        if failed {
+            metrics::counter!(STORAGE_ERRORS, "node" => node.clone(), "kind" => kind).increment(1);
+        }
+        metrics::histogram!(STORAGE_SECONDS, "node" => node, "kind" => kind).record(seconds);
+    }
+}
