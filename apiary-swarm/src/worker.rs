@@ -27,6 +27,7 @@ use std::time::Instant;
 use tokio::task::AbortHandle;
 
 use apiary_catalog::Created;
+use apiary_catalog::sight;
 use apiary_exec::{Band, Chamber};
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
@@ -471,6 +472,9 @@ pub(crate) async fn claim_and_run(
         {
             continue; // another node was first; the bee goes back
         }
+        node.meadow
+            .sight()
+            .count_by(sight::SWARM_TASKS, "outcome", "claimed", 1);
         slots.running.fetch_add(1, Ordering::SeqCst);
         let (node, dir, slots) = (node.clone(), dir.clone(), slots.clone());
         let running = Running(slots.running.clone());
@@ -648,7 +652,13 @@ async fn write_report(
 /// the task again at once; if that cannot be written either, the attempt's lease runs out (its
 /// progress object stops changing) and the task is taken over.
 async fn report(node: &LocalNode, dir: &QueryDir, n: usize, a: usize, outcome: Result<Outcome>) {
+    let tasks = |outcome: &'static str| {
+        node.meadow
+            .sight()
+            .count_by(sight::SWARM_TASKS, "outcome", outcome, 1)
+    };
     if let Err(SwarmError::QueryOver { query }) = &outcome {
+        tasks("abandoned");
         log::debug!(
             "node {}: query {query} ended before task {n} (attempt {a}) ran; nothing to report",
             node.config.node_id
@@ -657,8 +667,10 @@ async fn report(node: &LocalNode, dir: &QueryDir, n: usize, a: usize, outcome: R
     }
     // A finished attempt looked just before it completed its partial; a failed one looks now.
     if outcome.is_err() && query_over(node, dir).await {
+        tasks("abandoned");
         return;
     }
+    tasks(if outcome.is_ok() { "done" } else { "failed" });
     let failure = match outcome {
         Ok(Outcome { rows, bytes, parts }) => {
             let done = Done {

@@ -294,6 +294,9 @@ impl CellWriter {
         };
         let size = cell.writer.bytes_written() as u64;
         self.meadow.make_durable(&cell.key).await?;
+        let sight = self.meadow.sight();
+        sight.count(crate::sight::CELLS_WRITTEN, 1);
+        sight.count(crate::sight::CELL_BYTES_WRITTEN, size);
         let mut stats = cell_stats(&self.file_schema, &meta)?;
         for (column, floats) in &cell.floats {
             let Ok(field) = self.file_schema.field_with_name(column) else {

@@ -30,6 +30,7 @@ use crate::numbered_log::{Attempt, LogNames, Newest, NumberedLog, Versioned};
 use crate::options::CommitOptions;
 use crate::protocol::Protocol;
 use crate::retry::Backoff;
+use crate::sight;
 
 /// What a successful commit did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -596,6 +597,7 @@ impl Ledger {
             };
             match attempt {
                 Attempt::Landed { read_back } => {
+                    self.meadow().sight().count(sight::COMMITS, 1);
                     base.apply(&entry, &log.entry_key(version))?;
                     let snapshot = Arc::new(base);
                     self.inner.latest.offer(snapshot.clone());
@@ -631,6 +633,7 @@ impl Ledger {
                     for (key, winner) in &winners {
                         if winner.commit_id == commit_id {
                             // An earlier try landed after all (a late write after an error).
+                            self.meadow().sight().count(sight::COMMITS, 1);
                             base.apply(winner, key)?;
                             self.inner.latest.offer(Arc::new(base.clone()));
                             return Ok(CommitInfo {
@@ -646,16 +649,16 @@ impl Ledger {
                         if uncertain == Some(winner.version) {
                             uncertain = None;
                         }
-                        conflict::check(&self.inner.name, &action, operation, winner).map_err(
-                            |e| match uncertain {
+                        conflict::check(&self.inner.name, &action, operation, winner)
+                            .inspect_err(|_| self.meadow().sight().count(sight::CONFLICTS, 1))
+                            .map_err(|e| match uncertain {
                                 Some(version) => Error::CommitUnknown {
                                     target: target(),
                                     version,
                                     reason: e.to_string(),
                                 },
                                 None => e,
-                            },
-                        )?;
+                            })?;
                         // Cells written before a rename that won carry the old names in
                         // their statistics.
                         if let Action::SetSchema { schema } = &winner.action {
@@ -667,6 +670,7 @@ impl Ledger {
                     if !winners.is_empty() {
                         self.inner.latest.offer(Arc::new(base.clone()));
                     }
+                    self.meadow().sight().count(sight::LOST_RACES, 1);
                     if !backoff.lost_race().await {
                         let exhausted = Error::RetriesExhausted {
                             target: target(),

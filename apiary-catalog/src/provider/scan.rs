@@ -29,6 +29,7 @@ use super::pruning::{
 use crate::column_ids::restore_frame_scan;
 use crate::ledger::{CellRecord, FrameSnapshot};
 use crate::meadow::Meadow;
+use crate::sight;
 
 /// The frame's columns as DataFusion's file scan lays them out: stored columns first, then the
 /// partition columns, and how the frame's own column order maps onto that.
@@ -336,6 +337,24 @@ pub(crate) async fn plan_scan(
     MetricBuilder::new(&metrics)
         .global_counter("cells_scanned")
         .add(survivors.len());
+    let sight = req.meadow.sight();
+    sight.count(sight::CELLS_SCANNED, survivors.len() as u64);
+    sight.count(
+        sight::CELL_BYTES_SCANNED,
+        survivors.iter().map(|c| c.size).sum(),
+    );
+    sight.count_by(
+        sight::CELLS_PRUNED,
+        "by",
+        "partition",
+        counts.by_partition as u64,
+    );
+    sight.count_by(
+        sight::CELLS_PRUNED,
+        "by",
+        "statistics",
+        counts.by_statistics as u64,
+    );
 
     let config = FileScanConfigBuilder::new(store_url.clone(), Arc::new(source))
         .with_file_groups(groups)
