@@ -27,8 +27,11 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::time::Sleep;
 
+use apiary_catalog::sight;
+
 use crate::error::ExecError;
 use crate::pool::{BeePool, Chamber, mib};
+use crate::queries::QueryOutcome;
 
 /// How the queries of a session use the bees (`SET apiary.timeout_ms`, `bees_per_query`,
 /// `spill`): the `apiary.*` settings, defined with the catalog's own in one extension.
@@ -119,6 +122,7 @@ impl ExecutionPlan for ChamberExec {
             0 => self.pool.bees(),
             n => n.min(self.pool.bees()),
         };
+        let tracker = Tracker::start(&self.pool, context.session_id().as_str());
         let (pool, input) = (self.pool.clone(), self.input.clone());
         let start: BoxFuture<'static, Result<(SendableRecordBatchStream, Chamber)>> = async move {
             let chamber = pool
@@ -133,6 +137,7 @@ impl ExecutionPlan for ChamberExec {
         let stream = InChamber {
             state: State::Starting(start),
             deadline: timeout.map(|t| (Box::pin(tokio::time::sleep(t)), t)),
+            tracker,
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
@@ -156,6 +161,51 @@ enum State {
 struct InChamber {
     state: State,
     deadline: Option<(Pin<Box<Sleep>>, Duration)>,
+    tracker: Tracker,
+}
+
+/// The query in the node's metrics and query log: started when planned to run, then finished,
+/// failed, or — dropped before its end — cancelled.
+struct Tracker {
+    pool: BeePool,
+    id: u64,
+    rows: u64,
+    ended: bool,
+}
+
+impl Tracker {
+    fn start(pool: &BeePool, session_id: &str) -> Self {
+        pool.sight().count(sight::QUERIES_STARTED, 1);
+        Tracker {
+            id: pool.queries().start(session_id),
+            pool: pool.clone(),
+            rows: 0,
+            ended: false,
+        }
+    }
+
+    fn end(&mut self, outcome: QueryOutcome, error: Option<String>) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let sight = self.pool.sight();
+        sight.count(sight::ROWS_RETURNED, self.rows);
+        sight.count(
+            match outcome {
+                QueryOutcome::Finished => sight::QUERIES_FINISHED,
+                QueryOutcome::Failed => sight::QUERIES_FAILED,
+                _ => sight::QUERIES_CANCELLED,
+            },
+            1,
+        );
+        self.pool.queries().end(self.id, self.rows, outcome, error);
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.end(QueryOutcome::Cancelled, None);
+    }
 }
 
 impl Stream for InChamber {
@@ -175,10 +225,12 @@ impl Stream for InChamber {
             };
             let timeout = *timeout;
             this.state = State::Done;
-            return Poll::Ready(Some(Err(DataFusionError::from(ExecError::Deadline {
+            let e = DataFusionError::from(ExecError::Deadline {
                 deadline_ms: timeout.as_millis(),
                 while_,
-            }))));
+            });
+            this.tracker.end(QueryOutcome::Failed, Some(e.to_string()));
+            return Poll::Ready(Some(Err(e)));
         }
         loop {
             match &mut this.state {
@@ -189,6 +241,7 @@ impl Stream for InChamber {
                     }
                     Poll::Ready(Err(e)) => {
                         this.state = State::Done;
+                        this.tracker.end(QueryOutcome::Failed, Some(e.to_string()));
                         return Poll::Ready(Some(Err(e)));
                     }
                 },
@@ -196,14 +249,20 @@ impl Stream for InChamber {
                     return match stream.poll_next_unpin(cx) {
                         Poll::Ready(None) => {
                             this.state = State::Done;
+                            this.tracker.end(QueryOutcome::Finished, None);
                             Poll::Ready(None)
                         }
                         Poll::Ready(Some(Err(e))) => {
                             let e = chamber.explain(e);
                             this.state = State::Done;
+                            this.tracker.end(QueryOutcome::Failed, Some(e.to_string()));
                             Poll::Ready(Some(Err(e)))
                         }
-                        other => other,
+                        Poll::Ready(Some(Ok(batch))) => {
+                            this.tracker.rows += batch.num_rows() as u64;
+                            Poll::Ready(Some(Ok(batch)))
+                        }
+                        Poll::Pending => Poll::Pending,
                     };
                 }
                 State::Done => return Poll::Ready(None),

@@ -15,6 +15,7 @@ pub mod error;
 pub mod folder_lock;
 pub mod node;
 pub mod pool;
+pub mod queries;
 pub mod temperature;
 
 pub use abandonment::{Diagnostic, Failure, TaskFailures, Verdict};
@@ -23,4 +24,5 @@ pub use error::{ExecError, Result};
 pub use folder_lock::FolderLock;
 pub use node::{MemoryPoolKind, NodeConfig};
 pub use pool::{BeePool, Chamber, HASH_JOIN_MIN_QUERY_MEMORY, PoolStatus};
+pub use queries::{QueryLog, QueryOutcome, QueryRecord};
 pub use temperature::{Band, Colony, Regulation, Temperature, Thresholds};

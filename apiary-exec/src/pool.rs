@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use apiary_catalog::Sight;
 use datafusion::common::DataFusionError;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::TaskContext;
@@ -30,6 +31,7 @@ use crate::chamber_exec::BeeOptions;
 use crate::error::{ExecError, Result};
 use crate::folder_lock::FolderLock;
 use crate::node::{MemoryPoolKind, NodeConfig};
+use crate::queries::QueryLog;
 
 /// Below this memory per query, sessions prefer sort-merge joins (they spill; DataFusion 55's
 /// hash join cannot spill its build side).
@@ -55,6 +57,9 @@ struct PoolInner {
     /// Bytes reserved in every chamber's memory pool together.
     reserved: AtomicUsize,
     tasks: AtomicU64,
+    /// The node's metrics label (the meadow's, once the pool serves one).
+    sight: std::sync::RwLock<Sight>,
+    queries: QueryLog,
 }
 
 impl fmt::Debug for BeePool {
@@ -94,6 +99,25 @@ pub(crate) fn mib(bytes: usize) -> String {
 }
 
 impl BeePool {
+    /// The metrics this pool's queries are counted in.
+    pub fn sight(&self) -> Sight {
+        self.inner
+            .sight
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counts this pool's queries in `sight` (the meadow's, so that they share its node label).
+    pub fn set_sight(&self, sight: Sight) {
+        *self.inner.sight.write().unwrap_or_else(|p| p.into_inner()) = sight;
+    }
+
+    /// The queries running in this pool's chambers, and the recent ones.
+    pub fn queries(&self) -> &QueryLog {
+        &self.inner.queries
+    }
+
     /// A pool for `node`: creates its scratch folder (one per pool, so that pools never touch
     /// each other's files) with a folder per bee, and removes the folders of pools whose
     /// process is gone.
@@ -131,6 +155,8 @@ impl BeePool {
                 waiting: AtomicUsize::new(0),
                 reserved: AtomicUsize::new(0),
                 tasks: AtomicU64::new(0),
+                sight: std::sync::RwLock::new(Sight::default()),
+                queries: QueryLog::default(),
                 node,
             }),
         })
