@@ -14,6 +14,9 @@ pub enum Error {
     Swarm(Box<apiary_swarm::SwarmError>),
     #[error(transparent)]
     DataFusion(Box<DataFusionError>),
+    /// The status server could not start (its address, its recorder).
+    #[error("status server: {0}")]
+    Status(String),
 }
 
 impl From<apiary_swarm::SwarmError> for Error {
@@ -47,6 +50,7 @@ impl From<Error> for DataFusionError {
             Error::Exec(x) => (*x).into(),
             Error::Swarm(x) => (*x).into(),
             Error::DataFusion(d) => *d,
+            Error::Status(s) => DataFusionError::External(s.into()),
         }
     }
 }

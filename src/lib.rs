@@ -21,6 +21,8 @@
 //!   meadow.
 
 mod error;
+#[cfg(feature = "status")]
+pub mod status;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -42,6 +44,8 @@ pub use apiary_catalog as catalog;
 pub use apiary_exec as exec;
 pub use apiary_swarm as swarm;
 pub use error::{Error, Result};
+#[cfg(feature = "status")]
+pub use status::{StatusOptions, StatusServer};
 
 /// Where an Apiary named `name` keeps its data when no storage is given: `~/.apiary/{name}`
 /// (the `apiary` command uses `default`, the Python `Apiary(name)` its name). `None` without
@@ -136,6 +140,14 @@ impl Apiary {
             None => NodeConfig::detect()?,
         };
         let pool = BeePool::new(node)?;
+        // Every Apiary of a process after the first gets a metrics label of its own.
+        static OPENED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n > 0 && *meadow.sight().node() == apiary_catalog::sight::default_node() {
+            let label = format!("{}-{}", apiary_catalog::sight::default_node(), n + 1);
+            meadow.sight().set_node(label);
+        }
+        pool.set_sight(meadow.sight().clone());
         let colony = Colony::new(pool.clone(), options.regulation);
         let mut catalog = options.catalog;
         if catalog.write.leafcutter == Leafcutter::default() {
@@ -198,6 +210,9 @@ impl Apiary {
             return Ok(self.catalog.execute_own(ctx, &statement).await?);
         }
         self.catalog.merge_schema_for_insert(ctx, sql).await?;
+        self.bees()
+            .queries()
+            .note_sql(ctx.session_id().as_str(), sql);
         let plan = ctx.state().create_logical_plan(sql).await?;
         self.execute_logical_plan(ctx, plan).await
     }
@@ -295,6 +310,8 @@ impl Apiary {
         )
         .await?;
         self.read_through_cache(&node);
+        // Its metrics under the name the swarm knows it by.
+        self.meadow().sight().set_node(node.id());
         *self.swarm.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.clone());
         Ok(node)
     }

@@ -13,6 +13,7 @@ mod metadata;
 mod pruning;
 mod row_changes;
 mod sql;
+mod status;
 mod support;
 mod swarm;
 mod tpch;

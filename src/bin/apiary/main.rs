@@ -89,6 +89,45 @@ pub struct BeeArgs {
     mem_pool_type: Option<String>,
 }
 
+/// The status server of this process (`/`, `/metrics`, `/api/status`; `docs/observability.md`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct HttpArgs {
+    /// Serve this node's status page, Prometheus metrics and JSON status on ADDR, e.g.
+    /// 127.0.0.1:9464 (only that address is bound).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Leave the SQL text of queries out of the status page and its JSON.
+    #[arg(long, requires = "http")]
+    http_redact_sql: bool,
+}
+
+impl HttpArgs {
+    /// With `--http`, the process's metrics recorder goes in first: what opening the meadow
+    /// costs is counted too.
+    pub fn install(&self) -> Result<(), Box<dyn std::error::Error>> {
+        if self.http.is_some() {
+            apiary::status::prometheus()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the status server when `--http` was given; it serves until dropped.
+    pub async fn serve(
+        &self,
+        ap: &apiary::Apiary,
+    ) -> Result<Option<apiary::StatusServer>, Box<dyn std::error::Error>> {
+        let Some(addr) = self.http else {
+            return Ok(None);
+        };
+        let options = apiary::StatusOptions {
+            redact_sql: self.http_redact_sql,
+        };
+        let server = ap.serve_status(addr, options).await?;
+        eprintln!("status page: http://{}/", server.local_addr());
+        Ok(Some(server))
+    }
+}
+
 impl BeeArgs {
     pub fn node(&self) -> Result<NodeConfig, Box<dyn std::error::Error>> {
         let mut node = NodeConfig::detect()?;

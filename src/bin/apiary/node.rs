@@ -7,7 +7,7 @@ use apiary::exec::node::parse_bytes;
 use apiary::swarm::SwarmConfig;
 use clap::Args;
 
-use crate::BeeArgs;
+use crate::{BeeArgs, HttpArgs};
 
 #[derive(Args, Debug)]
 pub struct NodeArgs {
@@ -32,6 +32,8 @@ pub struct NodeArgs {
     /// Fault injection for tests: report a clock this far off in heartbeats and claims.
     #[arg(long, hide = true, default_value_t = 0, allow_hyphen_values = true)]
     debug_clock_skew_ms: i64,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 impl NodeArgs {
@@ -59,6 +61,7 @@ pub async fn run(
     bees: &BeeArgs,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.swarm_config()?;
+    args.http.install()?;
     let ap = Apiary::open_with(storage, bees.options()?).await?;
     // In place before the first heartbeat: a signal during the join still leaves the swarm.
     use tokio::signal::unix::{SignalKind, signal};
@@ -73,6 +76,7 @@ pub async fn run(
         ap.bees().bees(),
         ap.bees().budget_per_bee() / (1024 * 1024)
     );
+    let _status = args.http.serve(&ap).await?;
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = term.recv() => {}

@@ -24,8 +24,8 @@ use datafusion_cli::object_storage::instrumented::{
 use datafusion_cli::print_format::PrintFormat;
 use datafusion_cli::print_options::{MaxRows, PrintOptions};
 
-use crate::BeeArgs;
 use crate::statements::{exec_commands, exec_files, exec_repl};
+use crate::{BeeArgs, HttpArgs};
 
 /// datafusion-cli's flags (those that make sense on Apiary), and the bees.
 #[derive(Args, Debug)]
@@ -61,6 +61,8 @@ pub struct ShellArgs {
     /// session's large scans over the swarm.
     #[arg(long)]
     swarm: bool,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 pub async fn run(
@@ -76,6 +78,7 @@ pub async fn run(
     let registry = Arc::new(
         InstrumentedObjectStoreRegistry::new().with_profile_mode(args.object_store_profiling),
     );
+    args.http.install()?;
     let mut options = bees.options()?;
     options.object_store_registry = Some(registry.clone());
     let ap = Apiary::open_with(storage, options).await?;
@@ -87,6 +90,7 @@ pub async fn run(
     if args.swarm {
         ap.join_swarm(SwarmConfig::default()).await?;
     }
+    let _status = args.http.serve(&ap).await?;
     let outcome = tokio::select! {
         outcome = shell(&ap, storage, &args, registry) => outcome,
         _ = term.recv() => {

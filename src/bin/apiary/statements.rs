@@ -49,6 +49,12 @@ async fn run(shell: &ApiaryShell, print: &PrintOptions, sql: String) -> Result<(
             .providers()
             .merge_schema_for_insert(&shell.ctx, &sql)
             .await?;
+        // The status page shows the statement beside its query.
+        shell
+            .ap
+            .bees()
+            .queries()
+            .note_sql(shell.ctx.session_id().as_str(), &sql);
         return exec_from_commands(shell, vec![sql], print).await;
     }
     let start = Instant::now();
