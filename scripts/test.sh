@@ -50,6 +50,15 @@ APIARY_TPCH_SF01=$(./scripts/tpch-data 0.1)
 export APIARY_TPCH_SF01
 echo "$APIARY_TPCH_SF01"
 
+section "Chromium and playwright-core (the status page test)"
+# A failed install fails the page test only (it says what is missing); every other test runs.
+if APIARY_NODE_PATH=$(./scripts/browser); then
+    export APIARY_NODE_PATH
+    echo "$APIARY_NODE_PATH"
+else
+    echo "could not install Chromium or playwright-core: the status page test will fail"
+fi
+
 if [[ ${APIARY_SKIP_LINT:-0} != 1 ]]; then
     step "cargo fmt" cargo fmt --all -- --check
     step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings

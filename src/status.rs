@@ -172,6 +172,13 @@ fn set_gauges(ap: &Apiary) {
     sight.set(sight::MEMORY_RESERVED, t.reserved as f64);
     sight.set(sight::MEMORY_BUDGET, t.budget as f64);
     sight.set(sight::TEMPERATURE, t.value);
+    sight.set(sight::BAND, t.band as u8 as f64);
+    if let Some(node) = ap.swarm() {
+        let cache = node.cache().status();
+        sight.total(sight::CACHE_HITS, cache.hits);
+        sight.total(sight::CACHE_MISSES, cache.misses);
+        sight.set(sight::CACHE_BYTES, cache.bytes as f64);
+    }
 }
 
 async fn metrics_text(State(s): State<Served>) -> impl IntoResponse {

@@ -67,3 +67,24 @@ async fn every_example_of_the_sql_page_runs_and_prints_what_it_says() {
         }
     }
 }
+
+/// `docs/observability.md` lists every metric Apiary records, and none that it does not.
+#[test]
+fn the_observability_page_lists_every_metric() {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/observability.md"
+    ))
+    .unwrap();
+    let listed: std::collections::BTreeSet<&str> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|name| name.starts_with("apiary_"))
+        .collect();
+    let recorded: std::collections::BTreeSet<&str> = apiary_catalog::sight::METRICS
+        .iter()
+        .map(|(name, _, _)| *name)
+        .collect();
+    assert_eq!(listed, recorded);
+}

@@ -192,6 +192,17 @@ async fn metrics_move_as_queries_and_commits_run_labelled_by_node() {
     assert_eq!(code, 200);
     assert!(page.contains("/api/status") && !page.contains("src=") && !page.contains("href="));
 
+    // A query the host planned itself (not through `Apiary::sql`) runs without its text.
+    ctx.sql("SELECT 7 AS seven")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let status = api_status(addr).await;
+    let newest = &status["queries"]["recent"][0];
+    assert!(newest["sql"].is_null() && newest["rows"] == 1, "{newest}");
+
     // Query text can be hidden.
     let redacted = ap
         .serve_status(
@@ -208,4 +219,163 @@ async fn metrics_move_as_queries_and_commits_run_labelled_by_node() {
     );
     redacted.stop().await;
     server.stop().await;
+}
+
+/// `apiary node` with one bee, heartbeating every 200 ms; stopped with SIGTERM when dropped.
+struct NodeProcess(std::process::Child);
+
+impl NodeProcess {
+    fn start(storage: &std::path::Path, id: &str, cache: &std::path::Path) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_apiary"))
+            .arg("--storage")
+            .arg(storage)
+            .args(["node", "--node-id", id, "--bees", "1", "-m", "256M"])
+            .args(["--heartbeat-ms", "200", "--cache-size", "0"])
+            .arg("--cache-dir")
+            .arg(cache.join(id))
+            .env_remove("APIARY_STORAGE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        NodeProcess(child)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The page in a real headless Chromium (`tests/page/status_page.cjs`, playwright-core from
+/// `APIARY_NODE_PATH`, both installed by `scripts/test.sh`): two node processes listed alive
+/// with their bees, a query that ran, and — on the same page — a node that stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_swarm_and_its_queries_in_chromium() {
+    let node_path = std::env::var("APIARY_NODE_PATH").unwrap_or_else(|_| {
+        panic!(
+            "APIARY_NODE_PATH is not set: run the tests with ./scripts/test.sh, which installs \
+             Chromium and playwright-core"
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("meadow");
+    let ap = Apiary::open(storage.to_str().unwrap()).await.unwrap();
+    let ctx = ap.session().unwrap();
+    for sql in [
+        "CREATE DATABASE h",
+        "CREATE SCHEMA h.b",
+        "CREATE TABLE h.b.t (id BIGINT)",
+        "INSERT INTO h.b.t VALUES (1), (2), (3)",
+    ] {
+        run(&ap, &ctx, sql).await;
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let (a, b) = (format!("page-a-{tag}"), format!("page-b-{tag}"));
+    let _node_a = NodeProcess::start(&storage, &a, dir.path());
+    let node_b = NodeProcess::start(&storage, &b, dir.path());
+    let mut config = apiary::swarm::SwarmConfig::default()
+        .with_heartbeat_interval(std::time::Duration::from_millis(200))
+        .with_node_id(format!("page-host-{tag}"));
+    config.cache_dir = dir.path().join("cache-host");
+    config.cache_bytes = 0;
+    ap.join_swarm(config).await.unwrap();
+    let server = ap
+        .serve_status("127.0.0.1:0".parse().unwrap(), StatusOptions::default())
+        .await
+        .unwrap();
+    let sql = "SELECT count(*) AS page_rows FROM h.b.t";
+    run(&ap, &ctx, sql).await;
+
+    let png = dir.path().join("status.png");
+    let url = format!("http://{}/", server.local_addr());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/page/status_page.cjs");
+    let pid_b = node_b.0.id().to_string();
+    let args: Vec<String> = [url.as_str(), &pid_b, &a, &b, sql, png.to_str().unwrap()]
+        .map(String::from)
+        .to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .args(args)
+            .env("NODE_PATH", &node_path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["beesA"], "0 / 1", "{seen}");
+    assert_eq!(seen["beesB"], "0 / 1", "{seen}");
+    assert!(
+        seen["query"].as_str().unwrap().contains("finished"),
+        "{seen}"
+    );
+    assert_eq!(seen["stillAliveA"], true, "{seen}");
+    assert_eq!(seen["navigations"], 1, "the page updated itself: {seen}");
+    let png = std::fs::read(&png).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    if let Ok(keep) = std::env::var("APIARY_KEEP_SCREENSHOT") {
+        std::fs::write(keep, &png).unwrap();
+    }
+    drop(node_b);
+    server.stop().await;
+    ap.leave_swarm().await.unwrap();
+}
+
+/// The shell's `--http`: its statements show on its page with their SQL text.
+#[test]
+fn the_shells_status_page_shows_its_statements() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut shell = std::process::Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .arg("--storage")
+        .arg(dir.path())
+        .args(["--http", "127.0.0.1:0", "-q"])
+        .env_remove("APIARY_STORAGE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(shell.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("status page: http://")
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    let mut stdin = shell.stdin.take().unwrap();
+    writeln!(stdin, "SELECT 41 + 1 AS answer;").unwrap();
+    let started = std::time::Instant::now();
+    let recent = loop {
+        let (_, body) = http_get(addr, "/api/status");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let recent = status["queries"]["recent"].clone();
+        if recent.as_array().is_some_and(|r| !r.is_empty()) {
+            break recent;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(recent[0]["sql"], "SELECT 41 + 1 AS answer;", "{recent}");
+    assert_eq!(recent[0]["rows"], 1, "{recent}");
+    drop(stdin);
+    assert!(shell.wait().unwrap().success());
 }

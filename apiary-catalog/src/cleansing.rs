@@ -309,6 +309,7 @@ async fn cleanse_frame_at(
             }
         }
     }
+    ledger.meadow().sight().count(crate::sight::CLEANSES, 1);
     Ok(CleansingReport {
         target: ledger.name().to_string(),
         oldest_kept_version,

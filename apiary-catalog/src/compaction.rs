@@ -104,5 +104,10 @@ pub async fn compact(frame: &Frame, ctx: Arc<TaskContext>) -> Result<CompactionR
             partition,
         })
         .collect();
+    frame
+        .ledger()
+        .meadow()
+        .sight()
+        .count(crate::sight::COMPACTIONS, 1);
     Ok(report)
 }

@@ -140,6 +140,12 @@ pub const BEES_BUSY: &str = "apiary_bees_busy";
 pub const MEMORY_RESERVED: &str = "apiary_memory_reserved_bytes";
 pub const MEMORY_BUDGET: &str = "apiary_memory_budget_bytes";
 pub const TEMPERATURE: &str = "apiary_temperature";
+pub const BAND: &str = "apiary_temperature_band";
+pub const COMPACTIONS: &str = "apiary_compactions_total";
+pub const CLEANSES: &str = "apiary_cleanses_total";
+pub const CACHE_HITS: &str = "apiary_cache_hits_total";
+pub const CACHE_MISSES: &str = "apiary_cache_misses_total";
+pub const CACHE_BYTES: &str = "apiary_cache_bytes";
 pub const SWARM_TASKS: &str = "apiary_swarm_tasks_total";
 
 /// Buckets of [`STORAGE_SECONDS`]: from a local folder's half millisecond to a slow bucket's
@@ -207,6 +213,11 @@ impl Sight {
     /// Adds `n` to the counter `name` of this node, with one more label.
     pub fn count_by(&self, name: &'static str, label: &'static str, value: &'static str, n: u64) {
         metrics::counter!(name, "node" => self.node().to_string(), label => value).increment(n);
+    }
+
+    /// Sets the counter `name` of this node to a total counted elsewhere.
+    pub fn total(&self, name: &'static str, value: u64) {
+        metrics::counter!(name, "node" => self.node().to_string()).absolute(value);
     }
 
     /// Sets the gauge `name` of this node.
