@@ -391,6 +391,13 @@ fn status_shows_the_swarm_and_a_node_leaves_on_sigterm() {
     assert_eq!(swarm[0]["node"], "pi-1");
     assert_eq!(swarm[0]["state"], "alive");
     assert_eq!(swarm[0]["bees"], 2);
+    // The line about this machine is the running node's own state, from its heartbeat — not a
+    // pool the status process measured.
+    let out = ok(&apiary(&storage, &["status", "--watch-ms", "600"]));
+    assert!(
+        out.contains("node pi-1 alive: 2 bees of 256 MiB, 0 busy"),
+        "{out}"
+    );
 
     // A one-bee shell joining the swarm: DataFusion plans its aggregation in one step; the
     // swarm splits it so that the partial step runs with the scan, on either node.

@@ -71,11 +71,5 @@ impl CommitOptions {
 
 /// `host:pid`, which tells people which machine and process wrote an entry.
 pub fn default_writer() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into());
-    format!("{host}:{}", std::process::id())
+    format!("{}:{}", crate::sight::host(), std::process::id())
 }

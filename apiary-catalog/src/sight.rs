@@ -183,10 +183,21 @@ impl Default for Sight {
 
 /// `host-pid`.
 pub fn default_node() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "node".into());
-    format!("{host}-{}", std::process::id())
+    format!("{}-{}", host(), std::process::id())
+}
+
+/// This machine's host name (read once; `$HOSTNAME` where the kernel does not say, else
+/// `unknown`).
+pub fn host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "unknown".into())
+    })
 }
 
 impl Sight {

@@ -71,11 +71,8 @@ pub struct SwarmConfig {
 impl Default for SwarmConfig {
     fn default() -> Self {
         let interval = Duration::from_secs(2);
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "node".into());
         Self {
-            node_id: format!("{host}-{}", std::process::id()),
+            node_id: apiary_catalog::sight::default_node(),
             heartbeat_interval: interval,
             suspect_after: interval * 3,
             dead_after: interval * 6,

@@ -16,6 +16,9 @@ pub const HEARTBEATS: &str = "_heartbeats";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub node_id: String,
+    /// The machine the node runs on: `apiary status` shows the nodes of its own machine.
+    #[serde(default)]
+    pub host: String,
     /// Grows by one with every beat.
     pub seq: u64,
     /// The writer's clock at this beat (informative only).

@@ -146,6 +146,7 @@ impl Membership {
         let cache = self.cache.status();
         Heartbeat {
             node_id: self.id().to_string(),
+            host: apiary_catalog::sight::host().to_string(),
             seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
             clock_ms: self.clock_ms(),
             started_ms: self.started_ms,

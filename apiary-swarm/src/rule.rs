@@ -418,6 +418,7 @@ mod tests {
     fn node(id: &str, bees: usize, cached: &[&str]) -> Candidate {
         let heartbeat = Heartbeat {
             node_id: id.into(),
+            host: "test".into(),
             seq: 1,
             clock_ms: 0,
             started_ms: 0,

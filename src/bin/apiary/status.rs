@@ -1,4 +1,5 @@
-//! `apiary status`: this node's bees and temperature, and the swarm as its heartbeats show it.
+//! `apiary status`: the nodes running on this machine, and the swarm, as their heartbeats show
+//! them (with no node running here: what one started with these flags would have).
 //!
 //! Liveness is judged like the swarm judges it — by whether a heartbeat changes on this
 //! process's own clock — so the command watches the heartbeats for a moment (`--watch-ms`, a
@@ -36,6 +37,8 @@ pub struct StatusArgs {
 /// One node of the swarm as seen over the watch.
 struct Seen {
     node: String,
+    host: String,
+    budget_per_bee: u64,
     state: &'static str,
     bees: usize,
     busy: usize,
@@ -54,6 +57,7 @@ pub async fn run(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let ap = Apiary::open_with(storage, bees.options()?).await?;
     let t = ap.colony().temperature();
+    let here = apiary::catalog::sight::host();
     let world = WorldView::new(ap.meadow().clone(), SwarmConfig::default());
     let first: HashMap<String, u64> = world
         .poll()
@@ -75,6 +79,8 @@ pub async fn run(
             };
             Seen {
                 state,
+                host: h.host,
+                budget_per_bee: h.budget_per_bee,
                 bees: h.bees,
                 busy: h.busy_bees,
                 temperature: h.temperature,
@@ -94,7 +100,9 @@ pub async fn run(
                 .iter()
                 .map(|n| {
                     json!({
-                        "node": n.node, "state": n.state, "bees": n.bees, "busy_bees": n.busy,
+                        "node": n.node, "host": n.host, "here": n.host == here,
+                        "state": n.state, "bees": n.bees, "busy_bees": n.busy,
+                        "budget_per_bee": n.budget_per_bee,
                         "temperature": n.temperature, "band": n.band,
                         "cached_cells": n.cached_cells, "cache_bytes": n.cache_bytes,
                         "heartbeat_age_ms": n.age_ms,
@@ -103,6 +111,8 @@ pub async fn run(
                 .collect();
             let status = json!({
                 "storage": storage,
+                "host": here,
+                // What a node started here with these flags would have.
                 "node": {
                     "bees": t.bees, "busy_bees": t.busy_bees,
                     "budget_per_bee": ap.bees().budget_per_bee(),
@@ -114,14 +124,29 @@ pub async fn run(
             println!("{}", serde_json::to_string_pretty(&status)?);
         }
         StatusFormat::Table => {
-            println!(
-                "storage {storage}\nthis node: {} bees of {} MiB, {} busy, temperature {:.2} ({})",
-                t.bees,
-                ap.bees().budget_per_bee() / (1024 * 1024),
-                t.busy_bees,
-                t.value,
-                t.band
-            );
+            println!("storage {storage}");
+            let mine: Vec<&Seen> = nodes.iter().filter(|n| n.host == here).collect();
+            if mine.is_empty() {
+                println!(
+                    "this machine ({here}): no node is running; one started here with these \
+                     flags would have {} bees of {} MiB",
+                    t.bees,
+                    ap.bees().budget_per_bee() / (1024 * 1024),
+                );
+            }
+            for n in mine {
+                println!(
+                    "this machine ({here}): node {} {}: {} bees of {} MiB, {} busy, temperature \
+                     {:.2} ({})",
+                    n.node,
+                    n.state,
+                    n.bees,
+                    n.budget_per_bee / (1024 * 1024),
+                    n.busy,
+                    n.temperature,
+                    n.band
+                );
+            }
             if nodes.is_empty() {
                 println!("swarm: no node is heartbeating in this meadow");
                 return Ok(());
