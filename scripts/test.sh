@@ -87,8 +87,9 @@ python_wheel() {
     # shellcheck source=lib/venv.sh
     source ./scripts/lib/venv.sh
     # DuckDB: the reference of the row-level change tests (python/tests/test_row_changes_duckdb.py).
-    venv_install 'import importlib.metadata as m, datafusion, pyarrow, pytest, duckdb; m.version("maturin"); assert datafusion.__version__.startswith("55.")' \
-        'maturin>=1.9,<2' 'pyarrow>=14' 'datafusion==55.*' 'pytest>=8' 'duckdb>=1.4,<3' || return 1
+    # polars: a producer of Arrow streams other than pyarrow (test_sdk.py).
+    venv_install 'import importlib.metadata as m, datafusion, pyarrow, pytest, duckdb, polars; m.version("maturin"); assert datafusion.__version__.startswith("55.")' \
+        'maturin>=1.9,<2' 'pyarrow>=14' 'datafusion==55.*' 'pytest>=8' 'duckdb>=1.4,<3' 'polars>=1,<2' || return 1
     # The dev profile and this build's target dir: DataFusion is not compiled in release.
     VIRTUAL_ENV=$APIARY_VENV "$APIARY_VENV/bin/maturin" develop --manifest-path python/Cargo.toml || return 1
     # Bounded, so that a hang shows as a failure (with faulthandler's stacks) and the rest runs.

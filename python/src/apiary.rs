@@ -27,10 +27,43 @@ pub struct PyApiary {
     ap: apiary::Apiary,
     /// The session `sql()` runs in; made again when the node joins or leaves the swarm.
     session: Mutex<SessionContext>,
+    /// The status server `start(http=…)` started, until `shutdown()`.
+    status: Mutex<Option<apiary::StatusServer>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An Arrow schema from `{"column": "type name"}` (pyarrow's names: `int64`, `float64`,
+/// `string`, `bool`, `date32`, `timestamp[us]`, …), the columns nullable, in the dict's order.
+fn schema_of_names(
+    py: Python<'_>,
+    columns: &Bound<'_, PyDict>,
+) -> PyResult<datafusion::arrow::datatypes::SchemaRef> {
+    let pa = py.import("pyarrow")?;
+    let fields = PyList::empty(py);
+    for (name, type_name) in columns.iter() {
+        let column: String = name.extract().map_err(|_| {
+            Error::Invalid(format!(
+                "schema: a column name must be a string, got {name}"
+            ))
+        })?;
+        let type_name: String = type_name.extract().map_err(|_| {
+            Error::Invalid(format!(
+                "schema: the type of column {column:?} must be a type name like \"int64\", got {type_name}"
+            ))
+        })?;
+        let data_type = pa.call_method1("type_for_alias", (&type_name,)).map_err(|e| {
+            Error::Invalid(format!(
+                "schema: column {column:?} has type {type_name:?}, which is not an Arrow type name \
+                 (int64, float64, string, bool, date32, timestamp[us], …): {e}"
+            ))
+        })?;
+        fields.append(pa.call_method1("field", (column, data_type))?)?;
+    }
+    let schema = pa.call_method1("schema", (fields,))?;
+    Ok(import_schema(&schema, "schema")?)
 }
 
 /// `~/.apiary/{name}` (see [`apiary::default_storage`]).
@@ -176,6 +209,7 @@ impl PyApiary {
             storage,
             ap,
             session: Mutex::new(session),
+            status: Mutex::new(None),
         })
     }
 
@@ -190,21 +224,48 @@ impl PyApiary {
     }
 
     /// Joins the swarm: this node heartbeats, works other nodes' tasks, and `sql()` distributes
-    /// large scans over the live nodes. Idempotent.
-    fn start(&self, py: Python<'_>) -> PyResult<()> {
-        if self.ap.swarm().is_some() {
-            return Ok(());
+    /// large scans over the live nodes. With `http="127.0.0.1:PORT"` it also serves its status
+    /// page, `/metrics` and `/api/status` there (port 0 picks one) and returns the page's URL.
+    /// Idempotent.
+    #[pyo3(signature = (http = None, redact_sql = false))]
+    fn start(
+        &self,
+        py: Python<'_>,
+        http: Option<String>,
+        redact_sql: bool,
+    ) -> PyResult<Option<String>> {
+        if self.ap.swarm().is_none() {
+            wait(py, async {
+                self.ap.join_swarm(SwarmConfig::default()).await?;
+                Ok(())
+            })?;
+            *lock(&self.session) = self.ap.session().map_err(Error::from)?;
         }
-        wait(py, async {
-            self.ap.join_swarm(SwarmConfig::default()).await?;
-            Ok(())
-        })?;
-        *lock(&self.session) = self.ap.session().map_err(Error::from)?;
-        Ok(())
+        if let Some(addr) = http
+            && lock(&self.status).is_none()
+        {
+            let addr: std::net::SocketAddr = addr.parse().map_err(|e| {
+                Error::Invalid(format!(
+                    "http={addr:?} is not an address like 127.0.0.1:9464: {e}"
+                ))
+            })?;
+            let ap = self.ap.clone();
+            let server = wait(py, async move {
+                Ok(ap
+                    .serve_status(addr, apiary::StatusOptions { redact_sql })
+                    .await?)
+            })?;
+            *lock(&self.status) = Some(server);
+        }
+        Ok(lock(&self.status)
+            .as_ref()
+            .map(|s| format!("http://{}/", s.local_addr())))
     }
 
-    /// Leaves the swarm (this node's heartbeat is removed). Idempotent.
+    /// Leaves the swarm (this node's heartbeat is removed) and stops the status server.
+    /// Idempotent.
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        drop(lock(&self.status).take());
         wait(py, async {
             self.ap.leave_swarm().await?;
             Ok(())
@@ -360,7 +421,10 @@ impl PyApiary {
         partition_by: Option<Vec<String>>,
         exist_ok: bool,
     ) -> PyResult<()> {
-        let schema = import_schema(&schema, "schema")?;
+        let schema = match schema.cast::<PyDict>() {
+            Ok(columns) => schema_of_names(py, columns)?,
+            Err(_) => import_schema(&schema, "schema")?,
+        };
         let spec = FrameSpec::new(schema).with_partition_by(partition_by.unwrap_or_default());
         let registry = self.ap.registry().clone();
         wait(py, async move {
@@ -486,10 +550,29 @@ impl PyApiary {
     }
 
     /// Runs one SQL statement on this node's bees (and the swarm, after `start()`) and returns
-    /// its result as a `pyarrow.Table`. Ctrl-C cancels it.
-    fn sql<'py>(&self, py: Python<'py>, query: String) -> PyResult<Bound<'py, PyAny>> {
+    /// its result as a `pyarrow.Table`; with `stream=True` as a `pyarrow.RecordBatchReader`
+    /// that runs the query as its batches are read (for results larger than memory). Ctrl-C
+    /// cancels it while it runs in `sql()`.
+    #[pyo3(signature = (query, stream = false))]
+    fn sql<'py>(
+        &self,
+        py: Python<'py>,
+        query: String,
+        stream: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let ctx = lock(&self.session).clone();
         let ap = self.ap.clone();
+        if stream {
+            let batches = wait(py, async move {
+                let df = ap.sql(&ctx, &query).await?;
+                Ok(df.execute_stream().await?)
+            })?;
+            let reader = Bound::new(py, ArrowStream::streaming(batches)?)?;
+            return py
+                .import("pyarrow")?
+                .getattr("RecordBatchReader")?
+                .call_method1("from_stream", (reader,));
+        }
         let (schema, batches) = wait(py, async move {
             // Apiary's statements too: CREATE OR REPLACE of a frame in one atomic step.
             let df = ap.sql(&ctx, &query).await?;

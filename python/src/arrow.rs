@@ -69,7 +69,44 @@ pub struct ArrowStream {
     stream: Mutex<Option<FFI_ArrowArrayStream>>,
 }
 
+/// A query's batches read as they come: each `next` waits on Apiary's runtime (the reader is
+/// read from Python's threads, never from the runtime's own).
+struct Streaming {
+    schema: SchemaRef,
+    stream: datafusion::execution::SendableRecordBatchStream,
+    runtime: &'static tokio::runtime::Runtime,
+}
+
+impl Iterator for Streaming {
+    type Item = std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use futures::StreamExt;
+        self.runtime
+            .block_on(self.stream.next())
+            .map(|r| r.map_err(|e| datafusion::arrow::error::ArrowError::ExternalError(e.into())))
+    }
+}
+
+impl RecordBatchReader for Streaming {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
 impl ArrowStream {
+    /// A stream that runs `stream` as it is read.
+    pub fn streaming(stream: datafusion::execution::SendableRecordBatchStream) -> Result<Self> {
+        let reader: Box<dyn RecordBatchReader + Send> = Box::new(Streaming {
+            schema: stream.schema(),
+            stream,
+            runtime: crate::runtime::runtime()?,
+        });
+        Ok(Self {
+            stream: Mutex::new(Some(FFI_ArrowArrayStream::new(reader))),
+        })
+    }
+
     pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
         let reader: Box<dyn RecordBatchReader + Send> = Box::new(RecordBatchIterator::new(
             batches.into_iter().map(Ok),

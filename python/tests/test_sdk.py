@@ -157,8 +157,8 @@ def test_bad_input_is_named_and_commits_nothing(ap, tmp_path):
         ap.overwrite_frame("sales", "eu", "orders", extra)
     with pytest.raises(TypeError, match=r"__arrow_c_stream__.*got list"):
         ap.write_to_frame("sales", "eu", "orders", [{"id": 1}])
-    with pytest.raises(TypeError, match=r"__arrow_c_schema__.*got dict"):
-        ap.create_frame("sales", "eu", "other", {"id": "int64"})
+    with pytest.raises(TypeError, match=r"__arrow_c_schema__.*got list"):
+        ap.create_frame("sales", "eu", "other", [("id", "int64")])
     with pytest.raises(apiary.ApiaryError, match="not_a_table"):
         ap.sql("SELECT * FROM sales.eu.not_a_table")
 
@@ -246,3 +246,67 @@ def test_type_stubs_ship_with_the_package():
     stub = (package / "_apiary.pyi").read_text()
     for name in ["class Apiary", "def write_to_frame", "def catalog", "class HiveCatalog"]:
         assert name in stub
+
+
+def test_create_frame_from_type_names(ap):
+    ap.create_hive("h")
+    ap.create_box("h", "b")
+    ap.create_frame("h", "b", "t", {"id": "int64", "v": "float64", "name": "string"})
+    ap.write_to_frame("h", "b", "t", pa.table({"id": [1, 2], "v": [0.5, 1.5], "name": ["a", "b"]}))
+    described = ap.sql("SELECT column_name, data_type FROM information_schema.columns "
+                       "WHERE table_name = 't' ORDER BY ordinal_position")
+    assert described.column(0).to_pylist() == ["id", "v", "name"]
+    assert described.column(1).to_pylist() == ["Int64", "Float64", "Utf8"]
+    with pytest.raises(apiary.ApiaryError, match='column "v" has type "float65"'):
+        ap.create_frame("h", "b", "u", {"id": "int64", "v": "float65"})
+    assert ap.list_frames("h", "b") == ["t"]
+
+
+def test_sql_can_stream_its_result(ap):
+    ap.create_hive("h")
+    ap.create_box("h", "b")
+    ap.create_frame("h", "b", "t", {"id": "int64"})
+    ap.write_to_frame("h", "b", "t", pa.table({"id": list(range(100_000))}))
+    reader = ap.sql("SELECT id FROM h.b.t", stream=True)
+    assert isinstance(reader, pa.RecordBatchReader)
+    assert reader.schema.names == ["id"]
+    first = reader.read_next_batch()
+    assert 0 < first.num_rows < 100_000  # batches come one by one, not as one table
+    rest = reader.read_all()
+    assert first.num_rows + rest.num_rows == 100_000
+    total = sum(first.column(0).to_pylist()) + sum(rest.column(0).to_pylist())
+    assert total == sum(range(100_000))
+    bad = ap.sql("SELECT CAST(CAST(id AS VARCHAR) || 'x' AS INT) FROM h.b.t", stream=True)
+    with pytest.raises(Exception, match="Cannot cast"):
+        bad.read_all()
+
+
+def test_a_polars_dataframe_is_written_through_the_arrow_stream(ap):
+    import polars as pl  # installed by scripts/test.sh: a test that cannot skip
+    ap.create_hive("h")
+    ap.create_box("h", "b")
+    ap.create_frame("h", "b", "t", {"id": "int64", "city": "large_string"})
+    info = ap.write_to_frame("h", "b", "t", pl.DataFrame({"id": [1, 2, 3], "city": ["a", "b", "c"]}))
+    assert info["rows_added"] == 3
+    assert ap.sql("SELECT sum(id) AS s FROM h.b.t").column("s")[0].as_py() == 6
+
+
+def test_start_can_serve_the_status_page(ap):
+    import json
+    import urllib.error
+    import urllib.request
+
+    ap.create_hive("h")
+    url = ap.start(http="127.0.0.1:0")
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/")
+    assert ap.start(http="127.0.0.1:0") == url  # idempotent
+    ap.sql("SELECT 1 AS one")
+    node = ap.status()["node_id"]
+    status = json.load(urllib.request.urlopen(url + "api/status"))
+    assert status["node"]["id"] == node and status["node"]["in_swarm"]
+    assert status["queries"]["recent"][0]["sql"] == "SELECT 1 AS one"
+    metrics = urllib.request.urlopen(url + "metrics").read().decode()
+    assert f'apiary_queries_finished_total{{node="{node}"}}' in metrics
+    ap.shutdown()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url + "metrics", timeout=5)
