@@ -21,6 +21,7 @@
 //!   meadow.
 
 mod error;
+pub mod explain;
 #[cfg(feature = "status")]
 pub mod status;
 
@@ -228,6 +229,22 @@ impl Apiary {
         }
         if let Some(df) = self.catalog.execute_replace(ctx, &plan).await? {
             return Ok(df);
+        }
+        if let LogicalPlan::Explain(explain) = &plan {
+            // The explained statement is planned once more, for what only Apiary's planning
+            // knows (`explain`); nothing of it runs.
+            let inner = explain.plan.as_ref().clone();
+            let df = ctx.execute_logical_plan(plan).await?;
+            let schema = df.schema().inner().clone();
+            let batches = df.collect().await?;
+            let notes = match ctx.state().create_physical_plan(&inner).await {
+                Ok(physical) => explain::scan_notes(&physical),
+                // A statement that plans no physical plan of its own (DDL): nothing to add.
+                Err(_) => vec![],
+            };
+            let batches = explain::with_notes(schema.clone(), batches, &notes)?;
+            let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+            return Ok(ctx.read_table(Arc::new(table))?);
         }
         Ok(ctx.execute_logical_plan(plan).await?)
     }

@@ -411,12 +411,28 @@ fn status_shows_the_swarm_and_a_node_leaves_on_sigterm() {
             "--format",
             "csv",
             "-c",
-            "SET swarm.min_bytes = 0",
             "SET datafusion.explain.format = 'indent'",
+            "EXPLAIN SELECT region, sum(amount) AS total FROM sales.eu.orders GROUP BY region",
+            "SET swarm.min_bytes = 0",
             "EXPLAIN SELECT region, sum(amount) AS total FROM sales.eu.orders GROUP BY region",
             "SELECT region, sum(amount) AS total FROM sales.eu.orders GROUP BY region ORDER BY region",
         ],
     ));
+    // A plain EXPLAIN says why a scan stays local, and over how many tasks one is spread (one
+    // per bee the two nodes offer: 1 + 2, as the cell is smaller than swarm.min_task_bytes).
+    let local = out
+        .find("swarm: local, it reads ")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        out[local..].contains("below swarm.min_bytes (64.0 MiB)"),
+        "{out}"
+    );
+    let out = &out[local..];
+    assert!(
+        out.contains("sales.eu.orders at version 1: 1 cells (")
+            && out.contains("; swarm: distributed over 3 tasks, 2 nodes alive"),
+        "{out}"
+    );
     let final_at = out.find("mode=Final").unwrap_or_else(|| panic!("{out}"));
     let swarm_at = out.find("SwarmExec").unwrap_or_else(|| panic!("{out}"));
     let partial_at = out.find("mode=Partial").unwrap_or_else(|| panic!("{out}"));

@@ -314,3 +314,62 @@ async fn row_changes_read_only_the_cells_that_may_match() {
     );
     assert!(cells_read(&counting).len() > 30);
 }
+
+/// The rows of an `EXPLAIN` result: (plan_type, plan).
+async fn explain_rows(df: datafusion::dataframe::DataFrame) -> Vec<(String, String)> {
+    let batches = df.collect().await.unwrap();
+    let mut rows = vec![];
+    for b in &batches {
+        let text = |c: usize| {
+            datafusion::arrow::array::cast::as_string_array(b.column(c))
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        };
+        rows.extend(text(0).into_iter().zip(text(1)));
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_explain_tells_each_frame_scans_cells_and_changes_no_plan() {
+    let (_dir, ap, _) = counted().await;
+    let ctx = ap.session().unwrap();
+    let query = "EXPLAIN SELECT id FROM h.b.t WHERE k = 'k1' AND id < 1000";
+    let apiarys = explain_rows(ap.sql(&ctx, query).await.unwrap()).await;
+    let scans: Vec<&String> = apiarys
+        .iter()
+        .filter(|(kind, _)| kind == "apiary_scans")
+        .map(|(_, plan)| plan)
+        .collect();
+    assert_eq!(scans.len(), 1, "{apiarys:?}");
+    // k1 holds 5 of the 40 cells; of those only the one of ids 250..499 can hold id < 1000.
+    let line = scans[0];
+    assert!(
+        line.starts_with("h.b.t at version 40: 40 cells ("),
+        "{line}"
+    );
+    assert!(
+        line.contains("pruned 35 by partition, 4 by statistics; 1 to scan ("),
+        "{line}"
+    );
+    assert!(!line.contains("swarm"), "not in a swarm: {line}");
+    // Everything else is DataFusion's own EXPLAIN, the plan unchanged.
+    // Every cell pruned: an EmptyExec, no line.
+    let none = explain_rows(
+        ap.sql(&ctx, "EXPLAIN SELECT id FROM h.b.t WHERE k = 'none'")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        none.iter().all(|(kind, _)| kind != "apiary_scans"),
+        "{none:?}"
+    );
+    let datafusions = explain_rows(ctx.sql(query).await.unwrap()).await;
+    let without: Vec<_> = apiarys
+        .into_iter()
+        .filter(|(kind, _)| kind != "apiary_scans")
+        .collect();
+    assert_eq!(without, datafusions);
+}

@@ -14,12 +14,14 @@ use std::sync::Arc;
 use apiary_exec::Band;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::limit::GlobalLimitExec;
+use datafusion::physical_plan::metrics::MetricBuilder;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning, replace_children_if_necessary};
 
 use crate::codec::ApiaryCodec;
@@ -83,26 +85,45 @@ impl SwarmRule {
         if let Some(split) = self.split_single_aggregate(&plan, options, nodes)? {
             return Ok(split);
         }
-        if let Some(scan) = self.matcher.distributable(&plan)
-            && ships(&plan)
-        {
+        if let Some(scan) = self.matcher.distributable(&plan) {
+            if !ships(&plan) {
+                note_local(
+                    &scan,
+                    "a subquery in its plan cannot be sent to other nodes".into(),
+                );
+                return Ok(plan);
+            }
             // Tasks land in any order on any partition: operators above that were planned on a
             // sorted or hash-partitioned input must keep their local input.
             let properties = plan.properties();
             if properties.output_ordering().is_some()
                 || matches!(properties.output_partitioning(), Partitioning::Hash(..))
             {
+                note_local(
+                    &scan,
+                    "the operators above it need its order or hash partitioning".into(),
+                );
                 return Ok(plan);
             }
             let files = files_of(&scan);
             let bytes: u64 = files.iter().map(|f| f.effective_size()).sum();
             if bytes < options.min_bytes {
+                note_local(
+                    &scan,
+                    format!(
+                        "it reads {:.1} MiB, below swarm.min_bytes ({:.1} MiB)",
+                        bytes as f64 / 1048576.0,
+                        options.min_bytes as f64 / 1048576.0
+                    ),
+                );
                 return Ok(plan);
             }
             let tasks = assign(files, nodes, options.tasks_per_bee, options.min_task_bytes);
             if tasks.len() < 2 {
+                note_local(&scan, "it makes fewer than two tasks".into());
                 return Ok(plan);
             }
+            let task_count = tasks.len();
             let fetch = chain_fetch(&plan);
             let made = SwarmExec::try_new(
                 plan.clone(),
@@ -116,9 +137,14 @@ impl SwarmRule {
                 Err(e) => {
                     // What cannot travel runs here: a slower query, never a failed one.
                     log::debug!("keeping a scan local: its fragment does not travel: {e}");
+                    note_local(&scan, format!("its fragment does not travel: {e}"));
                     return Ok(plan);
                 }
             };
+            MetricBuilder::new(scan.file_source().metrics())
+                .with_new_label(SWARM_NODES_LABEL, nodes.len().to_string())
+                .global_counter(SWARM_TASKS)
+                .add(task_count);
             return Ok(match fetch {
                 Some(fetch) => limit_above(swarm, fetch),
                 None => swarm,
@@ -136,7 +162,30 @@ impl SwarmRule {
     }
 }
 
+/// The scan metric a distributed scan's task count goes in (labelled with the nodes alive),
+/// and the one that says why a scan stays local: a plain `EXPLAIN` shows both (`apiary::explain`).
+pub const SWARM_TASKS: &str = "swarm_tasks";
+pub const SWARM_NODES_LABEL: &str = "nodes";
+pub const SWARM_LOCAL: &str = "swarm_local";
+pub const SWARM_REASON_LABEL: &str = "reason";
+
+fn note_local(scan: &FileScanConfig, reason: String) {
+    MetricBuilder::new(scan.file_source().metrics())
+        .with_new_label(SWARM_REASON_LABEL, reason)
+        .global_counter(SWARM_LOCAL)
+        .add(1);
+}
+
 impl SwarmRule {
+    fn note_every_scan(&self, plan: &Arc<dyn ExecutionPlan>, reason: &'static str) {
+        if let Some(scan) = self.matcher.scan_of(plan) {
+            note_local(&scan, reason.into());
+        }
+        for child in plan.children() {
+            self.note_every_scan(child, reason);
+        }
+    }
+
     /// An aggregation DataFusion planned in one step (`Single`: one input partition, as on a
     /// node of one bee) over a distributable scan, planned again in two — the partial step goes
     /// to the swarm with the scan, the final one stays here — so that tasks send back their
@@ -381,6 +430,7 @@ impl PhysicalOptimizerRule for SwarmRule {
             .cloned()
             .unwrap_or_default();
         if !options.enabled {
+            self.note_every_scan(&plan, "swarm.enabled is false");
             return Ok(plan);
         }
         let world = &self.membership.world;
@@ -393,6 +443,7 @@ impl PhysicalOptimizerRule for SwarmRule {
             })
             .collect();
         if nodes.len() < 2 {
+            self.note_every_scan(&plan, "no other node is alive");
             return Ok(plan);
         }
         self.rewrite(plan, &options, &nodes)

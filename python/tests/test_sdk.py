@@ -310,3 +310,12 @@ def test_start_can_serve_the_status_page(ap):
     ap.shutdown()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "metrics", timeout=5)
+
+
+def test_explain_tells_the_frame_scans(ap):
+    with_orders(ap)
+    ap.write_to_frame("sales", "eu", "orders", orders([1, 2, 3]))
+    plan = ap.sql("EXPLAIN SELECT id FROM sales.eu.orders WHERE id > 1")
+    rows = dict(zip(plan.column("plan_type").to_pylist(), plan.column("plan").to_pylist()))
+    assert rows["apiary_scans"].startswith("sales.eu.orders at version "), rows
+    assert "to scan" in rows["apiary_scans"], rows

@@ -130,6 +130,7 @@ impl TableProvider for FrameTable {
             state,
             ScanRequest {
                 meadow: self.frame.ledger().meadow(),
+                frame: self.frame.ledger().name(),
                 location: self.frame.ledger().location(),
                 snapshot: &self.snapshot,
                 layout: &self.layout,

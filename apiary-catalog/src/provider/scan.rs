@@ -243,9 +243,16 @@ fn balance(cells: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
         .collect()
 }
 
+/// The scan metric holding the ledger version a frame scan reads, labelled with the frame.
+pub const SCAN_VERSION: &str = "ledger_version";
+/// The label of [`SCAN_VERSION`] naming the frame.
+pub const SCAN_FRAME_LABEL: &str = "frame";
+
 /// Everything a scan needs besides the session.
 pub(crate) struct ScanRequest<'a> {
     pub meadow: &'a Meadow,
+    /// The frame's name (`hive.box.frame`), for `EXPLAIN`.
+    pub frame: &'a str,
     /// The frame folder below the meadow root.
     pub location: &'a str,
     pub snapshot: &'a FrameSnapshot,
@@ -337,6 +344,18 @@ pub(crate) async fn plan_scan(
     MetricBuilder::new(&metrics)
         .global_counter("cells_scanned")
         .add(survivors.len());
+    // Known at planning, so a plain `EXPLAIN` can tell them (`apiary::explain`): which frame
+    // and version, and the bytes before and after pruning.
+    MetricBuilder::new(&metrics)
+        .with_new_label(SCAN_FRAME_LABEL, req.frame.to_string())
+        .global_gauge(SCAN_VERSION)
+        .set(req.snapshot.version as usize);
+    MetricBuilder::new(&metrics)
+        .global_counter("cell_bytes_total")
+        .add(req.snapshot.total_bytes() as usize);
+    MetricBuilder::new(&metrics)
+        .global_counter("cell_bytes_scanned")
+        .add(survivors.iter().map(|c| c.size as usize).sum());
     let sight = req.meadow.sight();
     sight.count(sight::CELLS_SCANNED, survivors.len() as u64);
     sight.count(
