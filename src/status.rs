@@ -110,6 +110,17 @@ const FRAMES_FOR: Duration = Duration::from_secs(5);
 impl Apiary {
     /// Serves this node's status on `addr` (advice: `127.0.0.1:PORT`; port 0 picks one), on
     /// the current tokio runtime, until the returned server is dropped or stopped.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use apiary::{Apiary, StatusOptions};
+    ///
+    /// let ap = Apiary::open("memory://").await?;
+    /// let server = ap.serve_status("127.0.0.1:0".parse()?, StatusOptions::default()).await?;
+    /// println!("status page: http://{}/", server.local_addr()); // also /metrics, /api/status
+    /// server.stop().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn serve_status(
         &self,
         addr: SocketAddr,
@@ -251,6 +262,9 @@ pub fn status_json(ap: &Apiary, redact_sql: bool) -> Value {
             "memory_reserved": t.reserved, "memory_budget": t.budget,
             "temperature": t.value, "band": t.band.to_string(),
             "scratch": bees.scratch().display().to_string(),
+            "each_bee": bees.busy_bees().into_iter().enumerate().map(|(bee, busy)| {
+                json!({ "bee": bee, "state": if busy { "busy" } else { "idle" } })
+            }).collect::<Vec<_>>(),
         },
         "swarm": nodes,
         "queries": {

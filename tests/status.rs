@@ -164,6 +164,12 @@ async fn metrics_move_as_queries_and_commits_run_labelled_by_node() {
     // The same queries in the JSON, newest first, with their SQL text and outcome.
     let status = api_status(addr).await;
     assert_eq!(status["node"]["id"], node.as_str());
+    let each_bee = status["node"]["each_bee"].as_array().unwrap();
+    assert_eq!(each_bee.len(), ap.bees().bees());
+    assert!(
+        each_bee.iter().all(|b| b["state"] == "idle"),
+        "{each_bee:?}"
+    );
     let recent = status["queries"]["recent"].as_array().unwrap();
     assert_eq!(recent[0]["outcome"], "failed", "{recent:?}");
     assert!(
