@@ -50,6 +50,23 @@ async fn run(ap: &Apiary, ctx: &datafusion::prelude::SessionContext, sql: &str) 
     ap.sql(ctx, sql).await.unwrap().collect().await.unwrap();
 }
 
+/// `{hive}.b.t (id BIGINT)` holding `values`, in one commit.
+async fn small_frame(
+    ap: &Apiary,
+    ctx: &datafusion::prelude::SessionContext,
+    hive: &str,
+    values: &str,
+) {
+    for sql in [
+        format!("CREATE DATABASE {hive}"),
+        format!("CREATE SCHEMA {hive}.b"),
+        format!("CREATE TABLE {hive}.b.t (id BIGINT)"),
+        format!("INSERT INTO {hive}.b.t VALUES {values}"),
+    ] {
+        run(ap, ctx, &sql).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_as_queries_and_commits_run_labelled_by_node() {
     let dir = tempfile::tempdir().unwrap();
@@ -95,14 +112,7 @@ async fn metrics_move_as_queries_and_commits_run_labelled_by_node() {
         .collect()
         .await;
     assert!(failed.is_err());
-    for sql in [
-        "CREATE DATABASE o",
-        "CREATE SCHEMA o.b",
-        "CREATE TABLE o.b.t (id BIGINT)",
-        "INSERT INTO o.b.t VALUES (1)",
-    ] {
-        run(&other, &other_ctx, sql).await;
-    }
+    small_frame(&other, &other_ctx, "o", "(1)").await;
     let after = scrape(addr).await;
 
     let moved = |m: &str| v(&after, m) - v(&before, m);
@@ -129,30 +139,14 @@ async fn metrics_move_as_queries_and_commits_run_labelled_by_node() {
     };
     assert!(pruned(&after) - pruned(&before) >= 1.0, "the 'de' cell");
     assert!(moved("apiary_cells_scanned_total") >= 1.0);
-    let puts = |s| {
-        value(
-            s,
-            "apiary_storage_calls_total",
-            &node,
-            Some(("kind", "put")),
-        )
-    };
+    let kind = |s, metric, kind| value(s, metric, &node, Some(("kind", kind)));
+    let puts = |s| kind(s, "apiary_storage_calls_total", "put");
+    let timed = |s| kind(s, "apiary_storage_call_seconds", "put");
     assert!(
         puts(&after) > puts(&before),
         "the cells and the ledger entry"
     );
-    let latency = |s| {
-        value(
-            s,
-            "apiary_storage_call_seconds",
-            &node,
-            Some(("kind", "put")),
-        )
-    };
-    assert_eq!(
-        latency(&after) - latency(&before),
-        puts(&after) - puts(&before)
-    );
+    assert_eq!(timed(&after) - timed(&before), puts(&after) - puts(&before));
     assert_eq!(v(&after, "apiary_bees"), ap.bees().bees() as f64);
     let other_node = other.meadow().sight().node();
     assert_ne!(&*other_node, node.as_str());
@@ -272,14 +266,7 @@ async fn the_page_shows_the_swarm_and_its_queries_in_chromium() {
     let storage = dir.path().join("meadow");
     let ap = Apiary::open(storage.to_str().unwrap()).await.unwrap();
     let ctx = ap.session().unwrap();
-    for sql in [
-        "CREATE DATABASE h",
-        "CREATE SCHEMA h.b",
-        "CREATE TABLE h.b.t (id BIGINT)",
-        "INSERT INTO h.b.t VALUES (1), (2), (3)",
-    ] {
-        run(&ap, &ctx, sql).await;
-    }
+    small_frame(&ap, &ctx, "h", "(1), (2), (3)").await;
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let (a, b) = (format!("page-a-{tag}"), format!("page-b-{tag}"));
     let _node_a = NodeProcess::start(&storage, &a, dir.path());
