@@ -87,7 +87,7 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
     (
         STORAGE_CALLS,
         MetricKind::Counter,
-        "calls to the object store, by `kind` (get, head, put, list, delete, copy)",
+        "calls to the object store, by `kind` (get, head, put, list, delete, copy, rename)",
     ),
     (
         STORAGE_ERRORS,
@@ -97,7 +97,7 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
     (
         STORAGE_SECONDS,
         MetricKind::Histogram,
-        "latency of object-store calls to their answer (a GET: its headers), by `kind`",
+        "latency of object-store calls to their answer (a GET: its headers; a listing: its last entry; deletes are not timed), by `kind`",
     ),
     (BEES, MetricKind::Gauge, "bees of this node"),
     (BEES_BUSY, MetricKind::Gauge, "bees held by running queries"),

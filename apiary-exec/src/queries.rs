@@ -9,6 +9,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// How many finished queries are remembered.
 const RECENT: usize = 50;
 
+/// How long a noted statement waits for its query: a statement that runs none (its result
+/// never collected) must not name a later query of its session, nor stay forever.
+const NOTE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How a query ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryOutcome {
@@ -48,7 +52,7 @@ pub struct QueryRecord {
 struct Log {
     next: u64,
     /// SQL text a door noted for a session, taken by that session's next query.
-    noted: HashMap<String, String>,
+    noted: HashMap<String, (String, Instant)>,
     running: HashMap<u64, (QueryRecord, Instant)>,
     recent: VecDeque<QueryRecord>,
 }
@@ -72,9 +76,12 @@ impl QueryLog {
 
     /// The SQL text of the next query of session `session_id`.
     pub fn note_sql(&self, session_id: &str, sql: &str) {
-        self.lock()
-            .noted
-            .insert(session_id.to_string(), sql.trim().to_string());
+        let mut log = self.lock();
+        log.noted.retain(|_, (_, at)| at.elapsed() < NOTE_FOR);
+        log.noted.insert(
+            session_id.to_string(),
+            (sql.trim().to_string(), Instant::now()),
+        );
     }
 
     /// A query of `session_id` begins; its id.
@@ -82,7 +89,11 @@ impl QueryLog {
         let mut log = self.lock();
         log.next += 1;
         let id = log.next;
-        let sql = log.noted.remove(session_id);
+        let sql = log
+            .noted
+            .remove(session_id)
+            .filter(|(_, at)| at.elapsed() < NOTE_FOR)
+            .map(|(sql, _)| sql);
         let started_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -130,7 +130,8 @@ impl ObjectStore for Metered {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.sight.storage_call("delete", 0.0, false);
+        // Counted when asked; its answers stream back (many paths, bulk requests on S3).
+        self.sight.count_by(STORAGE_CALLS, "kind", "delete", 1);
         self.inner.delete_stream(locations)
     }
 
@@ -157,6 +158,19 @@ impl ObjectStore for Metered {
         let started = Instant::now();
         let r = self.inner.copy_opts(from, to, o).await;
         self.record("copy", started, &r);
+        r
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        o: object_store::RenameOptions,
+    ) -> object_store::Result<()> {
+        // The inner store's own rename (atomic where it has one), not the trait's copy + delete.
+        let started = Instant::now();
+        let r = self.inner.rename_opts(from, to, o).await;
+        self.record("rename", started, &r);
         r
     }
 }
