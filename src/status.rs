@@ -251,6 +251,8 @@ pub fn status_json(ap: &Apiary, redact_sql: bool) -> Value {
             "sql": if redact_sql { None } else { q.sql.clone() },
             "started_ms": q.started_ms, "duration_ms": q.duration_ms, "rows": q.rows,
             "outcome": q.outcome.as_str(), "error": q.error,
+            "path": if q.shape.swarm { "swarm" } else { "local" },
+            "cells_total": q.shape.cells_total, "cells_pruned": q.shape.cells_pruned,
         })
     };
     json!({

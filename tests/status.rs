@@ -173,6 +173,9 @@ async fn metrics_move_as_queries_and_commits_run_labelled_by_node() {
     assert_eq!(recent[1]["sql"], "SELECT id FROM h.b.t WHERE region = 'fr'");
     assert_eq!(recent[1]["outcome"], "finished");
     assert_eq!(recent[1]["rows"], 2);
+    assert_eq!(recent[1]["path"], "local");
+    assert_eq!(recent[1]["cells_total"], 2, "{recent:?}");
+    assert_eq!(recent[1]["cells_pruned"], 1, "the 'de' cell: {recent:?}");
     let frames = status["frames"].as_array().unwrap();
     assert_eq!(frames.len(), 1, "{frames:?}");
     assert_eq!(frames[0]["frame"], "h.b.t");

@@ -31,7 +31,7 @@ use apiary_catalog::sight;
 
 use crate::error::ExecError;
 use crate::pool::{BeePool, Chamber, mib};
-use crate::queries::QueryOutcome;
+use crate::queries::{QueryOutcome, QueryShape};
 
 /// How the queries of a session use the bees (`SET apiary.timeout_ms`, `bees_per_query`,
 /// `spill`): the `apiary.*` settings, defined with the catalog's own in one extension.
@@ -122,7 +122,11 @@ impl ExecutionPlan for ChamberExec {
             0 => self.pool.bees(),
             n => n.min(self.pool.bees()),
         };
-        let tracker = Tracker::start(&self.pool, context.session_id().as_str());
+        let tracker = Tracker::start(
+            &self.pool,
+            context.session_id().as_str(),
+            self.input.clone(),
+        );
         let (pool, input) = (self.pool.clone(), self.input.clone());
         let start: BoxFuture<'static, Result<(SendableRecordBatchStream, Chamber)>> = async move {
             let chamber = pool
@@ -171,16 +175,21 @@ struct Tracker {
     id: u64,
     rows: u64,
     ended: bool,
+    /// The plan, for what its scans pruned and whether the swarm ran a part of it.
+    plan: Arc<dyn ExecutionPlan>,
 }
 
 impl Tracker {
-    fn start(pool: &BeePool, session_id: &str) -> Self {
+    fn start(pool: &BeePool, session_id: &str, plan: Arc<dyn ExecutionPlan>) -> Self {
         pool.sight().count(sight::QUERIES_STARTED, 1);
+        let id = pool.queries().start(session_id);
+        pool.queries().set_shape(id, shape(&plan));
         Tracker {
-            id: pool.queries().start(session_id),
+            id,
             pool: pool.clone(),
             rows: 0,
             ended: false,
+            plan,
         }
     }
 
@@ -198,8 +207,29 @@ impl Tracker {
             },
             1,
         );
+        self.pool.queries().set_shape(self.id, shape(&self.plan));
         self.pool.queries().end(self.id, self.rows, outcome, error);
     }
+}
+
+/// The frame scans' cell counts (their scan metrics, known from planning on) and whether a
+/// part of `plan` runs on the swarm.
+fn shape(plan: &Arc<dyn ExecutionPlan>) -> QueryShape {
+    let mut shape = QueryShape::default();
+    fn walk(plan: &Arc<dyn ExecutionPlan>, shape: &mut QueryShape) {
+        shape.swarm |= plan.name() == "SwarmExec";
+        if let Some(metrics) = plan.metrics() {
+            let sum = |name: &str| metrics.sum_by_name(name).map(|v| v.as_usize()).unwrap_or(0);
+            shape.cells_total += sum("cells_total") as u64;
+            shape.cells_pruned +=
+                (sum("cells_pruned_by_partition") + sum("cells_pruned_by_statistics")) as u64;
+        }
+        for child in plan.children() {
+            walk(child, shape);
+        }
+    }
+    walk(plan, &mut shape);
+    shape
 }
 
 impl Drop for Tracker {

@@ -24,5 +24,5 @@ pub use error::{ExecError, Result};
 pub use folder_lock::FolderLock;
 pub use node::{MemoryPoolKind, NodeConfig};
 pub use pool::{BeePool, Chamber, HASH_JOIN_MIN_QUERY_MEMORY, PoolStatus};
-pub use queries::{QueryLog, QueryOutcome, QueryRecord};
+pub use queries::{QueryLog, QueryOutcome, QueryRecord, QueryShape};
 pub use temperature::{Band, Colony, Regulation, Temperature, Thresholds};

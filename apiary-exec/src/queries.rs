@@ -33,6 +33,15 @@ impl QueryOutcome {
     }
 }
 
+/// What a query's plan does: the cells its frame scans hold and prune, and whether a part of it
+/// runs on the swarm (else it runs here alone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryShape {
+    pub cells_total: u64,
+    pub cells_pruned: u64,
+    pub swarm: bool,
+}
+
 /// One query as the status page shows it.
 #[derive(Debug, Clone)]
 pub struct QueryRecord {
@@ -46,6 +55,7 @@ pub struct QueryRecord {
     pub outcome: QueryOutcome,
     /// The error, for a failed query.
     pub error: Option<String>,
+    pub shape: QueryShape,
 }
 
 #[derive(Default)]
@@ -106,9 +116,17 @@ impl QueryLog {
             rows: 0,
             outcome: QueryOutcome::Running,
             error: None,
+            shape: QueryShape::default(),
         };
         log.running.insert(id, (record, Instant::now()));
         id
+    }
+
+    /// What query `id`'s plan does.
+    pub fn set_shape(&self, id: u64, shape: QueryShape) {
+        if let Some((record, _)) = self.lock().running.get_mut(&id) {
+            record.shape = shape;
+        }
     }
 
     /// Query `id` ended.
