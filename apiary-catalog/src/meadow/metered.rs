@@ -3,6 +3,7 @@
 //! all pass through it, and it survives [`crate::Meadow::dedicated`].
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -29,9 +30,17 @@ impl Metered {
         Arc::new(Metered { inner, sight })
     }
 
-    fn record<T>(&self, kind: &'static str, started: Instant, r: &object_store::Result<T>) {
+    /// `call`, counted as one call of `kind` and timed to its answer.
+    async fn timed<T>(
+        &self,
+        kind: &'static str,
+        call: impl Future<Output = object_store::Result<T>>,
+    ) -> object_store::Result<T> {
+        let started = Instant::now();
+        let r = call.await;
         self.sight
-            .storage_call(kind, started.elapsed().as_secs_f64(), failed(r));
+            .storage_call(kind, started.elapsed().as_secs_f64(), failed(&r));
+        r
     }
 
     /// A listing is one call however many pages it takes, counted when it starts; its latency
@@ -90,10 +99,7 @@ impl ObjectStore for Metered {
         p: PutPayload,
         o: PutOptions,
     ) -> object_store::Result<PutResult> {
-        let started = Instant::now();
-        let r = self.inner.put_opts(l, p, o).await;
-        self.record("put", started, &r);
-        r
+        self.timed("put", self.inner.put_opts(l, p, o)).await
     }
 
     async fn put_multipart_opts(
@@ -101,18 +107,12 @@ impl ObjectStore for Metered {
         l: &Path,
         o: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        let started = Instant::now();
-        let r = self.inner.put_multipart_opts(l, o).await;
-        self.record("put", started, &r);
-        r
+        self.timed("put", self.inner.put_multipart_opts(l, o)).await
     }
 
     async fn get_opts(&self, l: &Path, o: GetOptions) -> object_store::Result<GetResult> {
         let kind = if o.head { "head" } else { "get" };
-        let started = Instant::now();
-        let r = self.inner.get_opts(l, o).await;
-        self.record(kind, started, &r);
-        r
+        self.timed(kind, self.inner.get_opts(l, o)).await
     }
 
     async fn get_ranges(
@@ -120,10 +120,7 @@ impl ObjectStore for Metered {
         l: &Path,
         ranges: &[std::ops::Range<u64>],
     ) -> object_store::Result<Vec<bytes::Bytes>> {
-        let started = Instant::now();
-        let r = self.inner.get_ranges(l, ranges).await;
-        self.record("get", started, &r);
-        r
+        self.timed("get", self.inner.get_ranges(l, ranges)).await
     }
 
     fn delete_stream(
@@ -148,17 +145,12 @@ impl ObjectStore for Metered {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let started = Instant::now();
-        let r = self.inner.list_with_delimiter(prefix).await;
-        self.record("list", started, &r);
-        r
+        self.timed("list", self.inner.list_with_delimiter(prefix))
+            .await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, o: CopyOptions) -> object_store::Result<()> {
-        let started = Instant::now();
-        let r = self.inner.copy_opts(from, to, o).await;
-        self.record("copy", started, &r);
-        r
+        self.timed("copy", self.inner.copy_opts(from, to, o)).await
     }
 
     async fn rename_opts(
@@ -168,9 +160,7 @@ impl ObjectStore for Metered {
         o: object_store::RenameOptions,
     ) -> object_store::Result<()> {
         // The inner store's own rename (atomic where it has one), not the trait's copy + delete.
-        let started = Instant::now();
-        let r = self.inner.rename_opts(from, to, o).await;
-        self.record("rename", started, &r);
-        r
+        self.timed("rename", self.inner.rename_opts(from, to, o))
+            .await
     }
 }
