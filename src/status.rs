@@ -46,12 +46,19 @@ impl StatusServer {
         self.addr
     }
 
-    /// Stops serving and waits until the server has let go of its address.
+    /// Stops serving and waits until the server has let go of its address: open requests get
+    /// a second to finish (a browser's idle keep-alive connection does not hold it longer).
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let _ = (&mut self.task).await;
+        if tokio::time::timeout(Duration::from_secs(1), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+            let _ = (&mut self.task).await;
+        }
     }
 }
 

@@ -222,6 +222,8 @@ async fn metrics_move_as_queries_and_commits_run_labelled_by_node() {
     );
     redacted.stop().await;
     server.stop().await;
+    // Stopped means the address is let go of, not "soon".
+    assert!(std::net::TcpStream::connect(addr).is_err());
 }
 
 /// `apiary node` with one bee, heartbeating every 200 ms; stopped with SIGTERM when dropped.

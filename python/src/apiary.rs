@@ -265,7 +265,14 @@ impl PyApiary {
     /// Leaves the swarm (this node's heartbeat is removed) and stops the status server.
     /// Idempotent.
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
-        drop(lock(&self.status).take());
+        // Stopped before this returns: its address is free (and refuses) afterwards.
+        let status = lock(&self.status).take();
+        if let Some(server) = status {
+            wait(py, async move {
+                server.stop().await;
+                Ok(())
+            })?;
+        }
         wait(py, async {
             self.ap.leave_swarm().await?;
             Ok(())
