@@ -7,11 +7,14 @@
 //! already knows these figures and writes them into the scan's own metrics (the frame scan its
 //! pruning, `SwarmRule` its decision); Apiary's doors (`Apiary::sql`, `execute_logical_plan`,
 //! hence the shell) plan the explained statement once more, read them, and add one row,
-//! `apiary_scans`, to DataFusion's `EXPLAIN` output.
+//! `apiary_scans`, to DataFusion's `EXPLAIN` output. A scan that pruned every cell plans an
+//! `EmptyExec`, which has no metrics: it notes itself in an
+//! [`EmptyScans`](apiary_catalog::provider::EmptyScans) the door puts in the session for that
+//! planning.
 
 use std::sync::Arc;
 
-use apiary_catalog::provider::{SCAN_FRAME_LABEL, SCAN_VERSION};
+use apiary_catalog::provider::{EmptyScan, SCAN_FRAME_LABEL, SCAN_VERSION};
 use apiary_swarm::rule::{SWARM_LOCAL, SWARM_NODES_LABEL, SWARM_REASON_LABEL, SWARM_TASKS};
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -40,6 +43,21 @@ fn collect(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
     for child in plan.children() {
         collect(child, out);
     }
+}
+
+/// The line of a frame scan that pruned every cell (planned as an `EmptyExec`, which carries
+/// no metrics; the scan noted itself in the session's [`apiary_catalog::provider::EmptyScans`]).
+pub fn empty_scan_note(scan: &EmptyScan) -> String {
+    format!(
+        "{} at version {}: {} cells ({}); pruned {} by partition, {} by statistics; 0 to scan \
+         (0 B)",
+        scan.frame,
+        scan.version,
+        scan.counts.total,
+        size(scan.bytes_total as usize),
+        scan.counts.by_partition,
+        scan.counts.by_statistics,
+    )
 }
 
 fn label<'a>(m: &'a Metric, name: &str) -> Option<&'a str> {

@@ -237,11 +237,15 @@ impl Apiary {
             let df = ctx.execute_logical_plan(plan).await?;
             let schema = df.schema().inner().clone();
             let batches = df.collect().await?;
-            let notes = match ctx.state().create_physical_plan(&inner).await {
+            let mut state = ctx.state();
+            let empties = Arc::new(apiary_catalog::provider::EmptyScans::default());
+            state.config_mut().set_extension(empties.clone());
+            let mut notes = match state.create_physical_plan(&inner).await {
                 Ok(physical) => explain::scan_notes(&physical),
                 // A statement that plans no physical plan of its own (DDL): nothing to add.
                 Err(_) => vec![],
             };
+            notes.extend(empties.take().iter().map(explain::empty_scan_note));
             let batches = explain::with_notes(schema.clone(), batches, &notes)?;
             let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
             return Ok(ctx.read_table(Arc::new(table))?);

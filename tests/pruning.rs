@@ -355,15 +355,27 @@ async fn plain_explain_tells_each_frame_scans_cells_and_changes_no_plan() {
     );
     assert!(!line.contains("swarm"), "not in a swarm: {line}");
     // Everything else is DataFusion's own EXPLAIN, the plan unchanged.
-    // Every cell pruned: an EmptyExec, no line.
+    // Every cell pruned: DataFusion's EmptyExec, and still the line.
     let none = explain_rows(
         ap.sql(&ctx, "EXPLAIN SELECT id FROM h.b.t WHERE k = 'none'")
             .await
             .unwrap(),
     )
     .await;
+    let lines: Vec<&String> = none
+        .iter()
+        .filter(|(kind, _)| kind == "apiary_scans")
+        .map(|(_, plan)| plan)
+        .collect();
+    assert_eq!(lines.len(), 1, "{none:?}");
     assert!(
-        none.iter().all(|(kind, _)| kind != "apiary_scans"),
+        lines[0].starts_with("h.b.t at version 40: 40 cells (")
+            && lines[0].ends_with("; pruned 40 by partition, 0 by statistics; 0 to scan (0 B)"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        none.iter().any(|(_, plan)| plan.contains("EmptyExec")),
         "{none:?}"
     );
     let datafusions = explain_rows(ctx.sql(query).await.unwrap()).await;

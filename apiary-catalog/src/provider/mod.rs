@@ -23,7 +23,7 @@ mod pruning;
 mod replace;
 mod row_change;
 mod scan;
-pub use scan::{SCAN_FRAME_LABEL, SCAN_VERSION};
+pub use scan::{EmptyScan, EmptyScans, SCAN_FRAME_LABEL, SCAN_VERSION};
 mod sink;
 mod statements;
 

@@ -248,6 +248,32 @@ pub const SCAN_VERSION: &str = "ledger_version";
 /// The label of [`SCAN_VERSION`] naming the frame.
 pub const SCAN_FRAME_LABEL: &str = "frame";
 
+/// Frame scans whose every cell was pruned: planned as an `EmptyExec`, which has no metrics to
+/// carry their figures. A door that wants them for `EXPLAIN` puts one of these in the session's
+/// config extensions before it plans; each such scan adds itself.
+#[derive(Debug, Default)]
+pub struct EmptyScans(std::sync::Mutex<Vec<EmptyScan>>);
+
+/// One frame scan that pruned every cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmptyScan {
+    pub frame: String,
+    pub version: u64,
+    pub counts: PruneCounts,
+    pub bytes_total: u64,
+}
+
+impl EmptyScans {
+    /// The scans noted so far, in planning order.
+    pub fn take(&self) -> Vec<EmptyScan> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn push(&self, scan: EmptyScan) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(scan);
+    }
+}
+
 /// Everything a scan needs besides the session.
 pub(crate) struct ScanRequest<'a> {
     pub meadow: &'a Meadow,
@@ -291,7 +317,34 @@ pub(crate) async fn plan_scan(
         runtime.register_object_store(store_url.as_ref(), req.meadow.store().clone());
     }
 
+    let sight = req.meadow.sight();
+    sight.count(sight::CELLS_SCANNED, survivors.len() as u64);
+    sight.count(
+        sight::CELL_BYTES_SCANNED,
+        survivors.iter().map(|c| c.size).sum(),
+    );
+    sight.count_by(
+        sight::CELLS_PRUNED,
+        "by",
+        "partition",
+        counts.by_partition as u64,
+    );
+    sight.count_by(
+        sight::CELLS_PRUNED,
+        "by",
+        "statistics",
+        counts.by_statistics as u64,
+    );
+
     if survivors.is_empty() {
+        if let Some(empties) = state.config().get_extension::<EmptyScans>() {
+            empties.push(EmptyScan {
+                frame: req.frame.to_string(),
+                version: req.snapshot.version,
+                counts,
+                bytes_total: req.snapshot.total_bytes(),
+            });
+        }
         let projected = Arc::new(layout.scan_schema.project(&scan_projection)?);
         return Ok(Arc::new(EmptyExec::new(projected)));
     }
@@ -356,25 +409,6 @@ pub(crate) async fn plan_scan(
     MetricBuilder::new(&metrics)
         .global_counter("cell_bytes_scanned")
         .add(survivors.iter().map(|c| c.size as usize).sum());
-    let sight = req.meadow.sight();
-    sight.count(sight::CELLS_SCANNED, survivors.len() as u64);
-    sight.count(
-        sight::CELL_BYTES_SCANNED,
-        survivors.iter().map(|c| c.size).sum(),
-    );
-    sight.count_by(
-        sight::CELLS_PRUNED,
-        "by",
-        "partition",
-        counts.by_partition as u64,
-    );
-    sight.count_by(
-        sight::CELLS_PRUNED,
-        "by",
-        "statistics",
-        counts.by_statistics as u64,
-    );
-
     let config = FileScanConfigBuilder::new(store_url.clone(), Arc::new(source))
         .with_file_groups(groups)
         .with_statistics(statistics)
