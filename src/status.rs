@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use apiary_catalog::sight;
+use apiary_swarm::heartbeat::Heartbeat;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
@@ -196,6 +197,15 @@ fn set_gauges(ap: &Apiary) {
         sight.total(sight::CACHE_HITS, cache.hits);
         sight.total(sight::CACHE_MISSES, cache.misses);
         sight.set(sight::CACHE_BYTES, cache.bytes as f64);
+        sight.total(sight::CACHE_BYTES_READ, cache.bytes_read);
+    }
+    for (bee, bytes) in ap.bees().reserved_by_bee().into_iter().enumerate() {
+        sight.set_by(
+            sight::CHAMBER_MEMORY_RESERVED,
+            "bee",
+            bee.to_string(),
+            bytes as f64,
+        );
     }
 }
 
@@ -213,7 +223,7 @@ async fn metrics_text(State(s): State<Served>) -> impl IntoResponse {
 async fn api_status(State(s): State<Served>) -> Json<Value> {
     set_gauges(&s.ap);
     let mut status = status_json(&s.ap, s.options.redact_sql);
-    status["frames"] = frames_json(&s).await;
+    status["frames"] = cached_frames_json(&s).await;
     Json(status)
 }
 
@@ -221,8 +231,9 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("status.html"))
 }
 
-/// This node, its swarm and its queries, as `/api/status` (without the frames) and
-/// `apiary status --format json` show them.
+/// This node, its swarm and its queries: `/api/status` and `apiary status --format json` (each
+/// adds `frames`, from [`frames_json`]; the command puts its watched view of the swarm in
+/// `swarm`).
 pub fn status_json(ap: &Apiary, redact_sql: bool) -> Value {
     let t = ap.colony().temperature();
     let bees = ap.bees();
@@ -232,23 +243,12 @@ pub fn status_json(ap: &Apiary, redact_sql: bool) -> Value {
         None => ap.meadow().sight().node().to_string(),
     };
     let nodes: Vec<Value> = match &swarm {
-        Some(node) => {
-            let now = chrono_now_ms();
-            node.world()
-                .nodes()
-                .into_iter()
-                .map(|n| {
-                    let h = n.heartbeat;
-                    json!({
-                        "node": h.node_id, "state": n.state.to_string(), "bees": h.bees,
-                        "busy_bees": h.busy_bees, "temperature": h.temperature,
-                        "band": h.band.to_string(), "cached_cells": h.cache_cells,
-                        "cache_bytes": h.cache_bytes, "heartbeat_age_ms": now - h.clock_ms,
-                        "unchanged_ms": n.unchanged_for.as_millis() as u64,
-                    })
-                })
-                .collect()
-        }
+        Some(node) => node
+            .world()
+            .nodes()
+            .into_iter()
+            .map(|n| swarm_node_json(&n.heartbeat, &n.state.to_string(), n.unchanged_for))
+            .collect(),
         None => vec![],
     };
     let (running, recent) = bees.queries().snapshot();
@@ -264,6 +264,7 @@ pub fn status_json(ap: &Apiary, redact_sql: bool) -> Value {
     };
     json!({
         "storage": ap.meadow().url(),
+        "host": sight::host(),
         "node": {
             "id": node_id, "in_swarm": swarm.is_some(),
             "bees": t.bees, "busy_bees": t.busy_bees,
@@ -271,15 +272,32 @@ pub fn status_json(ap: &Apiary, redact_sql: bool) -> Value {
             "memory_reserved": t.reserved, "memory_budget": t.budget,
             "temperature": t.value, "band": t.band.to_string(),
             "scratch": bees.scratch().display().to_string(),
-            "each_bee": bees.busy_bees().into_iter().enumerate().map(|(bee, busy)| {
-                json!({ "bee": bee, "state": if busy { "busy" } else { "idle" } })
-            }).collect::<Vec<_>>(),
+            "each_bee": bees.busy_bees().into_iter().zip(bees.reserved_by_bee()).enumerate()
+                .map(|(bee, (busy, reserved))| json!({
+                    "bee": bee, "state": if busy { "busy" } else { "idle" },
+                    "memory_reserved": reserved,
+                })).collect::<Vec<_>>(),
         },
         "swarm": nodes,
         "queries": {
             "running": running.iter().map(query).collect::<Vec<_>>(),
             "recent": recent.iter().map(query).collect::<Vec<_>>(),
         },
+    })
+}
+
+/// One node of the swarm as its heartbeat shows it, judged `state` after its heartbeat stayed
+/// the same for `unchanged`.
+pub fn swarm_node_json(h: &Heartbeat, state: &str, unchanged: Duration) -> Value {
+    json!({
+        "node": h.node_id, "host": h.host, "here": h.host == sight::host(),
+        "state": state, "bees": h.bees, "busy_bees": h.busy_bees,
+        "budget_per_bee": h.budget_per_bee, "temperature": h.temperature,
+        "band": h.band.to_string(), "cached_cells": h.cache_cells,
+        "cache_bytes": h.cache_bytes,
+        // The node's own clock against ours (informative: clocks may differ).
+        "heartbeat_age_ms": chrono_now_ms() - h.clock_ms,
+        "unchanged_ms": unchanged.as_millis() as u64,
     })
 }
 
@@ -291,14 +309,21 @@ fn chrono_now_ms() -> i64 {
 }
 
 /// Hives, boxes and frames with their newest version, cells, rows and bytes.
-async fn frames_json(s: &Served) -> Value {
+async fn cached_frames_json(s: &Served) -> Value {
     let mut cached = s.frames.lock().await;
     if let Some((at, frames)) = cached.as_ref()
         && at.elapsed() < FRAMES_FOR
     {
         return frames.clone();
     }
-    let providers = s.ap.providers();
+    let frames = frames_json(&s.ap).await;
+    *cached = Some((Instant::now(), frames.clone()));
+    frames
+}
+
+/// Hives, boxes and frames with their newest version, cells, rows and bytes.
+pub async fn frames_json(ap: &Apiary) -> Value {
+    let providers = ap.providers();
     let state = match providers.registry().refresh().await {
         Ok(state) => state,
         Err(e) => return json!({ "error": e.to_string() }),
@@ -323,7 +348,5 @@ async fn frames_json(s: &Served) -> Value {
             }
         }
     }
-    let frames = Value::Array(frames);
-    *cached = Some((Instant::now(), frames.clone()));
-    frames
+    Value::Array(frames)
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiary::Apiary;
+use apiary::swarm::heartbeat::Heartbeat;
 use apiary::swarm::{SwarmConfig, WorldView};
 use clap::{Args, ValueEnum};
 use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
@@ -36,18 +37,10 @@ pub struct StatusArgs {
 
 /// One node of the swarm as seen over the watch.
 struct Seen {
-    node: String,
-    host: String,
-    budget_per_bee: u64,
+    heartbeat: Heartbeat,
     state: &'static str,
-    bees: usize,
-    busy: usize,
-    temperature: f64,
-    band: String,
-    cached_cells: usize,
-    cache_bytes: u64,
-    /// The node's own clock minus ours at its last beat (informative: clocks may differ).
-    age_ms: i64,
+    /// How long its heartbeat was seen unchanged (the watch, for a silent one).
+    unchanged: Duration,
 }
 
 pub async fn run(
@@ -65,67 +58,39 @@ pub async fn run(
         .into_iter()
         .map(|n| (n.heartbeat.node_id, n.heartbeat.seq))
         .collect();
-    tokio::time::sleep(Duration::from_millis(args.watch_ms)).await;
-    let now = chrono::Utc::now().timestamp_millis();
+    let watch = Duration::from_millis(args.watch_ms);
+    tokio::time::sleep(watch).await;
     let mut nodes: Vec<Seen> = world
         .poll()
         .await?
         .into_iter()
         .map(|n| {
-            let h = n.heartbeat;
-            let state = match first.get(&h.node_id) {
-                Some(seq) if *seq == h.seq => "silent",
-                _ => "alive",
-            };
+            let silent = first.get(&n.heartbeat.node_id) == Some(&n.heartbeat.seq);
             Seen {
-                state,
-                host: h.host,
-                budget_per_bee: h.budget_per_bee,
-                bees: h.bees,
-                busy: h.busy_bees,
-                temperature: h.temperature,
-                band: h.band.to_string(),
-                cached_cells: h.cache_cells,
-                cache_bytes: h.cache_bytes,
-                age_ms: now - h.clock_ms,
-                node: h.node_id,
+                heartbeat: n.heartbeat,
+                state: if silent { "silent" } else { "alive" },
+                unchanged: if silent { watch } else { Duration::ZERO },
             }
         })
         .collect();
-    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    nodes.sort_by(|a, b| a.heartbeat.node_id.cmp(&b.heartbeat.node_id));
 
     match args.format {
         StatusFormat::Json => {
-            let swarm: Vec<_> = nodes
+            // The status server's shape; `node` is what a node started here with these flags
+            // would have, `swarm` the nodes as watched.
+            let mut status = apiary::status::status_json(&ap, false);
+            status["storage"] = json!(storage);
+            status["swarm"] = nodes
                 .iter()
-                .map(|n| {
-                    json!({
-                        "node": n.node, "host": n.host, "here": n.host == here,
-                        "state": n.state, "bees": n.bees, "busy_bees": n.busy,
-                        "budget_per_bee": n.budget_per_bee,
-                        "temperature": n.temperature, "band": n.band,
-                        "cached_cells": n.cached_cells, "cache_bytes": n.cache_bytes,
-                        "heartbeat_age_ms": n.age_ms,
-                    })
-                })
+                .map(|n| apiary::status::swarm_node_json(&n.heartbeat, n.state, n.unchanged))
                 .collect();
-            let status = json!({
-                "storage": storage,
-                "host": here,
-                // What a node started here with these flags would have.
-                "node": {
-                    "bees": t.bees, "busy_bees": t.busy_bees,
-                    "budget_per_bee": ap.bees().budget_per_bee(),
-                    "temperature": t.value, "band": t.band.to_string(),
-                    "scratch": ap.bees().scratch().display().to_string(),
-                },
-                "swarm": swarm,
-            });
+            status["frames"] = apiary::status::frames_json(&ap).await;
             println!("{}", serde_json::to_string_pretty(&status)?);
         }
         StatusFormat::Table => {
             println!("storage {storage}");
-            let mine: Vec<&Seen> = nodes.iter().filter(|n| n.host == here).collect();
+            let mine: Vec<&Seen> = nodes.iter().filter(|n| n.heartbeat.host == here).collect();
             if mine.is_empty() {
                 println!(
                     "this machine ({here}): no node is running; one started here with these \
@@ -135,14 +100,15 @@ pub async fn run(
                 );
             }
             for n in mine {
+                let (state, n) = (n.state, &n.heartbeat);
                 println!(
                     "this machine ({here}): node {} {}: {} bees of {} MiB, {} busy, temperature \
                      {:.2} ({})",
-                    n.node,
-                    n.state,
+                    n.node_id,
+                    state,
                     n.bees,
                     n.budget_per_bee / (1024 * 1024),
-                    n.busy,
+                    n.busy_bees,
                     n.temperature,
                     n.band
                 );
@@ -158,19 +124,22 @@ pub async fn run(
                 Arc::new(UInt64Array::from(nodes.iter().map(f).collect::<Vec<_>>()))
             };
             let batch = RecordBatch::try_from_iter([
-                ("node", strings(&|n| n.node.clone())),
+                ("node", strings(&|n| n.heartbeat.node_id.clone())),
                 ("state", strings(&|n| n.state.to_string())),
-                ("bees", numbers(&|n| n.bees as u64)),
-                ("busy", numbers(&|n| n.busy as u64)),
+                ("bees", numbers(&|n| n.heartbeat.bees as u64)),
+                ("busy", numbers(&|n| n.heartbeat.busy_bees as u64)),
                 (
                     "temperature",
                     Arc::new(Float64Array::from(
-                        nodes.iter().map(|n| n.temperature).collect::<Vec<_>>(),
+                        nodes
+                            .iter()
+                            .map(|n| n.heartbeat.temperature)
+                            .collect::<Vec<_>>(),
                     )) as ArrayRef,
                 ),
-                ("band", strings(&|n| n.band.clone())),
-                ("cached_cells", numbers(&|n| n.cached_cells as u64)),
-                ("cache_mib", numbers(&|n| n.cache_bytes >> 20)),
+                ("band", strings(&|n| n.heartbeat.band.to_string())),
+                ("cached_cells", numbers(&|n| n.heartbeat.cache_cells as u64)),
+                ("cache_mib", numbers(&|n| n.heartbeat.cache_bytes >> 20)),
             ])?;
             println!("{}", pretty_format_batches(&[batch])?);
         }
