@@ -144,10 +144,16 @@ impl Apiary {
         // Every Apiary of a process after the first gets a metrics label of its own.
         static OPENED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n > 0 && *meadow.sight().node() == apiary_catalog::sight::default_node() {
-            let label = format!("{}-{}", apiary_catalog::sight::default_node(), n + 1);
-            meadow.sight().set_node(label);
-        }
+        let label = || format!("{}-{}", apiary_catalog::sight::default_node(), n + 1);
+        let meadow = if !meadow.sight().claim() {
+            // Another Apiary counts in this meadow's sight: this one gets its own.
+            meadow.with_own_sight(apiary_catalog::Sight::new(label()))
+        } else {
+            if n > 0 && *meadow.sight().node() == apiary_catalog::sight::default_node() {
+                meadow.sight().set_node(label());
+            }
+            meadow
+        };
         pool.set_sight(meadow.sight().clone());
         let colony = Colony::new(pool.clone(), options.regulation);
         let mut catalog = options.catalog;

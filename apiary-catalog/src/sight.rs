@@ -113,9 +113,54 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         "colony temperature, 0 (idle) to 1 (critical)",
     ),
     (
+        CHAMBER_MEMORY_RESERVED,
+        MetricKind::Gauge,
+        "bytes reserved by the chamber whose first bee is `bee` (0 while the bee is idle or a later bee of a chamber)",
+    ),
+    (
+        SPILLED_BYTES,
+        MetricKind::Counter,
+        "bytes the queries and swarm tasks of this node spilled to its scratch folders",
+    ),
+    (
+        BAND,
+        MetricKind::Gauge,
+        "colony temperature band: 0 cold, 1 ideal, 2 warm, 3 hot, 4 critical",
+    ),
+    (
+        COMPACTIONS,
+        MetricKind::Counter,
+        "compactions this node committed",
+    ),
+    (
+        CLEANSES,
+        MetricKind::Counter,
+        "cleanses (removal of unreferenced and expired objects) this node ran",
+    ),
+    (
+        CACHE_HITS,
+        MetricKind::Counter,
+        "reads of a cell the swarm node's cell cache already held",
+    ),
+    (
+        CACHE_MISSES,
+        MetricKind::Counter,
+        "reads of a cell the cell cache had to download first",
+    ),
+    (
+        CACHE_BYTES,
+        MetricKind::Gauge,
+        "bytes of the cells in the cell cache",
+    ),
+    (
+        CACHE_BYTES_READ,
+        MetricKind::Counter,
+        "bytes read from cells on the cell cache's disk instead of the meadow",
+    ),
+    (
         SWARM_TASKS,
         MetricKind::Counter,
-        "swarm tasks of other nodes' (or its own) queries, by `outcome` (claimed, done, failed, abandoned)",
+        "swarm tasks of other nodes' (or its own) queries, by `outcome`: claimed, retried (a claim of a later attempt, after a failure, a lost lease or a dead node), done, failed, abandoned (the query ended first)",
     ),
 ];
 
@@ -146,6 +191,9 @@ pub const CLEANSES: &str = "apiary_cleanses_total";
 pub const CACHE_HITS: &str = "apiary_cache_hits_total";
 pub const CACHE_MISSES: &str = "apiary_cache_misses_total";
 pub const CACHE_BYTES: &str = "apiary_cache_bytes";
+pub const CACHE_BYTES_READ: &str = "apiary_cache_bytes_read_total";
+pub const CHAMBER_MEMORY_RESERVED: &str = "apiary_chamber_memory_reserved_bytes";
+pub const SPILLED_BYTES: &str = "apiary_spilled_bytes_total";
 pub const SWARM_TASKS: &str = "apiary_swarm_tasks_total";
 
 /// Buckets of [`STORAGE_SECONDS`]: from a local folder's half millisecond to a slow bucket's
@@ -172,6 +220,8 @@ pub fn describe() {
 #[derive(Clone, Debug)]
 pub struct Sight {
     node: Arc<RwLock<Arc<str>>>,
+    /// Whether a node already counts in this sight (see [`Sight::claim`]).
+    claimed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for Sight {
@@ -204,7 +254,14 @@ impl Sight {
     pub fn new(node: impl Into<Arc<str>>) -> Self {
         Sight {
             node: Arc::new(RwLock::new(node.into())),
+            claimed: Arc::default(),
         }
+    }
+
+    /// Takes this sight for one node: false when another node took it first (a second node of
+    /// the process on a clone of the same meadow, which then needs a sight of its own).
+    pub fn claim(&self) -> bool {
+        !self.claimed.swap(true, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The node these metrics are labelled with.
@@ -236,6 +293,24 @@ impl Sight {
         metrics::gauge!(name, "node" => self.node().to_string()).set(value);
     }
 
+    /// Sets the gauge `name` of this node, with one more label.
+    pub fn set_by(&self, name: &'static str, label: &'static str, value: String, to: f64) {
+        metrics::gauge!(name, "node" => self.node().to_string(), label => value).set(to);
+    }
+
+    /// Counts what `plan` (executed) spilled: the `spilled_bytes` of every operator in it.
+    pub fn count_spills(&self, plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) {
+        fn spilled(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> usize {
+            // (`sum_by_name` skips DataFusion's built-in metrics, spilled bytes among them.)
+            let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0);
+            own + plan.children().into_iter().map(spilled).sum::<usize>()
+        }
+        let bytes = spilled(plan);
+        if bytes > 0 {
+            self.count(SPILLED_BYTES, bytes as u64);
+        }
+    }
+
     /// One object-store call of `kind` that took `seconds`.
     pub fn storage_call(&self, kind: &'static str, seconds: f64, failed: bool) {
         self.count_by(STORAGE_CALLS, "kind", kind, 1);
@@ -249,5 +324,28 @@ impl Sight {
             metrics::counter!(STORAGE_ERRORS, "node" => node.clone(), "kind" => kind).increment(1);
         }
         metrics::histogram!(STORAGE_SECONDS, "node" => node, "kind" => kind).record(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric name declared in this file is in [`METRICS`] (which the docs are checked
+    /// against), once.
+    #[test]
+    fn every_metric_is_listed_once() {
+        let declared: Vec<&str> = include_str!("sight.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub const "))
+            .filter_map(|l| l.split_once(": &str = \"").map(|(_, rest)| rest))
+            .filter_map(|rest| rest.strip_suffix("\";"))
+            .collect();
+        assert!(declared.len() > 20, "{declared:?}");
+        for name in &declared {
+            let listed = METRICS.iter().filter(|(n, _, _)| n == name).count();
+            assert_eq!(listed, 1, "{name} is listed {listed} times in METRICS");
+        }
+        assert_eq!(declared.len(), METRICS.len());
     }
 }

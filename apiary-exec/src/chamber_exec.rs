@@ -199,6 +199,7 @@ impl Tracker {
         }
         let sight = self.pool.sight();
         sight.count(sight::ROWS_RETURNED, self.rows);
+        sight.count_spills(&self.plan);
         sight.count(
             match outcome {
                 QueryOutcome::Finished => sight::QUERIES_FINISHED,

@@ -56,6 +56,8 @@ struct PoolInner {
     waiting: AtomicUsize,
     /// Bytes reserved in every chamber's memory pool together.
     reserved: AtomicUsize,
+    /// Bytes reserved by each chamber, on the chamber's first bee (index = bee id).
+    reserved_by_bee: Vec<AtomicUsize>,
     tasks: AtomicU64,
     /// The node's metrics label (the meadow's, once the pool serves one).
     sight: std::sync::RwLock<Sight>,
@@ -154,6 +156,7 @@ impl BeePool {
                 free: Mutex::new(vec![true; node.bees]),
                 waiting: AtomicUsize::new(0),
                 reserved: AtomicUsize::new(0),
+                reserved_by_bee: (0..node.bees).map(|_| AtomicUsize::new(0)).collect(),
                 tasks: AtomicU64::new(0),
                 sight: std::sync::RwLock::new(Sight::default()),
                 queries: QueryLog::default(),
@@ -215,6 +218,16 @@ impl BeePool {
 
     pub fn reserved(&self) -> usize {
         self.inner.reserved.load(Ordering::SeqCst)
+    }
+
+    /// Bytes reserved by each chamber now, on its first bee (index = bee id; 0 for an idle bee
+    /// and for the later bees of a chamber).
+    pub fn reserved_by_bee(&self) -> Vec<usize> {
+        self.inner
+            .reserved_by_bee
+            .iter()
+            .map(|r| r.load(Ordering::SeqCst))
+            .collect()
     }
 
     pub fn status(&self) -> PoolStatus {
@@ -416,6 +429,7 @@ impl Chamber {
         runtime.memory_pool = Arc::new(ChamberPool {
             inner,
             pool: pool.clone(),
+            first: bees[0],
             label: label.clone(),
             budget,
         });
@@ -504,6 +518,8 @@ impl Drop for Chamber {
 struct ChamberPool {
     inner: Box<dyn MemoryPool>,
     pool: Arc<PoolInner>,
+    /// The chamber's first bee, whose slot of `reserved_by_bee` is this chamber's.
+    first: usize,
     label: String,
     budget: usize,
 }
@@ -524,6 +540,13 @@ impl fmt::Display for ChamberPool {
     }
 }
 
+impl ChamberPool {
+    fn add(&self, bytes: usize) {
+        self.pool.reserved.fetch_add(bytes, Ordering::SeqCst);
+        self.pool.reserved_by_bee[self.first].fetch_add(bytes, Ordering::SeqCst);
+    }
+}
+
 impl MemoryPool for ChamberPool {
     fn name(&self) -> &str {
         "apiary_chamber"
@@ -539,18 +562,19 @@ impl MemoryPool for ChamberPool {
 
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
         self.inner.grow(reservation, additional);
-        self.pool.reserved.fetch_add(additional, Ordering::SeqCst);
+        self.add(additional);
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
         self.inner.shrink(reservation, shrink);
         self.pool.reserved.fetch_sub(shrink, Ordering::SeqCst);
+        self.pool.reserved_by_bee[self.first].fetch_sub(shrink, Ordering::SeqCst);
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DfResult<()> {
         match self.inner.try_grow(reservation, additional) {
             Ok(()) => {
-                self.pool.reserved.fetch_add(additional, Ordering::SeqCst);
+                self.add(additional);
                 Ok(())
             }
             Err(e) => Err(match e.find_root() {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use apiary_exec::{BeePool, MemoryPoolKind, NodeConfig};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::runtime_env::RuntimeEnv;
 
 use crate::support::{MIB, files_below, pool, session};
 
@@ -176,4 +178,24 @@ async fn a_greedy_chamber_keeps_the_budget() {
     }
     assert!(peak > 0 && peak as u64 <= BUDGET, "peak reservation {peak}");
     assert_eq!(pool.busy(), 0);
+}
+
+/// Each chamber's reservation is seen apart (on its first bee), for the per-chamber gauge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_chambers_reservation_is_counted_on_its_first_bee() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pool = BeePool::new(NodeConfig::fixed(3, 64 << 20, scratch.path())).unwrap();
+    let runtime = Arc::new(RuntimeEnv::default());
+    let one = pool.acquire(1, &runtime, true).await.unwrap();
+    let two = pool.acquire(2, &runtime, true).await.unwrap();
+    assert_eq!((one.bees(), two.bees()), (&[0][..], &[1, 2][..]));
+    let a = MemoryConsumer::new("a").register(&one.runtime().memory_pool);
+    a.try_grow(10 << 20).unwrap();
+    let b = MemoryConsumer::new("b").register(&two.runtime().memory_pool);
+    b.grow(30 << 20);
+    b.shrink(10 << 20);
+    assert_eq!(pool.reserved_by_bee(), [10 << 20, 20 << 20, 0]);
+    assert_eq!(pool.reserved(), 30 << 20);
+    drop((a, b));
+    assert_eq!(pool.reserved_by_bee(), [0, 0, 0]);
 }

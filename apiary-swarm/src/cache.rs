@@ -111,6 +111,8 @@ pub struct CellCache {
     fills: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Bytes read from cached cells on local disk.
+    bytes_read: AtomicU64,
     /// Grows with every cell cached or evicted: the version of the node's cache index.
     version: AtomicU64,
     /// The folder's owner, when the cache has one (dropped with the cache, after all readers).
@@ -148,6 +150,8 @@ pub struct CacheStatus {
     pub capacity: u64,
     pub hits: u64,
     pub misses: u64,
+    /// Bytes read from cached cells on local disk instead of the meadow.
+    pub bytes_read: u64,
 }
 
 impl CellCache {
@@ -195,6 +199,7 @@ impl CellCache {
             fills: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
             // Cells left by an earlier run are news to the swarm.
             version: AtomicU64::new(u64::from(!index_is_empty)),
             _folder: folder,
@@ -209,6 +214,7 @@ impl CellCache {
             capacity: self.capacity,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            bytes_read: self.bytes_read.load(Ordering::Relaxed),
         }
     }
 
@@ -463,6 +469,8 @@ impl ObjectStore for CellCache {
         match self.local.get_opts(location, options.clone()).await {
             Ok(mut r) => {
                 r.meta.location = location.clone();
+                self.bytes_read
+                    .fetch_add(r.range.end - r.range.start, Ordering::Relaxed);
                 Ok(r)
             }
             // Evicted meanwhile: read through.
@@ -479,7 +487,11 @@ impl ObjectStore for CellCache {
             return self.inner.get_ranges(location, ranges).await;
         }
         match self.local.get_ranges(location, ranges).await {
-            Ok(pieces) => Ok(pieces),
+            Ok(pieces) => {
+                let bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+                self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+                Ok(pieces)
+            }
             Err(_) => self.inner.get_ranges(location, ranges).await,
         }
     }

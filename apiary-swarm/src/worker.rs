@@ -472,9 +472,11 @@ pub(crate) async fn claim_and_run(
         {
             continue; // another node was first; the bee goes back
         }
-        node.meadow
-            .sight()
-            .count_by(sight::SWARM_TASKS, "outcome", "claimed", 1);
+        let sight = node.meadow.sight();
+        sight.count_by(sight::SWARM_TASKS, "outcome", "claimed", 1);
+        if a > 0 {
+            sight.count_by(sight::SWARM_TASKS, "outcome", "retried", 1);
+        }
         slots.running.fetch_add(1, Ordering::SeqCst);
         let (node, dir, slots) = (node.clone(), dir.clone(), slots.clone());
         let running = Running(slots.running.clone());
@@ -764,6 +766,7 @@ async fn run_task(
         parts.finish().await
     }
     .await;
+    node.meadow.sight().count_spills(&plan);
     if let Err(e) = result {
         parts.remove().await;
         return Err(e);

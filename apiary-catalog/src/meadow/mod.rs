@@ -73,8 +73,10 @@ pub type StoreLayer = Arc<dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> +
 struct Inner {
     url: String,
     kind: MeadowKind,
-    /// The store every call goes through: the base store inside its layers.
+    /// The store every call goes through: the base store, metered, inside its layers.
     store: Arc<dyn ObjectStore>,
+    /// The base store alone, for [`Meadow::with_own_sight`].
+    base: Option<Arc<dyn ObjectStore>>,
     store_url: ObjectStoreUrl,
     root: Path,
     /// The local file system under the durable store, to map keys to files for fsync.
@@ -278,9 +280,28 @@ impl Meadow {
     /// Every call of the base store counted in `sight`, before any layer goes around it.
     fn metered(mut self, sight: Sight) -> Meadow {
         let inner = Arc::make_mut(&mut self.inner);
+        inner.base = Some(inner.store.clone());
         inner.store = metered::Metered::wrap(inner.store.clone(), sight.clone());
         inner.sight = sight;
         self
+    }
+
+    /// The same meadow (same store, same layers) counting its calls in `sight`: for a second
+    /// node of a process built on a clone of this meadow, so that each node's metrics stay its
+    /// own.
+    pub fn with_own_sight(&self, sight: Sight) -> Meadow {
+        let Some(base) = self.inner.base.clone() else {
+            return self.clone();
+        };
+        let mut inner = (*self.inner).clone();
+        inner.store = metered::Metered::wrap(base, sight.clone());
+        for layer in &inner.layers {
+            inner.store = layer(inner.store.clone());
+        }
+        inner.sight = sight;
+        Meadow {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The metrics of the node using this meadow ([`crate::sight`]).
@@ -345,6 +366,7 @@ impl Meadow {
                 url: url.to_string(),
                 kind,
                 store,
+                base: None,
                 store_url,
                 root,
                 local,
