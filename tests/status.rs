@@ -2,8 +2,10 @@
 //! run, `/api/status`, and nothing served but its routes.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use apiary::{Apiary, StatusOptions};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 
 use crate::support::http_get;
 
@@ -16,8 +18,14 @@ async fn scrape(addr: SocketAddr) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap()
 }
 
+/// This process's metrics as `/metrics` would show them, parsed.
+pub(crate) fn rendered() -> prometheus_parse::Scrape {
+    let text = apiary::status::prometheus().unwrap().render();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
 /// The sum of the samples of `metric` labelled `node` (and `label`, when given).
-fn value(
+pub(crate) fn value(
     scrape: &prometheus_parse::Scrape,
     metric: &str,
     node: &str,
@@ -376,4 +384,280 @@ fn the_shells_status_page_shows_its_statements() {
     assert_eq!(recent[0]["rows"], 1, "{recent}");
     drop(stdin);
     assert!(shell.wait().unwrap().success());
+}
+
+/// An Apiary on `{dir}/meadow` with bees `node` (detected when `None`), labelled with a name of
+/// its own, serving its status page.
+async fn labelled(
+    dir: &std::path::Path,
+    node: Option<apiary::exec::NodeConfig>,
+) -> (Apiary, String, apiary::StatusServer) {
+    let options = apiary::ApiaryOptions {
+        node,
+        ..apiary::ApiaryOptions::default()
+    };
+    let ap = Apiary::open_with(dir.join("meadow").to_str().unwrap(), options)
+        .await
+        .unwrap();
+    let name = format!("status-{}", uuid::Uuid::new_v4().simple());
+    ap.meadow().sight().set_node(name.as_str());
+    let server = ap
+        .serve_status("127.0.0.1:0".parse().unwrap(), StatusOptions::default())
+        .await
+        .unwrap();
+    (ap, name, server)
+}
+
+/// One row `id` of `h.b.t (id BIGINT)`.
+fn one_id(
+    id: i64,
+) -> futures::stream::Iter<std::vec::IntoIter<apiary::catalog::Result<RecordBatch>>> {
+    let column: ArrayRef = Arc::new(Int64Array::from(vec![id]));
+    let batch = RecordBatch::try_from_iter([("id", column)]).unwrap();
+    futures::stream::iter(vec![Ok(batch)])
+}
+
+/// Racing commits: each retry one lost race, exactly as the commits report them; a rewrite
+/// from a stale snapshot: one conflict; a compaction and a cleanse: one each; a write the
+/// store refuses: a storage error — and the frame keeps what was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn races_conflicts_upkeep_and_storage_errors_are_counted_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ap, node, server) = labelled(dir.path(), None).await;
+    let addr = server.local_addr();
+    let ctx = ap.session().unwrap();
+    small_frame(&ap, &ctx, "h", "(0)").await;
+    let frame = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
+    let v = |s: &prometheus_parse::Scrape, m: &str| value(s, m, &node, None);
+
+    let before = scrape(addr).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let writers: Vec<_> = (0..8i64)
+        .map(|w| {
+            let (frame, barrier) = (frame.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut retries = 0;
+                for i in 0..10 {
+                    let info = frame.append(one_id(1 + w * 10 + i), "WRITE").await.unwrap();
+                    retries += info.attempts - 1;
+                }
+                retries
+            })
+        })
+        .collect();
+    let mut retries = 0;
+    for w in writers {
+        retries += w.await.unwrap();
+    }
+    let raced = scrape(addr).await;
+    assert!(retries > 0, "the writers never raced");
+    assert_eq!(
+        v(&raced, "apiary_commits_total") - v(&before, "apiary_commits_total"),
+        80.0
+    );
+    assert_eq!(
+        v(&raced, "apiary_commit_lost_races_total") - v(&before, "apiary_commit_lost_races_total"),
+        retries as f64
+    );
+
+    // Two rewrites of one cell from the same snapshot: the second is refused.
+    let read = frame.ledger().refresh().await.unwrap();
+    let victim = read.cells().next().unwrap().path.clone();
+    let mut outcomes = vec![];
+    for _ in 0..2 {
+        let cells = frame
+            .cell_writer(&read)
+            .unwrap()
+            .write_stream(one_id(-1))
+            .await
+            .unwrap();
+        let action = apiary::catalog::Action::RewriteCells {
+            removed: vec![victim.clone()],
+            added: cells,
+        };
+        outcomes.push(frame.ledger().commit(&read, "COMPACT", action).await);
+    }
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert!(
+        matches!(outcomes[1], Err(apiary::catalog::Error::Conflict(_))),
+        "{:?}",
+        outcomes[1]
+    );
+    run(&ap, &ctx, "SELECT * FROM apiary_compact('h.b.t')").await;
+    run(
+        &ap,
+        &ctx,
+        "SELECT * FROM apiary_cleanse('h.b.t', 0, false, true)",
+    )
+    .await;
+    let upkept = scrape(addr).await;
+    let moved = |m: &str| v(&upkept, m) - v(&raced, m);
+    assert_eq!(moved("apiary_commit_conflicts_total"), 1.0);
+    assert_eq!(moved("apiary_commit_lost_races_total"), 0.0);
+    assert_eq!(moved("apiary_compactions_total"), 1.0);
+    assert_eq!(moved("apiary_cleanses_total"), 1.0);
+    assert_eq!(v(&upkept, "apiary_storage_errors_total"), 0.0);
+
+    // A file where a partition's folder would go: the store cannot write the cell there.
+    run(
+        &ap,
+        &ctx,
+        "CREATE EXTERNAL TABLE h.b.p (id BIGINT NOT NULL, region VARCHAR NOT NULL) \
+         STORED AS APIARY PARTITIONED BY (region) LOCATION ''",
+    )
+    .await;
+    run(&ap, &ctx, "INSERT INTO h.b.p VALUES (1, 'fr')").await;
+    let fr = find_dir(&dir.path().join("meadow"), "region=fr").expect("the 'fr' partition");
+    std::fs::write(fr.with_file_name("region=xx"), b"not a folder").unwrap();
+    let refused = ap
+        .sql(&ctx, "INSERT INTO h.b.p VALUES (2, 'xx')")
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert!(refused.is_err());
+    let failed = scrape(addr).await;
+    assert!(v(&failed, "apiary_storage_errors_total") >= 1.0);
+    assert_eq!(
+        crate::support::query(&ctx, "SELECT id, region FROM h.b.p").await,
+        ["1|fr"]
+    );
+    // A scan that prunes its every cell counts them too (it plans no file scan at all).
+    run(&ap, &ctx, "SELECT id FROM h.b.p WHERE region = 'zz'").await;
+    let pruned_all = scrape(addr).await;
+    let by_partition = |s| {
+        value(
+            s,
+            "apiary_cells_pruned_total",
+            &node,
+            Some(("by", "partition")),
+        )
+    };
+    assert_eq!(by_partition(&pruned_all) - by_partition(&failed), 1.0);
+    // Idle: every bee's chamber holds nothing, the colony is cold.
+    for bee in 0..ap.bees().bees() {
+        let bee = bee.to_string();
+        let held = failed.samples.iter().find(|s| {
+            s.metric == "apiary_chamber_memory_reserved_bytes"
+                && s.labels.get("node") == Some(node.as_str())
+                && s.labels.get("bee") == Some(bee.as_str())
+        });
+        assert!(
+            held.is_some_and(|s| s.value == prometheus_parse::Value::Gauge(0.0)),
+            "{held:?}"
+        );
+    }
+    assert_eq!(v(&failed, "apiary_temperature_band"), 0.0);
+    server.stop().await;
+}
+
+/// The first folder named `name` below `root`.
+fn find_dir(root: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(root).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == name) {
+                return Some(path);
+            }
+            if let Some(found) = find_dir(&path, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// A query that needs several times its bee's budget spills, and the bytes are counted; one
+/// that fits spills nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spilled_bytes_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let bees = apiary::exec::NodeConfig::fixed(1, 32 << 20, dir.path().join("scratch"));
+    let (ap, node, server) = labelled(dir.path(), Some(bees)).await;
+    let addr = server.local_addr();
+    let ctx = ap.session().unwrap();
+    let spilled =
+        |s: &prometheus_parse::Scrape| value(s, "apiary_spilled_bytes_total", &node, None);
+    let before = scrape(addr).await;
+    run(
+        &ap,
+        &ctx,
+        "SELECT sum(value) FROM generate_series(1, 100000)",
+    )
+    .await;
+    let small = scrape(addr).await;
+    assert_eq!(spilled(&small), spilled(&before));
+    // An 80,000-group aggregate over 32-character strings, sorted: about 120 MiB unconstrained.
+    run(
+        &ap,
+        &ctx,
+        "SELECT h, count(*) AS c, max(v) AS m FROM (SELECT md5(CAST(value % 80000 AS VARCHAR)) \
+         AS h, value AS v FROM generate_series(1, 160000)) GROUP BY h ORDER BY h",
+    )
+    .await;
+    let heavy = scrape(addr).await;
+    assert!(
+        spilled(&heavy) - spilled(&small) > (1 << 20) as f64,
+        "{} bytes spilled",
+        spilled(&heavy) - spilled(&small)
+    );
+    server.stop().await;
+}
+
+/// `apiary status --format json` prints the shape `/api/status` serves: the same sections, and
+/// the same keys in its node, each swarm node and each frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_prints_the_shape_the_server_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ap, node, server) = labelled(dir.path(), None).await;
+    let mut config = apiary::swarm::SwarmConfig::default()
+        .with_heartbeat_interval(std::time::Duration::from_millis(200))
+        .with_node_id(node.as_str());
+    config.cache_bytes = 0;
+    config.cache_dir = dir.path().join("cache");
+    ap.join_swarm(config).await.unwrap();
+    let ctx = ap.session().unwrap();
+    small_frame(&ap, &ctx, "h", "(1), (2)").await;
+    let served = api_status(server.local_addr()).await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .arg("--storage")
+        .arg(dir.path().join("meadow"))
+        .args(["status", "--format", "json", "--watch-ms", "700"])
+        .env_remove("APIARY_STORAGE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&printed), keys(&served));
+    assert_eq!(keys(&printed["node"]), keys(&served["node"]));
+    assert_eq!(keys(&printed["queries"]), keys(&served["queries"]));
+    let ours = |v: &serde_json::Value| -> serde_json::Value {
+        v["swarm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == node.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{node} is not in {v}"))
+    };
+    let (printed_node, served_node) = (ours(&printed), ours(&served));
+    assert_eq!(keys(&printed_node), keys(&served_node));
+    assert_eq!(printed_node["state"], "alive", "{printed_node}");
+    assert_eq!(printed_node["here"], true);
+    assert_eq!(printed["frames"], served["frames"]);
+    assert_eq!(printed["frames"][0]["frame"], "h.b.t");
+    ap.leave_swarm().await.unwrap();
+    server.stop().await;
 }

@@ -1212,7 +1212,12 @@ async fn a_failed_report_is_written_again() {
 /// may still run it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_goes_to_another_node() {
-    let url = format!("memory://retry-{}", uuid::Uuid::new_v4().simple());
+    // The node labels of this process's metrics: names no other test uses.
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let [coordinator_id, good_id, bad_id] =
+        ["coordinator", "good", "bad"].map(|n| format!("{n}-{}", &tag[..8]));
+    crate::status::rendered(); // the recorder, installed before the first count
+    let url = format!("memory://retry-{tag}");
     let meadow = Meadow::open(&url).await.unwrap();
     let scratch = tempfile::tempdir().unwrap();
     // Every partial `bad` writes fails; the other two nodes are busy for 3 s with their own tasks.
@@ -1222,13 +1227,13 @@ async fn a_retry_goes_to_another_node() {
             .key_contains("partial_"),
     );
     let busy = Duration::from_secs(3);
-    let coordinator = keeping_node(meadow.clone(), "coordinator", scratch.path(), busy).await;
+    let coordinator = keeping_node(meadow.clone(), &coordinator_id, scratch.path(), busy).await;
     let ctx = coordinator.session().unwrap();
     create_numbers(&ctx, 6).await;
-    let good = keeping_node(meadow.clone(), "good", scratch.path(), busy).await;
+    let good = keeping_node(meadow.clone(), &good_id, scratch.path(), busy).await;
     let bad = keeping_node(
         meadow.with_store_layer(faults.layer()),
-        "bad",
+        &bad_id,
         scratch.path(),
         Duration::ZERO,
     )
@@ -1248,10 +1253,44 @@ async fn a_retry_goes_to_another_node() {
         !retries.is_empty()
             && retries
                 .iter()
-                .all(|r| r.attempt == 0 && r.node.as_deref() == Some("bad")),
+                .all(|r| r.attempt == 0 && r.node.as_deref() == Some(bad_id.as_str())),
         "{retries:?}"
     );
-    assert!(done.iter().all(|d| d.node != "bad"), "{done:?}");
+    assert!(done.iter().all(|d| d.node != bad_id), "{done:?}");
+
+    // The swarm-task metrics say the same, node by node.
+    let metrics = crate::status::rendered();
+    let tasks = |node: &str, outcome: &str| {
+        crate::status::value(
+            &metrics,
+            "apiary_swarm_tasks_total",
+            node,
+            Some(("outcome", outcome)),
+        ) as usize
+    };
+    for node in [&coordinator_id, &good_id, &bad_id] {
+        let mine = |d: &&Done| &d.node == node;
+        assert_eq!(
+            tasks(node, "done"),
+            done.iter().filter(mine).count(),
+            "{node}"
+        );
+        assert_eq!(
+            tasks(node, "retried"),
+            done.iter().filter(mine).filter(|d| d.attempt > 0).count(),
+            "{node}"
+        );
+        assert_eq!(
+            tasks(node, "claimed"),
+            tasks(node, "done") + tasks(node, "failed") + tasks(node, "abandoned"),
+            "{node}"
+        );
+    }
+    assert_eq!(tasks(&bad_id, "failed"), retries.len());
+    assert_eq!(
+        tasks(&good_id, "failed") + tasks(&coordinator_id, "failed"),
+        0
+    );
     bad.leave_swarm().await.unwrap();
     good.leave_swarm().await.unwrap();
     coordinator.leave_swarm().await.unwrap();
@@ -1586,7 +1625,13 @@ async fn a_nodes_own_queries_read_cells_through_its_cache() {
         assert_eq!(explain.contains("SwarmExec"), distributed, "{explain}");
         assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
         counting.take_reads();
+        let swarm = coordinator.swarm().unwrap();
+        let read_before = swarm.cache().status().bytes_read;
         assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+        assert!(
+            swarm.cache().status().bytes_read > read_before,
+            "{setting}: nothing read from the cache"
+        );
         let cells: Vec<String> = counting
             .take_reads()
             .into_iter()
