@@ -5,6 +5,7 @@
 mod alter;
 mod bees;
 mod cli;
+mod clustering;
 mod differential;
 mod docs;
 mod guarantees;

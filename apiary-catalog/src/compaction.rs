@@ -6,6 +6,12 @@
 //! again by the cell writer, which closes cells at the target. Larger cells are left alone.
 //! Appends that commit meanwhile are kept; a concurrent rewrite of the same cells makes one of
 //! the two fail with a conflict error.
+//!
+//! A frame with a sort order ([`crate::clustering`]) keeps it: the cells read are sorted
+//! together (in the query's budget, spilling) and the cells written record the order, so they
+//! do not overlap. [`Compaction::Recluster`] rewrites every cell of each partition whose cells
+//! are not all sorted or overlap — the way to cluster cells written before the order or by
+//! row changes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -14,7 +20,9 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::execution::{SessionStateBuilder, TaskContext};
 use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::sorts::sort::SortExec;
 
+use crate::clustering::SortOrder;
 use crate::error::Result;
 use crate::frame::Frame;
 use crate::ledger::{Action, CellRecord};
@@ -47,22 +55,51 @@ fn partition_label(partition_by: &[String], values: &[ScalarValue]) -> String {
         .join("/")
 }
 
-/// Compacts the small cells of every partition of `frame` (newest version) in one commit.
+/// Which cells a compaction rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compaction {
+    /// The small cells of each partition that has at least two.
+    #[default]
+    SmallCells,
+    /// Every cell of each partition whose cells are not all in the frame's sort order, or whose
+    /// key ranges overlap (a frame without a sort order: as [`Compaction::SmallCells`]).
+    Recluster,
+}
+
+/// Compacts the cells `how` chooses of every partition of `frame` (newest version) in one
+/// commit.
 ///
 /// The cells are read in `ctx` — the calling query's task context, so its memory budget (a
 /// chamber of the bees, in Apiary's sessions) bounds the work.
-pub async fn compact(frame: &Frame, ctx: Arc<TaskContext>) -> Result<CompactionReport> {
+pub async fn compact(
+    frame: &Frame,
+    ctx: Arc<TaskContext>,
+    how: Compaction,
+) -> Result<CompactionReport> {
     frame.admit().await?;
     let read = frame.ledger().refresh().await?;
+    let order = SortOrder::of(&read.properties)?;
     let target = frame.write_options().leafcutter.target_cell_bytes();
-    let mut groups: BTreeMap<String, Vec<Arc<CellRecord>>> = BTreeMap::new();
-    for c in read.cells().filter(|c| c.size < target / 2) {
-        groups
+    let mut partitions: BTreeMap<String, Vec<Arc<CellRecord>>> = BTreeMap::new();
+    for c in read.cells() {
+        partitions
             .entry(partition_label(&read.partition_by, &c.partition))
             .or_default()
             .push(c.clone());
     }
-    groups.retain(|_, cells| cells.len() >= 2);
+    let mut groups = BTreeMap::new();
+    for (partition, cells) in partitions {
+        let chosen: Vec<Arc<CellRecord>> = match (how, &order) {
+            (Compaction::Recluster, Some(order)) if !clustered(&cells, order) => cells,
+            (Compaction::Recluster, Some(_)) => vec![],
+            _ => cells.into_iter().filter(|c| c.size < target / 2).collect(),
+        };
+        // Reclustering rewrites even one cell: it comes out sorted, and marked so.
+        let recluster = how == Compaction::Recluster && order.is_some();
+        if chosen.len() >= 2 || (recluster && !chosen.is_empty()) {
+            groups.insert(partition, chosen);
+        }
+    }
     let mut report = CompactionReport {
         frame: frame.name().to_string(),
         version: None,
@@ -79,12 +116,16 @@ pub async fn compact(frame: &Frame, ctx: Arc<TaskContext>) -> Result<CompactionR
         .with_config(ctx.session_config().clone())
         .with_runtime_env(ctx.runtime_env())
         .build();
-    let plan = table.scan(&state, None, &[], None).await?;
+    let mut plan = table.scan(&state, None, &[], None).await?;
+    let mut writer = frame.cell_writer(&read)?;
+    if let Some(order) = &order
+        && let Some(ordering) = order.lex_ordering(&plan.schema())
+    {
+        plan = Arc::new(SortExec::new(ordering, plan));
+        writer = writer.with_sorted_input(order.clone());
+    }
     let stream = execute_stream(plan, ctx)?;
-    let added = frame
-        .cell_writer(&read)?
-        .write_record_batch_stream(stream)
-        .await?;
+    let added = writer.write_record_batch_stream(stream).await?;
     let mut after: BTreeMap<String, usize> = BTreeMap::new();
     for c in &added {
         *after
@@ -110,4 +151,25 @@ pub async fn compact(frame: &Frame, ctx: Arc<TaskContext>) -> Result<CompactionR
         .sight()
         .count(crate::sight::COMPACTIONS, 1);
     Ok(report)
+}
+
+/// Whether `cells` (one partition's) are all in `order` and their ranges of its first key do
+/// not overlap (touching ends are fine).
+fn clustered(cells: &[Arc<CellRecord>], order: &SortOrder) -> bool {
+    if cells.iter().any(|c| c.sorted_by.as_ref() != Some(order)) {
+        return false;
+    }
+    let key = &order.keys()[0].column;
+    let mut ranges = vec![];
+    for c in cells {
+        match c.stats.get(key) {
+            Some(s) if s.null_count == Some(0) => match (&s.min, &s.max) {
+                (Some(min), Some(max)) => ranges.push((min.clone(), max.clone())),
+                _ => return false,
+            },
+            _ => return false,
+        }
+    }
+    ranges.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    ranges.windows(2).all(|w| w[0].1 <= w[1].0)
 }

@@ -37,6 +37,7 @@
 pub mod cell;
 pub mod check;
 pub mod cleansing;
+pub mod clustering;
 pub mod column_ids;
 pub mod compaction;
 pub mod error;
@@ -58,6 +59,7 @@ pub mod testing;
 pub mod value;
 
 pub use cell::{CellWriter, Leafcutter, WriteOptions};
+pub use clustering::{SortKey, SortOrder};
 pub use error::{Error, Kind, Result};
 pub use frame::{Frame, WriteAdmission};
 pub use io::IoRuntime;

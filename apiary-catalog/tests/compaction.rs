@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use apiary_catalog::compaction::compact;
+use apiary_catalog::compaction::{Compaction, compact};
 use apiary_catalog::{Error, FrameSpec, Leafcutter, WriteOptions};
 
 use crate::support::{backends, batch, frame, read_back, schema, stream, task_ctx};
@@ -31,7 +31,9 @@ async fn small_cells_of_each_partition_become_one_commit_of_target_sized_cells()
         assert_eq!(before.cell_count(), 30);
         let (ids_before, rows_before) = read_back(&frame, &before).await;
 
-        let report = compact(&frame, task_ctx()).await.unwrap();
+        let report = compact(&frame, task_ctx(), Compaction::SmallCells)
+            .await
+            .unwrap();
         assert_eq!(report.version, Some(before.version + 1), "{b}");
         let summary: Vec<(String, usize, usize, u64)> = report
             .partitions
@@ -57,7 +59,9 @@ async fn small_cells_of_each_partition_become_one_commit_of_target_sized_cells()
         assert_eq!(last[0].action.removed().len(), 30);
 
         // Nothing left to compact: no commit.
-        let again = compact(&frame, task_ctx()).await.unwrap();
+        let again = compact(&frame, task_ctx(), Compaction::SmallCells)
+            .await
+            .unwrap();
         assert_eq!((again.version, again.partitions.len()), (None, 0), "{b}");
         assert_eq!(
             frame.ledger().refresh().await.unwrap().version,
@@ -96,7 +100,9 @@ async fn cells_of_about_the_target_are_left_alone() {
         "the large write made cells of about the target: {}",
         big.len()
     );
-    let report = compact(&frame, task_ctx()).await.unwrap();
+    let report = compact(&frame, task_ctx(), Compaction::SmallCells)
+        .await
+        .unwrap();
     assert_eq!(report.partitions[0].cells_before, small.len());
     let after = frame.ledger().latest();
     for c in &big {
@@ -126,7 +132,7 @@ async fn racing_compactions_have_one_winner_and_leave_no_cells_behind() {
             let (frame, barrier) = (frame.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                compact(&frame, task_ctx()).await
+                compact(&frame, task_ctx(), Compaction::SmallCells).await
             })
         })
         .collect();

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use apiary::catalog::ledger::FrameSpec;
-use apiary::catalog::{CommitInfo, IfExists, RegistryState};
+use apiary::catalog::{CommitInfo, IfExists, RegistryState, SortKey, SortOrder};
 use apiary::swarm::{NodeState, SwarmConfig, WorldView};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::error::ArrowError;
@@ -415,8 +415,9 @@ impl PyApiary {
     }
 
     /// Creates a frame (a table) with an Arrow `schema` (e.g. a `pyarrow.Schema`), optionally
-    /// partitioned by some of its columns.
-    #[pyo3(signature = (hive, box_, frame, schema, partition_by = None, exist_ok = false))]
+    /// partitioned by some of its columns, and optionally clustered: `sort_by=["day", "id
+    /// DESC"]` sorts the rows of every SQL write by those keys (`WITH ORDER` in SQL).
+    #[pyo3(signature = (hive, box_, frame, schema, partition_by = None, exist_ok = false, sort_by = None))]
     #[allow(clippy::too_many_arguments)]
     fn create_frame(
         &self,
@@ -427,12 +428,20 @@ impl PyApiary {
         schema: Bound<'_, PyAny>,
         partition_by: Option<Vec<String>>,
         exist_ok: bool,
+        sort_by: Option<Vec<String>>,
     ) -> PyResult<()> {
         let schema = match schema.cast::<PyDict>() {
             Ok(columns) => schema_of_names(py, columns)?,
             Err(_) => import_schema(&schema, "schema")?,
         };
-        let spec = FrameSpec::new(schema).with_partition_by(partition_by.unwrap_or_default());
+        let mut spec = FrameSpec::new(schema).with_partition_by(partition_by.unwrap_or_default());
+        if let Some(keys) = sort_by {
+            let keys = keys
+                .iter()
+                .map(|k| sort_key(k))
+                .collect::<Result<Vec<_>>>()?;
+            spec = spec.with_sort_order(SortOrder::new(keys));
+        }
         let registry = self.ap.registry().clone();
         wait(py, async move {
             registry
@@ -481,6 +490,7 @@ impl PyApiary {
             schema,
             partition_by,
             exist_ok,
+            None,
         )
     }
 
@@ -607,4 +617,40 @@ impl PyApiary {
     fn __repr__(&self) -> String {
         format!("Apiary({:?}, storage={:?})", self.name, self.storage)
     }
+}
+
+/// `"day"`, `"day DESC"`, `"day ASC NULLS FIRST"`: one key of `sort_by`.
+fn sort_key(text: &str) -> Result<SortKey> {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let column = text.split_whitespace().next().unwrap_or_default();
+    let rest: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
+    let (descending, nulls) = match rest.as_slice() {
+        [] | ["ASC"] => (false, None),
+        ["DESC"] => (true, None),
+        ["ASC", "NULLS", n] => (false, Some(*n)),
+        ["DESC", "NULLS", n] => (true, Some(*n)),
+        ["NULLS", n] => (false, Some(*n)),
+        _ => (false, Some("?")),
+    };
+    let nulls_first = match nulls {
+        None => descending,
+        Some("FIRST") => true,
+        Some("LAST") => false,
+        Some(_) => {
+            return Err(Error::Invalid(format!(
+                "sort key {text:?}: write \"column [ASC|DESC] [NULLS FIRST|LAST]\""
+            )));
+        }
+    };
+    if column.is_empty() {
+        return Err(Error::Invalid("an empty sort key".into()));
+    }
+    Ok(SortKey {
+        column: column.to_string(),
+        descending,
+        nulls_first,
+    })
 }

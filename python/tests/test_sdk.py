@@ -262,6 +262,22 @@ def test_create_frame_from_type_names(ap):
     assert ap.list_frames("h", "b") == ["t"]
 
 
+def test_a_frame_can_be_clustered(ap):
+    ap.create_hive("h")
+    ap.create_box("h", "b")
+    ap.create_frame("h", "b", "t", {"day": "int32", "id": "int64"}, sort_by=["day DESC"])
+    ap.sql("INSERT INTO h.b.t SELECT CAST((value * 7) % 100 AS INT), value "
+           "FROM generate_series(1, 1000)")
+    plan = "\n".join(ap.sql("EXPLAIN SELECT day FROM h.b.t ORDER BY day DESC").column(1).to_pylist())
+    assert "SortExec" not in plan, plan
+    days = ap.sql("SELECT day FROM h.b.t ORDER BY day DESC").column(0).to_pylist()
+    assert days == sorted(days, reverse=True) and len(days) == 1000
+    with pytest.raises(apiary.ApiaryError, match="sort key"):
+        ap.create_frame("h", "b", "u", {"day": "int32"}, sort_by=["day SIDEWAYS"])
+    with pytest.raises(apiary.ApiaryError, match="nope"):
+        ap.create_frame("h", "b", "u", {"day": "int32"}, sort_by=["nope"])
+
+
 def test_sql_can_stream_its_result(ap):
     ap.create_hive("h")
     ap.create_box("h", "b")

@@ -25,6 +25,7 @@ use super::WriteOptions;
 use super::conform::Conformer;
 use super::partition::{partition_path, split};
 use super::stats::cell_stats;
+use crate::clustering::SortOrder;
 use crate::error::{Error, Result};
 use crate::ledger::entry::is_float;
 use crate::ledger::{CellRecord, ColumnStats, FrameSnapshot};
@@ -98,6 +99,8 @@ pub struct CellWriter {
     open: HashMap<Vec<ScalarValue>, OpenCell>,
     done: Vec<Arc<CellRecord>>,
     tick: u64,
+    /// The order the input's rows arrive in, recorded in every cell.
+    sorted_by: Option<SortOrder>,
 }
 
 impl std::fmt::Debug for CellWriter {
@@ -170,7 +173,15 @@ impl CellWriter {
             open: HashMap::new(),
             done: vec![],
             tick: 0,
+            sorted_by: None,
         })
+    }
+
+    /// Records in every cell that its rows are in `order`: the caller promises the input
+    /// arrives sorted by it (a partition's rows keep their order, so its cells are sorted too).
+    pub fn with_sorted_input(mut self, order: SortOrder) -> Self {
+        self.sorted_by = Some(order);
+        self
     }
 
     /// The frame schema input is conformed to.
@@ -315,6 +326,7 @@ impl CellWriter {
             meta_size: Some(size - data_end),
             partition: key,
             stats,
+            sorted_by: self.sorted_by.clone(),
         }));
         Ok(())
     }

@@ -70,6 +70,7 @@ mod tests {
             meta_size: None,
             partition: vec![],
             stats: BTreeMap::new(),
+            sorted_by: None,
         })
     }
 

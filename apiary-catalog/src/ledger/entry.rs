@@ -78,6 +78,8 @@ pub struct CellRecord {
     pub partition: Vec<ScalarValue>,
     /// Statistics of the columns stored in the file, by column name.
     pub stats: BTreeMap<String, ColumnStats>,
+    /// The order the cell's rows are in, when it was written sorted ([`crate::clustering`]).
+    pub sorted_by: Option<crate::clustering::SortOrder>,
 }
 
 /// What a frame is created with.
@@ -105,6 +107,11 @@ impl FrameSpec {
     pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
         self
+    }
+
+    /// Rows of every write sorted by `order` ([`crate::clustering`]).
+    pub fn with_sort_order(self, order: crate::clustering::SortOrder) -> Self {
+        self.with_property(crate::clustering::SORT_ORDER, order.to_property())
     }
 }
 
@@ -297,6 +304,8 @@ struct RawCell {
     partition: Map<String, Value>,
     #[serde(default)]
     stats: BTreeMap<String, RawStats>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sorted_by: Vec<crate::clustering::SortKey>,
 }
 
 impl CellRecord {
@@ -334,6 +343,11 @@ impl CellRecord {
             meta_size: self.meta_size,
             partition,
             stats,
+            sorted_by: self
+                .sorted_by
+                .as_ref()
+                .map(|o| o.keys().to_vec())
+                .unwrap_or_default(),
         })
         .unwrap_or(Value::Null)
     }
@@ -402,6 +416,8 @@ impl CellRecord {
             meta_size: raw.meta_size,
             partition,
             stats,
+            sorted_by: (!raw.sorted_by.is_empty())
+                .then(|| crate::clustering::SortOrder::new(raw.sorted_by)),
         })
     }
 }

@@ -133,6 +133,9 @@ pub(crate) fn validate_spec(frame: &str, spec: &FrameSpec) -> Result<()> {
             });
         }
     }
+    if let Some(order) = crate::clustering::SortOrder::of(&spec.properties)? {
+        order.check(frame, schema, &spec.partition_by)?;
+    }
     if spec.partition_by.len() >= schema.fields().len() {
         return Err(Error::InvalidSchema(format!(
             "frame {frame}: at least one column must not be a partition column"

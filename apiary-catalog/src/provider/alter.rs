@@ -132,6 +132,12 @@ impl ApiaryCatalog {
                             "{from} is a partition column, whose name is in every cell's path"
                         ))?;
                     }
+                    let order = crate::clustering::SortOrder::of(&read.properties)?;
+                    if order.is_some_and(|o| o.keys().iter().any(|k| &k.column == from)) {
+                        refuse(format!(
+                            "{from} is a key of the frame's sort order, which its cells record                              by name"
+                        ))?;
+                    }
                     column_ids::give_ids(&mut fields);
                     if let Some(f) = fields.iter_mut().find(|f| f.name() == from) {
                         *f = f.clone().with_name(to);

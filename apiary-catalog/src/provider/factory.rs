@@ -1,6 +1,6 @@
 //! `CREATE EXTERNAL TABLE hive.box.frame (…) STORED AS APIARY PARTITIONED BY (…) LOCATION ''`:
 //! the way to declare partition columns from SQL (DataFusion's `CREATE TABLE` has no
-//! `PARTITIONED BY`).
+//! `PARTITIONED BY`) and a sort order (`WITH ORDER (…)`, [`crate::clustering`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::{DataFusionError, ResolvedTableReference, plan_err};
 use datafusion::error::Result;
-use datafusion::logical_expr::CreateExternalTable;
+use datafusion::logical_expr::{CreateExternalTable, Expr, SortExpr};
 
 use super::ApiaryCatalog;
+use crate::clustering::{SORT_ORDER, SortKey, SortOrder};
 use crate::ledger::FrameSpec;
 use crate::registry::IfExists;
 
@@ -91,14 +92,17 @@ pub(crate) fn frame_spec(
             "frame {qualified}: constraints (PRIMARY KEY, UNIQUE, …) are not supported"
         );
     }
-    if !cmd.order_exprs.is_empty() || cmd.unbounded {
-        return plan_err!("frame {qualified}: WITH ORDER and UNBOUNDED are not supported");
+    if cmd.unbounded {
+        return plan_err!("frame {qualified}: UNBOUNDED is not supported");
     }
     if !cmd.column_defaults.is_empty() {
         return plan_err!("frame {qualified}: DEFAULT values are not supported yet");
     }
     let schema = Arc::new(cmd.schema.as_arrow().clone());
-    let properties: BTreeMap<String, String> = cmd.options.clone().into_iter().collect();
+    let mut properties: BTreeMap<String, String> = cmd.options.clone().into_iter().collect();
+    if let Some(order) = sort_order(&qualified, &cmd.order_exprs)? {
+        properties.insert(SORT_ORDER.to_string(), order.to_property());
+    }
     Ok((
         name,
         FrameSpec {
@@ -107,4 +111,30 @@ pub(crate) fn frame_spec(
             properties,
         },
     ))
+}
+
+/// `WITH ORDER (a ASC, b DESC NULLS LAST)`: one order of plain columns.
+fn sort_order(frame: &str, orders: &[Vec<SortExpr>]) -> Result<Option<SortOrder>> {
+    let order = match orders {
+        [] => return Ok(None),
+        [one] => one,
+        _ => {
+            return plan_err!("frame {frame}: give one WITH ORDER (a frame has one sort order)");
+        }
+    };
+    let keys = order
+        .iter()
+        .map(|s| match &s.expr {
+            Expr::Column(c) => Ok(SortKey {
+                column: c.name.clone(),
+                descending: !s.asc,
+                nulls_first: s.nulls_first,
+            }),
+            other => plan_err!(
+                "frame {frame}: WITH ORDER takes columns, not {other} (sort by a column that \
+                 holds it)"
+            ),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(SortOrder::new(keys)))
 }

@@ -181,8 +181,20 @@ impl TableProvider for FrameTable {
         if insert_op == InsertOp::Replace {
             return not_impl_err!("REPLACE INTO frame {} is not supported", self.name());
         }
-        let sink = FrameSink::new(self.frame.clone(), self.snapshot.clone(), insert_op);
-        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+        // A frame with a sort order has DataFusion sort the rows first (in the bees' budget,
+        // spilling), and its cells record the order.
+        let order = crate::clustering::SortOrder::of(&self.snapshot.properties)?;
+        let requirement = order
+            .as_ref()
+            .and_then(|o| o.lex_requirement(&input.schema()));
+        let sorted = order.filter(|_| requirement.is_some());
+        let sink = FrameSink::new(self.frame.clone(), self.snapshot.clone(), insert_op)
+            .with_sorted_input(sorted);
+        Ok(Arc::new(DataSinkExec::new(
+            input,
+            Arc::new(sink),
+            requirement,
+        )))
     }
 
     /// Copy-on-write, one commit (`row_change`); `filters` are refused where DataFusion may

@@ -31,7 +31,7 @@ use super::{ApiaryCatalog, FrameTable, split_frame_name};
 use crate::check::{check_meadow, check_named_frame};
 use crate::cleansing::{CleansingOptions, cleanse_frame, cleanse_meadow};
 use crate::column_ids;
-use crate::compaction::compact;
+use crate::compaction::{Compaction, compact};
 use crate::frame::Frame;
 use crate::ledger;
 
@@ -353,8 +353,10 @@ fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// `apiary_compact('hive.box.frame')`: compaction, one `RewriteCells` commit, done when the
-/// result is read (never while planning) within the reading query's budget.
+/// `apiary_compact('hive.box.frame' [, recluster])`: compaction, one `RewriteCells` commit,
+/// done when the result is read (never while planning) within the reading query's budget;
+/// `recluster` rewrites every cell of the partitions of a sorted frame whose cells are not
+/// clustered ([`Compaction::Recluster`]).
 #[derive(Debug)]
 pub struct CompactFunction {
     apiary: ApiaryCatalog,
@@ -369,8 +371,18 @@ impl CompactFunction {
 impl TableFunctionImpl for CompactFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let args = args.exprs();
-        check_arity("apiary_compact", args, 1)?;
+        if args.is_empty() || args.len() > 2 {
+            return plan_err!(
+                "apiary_compact takes 1 or 2 arguments (frame [, recluster]), got {}",
+                args.len()
+            );
+        }
         let frame = open_frame(&self.apiary, "apiary_compact", args)?;
+        let how = if bool_arg("apiary_compact", args, 1, "recluster")? {
+            Compaction::Recluster
+        } else {
+            Compaction::SmallCells
+        };
         let schema = Arc::new(Schema::new(vec![
             Field::new("partition", DataType::Utf8, false),
             Field::new("cells_before", DataType::UInt64, false),
@@ -382,7 +394,7 @@ impl TableFunctionImpl for CompactFunction {
         let action: Action = Arc::new(move |ctx| {
             let (frame, schema) = (frame.clone(), out.clone());
             async move {
-                let report = compact(&frame, ctx).await?;
+                let report = compact(&frame, ctx, how).await?;
                 let p = &report.partitions;
                 let version = report.version.unwrap_or_default();
                 batch(

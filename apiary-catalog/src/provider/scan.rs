@@ -17,7 +17,7 @@ use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::MetricBuilder;
@@ -26,6 +26,7 @@ use datafusion_datasource::compute_all_files_statistics;
 use super::pruning::{
     is_partition_filter, physical_expr, prune_by_partition_values, prune_by_statistics,
 };
+use crate::clustering::SortOrder;
 use crate::column_ids::restore_frame_scan;
 use crate::ledger::{CellRecord, FrameSnapshot};
 use crate::meadow::Meadow;
@@ -218,6 +219,60 @@ fn file_statistics(cell: &CellRecord, file_schema: &Schema) -> Statistics {
     }
 }
 
+/// The frame's sort order over `schema`, when every cell to scan was written in it
+/// ([`crate::clustering`]); `cells` are then put in key order (by the first key's min, or max
+/// when it descends), so that each file group lists them in order and DataFusion — which keeps
+/// a declared order only for groups whose cells' min/max do not overlap — can keep it.
+fn declared_ordering(
+    snapshot: &FrameSnapshot,
+    cells: &mut [Arc<CellRecord>],
+    schema: &Schema,
+) -> Result<Option<LexOrdering>> {
+    let Some(order) = SortOrder::of(&snapshot.properties)? else {
+        return Ok(None);
+    };
+    if cells.is_empty() || cells.iter().any(|c| c.sorted_by.as_ref() != Some(&order)) {
+        return Ok(None);
+    }
+    // DataFusion's overlap check reads min/max only: a cell's nulls would sort outside them.
+    let no_nulls = |c: &Arc<CellRecord>| {
+        order.keys().iter().all(|k| {
+            c.stats
+                .get(&k.column)
+                .is_some_and(|s| s.null_count == Some(0))
+        })
+    };
+    if !cells.iter().all(no_nulls) {
+        return Ok(None);
+    }
+    let Some(ordering) = order.lex_ordering(schema) else {
+        return Ok(None);
+    };
+    let first = &order.keys()[0];
+    let bound = |c: &Arc<CellRecord>| {
+        let stats = c.stats.get(&first.column);
+        if first.descending {
+            stats.and_then(|s| s.max.clone())
+        } else {
+            stats.and_then(|s| s.min.clone())
+        }
+    };
+    cells.sort_by(|a, b| {
+        let (a, b) = (bound(a), bound(b));
+        let ord = match (&a, &b) {
+            (Some(a), Some(b)) => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+            // Cells of nulls only (no bound) go where the nulls sort.
+            (None, Some(_)) if first.nulls_first => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(_), None) if first.nulls_first => std::cmp::Ordering::Greater,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, None) => std::cmp::Ordering::Equal,
+        };
+        if first.descending { ord.reverse() } else { ord }
+    });
+    Ok(Some(ordering))
+}
+
 /// Spreads cells over at most `n` groups of balanced total size (largest first, each to the
 /// lightest group), keeping cell order within a group.
 fn balance(cells: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
@@ -305,10 +360,11 @@ pub(crate) async fn plan_scan(
     let scan_projection: Vec<usize> = frame_columns.iter().map(|i| layout.to_scan[*i]).collect();
 
     let Survivors {
-        cells: survivors,
+        cells: mut survivors,
         counts,
         predicate,
     } = surviving_cells(state, req.snapshot, layout, req.filters)?;
+    let ordering = declared_ordering(req.snapshot, &mut survivors, &layout.scan_schema)?;
 
     // The session must know the meadow's store, also when only a hive was registered by hand.
     let runtime = state.runtime_env();
@@ -414,6 +470,7 @@ pub(crate) async fn plan_scan(
         .with_statistics(statistics)
         .with_projection_indices(Some(scan_projection))?
         .with_limit(req.limit)
+        .with_output_ordering(ordering.into_iter().collect())
         .build();
     let config = restore_frame_scan(config);
     // ParquetFormat installs the session's Parquet options and its footer cache, as it does for

@@ -13,6 +13,7 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 
+use crate::clustering::SortOrder;
 use crate::frame::Frame;
 use crate::ledger::{Action, FrameSnapshot};
 use crate::options::SessionOptions;
@@ -42,6 +43,8 @@ pub struct FrameSink {
     read: Arc<FrameSnapshot>,
     op: InsertOp,
     metrics: ExecutionPlanMetricsSet,
+    /// The order its input arrives in (the frame's sort order, which the plan enforces).
+    sorted_by: Option<SortOrder>,
 }
 
 impl FrameSink {
@@ -51,7 +54,14 @@ impl FrameSink {
             read,
             op,
             metrics: ExecutionPlanMetricsSet::new(),
+            sorted_by: None,
         }
+    }
+
+    /// Input that arrives in `order` (the `DataSinkExec` above requires it): its cells record it.
+    pub fn with_sorted_input(mut self, order: Option<SortOrder>) -> Self {
+        self.sorted_by = order;
+        self
     }
 }
 
@@ -85,11 +95,11 @@ impl DataSink for FrameSink {
         } else {
             self.frame.ledger().latest()
         };
-        let cells = self
-            .frame
-            .cell_writer(&read)?
-            .write_record_batch_stream(data)
-            .await?;
+        let mut writer = self.frame.cell_writer(&read)?;
+        if let Some(order) = &self.sorted_by {
+            writer = writer.with_sorted_input(order.clone());
+        }
+        let cells = writer.write_record_batch_stream(data).await?;
         let rows: u64 = cells.iter().map(|c| c.rows).sum();
         let operation = if replace {
             "INSERT OVERWRITE"

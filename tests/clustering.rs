@@ -1,0 +1,208 @@
+//! Clustered frames: `WITH ORDER (…)` sorts every write's rows before cells are cut, each cell
+//! records the order, and a scan over cells that hold it and do not overlap declares it to
+//! DataFusion — which then sorts nothing for `ORDER BY` on the key.
+
+use apiary::catalog::Leafcutter;
+use apiary::exec::NodeConfig;
+use apiary::{Apiary, ApiaryOptions};
+use datafusion::arrow::array::{Array, Int32Array};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::prelude::SessionContext;
+
+use crate::support::{door_err, plan, query, scalar, sql, sql_err};
+
+/// Two bees of 64 MiB (two file groups) and cells of about 1 MiB, on a folder.
+async fn small_bees(dir: &std::path::Path) -> (Apiary, SessionContext) {
+    let mut options = ApiaryOptions {
+        node: Some(NodeConfig::fixed(2, 64 << 20, dir.join("scratch"))),
+        ..ApiaryOptions::default()
+    };
+    options.catalog.write.leafcutter = Leafcutter::for_bee_memory(8 << 20);
+    let ap = Apiary::open_with(dir.join("meadow").to_str().unwrap(), options)
+        .await
+        .unwrap();
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    (ap, ctx)
+}
+
+/// `day` of every row of every cell of `h.b.{frame}`, cell by cell, read from the files.
+async fn days_per_cell(ap: &Apiary, frame: &str) -> Vec<(String, Vec<i32>, bool)> {
+    let frame = ap
+        .providers()
+        .frame("h", "b", frame)
+        .await
+        .unwrap()
+        .unwrap();
+    let snapshot = frame.ledger().refresh().await.unwrap();
+    let mut out = vec![];
+    for cell in snapshot.cells() {
+        let key = format!("{}/{}", frame.ledger().location(), cell.path);
+        let bytes = ap.meadow().get(&key).await.unwrap().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut days = vec![];
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch.column_by_name("day").unwrap();
+            let column = column.as_any().downcast_ref::<Int32Array>().unwrap();
+            days.extend((0..column.len()).map(|i| column.value(i)));
+        }
+        out.push((cell.path.clone(), days, cell.sorted_by.is_some()));
+    }
+    out
+}
+
+/// Whether the rows of `q` come out with `day` never decreasing, and how many there are.
+async fn ascending_days(ctx: &SessionContext, q: &str) -> (bool, usize) {
+    let days: Vec<i64> = query(ctx, q)
+        .await
+        .iter()
+        .map(|r| r.split('|').next().unwrap().parse().unwrap())
+        .collect();
+    (days.windows(2).all(|w| w[0] <= w[1]), days.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clustered_frame_is_written_sorted_and_read_without_a_sort() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ap, ctx) = small_bees(dir.path()).await;
+    sql(
+        &ctx,
+        "CREATE EXTERNAL TABLE h.b.t (day INT NOT NULL, id BIGINT NOT NULL, note VARCHAR) \
+         STORED AS APIARY WITH ORDER (day ASC) LOCATION ''",
+    )
+    .await;
+    // Days in no order at all.
+    sql(
+        &ctx,
+        "INSERT INTO h.b.t SELECT CAST((value * 7919) % 1000 AS INT), value, \
+         md5(CAST(value AS VARCHAR)) FROM generate_series(1, 200000)",
+    )
+    .await;
+
+    // Every cell sorted, recorded as sorted, and no two cells of the write overlap.
+    let cells = days_per_cell(&ap, "t").await;
+    assert!(cells.len() >= 3, "{} cells", cells.len());
+    let mut ranges = vec![];
+    for (path, days, sorted) in &cells {
+        assert!(sorted, "{path} is not recorded as sorted");
+        assert!(
+            days.windows(2).all(|w| w[0] <= w[1]),
+            "{path} is not sorted"
+        );
+        ranges.push((days[0], days[days.len() - 1]));
+    }
+    ranges.sort();
+    assert!(
+        ranges.windows(2).all(|w| w[0].1 <= w[1].0),
+        "cells overlap: {ranges:?}"
+    );
+
+    // DataFusion is told: ORDER BY day merges the two groups, it does not sort.
+    let q = "SELECT day, id FROM h.b.t ORDER BY day";
+    let text = plan(&ctx, &format!("EXPLAIN {q}")).await;
+    assert!(!text.contains("SortExec"), "{text}");
+    assert!(text.contains("output_ordering=[day@0 ASC"), "{text}");
+    assert_eq!(ascending_days(&ctx, q).await, (true, 200000));
+    assert_eq!(
+        query(&ctx, "SELECT day FROM h.b.t ORDER BY day LIMIT 3").await,
+        ["0", "0", "0"]
+    );
+    assert_eq!(
+        scalar(
+            &ctx,
+            "SELECT max(day) FROM (SELECT day FROM h.b.t ORDER BY day DESC LIMIT 1)"
+        )
+        .await,
+        "999"
+    );
+
+    // A second write overlaps the first: the order is no longer declared, and DataFusion sorts.
+    sql(
+        &ctx,
+        "INSERT INTO h.b.t SELECT CAST(value % 1000 AS INT), value, NULL \
+         FROM generate_series(1, 5000)",
+    )
+    .await;
+    let text = plan(&ctx, &format!("EXPLAIN {q}")).await;
+    assert!(text.contains("SortExec"), "{text}");
+    assert_eq!(ascending_days(&ctx, q).await, (true, 205000));
+
+    // A row change rewrites cells without the mark: still right, still sorted by DataFusion.
+    sql(&ctx, "DELETE FROM h.b.t WHERE id <= 5000").await;
+    assert!(
+        days_per_cell(&ap, "t")
+            .await
+            .iter()
+            .any(|(_, _, sorted)| !sorted)
+    );
+    assert_eq!(ascending_days(&ctx, q).await, (true, 195000));
+
+    // Plain compaction leaves the large cells alone; reclustering rewrites them all, sorted.
+    sql(&ctx, "SELECT * FROM apiary_compact('h.b.t', true)").await;
+    let cells = days_per_cell(&ap, "t").await;
+    let mut ranges = vec![];
+    for (path, days, sorted) in &cells {
+        assert!(*sorted && days.windows(2).all(|w| w[0] <= w[1]), "{path}");
+        ranges.push((days[0], days[days.len() - 1]));
+    }
+    ranges.sort();
+    assert!(ranges.windows(2).all(|w| w[0].1 <= w[1].0), "{ranges:?}");
+    let text = plan(&ctx, &format!("EXPLAIN {q}")).await;
+    assert!(!text.contains("SortExec"), "{text}");
+    assert_eq!(ascending_days(&ctx, q).await, (true, 195000));
+    // Clustered already: nothing to do.
+    assert!(
+        query(&ctx, "SELECT * FROM apiary_compact('h.b.t', true)")
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sort_order_names_columns_the_frame_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ap, ctx) = small_bees(dir.path()).await;
+    let create = |order: &str| {
+        format!(
+            "CREATE EXTERNAL TABLE h.b.bad (day INT, region VARCHAR NOT NULL) STORED AS APIARY \
+             PARTITIONED BY (region) WITH ORDER ({order}) LOCATION ''"
+        )
+    };
+    let err = sql_err(&ctx, &create("nope ASC")).await;
+    assert!(err.contains("Column nope is not in schema"), "{err}");
+    let err = sql_err(&ctx, &create("region")).await;
+    assert!(err.contains("region is a partition column"), "{err}");
+    let err = sql_err(&ctx, &create("day + 1")).await;
+    assert!(err.contains("WITH ORDER takes columns"), "{err}");
+    assert!(
+        ap.providers()
+            .frame("h", "b", "bad")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    sql(
+        &ctx,
+        "CREATE EXTERNAL TABLE h.b.t (day INT, v INT) STORED AS APIARY \
+         WITH ORDER (day DESC) LOCATION ''",
+    )
+    .await;
+    let err = door_err(&ap, &ctx, "ALTER TABLE h.b.t RENAME COLUMN day TO d").await;
+    assert!(err.contains("sort order"), "{err}");
+    // Descending, with the nulls DataFusion puts first: rows out in that order.
+    sql(
+        &ctx,
+        "INSERT INTO h.b.t VALUES (1, 1), (NULL, 2), (3, 3), (2, 4)",
+    )
+    .await;
+    assert_eq!(
+        query(&ctx, "SELECT day, v FROM h.b.t ORDER BY day DESC").await,
+        ["NULL|2", "3|3", "2|4", "1|1"]
+    );
+}
