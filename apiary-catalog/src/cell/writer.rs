@@ -140,6 +140,7 @@ impl CellWriter {
             .map(|(_, f)| f.clone())
             .collect();
         let file_schema = Arc::new(Schema::new(data_fields));
+        let bloom_columns = bloom_filter_columns(&snapshot.properties);
         let leafcutter = options.leafcutter;
         let mut props = WriterProperties::builder()
             .set_compression(options.compression)
@@ -159,6 +160,11 @@ impl CellWriter {
                 ColumnPath::from(f.name().as_str()),
                 EnabledStatistics::None,
             );
+        }
+        // Declared columns get a Bloom filter per row group, which DataFusion's Parquet reader
+        // checks for `=` and `IN` before it reads the row group.
+        for column in &bloom_columns {
+            props = props.set_column_bloom_filter_enabled(ColumnPath::from(column.as_str()), true);
         }
         let props = props.build();
         Ok(Self {
@@ -391,4 +397,21 @@ impl CellWriter {
 
 async fn abort_cell(cell: OpenCell) {
     cell.writer.into_inner().abort().await;
+}
+
+/// The frame property naming the columns whose cells carry Bloom filters: `'c1,c2'`.
+pub const BLOOM_FILTER_COLUMNS: &str = "apiary.bloom_filter_columns";
+
+/// The columns [`BLOOM_FILTER_COLUMNS`] names, trimmed, in order.
+pub fn bloom_filter_columns(properties: &BTreeMap<String, String>) -> Vec<String> {
+    properties
+        .get(BLOOM_FILTER_COLUMNS)
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }

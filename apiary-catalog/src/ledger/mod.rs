@@ -136,6 +136,20 @@ pub(crate) fn validate_spec(frame: &str, spec: &FrameSpec) -> Result<()> {
     if let Some(order) = crate::clustering::SortOrder::of(&spec.properties)? {
         order.check(frame, schema, &spec.partition_by)?;
     }
+    for c in crate::cell::writer::bloom_filter_columns(&spec.properties) {
+        if schema.field_with_name(&c).is_err() {
+            return Err(Error::InvalidSchema(format!(
+                "frame {frame}: {} names column {c}, which the frame does not have",
+                crate::cell::writer::BLOOM_FILTER_COLUMNS
+            )));
+        }
+        if spec.partition_by.contains(&c) {
+            return Err(Error::InvalidSchema(format!(
+                "frame {frame}: {c} is a partition column (not stored in cells), so it cannot \
+                 have a Bloom filter"
+            )));
+        }
+    }
     if spec.partition_by.len() >= schema.fields().len() {
         return Err(Error::InvalidSchema(format!(
             "frame {frame}: at least one column must not be a partition column"

@@ -135,7 +135,13 @@ impl ApiaryCatalog {
                     let order = crate::clustering::SortOrder::of(&read.properties)?;
                     if order.is_some_and(|o| o.keys().iter().any(|k| &k.column == from)) {
                         refuse(format!(
-                            "{from} is a key of the frame's sort order, which its cells record                              by name"
+                            "{from} is a key of the frame's sort order, which its cells record by \
+                             name"
+                        ))?;
+                    }
+                    if crate::cell::writer::bloom_filter_columns(&read.properties).contains(from) {
+                        refuse(format!(
+                            "{from} has a Bloom filter, which the frame's properties name"
                         ))?;
                     }
                     column_ids::give_ids(&mut fields);
