@@ -259,3 +259,20 @@ async fn row_changes_of_a_frame_larger_than_the_budget() {
     );
     assert_eq!(ap.bees().busy(), 0);
 }
+
+/// The footer cache (DataFusion's file metadata cache, shared by every chamber) is a share of
+/// the bees' memory: DataFusion's 50 MiB on a small node, more on a large one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_footer_cache_is_sized_from_the_bees() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bees, per_bee, limit) in [(2, 64 * MIB, 50 * MIB), (4, 2048 * MIB, 256 * MIB)] {
+        let ap = open_with(
+            &dir.path().join(per_bee.to_string()),
+            NodeConfig::fixed(bees, per_bee, dir.path().join("scratch")),
+        )
+        .await;
+        let ctx = ap.session().unwrap();
+        let cache = &ctx.runtime_env().cache_manager;
+        assert_eq!(cache.get_metadata_cache_limit() as u64, limit);
+    }
+}
