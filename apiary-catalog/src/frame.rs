@@ -6,11 +6,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use futures::Stream;
 
 use crate::cell::conform::keeps_stored_values;
 use crate::cell::{CellWriter, WriteOptions};
+use crate::clustering::SortOrder;
 use crate::column_ids;
 use crate::error::{Error, Result};
 use crate::ledger::{Action, CellRecord, CommitInfo, FrameSnapshot, Ledger};
@@ -125,6 +130,45 @@ impl Frame {
         let read = self.ledger.refresh().await?;
         let cells = self.cell_writer(&read)?.write_stream(batches).await?;
         self.commit_cells(&read, operation, cells, false).await
+    }
+
+    /// [`Frame::append`] (or, with `replace`, [`Frame::overwrite`]) of a frame that may have a
+    /// sort order ([`crate::clustering`]): the rows are sorted by it first, in `ctx` — whose
+    /// memory pool bounds the sort and whose disk manager takes its spills (a chamber of the
+    /// bees) — and the cells record it. Without an order (or when `batches` lack its first key)
+    /// the rows are written as they come.
+    pub async fn write_sorted(
+        &self,
+        batches: SendableRecordBatchStream,
+        ctx: Arc<TaskContext>,
+        operation: &str,
+        replace: bool,
+    ) -> Result<CommitInfo> {
+        self.admit().await?;
+        let read = self.ledger.refresh().await?;
+        let mut writer = self.cell_writer(&read)?;
+        let schema = batches.schema();
+        let order = SortOrder::of(&read.properties)?;
+        let batches = match order
+            .as_ref()
+            .and_then(|o| Some((o, o.lex_ordering(&schema)?)))
+        {
+            Some((order, ordering)) => {
+                let source = StreamingTableExec::try_new(
+                    schema.clone(),
+                    vec![Arc::new(OnceStream::new(batches))],
+                    None,
+                    vec![],
+                    false,
+                    None,
+                )?;
+                writer = writer.with_sorted_input(order.clone());
+                SortExec::new(ordering, Arc::new(source)).execute(0, ctx)?
+            }
+            None => batches,
+        };
+        let cells = writer.write_record_batch_stream(batches).await?;
+        self.commit_cells(&read, operation, cells, replace).await
     }
 
     /// Replaces all cells with the batches of `batches` in one commit (`RewriteCells`).
@@ -251,5 +295,49 @@ impl Frame {
         // A drop that raced the commit: the rows are in the dropped frame, not under the name.
         self.check_name(true).await?;
         Ok(info)
+    }
+}
+
+/// A stream offered once as the one partition of a plan (the rows of a write to sort).
+struct OnceStream {
+    schema: SchemaRef,
+    stream: std::sync::Mutex<Option<SendableRecordBatchStream>>,
+}
+
+impl OnceStream {
+    fn new(stream: SendableRecordBatchStream) -> Self {
+        Self {
+            schema: stream.schema(),
+            stream: std::sync::Mutex::new(Some(stream)),
+        }
+    }
+}
+
+impl std::fmt::Debug for OnceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnceStream")
+    }
+}
+
+impl PartitionStream for OnceStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let taken = self.stream.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match taken {
+            Some(stream) => stream,
+            None => Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    self.schema.clone(),
+                    futures::stream::once(async {
+                        Err(datafusion::error::DataFusionError::Internal(
+                            "the rows of a write can be read once".into(),
+                        ))
+                    }),
+                ),
+            ),
+        }
     }
 }

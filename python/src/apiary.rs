@@ -9,7 +9,10 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ffi_stream::ArrowArrayStreamReader;
 use datafusion::arrow::record_batch::RecordBatchReader;
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -150,6 +153,10 @@ impl PyApiary {
     ) -> PyResult<Py<PyDict>> {
         let reader = import_stream(data, "data")?;
         let catalog = self.ap.providers().clone();
+        let (bees, session) = (
+            self.ap.bees().clone(),
+            self.ap.session().map_err(Error::from)?,
+        );
         let info = wait(py, async move {
             let Some(target) = catalog.frame(&hive, &box_, &frame).await? else {
                 // The namespace (just re-read) names what is missing: hive, box or frame.
@@ -166,11 +173,35 @@ impl PyApiary {
             target
                 .cell_writer(&target.ledger().latest())?
                 .check_schema(&reader.schema())?;
+            let schema = reader.schema();
             let batches = batches_of(reader);
-            let info = if kind == WriteKind::Overwrite {
-                target.overwrite(batches, "OVERWRITE").await?
+            let (operation, replace) = match kind {
+                WriteKind::Overwrite => ("OVERWRITE", true),
+                _ => ("WRITE", false),
+            };
+            if SortOrder::of(&target.ledger().latest().properties)?.is_some() {
+                // A clustered frame: the rows are sorted first, in a chamber of the bees.
+                let ctx = session.task_ctx();
+                let chamber = bees
+                    .acquire(1, &ctx.runtime_env(), true)
+                    .await
+                    .map_err(DataFusionError::from)?;
+                let stream =
+                    RecordBatchStreamAdapter::new(schema, batches.map_err(DataFusionError::from));
+                let info = target
+                    .write_sorted(
+                        Box::pin(stream),
+                        chamber.task_context(&ctx),
+                        operation,
+                        replace,
+                    )
+                    .await?;
+                return Ok(info);
+            }
+            let info = if replace {
+                target.overwrite(batches, operation).await?
             } else {
-                target.append(batches, "WRITE").await?
+                target.append(batches, operation).await?
             };
             Ok(info)
         })?;

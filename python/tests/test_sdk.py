@@ -272,6 +272,14 @@ def test_a_frame_can_be_clustered(ap):
     assert "SortExec" not in plan, plan
     days = ap.sql("SELECT day FROM h.b.t ORDER BY day DESC").column(0).to_pylist()
     assert days == sorted(days, reverse=True) and len(days) == 1000
+    # write_to_frame sorts too (in a chamber of the bees), and its cells say so.
+    ap.create_frame("h", "b", "w", {"day": "int32", "id": "int64"}, sort_by=["day"])
+    shuffled = [(i * 37) % 500 for i in range(5000)]
+    ap.write_to_frame("h", "b", "w", pa.table({"day": pa.array(shuffled, pa.int32()),
+                                               "id": list(range(5000))}))
+    plan = "\n".join(ap.sql("EXPLAIN SELECT day FROM h.b.w ORDER BY day").column(1).to_pylist())
+    assert "SortExec" not in plan and "output_ordering=[day@0 ASC" in plan, plan
+    assert ap.sql("SELECT day FROM h.b.w ORDER BY day").column(0).to_pylist() == sorted(shuffled)
     with pytest.raises(apiary.ApiaryError, match="sort key"):
         ap.create_frame("h", "b", "u", {"day": "int32"}, sort_by=["day SIDEWAYS"])
     with pytest.raises(apiary.ApiaryError, match="nope"):
