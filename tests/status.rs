@@ -147,6 +147,8 @@ async fn metrics_move_as_queries_and_commits_run_labelled_by_node() {
     };
     assert!(pruned(&after) - pruned(&before) >= 1.0, "the 'de' cell");
     assert!(moved("apiary_cells_scanned_total") >= 1.0);
+    // The SELECT's 'fr' cell (2 rows), the failing SELECT's two cells (3 rows).
+    assert_eq!(moved("apiary_rows_scanned_total"), 5.0);
     let kind = |s, metric, kind| value(s, metric, &node, Some(("kind", kind)));
     let puts = |s| kind(s, "apiary_storage_calls_total", "put");
     let timed = |s| kind(s, "apiary_storage_call_seconds", "put");
@@ -458,6 +460,10 @@ async fn races_conflicts_upkeep_and_storage_errors_are_counted_exactly() {
     );
     assert_eq!(
         v(&raced, "apiary_commit_lost_races_total") - v(&before, "apiary_commit_lost_races_total"),
+        retries as f64
+    );
+    assert_eq!(
+        v(&raced, "apiary_commit_retries_total") - v(&before, "apiary_commit_retries_total"),
         retries as f64
     );
 

@@ -50,6 +50,11 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         "cells a frame scan planned to read",
     ),
     (
+        ROWS_SCANNED,
+        MetricKind::Counter,
+        "rows of the cells a frame scan planned to read",
+    ),
+    (
         CELL_BYTES_SCANNED,
         MetricKind::Counter,
         "bytes of the cells a frame scan planned to read",
@@ -68,6 +73,11 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         LOST_RACES,
         MetricKind::Counter,
         "commits that found their version taken and were rebased (each retry)",
+    ),
+    (
+        COMMIT_RETRIES,
+        MetricKind::Counter,
+        "commit attempts after the first: a lost race, or an answer that did not say whether the write landed",
     ),
     (
         CONFLICTS,
@@ -171,6 +181,8 @@ pub const QUERIES_CANCELLED: &str = "apiary_queries_cancelled_total";
 pub const ROWS_RETURNED: &str = "apiary_rows_returned_total";
 pub const CELLS_SCANNED: &str = "apiary_cells_scanned_total";
 pub const CELL_BYTES_SCANNED: &str = "apiary_cell_bytes_scanned_total";
+pub const ROWS_SCANNED: &str = "apiary_rows_scanned_total";
+pub const COMMIT_RETRIES: &str = "apiary_commit_retries_total";
 pub const CELLS_PRUNED: &str = "apiary_cells_pruned_total";
 pub const COMMITS: &str = "apiary_commits_total";
 pub const LOST_RACES: &str = "apiary_commit_lost_races_total";

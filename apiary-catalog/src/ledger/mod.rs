@@ -636,6 +636,7 @@ impl Ledger {
                     });
                 }
                 Attempt::Absent(e) => {
+                    self.meadow().sight().count(sight::COMMIT_RETRIES, 1);
                     uncertain = Some(version);
                     if !backoff.failed().await {
                         return Err(Error::CommitUnknown {
@@ -688,6 +689,7 @@ impl Ledger {
                         self.inner.latest.offer(Arc::new(base.clone()));
                     }
                     self.meadow().sight().count(sight::LOST_RACES, 1);
+                    self.meadow().sight().count(sight::COMMIT_RETRIES, 1);
                     if !backoff.lost_race().await {
                         let exhausted = Error::RetriesExhausted {
                             target: target(),

@@ -379,6 +379,7 @@ pub(crate) async fn plan_scan(
         sight::CELL_BYTES_SCANNED,
         survivors.iter().map(|c| c.size).sum(),
     );
+    sight.count(sight::ROWS_SCANNED, survivors.iter().map(|c| c.rows).sum());
     sight.count_by(
         sight::CELLS_PRUNED,
         "by",
