@@ -1730,3 +1730,53 @@ async fn a_worker_reads_renamed_columns_by_id() {
         ap.leave_swarm().await.unwrap();
     }
 }
+
+/// A clustered frame's scan, which declares its order, still travels: each task's scan is
+/// rebuilt over its own cells (DataFusion validates the order again for them), and the answers
+/// are the local ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clustered_frame_is_scanned_by_the_swarm() {
+    let (coordinator, workers) = in_process_swarm(2, 2).await;
+    let ctx = coordinator.session().unwrap();
+    sql(
+        &ctx,
+        "CREATE EXTERNAL TABLE h.b.c (n BIGINT NOT NULL, m BIGINT NOT NULL) STORED AS APIARY \
+         WITH ORDER (n) LOCATION ''",
+    )
+    .await;
+    // Six writes of descending ranges, each sorted on its way in.
+    for i in (0..6).rev() {
+        sql(
+            &ctx,
+            &format!(
+                "INSERT INTO h.b.c SELECT value, value % 7 FROM generate_series({}, {})",
+                i * 1000 + 1,
+                i * 1000 + 1000
+            ),
+        )
+        .await;
+    }
+    let queries = [
+        "SELECT count(*), sum(n) FROM h.b.c",
+        "SELECT count(*) FROM (SELECT n FROM h.b.c GROUP BY n)",
+        "SELECT m, count(*), min(n), max(n) FROM h.b.c GROUP BY m ORDER BY m",
+    ];
+    let mut local = vec![];
+    for q in queries {
+        local.push(crate::support::query(&ctx, q).await);
+    }
+    assert_eq!(local[0], ["6000|18003000"]);
+    assert_eq!(local[1], ["6000"]);
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    // The GROUP BY n runs on the declared order above the scan (a sorted, order-preserving
+    // repartition), so its scan stays local; the others travel.
+    for ((q, want), travels) in queries.iter().zip(&local).zip([true, false, true]) {
+        let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
+        assert_eq!(explain.contains("SwarmExec"), travels, "{q}: {explain}");
+        assert_eq!(&crate::support::query(&ctx, q).await, want, "{q}");
+    }
+    for w in workers {
+        w.leave_swarm().await.unwrap();
+    }
+    coordinator.leave_swarm().await.unwrap();
+}
