@@ -206,3 +206,40 @@ async fn a_sort_order_names_columns_the_frame_stores() {
         ["NULL|2", "3|3", "2|4", "1|1"]
     );
 }
+
+/// A sorted write on bees of 8 MiB: the sort spills, its runs are merged in batches sized to
+/// the bee, and the write lands. Seen: with DataFusion's 8192-row batches the merge could not
+/// reserve a batch per run ("Failed to allocate additional 3.2 MB for SortPreservingMergeExec").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clustered_write_fits_small_bees() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ApiaryOptions {
+        node: Some(NodeConfig::fixed(2, 8 << 20, dir.path().join("scratch"))),
+        ..ApiaryOptions::default()
+    };
+    let ap = Apiary::open_with(dir.path().join("meadow").to_str().unwrap(), options)
+        .await
+        .unwrap();
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(
+        &ctx,
+        "CREATE EXTERNAL TABLE h.b.t (day INT NOT NULL, id BIGINT NOT NULL, note VARCHAR) \
+         STORED AS APIARY WITH ORDER (day ASC) LOCATION ''",
+    )
+    .await;
+    sql(
+        &ctx,
+        "INSERT INTO h.b.t SELECT CAST((value * 7919) % 1000 AS INT), value, \
+         md5(CAST(value AS VARCHAR)) FROM generate_series(1, 200000)",
+    )
+    .await;
+    let cells = days_per_cell(&ap, "t").await;
+    assert!(
+        cells
+            .iter()
+            .all(|(_, days, sorted)| *sorted && days.windows(2).all(|w| w[0] <= w[1]))
+    );
+    assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "200000");
+}

@@ -93,6 +93,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// DataFusion's 8192 rows per batch from 32 MiB bees up; fewer below (2048 at 8 MiB), never
+/// fewer than 1024.
+fn batch_rows(budget_per_bee: usize) -> usize {
+    (budget_per_bee / 4096).clamp(1024, 8192)
+}
+
 /// How budget errors name their chamber.
 const CHAMBER_MARK: &str = "— in the chamber of";
 
@@ -187,7 +193,9 @@ impl BeePool {
         if query_memory < HASH_JOIN_MIN_QUERY_MEMORY {
             config.options_mut().optimizer.prefer_hash_join = false;
         }
-        config
+        // Batches sized to the bee: a merge of spilled sort runs holds a batch per run, and
+        // at 8192 rows a sort on 8 MiB bees could not reserve them (it can at 2048).
+        config.with_batch_size(batch_rows(self.inner.budget))
     }
 
     /// This pool's scratch folder (a folder per bee below it).
