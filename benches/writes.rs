@@ -1,0 +1,166 @@
+//! Writes side by side, in one run: `--rows` rows (default 5 M: id BIGINT, k INT in no order,
+//! v DOUBLE) from one Parquet file, written by Apiary's `INSERT … SELECT` (what `apiary import`
+//! runs) into a plain frame and into a frame clustered `WITH ORDER (k)`, by DuckDB's `COPY … TO
+//! parquet` and by delta-rs's `write_deltalake` (`benches/writes_peers.py`, run with Apiary's
+//! venv, into which the harness installs `duckdb` and `deltalake`). Interleaved runs; reported:
+//! the median time, the ratios against each peer, and the Parquet bytes written.
+//!
+//! ```text
+//! cargo bench --no-default-features --bench writes -- [--rows N] [--runs R]
+//! ```
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use apiary::Apiary;
+use common::{arg_or, median, parquet_bytes, repo, run, work_dir};
+use datafusion::prelude::SessionContext;
+
+/// The source file, made once per row count with DataFusion.
+async fn source(dir: &Path, rows: u64) -> std::path::PathBuf {
+    let file = dir.join(format!("source-{rows}.parquet"));
+    if !file.exists() {
+        let ctx = SessionContext::new();
+        let tmp = dir.join("source.tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        run(
+            &ctx,
+            &format!(
+                "COPY (SELECT value AS id, CAST((value * 7919) % 1000 AS INT) AS k, \
+                 value * 0.5 AS v FROM generate_series(1, {rows})) TO '{}' \
+                 STORED AS PARQUET",
+                tmp.display()
+            ),
+        )
+        .await;
+        std::fs::rename(&tmp, &file).expect("rename");
+    }
+    file
+}
+
+/// One Apiary write of `src` into a fresh frame (`order`: its `WITH ORDER`): time, bytes.
+async fn apiary_write(dir: &Path, src: &Path, order: &str) -> (Duration, u64) {
+    let _ = std::fs::remove_dir_all(dir);
+    let ap = Apiary::open(dir.to_str().expect("utf-8"))
+        .await
+        .expect("open");
+    let ctx = ap.session().expect("session");
+    run(&ctx, "CREATE DATABASE h").await;
+    run(&ctx, "CREATE SCHEMA h.b").await;
+    run(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, k INT NOT NULL, v DOUBLE NOT NULL) \
+             STORED AS APIARY {order} LOCATION ''"
+        ),
+    )
+    .await;
+    run(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE src STORED AS PARQUET LOCATION '{}'",
+            src.display()
+        ),
+    )
+    .await;
+    let start = Instant::now();
+    ap.sql(&ctx, "INSERT INTO h.b.t SELECT id, k, v FROM src")
+        .await
+        .expect("insert")
+        .collect()
+        .await
+        .expect("insert");
+    let took = start.elapsed();
+    (took, parquet_bytes(dir))
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let rows: u64 = arg_or("--rows", 5_000_000);
+    let runs: usize = arg_or("--runs", 5);
+    let work = work_dir("writes");
+    let src = source(&work, rows).await;
+    let installed = Command::new("bash")
+        .arg("-c")
+        .arg(
+            "source scripts/lib/venv.sh && venv_install 'import deltalake, duckdb, pyarrow' \
+             'deltalake>=1.0' 'duckdb>=1.4,<3' 'pyarrow>=14'",
+        )
+        .current_dir(repo())
+        .status()
+        .expect("bash");
+    assert!(
+        installed.success(),
+        "installing the peers into the venv failed"
+    );
+    let python = std::env::var("APIARY_VENV")
+        .map(|v| format!("{v}/bin/python"))
+        .unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/apiary/venv/bin/python",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+    let peer = |way: &str| -> (Duration, u64) {
+        let out = Command::new(&python)
+            .arg(repo().join("benches/writes_peers.py"))
+            .args(["--source", src.to_str().expect("utf-8")])
+            .args(["--out", work.join(way).to_str().expect("utf-8")])
+            .args(["--way", way])
+            .output()
+            .expect("run the peers' side");
+        assert!(
+            out.status.success(),
+            "{way} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("json");
+        let ms = v["ms"].as_f64().unwrap_or(f64::NAN);
+        (
+            Duration::from_secs_f64(ms / 1000.0),
+            v["bytes"].as_u64().unwrap_or(0),
+        )
+    };
+    let ways = [
+        "Apiary INSERT … SELECT",
+        "Apiary, clustered WITH ORDER (k)",
+        "DuckDB COPY",
+        "delta-rs write_deltalake",
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![vec![]; ways.len()];
+    let mut bytes = vec![0u64; ways.len()];
+    for _ in 0..runs {
+        for (i, _) in ways.iter().enumerate() {
+            let (t, b) = match i {
+                0 => apiary_write(&work.join("apiary"), &src, "").await,
+                1 => apiary_write(&work.join("apiary"), &src, "WITH ORDER (k)").await,
+                2 => peer("duckdb"),
+                _ => peer("deltalake"),
+            };
+            times[i].push(t);
+            bytes[i] = b;
+        }
+    }
+    let medians: Vec<Duration> = times.into_iter().map(median).collect();
+    let (duck, delta) = (medians[2].as_secs_f64(), medians[3].as_secs_f64());
+    println!("## Writes: {rows} rows from one Parquet file ({runs} runs interleaved, median)\n");
+    println!("| way | median (s) | vs DuckDB | vs delta-rs | Parquet MiB written |");
+    println!("|---|---:|---:|---:|---:|");
+    for (i, way) in ways.iter().enumerate() {
+        let t = medians[i].as_secs_f64();
+        println!(
+            "| {way} | {t:.2} | {:.2}× | {:.2}× | {:.1} |",
+            t / duck,
+            t / delta,
+            bytes[i] as f64 / (1 << 20) as f64
+        );
+    }
+}

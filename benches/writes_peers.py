@@ -1,0 +1,53 @@
+"""The peers' side of `cargo bench --bench writes`: one write of the same Parquet file through
+DuckDB (`COPY … TO … (FORMAT parquet)`) and through delta-rs (`write_deltalake` of a streaming
+reader over the file). Prints one JSON object: {"way": …, "ms": …, "bytes": …}.
+
+    python benches/writes_peers.py --source FILE --out DIR --way duckdb|deltalake
+"""
+
+import argparse
+import json
+import os
+import shutil
+import time
+
+
+def parquet_bytes(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files if f.endswith(".parquet"))
+    return total
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--source", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--way", choices=["duckdb", "deltalake"], required=True)
+    args = p.parse_args()
+    shutil.rmtree(args.out, ignore_errors=True)
+    os.makedirs(args.out)
+    if args.way == "duckdb":
+        import duckdb
+
+        con = duckdb.connect()
+        target = os.path.join(args.out, "out.parquet")
+        start = time.perf_counter()
+        con.execute(f"COPY (SELECT * FROM read_parquet('{args.source}')) TO '{target}' (FORMAT parquet)")
+        ms = (time.perf_counter() - start) * 1000
+    else:
+        import pyarrow.dataset as ds
+        from deltalake import write_deltalake
+
+        start = time.perf_counter()
+        reader = ds.dataset(args.source, format="parquet").scanner().to_reader()
+        write_deltalake(args.out, reader)
+        ms = (time.perf_counter() - start) * 1000
+    print(json.dumps({"way": args.way, "ms": ms, "bytes": parquet_bytes(args.out)}), flush=True)
+    shutil.rmtree(args.out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
