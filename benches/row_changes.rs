@@ -37,13 +37,7 @@ async fn base(dir: &Path, rows: u64) {
     if dir.join(".complete").exists() {
         return;
     }
-    let _ = std::fs::remove_dir_all(dir);
-    let ap = Apiary::open(dir.to_str().expect("utf-8"))
-        .await
-        .expect("open");
-    let ctx = ap.session().expect("session");
-    run(&ctx, "CREATE DATABASE h").await;
-    run(&ctx, "CREATE SCHEMA h.b").await;
+    let (_ap, ctx) = common::fresh_hive_box(dir).await;
     run(
         &ctx,
         "CREATE TABLE h.b.t (id BIGINT NOT NULL, k INT NOT NULL, v DOUBLE NOT NULL)",
@@ -96,27 +90,10 @@ async fn main() {
         ),
     ];
     // The peer, installed into Apiary's venv when it is missing.
-    let installed = Command::new("bash")
-        .arg("-c")
-        .arg(
-            "source scripts/lib/venv.sh && venv_install 'import deltalake, pyarrow' \
-             'deltalake>=1.0' 'pyarrow>=14'",
-        )
-        .current_dir(repo())
-        .status()
-        .expect("bash");
-    assert!(
-        installed.success(),
-        "installing deltalake into the venv failed"
+    let python = common::peer_python(
+        "import deltalake, pyarrow",
+        &["deltalake>=1.0", "pyarrow>=14"],
     );
-    let python = std::env::var("APIARY_VENV")
-        .map(|v| format!("{v}/bin/python"))
-        .unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/apiary/venv/bin/python",
-                std::env::var("HOME").unwrap_or_default()
-            )
-        });
     // One run of `op` on delta-rs: (milliseconds, Parquet bytes written).
     let delta = |op: &str| -> (f64, u64) {
         let out = Command::new(&python)

@@ -15,7 +15,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use apiary::Apiary;
 use common::{arg_or, median, parquet_bytes, repo, run, work_dir};
 use datafusion::prelude::SessionContext;
 
@@ -43,13 +42,7 @@ async fn source(dir: &Path, rows: u64) -> std::path::PathBuf {
 
 /// One Apiary write of `src` into a fresh frame (`order`: its `WITH ORDER`): time, bytes.
 async fn apiary_write(dir: &Path, src: &Path, order: &str) -> (Duration, u64) {
-    let _ = std::fs::remove_dir_all(dir);
-    let ap = Apiary::open(dir.to_str().expect("utf-8"))
-        .await
-        .expect("open");
-    let ctx = ap.session().expect("session");
-    run(&ctx, "CREATE DATABASE h").await;
-    run(&ctx, "CREATE SCHEMA h.b").await;
+    let (ap, ctx) = common::fresh_hive_box(dir).await;
     run(
         &ctx,
         &format!(
@@ -87,27 +80,10 @@ async fn bench() {
     let runs: usize = arg_or("--runs", 5);
     let work = work_dir("writes");
     let src = source(&work, rows).await;
-    let installed = Command::new("bash")
-        .arg("-c")
-        .arg(
-            "source scripts/lib/venv.sh && venv_install 'import deltalake, duckdb, pyarrow' \
-             'deltalake>=1.0' 'duckdb>=1.4,<3' 'pyarrow>=14'",
-        )
-        .current_dir(repo())
-        .status()
-        .expect("bash");
-    assert!(
-        installed.success(),
-        "installing the peers into the venv failed"
+    let python = common::peer_python(
+        "import deltalake, duckdb, pyarrow",
+        &["deltalake>=1.0", "duckdb>=1.4,<3", "pyarrow>=14"],
     );
-    let python = std::env::var("APIARY_VENV")
-        .map(|v| format!("{v}/bin/python"))
-        .unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/apiary/venv/bin/python",
-                std::env::var("HOME").unwrap_or_default()
-            )
-        });
     let peer = |way: &str| -> (Duration, u64) {
         let out = Command::new(&python)
             .arg(repo().join("benches/writes_peers.py"))

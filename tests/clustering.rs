@@ -13,11 +13,23 @@ use crate::support::{door_err, plan, query, scalar, sql, sql_err};
 
 /// Two bees of 64 MiB (two file groups) and cells of about 1 MiB, on a folder.
 async fn small_bees(dir: &std::path::Path) -> (Apiary, SessionContext) {
+    bees(dir, 64 << 20, Some(Leafcutter::for_bee_memory(8 << 20))).await
+}
+
+/// Two bees of `per_bee` bytes (cells cut by `leafcutter`, else sized from the bees), with hive
+/// `h` and box `h.b`, on a folder.
+async fn bees(
+    dir: &std::path::Path,
+    per_bee: u64,
+    leafcutter: Option<Leafcutter>,
+) -> (Apiary, SessionContext) {
     let mut options = ApiaryOptions {
-        node: Some(NodeConfig::fixed(2, 64 << 20, dir.join("scratch"))),
+        node: Some(NodeConfig::fixed(2, per_bee, dir.join("scratch"))),
         ..ApiaryOptions::default()
     };
-    options.catalog.write.leafcutter = Leafcutter::for_bee_memory(8 << 20);
+    if let Some(leafcutter) = leafcutter {
+        options.catalog.write.leafcutter = leafcutter;
+    }
     let ap = Apiary::open_with(dir.join("meadow").to_str().unwrap(), options)
         .await
         .unwrap();
@@ -25,6 +37,23 @@ async fn small_bees(dir: &std::path::Path) -> (Apiary, SessionContext) {
     sql(&ctx, "CREATE DATABASE h").await;
     sql(&ctx, "CREATE SCHEMA h.b").await;
     (ap, ctx)
+}
+
+/// `h.b.t (day INT, id BIGINT, note VARCHAR)`, clustered by `day`, with 200,000 rows whose days
+/// come in no order at all.
+async fn shuffled_days(ctx: &SessionContext) {
+    sql(
+        ctx,
+        "CREATE EXTERNAL TABLE h.b.t (day INT NOT NULL, id BIGINT NOT NULL, note VARCHAR) \
+         STORED AS APIARY WITH ORDER (day ASC) LOCATION ''",
+    )
+    .await;
+    sql(
+        ctx,
+        "INSERT INTO h.b.t SELECT CAST((value * 7919) % 1000 AS INT), value, \
+         md5(CAST(value AS VARCHAR)) FROM generate_series(1, 200000)",
+    )
+    .await;
 }
 
 /// `day` of every row of every cell of `h.b.{frame}`, cell by cell, read from the files.
@@ -70,19 +99,7 @@ async fn ascending_days(ctx: &SessionContext, q: &str) -> (bool, usize) {
 async fn a_clustered_frame_is_written_sorted_and_read_without_a_sort() {
     let dir = tempfile::tempdir().unwrap();
     let (ap, ctx) = small_bees(dir.path()).await;
-    sql(
-        &ctx,
-        "CREATE EXTERNAL TABLE h.b.t (day INT NOT NULL, id BIGINT NOT NULL, note VARCHAR) \
-         STORED AS APIARY WITH ORDER (day ASC) LOCATION ''",
-    )
-    .await;
-    // Days in no order at all.
-    sql(
-        &ctx,
-        "INSERT INTO h.b.t SELECT CAST((value * 7919) % 1000 AS INT), value, \
-         md5(CAST(value AS VARCHAR)) FROM generate_series(1, 200000)",
-    )
-    .await;
+    shuffled_days(&ctx).await;
 
     // Every cell sorted, recorded as sorted, and no two cells of the write overlap.
     let cells = days_per_cell(&ap, "t").await;
@@ -213,28 +230,8 @@ async fn a_sort_order_names_columns_the_frame_stores() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clustered_write_fits_small_bees() {
     let dir = tempfile::tempdir().unwrap();
-    let options = ApiaryOptions {
-        node: Some(NodeConfig::fixed(2, 8 << 20, dir.path().join("scratch"))),
-        ..ApiaryOptions::default()
-    };
-    let ap = Apiary::open_with(dir.path().join("meadow").to_str().unwrap(), options)
-        .await
-        .unwrap();
-    let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
-    sql(
-        &ctx,
-        "CREATE EXTERNAL TABLE h.b.t (day INT NOT NULL, id BIGINT NOT NULL, note VARCHAR) \
-         STORED AS APIARY WITH ORDER (day ASC) LOCATION ''",
-    )
-    .await;
-    sql(
-        &ctx,
-        "INSERT INTO h.b.t SELECT CAST((value * 7919) % 1000 AS INT), value, \
-         md5(CAST(value AS VARCHAR)) FROM generate_series(1, 200000)",
-    )
-    .await;
+    let (ap, ctx) = bees(dir.path(), 8 << 20, None).await;
+    shuffled_days(&ctx).await;
     let cells = days_per_cell(&ap, "t").await;
     assert!(
         cells

@@ -233,3 +233,43 @@ pub fn proc_status_bytes(pid: &str, field: &str) -> u64 {
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
+
+/// The venv's Python (`$APIARY_VENV`, else `~/.cache/apiary/venv`), with `packages` installed
+/// into it first when `check` (a Python import statement) fails — the peers of a harness.
+pub fn peer_python(check: &str, packages: &[&str]) -> String {
+    let quoted: Vec<String> = packages.iter().map(|p| format!("'{p}'")).collect();
+    let installed = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source scripts/lib/venv.sh && venv_install '{check}' {}",
+            quoted.join(" ")
+        ))
+        .current_dir(repo())
+        .status()
+        .expect("bash");
+    assert!(
+        installed.success(),
+        "installing {packages:?} into the venv failed"
+    );
+    std::env::var("APIARY_VENV")
+        .map(|v| format!("{v}/bin/python"))
+        .unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/apiary/venv/bin/python",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        })
+}
+
+/// A fresh Apiary in `dir` (whatever was there removed) with hive `h` and box `h.b`, and a
+/// session on its bees.
+pub async fn fresh_hive_box(dir: &Path) -> (Apiary, SessionContext) {
+    let _ = std::fs::remove_dir_all(dir);
+    let ap = Apiary::open(dir.to_str().expect("utf-8"))
+        .await
+        .expect("open");
+    let ctx = ap.session().expect("session");
+    run(&ctx, "CREATE DATABASE h").await;
+    run(&ctx, "CREATE SCHEMA h.b").await;
+    (ap, ctx)
+}
