@@ -473,4 +473,8 @@ async fn bloom_filter_columns_let_equality_skip_row_groups() {
     )
     .await;
     assert!(err.contains("r is a partition column"), "{err}");
+    // The property names the column: it cannot be renamed under it.
+    let err =
+        crate::support::door_err(&ap, &ctx, "ALTER TABLE h.b.bloomed RENAME COLUMN k TO kk").await;
+    assert!(err.contains("k has a Bloom filter"), "{err}");
 }
