@@ -4,9 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiary::Apiary;
+use apiary::catalog::{FrameSpec, IfExists, SortKey, SortOrder};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 
@@ -180,7 +182,17 @@ pub const TPCH_TABLES: [&str; 8] = [
 /// loaded with `INSERT INTO … SELECT` from `scripts/tpch-data`), built once into
 /// `target/apiary-bench/tpch-sf{sf}` and reused; with its folder.
 pub async fn tpch_apiary(sf: &str) -> (PathBuf, Apiary) {
-    let dir = work_dir(&format!("tpch-sf{sf}"));
+    tpch_apiary_clustered(sf, &[]).await
+}
+
+/// [`tpch_apiary`] with the frames of `clustered` (table, column) declared sorted by that
+/// column, as a user would: `lineitem` by `l_shipdate`, `orders` by `o_orderdate`. Each set of
+/// declarations is its own copy (`tpch-sf{sf}-by-l_shipdate-…`).
+pub async fn tpch_apiary_clustered(sf: &str, clustered: &[(&str, &str)]) -> (PathBuf, Apiary) {
+    let name = clustered
+        .iter()
+        .fold(format!("tpch-sf{sf}"), |n, (_, c)| format!("{n}-by-{c}"));
+    let dir = work_dir(&name);
     let complete = dir.join(".complete");
     if !complete.exists() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -200,11 +212,24 @@ pub async fn tpch_apiary(sf: &str) -> (PathBuf, Apiary) {
                 &format!("CREATE EXTERNAL TABLE src_{t} STORED AS PARQUET LOCATION '{src}'"),
             )
             .await;
-            run(
-                &ctx,
-                &format!("CREATE TABLE tpch.data.{t} AS SELECT * FROM src_{t} LIMIT 0"),
-            )
-            .await;
+            match clustered.iter().find(|(table, _)| *table == t) {
+                Some((_, column)) => {
+                    let schema = ctx.table(format!("src_{t}")).await.expect("source");
+                    let spec = FrameSpec::new(Arc::new(schema.schema().as_arrow().clone()))
+                        .with_sort_order(SortOrder::new(vec![SortKey::asc(*column)]));
+                    ap.registry()
+                        .create_frame("tpch", "data", t, &spec, IfExists::Fail)
+                        .await
+                        .expect("create a clustered frame");
+                }
+                None => {
+                    run(
+                        &ctx,
+                        &format!("CREATE TABLE tpch.data.{t} AS SELECT * FROM src_{t} LIMIT 0"),
+                    )
+                    .await;
+                }
+            }
             run(
                 &ctx,
                 &format!("INSERT INTO tpch.data.{t} SELECT * FROM src_{t}"),
