@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{arg_or, median, parquet_bytes, repo, run, work_dir};
+use common::{arg, arg_or, median, parquet_bytes, repo, run, work_dir};
 use datafusion::prelude::SessionContext;
 
 /// The source file, made once per row count with DataFusion.
@@ -113,8 +113,12 @@ async fn bench() {
     ];
     let mut times: Vec<Vec<Duration>> = vec![vec![]; ways.len()];
     let mut bytes = vec![0u64; ways.len()];
+    // `--ways 0,2`: only these (by their index in the table), e.g. to profile one.
+    let chosen: Vec<usize> = arg("--ways")
+        .map(|w| w.split(',').filter_map(|i| i.parse().ok()).collect())
+        .unwrap_or_else(|| (0..ways.len()).collect());
     for _ in 0..runs {
-        for (i, _) in ways.iter().enumerate() {
+        for (i, _) in ways.iter().enumerate().filter(|(i, _)| chosen.contains(i)) {
             let (t, b) = match i {
                 0 => apiary_write(&work.join("apiary"), &src, "").await,
                 1 => apiary_write(&work.join("apiary"), &src, "WITH ORDER (k)").await,

@@ -2,6 +2,7 @@
 //! statistics taken from the Parquet writer's metadata.
 
 pub mod conform;
+pub mod encoder;
 pub mod leafcutter;
 pub mod partition;
 pub mod stats;

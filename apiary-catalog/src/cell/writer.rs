@@ -14,7 +14,6 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 use futures::{Stream, StreamExt};
@@ -23,18 +22,19 @@ use object_store::path::Path;
 
 use super::WriteOptions;
 use super::conform::Conformer;
+use super::encoder::CellEncoder;
 use super::partition::{partition_path, split};
 use super::stats::cell_stats;
 use crate::clustering::SortOrder;
 use crate::error::{Error, Result};
 use crate::ledger::entry::is_float;
 use crate::ledger::{CellRecord, ColumnStats, FrameSnapshot};
-use crate::meadow::{Meadow, Upload};
+use crate::meadow::Meadow;
 
 struct OpenCell {
     rel_path: String,
     key: Path,
-    writer: AsyncArrowWriter<Upload>,
+    writer: CellEncoder,
     rows: u64,
     last_used: u64,
     /// Statistics of the float columns, kept here (the file has none for them).
@@ -261,8 +261,7 @@ impl CellWriter {
         };
         let key_path = self.meadow.key(&format!("{}/{rel_path}", self.location));
         let sink = self.meadow.upload(key_path.clone());
-        let writer =
-            AsyncArrowWriter::try_new(sink, self.file_schema.clone(), Some(self.props.clone()))?;
+        let writer = CellEncoder::try_new(sink, self.file_schema.clone(), self.props.clone())?;
         Ok(OpenCell {
             rel_path,
             key: key_path,
