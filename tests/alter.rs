@@ -409,7 +409,7 @@ async fn schema_changes_race_each_other_and_appends() {
             .collect();
         assert_eq!(errors.len(), 1, "{b}: {errors:?}");
         assert!(
-            errors[0].contains("changed the schema first"),
+            errors[0].contains("changed the frame's schema or properties first"),
             "{b}: {}",
             errors[0]
         );

@@ -9,7 +9,7 @@ use datafusion::arrow::array::{Array, Int32Array};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::SessionContext;
 
-use crate::support::{door_err, plan, query, scalar, sql, sql_err};
+use crate::support::{door, door_err, plan, query, scalar, sql, sql_err};
 
 /// Two bees of 64 MiB (two file groups) and cells of about 1 MiB, on a folder.
 async fn small_bees(dir: &std::path::Path) -> (Apiary, SessionContext) {
@@ -222,6 +222,120 @@ async fn a_sort_order_names_columns_the_frame_stores() {
         query(&ctx, "SELECT day, v FROM h.b.t ORDER BY day DESC").await,
         ["NULL|2", "3|3", "2|4", "1|1"]
     );
+}
+
+/// `ALTER TABLE … CLUSTER BY` sets the order of a frame that had none, and changes or drops it
+/// later: writes from then on follow it, the cells written before keep what they record, and
+/// the scan declares an order only while every cell holds the frame's order of the moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_by_changes_the_order_later_writes_and_reclustering_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ap, ctx) = small_bees(dir.path()).await;
+    sql(
+        &ctx,
+        "CREATE EXTERNAL TABLE h.b.u (day INT NOT NULL, id BIGINT NOT NULL, note VARCHAR) \
+         STORED AS APIARY LOCATION ''",
+    )
+    .await;
+    let shuffled = |from: u32| {
+        format!(
+            "INSERT INTO h.b.u SELECT CAST((value * 7919) % 1000 AS INT), value, \
+             md5(CAST(value AS VARCHAR)) FROM generate_series({from}, {})",
+            from + 59_999
+        )
+    };
+    sql(&ctx, &shuffled(1)).await;
+    let by_day = "SELECT day, id FROM h.b.u ORDER BY day";
+    let sorts = |text: &str| text.contains("SortExec");
+
+    door(&ap, &ctx, "ALTER TABLE h.b.u CLUSTER BY (day)").await;
+    // The cells written before are not sorted: the order is not declared, DataFusion sorts.
+    assert!(days_per_cell(&ap, "u").await.iter().all(|(_, _, s)| !s));
+    assert!(sorts(&plan(&ctx, &format!("EXPLAIN {by_day}")).await));
+    assert_eq!(ascending_days(&ctx, by_day).await, (true, 60000));
+
+    // A later write sorts by it, and its cells say so.
+    sql(&ctx, &shuffled(60_001)).await;
+    let cells = days_per_cell(&ap, "u").await;
+    let new: Vec<_> = cells.iter().filter(|(_, _, sorted)| *sorted).collect();
+    assert!(
+        !new.is_empty() && new.len() < cells.len(),
+        "{}",
+        cells.len()
+    );
+    for (path, days, _) in new {
+        assert!(days.windows(2).all(|w| w[0] <= w[1]), "{path}");
+    }
+    assert_eq!(ascending_days(&ctx, by_day).await, (true, 120000));
+
+    // Reclustering rewrites the frame by it: declared, no sort.
+    sql(&ctx, "SELECT * FROM apiary_compact('h.b.u', true)").await;
+    assert!(days_per_cell(&ap, "u").await.iter().all(|(_, _, s)| *s));
+    assert!(!sorts(&plan(&ctx, &format!("EXPLAIN {by_day}")).await));
+    assert_eq!(ascending_days(&ctx, by_day).await, (true, 120000));
+
+    // Another order: the cells sorted by day no longer hold the frame's order; nothing is
+    // declared, for day or for id, and the answers stay right.
+    door(&ap, &ctx, "ALTER TABLE h.b.u CLUSTER BY (id, day)").await;
+    assert!(sorts(&plan(&ctx, &format!("EXPLAIN {by_day}")).await));
+    assert!(sorts(
+        &plan(&ctx, "EXPLAIN SELECT id FROM h.b.u ORDER BY id").await
+    ));
+    assert_eq!(ascending_days(&ctx, by_day).await, (true, 120000));
+    assert_eq!(
+        query(&ctx, "SELECT id FROM h.b.u ORDER BY id LIMIT 2").await,
+        ["1", "2"]
+    );
+
+    // Dropped: writes are no longer sorted or marked.
+    door(&ap, &ctx, "ALTER TABLE h.b.u DROP CLUSTERING KEY").await;
+    let before = days_per_cell(&ap, "u").await.len();
+    sql(&ctx, "INSERT INTO h.b.u VALUES (5, 0, NULL), (1, -1, NULL)").await;
+    let cells = days_per_cell(&ap, "u").await;
+    assert_eq!(cells.len(), before + 1);
+    assert!(
+        cells
+            .iter()
+            .any(|(_, days, sorted)| !sorted && days == &[5, 1])
+    );
+
+    // Each change is one ALTER TABLE commit, and the first declared its protocol feature.
+    assert_eq!(
+        scalar(
+            &ctx,
+            "SELECT count(*) FROM apiary_history('h.b.u') WHERE operation = 'ALTER TABLE'"
+        )
+        .await,
+        "3"
+    );
+    let frame = ap.providers().frame("h", "b", "u").await.unwrap().unwrap();
+    let snapshot = frame.ledger().refresh().await.unwrap();
+    assert!(
+        snapshot
+            .protocol
+            .reader_features
+            .contains("frame_properties")
+    );
+
+    // Refused, naming the reason, and nothing committed.
+    for (statement, reason) in [
+        ("ALTER TABLE h.b.u CLUSTER BY (nope)", "column nope"),
+        (
+            "ALTER TABLE h.b.u CLUSTER BY (day + 1)",
+            "CLUSTER BY takes column names",
+        ),
+        ("ALTER TABLE h.b.u CLUSTER BY (day, day)", "listed twice"),
+        (
+            "ALTER TABLE h.b.u CLUSTER BY (day), ADD COLUMN x INT",
+            "a statement of its own",
+        ),
+        ("ALTER TABLE h.b.nope CLUSTER BY (day)", "h.b.nope"),
+    ] {
+        let err = door_err(&ap, &ctx, statement).await;
+        assert!(err.contains(reason), "{statement}: {err}");
+    }
+    let again = frame.ledger().refresh().await.unwrap();
+    assert_eq!(again.version, snapshot.version);
 }
 
 /// A sorted write on bees of 8 MiB: the sort spills, its runs are merged in batches sized to

@@ -123,7 +123,7 @@ pub enum Error {
     Conflict(Box<Conflict>),
 
     #[error(
-        "commit conflict on frame {frame}: version {version} (by {winner}) changed the schema first; this {attempted} was computed from the schema before it: re-read the frame and try again"
+        "commit conflict on frame {frame}: version {version} (by {winner}) changed the frame's schema or properties first; this {attempted} was computed from those before it: re-read the frame and try again"
     )]
     SchemaChanged {
         frame: String,

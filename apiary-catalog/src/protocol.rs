@@ -33,11 +33,23 @@ pub mod feature {
     /// Copy-on-write `DELETE`, `UPDATE` and `MERGE` with their row counts in the ledger. Writers
     /// must know it.
     pub const ROW_LEVEL_CHANGES: &str = "row_level_changes";
+    /// The frame's properties change between versions (`set_properties` entries, e.g. a new
+    /// sort order). Readers must know it (to parse the entries and to read the properties in
+    /// force); writers must know it (a write follows the properties in force: its sort order).
+    pub const FRAME_PROPERTIES: &str = "frame_properties";
 }
 
 /// The features this build can read, and the ones it can write with.
-const READABLE_FEATURES: &[&str] = &[feature::SCHEMA_EVOLUTION, feature::COLUMN_IDS];
-const WRITABLE_FEATURES: &[&str] = &[feature::SCHEMA_EVOLUTION, feature::COLUMN_IDS];
+const READABLE_FEATURES: &[&str] = &[
+    feature::SCHEMA_EVOLUTION,
+    feature::COLUMN_IDS,
+    feature::FRAME_PROPERTIES,
+];
+const WRITABLE_FEATURES: &[&str] = &[
+    feature::SCHEMA_EVOLUTION,
+    feature::COLUMN_IDS,
+    feature::FRAME_PROPERTIES,
+];
 
 /// What a client must understand. Serialized inside version 0 of a log (and any entry raising it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,11 +19,11 @@ pub(crate) fn check(
     operation: &str,
     winner: &LedgerEntry,
 ) -> Result<()> {
-    // A schema change is computed from the schema it read: another one in between would be
-    // undone by it.
-    if matches!(attempt, Action::SetSchema { .. })
-        && matches!(winner.action, Action::SetSchema { .. })
-    {
+    // A schema or properties change is computed from the schema and properties it read:
+    // another one in between would be undone by it (or name a column it renamed).
+    let changes_frame =
+        |a: &Action| matches!(a, Action::SetSchema { .. } | Action::SetProperties { .. });
+    if changes_frame(attempt) && changes_frame(&winner.action) {
         return Err(Error::SchemaChanged {
             frame: frame.to_string(),
             version: winner.version,
@@ -98,6 +98,38 @@ mod tests {
             removed: removed.iter().map(|s| s.to_string()).collect(),
             added: vec![cell(added)],
         }
+    }
+
+    fn properties() -> Action {
+        Action::SetProperties {
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// A properties change and a schema change are each computed from both: either one
+    /// in between makes the other conflict; appends and rewrites pass both ways.
+    #[test]
+    fn frame_changes_conflict_with_each_other_only() {
+        let schema = || Action::SetSchema {
+            schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+        };
+        for (attempt, winner) in [
+            (properties(), properties()),
+            (properties(), schema()),
+            (schema(), properties()),
+        ] {
+            let err = check("h.b.f", &attempt, "ALTER TABLE", &entry(winner)).unwrap_err();
+            assert!(matches!(err, Error::SchemaChanged { .. }), "{err}");
+        }
+        check("h.b.f", &properties(), "ALTER TABLE", &entry(append("a"))).unwrap();
+        check("h.b.f", &append("a"), "WRITE", &entry(properties())).unwrap();
+        check(
+            "h.b.f",
+            &rewrite(&["x"], "y"),
+            "COMPACT",
+            &entry(properties()),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -568,6 +568,7 @@ impl Ledger {
                 }
                 needed
             }
+            Action::SetProperties { .. } => vec![crate::protocol::feature::FRAME_PROPERTIES],
             _ => vec![],
         };
         let raised = needed

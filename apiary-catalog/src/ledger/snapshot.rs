@@ -103,6 +103,9 @@ impl FrameSnapshot {
                 self.retype_stats(schema, key)?;
                 self.schema = schema.clone();
             }
+            Action::SetProperties { properties } => {
+                self.properties = properties.clone();
+            }
         }
         if let Some(p) = &entry.protocol {
             p.check_read(&format!("the ledger entry {key}"))?;

@@ -1,5 +1,6 @@
 //! `ALTER TABLE … ADD COLUMN`, `… ALTER COLUMN … TYPE` and `… RENAME COLUMN`: schema evolution,
-//! one `set_schema` commit per statement.
+//! one `set_schema` commit per statement; and `ALTER TABLE … CLUSTER BY`, one `set_properties`
+//! commit of the frame's sort order.
 //!
 //! Cells are immutable, so cells written before a change are read under the newer schema:
 //! DataFusion's Parquet scan fills a column a file lacks with NULL and casts a narrower stored
@@ -24,6 +25,7 @@ use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, TableObject};
 use super::ApiaryCatalog;
 use super::statements::{SchemaChange, ident};
 use crate::cell::conform::keeps_stored_values;
+use crate::clustering::{SORT_ORDER, SortKey, SortOrder};
 use crate::column_ids;
 use crate::error::{Error, Kind};
 use crate::ledger::Action;
@@ -62,6 +64,22 @@ impl ApiaryCatalog {
                 "ALTER TABLE {qualified}: {what}"
             )))
         };
+        if let Some(columns) = changes.iter().find_map(|c| match c {
+            SchemaChange::ClusterBy { columns } => Some(columns),
+            _ => None,
+        }) {
+            if changes.len() > 1 {
+                refuse(
+                    "CLUSTER BY is a statement of its own, not combined with other changes".into(),
+                )?;
+            }
+            let Some(columns) = columns else {
+                return Err(DataFusionError::Plan(format!(
+                    "ALTER TABLE {qualified}: CLUSTER BY takes column names"
+                )));
+            };
+            return self.cluster_by(&frame, &read, &qualified, columns).await;
+        }
         for change in changes {
             match change {
                 SchemaChange::AddColumn {
@@ -149,6 +167,7 @@ impl ApiaryCatalog {
                         *f = f.clone().with_name(to);
                     }
                 }
+                SchemaChange::ClusterBy { .. } => {}
                 SchemaChange::Other(op) => refuse(format!(
                     "{op} is not supported (ADD COLUMN, ALTER COLUMN … TYPE and RENAME COLUMN \
                      are)"
@@ -164,6 +183,33 @@ impl ApiaryCatalog {
         }
         frame
             .commit_action(&read, "ALTER TABLE", Action::SetSchema { schema })
+            .await?;
+        Ok(())
+    }
+
+    /// `ALTER TABLE … CLUSTER BY (columns)` (none: `DROP CLUSTERING KEY`): one
+    /// `set_properties` commit of the frame's sort order. Nothing is rewritten: later writes
+    /// sort by it, and `apiary_compact(frame, true)` reclusters the cells written before.
+    async fn cluster_by(
+        &self,
+        frame: &crate::Frame,
+        read: &crate::ledger::FrameSnapshot,
+        qualified: &str,
+        columns: &[String],
+    ) -> Result<()> {
+        let mut properties = read.properties.clone();
+        if columns.is_empty() {
+            properties.remove(SORT_ORDER);
+        } else {
+            let order = SortOrder::new(columns.iter().map(SortKey::asc).collect());
+            order.check(qualified, &read.schema, &read.partition_by)?;
+            properties.insert(SORT_ORDER.to_string(), order.to_property());
+        }
+        if properties == read.properties {
+            return Ok(());
+        }
+        frame
+            .commit_action(read, "ALTER TABLE", Action::SetProperties { properties })
             .await?;
         Ok(())
     }

@@ -18,7 +18,7 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::ast::{
-    AlterColumnOperation, AlterTableOperation, ColumnOption, Ident, Statement as SqlStatement,
+    AlterColumnOperation, AlterTableOperation, ColumnOption, Expr, Ident, Statement as SqlStatement,
 };
 
 use super::ApiaryCatalog;
@@ -40,7 +40,7 @@ pub enum OwnStatement {
         catalog: Option<String>,
         boxes: bool,
     },
-    /// `ALTER TABLE frame …`: one `set_schema` commit.
+    /// `ALTER TABLE frame …`: one `set_schema` (or, for `CLUSTER BY`, `set_properties`) commit.
     AlterTable {
         frame: TableReference,
         changes: Vec<SchemaChange>,
@@ -61,6 +61,9 @@ pub enum SchemaChange {
     SetType { name: String, sql_type: String },
     /// `RENAME COLUMN from TO to`.
     Rename { from: String, to: String },
+    /// `CLUSTER BY (c1, …)`: the frame's sort order, ascending (`DROP CLUSTERING KEY`: none).
+    /// A `set_properties` commit of its own; `None` when an item is not a column name.
+    ClusterBy { columns: Option<Vec<String>> },
     /// Anything else, as written (refused, naming it).
     Other(String),
 }
@@ -164,6 +167,18 @@ fn alter_table(text: &str) -> Option<OwnStatement> {
             } => SchemaChange::Rename {
                 from: ident(old_column_name),
                 to: ident(new_column_name),
+            },
+            AlterTableOperation::ClusterBy { exprs } => SchemaChange::ClusterBy {
+                columns: exprs
+                    .iter()
+                    .map(|e| match e {
+                        Expr::Identifier(i) => Some(ident(i)),
+                        _ => None,
+                    })
+                    .collect(),
+            },
+            AlterTableOperation::DropClusteringKey => SchemaChange::ClusterBy {
+                columns: Some(vec![]),
             },
             other => SchemaChange::Other(other.to_string()),
         })
