@@ -13,15 +13,18 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apiary::Apiary;
-use apiary::catalog::{Leafcutter, WriteOptions};
+use apiary::catalog::testing::Counting;
+use apiary::catalog::{IoRuntime, Leafcutter, StoreLayer, WriteOptions};
 use common::{arg, arg_or, median, ms, run, work_dir};
 use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::object_store::ObjectStore;
 use datafusion::prelude::SessionContext;
 
 const ROWS_PER_CELL: i64 = 1000;
@@ -113,19 +116,24 @@ async fn cold_child(side: &str, url: &str, listing: &str, cells: i64) {
         run(&ctx, "SET datafusion.catalog.default_schema = 'data'").await;
         ctx
     } else {
-        listing_session(url, listing).await
+        listing_session(url, listing, None).await
     };
     run(&ctx, &query(cells)).await;
     println!("{}", start.elapsed().as_secs_f64() * 1000.0);
 }
 
-/// A plain session with a ListingTable `t` over `listing` (explicit schema: no inference).
-async fn listing_session(url: &str, listing: &str) -> SessionContext {
+/// A plain session with a ListingTable `t` over `listing` (explicit schema: no inference),
+/// its store counted by `counted`.
+async fn listing_session(url: &str, listing: &str, counted: Option<&Counted>) -> SessionContext {
     let ctx = SessionContext::new();
     let meadow = apiary::catalog::Meadow::open(url).await.expect("meadow");
+    let store = match counted {
+        Some(c) => c.layer()(meadow.store().clone()),
+        None => meadow.store().clone(),
+    };
     ctx.register_object_store(
         &url::Url::parse(meadow.object_store_url().as_str()).expect("url"),
-        meadow.store().clone(),
+        store,
     );
     run(
         &ctx,
@@ -179,6 +187,7 @@ async fn main() {
     println!("| store | case | Apiary | ListingTable | ratio |");
     println!("|---|---|---:|---:|---:|");
     let mut started_s3 = false;
+    let mut warm_calls = vec![];
     for store in stores.split(',') {
         let (url, listing_root) = match store {
             "local" => {
@@ -203,22 +212,34 @@ async fn main() {
             ca.push(cold("apiary", &url, &listing, cells));
             cb.push(cold("listing", &url, &listing, cells));
         }
-        let ap = Apiary::open(&url).await.expect("open");
+        // Warm: both sides count their storage calls, to show what a repeated query still asks.
+        let counted = Counted::default();
+        let meadow = apiary::catalog::Meadow::open(&url)
+            .await
+            .expect("meadow")
+            .with_store_layer(counted.layer());
+        let ap = Apiary::from_meadow(meadow, IoRuntime::new().expect("io"), Default::default())
+            .await
+            .expect("open");
         let a = ap.session().expect("session");
         run(&a, "SET datafusion.catalog.default_catalog = 'sel'").await;
         run(&a, "SET datafusion.catalog.default_schema = 'data'").await;
-        let b = listing_session(&url, &listing).await;
+        let listing_counted = Counted::default();
+        let b = listing_session(&url, &listing, Some(&listing_counted)).await;
         let q = query(cells);
         assert_eq!(
             common::time(&a, &q).await.1,
             common::time(&b, &q).await.1,
             "same rows"
         );
+        counted.take();
+        listing_counted.take();
         let (mut wa, mut wb) = (vec![], vec![]);
         for _ in 0..runs {
             wa.push(common::time(&a, &q).await.0);
             wb.push(common::time(&b, &q).await.0);
         }
+        warm_calls.push((store.to_string(), counted.take(), listing_counted.take()));
         for (case, x, y) in [
             ("cold", median(ca), median(cb)),
             ("warm", median(wa), median(wb)),
@@ -231,7 +252,56 @@ async fn main() {
             );
         }
     }
+    println!("\nStorage calls per warm query (after the warm-up; {runs} queries each side):\n");
+    println!("| store | Apiary | ListingTable |");
+    println!("|---|---|---|");
+    for (store, a, b) in warm_calls {
+        println!(
+            "| {store} | {} | {} |",
+            per_query(&a, runs),
+            per_query(&b, runs)
+        );
+    }
     if started_s3 {
         common::stop_s3();
+    }
+}
+
+/// Calls by kind, per query: `get 20, head 1` (`none` when there were none).
+fn per_query(calls: &BTreeMap<&'static str, usize>, queries: usize) -> String {
+    let parts: Vec<String> = calls
+        .iter()
+        .map(|(kind, n)| format!("{kind} {}", *n as f64 / queries.max(1) as f64))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Counting stores of one side (a meadow layer may wrap more than one client).
+#[derive(Clone, Default)]
+struct Counted(Arc<Mutex<Vec<Arc<Counting>>>>);
+
+impl Counted {
+    fn layer(&self) -> StoreLayer {
+        let all = self.0.clone();
+        Arc::new(move |store| {
+            let counting = Counting::new(store);
+            all.lock().expect("lock").push(counting.clone());
+            counting as Arc<dyn ObjectStore>
+        })
+    }
+
+    /// Calls by kind since the last `take`, over every client.
+    fn take(&self) -> BTreeMap<&'static str, usize> {
+        let mut sum = BTreeMap::new();
+        for counting in self.0.lock().expect("lock").iter() {
+            for (kind, n) in counting.take() {
+                *sum.entry(kind).or_insert(0) += n;
+            }
+        }
+        sum
     }
 }
