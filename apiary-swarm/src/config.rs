@@ -63,6 +63,10 @@ pub struct SwarmConfig {
     /// Fault injection for tests: each task waits this long before it runs.
     #[doc(hidden)]
     pub debug_task_delay: Duration,
+    /// Fault injection for tests: each task first holds its thread this long without yielding
+    /// (an operator whose one poll runs long), so a stop can land in the middle of a poll.
+    #[doc(hidden)]
+    pub debug_task_block: Duration,
     /// Fault injection for tests: this node reports a clock this far off.
     #[doc(hidden)]
     pub debug_clock_skew_ms: i64,
@@ -92,6 +96,7 @@ impl Default for SwarmConfig {
             keep_cache: false,
             keep_queries: false,
             debug_task_delay: Duration::ZERO,
+            debug_task_block: Duration::ZERO,
             debug_clock_skew_ms: 0,
         }
     }

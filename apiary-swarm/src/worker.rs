@@ -75,17 +75,24 @@ impl Known {
 /// A running attempt of a claimed task, owned by whoever started it: dropping it stops the
 /// attempt — also when the future that claimed it is dropped half-way (a cancelled
 /// coordinator), so no attempt ever outlives the query that owns it.
-pub(crate) struct Attempt(AbortHandle);
+pub(crate) struct Attempt {
+    task: AbortHandle,
+    /// The attempt's lease renewal, stopped at once with it: an aborted task goes only when its
+    /// current poll ends (a long one on a loaded machine), and its beat must not renew the lease
+    /// of a stopped attempt meanwhile.
+    beat: AbortHandle,
+}
 
 impl Attempt {
     pub(crate) fn is_finished(&self) -> bool {
-        self.0.is_finished()
+        self.task.is_finished()
     }
 }
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        self.0.abort();
+        self.beat.abort();
+        self.task.abort();
     }
 }
 
@@ -486,9 +493,10 @@ pub(crate) async fn claim_and_run(
             options: manifest.options.clone(),
             place,
         };
+        let progress = ProgressBeat::start(&node, &dir, n, a);
+        let beat = progress.0.abort_handle();
         let task = tokio::spawn(async move {
             let _running = running;
-            let progress = ProgressBeat::start(&node, &dir, n, a);
             let outcome = run_task(&node, &dir, n, a, work).await;
             drop(progress);
             report(&node, &dir, n, a, outcome).await;
@@ -497,7 +505,10 @@ pub(crate) async fn claim_and_run(
                 ended.notify_one();
             }
         });
-        started.push(Attempt(task.abort_handle()));
+        started.push(Attempt {
+            task: task.abort_handle(),
+            beat,
+        });
     }
     Ok(started)
 }
@@ -738,6 +749,9 @@ async fn run_task(
 ) -> Result<Outcome> {
     if !node.config.debug_task_delay.is_zero() {
         tokio::time::sleep(node.config.debug_task_delay).await;
+    }
+    if !node.config.debug_task_block.is_zero() {
+        std::thread::sleep(node.config.debug_task_block);
     }
     // The chamber (if any) stays held until the task is done.
     let (ctx, _chamber) = match work.place {
