@@ -1709,6 +1709,60 @@ async fn a_nodes_own_queries_read_cells_through_its_cache() {
     coordinator.leave_swarm().await.unwrap();
 }
 
+/// The coordinator's own tasks hand their results over in memory and their claims are read
+/// only to judge a lease: no partial is put and nothing of its own tasks is read back (their
+/// `done`s say so), and the answer is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinators_own_results_are_handed_over_in_memory() {
+    let (meadow, counting) = apiary_catalog::testing::counting_meadow();
+    let scratch = tempfile::tempdir().unwrap();
+    let coordinator = small_node(&meadow, "coordinator", scratch.path(), |c| {
+        c.keep_queries = true;
+    })
+    .await;
+    let ctx = coordinator.session().unwrap();
+    create_numbers(&ctx, 4).await;
+    let busy = small_node(&meadow, "busy", scratch.path(), |_| {}).await;
+    wait_for_nodes(&coordinator, 2).await;
+    // The other node's bee is held: the coordinator runs every task itself.
+    let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
+    let held = busy.bees().try_acquire(1, &runtime, false).unwrap();
+    assert!(held.is_some());
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let q = "SELECT count(*), sum(n) FROM h.b.t";
+    counting.take_reads();
+    assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+    let read_back: Vec<String> = counting
+        .take_reads()
+        .into_iter()
+        .filter(|k| {
+            ["/partial_", "/done_", "/claim_"]
+                .iter()
+                .any(|p| k.contains(p))
+        })
+        .collect();
+    assert!(read_back.is_empty(), "read back: {read_back:?}");
+    // A `done` goes up after its result was handed over (the query may end first).
+    let Outcomes { done, .. } = outcomes(coordinator.meadow()).await;
+    assert!(
+        done.iter()
+            .all(|d| d.in_memory && d.parts == 0 && d.node == "coordinator"),
+        "{done:?}"
+    );
+    let parts = coordinator
+        .meadow()
+        .list("_queries")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.location.as_ref().contains("/partial_"))
+        .count();
+    assert_eq!(parts, 0, "partials were put");
+    drop(held);
+    busy.leave_swarm().await.unwrap();
+    coordinator.leave_swarm().await.unwrap();
+}
+
 /// A nameless node (a shell's `-c`, Python's `start()`) reads its own queries' cells from the
 /// store — also the tasks it runs as the coordinator of a distributed query: filling a cache that
 /// goes with the process would fetch whole cells where the query reads a few columns (a one-shot

@@ -11,7 +11,8 @@
 //! partial_{n}_{a}_{k}.arrow
 //!                        part k of the result of attempt a: an Arrow IPC stream of about
 //!                        PARTIAL_PART_BYTES at most, each part one plain PUT
-//! done_{n}.json          which attempt's result counts (conditional create: the first to finish)
+//! done_{n}.json          which attempt's result counts (conditional create: the first to finish);
+//!                        a coordinator's own small result stays in its memory (no parts)
 //! finished.json          the query is over (ok, failed or cancelled); workers stop
 //! ```
 //!
@@ -91,6 +92,10 @@ pub struct Done {
     pub bytes: u64,
     /// How many `partial_{n}_{a}_{k}.arrow` objects the result is in.
     pub parts: usize,
+    /// The result is in the coordinator's memory, not in the folder: an attempt the coordinator
+    /// ran itself whose result was small (no parts). Only the coordinator reads it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_memory: bool,
 }
 
 /// A partial result is cut into objects of about this size (the batch that reaches it ends the

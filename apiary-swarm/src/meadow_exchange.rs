@@ -36,7 +36,9 @@ use crate::manifest::{
 };
 use crate::membership::Lease;
 use crate::swarm_exec::{Exchange, PlannedTask, ScanJob};
-use crate::worker::{Attempt, Slots, claim_and_run, query_state, remove_query_but_marker};
+use crate::worker::{
+    Attempt, Handover, Slots, claim_and_run, query_state, remove_query_but_marker,
+};
 use crate::world_view::NodeState;
 
 /// The exchange through this node's meadow.
@@ -211,12 +213,15 @@ impl Coordination {
                 }
             });
         }
+        // This node's own attempts hand small results over here, not through the folder.
+        let (handover, mut handed) = mpsc::unbounded_channel::<Handover>();
         let slots = Slots {
             running: Arc::new(AtomicUsize::new(0)),
             capacity: self.ctx.session_config().target_partitions().max(1),
             ctx: Some(self.ctx.clone()),
             fragment: self.fragment.clone(),
             ended: Some(Arc::new(tokio::sync::Notify::new())),
+            handover: Some(handover),
         };
         let ended = slots.ended.clone().unwrap_or_default();
         let counter = |name: &'static str| MetricBuilder::new(&self.metrics).global_counter(name);
@@ -229,7 +234,9 @@ impl Coordination {
         let started = Instant::now();
         let mut delivered: BTreeSet<usize> = BTreeSet::new();
         let mut deliveries: JoinSet<Result<()>> = JoinSet::new();
-        let mut claims: HashMap<(usize, usize), (Instant, String)> = HashMap::new();
+        // When this node first saw each claim, and — once its lease was judged — who holds it.
+        let mut claims: HashMap<(usize, usize), Instant> = HashMap::new();
+        let mut claimants: HashMap<(usize, usize), String> = HashMap::new();
         let mut failures: HashMap<usize, TaskFailures> = HashMap::new();
         let mut retried: BTreeSet<(usize, usize)> = BTreeSet::new();
         // When each attempt's progress object last changed, on this node's clock.
@@ -268,6 +275,20 @@ impl Coordination {
             self.local.retain(|t| !t.is_finished());
             self.local.extend(mine);
 
+            while let Ok(Handover { n, batches }) = handed.try_recv() {
+                if delivered.insert(n) {
+                    let sender = self.senders[n % self.senders.len()].clone();
+                    deliveries.spawn(async move {
+                        for batch in batches {
+                            if sender.send(Ok(batch)).await.is_err() {
+                                break; // the consumer went away
+                            }
+                        }
+                        Ok(())
+                    });
+                    progress = true;
+                }
+            }
             let landed: Vec<usize> = state
                 .done
                 .iter()
@@ -280,6 +301,9 @@ impl Coordination {
                     Some(body) => decode(&body, &key)?,
                     None => continue,
                 };
+                if done.in_memory && done.node == config.node_id {
+                    continue; // its batches were handed over by this node's own attempt
+                }
                 if done.node != config.node_id {
                     elsewhere.add(1);
                 }
@@ -294,22 +318,17 @@ impl Coordination {
             }
 
             for (n, a) in state.current_claims(self.tasks.len()) {
-                if state.done.contains(&n) || retried.contains(&(n, a)) {
+                if state.done.contains(&n) || delivered.contains(&n) || retried.contains(&(n, a)) {
                     continue;
                 }
-                if let std::collections::hash_map::Entry::Vacant(slot) = claims.entry((n, a)) {
-                    let key = query.claim(n, a);
-                    let Some(body) = node.meadow.get(&key).await? else {
-                        continue;
-                    };
-                    let claim: Claim = decode(&body, &key)?;
-                    slot.insert((Instant::now(), claim.node));
-                }
-                let (seen, claimant) = claims[&(n, a)].clone();
-                let reason = if state.errors.contains(&(n, a)) {
+                let seen = *claims.entry((n, a)).or_insert_with(Instant::now);
+                let (claimant, reason) = if state.errors.contains(&(n, a)) {
                     let key = query.error(n, a);
                     match node.meadow.get(&key).await? {
-                        Some(body) => decode::<TaskError>(&body, &key)?.error,
+                        Some(body) => {
+                            let error: TaskError = decode(&body, &key)?;
+                            (error.node, error.error)
+                        }
                         None => continue,
                     }
                 } else {
@@ -317,15 +336,31 @@ impl Coordination {
                     // progress object (beyond the store's lag): one unchanged for `dead_after`
                     // whose claimant is dead or gone, or for twice that whatever the heartbeat
                     // says, is taken over. A working claimant renews it however late its
-                    // heartbeats are.
+                    // heartbeats are. The claim itself (who holds it) is read only then: one
+                    // call fewer per task on the way of every result.
                     let silence = progressed
                         .get(&(n, a))
                         .map_or(seen, |(_, at)| (*at).max(seen))
                         .elapsed()
                         .saturating_sub(node.world().store_lag());
+                    if silence < config.dead_after && seen.elapsed() < config.task_deadline {
+                        continue;
+                    }
+                    let claimant = match claimants.get(&(n, a)) {
+                        Some(claimant) => claimant.clone(),
+                        None => {
+                            let key = query.claim(n, a);
+                            let Some(body) = node.meadow.get(&key).await? else {
+                                continue;
+                            };
+                            let claim: Claim = decode(&body, &key)?;
+                            claimants.insert((n, a), claim.node.clone());
+                            claim.node
+                        }
+                    };
                     let state = node.world().state_of(&claimant);
                     let gone = matches!(state, Some(NodeState::Dead) | None);
-                    if gone && silence >= config.dead_after {
+                    let reason = if gone && silence >= config.dead_after {
                         match state {
                             Some(_) => format!("node {claimant} stopped heartbeating"),
                             None => format!("node {claimant} left the swarm"),
@@ -343,7 +378,8 @@ impl Coordination {
                         )
                     } else {
                         continue;
-                    }
+                    };
+                    (claimant, reason)
                 };
                 let failures = failures.entry(n).or_insert_with(|| {
                     TaskFailures::new(

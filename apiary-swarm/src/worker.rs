@@ -250,6 +250,7 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
             ctx: None,
             fragment,
             ended: None,
+            handover: None,
         };
         let started = claim_and_run(node, &dir, &manifest, &state, may_steal, &slots).await?;
         entry.tasks.retain(|t| !t.is_finished());
@@ -375,6 +376,16 @@ pub(crate) struct Slots {
     pub fragment: Bytes,
     /// Told whenever one of these tasks ends (the coordinator's own: it looks at once).
     pub ended: Option<Arc<tokio::sync::Notify>>,
+    /// Where the coordinator's own attempts hand a small result over in memory, instead of
+    /// putting it in the folder for the coordinator to read back.
+    pub handover: Option<tokio::sync::mpsc::UnboundedSender<Handover>>,
+}
+
+/// A complete result of one of the coordinator's own attempts, kept in memory (at most
+/// [`PARTIAL_PART_BYTES`] of batches; a larger one goes to the folder as any node's).
+pub(crate) struct Handover {
+    pub n: usize,
+    pub batches: Vec<RecordBatch>,
 }
 
 /// Counts a running task while it lives — also when it is aborted.
@@ -492,6 +503,7 @@ pub(crate) async fn claim_and_run(
             cells: task.cells.clone(),
             options: manifest.options.clone(),
             place,
+            in_memory: slots.handover.is_some(),
         };
         let progress = ProgressBeat::start(&node, &dir, n, a);
         let beat = progress.0.abort_handle();
@@ -499,7 +511,7 @@ pub(crate) async fn claim_and_run(
             let _running = running;
             let outcome = run_task(&node, &dir, n, a, work).await;
             drop(progress);
-            report(&node, &dir, n, a, outcome).await;
+            report(&node, &dir, n, a, outcome, slots.handover.as_ref()).await;
             node.nudge.notify_one();
             if let Some(ended) = &slots.ended {
                 ended.notify_one();
@@ -664,7 +676,14 @@ async fn write_report(
 /// backoff; a `done` that cannot be written becomes an `error`, so that the coordinator offers
 /// the task again at once; if that cannot be written either, the attempt's lease runs out (its
 /// progress object stops changing) and the task is taken over.
-async fn report(node: &LocalNode, dir: &QueryDir, n: usize, a: usize, outcome: Result<Outcome>) {
+async fn report(
+    node: &LocalNode,
+    dir: &QueryDir,
+    n: usize,
+    a: usize,
+    outcome: Result<Outcome>,
+    handover: Option<&tokio::sync::mpsc::UnboundedSender<Handover>>,
+) {
     let tasks = |outcome: &'static str| {
         node.meadow
             .sight()
@@ -685,19 +704,39 @@ async fn report(node: &LocalNode, dir: &QueryDir, n: usize, a: usize, outcome: R
     }
     tasks(if outcome.is_ok() { "done" } else { "failed" });
     let failure = match outcome {
-        Ok(Outcome { rows, bytes, parts }) => {
+        Ok(Outcome {
+            rows,
+            bytes,
+            parts,
+            kept,
+        }) => {
             let done = Done {
                 node: node.config.node_id.clone(),
                 attempt: a,
                 rows,
                 bytes,
                 parts,
+                in_memory: kept.is_some(),
             };
             let key = dir.done(n);
+            if let (Some(batches), Some(handover)) = (kept, handover) {
+                // The coordinator's own result, handed over at once: it delivers each task once,
+                // whichever complete attempt reaches it first. Its `done` tells the other nodes
+                // — unless the query is over (the coordinator let go of the handover): a late
+                // write must not bring the folder back.
+                if handover.send(Handover { n, batches }).is_err() {
+                    return;
+                }
+                if let Err(e) =
+                    write_report(node, dir, &key, encode(&done, &key), Write::Create).await
+                {
+                    log::debug!("node {}: writing {key}: {e}", node.config.node_id);
+                }
+                return;
+            }
             // Lost to another attempt's `done` (or to an earlier try of this one that landed
             // unseen): either way the task is done.
-            let written = write_report(node, dir, &key, encode(&done, &key), Write::Create).await;
-            match written {
+            match write_report(node, dir, &key, encode(&done, &key), Write::Create).await {
                 Ok(()) => return,
                 Err(e) => format!("the result was written but reporting it failed: {e}"),
             }
@@ -735,6 +774,8 @@ struct Work {
     cells: Vec<TaskCell>,
     options: BTreeMap<String, String>,
     place: Place,
+    /// Keep a small result in memory (the coordinator's own attempt), not in the folder.
+    in_memory: bool,
 }
 
 /// Runs attempt `a` of task `n`: decodes the query's fragment against this node's object stores,
@@ -772,7 +813,7 @@ async fn run_task(
     let plan = physical_plan_from_bytes_with_extension_codec(&work.fragment, &ctx, &node.codec)?;
     let plan = narrow(&plan, &work.cells)?;
     let mut stream = plan.execute(0, ctx)?;
-    let mut parts = Parts::new(node, dir, n, a, stream.schema())?;
+    let mut parts = Parts::new(node, dir, n, a, stream.schema(), work.in_memory)?;
     let result: Result<()> = async {
         while let Some(batch) = stream.next().await {
             parts.write(&batch?).await?;
@@ -799,6 +840,9 @@ struct Parts<'a> {
     a: usize,
     schema: SchemaRef,
     ipc: StreamWriter<Vec<u8>>,
+    /// The batches kept in memory while the result stays below [`PARTIAL_PART_BYTES`], when it
+    /// may (the coordinator's own attempt); `None` once it goes to the folder.
+    kept: Option<Vec<RecordBatch>>,
     /// Parts put so far.
     written: usize,
     rows: u64,
@@ -812,6 +856,7 @@ impl<'a> Parts<'a> {
         n: usize,
         a: usize,
         schema: SchemaRef,
+        in_memory: bool,
     ) -> Result<Self> {
         let ipc = Self::stream(&schema)?;
         Ok(Self {
@@ -821,6 +866,7 @@ impl<'a> Parts<'a> {
             a,
             schema,
             ipc,
+            kept: in_memory.then(Vec::new),
             written: 0,
             rows: 0,
             bytes: 0,
@@ -840,6 +886,21 @@ impl<'a> Parts<'a> {
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows += batch.num_rows() as u64;
+        if let Some(kept) = &mut self.kept {
+            // While kept, `bytes` counts the batches' memory.
+            let size = batch.get_array_memory_size() as u64;
+            if self.bytes + size <= PARTIAL_PART_BYTES as u64 {
+                self.bytes += size;
+                kept.push(batch.clone());
+                return Ok(());
+            }
+            // Too large to hold: the whole result goes to the folder, the kept batches first.
+            let kept = self.kept.take().unwrap_or_default();
+            self.bytes = 0;
+            for held in &kept {
+                self.ipc.write(held)?;
+            }
+        }
         self.ipc.write(batch)?;
         if self.ipc.get_ref().len() >= PARTIAL_PART_BYTES {
             let next = Self::stream(&self.schema)?;
@@ -849,8 +910,11 @@ impl<'a> Parts<'a> {
         Ok(())
     }
 
-    /// Puts the last part (also an empty result's only one).
+    /// Puts the last part (also an empty result's only one), unless the result is kept.
     async fn finish(&mut self) -> Result<()> {
+        if self.kept.is_some() {
+            return Ok(());
+        }
         let last = Self::stream(&self.schema)?;
         let last = std::mem::replace(&mut self.ipc, last);
         self.put(last).await
@@ -883,21 +947,23 @@ impl<'a> Parts<'a> {
         }
     }
 
-    /// Rows, bytes and parts written.
-    fn outcome(&self) -> Outcome {
+    /// Rows, bytes and parts written, and the batches kept.
+    fn outcome(self) -> Outcome {
         Outcome {
             rows: self.rows,
             bytes: self.bytes,
             parts: self.written,
+            kept: self.kept,
         }
     }
 }
 
-/// What a finished attempt wrote.
+/// What a finished attempt wrote (or kept in memory).
 struct Outcome {
     rows: u64,
     bytes: u64,
     parts: usize,
+    kept: Option<Vec<RecordBatch>>,
 }
 
 /// This node's session settings with the coordinator's `options` laid over them (one it does
