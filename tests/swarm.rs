@@ -1506,6 +1506,48 @@ async fn cached_cells_travel_in_a_cache_index_not_in_every_heartbeat() {
     coordinator.leave_swarm().await.unwrap();
 }
 
+/// Seen on the S3 test server: four lingering nodes looked at `_queries/latest.json` every
+/// 10 ms each — 400 requests a second on a server that answers one at a time, which made every
+/// other call of every node wait. A lingering node now waits four times as long as its last look
+/// took (at least `linger_probe`): on a store answering in 50 ms, a look every 250 ms, not 60 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_node_asks_a_slow_store_less_often() {
+    let delay = Duration::from_millis(50);
+    let faults = Faults::new(3).with_rule(
+        Rule::new(Fault::Delay(delay))
+            .on(&[Op::Head])
+            .key_contains("latest.json"),
+    );
+    let url = format!("memory://linger-{}", uuid::Uuid::new_v4().simple());
+    let meadow = Meadow::open(&url)
+        .await
+        .unwrap()
+        .with_store_layer(faults.layer());
+    let scratch = tempfile::tempdir().unwrap();
+    let lingering = |c: &mut SwarmConfig| c.poll_linger = Duration::from_secs(60);
+    let coordinator = small_node(&meadow, "coordinator", scratch.path(), lingering).await;
+    let ctx = coordinator.session().unwrap();
+    create_numbers(&ctx, 4).await;
+    let w = small_node(&meadow, "w", scratch.path(), lingering).await;
+    wait_for_nodes(&coordinator, 2).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let q = "SELECT count(*), sum(n) FROM h.b.t";
+    assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+    // Both nodes linger now: count their looks at the object for 3 s.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = faults.injected(Fault::Delay(delay));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let looks = faults.injected(Fault::Delay(delay)) - before;
+    // Every 60 ms (10 ms apart, 50 ms each) would be up to 50 looks a node (53 for both were
+    // seen before the change); every 250 ms is 12.
+    assert!(
+        (8..=30).contains(&looks),
+        "two lingering nodes looked {looks} times in 3 s"
+    );
+    w.leave_swarm().await.unwrap();
+    coordinator.leave_swarm().await.unwrap();
+}
+
 /// Seen: an idle node listed `_queries/` every idle poll (60 LISTs a minute, the dearest S3
 /// request) to learn of a new query. An idle node now looks at one small object,
 /// `_queries/latest.json`, which every coordinator rewrites when it publishes a query, and lists

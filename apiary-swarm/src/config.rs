@@ -35,7 +35,8 @@ pub struct SwarmConfig {
     /// bursts, and the next one should not wait `poll_max` for it. Default 10 s.
     pub poll_linger: Duration,
     /// How often a node looks at `_queries/latest.json` during `poll_linger` (a HEAD; it lists
-    /// `_queries/` when that changed). Default 10 ms.
+    /// `_queries/` when that changed), at most: on a slower store, four times as long as the last
+    /// look took. Default 10 ms.
     pub linger_probe: Duration,
     /// A task that prefers another node (it caches the task's cells) may be claimed by anyone
     /// after this. Longer than `poll_max`, so that an idle node notices a new query before the

@@ -8,9 +8,9 @@
 //! hot node runs one task at a time, a critical one none while another node is not critical.
 //!
 //! A node lists `_queries/` every `poll_min` while queries run. Otherwise it looks only at
-//! `_queries/latest.json` (a HEAD) — every `linger_probe` for `poll_linger` after it last saw a
-//! query, then at intervals growing to `poll_max` — and lists `_queries/` when that changed, or
-//! every `list_every`.
+//! `_queries/latest.json` (a HEAD) — every `linger_probe` (or four times a look's own time on a
+//! slow store) for `poll_linger` after it last saw a query, then at intervals growing to
+//! `poll_max` — and lists `_queries/` when that changed, or every `list_every`.
 //!
 //! Any node sweeps a query folder (see [`expired`]): a running query's once its coordinator's
 //! lease has been seen lapsed for `dead_after` (the coordinator is dead or gone, or a heartbeat
@@ -107,8 +107,13 @@ pub(crate) async fn worker_loop(node: Arc<LocalNode>) {
     let mut interval = config.poll_max;
     let mut last_active: Option<Instant> = None;
     let mut idle = false;
+    let mut lingering = false;
     let mut listed_at: Option<Instant> = None;
     let mut latest: Option<String> = None;
+    // How often a lingering node looks: `linger_probe`, or four times as long as a look takes —
+    // a slow or busy store (a bucket across a network, a loaded server) is asked less often, and
+    // no node spends more than a fifth of its lingering waiting on its look.
+    let mut probe = config.linger_probe;
     loop {
         let nudged = tokio::select! {
             _ = tokio::time::sleep(interval) => false,
@@ -119,7 +124,12 @@ pub(crate) async fn worker_loop(node: Arc<LocalNode>) {
         }
         // Idle: one HEAD of the object every coordinator rewrites when it publishes a query.
         if idle && !nudged {
+            let asked = Instant::now();
             let seen = latest_fingerprint(&node).await;
+            probe = config.linger_probe.max(asked.elapsed() * 4);
+            if lingering {
+                interval = probe;
+            }
             let due = listed_at.is_none_or(|t| t.elapsed() >= config.list_every);
             // Unreadable (`None`): cannot tell, so list.
             if seen.is_some() && seen == latest && !due {
@@ -132,21 +142,21 @@ pub(crate) async fn worker_loop(node: Arc<LocalNode>) {
             Ok(true) => {
                 last_active = Some(Instant::now());
                 interval = config.poll_min;
-                idle = false;
+                (idle, lingering) = (false, false);
             }
             Ok(false) if last_active.is_some_and(|t| t.elapsed() < config.poll_linger) => {
                 // Nothing running, but more may come soon: watch the one object closely.
-                interval = config.linger_probe;
-                idle = true;
+                interval = probe;
+                (idle, lingering) = (true, true);
             }
             Ok(false) => {
                 interval = (interval * 2).clamp(config.poll_min, config.poll_max);
-                idle = true;
+                (idle, lingering) = (true, false);
             }
             Err(e) => {
                 log::warn!("node {}: polling for work failed: {e}", config.node_id);
                 interval = config.poll_max;
-                idle = false;
+                (idle, lingering) = (false, false);
             }
         }
     }
