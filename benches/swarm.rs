@@ -3,7 +3,9 @@
 //! - scale-out: this process (the coordinator, pinned to core 0 with `taskset`, one bee) runs
 //!   scan-heavy TPC-H queries alone, and again with one worker process pinned to core 1 (one
 //!   bee; this binary in `--worker` mode, the node `apiary node` runs) — both every round, so
-//!   both see the same machine;
+//!   both see the same machine; and, as the machine's own ceiling for two cores, the same query
+//!   in one node of two bees (this process let onto both cores for that run): what the two cores
+//!   give one query with no exchange at all;
 //! - overhead of small queries with a swarm present: the same coordinator's session (default
 //!   `swarm.min_bytes`) against a session of a node that never joined;
 //! - idle cost: CPU time of an idle node process, and the object-store requests per minute of
@@ -51,10 +53,10 @@ use datafusion::prelude::SessionContext;
 
 const GIB: u64 = 1 << 30;
 
-/// Pins every thread of this process (and the threads it starts later) to `core`.
-fn pin_self(core: usize) {
+/// Pins every thread of this process (and the threads it starts later) to `cores` (`0`, `0,1`).
+fn pin_self(cores: &str) {
     let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", &core.to_string()])
+        .args(["-a", "-p", "-c", cores])
         .arg(std::process::id().to_string())
         .stdout(Stdio::null())
         .status()
@@ -304,6 +306,8 @@ async fn copy_meadow(dir: &Path, url: &str) {
 }
 
 async fn scale_out(dir: &Path, runs: usize) {
+    // As in `calls`: the leftovers of earlier bench processes are not this run's work.
+    let _ = std::fs::remove_dir_all(dir.join("_queries"));
     let meadows = Meadows::new(dir).await;
     let scratch = work_dir("swarm-scratch");
     let _ = std::fs::remove_dir_all(scratch.join("cache"));
@@ -327,6 +331,42 @@ async fn scale_out(dir: &Path, runs: usize) {
     wait_alive(&coordinator, "w1").await;
 
     let local = tpch_session(&alone).await;
+    // Two bees in one node, never joined: the ceiling of two cores for one query.
+    let two_bees = Apiary::open_with(
+        &meadows.alone,
+        ApiaryOptions {
+            node: Some(NodeConfig::fixed(2, 4 * GIB, scratch.join("two-bees"))),
+            ..ApiaryOptions::default()
+        },
+    )
+    .await
+    .expect("open");
+    if meadows.s3 {
+        let mut config = SwarmConfig::default().with_node_id("two-bees");
+        config.cache_dir = scratch.join("cache");
+        two_bees.join_swarm(config).await.expect("join");
+    }
+    let ceiling = tpch_session(&two_bees).await;
+    // On S3 both join one swarm (for their cell caches): neither may hand work to the other.
+    run(&local, "SET swarm.enabled = false").await;
+    run(&ceiling, "SET swarm.enabled = false").await;
+    // Its queries run on a runtime of two threads of their own (this process's runtime was
+    // built pinned to one core, so it has one).
+    let two_threads = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let on_both = |sql: String| {
+        let ctx = ceiling.clone();
+        let runtime = two_threads.handle().clone();
+        async move {
+            pin_self("0,1");
+            let took = runtime.spawn(async move { time(&ctx, &sql).await.0 }).await;
+            pin_self("0");
+            took.expect("ceiling run")
+        }
+    };
     let swarm = tpch_session(&coordinator).await;
     let forced = tpch_session(&coordinator).await;
     run(&forced, "SET swarm.min_bytes = 0").await;
@@ -342,8 +382,10 @@ async fn scale_out(dir: &Path, runs: usize) {
     println!(
         "## Scale-out: 1 node vs 2 nodes, one core each (TPC-H SF1 on a {store}, {runs} runs, median)\n"
     );
-    println!("| query | 1 node (ms) | 2 nodes (ms) | speedup |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| query | 1 node (ms) | 2 nodes (ms) | speedup | 1 node of 2 bees (ms) | its speedup | swarm ÷ ceiling |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut lines = vec![];
     for q in queries("--queries", "1,6") {
         let sql = tpch_query(q);
@@ -355,19 +397,35 @@ async fn scale_out(dir: &Path, runs: usize) {
         // Warm-up: the worker fills its cell cache, both warm the page cache; the answers match.
         let (a, b) = (answer(&local, &sql).await, answer(&forced, &sql).await);
         assert_eq!(a, b, "q{q}: the two-node answer differs");
+        assert_eq!(
+            a,
+            answer(&ceiling, &sql).await,
+            "q{q}: the two-bee answer differs"
+        );
         for _ in 0..2 {
             run(&local, &sql).await;
             run(&forced, &sql).await;
+            on_both(sql.clone()).await;
         }
-        let (mut one, mut two) = (vec![], vec![]);
+        let (mut one, mut two, mut both) = (vec![], vec![], vec![]);
         for _ in 0..runs {
             let (t, a) = time(&local, &sql).await;
             one.push(t);
             let (t, b) = time(&forced, &sql).await;
             two.push(t);
             assert_eq!(a, b, "q{q}: row counts differ");
+            both.push(on_both(sql.clone()).await);
         }
-        speedup_row(&format!("q{q}{shared}"), one, two);
+        let (one, two, both) = (median(one), median(two), median(both));
+        let speedup = one.as_secs_f64() / two.as_secs_f64();
+        let ceiling_speedup = one.as_secs_f64() / both.as_secs_f64();
+        println!(
+            "| q{q}{shared} | {:.0} | {:.0} | {speedup:.2}× | {:.0} | {ceiling_speedup:.2}× | {:.2} |",
+            ms(one),
+            ms(two),
+            ms(both),
+            speedup / ceiling_speedup
+        );
         lines.push(format!("q{q}: {}", swarm_line(&forced, &sql).await));
         if arg("--timeline").is_some() && !meadows.s3 {
             timeline(dir);
@@ -420,6 +478,8 @@ async fn scale_out(dir: &Path, runs: usize) {
     }
     coordinator.leave_swarm().await.expect("leave");
     alone.leave_swarm().await.expect("leave");
+    two_bees.leave_swarm().await.expect("leave");
+    two_threads.shutdown_background();
     if common::flag("--per-process") {
         per_process(&meadows, runs);
     }
@@ -537,6 +597,9 @@ async fn answer(ctx: &SessionContext, sql: &str) -> Vec<String> {
 /// `swarm.tasks_per_bee` and with one task per bee.
 async fn calls(dir: &Path) {
     let Some(list) = arg("--calls") else { return };
+    // Query folders earlier bench processes left (each keeps `finished.json` for a grace period
+    // no node of theirs outlived): a newcomer looks into each once, which is not the query's cost.
+    let _ = std::fs::remove_dir_all(dir.join("_queries"));
     let scratch = work_dir("swarm-calls");
     let _ = std::fs::remove_dir_all(scratch.join("cache"));
     let node = |id: &'static str| {
@@ -701,7 +764,7 @@ fn main() {
         return;
     }
     let started_s3 = arg("--storage").as_deref() == Some("s3") && common::ensure_s3();
-    pin_self(0);
+    pin_self("0");
     let runs = arg_or("--runs", 7usize);
     let idle_secs = arg_or("--idle-secs", 60u64);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
