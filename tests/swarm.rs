@@ -1632,6 +1632,68 @@ async fn finished_folders_a_newcomer_finds_go_after_the_grace() {
     w.leave_swarm().await.unwrap();
 }
 
+/// Seen in the bench meadow: 141 folders of queries over, each holding only `finished.json`.
+/// Short-lived coordinators (`apiary --swarm -c`, one process per query) never outlive the grace
+/// a node counts from when it first sees a marker, so nothing ever swept them, and every newcomer
+/// looked into each. A marker written the grace before a query published since (both times on
+/// the store's own clock) is past its grace at first sight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_finished_folders_go_at_a_newcomers_first_look() {
+    use apiary::swarm::manifest::QueryDir;
+    let root = tempfile::tempdir().unwrap();
+    let meadow = Meadow::open(root.path().to_str().unwrap()).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let body = r#"{"outcome":"ok"}"#;
+    for i in 0..20 {
+        let dir = QueryDir::new(format!("{i:032}"));
+        meadow.put(&dir.finished(), body.into()).await.unwrap();
+    }
+    // Written an hour ago (the local store's clock is the files' modification time) ...
+    let queries = root.path().join("_queries");
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for entry in std::fs::read_dir(&queries).unwrap().flatten() {
+        let marker = entry.path().join("finished.json");
+        std::fs::File::options()
+            .write(true)
+            .open(&marker)
+            .and_then(|f| f.set_modified(hour_ago))
+            .unwrap();
+    }
+    // ... then one query finished just now, after the latest publish.
+    meadow
+        .put("_queries/latest.json", r#"{"query_id":"x"}"#.into())
+        .await
+        .unwrap();
+    let fresh = QueryDir::new(format!("{:032}", 99));
+    meadow.put(&fresh.finished(), body.into()).await.unwrap();
+
+    let w = small_node(&meadow, "w", scratch.path(), |_| {}).await;
+    let start = Instant::now();
+    let folders = || async {
+        let listed = meadow.list_dir("_queries").await.unwrap();
+        listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    loop {
+        let left = folders().await;
+        if left.len() == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} finished folders still there 10 s after a newcomer came",
+            left.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The fresh one keeps its grace: a late write of one of its attempts must find the marker.
+    assert_eq!(folders().await, [format!("{:032}", 99)]);
+    w.leave_swarm().await.unwrap();
+}
+
 /// Until now a documented limit: a partial of more than 10 MiB went up as a multipart upload
 /// (object_store's `BufWriter`), and an attempt killed in the middle of one left an incomplete
 /// upload under `_queries/` that no sweep could find (object_store cannot list them). A partial

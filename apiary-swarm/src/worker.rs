@@ -197,7 +197,13 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
             fragment: None,
         });
     }
-    look_for_manifests(node, known).await?;
+    // The store's time of the latest publish: a lower bound of its "now".
+    let published = listed
+        .objects
+        .iter()
+        .find(|o| o.location.as_ref().ends_with(LATEST))
+        .map(|o| o.last_modified);
+    look_for_manifests(node, known, published).await?;
     let mut active = false;
     for id in ids {
         let Some(entry) = known.get_mut(&id) else {
@@ -276,7 +282,16 @@ const LOOKS_AT_ONCE: usize = 16;
 /// newcomer may find many folders holding nothing but `finished.json` (queries over, swept after
 /// a grace), and one slow call after another would keep it from new queries for seconds. A
 /// folder without a manifest is looked into again at most once a `poll_max`.
-async fn look_for_manifests(node: &LocalNode, known: &mut HashMap<String, Known>) -> Result<()> {
+///
+/// A marker written [`FINISHED_GRACE`] or more before the latest publish (`published`; both times
+/// on the store's own clock) is past its grace at first sight: short-lived coordinators (one
+/// process per query) never outlive a grace counted from when a node first sees a marker, and
+/// their markers would otherwise stay for every newcomer to look into.
+async fn look_for_manifests(
+    node: &LocalNode,
+    known: &mut HashMap<String, Known>,
+    published: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<()> {
     let due: Vec<String> = known
         .iter()
         .filter(|(_, e)| e.manifest.is_none() && e.finished.is_none())
@@ -298,7 +313,16 @@ async fn look_for_manifests(node: &LocalNode, known: &mut HashMap<String, Known>
         entry.looked = Some(Instant::now());
         match look? {
             Look::Manifest(manifest) => entry.manifest = Some(manifest),
-            Look::Finished => entry.finished = Some(Instant::now()),
+            Look::Finished(written) => {
+                let now = Instant::now();
+                let past = published
+                    .and_then(|p| (p - written).to_std().ok())
+                    .is_some_and(|age| age >= FINISHED_GRACE);
+                entry.finished = Some(match past {
+                    true => now.checked_sub(FINISHED_GRACE).unwrap_or(now),
+                    false => now,
+                });
+            }
             Look::Nothing => {}
         }
     }
@@ -308,9 +332,10 @@ async fn look_for_manifests(node: &LocalNode, known: &mut HashMap<String, Known>
 /// What one look into a query folder without a known manifest found.
 enum Look {
     Manifest(Manifest),
-    /// No manifest, but `finished.json`: the query is over and its folder cleaned up but for the
-    /// marker; it goes after the grace, like any finished folder.
-    Finished,
+    /// No manifest, but `finished.json` (written at this time on the store's clock): the query
+    /// is over and its folder cleaned up but for the marker; it goes after the grace, like any
+    /// finished folder.
+    Finished(chrono::DateTime<chrono::Utc>),
     /// Neither: the manifest is still being written.
     Nothing,
 }
@@ -319,8 +344,10 @@ async fn look(node: &LocalNode, dir: &QueryDir) -> Result<Look> {
     let key = dir.manifest();
     Ok(match node.meadow.get(&key).await? {
         Some(bytes) => Look::Manifest(decode(&bytes, &key)?),
-        None if node.meadow.exists(&dir.finished()).await? => Look::Finished,
-        None => Look::Nothing,
+        None => match node.meadow.head(&dir.finished()).await? {
+            Some(marker) => Look::Finished(marker.last_modified),
+            None => Look::Nothing,
+        },
     })
 }
 
@@ -1006,7 +1033,9 @@ pub(crate) async fn remove_query(node: &LocalNode, dir: &QueryDir) -> Result<()>
         .await?
         .into_iter()
         .map(|o| o.location);
-    Ok(node.meadow.delete_many(keys.collect()).await?)
+    node.meadow.delete_many(keys.collect()).await?;
+    // A local meadow's emptied folder would still be listed, and looked into, by every node.
+    Ok(node.meadow.remove_empty_folder(dir.dir()).await?)
 }
 
 /// Deletes everything in a query folder but `finished.json`.

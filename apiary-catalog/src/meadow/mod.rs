@@ -672,6 +672,25 @@ impl Meadow {
         Upload::new(self.inner.store.clone(), key)
     }
 
+    /// Removes the folder `rel` of a local meadow when it is empty (a listing shows a local
+    /// folder as a prefix even with nothing in it; object stores have no folders, so this is a
+    /// no-op there). A folder that is not empty, or is already gone, stays as it is.
+    pub async fn remove_empty_folder(&self, rel: &str) -> Result<()> {
+        let Some(local) = &self.inner.local else {
+            return Ok(());
+        };
+        let key = self.key(rel);
+        let dir = local
+            .path_to_filesystem(&key)
+            .map_err(|e| Error::storage(&key, e))?;
+        // `remove_dir` refuses a folder that is not empty: nothing written meanwhile is lost.
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir(dir);
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Makes an object written through [`Meadow::store`] durable before a commit refers to it.
     ///
     /// Object stores are durable once a write returns; a local file is flushed to disk with
