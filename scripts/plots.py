@@ -105,12 +105,20 @@ def rss(text):
 
 
 def swarm(text):
-    rows = [r for r in table(text, "The swarm, 2026-12-02 (evening)")[1:]
+    rows = [r for r in table(text, "The swarm, 2026-12-06")[1:]
             if r[0] in ("q1", "q6")]
     fig, (ax, by_nodes) = plt.subplots(1, 2, figsize=(13, 4.5),
                                        gridspec_kw={"width_ratios": [3, 2]})
     labels = [r[0] + "\n" + "\n".join(textwrap.wrap(r[1], 16)) for r in rows]
-    ax.bar(range(len(rows)), [number(r[4]) for r in rows], color=HONEY)
+    # Two nodes of one core, beside one node of two bees (the ceiling: no exchange at all),
+    # where the row has it.
+    at = range(len(rows))
+    ax.bar([i - 0.2 for i in at], [number(r[4]) for r in rows], width=0.4, color=HONEY,
+           label="2 nodes, one core each")
+    ceiling = [(i, number(r[6])) for i, r in zip(at, rows) if len(r) > 6 and r[6]]
+    ax.bar([i + 0.2 for i, _ in ceiling], [c for _, c in ceiling], width=0.4, color=SAGE,
+           label="1 node of 2 bees (the two cores' ceiling)")
+    ax.legend(fontsize=7, frameon=False, loc="upper right")
     ax.axhline(1.0, color=SLATE, linewidth=1)
     ax.axhline(1.8, color="#b00020", linestyle="--", linewidth=1)
     ax.text(len(rows) - 0.5, 1.82, "target 1.8×", ha="right", color="#b00020", fontsize=8)
