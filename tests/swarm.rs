@@ -904,17 +904,10 @@ async fn a_cancelled_query_stops_on_every_node() {
             n.heartbeat.node_id
         );
     }
-    let late: Vec<String> = ap
-        .meadow()
-        .list("_queries")
+    let late: Vec<String> = task_objects_written_after(ap.meadow(), quiet.into())
         .await
-        .unwrap()
         .into_iter()
-        .filter(|o| {
-            o.last_modified > chrono::DateTime::<chrono::Utc>::from(quiet)
-                && !o.location.as_ref().ends_with("finished.json")
-        })
-        .map(|o| o.location.to_string())
+        .map(|(key, _)| key)
         .collect();
     let mut bodies = vec![];
     for key in &late {
@@ -990,19 +983,10 @@ async fn a_stopped_attempt_renews_no_lease_while_its_poll_lasts() {
     // A write already handed to the store when the attempt stopped may still land.
     let stopped = chrono::Utc::now() + chrono::Duration::milliseconds(100);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let late: Vec<String> = coordinator
-        .meadow()
-        .list("_queries")
+    let late: Vec<String> = task_objects_written_after(coordinator.meadow(), stopped)
         .await
-        .unwrap()
         .into_iter()
-        .filter(|o| {
-            let key = o.location.as_ref();
-            o.last_modified > stopped
-                && !key.ends_with("finished.json")
-                && !key.ends_with("latest.json")
-        })
-        .map(|o| format!("{} at {}", o.location, o.last_modified))
+        .map(|(key, at)| format!("{key} at {at}"))
         .collect();
     assert!(late.is_empty(), "written after the cancel: {late:?}");
     worker.leave_swarm().await.unwrap();
@@ -1074,6 +1058,25 @@ async fn small_node(
     configure(&mut config);
     ap.join_swarm(config).await.unwrap();
     ap
+}
+
+/// The objects of query folders (all of `_queries/` but `finished.json` markers and
+/// `latest.json`) written after `since` on the store's clock, with when.
+async fn task_objects_written_after(
+    meadow: &Meadow,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+    let listed = meadow.list("_queries").await.unwrap();
+    listed
+        .into_iter()
+        .filter(|o| {
+            let key = o.location.as_ref();
+            o.last_modified > since
+                && !key.ends_with("finished.json")
+                && !key.ends_with("latest.json")
+        })
+        .map(|o| (o.location.to_string(), o.last_modified))
+        .collect()
 }
 
 /// A [`small_node`] with `stale_query_after` and a delay before each of its tasks.
