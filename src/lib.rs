@@ -27,6 +27,7 @@ pub mod status;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use apiary_catalog::provider::KeepScanOrder;
 use apiary_catalog::{
     ApiaryCatalog, CatalogOptions, CommitOptions, IoRuntime, Leafcutter, Meadow, Registry,
 };
@@ -305,10 +306,12 @@ impl Apiary {
             .session_config()
             .with_information_schema(true)
             .with_option_extension(SwarmOptions::default());
+        // Order kept before the swarm rule reads the plan (`KeepScanOrder`).
         let mut builder = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
-            .with_runtime_env(self.runtime.clone());
+            .with_runtime_env(self.runtime.clone())
+            .with_physical_optimizer_rule(Arc::new(KeepScanOrder));
         if let Some(node) = self.swarm() {
             builder = builder.with_physical_optimizer_rule(Arc::new(node.rule()));
         }

@@ -354,3 +354,91 @@ async fn a_clustered_write_fits_small_bees() {
     );
     assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "200000");
 }
+
+/// `ORDER BY … LIMIT` over a declared order reads the first rows of the order, whichever file
+/// group holds them. DataFusion 55's `LimitPushdown` hands the fetch of a
+/// `SortPreservingMergeExec` to the scan as order-insensitive (apache/datafusion#24272), which
+/// lets each partition steal files from a shared queue and lets Parquet skip a partly matching
+/// row group for a later full one; both returned rows from the middle of the order. Seen with
+/// four cells whose sizes put the lowest days into the second file group (answer 100, not 0),
+/// and, with stealing turned off, with a filter pushed into the scan whose first matching row
+/// group matches only in part (answer 154, not 101).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_limit_reads_the_first_rows_whichever_group_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ap, ctx) = small_bees(dir.path()).await;
+    sql(
+        &ctx,
+        "CREATE EXTERNAL TABLE h.b.t (day INT NOT NULL, id BIGINT NOT NULL, note VARCHAR) \
+         STORED AS APIARY WITH ORDER (day ASC) LOCATION ''",
+    )
+    .await;
+    // One cell per write, in day order 0.., 100.., 200.., 300.. and of 9, 10, 5 and 4 thousand
+    // rows: balanced by size, the groups are [100.., 300..] and [0.., 200..].
+    for (first_day, rows) in [(0, 9000), (100, 10000), (200, 5000), (300, 4000)] {
+        sql(
+            &ctx,
+            &format!(
+                "INSERT INTO h.b.t SELECT CAST({first_day} + value * 100 / {rows} AS INT), \
+                 value, md5(CAST(value AS VARCHAR)) FROM generate_series(0, {} ) ",
+                rows - 1
+            ),
+        )
+        .await;
+    }
+    let text = plan(&ctx, "EXPLAIN SELECT day FROM h.b.t ORDER BY day LIMIT 3").await;
+    assert!(text.contains("output_ordering=[day@0 ASC"), "{text}");
+    assert!(text.contains("2 groups"), "{text}");
+    assert_eq!(
+        query(&ctx, "SELECT day FROM h.b.t ORDER BY day LIMIT 3").await,
+        ["0", "0", "0"]
+    );
+    // Day 100 fills the first rows of its cell's first row group only: that group matches in
+    // part, the later ones in full. With filters pushed into the scan, the scan gets the limit.
+    sql(
+        &ctx,
+        "SET datafusion.execution.parquet.pushdown_filters = true",
+    )
+    .await;
+    for (q, first) in [
+        (
+            "SELECT day FROM h.b.t WHERE day >= 101 ORDER BY day LIMIT 1",
+            "101",
+        ),
+        (
+            "SELECT day FROM h.b.t WHERE day > 100 ORDER BY day LIMIT 1",
+            "101",
+        ),
+        (
+            "SELECT day FROM h.b.t WHERE day >= 201 ORDER BY day LIMIT 1",
+            "201",
+        ),
+    ] {
+        assert_eq!(query(&ctx, q).await, [first], "{q}");
+    }
+}
+
+/// A session Apiary was not registered in (a hive's catalog registered by hand) does not run
+/// the rule that keeps a scan's order (`KeepScanOrder`): the frame declares no order there and
+/// DataFusion sorts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_registered_catalog_declares_no_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ap, ctx) = small_bees(dir.path()).await;
+    shuffled_days(&ctx).await;
+    let q = "SELECT day FROM h.b.t ORDER BY day LIMIT 3";
+    assert!(
+        !plan(&ctx, &format!("EXPLAIN {q}"))
+            .await
+            .contains("SortExec")
+    );
+
+    let host = SessionContext::new();
+    host.register_catalog("h", ap.catalog("h").await.unwrap());
+    let text = plan(&host, &format!("EXPLAIN {q}")).await;
+    assert!(
+        text.contains("SortExec") && !text.contains("output_ordering"),
+        "{text}"
+    );
+    assert_eq!(query(&host, q).await, ["0", "0", "0"]);
+}

@@ -23,6 +23,7 @@ mod pruning;
 mod replace;
 mod row_change;
 mod scan;
+mod scan_order;
 pub use scan::{EmptyScan, EmptyScans, SCAN_FRAME_LABEL, SCAN_VERSION};
 mod sink;
 mod statements;
@@ -47,6 +48,7 @@ pub use functions::{
 pub use hive::HiveProvider;
 pub use own_runtime::{OwnRuntimeExec, with_runtime};
 pub use scan::PruneCounts;
+pub use scan_order::KeepScanOrder;
 pub use sink::FrameSink;
 pub use statements::{OwnStatement, SchemaChange, own_statement};
 
@@ -301,6 +303,7 @@ impl ApiaryCatalog {
         state.register_udtf("apiary_check", Arc::new(CheckFunction::new(self.clone())));
         state.register_udtf("apiary_undrop", Arc::new(UndropFunction::new(self.clone())));
         DmlGuard::install(&mut state);
+        scan_order::install(&mut state);
         // `SET apiary.*` (e.g. `apiary.overwrite`) in any session Apiary is registered in.
         let extensions = &mut state.config_mut().options_mut().extensions;
         if extensions.get::<SessionOptions>().is_none() {

@@ -26,6 +26,7 @@ use datafusion_datasource::compute_all_files_statistics;
 use super::pruning::{
     is_partition_filter, physical_expr, prune_by_partition_values, prune_by_statistics,
 };
+use super::scan_order::keeps_scan_order;
 use crate::clustering::SortOrder;
 use crate::column_ids::restore_frame_scan;
 use crate::ledger::{CellRecord, FrameSnapshot};
@@ -364,7 +365,12 @@ pub(crate) async fn plan_scan(
         counts,
         predicate,
     } = surviving_cells(state, req.snapshot, layout, req.filters)?;
-    let ordering = declared_ordering(req.snapshot, &mut survivors, &layout.scan_schema)?;
+    // Declared only where DataFusion 55 is kept from reading it out of order (`scan_order`).
+    let ordering = if keeps_scan_order(state) {
+        declared_ordering(req.snapshot, &mut survivors, &layout.scan_schema)?
+    } else {
+        None
+    };
 
     // The session must know the meadow's store, also when only a hive was registered by hand.
     let runtime = state.runtime_env();
