@@ -86,6 +86,45 @@ impl FloatStats {
     }
 }
 
+/// How many of a cell's first rows are looked at to judge a column's cardinality.
+const DICTIONARY_SAMPLE_ROWS: usize = 1024;
+
+/// `props` with dictionary encoding turned off for each top-level column whose first rows (of
+/// the cell's first batch) are mostly distinct — an id, a measurement. Parquet would otherwise
+/// hash every value into a dictionary until the dictionary page outgrows its limit, then throw
+/// it away: work for nothing on every row group, and a larger file. Columns with repeats keep
+/// their dictionary (it is what makes them small and fast to filter).
+fn dictionary_where_it_pays(
+    props: &WriterProperties,
+    schema: &SchemaRef,
+    first: &RecordBatch,
+) -> WriterProperties {
+    let rows = first.num_rows().min(DICTIONARY_SAMPLE_ROWS);
+    if rows < 64 {
+        return props.clone(); // too few rows to judge
+    }
+    let mut builder = props.clone().into_builder();
+    for field in schema.fields() {
+        if field.data_type().is_nested() || *field.data_type() == DataType::Boolean {
+            continue;
+        }
+        let Some(column) = first.column_by_name(field.name()) else {
+            continue;
+        };
+        let mut seen = std::collections::HashSet::with_capacity(rows);
+        for i in 0..rows {
+            if let Ok(value) = ScalarValue::try_from_array(column.as_ref(), i) {
+                seen.insert(value);
+            }
+        }
+        if seen.len() * 2 > rows {
+            builder = builder
+                .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+    }
+    builder.build()
+}
+
 /// Writes the cells of one write (one future commit) of one frame.
 pub struct CellWriter {
     meadow: Meadow,
@@ -228,7 +267,7 @@ impl CellWriter {
             if self.open.len() >= self.options.leafcutter.open_cells() {
                 self.close_least_recent().await?;
             }
-            let cell = self.open_cell(key)?;
+            let cell = self.open_cell(key, chunk)?;
             self.open.insert(key.to_vec(), cell);
         }
         let target = self.options.leafcutter.target_cell_bytes();
@@ -252,7 +291,7 @@ impl CellWriter {
         Ok(())
     }
 
-    fn open_cell(&self, key: &[ScalarValue]) -> Result<OpenCell> {
+    fn open_cell(&self, key: &[ScalarValue], first: &RecordBatch) -> Result<OpenCell> {
         let name = format!("cell_{}.parquet", uuid::Uuid::now_v7().simple());
         let rel_path = if key.is_empty() {
             name
@@ -261,7 +300,8 @@ impl CellWriter {
         };
         let key_path = self.meadow.key(&format!("{}/{rel_path}", self.location));
         let sink = self.meadow.upload(key_path.clone());
-        let writer = CellEncoder::try_new(sink, self.file_schema.clone(), self.props.clone())?;
+        let props = dictionary_where_it_pays(&self.props, &self.file_schema, first);
+        let writer = CellEncoder::try_new(sink, self.file_schema.clone(), props)?;
         Ok(OpenCell {
             rel_path,
             key: key_path,
@@ -413,4 +453,37 @@ pub fn bloom_filter_columns(properties: &BTreeMap<String, String>) -> Vec<String
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int32Array, Int64Array};
+    use datafusion::arrow::datatypes::Field;
+
+    #[test]
+    fn mostly_distinct_columns_are_written_without_a_dictionary() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("k", DataType::Int32, false),
+        ]));
+        let rows = 2000;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..rows)),
+                Arc::new(Int32Array::from_iter_values(
+                    (0..rows as i32).map(|i| i % 10),
+                )),
+            ],
+        )
+        .unwrap();
+        let props = WriterProperties::builder().build();
+        let chosen = dictionary_where_it_pays(&props, &schema, &batch);
+        assert!(!chosen.dictionary_enabled(&ColumnPath::from("id")));
+        assert!(chosen.dictionary_enabled(&ColumnPath::from("k")));
+        // Too few rows to judge: the frame's own properties.
+        let few = dictionary_where_it_pays(&props, &schema, &batch.slice(0, 10));
+        assert!(few.dictionary_enabled(&ColumnPath::from("id")));
+    }
 }
