@@ -1,9 +1,11 @@
 //! Writes side by side, in one run: `--rows` rows (default 5 M: id BIGINT, k INT in no order,
 //! v DOUBLE) from one Parquet file, written by Apiary's `INSERT … SELECT` (what `apiary import`
 //! runs) into a plain frame and into a frame clustered `WITH ORDER (k)`, by DuckDB's `COPY … TO
-//! parquet` and by delta-rs's `write_deltalake` (`benches/writes_peers.py`, run with Apiary's
-//! venv, into which the harness installs `duckdb` and `deltalake`). Interleaved runs; reported:
-//! the median time, the ratios against each peer, and the Parquet bytes written.
+//! parquet`, by delta-rs's `write_deltalake` and by the wheel's `write_to_frame`
+//! (`benches/writes_peers.py`, run with Apiary's venv, into which the harness installs `duckdb`
+//! and `deltalake`, and — when that way is chosen — a release build of the wheel, `maturin
+//! develop --release`). Interleaved runs; reported: the median time, the ratios against each
+//! peer, and the Parquet bytes written.
 //!
 //! ```text
 //! cargo bench --no-default-features --bench writes -- [--rows N] [--runs R]
@@ -70,6 +72,27 @@ async fn apiary_write(dir: &Path, src: &Path, order: &str) -> (Duration, u64) {
     (took, parquet_bytes(dir))
 }
 
+/// Installs a release build of the wheel into the venv of `python` (the tests install a debug
+/// one, which would not be a fair peer).
+fn release_wheel(python: &str) {
+    let venv = Path::new(python)
+        .parent()
+        .and_then(Path::parent)
+        .expect("the venv of its python");
+    let built = Command::new(venv.join("bin/maturin"))
+        .args([
+            "develop",
+            "--release",
+            "--manifest-path",
+            "python/Cargo.toml",
+        ])
+        .env("VIRTUAL_ENV", venv)
+        .current_dir(repo())
+        .status()
+        .expect("run maturin");
+    assert!(built.success(), "maturin develop --release failed");
+}
+
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(bench());
@@ -81,8 +104,13 @@ async fn bench() {
     let work = work_dir("writes");
     let src = source(&work, rows).await;
     let python = common::peer_python(
-        "import deltalake, duckdb, pyarrow",
-        &["deltalake>=1.0", "duckdb>=1.4,<3", "pyarrow>=14"],
+        "import importlib.metadata as m, deltalake, duckdb, pyarrow; m.version(\"maturin\")",
+        &[
+            "deltalake>=1.0",
+            "duckdb>=1.4,<3",
+            "pyarrow>=14",
+            "maturin>=1.9,<2",
+        ],
     );
     let peer = |way: &str| -> (Duration, u64) {
         let out = Command::new(&python)
@@ -110,6 +138,7 @@ async fn bench() {
         "Apiary, clustered WITH ORDER (k)",
         "DuckDB COPY",
         "delta-rs write_deltalake",
+        "Apiary Python write_to_frame",
     ];
     let mut times: Vec<Vec<Duration>> = vec![vec![]; ways.len()];
     let mut bytes = vec![0u64; ways.len()];
@@ -117,13 +146,17 @@ async fn bench() {
     let chosen: Vec<usize> = arg("--ways")
         .map(|w| w.split(',').filter_map(|i| i.parse().ok()).collect())
         .unwrap_or_else(|| (0..ways.len()).collect());
+    if chosen.contains(&4) {
+        release_wheel(&python);
+    }
     for _ in 0..runs {
         for (i, _) in ways.iter().enumerate().filter(|(i, _)| chosen.contains(i)) {
             let (t, b) = match i {
                 0 => apiary_write(&work.join("apiary"), &src, "").await,
                 1 => apiary_write(&work.join("apiary"), &src, "WITH ORDER (k)").await,
                 2 => peer("duckdb"),
-                _ => peer("deltalake"),
+                3 => peer("deltalake"),
+                _ => peer("apiary"),
             };
             times[i].push(t);
             bytes[i] = b;
