@@ -39,15 +39,19 @@ async fn bees(
     (ap, ctx)
 }
 
-/// `h.b.t (day INT, id BIGINT, note VARCHAR)`, clustered by `day`, with 200,000 rows whose days
-/// come in no order at all.
-async fn shuffled_days(ctx: &SessionContext) {
+/// `h.b.t (day INT, id BIGINT, note VARCHAR)`, clustered by `day`, empty.
+async fn by_day(ctx: &SessionContext) {
     sql(
         ctx,
         "CREATE EXTERNAL TABLE h.b.t (day INT NOT NULL, id BIGINT NOT NULL, note VARCHAR) \
          STORED AS APIARY WITH ORDER (day ASC) LOCATION ''",
     )
     .await;
+}
+
+/// [`by_day`] with 200,000 rows whose days come in no order at all.
+async fn shuffled_days(ctx: &SessionContext) {
+    by_day(ctx).await;
     sql(
         ctx,
         "INSERT INTO h.b.t SELECT CAST((value * 7919) % 1000 AS INT), value, \
@@ -367,12 +371,7 @@ async fn a_clustered_write_fits_small_bees() {
 async fn an_ordered_limit_reads_the_first_rows_whichever_group_holds_them() {
     let dir = tempfile::tempdir().unwrap();
     let (_ap, ctx) = small_bees(dir.path()).await;
-    sql(
-        &ctx,
-        "CREATE EXTERNAL TABLE h.b.t (day INT NOT NULL, id BIGINT NOT NULL, note VARCHAR) \
-         STORED AS APIARY WITH ORDER (day ASC) LOCATION ''",
-    )
-    .await;
+    by_day(&ctx).await;
     // One cell per write, in day order 0.., 100.., 200.., 300.. and of 9, 10, 5 and 4 thousand
     // rows: balanced by size, the groups are [100.., 300..] and [0.., 200..].
     for (first_day, rows) in [(0, 9000), (100, 10000), (200, 5000), (300, 4000)] {
@@ -420,7 +419,7 @@ async fn an_ordered_limit_reads_the_first_rows_whichever_group_holds_them() {
 
 /// A session Apiary was not registered in (a hive's catalog registered by hand) does not run
 /// the rule that keeps a scan's order (`KeepScanOrder`): the frame declares no order there and
-/// DataFusion sorts.
+/// DataFusion sorts. `Apiary::register` installs the rule in a host's session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_registered_catalog_declares_no_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -441,4 +440,13 @@ async fn a_hand_registered_catalog_declares_no_order() {
         "{text}"
     );
     assert_eq!(query(&host, q).await, ["0", "0", "0"]);
+
+    let registered = SessionContext::new();
+    ap.register(&registered).unwrap();
+    let text = plan(&registered, &format!("EXPLAIN {q}")).await;
+    assert!(
+        !text.contains("SortExec") && text.contains("output_ordering=[day@0 ASC"),
+        "{text}"
+    );
+    assert_eq!(query(&registered, q).await, ["0", "0", "0"]);
 }
