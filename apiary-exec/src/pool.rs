@@ -564,12 +564,10 @@ impl fmt::Display for ChamberPool {
 }
 
 impl ChamberPool {
-    fn add(&self, reservation: &MemoryReservation, bytes: usize) {
+    /// Counts `bytes` more reserved in the bee pool's totals (the colony temperature).
+    fn add(&self, bytes: usize) {
         self.pool.reserved.fetch_add(bytes, Ordering::SeqCst);
         self.pool.reserved_by_bee[self.first].fetch_add(bytes, Ordering::SeqCst);
-        if reservation.consumer().can_spill() {
-            self.spillable.fetch_add(bytes, Ordering::SeqCst);
-        }
     }
 
     /// Takes `additional` bytes of the spilling operators' cap for `reservation`, or says why not
@@ -616,7 +614,10 @@ impl MemoryPool for ChamberPool {
 
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
         self.inner.grow(reservation, additional);
-        self.add(reservation, additional);
+        self.add(additional);
+        if reservation.consumer().can_spill() {
+            self.spillable.fetch_add(additional, Ordering::SeqCst);
+        }
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
@@ -632,8 +633,7 @@ impl MemoryPool for ChamberPool {
         self.take_spillable(reservation, additional)?;
         match self.inner.try_grow(reservation, additional) {
             Ok(()) => {
-                self.pool.reserved.fetch_add(additional, Ordering::SeqCst);
-                self.pool.reserved_by_bee[self.first].fetch_add(additional, Ordering::SeqCst);
+                self.add(additional);
                 Ok(())
             }
             Err(e) => {
