@@ -102,14 +102,6 @@ pub struct ApiaryOptions {
     pub object_store_registry: Option<Arc<dyn ObjectStoreRegistry>>,
 }
 
-/// The footer cache's bound for bees sharing `bee_memory` bytes: a 32nd of it, at least
-/// DataFusion's default (50 MiB) and at most 1 GiB.
-fn metadata_cache_limit(bee_memory: usize) -> usize {
-    const DEFAULT: usize =
-        datafusion::execution::cache::cache_manager::DEFAULT_METADATA_CACHE_LIMIT;
-    (bee_memory / 32).clamp(DEFAULT, 1 << 30)
-}
-
 /// One meadow, opened: its registry cache, object store, I/O runtime and bees, shared by every
 /// clone.
 #[derive(Debug, Clone)]
@@ -171,10 +163,9 @@ impl Apiary {
         }
         catalog.admission = Some(Arc::new(colony.clone()));
         // Footers and page indexes of every cell a query opened stay cached across queries,
-        // in a share of the bees' memory (DataFusion's 50 MiB default is small next to
-        // thousands of cells on a large node).
-        let mut runtime = RuntimeEnvBuilder::new()
-            .with_metadata_cache_limit(metadata_cache_limit(pool.budget_per_bee() * pool.bees()));
+        // in a share of the bees' memory.
+        let mut runtime =
+            RuntimeEnvBuilder::new().with_metadata_cache_limit(pool.footer_cache_limit());
         if let Some(registry) = options.object_store_registry {
             runtime = runtime.with_object_store_registry(registry);
         }

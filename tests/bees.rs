@@ -274,5 +274,13 @@ async fn the_footer_cache_is_sized_from_the_bees() {
         let ctx = ap.session().unwrap();
         let cache = &ctx.runtime_env().cache_manager;
         assert_eq!(cache.get_metadata_cache_limit() as u64, limit);
+        // The swarm worker, which opens the cells of other nodes' tasks, keeps as many.
+        let mut config = apiary::swarm::SwarmConfig::default()
+            .with_node_id(format!("footers-{bees}-{}", uuid::Uuid::new_v4().simple()));
+        config.cache_dir = dir.path().join(format!("cache-{bees}"));
+        config.cache_bytes = 0;
+        let node = ap.join_swarm(config).await.unwrap();
+        assert_eq!(node.status().footer_cache_limit as u64, limit);
+        ap.leave_swarm().await.unwrap();
     }
 }

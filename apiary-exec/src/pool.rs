@@ -211,6 +211,17 @@ impl BeePool {
         self.inner.budget
     }
 
+    /// The bound of DataFusion's file metadata cache (Parquet footers and page indexes, kept
+    /// across queries) on a node with these bees: a 32nd of their memory, at least DataFusion's
+    /// default (50 MiB) and at most 1 GiB. Every runtime a node scans cells in (its own
+    /// queries', its swarm worker's) takes it, as the default is small next to thousands of
+    /// cells on a large node.
+    pub fn footer_cache_limit(&self) -> usize {
+        const DEFAULT: usize =
+            datafusion::execution::cache::cache_manager::DEFAULT_METADATA_CACHE_LIMIT;
+        (self.inner.budget * self.bees() / 32).clamp(DEFAULT, 1 << 30)
+    }
+
     pub fn busy(&self) -> usize {
         lock(&self.inner.free).iter().filter(|f| !**f).count()
     }

@@ -48,6 +48,8 @@ pub struct SwarmStatus {
     /// Parquet footers (with their page indexes) in DataFusion's metadata cache of this node's
     /// worker, kept across tasks and queries.
     pub footers_cached: usize,
+    /// The bound of that cache, in bytes: sized from the node's bees, as for its own queries.
+    pub footer_cache_limit: usize,
 }
 
 impl SwarmNode {
@@ -66,7 +68,11 @@ impl SwarmNode {
             folder,
             config.cache_bytes,
         )?);
-        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        // The worker keeps the footers of the cells it opened across tasks, in the same share
+        // of the bees' memory as the node's own queries.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_metadata_cache_limit(colony.pool().footer_cache_limit())
+            .build_arc()?;
         runtime.register_object_store(meadow.object_store_url().as_ref(), cache.clone());
         let session = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         let matcher = ScanMatcher {
@@ -159,6 +165,12 @@ impl SwarmNode {
                 .cache_manager
                 .get_file_metadata_cache()
                 .len(),
+            footer_cache_limit: self
+                .inner
+                .session
+                .runtime_env()
+                .cache_manager
+                .get_metadata_cache_limit(),
         }
     }
 
