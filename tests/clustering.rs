@@ -228,6 +228,73 @@ async fn a_sort_order_names_columns_the_frame_stores() {
     );
 }
 
+/// Plain compaction of a clustered frame merges a small cell only with its neighbours in the
+/// key's order: the cells it writes overlap none it leaves alone, so the order stays declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_small_cells_with_their_neighbours_by_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ap, ctx) = small_bees(dir.path()).await;
+    by_day(&ctx).await;
+    // Two small writes of days 0–19, a large one of days 20–499 (cells of about 1 MiB), two
+    // small ones of days 500–519.
+    for (from, days, rows) in [
+        (0, 10, 100),
+        (10, 10, 100),
+        (20, 480, 200_000),
+        (500, 10, 100),
+        (510, 10, 100),
+    ] {
+        sql(
+            &ctx,
+            &format!(
+                "INSERT INTO h.b.t SELECT CAST({from} + value % {days} AS INT), value, \
+                 md5(CAST(value AS VARCHAR)) FROM generate_series(1, {rows})"
+            ),
+        )
+        .await;
+    }
+    let q = "SELECT day, id FROM h.b.t ORDER BY day";
+    assert!(
+        !plan(&ctx, &format!("EXPLAIN {q}"))
+            .await
+            .contains("SortExec")
+    );
+    let before = days_per_cell(&ap, "t").await;
+
+    let report = query(
+        &ctx,
+        "SELECT cells_before, cells_after, rows FROM apiary_compact('h.b.t')",
+    )
+    .await;
+    let cells = days_per_cell(&ap, "t").await;
+    let mut ranges = vec![];
+    for (path, days, sorted) in &cells {
+        assert!(*sorted && days.windows(2).all(|w| w[0] <= w[1]), "{path}");
+        ranges.push((days[0], days[days.len() - 1]));
+    }
+    ranges.sort();
+    assert!(
+        ranges.windows(2).all(|w| w[0].1 <= w[1].0),
+        "cells overlap after compaction: {ranges:?}"
+    );
+    // Days 0–19 became one cell; the large write's cells but its last stayed as they were.
+    assert_eq!(ranges[0], (0, 19), "{ranges:?}");
+    let kept = before
+        .iter()
+        .filter(|(path, ..)| cells.iter().any(|(p, ..)| p == path))
+        .count();
+    assert!(
+        kept >= before.len() - 5,
+        "{kept} of {} cells kept",
+        before.len()
+    );
+    assert!(cells.len() < before.len(), "{report:?}");
+    assert_eq!(report.len(), 1, "{report:?}");
+    let text = plan(&ctx, &format!("EXPLAIN {q}")).await;
+    assert!(!text.contains("SortExec"), "{text}");
+    assert_eq!(ascending_days(&ctx, q).await, (true, 200_400));
+}
+
 /// `ALTER TABLE … CLUSTER BY` sets the order of a frame that had none, and changes or drops it
 /// later: writes from then on follow it, the cells written before keep what they record, and
 /// the scan declares an order only while every cell holds the frame's order of the moment.
