@@ -305,6 +305,11 @@ impl Apiary {
             .with_physical_optimizer_rule(Arc::new(KeepScanOrder));
         if let Some(node) = self.swarm() {
             builder = builder.with_physical_optimizer_rule(Arc::new(node.rule()));
+            // Queries whose nodes all reach each other go by datafusion-distributed.
+            #[cfg(feature = "direct")]
+            {
+                builder = node.with_direct_path(builder);
+            }
         }
         let state = builder
             .with_physical_optimizer_rule(Arc::new(ChamberRule::new(pool.clone())))

@@ -7,6 +7,8 @@ mod bees;
 mod cli;
 mod clustering;
 mod differential;
+#[cfg(feature = "direct")]
+mod direct;
 mod docs;
 mod guarantees;
 mod kill;

@@ -23,14 +23,14 @@ use crate::tpch;
 const HEARTBEAT_MS: u64 = 300;
 
 /// One `apiary node` process; killed when dropped.
-struct Worker {
-    id: String,
+pub(crate) struct Worker {
+    pub(crate) id: String,
     child: Child,
     log: PathBuf,
 }
 
 impl Worker {
-    fn spawn(storage: &str, id: &str, scratch: &Path, extra: &[&str]) -> Worker {
+    pub(crate) fn spawn(storage: &str, id: &str, scratch: &Path, extra: &[&str]) -> Worker {
         let log = scratch.join(format!("{id}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_apiary"))
@@ -52,7 +52,7 @@ impl Worker {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -81,7 +81,7 @@ impl Drop for Worker {
 }
 
 /// The coordinator: small cells (so that every frame has several), two bees.
-async fn coordinator(url: &str, scratch: &Path) -> Apiary {
+pub(crate) async fn coordinator(url: &str, scratch: &Path) -> Apiary {
     let options = ApiaryOptions {
         node: Some(NodeConfig::fixed(2, 1 << 30, scratch.join("bees"))),
         catalog: CatalogOptions {
@@ -98,7 +98,7 @@ async fn coordinator(url: &str, scratch: &Path) -> Apiary {
 
 /// The coordinator's settings: fast heartbeats, so that a test sees its workers quickly, and a
 /// judgement of "dead" after `dead_after` of silence beyond the store's lag.
-fn swarm_config(id: &str, scratch: &Path, dead_after: Duration) -> SwarmConfig {
+pub(crate) fn swarm_config(id: &str, scratch: &Path, dead_after: Duration) -> SwarmConfig {
     let mut config = SwarmConfig::default()
         .with_heartbeat_interval(Duration::from_millis(HEARTBEAT_MS))
         .with_node_id(id);
@@ -115,7 +115,7 @@ fn keeping_queries(mut config: SwarmConfig) -> SwarmConfig {
 }
 
 /// Waits until the coordinator sees every one of `nodes` alive.
-async fn wait_alive(ap: &Apiary, workers: &[Worker]) {
+pub(crate) async fn wait_alive(ap: &Apiary, workers: &[Worker]) {
     let swarm = ap.swarm().expect("joined");
     let start = Instant::now();
     loop {

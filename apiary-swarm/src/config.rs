@@ -61,6 +61,10 @@ pub struct SwarmConfig {
     pub keep_cache: bool,
     /// Keep finished query folders (for inspection and tests) instead of removing them.
     pub keep_queries: bool,
+    /// Where this node serves the direct path's worker (`apiary node --listen ADDR`; port 0
+    /// takes a free port). `None`: the node takes part through the meadow only. Needs the
+    /// `direct` feature.
+    pub listen: Option<std::net::SocketAddr>,
     /// Fault injection for tests: each task waits this long before it runs.
     #[doc(hidden)]
     pub debug_task_delay: Duration,
@@ -96,6 +100,7 @@ impl Default for SwarmConfig {
             cache_bytes: 2 * 1024 * 1024 * 1024,
             keep_cache: false,
             keep_queries: false,
+            listen: None,
             debug_task_delay: Duration::ZERO,
             debug_task_block: Duration::ZERO,
             debug_clock_skew_ms: 0,
@@ -135,6 +140,42 @@ extensions_options! {
         /// Beyond one task per bee, a scan is not cut into tasks smaller than this: each task
         /// costs a handful of storage calls.
         pub min_task_bytes: u64, default = 8 * 1024 * 1024
+        /// Which path distributes a query: `'auto'` (the direct path when every alive node
+        /// listens and is reached, else the meadow), `'direct'` or `'storage'`.
+        pub path: String, default = "auto".to_string()
+    }
+}
+
+/// The values of `swarm.path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwarmPath {
+    Auto,
+    Direct,
+    Storage,
+}
+
+impl std::str::FromStr for SwarmPath {
+    type Err = datafusion::error::DataFusionError;
+
+    fn from_str(s: &str) -> datafusion::error::Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(SwarmPath::Auto),
+            "direct" => Ok(SwarmPath::Direct),
+            "storage" => Ok(SwarmPath::Storage),
+            _ => datafusion::common::plan_err!(
+                "swarm.path must be 'auto', 'direct' or 'storage', not '{s}'"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for SwarmPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SwarmPath::Auto => "auto",
+            SwarmPath::Direct => "direct",
+            SwarmPath::Storage => "storage",
+        })
     }
 }
 

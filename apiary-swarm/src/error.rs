@@ -18,6 +18,12 @@ pub enum SwarmError {
     #[error("query {query} is over")]
     QueryOver { query: String },
 
+    #[error("cannot listen on {addr} for the direct path: {reason}")]
+    Listen { addr: String, reason: String },
+
+    #[error("this build has no direct path (the `direct` feature): cannot listen on {addr}")]
+    NoDirectPath { addr: String },
+
     #[error(transparent)]
     Catalog(Box<apiary_catalog::Error>),
 

@@ -45,6 +45,9 @@ pub struct Heartbeat {
     /// node sweeps while a live heartbeat lists them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queries: Vec<String>,
+    /// Where this node serves the direct path's worker (`http://host:port`), if it listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 pub fn heartbeat_key(node_id: &str) -> String {

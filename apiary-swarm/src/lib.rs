@@ -19,6 +19,8 @@ pub mod cache;
 pub mod cache_index;
 pub mod codec;
 pub mod config;
+#[cfg(feature = "direct")]
+pub mod direct;
 pub mod error;
 pub mod fragment;
 pub mod heartbeat;
@@ -33,7 +35,7 @@ mod worker;
 pub mod world_view;
 
 pub use codec::ApiaryCodec;
-pub use config::{SwarmConfig, SwarmOptions};
+pub use config::{SwarmConfig, SwarmOptions, SwarmPath};
 pub use error::{Result, SwarmError};
 pub use node::{SwarmNode, SwarmStatus};
 pub use rule::SwarmRule;

@@ -41,6 +41,10 @@ pub(crate) struct LocalNode {
     pub failed: Mutex<BTreeSet<(String, usize)>>,
     pub matcher: ScanMatcher,
     pub loops: Mutex<Vec<JoinHandle<()>>>,
+    /// The direct path: this node's listening worker, if any, and what its coordinator plans
+    /// with.
+    #[cfg(feature = "direct")]
+    pub direct: crate::direct::Direct,
 }
 
 impl LocalNode {

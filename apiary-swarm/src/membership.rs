@@ -56,6 +56,8 @@ pub(crate) struct Membership {
     seq: AtomicU64,
     index: Mutex<IndexWritten>,
     started_ms: i64,
+    /// Where this node serves the direct path, once it listens: told in every heartbeat.
+    endpoint: std::sync::OnceLock<String>,
 }
 
 impl Membership {
@@ -76,10 +78,17 @@ impl Membership {
             seq: AtomicU64::new(0),
             index: Mutex::new(IndexWritten::default()),
             started_ms: chrono::Utc::now().timestamp_millis(),
+            endpoint: std::sync::OnceLock::new(),
         }
     }
 
-    fn id(&self) -> &str {
+    /// Tells the swarm, from the next heartbeat on, where this node serves the direct path.
+    #[cfg_attr(not(feature = "direct"), allow(dead_code))]
+    pub(crate) fn set_endpoint(&self, endpoint: String) {
+        let _ = self.endpoint.set(endpoint);
+    }
+
+    pub(crate) fn id(&self) -> &str {
         &self.config.node_id
     }
 
@@ -161,6 +170,7 @@ impl Membership {
             cache_version: lock(&self.index).version,
             version: env!("CARGO_PKG_VERSION").to_string(),
             queries: lock(&self.coordinating).iter().cloned().collect(),
+            endpoint: self.endpoint.get().cloned(),
         }
     }
 

@@ -50,6 +50,10 @@ pub struct SwarmStatus {
     pub footers_cached: usize,
     /// The bound of that cache, in bytes: sized from the node's bees, as for its own queries.
     pub footer_cache_limit: usize,
+    /// Where this node serves the direct path (`http://host:port`), if it listens.
+    pub endpoint: Option<String>,
+    /// Direct-path requests this node's worker refused (no valid swarm token).
+    pub refused_requests: u64,
 }
 
 impl SwarmNode {
@@ -85,6 +89,27 @@ impl SwarmNode {
             colony.clone(),
             cache.clone(),
         ));
+        #[cfg(feature = "direct")]
+        let (direct, server) = {
+            let (direct, server) = crate::direct::Direct::start(
+                &meadow,
+                membership.clone(),
+                colony.pool(),
+                &session.runtime_env(),
+                config.listen,
+            )
+            .await?;
+            if let Some(endpoint) = &direct.endpoint {
+                membership.set_endpoint(endpoint.clone());
+            }
+            (direct, server)
+        };
+        #[cfg(not(feature = "direct"))]
+        if let Some(addr) = config.listen {
+            return Err(crate::error::SwarmError::NoDirectPath {
+                addr: addr.to_string(),
+            });
+        }
         let inner = Arc::new(LocalNode {
             codec: ApiaryCodec::new(Some(colony.pool().clone())),
             membership,
@@ -99,6 +124,8 @@ impl SwarmNode {
             stopping: AtomicBool::new(false),
             failed: Mutex::new(BTreeSet::new()),
             loops: Mutex::new(vec![]),
+            #[cfg(feature = "direct")]
+            direct,
         });
         let node = SwarmNode { inner };
         node.beat().await?;
@@ -115,11 +142,54 @@ impl SwarmNode {
         let [beats, view] = node.inner.membership.spawn_loops(io, stopping);
         let worker = tokio::spawn(crate::worker::worker_loop(node.inner.clone()));
         lock(&node.inner.loops).extend([beats, view, worker]);
+        #[cfg(feature = "direct")]
+        {
+            let mut loops = lock(&node.inner.loops);
+            loops.extend(server);
+            loops.push(tokio::spawn(crate::direct::direct_loop(Arc::downgrade(
+                &node.inner,
+            ))));
+        }
         Ok(node)
     }
 
     pub fn id(&self) -> &str {
         &self.inner.config.node_id
+    }
+
+    /// `builder` with the direct path: datafusion-distributed's planner, choosing per query
+    /// between it and the meadow (`swarm.path`; see [`crate::direct`]).
+    #[cfg(feature = "direct")]
+    pub fn with_direct_path(
+        &self,
+        builder: datafusion::execution::SessionStateBuilder,
+    ) -> datafusion::execution::SessionStateBuilder {
+        self.inner.direct.install(builder)
+    }
+
+    /// The workers the direct path would plan with now: reached endpoints of alive nodes, once
+    /// this node knows the swarm token (none before).
+    #[cfg(feature = "direct")]
+    pub fn direct_workers(&self) -> Vec<String> {
+        use datafusion_distributed::WorkerResolver;
+        if !self.inner.direct.token.is_known() {
+            return vec![];
+        }
+        self.inner
+            .direct
+            .workers
+            .get_urls()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| u.to_string())
+            .collect()
+    }
+
+    /// Direct-path calls this node made, per worker endpoint (its queries' stages, and the
+    /// stages its worker's tasks read from other workers).
+    #[cfg(feature = "direct")]
+    pub fn direct_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        self.inner.direct.channels.calls()
     }
 
     pub fn config(&self) -> &SwarmConfig {
@@ -165,6 +235,14 @@ impl SwarmNode {
                 .cache_manager
                 .get_file_metadata_cache()
                 .len(),
+            #[cfg(feature = "direct")]
+            endpoint: self.inner.direct.endpoint.clone(),
+            #[cfg(not(feature = "direct"))]
+            endpoint: None,
+            #[cfg(feature = "direct")]
+            refused_requests: self.inner.direct.refused(),
+            #[cfg(not(feature = "direct"))]
+            refused_requests: 0,
             footer_cache_limit: self
                 .inner
                 .session

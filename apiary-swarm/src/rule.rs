@@ -433,6 +433,11 @@ impl PhysicalOptimizerRule for SwarmRule {
             self.note_every_scan(&plan, "swarm.enabled is false");
             return Ok(plan);
         }
+        // The direct path's planner chose datafusion-distributed for this query.
+        if options.path.eq_ignore_ascii_case("direct") {
+            self.note_every_scan(&plan, "the query takes the direct path");
+            return Ok(plan);
+        }
         let world = &self.membership.world;
         let nodes: Vec<Candidate> = world
             .alive()
@@ -484,6 +489,7 @@ mod tests {
             cache_version: 1,
             version: "test".into(),
             queries: vec![],
+            endpoint: None,
         };
         Candidate {
             heartbeat,

@@ -26,6 +26,14 @@ pub struct NodeArgs {
     /// Keep finished query folders (for inspection).
     #[arg(long)]
     keep_queries: bool,
+    /// Serve the direct path's worker on this address (e.g. 192.168.1.7:50051, or
+    /// 127.0.0.1:0 for a free port); without it the node works through the meadow only.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Replace the swarm token (`_swarm/secret.json`) with a new one and exit: requests with
+    /// the old token are refused once the nodes have read the new one (seconds).
+    #[arg(long)]
+    rotate_secret: bool,
     /// Fault injection for tests: wait this long before running each task.
     #[arg(long, hide = true, default_value_t = 0)]
     debug_task_delay_ms: u64,
@@ -49,6 +57,7 @@ impl NodeArgs {
         config.cache_bytes = parse_bytes(&self.cache_size)
             .ok_or_else(|| format!("--cache-size {:?} is not a size like 2G", self.cache_size))?;
         config.keep_queries = self.keep_queries;
+        config.listen = self.listen;
         config.debug_task_delay = Duration::from_millis(self.debug_task_delay_ms);
         config.debug_clock_skew_ms = self.debug_clock_skew_ms;
         Ok(config)
@@ -61,6 +70,12 @@ pub async fn run(
     bees: &BeeArgs,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.swarm_config()?;
+    if args.rotate_secret {
+        let meadow = apiary::catalog::Meadow::open(storage).await?;
+        apiary::swarm::direct::SwarmToken::rotate(&meadow).await?;
+        println!("the swarm token of {storage} is replaced");
+        return Ok(());
+    }
     args.http.install()?;
     let ap = Apiary::open_with(storage, bees.options()?).await?;
     // In place before the first heartbeat: a signal during the join still leaves the swarm.
@@ -70,8 +85,12 @@ pub async fn run(
         signal(SignalKind::terminate())?,
     );
     let swarm = ap.join_swarm(config).await?;
+    let listening = match swarm.status().endpoint {
+        Some(endpoint) => format!(", listening on {endpoint}"),
+        None => String::new(),
+    };
     println!(
-        "node {} joined the swarm at {storage} with {} bees of {} MiB",
+        "node {} joined the swarm at {storage} with {} bees of {} MiB{listening}",
         swarm.id(),
         ap.bees().bees(),
         ap.bees().budget_per_bee() / (1024 * 1024)

@@ -1,0 +1,243 @@
+//! The direct path: joins, aggregations and sorts distributed by datafusion-distributed between
+//! nodes that reach each other, the meadow's exchange as the fallback.
+//!
+//! ```text
+//!  apiary node --listen ADDR                      coordinator (Apiary::session)
+//!  ┌──────────────────────────────┐              ┌─────────────────────────────────┐
+//!  │ gRPC worker (datafusion-     │◀─ plans, ────│ PathPlanner: 'direct' when every │
+//!  │ distributed), behind the     │   FlightData │ alive node listens and is reached│
+//!  │ swarm token's interceptor;   │──────────────▶│ (SwarmWorkers), else the meadow  │
+//!  │ bees' memory, meadow's store │              │ exchange (SwarmRule)             │
+//!  └──────────────────────────────┘              └─────────────────────────────────┘
+//!         ▲ endpoint in the heartbeat; token in `_swarm/secret.json` ▲
+//! ```
+//!
+//! A node that listens runs a datafusion-distributed [`Worker`] on the address given (never a
+//! wildcard it was not given) and advertises `http://ADDR` in its heartbeat. Every request must
+//! carry the swarm token ([`SwarmToken`]), which only holders of the meadow's credentials can
+//! read; a request without it, or with an old one, is refused and counted.
+
+mod planner;
+mod resolver;
+mod secret;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use apiary_catalog::Meadow;
+use apiary_exec::BeePool;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext};
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+
+pub use planner::PathPlanner;
+pub use resolver::{SwarmChannels, SwarmWorkers};
+pub use secret::{SECRET, SwarmToken};
+
+use crate::codec::ApiaryCodec;
+use crate::error::{Result, SwarmError};
+use crate::membership::Membership;
+
+/// This node's direct path: its listening worker (if it listens), the token, and the resolvers
+/// its coordinator plans with.
+pub(crate) struct Direct {
+    pub endpoint: Option<String>,
+    pub token: SwarmToken,
+    pub workers: Arc<SwarmWorkers>,
+    pub channels: SwarmChannels,
+    pub refused: Arc<AtomicU64>,
+    pub codec: ApiaryCodec,
+}
+
+impl Direct {
+    /// Sets up the direct path of a node; with `listen`, binds it and serves a worker there
+    /// (the server task is returned, to be aborted when the node leaves).
+    pub(crate) async fn start(
+        meadow: &Meadow,
+        membership: Arc<Membership>,
+        pool: &BeePool,
+        base: &Arc<RuntimeEnv>,
+        listen: Option<SocketAddr>,
+    ) -> Result<(Direct, Option<JoinHandle<()>>)> {
+        let codec = ApiaryCodec::new(Some(pool.clone()));
+        let token = match listen {
+            Some(_) => SwarmToken::load_or_create(meadow).await?,
+            None => {
+                let token = SwarmToken::default();
+                token.refresh(meadow).await?;
+                token
+            }
+        };
+        let channels = SwarmChannels::new(token.clone());
+        let refused = Arc::new(AtomicU64::new(0));
+        let (endpoint, server) = match listen {
+            Some(addr) => {
+                let runtime = worker_runtime(pool, base)?;
+                let (endpoint, server) = serve(
+                    addr,
+                    worker(runtime, codec.clone(), channels.clone(), pool.clone()),
+                    token.clone(),
+                    refused.clone(),
+                )
+                .await?;
+                (Some(endpoint), Some(server))
+            }
+            None => (None, None),
+        };
+        let direct = Direct {
+            endpoint,
+            token,
+            workers: Arc::new(SwarmWorkers::new(membership)),
+            channels,
+            refused,
+            codec,
+        };
+        Ok((direct, server))
+    }
+
+    /// `builder` with the direct path: datafusion-distributed's planner behind Apiary's
+    /// [`PathPlanner`], which chooses per query.
+    pub(crate) fn install(&self, builder: SessionStateBuilder) -> SessionStateBuilder {
+        let mut builder = builder
+            .with_distributed_worker_resolver(ResolverHandle(self.workers.clone()))
+            .with_distributed_channel_resolver(self.channels.clone())
+            .with_distributed_user_codec(self.codec.clone())
+            .with_distributed_planner();
+        let distributed = builder.query_planner().clone();
+        if let Some(distributed) = distributed {
+            builder = builder.with_query_planner(Arc::new(PathPlanner::new(
+                distributed,
+                self.workers.clone(),
+                self.token.clone(),
+            )));
+        }
+        builder
+    }
+
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// `Arc<SwarmWorkers>` as datafusion-distributed's resolver (it takes one by value).
+struct ResolverHandle(Arc<SwarmWorkers>);
+
+impl datafusion_distributed::WorkerResolver for ResolverHandle {
+    fn get_urls(&self) -> datafusion::error::Result<Vec<url::Url>> {
+        datafusion_distributed::WorkerResolver::get_urls(self.0.as_ref())
+    }
+}
+
+/// The runtime a worker's tasks run in: the node's object stores and footer cache, a memory
+/// pool of the bees' whole budget that makes operators spill past it, and spill files in the
+/// bees' scratch folder.
+fn worker_runtime(pool: &BeePool, base: &Arc<RuntimeEnv>) -> Result<Arc<RuntimeEnv>> {
+    let mut runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(
+            pool.budget_per_bee().saturating_mul(pool.bees()),
+        )))
+        .with_temp_file_path(pool.scratch().join("direct"))
+        .with_object_store_registry(base.object_store_registry.clone())
+        .build()?;
+    runtime.cache_manager = base.cache_manager.clone();
+    Ok(Arc::new(runtime))
+}
+
+/// A datafusion-distributed worker whose sessions decode Apiary's plan nodes under this node's
+/// bees, reach other workers with the token, and run with the bees' batch size.
+fn worker(
+    runtime: Arc<RuntimeEnv>,
+    codec: ApiaryCodec,
+    channels: SwarmChannels,
+    pool: BeePool,
+) -> Worker {
+    let batch_size = pool.session_config().options().execution.batch_size;
+    Worker::from_session_builder(move |ctx: WorkerQueryContext| {
+        let (codec, channels) = (codec.clone(), channels.clone());
+        async move {
+            let mut builder = ctx.builder;
+            if let Some(config) = builder.config().as_mut() {
+                config.options_mut().execution.batch_size = batch_size;
+            }
+            Ok(builder
+                .with_distributed_user_codec(codec)
+                .with_distributed_channel_resolver(channels)
+                .build())
+        }
+    })
+    .with_runtime_env(runtime)
+}
+
+/// Binds `addr` and serves `worker` there behind the token's check; the endpoint advertised is
+/// the bound address (port 0 becomes the port given).
+async fn serve(
+    addr: SocketAddr,
+    worker: Worker,
+    token: SwarmToken,
+    refused: Arc<AtomicU64>,
+) -> Result<(String, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| SwarmError::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    let bound = listener.local_addr().map_err(|e| SwarmError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })?;
+    let check = move |req: tonic::Request<()>| {
+        let admitted = req
+            .metadata()
+            .get("authorization")
+            .is_some_and(|v| token.admits(v.as_bytes()));
+        if admitted {
+            Ok(req)
+        } else {
+            refused.fetch_add(1, Ordering::Relaxed);
+            Err(tonic::Status::unauthenticated(
+                "this worker takes plans from its swarm only: no valid swarm token",
+            ))
+        }
+    };
+    let service = InterceptedService::new(worker.into_worker_server(), check);
+    let server = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            log::error!("the direct-path worker on {bound} stopped: {e}");
+        }
+    });
+    Ok((format!("http://{bound}"), server))
+}
+
+/// Keeps the direct path current while the node lives: probes endpoints of nodes not reached
+/// yet every view interval, and reads the swarm token again every few (a rotation).
+pub(crate) async fn direct_loop(node: std::sync::Weak<crate::local_node::LocalNode>) {
+    const TOKEN_EVERY: u64 = 5;
+    let mut round = 0u64;
+    loop {
+        let Some(inner) = node.upgrade() else { return };
+        let interval = inner.config.view_interval;
+        inner.direct.workers.probe().await;
+        let token = &inner.direct.token;
+        if (!token.is_known() || round % TOKEN_EVERY == TOKEN_EVERY - 1)
+            && let Err(e) = inner.direct.token.refresh(&inner.meadow).await
+        {
+            log::warn!(
+                "node {}: reading the swarm token failed: {e}",
+                inner.config.node_id
+            );
+        }
+        round += 1;
+        drop(inner);
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,0 +1,125 @@
+//! Which path a query takes: `swarm.path` = `'auto'` (the default), `'direct'` or `'storage'`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::{internal_err, plan_err};
+use datafusion::error::Result;
+use datafusion::execution::SessionState;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion_distributed::WorkerResolver;
+
+use super::resolver::SwarmWorkers;
+use super::secret::SwarmToken;
+use crate::config::{SwarmOptions, SwarmPath};
+
+/// Plans a query on the direct path (datafusion-distributed's planner) when it can take it,
+/// else as usual — where the storage swarm's `SwarmRule` distributes its scans. The choice is
+/// written into the query's `swarm.path`, so that the rule leaves direct-path plans alone.
+///
+/// `'auto'` takes the direct path for queries (not DDL or DML) when at least two nodes are
+/// alive and every one listens and has been reached; `'direct'` takes it whenever a worker is
+/// reached, and fails with a clear error otherwise; `'storage'` never takes it.
+pub struct PathPlanner {
+    direct: Arc<dyn QueryPlanner + Send + Sync>,
+    workers: Arc<SwarmWorkers>,
+    /// Known once a node that listens has created it; until then no worker would take a plan.
+    token: SwarmToken,
+}
+
+impl std::fmt::Debug for PathPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PathPlanner")
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+impl PathPlanner {
+    pub(crate) fn new(
+        direct: Arc<dyn QueryPlanner + Send + Sync>,
+        workers: Arc<SwarmWorkers>,
+        token: SwarmToken,
+    ) -> Self {
+        Self {
+            direct,
+            workers,
+            token,
+        }
+    }
+
+    fn choose(&self, plan: &LogicalPlan, asked: SwarmPath) -> Result<SwarmPath> {
+        Ok(match asked {
+            SwarmPath::Storage => SwarmPath::Storage,
+            SwarmPath::Direct => {
+                if self.workers.get_urls()?.is_empty() || !self.token.is_known() {
+                    return plan_err!(
+                        "swarm.path = 'direct', but no node of the swarm listens and has been \
+                         reached (start nodes with `apiary node --listen ADDR`)"
+                    );
+                }
+                SwarmPath::Direct
+            }
+            SwarmPath::Auto
+                if is_query(plan) && self.token.is_known() && self.workers.all_reached() =>
+            {
+                SwarmPath::Direct
+            }
+            SwarmPath::Auto => SwarmPath::Storage,
+        })
+    }
+}
+
+/// Whether `plan` is a query (which may be distributed), not a statement, DDL or DML.
+fn is_query(plan: &LogicalPlan) -> bool {
+    !matches!(
+        plan,
+        LogicalPlan::Dml(_)
+            | LogicalPlan::Ddl(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::DescribeTable(_)
+            | LogicalPlan::Explain(_)
+            | LogicalPlan::Analyze(_)
+    )
+}
+
+#[async_trait]
+impl QueryPlanner for PathPlanner {
+    async fn create_physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let asked = match session.config().options().extensions.get::<SwarmOptions>() {
+            Some(o) => o.path.parse::<SwarmPath>()?,
+            None => SwarmPath::Auto,
+        };
+        let path = self.choose(plan, asked)?;
+        let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
+            return internal_err!("Apiary's PathPlanner needs a SessionState");
+        };
+        // The choice travels in the query's own options, for the SwarmRule to read.
+        let mut state = state.clone();
+        if let Some(o) = state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .get_mut::<SwarmOptions>()
+        {
+            o.path = path.to_string();
+        }
+        match path {
+            SwarmPath::Direct => self.direct.create_physical_plan(plan, &state).await,
+            _ => {
+                DefaultPhysicalPlanner::default()
+                    .create_physical_plan(plan, &state)
+                    .await
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Which workers a coordinator plans with, and how it reaches them.
+//!
+//! [`SwarmWorkers`] answers datafusion-distributed's `WorkerResolver` from the world view: the
+//! alive nodes that advertise an endpoint this node has reached. Reaching is probed off the
+//! query's path ([`SwarmWorkers::probe`], from the node's direct loop) when a node first
+//! appears and again while it fails, so `get_urls` never blocks. [`SwarmChannels`] makes the
+//! gRPC clients: one lazily connected channel per endpoint, with connect and keep-alive
+//! timeouts, and every request carrying the swarm token.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::common::exec_datafusion_err;
+use datafusion::error::{DataFusionError, Result};
+use datafusion_distributed::{ChannelResolver, WorkerChannel, WorkerResolver, grpc};
+use tonic::transport::{Channel, Endpoint};
+use url::Url;
+
+use super::secret::SwarmToken;
+use crate::membership::{Membership, lock};
+
+/// How long a connection attempt (a probe, or a channel's connect) may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 pings on idle connections, so that a lost worker is noticed without traffic.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// An endpoint that failed is probed again after this long.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+enum Reach {
+    Reached,
+    Failed(Instant),
+}
+
+/// The reachable workers of the swarm, as the world view and this node's probes know them.
+pub struct SwarmWorkers {
+    membership: Arc<Membership>,
+    reach: Mutex<HashMap<String, Reach>>,
+}
+
+impl std::fmt::Debug for SwarmWorkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwarmWorkers")
+            .field("reach", &*lock(&self.reach))
+            .finish()
+    }
+}
+
+impl SwarmWorkers {
+    pub(crate) fn new(membership: Arc<Membership>) -> Self {
+        Self {
+            membership,
+            reach: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The alive nodes' endpoints (`None` for a node that does not listen).
+    fn alive_endpoints(&self) -> Vec<Option<String>> {
+        self.membership
+            .world
+            .alive()
+            .into_iter()
+            .map(|hb| hb.endpoint)
+            .collect()
+    }
+
+    fn reached(&self, endpoint: &str) -> bool {
+        matches!(lock(&self.reach).get(endpoint), Some(Reach::Reached))
+    }
+
+    /// Whether a query can take the direct path: at least one other node alive, and every
+    /// other alive node listening and reached (this node, the coordinator, need not listen).
+    /// One node that cannot be reached sends the query over the meadow.
+    pub fn all_reached(&self) -> bool {
+        let me = self.membership.id();
+        let others: Vec<Option<String>> = self
+            .membership
+            .world
+            .alive()
+            .into_iter()
+            .filter(|hb| hb.node_id != me)
+            .map(|hb| hb.endpoint)
+            .collect();
+        !others.is_empty()
+            && others
+                .iter()
+                .all(|e| e.as_deref().is_some_and(|e| self.reached(e)))
+    }
+
+    /// Probes the endpoints of alive nodes not reached yet (or failed a while ago): a TCP
+    /// connect, bounded by [`CONNECT_TIMEOUT`].
+    pub(crate) async fn probe(&self) {
+        let due: Vec<String> = {
+            let reach = lock(&self.reach);
+            self.alive_endpoints()
+                .into_iter()
+                .flatten()
+                .filter(|e| match reach.get(e) {
+                    None => true,
+                    Some(Reach::Reached) => false,
+                    Some(Reach::Failed(at)) => at.elapsed() >= RETRY_AFTER,
+                })
+                .collect()
+        };
+        for endpoint in due {
+            let reached = match Url::parse(&endpoint) {
+                Ok(url) => match (url.host_str(), url.port()) {
+                    (Some(host), Some(port)) => matches!(
+                        tokio::time::timeout(
+                            CONNECT_TIMEOUT,
+                            tokio::net::TcpStream::connect((host, port))
+                        )
+                        .await,
+                        Ok(Ok(_))
+                    ),
+                    _ => false,
+                },
+                Err(_) => false,
+            };
+            if !reached {
+                log::info!("node {}: cannot reach {endpoint}", self.membership.id());
+            }
+            let state = if reached {
+                Reach::Reached
+            } else {
+                Reach::Failed(Instant::now())
+            };
+            lock(&self.reach).insert(endpoint, state);
+        }
+    }
+}
+
+impl WorkerResolver for SwarmWorkers {
+    fn get_urls(&self) -> Result<Vec<Url>> {
+        let mut urls = vec![];
+        for endpoint in self.alive_endpoints().into_iter().flatten() {
+            if self.reached(&endpoint) {
+                let url = Url::parse(&endpoint)
+                    .map_err(|e| exec_datafusion_err!("bad worker endpoint {endpoint}: {e}"))?;
+                urls.push(url);
+            }
+        }
+        urls.sort();
+        Ok(urls)
+    }
+}
+
+/// gRPC clients of the swarm's workers, each request carrying the swarm token.
+#[derive(Clone)]
+pub struct SwarmChannels {
+    token: SwarmToken,
+    channels: Arc<Mutex<HashMap<Url, Channel>>>,
+    /// Clients handed out per endpoint: which workers this node's queries and tasks called.
+    calls: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+impl SwarmChannels {
+    pub(crate) fn new(token: SwarmToken) -> Self {
+        Self {
+            token,
+            channels: Arc::default(),
+            calls: Arc::default(),
+        }
+    }
+
+    /// Calls made so far, per worker endpoint.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        lock(&self.calls).clone()
+    }
+
+    fn channel(&self, url: &Url) -> Result<Channel> {
+        let mut channels = lock(&self.channels);
+        if let Some(c) = channels.get(url) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|e| exec_datafusion_err!("bad worker endpoint {url}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEP_ALIVE)
+            .keep_alive_timeout(KEEP_ALIVE)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(url.clone(), channel.clone());
+        Ok(channel)
+    }
+}
+
+#[async_trait]
+impl ChannelResolver for SwarmChannels {
+    async fn get_worker_client_for_url(
+        &self,
+        url: &Url,
+    ) -> Result<Box<dyn WorkerChannel>, DataFusionError> {
+        let channel = self.channel(url)?;
+        *lock(&self.calls).entry(url.to_string()).or_default() += 1;
+        let bearer = http::HeaderValue::from_str(&self.token.bearer())
+            .map_err(|e| exec_datafusion_err!("the swarm token is not a header value: {e}"))?;
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |mut req: http::Request<tonic::body::Body>| {
+                req.headers_mut()
+                    .insert(http::header::AUTHORIZATION, bearer.clone());
+                req
+            })
+            .service(channel);
+        Ok(grpc::create_worker_client(grpc::BoxCloneSyncChannel::new(
+            service,
+        )))
+    }
+}

@@ -1,0 +1,330 @@
+//! The direct path with real processes: `apiary node --listen 127.0.0.1:0` workers serve
+//! datafusion-distributed, a coordinator plans joins and shuffles across them, and only the
+//! swarm — holders of the meadow's token — gets a plan in.
+
+use std::time::{Duration, Instant};
+
+use apiary::Apiary;
+use apiary::swarm::SwarmConfig;
+use apiary_catalog::testing::local_and_s3;
+use async_trait::async_trait;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_plan::displayable;
+use datafusion::prelude::SessionContext;
+use datafusion_distributed::{
+    ChannelResolver, DistributedExt, SessionStateBuilderExt, WorkerChannel, WorkerResolver, grpc,
+};
+use url::Url;
+
+use crate::support::{plan, sql, sql_err};
+use crate::swarm::{Worker, coordinator, swarm_config, wait_alive};
+use crate::tpch;
+
+/// A coordinator's swarm settings; it does not listen itself.
+fn coordinator_config(scratch: &std::path::Path) -> SwarmConfig {
+    swarm_config("coordinator", scratch, Duration::from_secs(60))
+}
+
+/// Waits until the coordinator has reached `n` workers' endpoints.
+async fn wait_reached(ap: &Apiary, n: usize, workers: &[Worker]) {
+    let swarm = ap.swarm().expect("joined");
+    let start = Instant::now();
+    while swarm.direct_workers().len() < n {
+        let logs: Vec<String> = workers
+            .iter()
+            .map(|w| format!("{}: {}", w.id, w.log()))
+            .collect();
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "reached {:?} after 60 s; logs:\n{}",
+            swarm.direct_workers(),
+            logs.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The physical plan `q` gets in `ctx`, as text.
+async fn physical(ctx: &SessionContext, q: &str) -> String {
+    let plan = ctx
+        .sql(q)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    displayable(plan.as_ref()).indent(true).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
+    for backend in local_and_s3() {
+        let scratch = tempfile::tempdir().unwrap();
+        let ap = coordinator(&backend.url, scratch.path()).await;
+        tpch::load(&ap.session().unwrap()).await;
+        let workers: Vec<Worker> = (1..=3)
+            .map(|i| {
+                Worker::spawn(
+                    &backend.url,
+                    &format!("d{i}"),
+                    scratch.path(),
+                    &["--listen", "127.0.0.1:0"],
+                )
+            })
+            .collect();
+        ap.join_swarm(coordinator_config(scratch.path()))
+            .await
+            .unwrap();
+        wait_alive(&ap, &workers).await;
+        wait_reached(&ap, 3, &workers).await;
+        let ctx = ap.session().unwrap();
+        tpch::use_schema(&ctx).await;
+        // SF 0.1 is small: a task per MiB read, so that every large scan is spread.
+        sql(
+            &ctx,
+            "SET distributed.file_scan_config_bytes_per_partition = 1048576",
+        )
+        .await;
+
+        // Every other node listens and is reached: 'auto' plans q5 (a six-way join) with
+        // network stages, and the meadow's exchange stays out.
+        let text = physical(&ctx, &tpch::query(5)).await;
+        assert!(text.contains("DistributedExec"), "{backend}: {text}");
+        assert!(text.contains("Network"), "{backend}: {text}");
+        assert!(!text.contains("SwarmExec"), "{backend}: {text}");
+
+        let failures = tpch::failures(&ctx, 1..=22).await;
+        assert!(failures.is_empty(), "{backend}: {}", failures.join("\n"));
+        // A write stays off the direct path.
+        let text = physical(&ctx, "INSERT INTO region SELECT * FROM region").await;
+        assert!(!text.contains("DistributedExec"), "{backend}: {text}");
+        // Stages ran on every worker.
+        let calls = ap.swarm().unwrap().direct_calls();
+        assert_eq!(calls.len(), 3, "{backend}: {calls:?}");
+
+        // `swarm.path = 'storage'` sends the same query over the meadow.
+        sql(&ctx, "SET swarm.path = 'storage'").await;
+        sql(&ctx, "SET swarm.min_bytes = 0").await;
+        let text = physical(&ctx, &tpch::query(5)).await;
+        assert!(!text.contains("DistributedExec"), "{backend}: {text}");
+        assert!(text.contains("SwarmExec"), "{backend}: {text}");
+        // A path that is none of the three is refused by name.
+        let err = sql_err(&ctx, "SET swarm.path = 'sideways'").await;
+        assert!(err.contains("swarm.path must be"), "{err}");
+        sql(&ctx, "SET swarm.path = 'auto'").await;
+        assert!(
+            physical(&ctx, &tpch::query(5))
+                .await
+                .contains("DistributedExec")
+        );
+        drop(workers);
+        ap.leave_swarm().await.unwrap();
+    }
+}
+
+/// One node that does not listen: `'auto'` keeps to the meadow, and the answer is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_listen_keeps_the_query_on_the_meadow() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let ap = coordinator(&url, scratch.path()).await;
+    tpch::load(&ap.session().unwrap()).await;
+    let workers = vec![
+        Worker::spawn(&url, "m1", scratch.path(), &["--listen", "127.0.0.1:0"]),
+        Worker::spawn(&url, "m2", scratch.path(), &[]),
+    ];
+    ap.join_swarm(coordinator_config(scratch.path()))
+        .await
+        .unwrap();
+    wait_alive(&ap, &workers).await;
+    wait_reached(&ap, 1, &workers).await;
+    let ctx = ap.session().unwrap();
+    tpch::use_schema(&ctx).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    sql(
+        &ctx,
+        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
+    )
+    .await;
+    let text = physical(&ctx, &tpch::query(3)).await;
+    assert!(!text.contains("DistributedExec"), "{text}");
+    assert!(text.contains("SwarmExec"), "{text}");
+    let failures = tpch::failures(&ctx, [3, 5]).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Asked for the direct path, it takes it with the one node that listens (two tasks a
+    // stage, both there).
+    sql(&ctx, "SET swarm.path = 'direct'").await;
+    sql(&ctx, "SET distributed.max_tasks_per_stage = 2").await;
+    let text = physical(&ctx, &tpch::query(3)).await;
+    assert!(text.contains("DistributedExec"), "{text}");
+    let failures = tpch::failures(&ctx, [3]).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    ap.leave_swarm().await.unwrap();
+}
+
+/// Always the given endpoints.
+struct Fixed(Vec<Url>);
+
+impl WorkerResolver for Fixed {
+    fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A client that sends `authorization: {0}` (or nothing).
+#[derive(Clone, Default)]
+struct Sends(Option<&'static str>, grpc::DefaultChannelResolver);
+
+#[async_trait]
+impl ChannelResolver for Sends {
+    async fn get_worker_client_for_url(
+        &self,
+        url: &Url,
+    ) -> Result<Box<dyn WorkerChannel>, DataFusionError> {
+        let channel = self.1.get_channel(url).await?;
+        let header = self.0;
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |mut req: http::Request<tonic::body::Body>| {
+                if let Some(h) = header {
+                    req.headers_mut()
+                        .insert("authorization", http::HeaderValue::from_static(h));
+                }
+                req
+            })
+            .service(channel);
+        Ok(grpc::create_worker_client(grpc::BoxCloneSyncChannel::new(
+            service,
+        )))
+    }
+}
+
+/// A session like `ctx` that plans with datafusion-distributed on the worker at `endpoint` (two
+/// tasks a stage, both there) as a client sending `authorization: {sends}`.
+fn outsider(ctx: &SessionContext, endpoint: &str, sends: Option<&'static str>) -> SessionContext {
+    let state = SessionStateBuilder::new_from_existing(ctx.state())
+        .with_distributed_worker_resolver(Fixed(vec![Url::parse(endpoint).unwrap(); 2]))
+        .with_distributed_channel_resolver(Sends(sends, Default::default()))
+        .with_distributed_planner()
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// A worker takes plans from its swarm only: a client without the token, or with a wrong
+/// one, is refused before any plan runs, and the refusals are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refuses_a_client_without_the_swarm_token() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let ap = coordinator(&url, scratch.path()).await;
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(
+        &ctx,
+        "CREATE TABLE h.b.t AS SELECT value AS k, value % 7 AS g FROM generate_series(1, 100000)",
+    )
+    .await;
+    for _ in 0..3 {
+        sql(&ctx, "INSERT INTO h.b.t SELECT * FROM h.b.t LIMIT 100000").await;
+    }
+    let mut config = coordinator_config(scratch.path());
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    let node = ap.join_swarm(config).await.unwrap();
+    let endpoint = node.status().endpoint.expect("listening");
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+    let secret = ap
+        .meadow()
+        .get(apiary::swarm::direct::SECRET)
+        .await
+        .unwrap()
+        .expect("the first node that listens creates the secret");
+    assert!(secret.len() > 64);
+
+    for (sends, what) in [
+        (None, "no token"),
+        (Some("Bearer not-the-token"), "a wrong token"),
+    ] {
+        let outsider = outsider(&ctx, &endpoint, sends);
+        sql(&outsider, "SET swarm.path = 'storage'").await;
+        // A task per cell.
+        sql(
+            &outsider,
+            "SET distributed.file_scan_config_bytes_per_partition = 1",
+        )
+        .await;
+        let q = "SELECT g, count(*) FROM h.b.t GROUP BY g";
+        let text = physical(&outsider, q).await;
+        assert!(text.contains("DistributedExec"), "{what}: {text}");
+        let err = sql_err(&outsider, q).await;
+        assert!(err.contains("swarm token"), "{what}: {err}");
+    }
+    assert!(node.status().refused_requests >= 2);
+
+    // The swarm's own coordinator is let in.
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "SET swarm.path = 'direct'").await;
+    sql(
+        &ctx,
+        "SET distributed.file_scan_config_bytes_per_partition = 1",
+    )
+    .await;
+    // Two tasks a stage, though this node is the only worker.
+    sql(&ctx, "SET distributed.max_tasks_per_stage = 2").await;
+    let text = physical(&ctx, "SELECT count(DISTINCT g) FROM h.b.t").await;
+    assert!(text.contains("DistributedExec"), "{text}");
+    let _ = plan(&ctx, "EXPLAIN SELECT 1").await;
+    let rows = crate::support::query(&ctx, "SELECT count(DISTINCT g) FROM h.b.t").await;
+    assert_eq!(rows, ["7"]);
+
+    // A new secret: the old token is refused once the node has read it again (every five view
+    // intervals), and the swarm's own queries go on.
+    let old: serde_json::Value = serde_json::from_slice(&secret).unwrap();
+    let old: &'static str = format!("Bearer {}", old["token"].as_str().unwrap()).leak();
+    apiary::swarm::direct::SwarmToken::rotate(ap.meadow())
+        .await
+        .unwrap();
+    let stale = outsider(&ctx, &endpoint, Some(old));
+    sql(&stale, "SET swarm.path = 'storage'").await;
+    let start = Instant::now();
+    loop {
+        let refused = node.status().refused_requests;
+        let answer = stale
+            .sql("SELECT count(DISTINCT g) FROM h.b.t")
+            .await
+            .unwrap();
+        match answer.collect().await {
+            Err(e) if e.to_string().contains("swarm token") => {
+                assert!(node.status().refused_requests > refused);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the old token still admitted 20 s after the rotation"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = crate::support::query(&ctx, "SELECT count(DISTINCT g) FROM h.b.t").await;
+    assert_eq!(rows, ["7"]);
+    ap.leave_swarm().await.unwrap();
+}
+
+/// `apiary node --rotate-secret` writes a new token and exits.
+#[test]
+fn rotate_secret_replaces_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("meadow");
+    std::fs::create_dir_all(&storage).unwrap();
+    let token = || {
+        let out = crate::support::apiary(&storage, &["node", "--rotate-secret"]);
+        assert!(crate::support::ok(&out).contains("swarm token"));
+        let bytes = std::fs::read(storage.join(apiary::swarm::direct::SECRET)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["token"].as_str().unwrap().to_string()
+    };
+    let (first, second) = (token(), token());
+    assert!(first.len() >= 64, "{first}");
+    assert_ne!(first, second);
+}
