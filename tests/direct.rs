@@ -163,6 +163,50 @@ async fn a_node_that_does_not_listen_keeps_the_query_on_the_meadow() {
     ap.leave_swarm().await.unwrap();
 }
 
+/// A worker killed with SIGKILL after it was reached, its heartbeat still alive: the
+/// direct-path query fails before its first batch, runs again over the meadow, and answers
+/// right within the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_before_a_query_costs_a_run_over_the_meadow_not_the_answer() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let ap = coordinator(&url, scratch.path()).await;
+    tpch::load(&ap.session().unwrap()).await;
+    let listen = ["--listen", "127.0.0.1:0"];
+    let mut workers = vec![
+        Worker::spawn(&url, "k1", scratch.path(), &listen),
+        Worker::spawn(&url, "k2", scratch.path(), &listen),
+    ];
+    ap.join_swarm(coordinator_config(scratch.path()))
+        .await
+        .unwrap();
+    wait_alive(&ap, &workers).await;
+    wait_reached(&ap, 2, &workers).await;
+    let ctx = ap.session().unwrap();
+    tpch::use_schema(&ctx).await;
+    sql(
+        &ctx,
+        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
+    )
+    .await;
+    let text = physical(&ctx, &tpch::query(3)).await;
+    assert!(text.contains("DirectPathExec"), "{text}");
+
+    workers[1].kill();
+    let start = Instant::now();
+    let failures = tpch::failures(&ctx, [3]).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+    // Until k2 is probed again (and found gone), queries keep to the meadow.
+    let text = physical(&ctx, &tpch::query(3)).await;
+    assert!(!text.contains("DirectPathExec"), "{text}");
+    ap.leave_swarm().await.unwrap();
+}
+
 /// Always the given endpoints.
 struct Fixed(Vec<Url>);
 

@@ -30,6 +30,12 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// SIGKILL, as a crash or a cut cable: the node leaves nothing in order.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+
     pub(crate) fn spawn(storage: &str, id: &str, scratch: &Path, extra: &[&str]) -> Worker {
         let log = scratch.join(format!("{id}.log"));
         let stderr = std::fs::File::create(&log).unwrap();

@@ -17,6 +17,7 @@
 //! carry the swarm token ([`SwarmToken`]), which only holders of the meadow's credentials can
 //! read; a request without it, or with an old one, is refused and counted.
 
+mod fallback;
 mod planner;
 mod resolver;
 mod secret;
@@ -34,6 +35,7 @@ use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, Worker, Wor
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 
+pub use fallback::DirectPathExec;
 pub use planner::PathPlanner;
 pub use resolver::{SwarmChannels, SwarmWorkers};
 pub use secret::{SECRET, SwarmToken};
@@ -219,18 +221,23 @@ async fn serve(
 }
 
 /// Keeps the direct path current while the node lives: probes endpoints of nodes not reached
-/// yet every view interval, and reads the swarm token again every few (a rotation).
+/// yet every view interval, and reads the swarm token again every few (a rotation) — or at once
+/// when a node that listens was just reached and this node has no token yet (that node may
+/// have just created it). A swarm where no node listens costs no reads per interval.
 pub(crate) async fn direct_loop(node: std::sync::Weak<crate::local_node::LocalNode>) {
     const TOKEN_EVERY: u64 = 5;
     let mut round = 0u64;
     loop {
         let Some(inner) = node.upgrade() else { return };
         let interval = inner.config.view_interval;
-        inner.direct.workers.probe().await;
+        let reached = inner.direct.workers.probe().await;
         let token = &inner.direct.token;
-        if (!token.is_known() || round % TOKEN_EVERY == TOKEN_EVERY - 1)
-            && let Err(e) = inner.direct.token.refresh(&inner.meadow).await
-        {
+        let due = if token.is_known() {
+            round % TOKEN_EVERY == TOKEN_EVERY - 1
+        } else {
+            reached > 0
+        };
+        if due && let Err(e) = inner.direct.token.refresh(&inner.meadow).await {
             log::warn!(
                 "node {}: reading the swarm token failed: {e}",
                 inner.config.node_id

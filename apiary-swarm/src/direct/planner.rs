@@ -11,7 +11,9 @@ use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
-use datafusion_distributed::WorkerResolver;
+use datafusion_distributed::{DistributedExec, WorkerResolver};
+
+use super::fallback::DirectPathExec;
 
 use super::resolver::SwarmWorkers;
 use super::secret::SwarmToken;
@@ -114,7 +116,19 @@ impl QueryPlanner for PathPlanner {
             o.path = path.to_string();
         }
         match path {
-            SwarmPath::Direct => self.direct.create_physical_plan(plan, &state).await,
+            SwarmPath::Direct => {
+                let physical = self.direct.create_physical_plan(plan, &state).await?;
+                if !physical.is::<DistributedExec>() {
+                    // Too small to distribute: planned as usual.
+                    return Ok(physical);
+                }
+                Ok(Arc::new(DirectPathExec::new(
+                    physical,
+                    plan.clone(),
+                    state,
+                    self.workers.clone(),
+                )))
+            }
             _ => {
                 DefaultPhysicalPlanner::default()
                     .create_physical_plan(plan, &state)

@@ -90,8 +90,9 @@ impl SwarmWorkers {
     }
 
     /// Probes the endpoints of alive nodes not reached yet (or failed a while ago): a TCP
-    /// connect, bounded by [`CONNECT_TIMEOUT`].
-    pub(crate) async fn probe(&self) {
+    /// connect, bounded by [`CONNECT_TIMEOUT`]. Returns how many were reached.
+    pub(crate) async fn probe(&self) -> usize {
+        let mut newly = 0;
         let due: Vec<String> = {
             let reach = lock(&self.reach);
             self.alive_endpoints()
@@ -123,12 +124,19 @@ impl SwarmWorkers {
                 log::info!("node {}: cannot reach {endpoint}", self.membership.id());
             }
             let state = if reached {
+                newly += 1;
                 Reach::Reached
             } else {
                 Reach::Failed(Instant::now())
             };
             lock(&self.reach).insert(endpoint, state);
         }
+        newly
+    }
+    /// Forgets which endpoints were reached (a query found one gone): every one is probed
+    /// again, and until then no query takes the direct path.
+    pub(crate) fn forget_reached(&self) {
+        lock(&self.reach).clear();
     }
 }
 

@@ -1,0 +1,163 @@
+//! A direct-path query whose workers fail before its first batch runs again over the meadow.
+//!
+//! datafusion-distributed 4 does not retry: one failed task fails the query. [`DirectPathExec`]
+//! sits on top of a direct-path plan and holds the query's logical plan and session: if the
+//! distributed run ends in an error before any batch reached the caller (a worker killed, a
+//! network cut, a refused connection), the query is planned again with `swarm.path =
+//! 'storage'` — the meadow's exchange, or local — and that plan's batches are returned. After the
+//! first batch an error goes to the caller as it is (it names the worker's endpoint).
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::common::internal_err;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+    execute_stream,
+};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use futures::{StreamExt, TryStreamExt};
+
+use super::resolver::SwarmWorkers;
+use crate::config::{SwarmOptions, SwarmPath};
+
+/// The direct path's plan of a query, with the way back to the meadow: see the module docs.
+pub struct DirectPathExec {
+    direct: Arc<dyn ExecutionPlan>,
+    logical: LogicalPlan,
+    state: SessionState,
+    workers: Arc<SwarmWorkers>,
+    properties: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for DirectPathExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectPathExec").finish_non_exhaustive()
+    }
+}
+
+impl DirectPathExec {
+    pub(crate) fn new(
+        direct: Arc<dyn ExecutionPlan>,
+        logical: LogicalPlan,
+        state: SessionState,
+        workers: Arc<SwarmWorkers>,
+    ) -> Self {
+        let properties = direct.properties().clone();
+        Self {
+            direct,
+            logical,
+            state,
+            workers,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for DirectPathExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "DirectPathExec: fallback=storage")
+    }
+}
+
+impl ExecutionPlan for DirectPathExec {
+    fn name(&self) -> &str {
+        "DirectPathExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.direct]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match <[_; 1]>::try_from(children) {
+            Ok([direct]) => Ok(Arc::new(DirectPathExec::new(
+                direct,
+                self.logical.clone(),
+                self.state.clone(),
+                self.workers.clone(),
+            ))),
+            Err(_) => internal_err!("DirectPathExec has exactly one child"),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("DirectPathExec has one partition, asked for {partition}");
+        }
+        let mut direct = self.direct.execute(0, context.clone())?;
+        let (logical, mut state, workers) = (
+            self.logical.clone(),
+            self.state.clone(),
+            self.workers.clone(),
+        );
+        let first = async move {
+            type Batches = futures::stream::BoxStream<'static, Result<RecordBatch>>;
+            let e = match direct.next().await {
+                None => return Ok::<Batches, DataFusionError>(futures::stream::empty().boxed()),
+                Some(Ok(batch)) => {
+                    return Ok(futures::stream::once(async { Ok(batch) })
+                        .chain(direct)
+                        .boxed());
+                }
+                Some(Err(e)) => e,
+            };
+            // Nothing reached the caller: the workers are probed again before the next query
+            // plans with them, and this one goes over the meadow.
+            drop(direct);
+            log::warn!(
+                "a direct-path query failed before its first batch ({e}); it runs again over the meadow"
+            );
+            workers.forget_reached();
+            if let Some(o) = state
+                .config_mut()
+                .options_mut()
+                .extensions
+                .get_mut::<SwarmOptions>()
+            {
+                o.path = SwarmPath::Storage.to_string();
+            }
+            let plan = DefaultPhysicalPlanner::default()
+                .create_physical_plan(&logical, &state)
+                .await?;
+            let plan: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() > 1 {
+                Arc::new(CoalescePartitionsExec::new(plan))
+            } else {
+                plan
+            };
+            Ok(execute_stream(plan, context)?.boxed())
+        };
+        let stream = futures::stream::once(first).try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            stream,
+        )))
+    }
+}
