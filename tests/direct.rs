@@ -96,6 +96,9 @@ async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
 
         let failures = tpch::failures(&ctx, 1..=22).await;
         assert!(failures.is_empty(), "{backend}: {}", failures.join("\n"));
+        // A query too small for two tasks is planned as usual.
+        let text = physical(&ctx, "SELECT count(*) FROM region").await;
+        assert!(!text.contains("DistributedExec"), "{backend}: {text}");
         // A write stays off the direct path.
         let text = physical(&ctx, "INSERT INTO region SELECT * FROM region").await;
         assert!(!text.contains("DistributedExec"), "{backend}: {text}");
@@ -371,4 +374,42 @@ fn rotate_secret_replaces_the_token() {
     let (first, second) = (token(), token());
     assert!(first.len() >= 64, "{first}");
     assert_ne!(first, second);
+}
+
+/// Nodes racing to listen first agree on one token: the secret is created conditionally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_nodes_agree_on_one_token() {
+    use apiary::swarm::direct::SwarmToken;
+    let dir = tempfile::tempdir().unwrap();
+    let meadow = apiary::catalog::Meadow::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let tokens: Vec<String> = futures::future::join_all((0..8).map(|_| {
+        let meadow = meadow.clone();
+        tokio::spawn(async move { SwarmToken::load_or_create(&meadow).await.unwrap().bearer() })
+    }))
+    .await
+    .into_iter()
+    .map(|t| t.unwrap())
+    .collect();
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
+}
+
+/// `swarm.path = 'direct'` with no worker reached is an error that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_without_a_reached_worker_is_a_clear_error() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let ap = coordinator(&url, scratch.path()).await;
+    ap.join_swarm(coordinator_config(scratch.path()))
+        .await
+        .unwrap();
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(&ctx, "CREATE TABLE h.b.t AS VALUES (1), (2)").await;
+    sql(&ctx, "SET swarm.path = 'direct'").await;
+    let err = sql_err(&ctx, "SELECT count(*) FROM h.b.t").await;
+    assert!(err.contains("swarm.path = 'direct', but no node"), "{err}");
+    ap.leave_swarm().await.unwrap();
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{internal_err, plan_err};
 use datafusion::error::Result;
 use datafusion::execution::SessionState;
@@ -23,8 +24,9 @@ use crate::config::{SwarmOptions, SwarmPath};
 /// else as usual — where the storage swarm's `SwarmRule` distributes its scans. The choice is
 /// written into the query's `swarm.path`, so that the rule leaves direct-path plans alone.
 ///
-/// `'auto'` takes the direct path for queries (not DDL or DML) when at least two nodes are
-/// alive and every one listens and has been reached; `'direct'` takes it whenever a worker is
+/// Only queries that read a table take a path (statements, DDL and DML are planned as usual).
+/// `'auto'` takes the direct path when the swarm token is known, another node is alive and every
+/// other alive node listens and has been reached; `'direct'` takes it whenever a worker is
 /// reached, and fails with a clear error otherwise; `'storage'` never takes it.
 pub struct PathPlanner {
     direct: Arc<dyn QueryPlanner + Send + Sync>,
@@ -56,6 +58,8 @@ impl PathPlanner {
 
     fn choose(&self, plan: &LogicalPlan, asked: SwarmPath) -> Result<SwarmPath> {
         Ok(match asked {
+            // Statements (a `SET` among them), DDL and DML take no path.
+            _ if !is_query(plan) => SwarmPath::Storage,
             SwarmPath::Storage => SwarmPath::Storage,
             SwarmPath::Direct => {
                 if self.workers.get_urls()?.is_empty() || !self.token.is_known() {
@@ -66,9 +70,7 @@ impl PathPlanner {
                 }
                 SwarmPath::Direct
             }
-            SwarmPath::Auto
-                if is_query(plan) && self.token.is_known() && self.workers.all_reached() =>
-            {
+            SwarmPath::Auto if self.token.is_known() && self.workers.all_reached() => {
                 SwarmPath::Direct
             }
             SwarmPath::Auto => SwarmPath::Storage,
@@ -76,9 +78,10 @@ impl PathPlanner {
     }
 }
 
-/// Whether `plan` is a query (which may be distributed), not a statement, DDL or DML.
+/// Whether `plan` is a query that reads a table (which may be distributed): not a statement,
+/// DDL or DML, nor a query of constants (a `SET` comes here as an empty relation).
 fn is_query(plan: &LogicalPlan) -> bool {
-    !matches!(
+    let statement = matches!(
         plan,
         LogicalPlan::Dml(_)
             | LogicalPlan::Ddl(_)
@@ -87,7 +90,11 @@ fn is_query(plan: &LogicalPlan) -> bool {
             | LogicalPlan::DescribeTable(_)
             | LogicalPlan::Explain(_)
             | LogicalPlan::Analyze(_)
-    )
+    );
+    !statement
+        && plan
+            .exists(|p| Ok(matches!(p, LogicalPlan::TableScan(_))))
+            .unwrap_or(false)
 }
 
 #[async_trait]
