@@ -2,14 +2,14 @@
 //! nodes that reach each other, the meadow's exchange as the fallback.
 //!
 //! ```text
-//!  apiary node --listen ADDR                      coordinator (Apiary::session)
-//!  ┌──────────────────────────────┐              ┌─────────────────────────────────┐
-//!  │ gRPC worker (datafusion-     │◀─ plans, ────│ PathPlanner: 'direct' when every │
-//!  │ distributed), behind the     │   FlightData │ alive node listens and is reached│
-//!  │ swarm token's interceptor;   │──────────────▶│ (SwarmWorkers), else the meadow  │
-//!  │ bees' memory, meadow's store │              │ exchange (SwarmRule)             │
-//!  └──────────────────────────────┘              └─────────────────────────────────┘
-//!         ▲ endpoint in the heartbeat; token in `_swarm/secret.json` ▲
+//!  apiary node --listen ADDR                  coordinator (Apiary::session)
+//!  ┌────────────────────────────┐             ┌──────────────────────────────────┐
+//!  │ datafusion-distributed     │◀── plans ───│ PathPlanner: direct when every   │
+//!  │ worker (gRPC) behind the   │             │ other alive node listens and is  │
+//!  │ swarm token's interceptor; │── Arrow ───▶│ reached (SwarmWorkers); else the │
+//!  │ bees' memory, meadow store │             │ meadow's exchange (SwarmRule)    │
+//!  └────────────────────────────┘             └──────────────────────────────────┘
+//!   endpoint in the heartbeat · token in `_swarm/secret.json` · DirectPathExec falls back
 //! ```
 //!
 //! A node that listens runs a datafusion-distributed [`Worker`] on the address given (never a
