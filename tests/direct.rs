@@ -163,6 +163,11 @@ async fn a_node_that_does_not_listen_keeps_the_query_on_the_meadow() {
     assert!(text.contains("DistributedExec"), "{text}");
     let failures = tpch::failures(&ctx, [3]).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // `swarm.enabled = false` keeps the query local on either path.
+    sql(&ctx, "SET swarm.enabled = false").await;
+    let text = physical(&ctx, &tpch::query(3)).await;
+    assert!(!text.contains("DistributedExec"), "{text}");
+    assert!(!text.contains("SwarmExec"), "{text}");
     ap.leave_swarm().await.unwrap();
 }
 

@@ -105,6 +105,8 @@ impl QueryPlanner for PathPlanner {
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let asked = match session.config().options().extensions.get::<SwarmOptions>() {
+            // `swarm.enabled = false` keeps the whole query local, whichever path was asked.
+            Some(o) if !o.enabled => SwarmPath::Storage,
             Some(o) => o.path.parse::<SwarmPath>()?,
             None => SwarmPath::Auto,
         };
