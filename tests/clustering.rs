@@ -89,6 +89,26 @@ async fn days_per_cell(ap: &Apiary, frame: &str) -> Vec<(String, Vec<i32>, bool)
     out
 }
 
+/// The `(first, last)` day of every cell, in order, after asserting that each cell is sorted,
+/// recorded as sorted, and overlaps no other (touching ends are fine).
+fn clustered_ranges(cells: &[(String, Vec<i32>, bool)]) -> Vec<(i32, i32)> {
+    let mut ranges = vec![];
+    for (path, days, sorted) in cells {
+        assert!(sorted, "{path} is not recorded as sorted");
+        assert!(
+            days.windows(2).all(|w| w[0] <= w[1]),
+            "{path} is not sorted"
+        );
+        ranges.push((days[0], days[days.len() - 1]));
+    }
+    ranges.sort();
+    assert!(
+        ranges.windows(2).all(|w| w[0].1 <= w[1].0),
+        "cells overlap: {ranges:?}"
+    );
+    ranges
+}
+
 /// Whether the rows of `q` come out with `day` never decreasing, and how many there are.
 async fn ascending_days(ctx: &SessionContext, q: &str) -> (bool, usize) {
     let days: Vec<i64> = query(ctx, q)
@@ -108,20 +128,7 @@ async fn a_clustered_frame_is_written_sorted_and_read_without_a_sort() {
     // Every cell sorted, recorded as sorted, and no two cells of the write overlap.
     let cells = days_per_cell(&ap, "t").await;
     assert!(cells.len() >= 3, "{} cells", cells.len());
-    let mut ranges = vec![];
-    for (path, days, sorted) in &cells {
-        assert!(sorted, "{path} is not recorded as sorted");
-        assert!(
-            days.windows(2).all(|w| w[0] <= w[1]),
-            "{path} is not sorted"
-        );
-        ranges.push((days[0], days[days.len() - 1]));
-    }
-    ranges.sort();
-    assert!(
-        ranges.windows(2).all(|w| w[0].1 <= w[1].0),
-        "cells overlap: {ranges:?}"
-    );
+    clustered_ranges(&cells);
 
     // DataFusion is told: ORDER BY day merges the two groups, it does not sort.
     let q = "SELECT day, id FROM h.b.t ORDER BY day";
@@ -165,14 +172,7 @@ async fn a_clustered_frame_is_written_sorted_and_read_without_a_sort() {
 
     // Plain compaction leaves the large cells alone; reclustering rewrites them all, sorted.
     sql(&ctx, "SELECT * FROM apiary_compact('h.b.t', true)").await;
-    let cells = days_per_cell(&ap, "t").await;
-    let mut ranges = vec![];
-    for (path, days, sorted) in &cells {
-        assert!(*sorted && days.windows(2).all(|w| w[0] <= w[1]), "{path}");
-        ranges.push((days[0], days[days.len() - 1]));
-    }
-    ranges.sort();
-    assert!(ranges.windows(2).all(|w| w[0].1 <= w[1].0), "{ranges:?}");
+    clustered_ranges(&days_per_cell(&ap, "t").await);
     let text = plan(&ctx, &format!("EXPLAIN {q}")).await;
     assert!(!text.contains("SortExec"), "{text}");
     assert_eq!(ascending_days(&ctx, q).await, (true, 195000));
@@ -267,16 +267,7 @@ async fn compaction_merges_small_cells_with_their_neighbours_by_the_key() {
     )
     .await;
     let cells = days_per_cell(&ap, "t").await;
-    let mut ranges = vec![];
-    for (path, days, sorted) in &cells {
-        assert!(*sorted && days.windows(2).all(|w| w[0] <= w[1]), "{path}");
-        ranges.push((days[0], days[days.len() - 1]));
-    }
-    ranges.sort();
-    assert!(
-        ranges.windows(2).all(|w| w[0].1 <= w[1].0),
-        "cells overlap after compaction: {ranges:?}"
-    );
+    let ranges = clustered_ranges(&cells);
     // Days 0–19 became one cell; the large write's cells but its last stayed as they were.
     assert_eq!(ranges[0], (0, 19), "{ranges:?}");
     let kept = before

@@ -136,7 +136,7 @@ pub async fn compact(
     let mut added = vec![];
     for cells in writes {
         let chosen: HashSet<&str> = cells.iter().map(|c| c.path.as_str()).collect();
-        added.extend(write_sorted(frame, &read, &state, &ctx, &order, &chosen).await?);
+        added.extend(rewrite(frame, &read, &state, &ctx, &order, &chosen).await?);
     }
     let mut after: BTreeMap<String, usize> = BTreeMap::new();
     for c in &added {
@@ -172,7 +172,7 @@ pub async fn compact(
 
 /// Reads the cells of `read` named in `chosen` through the same scan queries use and writes
 /// them again as new cells, sorted by `order` if the frame has one.
-async fn write_sorted(
+async fn rewrite(
     frame: &Frame,
     read: &Arc<FrameSnapshot>,
     state: &SessionState,

@@ -89,6 +89,7 @@ impl SwarmNode {
             colony.clone(),
             cache.clone(),
         ));
+        let codec = ApiaryCodec::new(Some(colony.pool().clone()));
         #[cfg(feature = "direct")]
         let (direct, server) = {
             let (direct, server) = crate::direct::Direct::start(
@@ -96,6 +97,7 @@ impl SwarmNode {
                 membership.clone(),
                 colony.pool(),
                 &session.runtime_env(),
+                &codec,
                 config.listen,
             )
             .await?;
@@ -111,7 +113,7 @@ impl SwarmNode {
             });
         }
         let inner = Arc::new(LocalNode {
-            codec: ApiaryCodec::new(Some(colony.pool().clone())),
+            codec,
             membership,
             config,
             meadow,

@@ -26,8 +26,9 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use futures::{StreamExt, TryStreamExt};
 
+use super::planner::on_path;
 use super::resolver::SwarmWorkers;
-use crate::config::{SwarmOptions, SwarmPath};
+use crate::config::SwarmPath;
 
 /// The direct path's plan of a query, with the way back to the meadow: see the module docs.
 pub struct DirectPathExec {
@@ -113,7 +114,7 @@ impl ExecutionPlan for DirectPathExec {
             return internal_err!("DirectPathExec has one partition, asked for {partition}");
         }
         let mut direct = self.direct.execute(0, context.clone())?;
-        let (logical, mut state, workers) = (
+        let (logical, state, workers) = (
             self.logical.clone(),
             self.state.clone(),
             self.workers.clone(),
@@ -136,14 +137,7 @@ impl ExecutionPlan for DirectPathExec {
                 "a direct-path query failed before its first batch ({e}); it runs again over the meadow"
             );
             workers.forget_reached();
-            if let Some(o) = state
-                .config_mut()
-                .options_mut()
-                .extensions
-                .get_mut::<SwarmOptions>()
-            {
-                o.path = SwarmPath::Storage.to_string();
-            }
+            let state = on_path(&state, SwarmPath::Storage);
             let plan = DefaultPhysicalPlanner::default()
                 .create_physical_plan(&logical, &state)
                 .await?;

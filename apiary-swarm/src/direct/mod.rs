@@ -63,9 +63,9 @@ impl Direct {
         membership: Arc<Membership>,
         pool: &BeePool,
         base: &Arc<RuntimeEnv>,
+        codec: &ApiaryCodec,
         listen: Option<SocketAddr>,
     ) -> Result<(Direct, Option<JoinHandle<()>>)> {
-        let codec = ApiaryCodec::new(Some(pool.clone()));
         let token = match listen {
             Some(_) => SwarmToken::load_or_create(meadow).await?,
             None => {
@@ -96,7 +96,7 @@ impl Direct {
             workers: Arc::new(SwarmWorkers::new(membership)),
             channels,
             refused,
-            codec,
+            codec: codec.clone(),
         };
         Ok((direct, server))
     }
@@ -237,7 +237,7 @@ pub(crate) async fn direct_loop(node: std::sync::Weak<crate::local_node::LocalNo
         } else {
             reached > 0
         };
-        if due && let Err(e) = inner.direct.token.refresh(&inner.meadow).await {
+        if due && let Err(e) = token.refresh(&inner.meadow).await {
             log::warn!(
                 "node {}: reading the swarm token failed: {e}",
                 inner.config.node_id

@@ -114,16 +114,7 @@ impl QueryPlanner for PathPlanner {
         let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
             return internal_err!("Apiary's PathPlanner needs a SessionState");
         };
-        // The choice travels in the query's own options, for the SwarmRule to read.
-        let mut state = state.clone();
-        if let Some(o) = state
-            .config_mut()
-            .options_mut()
-            .extensions
-            .get_mut::<SwarmOptions>()
-        {
-            o.path = path.to_string();
-        }
+        let state = on_path(state, path);
         match path {
             SwarmPath::Direct => {
                 let physical = self.direct.create_physical_plan(plan, &state).await?;
@@ -145,4 +136,19 @@ impl QueryPlanner for PathPlanner {
             }
         }
     }
+}
+
+/// `state` for a query that takes `path`: the choice travels in the query's own `swarm.path`,
+/// for the `SwarmRule` to read.
+pub(crate) fn on_path(state: &SessionState, path: SwarmPath) -> SessionState {
+    let mut state = state.clone();
+    if let Some(o) = state
+        .config_mut()
+        .options_mut()
+        .extensions
+        .get_mut::<SwarmOptions>()
+    {
+        o.path = path.to_string();
+    }
+    state
 }
