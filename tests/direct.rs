@@ -57,35 +57,48 @@ async fn physical(ctx: &SessionContext, q: &str) -> String {
     displayable(plan.as_ref()).indent(true).to_string()
 }
 
+/// A coordinator on `url` (which does not listen) with TPC-H SF 0.1 loaded, and a node process
+/// per `(id, listens)` — all seen alive, the listening ones reached — with a session of the
+/// coordinator on the TPC-H schema. SF 0.1 is small: a task per MiB read, so that every large
+/// scan is spread.
+async fn tpch_swarm(
+    url: &str,
+    scratch: &std::path::Path,
+    nodes: &[(&str, bool)],
+) -> (Apiary, Vec<Worker>, SessionContext) {
+    let ap = coordinator(url, scratch).await;
+    tpch::load(&ap.session().unwrap()).await;
+    let workers: Vec<Worker> = nodes
+        .iter()
+        .map(|(id, listens)| {
+            let listen: &[&str] = if *listens {
+                &["--listen", "127.0.0.1:0"]
+            } else {
+                &[]
+            };
+            Worker::spawn(url, id, scratch, listen)
+        })
+        .collect();
+    ap.join_swarm(coordinator_config(scratch)).await.unwrap();
+    wait_alive(&ap, &workers).await;
+    let listening = nodes.iter().filter(|(_, l)| *l).count();
+    wait_reached(&ap, listening, &workers).await;
+    let ctx = ap.session().unwrap();
+    tpch::use_schema(&ctx).await;
+    sql(
+        &ctx,
+        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
+    )
+    .await;
+    (ap, workers, ctx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
     for backend in local_and_s3() {
         let scratch = tempfile::tempdir().unwrap();
-        let ap = coordinator(&backend.url, scratch.path()).await;
-        tpch::load(&ap.session().unwrap()).await;
-        let workers: Vec<Worker> = (1..=3)
-            .map(|i| {
-                Worker::spawn(
-                    &backend.url,
-                    &format!("d{i}"),
-                    scratch.path(),
-                    &["--listen", "127.0.0.1:0"],
-                )
-            })
-            .collect();
-        ap.join_swarm(coordinator_config(scratch.path()))
-            .await
-            .unwrap();
-        wait_alive(&ap, &workers).await;
-        wait_reached(&ap, 3, &workers).await;
-        let ctx = ap.session().unwrap();
-        tpch::use_schema(&ctx).await;
-        // SF 0.1 is small: a task per MiB read, so that every large scan is spread.
-        sql(
-            &ctx,
-            "SET distributed.file_scan_config_bytes_per_partition = 1048576",
-        )
-        .await;
+        let nodes = [("d1", true), ("d2", true), ("d3", true)];
+        let (ap, workers, ctx) = tpch_swarm(&backend.url, scratch.path(), &nodes).await;
 
         // Every other node listens and is reached: 'auto' plans q5 (a six-way join) with
         // network stages, and the meadow's exchange stays out.
@@ -131,25 +144,9 @@ async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
 async fn a_node_that_does_not_listen_keeps_the_query_on_the_meadow() {
     let scratch = tempfile::tempdir().unwrap();
     let url = format!("file://{}", scratch.path().join("meadow").display());
-    let ap = coordinator(&url, scratch.path()).await;
-    tpch::load(&ap.session().unwrap()).await;
-    let workers = vec![
-        Worker::spawn(&url, "m1", scratch.path(), &["--listen", "127.0.0.1:0"]),
-        Worker::spawn(&url, "m2", scratch.path(), &[]),
-    ];
-    ap.join_swarm(coordinator_config(scratch.path()))
-        .await
-        .unwrap();
-    wait_alive(&ap, &workers).await;
-    wait_reached(&ap, 1, &workers).await;
-    let ctx = ap.session().unwrap();
-    tpch::use_schema(&ctx).await;
+    let (ap, _workers, ctx) =
+        tpch_swarm(&url, scratch.path(), &[("m1", true), ("m2", false)]).await;
     sql(&ctx, "SET swarm.min_bytes = 0").await;
-    sql(
-        &ctx,
-        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
-    )
-    .await;
     let text = physical(&ctx, &tpch::query(3)).await;
     assert!(!text.contains("DistributedExec"), "{text}");
     assert!(text.contains("SwarmExec"), "{text}");
@@ -178,25 +175,8 @@ async fn a_node_that_does_not_listen_keeps_the_query_on_the_meadow() {
 async fn a_worker_killed_before_a_query_costs_a_run_over_the_meadow_not_the_answer() {
     let scratch = tempfile::tempdir().unwrap();
     let url = format!("file://{}", scratch.path().join("meadow").display());
-    let ap = coordinator(&url, scratch.path()).await;
-    tpch::load(&ap.session().unwrap()).await;
-    let listen = ["--listen", "127.0.0.1:0"];
-    let mut workers = vec![
-        Worker::spawn(&url, "k1", scratch.path(), &listen),
-        Worker::spawn(&url, "k2", scratch.path(), &listen),
-    ];
-    ap.join_swarm(coordinator_config(scratch.path()))
-        .await
-        .unwrap();
-    wait_alive(&ap, &workers).await;
-    wait_reached(&ap, 2, &workers).await;
-    let ctx = ap.session().unwrap();
-    tpch::use_schema(&ctx).await;
-    sql(
-        &ctx,
-        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
-    )
-    .await;
+    let (ap, mut workers, ctx) =
+        tpch_swarm(&url, scratch.path(), &[("k1", true), ("k2", true)]).await;
     let text = physical(&ctx, &tpch::query(3)).await;
     assert!(text.contains("DirectPathExec"), "{text}");
 
@@ -417,4 +397,38 @@ async fn direct_without_a_reached_worker_is_a_clear_error() {
     let err = sql_err(&ctx, "SELECT count(*) FROM h.b.t").await;
     assert!(err.contains("swarm.path = 'direct', but no node"), "{err}");
     ap.leave_swarm().await.unwrap();
+}
+
+/// Where no node listens the direct path costs no storage call per interval: nodes do not read
+/// the swarm secret after joining. Once a node listens, the others read it as soon as they
+/// reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_read_the_token_only_once_a_node_listens() {
+    let (meadow, counting) = apiary_catalog::testing::counting_meadow();
+    let scratch = tempfile::tempdir().unwrap();
+    // Heartbeats and views every 100 ms.
+    let a = crate::swarm::small_node(&meadow, "a", scratch.path(), |_| {}).await;
+    let _b = crate::swarm::small_node(&meadow, "b", scratch.path(), |_| {}).await;
+    counting.take_reads();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reads = counting.take_reads();
+    assert!(
+        !reads
+            .iter()
+            .any(|k| k.contains(apiary::swarm::direct::SECRET)),
+        "{reads:?}"
+    );
+
+    let _c = crate::swarm::small_node(&meadow, "c", scratch.path(), |c| {
+        c.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let start = Instant::now();
+    while a.swarm().unwrap().direct_workers().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "a never read the token of the node that listens"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

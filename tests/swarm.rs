@@ -1047,7 +1047,7 @@ const GENEROUS: Duration = Duration::from_secs(10);
 
 /// A node in this process on `meadow`: one bee, 100 ms heartbeats, judged dead only after
 /// [`GENEROUS`], no cell cache; `configure` sets the rest.
-async fn small_node(
+pub(crate) async fn small_node(
     meadow: &Meadow,
     id: &str,
     dir: &Path,
