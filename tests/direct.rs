@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use apiary::Apiary;
-use apiary::swarm::SwarmConfig;
+use apiary::swarm::{SwarmConfig, SwarmNode};
 use apiary_catalog::testing::local_and_s3;
 use async_trait::async_trait;
 use datafusion::error::DataFusionError;
@@ -195,6 +195,56 @@ async fn a_worker_killed_before_a_query_costs_a_run_over_the_meadow_not_the_answ
     ap.leave_swarm().await.unwrap();
 }
 
+/// How many calls this node's direct path made to the worker of node `id`.
+fn calls_to(ap: &Apiary, id: &str) -> u64 {
+    let swarm = ap.swarm().expect("joined");
+    let endpoint = swarm
+        .world()
+        .node(id)
+        .and_then(|n| n.heartbeat.endpoint)
+        .unwrap_or_else(|| panic!("{id} listens"));
+    swarm
+        .direct_calls()
+        .iter()
+        .filter(|(url, _)| url.starts_with(&endpoint))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// A worker killed with SIGKILL while it runs stages of a query, before the query's first batch:
+/// the query runs again over the meadow and answers right within the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_in_the_middle_of_a_query_costs_a_rerun_not_the_answer() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (ap, mut workers, ctx) =
+        tpch_swarm(&url, scratch.path(), &[("m1", true), ("m2", true)]).await;
+    // q21: four scans of lineitem joined, long enough to be killed in.
+    let text = physical(&ctx, &tpch::query(21)).await;
+    assert!(text.contains("DirectPathExec"), "{text}");
+    let before = calls_to(&ap, "m2");
+    let start = Instant::now();
+    let query = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { tpch::failures(&ctx, [21]).await }
+    });
+    while calls_to(&ap, "m2") == before {
+        assert!(!query.is_finished(), "q21 ended before it reached m2");
+        assert!(start.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    workers[1].kill();
+    assert!(!query.is_finished(), "q21 ended before m2 was killed");
+    let failures = query.await.unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+    ap.leave_swarm().await.unwrap();
+}
+
 /// Always the given endpoints.
 struct Fixed(Vec<Url>);
 
@@ -242,13 +292,10 @@ fn outsider(ctx: &SessionContext, endpoint: &str, sends: Option<&'static str>) -
     SessionContext::new_with_state(state)
 }
 
-/// A worker takes plans from its swarm only: a client without the token, or with a wrong
-/// one, is refused before any plan runs, and the refusals are counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_refuses_a_client_without_the_swarm_token() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
-    let ap = coordinator(&url, scratch.path()).await;
+/// A node of a meadow at `url` that listens on 127.0.0.1 (and coordinates), with a frame
+/// `h.b.t` of 400,000 rows in cells of about a MiB; its status and endpoint.
+async fn listening_node(url: &str, scratch: &std::path::Path) -> (Apiary, SwarmNode, String) {
+    let ap = coordinator(url, scratch).await;
     let ctx = ap.session().unwrap();
     sql(&ctx, "CREATE DATABASE h").await;
     sql(&ctx, "CREATE SCHEMA h.b").await;
@@ -260,18 +307,36 @@ async fn a_worker_refuses_a_client_without_the_swarm_token() {
     for _ in 0..3 {
         sql(&ctx, "INSERT INTO h.b.t SELECT * FROM h.b.t LIMIT 100000").await;
     }
-    let mut config = coordinator_config(scratch.path());
+    let mut config = coordinator_config(scratch);
     config.listen = Some("127.0.0.1:0".parse().unwrap());
     let node = ap.join_swarm(config).await.unwrap();
     let endpoint = node.status().endpoint.expect("listening");
     assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+    (ap, node, endpoint)
+}
+
+/// The `authorization` header of the swarm's token, as the meadow holds it.
+async fn bearer(ap: &Apiary) -> &'static str {
     let secret = ap
         .meadow()
         .get(apiary::swarm::direct::SECRET)
         .await
         .unwrap()
         .expect("the first node that listens creates the secret");
-    assert!(secret.len() > 64);
+    let secret: serde_json::Value = serde_json::from_slice(&secret).unwrap();
+    format!("Bearer {}", secret["token"].as_str().unwrap()).leak()
+}
+
+/// A worker takes plans from its swarm only: a client without the token, or with a wrong
+/// one, is refused before any plan runs, and the refusals are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refuses_a_client_without_the_swarm_token() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (ap, node, endpoint) = listening_node(&url, scratch.path()).await;
+    let ctx = ap.session().unwrap();
+    let old = bearer(&ap).await;
+    assert!(old.len() > 64);
 
     for (sends, what) in [
         (None, "no token"),
@@ -311,8 +376,6 @@ async fn a_worker_refuses_a_client_without_the_swarm_token() {
 
     // A new secret: the old token is refused once the node has read it again (every five view
     // intervals), and the swarm's own queries go on.
-    let old: serde_json::Value = serde_json::from_slice(&secret).unwrap();
-    let old: &'static str = format!("Bearer {}", old["token"].as_str().unwrap()).leak();
     apiary::swarm::direct::SwarmToken::rotate(ap.meadow())
         .await
         .unwrap();
@@ -330,17 +393,81 @@ async fn a_worker_refuses_a_client_without_the_swarm_token() {
                 assert!(node.status().refused_requests > refused);
                 break;
             }
-            Err(e) => panic!("{e}"),
-            Ok(_) => assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the old token still admitted 20 s after the rotation"
-            ),
+            // A query in flight when the node reads the new token can have some of its
+            // requests admitted and others refused; it fails, with the worker's wait for a plan
+            // that never came.
+            Err(e) => assert!(e.to_string().contains("timed-out"), "{e}"),
+            Ok(_) => {}
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "the old token still admitted 40 s after the rotation"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rows = crate::support::query(&ctx, "SELECT count(DISTINCT g) FROM h.b.t").await;
     assert_eq!(rows, ["7"]);
     ap.leave_swarm().await.unwrap();
+}
+
+/// A worker runs plans that read its meadow only: a client that holds the token but sends a scan
+/// of files outside the meadow is refused before the plan runs — on a local folder, whose store
+/// is the machine's file system, and on S3, where the worker has no `file://` store at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refuses_a_plan_that_reads_outside_its_meadow() {
+    for backend in local_and_s3() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (ap, node, endpoint) = listening_node(&backend.url, scratch.path()).await;
+        let token = bearer(&ap).await;
+        let holder = outsider(&ap.session().unwrap(), &endpoint, Some(token));
+        sql(&holder, "SET swarm.path = 'storage'").await;
+        sql(
+            &holder,
+            "SET distributed.file_scan_config_bytes_per_partition = 1",
+        )
+        .await;
+        // A folder beside the meadow; on S3 also a key prefix beside the meadow's in its bucket
+        // (its name starts with the meadow's).
+        let mut places = vec![format!("file://{}/outside/", scratch.path().display())];
+        if backend.url.starts_with("s3://") {
+            places.push(format!("{}-outside/", backend.url));
+        }
+        for (n, place) in places.iter().enumerate() {
+            // Four files, so that their scan is spread over tasks.
+            for i in 0..4 {
+                sql(
+                    &holder,
+                    &format!(
+                        "COPY (SELECT value AS k, value % 7 AS g FROM generate_series(1, 10000) \
+                         WHERE value % 4 = {i}) TO '{place}part-{i}.parquet'"
+                    ),
+                )
+                .await;
+            }
+            let table = format!("outside{n}");
+            holder
+                .register_parquet(&table, place, Default::default())
+                .await
+                .unwrap();
+            let q = format!("SELECT g, count(*) FROM {table} GROUP BY g");
+            let text = physical(&holder, &q).await;
+            assert!(
+                text.contains("DistributedExec"),
+                "{backend} {place}: {text}"
+            );
+            let refused = node.status().refused_requests;
+            let err = sql_err(&holder, &q).await;
+            assert!(
+                err.contains("outside its meadow"),
+                "{backend} {place}: {err}"
+            );
+            assert!(
+                node.status().refused_requests > refused,
+                "{backend} {place}"
+            );
+        }
+        ap.leave_swarm().await.unwrap();
+    }
 }
 
 /// `apiary node --rotate-secret` writes a new token and exits.

@@ -48,17 +48,26 @@ impl ScanMatcher {
         let exec = plan.downcast_ref::<DataSourceExec>()?;
         let config = exec.data_source().downcast_ref::<FileScanConfig>()?;
         config.file_source().downcast_ref::<ParquetSource>()?;
-        if config.object_store_url != self.store_url {
-            return None;
-        }
+        self.outside(config).is_none().then(|| config.clone())
+    }
+
+    /// The first file `config` reads that is not a file of this meadow (another store, or a
+    /// key not below the root), as a URL; `None` when it reads the meadow only.
+    pub fn outside(&self, config: &FileScanConfig) -> Option<String> {
         let root = self.root.as_str();
-        let below_root = config.file_groups.iter().flat_map(|g| g.iter()).all(|f| {
-            let p = f.object_meta.location.as_ref();
+        let below_root = |key: &str| {
             root.is_empty()
-                || p.strip_prefix(root)
+                || key
+                    .strip_prefix(root)
                     .is_some_and(|rest| rest.starts_with('/'))
-        });
-        below_root.then(|| config.clone())
+        };
+        config
+            .file_groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .map(|f| f.object_meta.location.as_ref())
+            .find(|key| config.object_store_url != self.store_url || !below_root(key))
+            .map(|key| format!("{}{key}", config.object_store_url.as_str()))
     }
 
     /// If `plan` heads a chain of partition-local operators ending in an Apiary scan: the scan.

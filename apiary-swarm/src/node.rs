@@ -98,6 +98,7 @@ impl SwarmNode {
                 colony.pool(),
                 &session.runtime_env(),
                 &codec,
+                &matcher,
                 config.listen,
             )
             .await?;

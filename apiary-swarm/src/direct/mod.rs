@@ -18,6 +18,7 @@
 //! read; a request without it, or with an old one, is refused and counted.
 
 mod fallback;
+mod guard;
 mod planner;
 mod resolver;
 mod secret;
@@ -31,7 +32,9 @@ use apiary_exec::BeePool;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext};
+use datafusion_distributed::{
+    DistributedExt, SessionStateBuilderExt, Worker, WorkerPlanRewriteHandler, WorkerQueryContext,
+};
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 
@@ -42,7 +45,9 @@ pub use secret::{SECRET, SwarmToken};
 
 use crate::codec::ApiaryCodec;
 use crate::error::{Result, SwarmError};
+use crate::fragment::ScanMatcher;
 use crate::membership::Membership;
+use guard::{MeadowGuard, MeadowStores};
 
 /// This node's direct path: its listening worker (if it listens), the token, and the resolvers
 /// its coordinator plans with.
@@ -64,6 +69,7 @@ impl Direct {
         pool: &BeePool,
         base: &Arc<RuntimeEnv>,
         codec: &ApiaryCodec,
+        matcher: &ScanMatcher,
         listen: Option<SocketAddr>,
     ) -> Result<(Direct, Option<JoinHandle<()>>)> {
         let token = match listen {
@@ -78,10 +84,20 @@ impl Direct {
         let refused = Arc::new(AtomicU64::new(0));
         let (endpoint, server) = match listen {
             Some(addr) => {
-                let runtime = worker_runtime(pool, base)?;
+                let runtime = worker_runtime(pool, base, matcher, &refused)?;
+                let guard = Arc::new(MeadowGuard {
+                    matcher: matcher.clone(),
+                    refused: refused.clone(),
+                });
                 let (endpoint, server) = serve(
                     addr,
-                    worker(runtime, codec.clone(), channels.clone(), pool.clone()),
+                    worker(
+                        runtime,
+                        codec.clone(),
+                        channels.clone(),
+                        pool.clone(),
+                        guard,
+                    ),
                     token.clone(),
                     refused.clone(),
                 )
@@ -134,32 +150,45 @@ impl datafusion_distributed::WorkerResolver for ResolverHandle {
     }
 }
 
-/// The runtime a worker's tasks run in: the node's object stores and footer cache, a memory
+/// The runtime a worker's tasks run in: the meadow's store (and no other — not even DataFusion's
+/// default `file://`, unless the meadow is a local folder) and the node's footer cache, a memory
 /// pool of the bees' whole budget that makes operators spill past it, and spill files in the
 /// bees' scratch folder.
-fn worker_runtime(pool: &BeePool, base: &Arc<RuntimeEnv>) -> Result<Arc<RuntimeEnv>> {
+fn worker_runtime(
+    pool: &BeePool,
+    base: &Arc<RuntimeEnv>,
+    matcher: &ScanMatcher,
+    refused: &Arc<AtomicU64>,
+) -> Result<Arc<RuntimeEnv>> {
+    let stores = MeadowStores {
+        store_url: matcher.store_url.clone(),
+        store: base.object_store(&matcher.store_url)?,
+        refused: refused.clone(),
+    };
     let mut runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(
             pool.budget_per_bee().saturating_mul(pool.bees()),
         )))
         .with_temp_file_path(pool.scratch().join("direct"))
-        .with_object_store_registry(base.object_store_registry.clone())
+        .with_object_store_registry(Arc::new(stores))
         .build()?;
     runtime.cache_manager = base.cache_manager.clone();
     Ok(Arc::new(runtime))
 }
 
 /// A datafusion-distributed worker whose sessions decode Apiary's plan nodes under this node's
-/// bees, reach other workers with the token, and run with the bees' batch size.
+/// bees, refuse plans that read outside the meadow, reach other workers with the token, and run
+/// with the bees' batch size.
 fn worker(
     runtime: Arc<RuntimeEnv>,
     codec: ApiaryCodec,
     channels: SwarmChannels,
     pool: BeePool,
+    guard: Arc<dyn WorkerPlanRewriteHandler>,
 ) -> Worker {
     let batch_size = pool.session_config().options().execution.batch_size;
     Worker::from_session_builder(move |ctx: WorkerQueryContext| {
-        let (codec, channels) = (codec.clone(), channels.clone());
+        let (codec, channels, guard) = (codec.clone(), channels.clone(), guard.clone());
         async move {
             let mut builder = ctx.builder;
             if let Some(config) = builder.config().as_mut() {
@@ -168,6 +197,7 @@ fn worker(
             Ok(builder
                 .with_distributed_user_codec(codec)
                 .with_distributed_channel_resolver(channels)
+                .with_distributed_worker_plan_rewrite_handler(guard)
                 .build())
         }
     })
