@@ -107,6 +107,21 @@ async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
         assert!(text.contains("Network"), "{backend}: {text}");
         assert!(!text.contains("SwarmExec"), "{backend}: {text}");
 
+        // EXPLAIN shows the path and the stages; EXPLAIN ANALYZE runs them.
+        let q5 = tpch::query(5);
+        let explain = plan(&ctx, &format!("EXPLAIN {q5}")).await;
+        assert!(
+            explain.contains("DirectPathExec: path=direct"),
+            "{backend}: {explain}"
+        );
+        assert!(explain.contains("[Stage 1]"), "{backend}: {explain}");
+        assert!(!explain.contains("SwarmExec"), "{backend}: {explain}");
+        let tree = plan(&ctx, &format!("EXPLAIN FORMAT TREE {q5}")).await;
+        assert!(tree.contains("DirectPathExec"), "{backend}: {tree}");
+        let analyzed = plan(&ctx, &format!("EXPLAIN ANALYZE {q5}")).await;
+        assert!(analyzed.contains("[Stage 1]"), "{backend}: {analyzed}");
+        assert!(analyzed.contains("output_rows="), "{backend}: {analyzed}");
+
         let failures = tpch::failures(&ctx, 1..=22).await;
         assert!(failures.is_empty(), "{backend}: {}", failures.join("\n"));
         // A query too small for two tasks is planned as usual.
@@ -125,6 +140,9 @@ async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
         let text = physical(&ctx, &tpch::query(5)).await;
         assert!(!text.contains("DistributedExec"), "{backend}: {text}");
         assert!(text.contains("SwarmExec"), "{backend}: {text}");
+        let explain = plan(&ctx, &format!("EXPLAIN {q5}")).await;
+        assert!(explain.contains("SwarmExec"), "{backend}: {explain}");
+        assert!(!explain.contains("DirectPathExec"), "{backend}: {explain}");
         // A path that is none of the three is refused by name.
         let err = sql_err(&ctx, "SET swarm.path = 'sideways'").await;
         assert!(err.contains("swarm.path must be"), "{err}");

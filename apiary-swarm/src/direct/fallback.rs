@@ -64,8 +64,11 @@ impl DirectPathExec {
 }
 
 impl DisplayAs for DirectPathExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "DirectPathExec: fallback=storage")
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        match t {
+            DisplayFormatType::TreeRender => write!(f, "path=direct\nfallback=storage"),
+            _ => write!(f, "DirectPathExec: path=direct, fallback=storage"),
+        }
     }
 }
 

@@ -4,13 +4,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::format::ExplainFormat;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{internal_err, plan_err};
 use datafusion::error::Result;
 use datafusion::execution::SessionState;
 use datafusion::execution::context::QueryPlanner;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::logical_expr::{
+    Explain, LogicalPlan, PlanType, StringifiedPlan, ToStringifiedPlan,
+};
+use datafusion::physical_plan::explain::ExplainExec;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion_distributed::{DistributedExec, WorkerResolver};
 
@@ -24,7 +28,8 @@ use crate::config::{SwarmOptions, SwarmPath};
 /// else as usual — where the storage swarm's `SwarmRule` distributes its scans. The choice is
 /// written into the query's `swarm.path`, so that the rule leaves direct-path plans alone.
 ///
-/// Only queries that read a table take a path (statements, DDL and DML are planned as usual).
+/// Only queries that read a table take a path (statements, DDL and DML are planned as usual);
+/// an `EXPLAIN` takes the path of the query it explains and shows it.
 /// `'auto'` takes the direct path when the swarm token is known, another node is alive and every
 /// other alive node listens and has been reached; `'direct'` takes it whenever a worker is
 /// reached, and fails with a clear error otherwise; `'storage'` never takes it.
@@ -56,7 +61,13 @@ impl PathPlanner {
         }
     }
 
+    /// The path of `plan`; an `EXPLAIN [ANALYZE]` takes the path of the query it explains.
     fn choose(&self, plan: &LogicalPlan, asked: SwarmPath) -> Result<SwarmPath> {
+        let plan = match plan {
+            LogicalPlan::Explain(e) => e.plan.as_ref(),
+            LogicalPlan::Analyze(a) => a.input.as_ref(),
+            plan => plan,
+        };
         Ok(match asked {
             // Statements (a `SET` among them), DDL and DML take no path.
             _ if !is_query(plan) => SwarmPath::Storage,
@@ -115,20 +126,13 @@ impl QueryPlanner for PathPlanner {
             return internal_err!("Apiary's PathPlanner needs a SessionState");
         };
         let state = on_path(state, path);
-        match path {
-            SwarmPath::Direct => {
-                let physical = self.direct.create_physical_plan(plan, &state).await?;
-                if !physical.is::<DistributedExec>() {
-                    // Too small to distribute: planned as usual.
-                    return Ok(physical);
-                }
-                Ok(Arc::new(DirectPathExec::new(
-                    physical,
-                    plan.clone(),
-                    state,
-                    self.workers.clone(),
-                )))
+        match (path, plan) {
+            (SwarmPath::Direct, LogicalPlan::Explain(e)) if shows_physical(e) => {
+                let physical = self.direct_plan(&e.plan, &state).await?;
+                Ok(explain(e, &physical, &state))
             }
+            // datafusion-distributed's planner runs an `EXPLAIN ANALYZE`'s stages itself.
+            (SwarmPath::Direct, _) => self.direct_plan(plan, &state).await,
             _ => {
                 DefaultPhysicalPlanner::default()
                     .create_physical_plan(plan, &state)
@@ -136,6 +140,81 @@ impl QueryPlanner for PathPlanner {
             }
         }
     }
+}
+
+impl PathPlanner {
+    /// `plan` planned by datafusion-distributed, under a [`DirectPathExec`] when it was
+    /// distributed.
+    async fn direct_plan(
+        &self,
+        plan: &LogicalPlan,
+        state: &SessionState,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let physical = self.direct.create_physical_plan(plan, state).await?;
+        if !physical.is::<DistributedExec>() {
+            // Too small to distribute (or an `EXPLAIN ANALYZE`): as it was planned.
+            return Ok(physical);
+        }
+        Ok(Arc::new(DirectPathExec::new(
+            physical,
+            plan.clone(),
+            state.clone(),
+            self.workers.clone(),
+        )))
+    }
+}
+
+/// Whether `e` shows a physical plan (the formats that show only the logical plan, and an
+/// explanation of a failed optimization, are DataFusion's to make).
+fn shows_physical(e: &Explain) -> bool {
+    e.logical_optimization_succeeded
+        && matches!(
+            e.explain_format,
+            ExplainFormat::Indent | ExplainFormat::Tree
+        )
+}
+
+/// `EXPLAIN` of a direct-path query: DataFusion's planner would explain the plan it makes
+/// itself, without the stages, which datafusion-distributed cuts after physical optimization.
+/// This shows the final physical plan as it runs — the path, `DistributedExec` and its stages —
+/// with the logical plans as DataFusion shows them (the physical optimizer's passes are not
+/// listed).
+fn explain(
+    e: &Explain,
+    physical: &Arc<dyn ExecutionPlan>,
+    state: &SessionState,
+) -> Arc<dyn ExecutionPlan> {
+    let config = &state.config_options().explain;
+    let mut plans = vec![];
+    if e.explain_format == ExplainFormat::Tree {
+        plans.push(StringifiedPlan::new(
+            PlanType::FinalPhysicalPlan,
+            displayable(physical.as_ref())
+                .set_tree_maximum_render_width(config.tree_maximum_render_width)
+                .tree_render()
+                .to_string(),
+        ));
+    } else {
+        if !config.physical_plan_only {
+            plans.extend(e.stringified_plans.iter().cloned());
+            plans.push(e.plan.to_stringified(PlanType::FinalLogicalPlan));
+        }
+        if !config.logical_plan_only {
+            plans.push(StringifiedPlan::new(
+                PlanType::FinalPhysicalPlan,
+                displayable(physical.as_ref())
+                    .set_show_statistics(e.show_statistics.unwrap_or(config.show_statistics))
+                    .set_show_schema(config.show_schema)
+                    .indent(e.verbose)
+                    .to_string(),
+            ));
+        }
+    }
+    Arc::new(ExplainExec::new(
+        Arc::clone(e.schema.inner()),
+        plans,
+        e.verbose,
+    ))
 }
 
 /// `state` for a query that takes `path`: the choice travels in the query's own `swarm.path`,
