@@ -90,6 +90,8 @@ async fn tpch_swarm(
         "SET distributed.file_scan_config_bytes_per_partition = 1048576",
     )
     .await;
+    // SF 0.1 is below the 64 MiB under which a query stays local.
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
     (ap, workers, ctx)
 }
 
@@ -136,7 +138,6 @@ async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
 
         // `swarm.path = 'storage'` sends the same query over the meadow.
         sql(&ctx, "SET swarm.path = 'storage'").await;
-        sql(&ctx, "SET swarm.min_bytes = 0").await;
         let text = physical(&ctx, &tpch::query(5)).await;
         assert!(!text.contains("DistributedExec"), "{backend}: {text}");
         assert!(text.contains("SwarmExec"), "{backend}: {text}");
@@ -379,6 +380,7 @@ async fn a_worker_refuses_a_client_without_the_swarm_token() {
     // The swarm's own coordinator is let in.
     let ctx = ap.session().unwrap();
     sql(&ctx, "SET swarm.path = 'direct'").await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
     sql(
         &ctx,
         "SET distributed.file_scan_config_bytes_per_partition = 1",
@@ -541,6 +543,35 @@ async fn direct_without_a_reached_worker_is_a_clear_error() {
     sql(&ctx, "SET swarm.path = 'direct'").await;
     let err = sql_err(&ctx, "SELECT count(*) FROM h.b.t").await;
     assert!(err.contains("swarm.path = 'direct', but no node"), "{err}");
+    ap.leave_swarm().await.unwrap();
+}
+
+/// The direct path keeps small queries local by the storage path's rule: a query that reads
+/// less than `swarm.min_bytes` of cells is planned as usual, whichever path was asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_below_min_bytes_stays_local_on_the_direct_path() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (ap, _node, _endpoint) = listening_node(&url, scratch.path()).await;
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "SET swarm.path = 'direct'").await;
+    sql(
+        &ctx,
+        "SET distributed.file_scan_config_bytes_per_partition = 1",
+    )
+    .await;
+    sql(&ctx, "SET distributed.max_tasks_per_stage = 2").await;
+    // h.b.t has a few MiB of cells, below the default 64 MiB.
+    let q = "SELECT g, count(*) FROM h.b.t GROUP BY g";
+    let text = physical(&ctx, q).await;
+    assert!(!text.contains("DistributedExec"), "{text}");
+    let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
+    assert!(!explain.contains("DirectPathExec"), "{explain}");
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let text = physical(&ctx, q).await;
+    assert!(text.contains("DistributedExec"), "{text}");
+    let rows = crate::support::query(&ctx, "SELECT count(DISTINCT g) FROM h.b.t").await;
+    assert_eq!(rows, ["7"]);
     ap.leave_swarm().await.unwrap();
 }
 

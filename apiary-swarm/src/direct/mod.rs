@@ -40,6 +40,7 @@ use tonic::service::interceptor::InterceptedService;
 
 pub use fallback::DirectPathExec;
 pub use planner::PathPlanner;
+use planner::Prepared;
 pub use resolver::{SwarmChannels, SwarmWorkers};
 pub use secret::{SECRET, SwarmToken};
 
@@ -58,6 +59,7 @@ pub(crate) struct Direct {
     pub channels: SwarmChannels,
     pub refused: Arc<AtomicU64>,
     pub codec: ApiaryCodec,
+    pub matcher: ScanMatcher,
 }
 
 impl Direct {
@@ -113,6 +115,7 @@ impl Direct {
             channels,
             refused,
             codec: codec.clone(),
+            matcher: matcher.clone(),
         };
         Ok((direct, server))
     }
@@ -121,6 +124,7 @@ impl Direct {
     /// [`PathPlanner`], which chooses per query.
     pub(crate) fn install(&self, builder: SessionStateBuilder) -> SessionStateBuilder {
         let mut builder = builder
+            .with_query_planner(Arc::new(Prepared::default()))
             .with_distributed_worker_resolver(ResolverHandle(self.workers.clone()))
             .with_distributed_channel_resolver(self.channels.clone())
             .with_distributed_user_codec(self.codec.clone())
@@ -131,6 +135,7 @@ impl Direct {
                 distributed,
                 self.workers.clone(),
                 self.token.clone(),
+                self.matcher.clone(),
             )));
         }
         builder

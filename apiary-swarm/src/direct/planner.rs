@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::format::ExplainFormat;
-use datafusion::common::tree_node::TreeNode;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{internal_err, plan_err};
 use datafusion::error::Result;
 use datafusion::execution::SessionState;
@@ -23,6 +23,7 @@ use super::fallback::DirectPathExec;
 use super::resolver::SwarmWorkers;
 use super::secret::SwarmToken;
 use crate::config::{SwarmOptions, SwarmPath};
+use crate::fragment::{ScanMatcher, files_of};
 
 /// Plans a query on the direct path (datafusion-distributed's planner) when it can take it,
 /// else as usual — where the storage swarm's `SwarmRule` distributes its scans. The choice is
@@ -38,6 +39,8 @@ pub struct PathPlanner {
     workers: Arc<SwarmWorkers>,
     /// Known once a node that listens has created it; until then no worker would take a plan.
     token: SwarmToken,
+    /// The meadow's scans, whose bytes decide whether a query is worth distributing.
+    matcher: ScanMatcher,
 }
 
 impl std::fmt::Debug for PathPlanner {
@@ -53,11 +56,13 @@ impl PathPlanner {
         direct: Arc<dyn QueryPlanner + Send + Sync>,
         workers: Arc<SwarmWorkers>,
         token: SwarmToken,
+        matcher: ScanMatcher,
     ) -> Self {
         Self {
             direct,
             workers,
             token,
+            matcher,
         }
     }
 
@@ -145,12 +150,36 @@ impl QueryPlanner for PathPlanner {
 impl PathPlanner {
     /// `plan` planned by datafusion-distributed, under a [`DirectPathExec`] when it was
     /// distributed.
+    ///
+    /// The plan is made as usual first: a query that reads less than `swarm.min_bytes` of the
+    /// meadow's cells stays local, as on the storage path. Otherwise that plan is handed to
+    /// datafusion-distributed (through [`Prepared`]) to be cut into stages.
     async fn direct_plan(
         &self,
         plan: &LogicalPlan,
         state: &SessionState,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let physical = self.direct.create_physical_plan(plan, state).await?;
+        let local = DefaultPhysicalPlanner::default()
+            .create_physical_plan(plan, state)
+            .await?;
+        let min_bytes = state
+            .config()
+            .options()
+            .extensions
+            .get::<SwarmOptions>()
+            .map_or_else(|| SwarmOptions::default().min_bytes, |o| o.min_bytes);
+        let bytes = self.meadow_bytes(&local)?;
+        if bytes < min_bytes {
+            log::debug!(
+                "a query stays local: it reads {bytes} bytes, below swarm.min_bytes ({min_bytes})"
+            );
+            return Ok(local);
+        }
+        let mut prepared = state.clone();
+        prepared
+            .config_mut()
+            .set_extension(Arc::new(Prepared(Some(local))));
+        let physical = self.direct.create_physical_plan(plan, &prepared).await?;
         if !physical.is::<DistributedExec>() {
             // Too small to distribute (or an `EXPLAIN ANALYZE`): as it was planned.
             return Ok(physical);
@@ -161,6 +190,46 @@ impl PathPlanner {
             state.clone(),
             self.workers.clone(),
         )))
+    }
+}
+
+impl PathPlanner {
+    /// The bytes of the meadow's cells `plan` reads (after the ledger's pruning).
+    fn meadow_bytes(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<u64> {
+        let mut bytes = 0;
+        plan.apply(|node| {
+            if let Some(config) = self.matcher.scan_of(node) {
+                bytes += files_of(&config)
+                    .iter()
+                    .map(|f| f.effective_size())
+                    .sum::<u64>();
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        Ok(bytes)
+    }
+}
+
+/// The planner datafusion-distributed's planner starts from: it returns the plan
+/// [`PathPlanner`] already made for the query (in the session's config), so that a query is
+/// planned once; without one, it plans as usual.
+#[derive(Debug, Default)]
+pub(crate) struct Prepared(Option<Arc<dyn ExecutionPlan>>);
+
+#[async_trait]
+impl QueryPlanner for Prepared {
+    async fn create_physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let prepared = session.config().get_extension::<Prepared>();
+        if let Some(physical) = prepared.and_then(|p| p.0.clone()) {
+            return Ok(physical);
+        }
+        DefaultPhysicalPlanner::default()
+            .create_physical_plan(plan, session)
+            .await
     }
 }
 
