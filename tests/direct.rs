@@ -264,6 +264,38 @@ async fn a_worker_killed_in_the_middle_of_a_query_costs_a_rerun_not_the_answer()
     ap.leave_swarm().await.unwrap();
 }
 
+/// A worker killed after a query's first batch reached the caller: running the query again
+/// would repeat rows, so it fails — within the deadline, never a hang — with an error that names
+/// the node it lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lost_after_the_first_batch_fails_the_query_naming_the_node() {
+    use futures::StreamExt;
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (ap, mut workers, ctx) =
+        tpch_swarm(&url, scratch.path(), &[("n1", true), ("n2", true)]).await;
+    let q = "SELECT l_orderkey, l_comment FROM lineitem";
+    let text = physical(&ctx, q).await;
+    assert!(text.contains("DirectPathExec"), "{text}");
+    let mut stream = ctx.sql(q).await.unwrap().execute_stream().await.unwrap();
+    stream.next().await.expect("a first batch").unwrap();
+    workers[1].kill();
+    let start = Instant::now();
+    let err = loop {
+        let next = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("the query hung after its worker was killed");
+        match next {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break e.to_string(),
+            None => panic!("the query ended without n2's rows and without an error"),
+        }
+    };
+    assert!(err.contains("node n2 (http://127.0.0.1:"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(60));
+    ap.leave_swarm().await.unwrap();
+}
+
 /// Always the given endpoints.
 struct Fixed(Vec<Url>);
 

@@ -5,7 +5,8 @@
 //! distributed run ends in an error before any batch reached the caller (a worker killed, a
 //! network cut, a refused connection), the query is planned again with `swarm.path =
 //! 'storage'` — the meadow's exchange, or local — and that plan's batches are returned. After the
-//! first batch an error goes to the caller as it is (it names the worker's endpoint).
+//! first batch a rerun would repeat rows: the error goes to the caller, naming the workers that
+//! no longer answer.
 
 use std::fmt;
 use std::sync::Arc;
@@ -127,8 +128,17 @@ impl ExecutionPlan for DirectPathExec {
             let e = match direct.next().await {
                 None => return Ok::<Batches, DataFusionError>(futures::stream::empty().boxed()),
                 Some(Ok(batch)) => {
+                    let rest = direct.then(move |next| {
+                        let workers = workers.clone();
+                        async move {
+                            match next {
+                                Err(e) => Err(lost(e, &workers).await),
+                                batch => batch,
+                            }
+                        }
+                    });
                     return Ok(futures::stream::once(async { Ok(batch) })
-                        .chain(direct)
+                        .chain(rest)
                         .boxed());
                 }
                 Some(Err(e)) => e,
@@ -157,4 +167,21 @@ impl ExecutionPlan for DirectPathExec {
             stream,
         )))
     }
+}
+
+/// The error of a direct-path query that failed after its first batch, naming the workers that
+/// no longer answer: it cannot run again without repeating the rows already returned.
+async fn lost(e: DataFusionError, workers: &SwarmWorkers) -> DataFusionError {
+    let lost = workers.unanswering().await;
+    let what = match lost.is_empty() {
+        true => "a worker failed (every worker still answers)".to_string(),
+        false => format!("lost {}", lost.join(", ")),
+    };
+    DataFusionError::Context(
+        format!(
+            "the direct path {what} after the query's first batch; it was not run again, which \
+             would repeat rows"
+        ),
+        Box::new(e),
+    )
 }

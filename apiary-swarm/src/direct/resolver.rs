@@ -106,20 +106,7 @@ impl SwarmWorkers {
                 .collect()
         };
         for endpoint in due {
-            let reached = match Url::parse(&endpoint) {
-                Ok(url) => match (url.host_str(), url.port()) {
-                    (Some(host), Some(port)) => matches!(
-                        tokio::time::timeout(
-                            CONNECT_TIMEOUT,
-                            tokio::net::TcpStream::connect((host, port))
-                        )
-                        .await,
-                        Ok(Ok(_))
-                    ),
-                    _ => false,
-                },
-                Err(_) => false,
-            };
+            let reached = answers(&endpoint).await;
             if !reached {
                 log::info!("node {}: cannot reach {endpoint}", self.membership.id());
             }
@@ -133,11 +120,57 @@ impl SwarmWorkers {
         }
         newly
     }
+    /// The workers reached before that do not answer now, each as `node ID (ENDPOINT)`; they
+    /// are probed again before a query plans with them. Asked when a direct-path query failed
+    /// after its first batch, to name the node it lost.
+    pub(crate) async fn unanswering(&self) -> Vec<String> {
+        let reached: Vec<String> = lock(&self.reach)
+            .iter()
+            .filter(|(_, r)| matches!(r, Reach::Reached))
+            .map(|(e, _)| e.clone())
+            .collect();
+        let names: HashMap<String, String> = self
+            .membership
+            .world
+            .nodes()
+            .into_iter()
+            .filter_map(|n| Some((n.heartbeat.endpoint?, n.heartbeat.node_id)))
+            .collect();
+        let mut lost = vec![];
+        for endpoint in reached {
+            if answers(&endpoint).await {
+                continue;
+            }
+            lock(&self.reach).insert(endpoint.clone(), Reach::Failed(Instant::now()));
+            lost.push(match names.get(&endpoint) {
+                Some(id) => format!("node {id} ({endpoint})"),
+                None => endpoint,
+            });
+        }
+        lost.sort();
+        lost
+    }
+
     /// Forgets which endpoints were reached (a query found one gone): every one is probed
     /// again, and until then no query takes the direct path.
     pub(crate) fn forget_reached(&self) {
         lock(&self.reach).clear();
     }
+}
+
+/// Whether a TCP connection to `endpoint` opens within [`CONNECT_TIMEOUT`].
+async fn answers(endpoint: &str) -> bool {
+    let Ok(url) = Url::parse(endpoint) else {
+        return false;
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port()) else {
+        return false;
+    };
+    let connect = tokio::net::TcpStream::connect((host, port));
+    matches!(
+        tokio::time::timeout(CONNECT_TIMEOUT, connect).await,
+        Ok(Ok(_))
+    )
 }
 
 impl WorkerResolver for SwarmWorkers {
