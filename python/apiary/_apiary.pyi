@@ -40,6 +40,7 @@ class Status(TypedDict):
     band: str
     swarm: bool
     node_id: str | None
+    endpoint: str | None
 
 class NodeStatus(TypedDict):
     node: str
@@ -50,6 +51,7 @@ class NodeStatus(TypedDict):
     band: str
     cached_cells: int
     cache_bytes: int
+    endpoint: str | None
 
 class SwarmStatus(TypedDict):
     joined: bool
@@ -94,7 +96,9 @@ class Apiary:
     def name(self) -> str: ...
     @property
     def storage(self) -> str: ...
-    def start(self, http: str | None = None, redact_sql: bool = False) -> str | None: ...
+    def start(
+        self, http: str | None = None, redact_sql: bool = False, listen: str | None = None
+    ) -> str | None: ...
     def shutdown(self) -> None: ...
     def __enter__(self) -> Apiary: ...
     def __exit__(self, exc_type: object, exc: object, tb: object) -> bool: ...

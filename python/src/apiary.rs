@@ -255,22 +255,45 @@ impl PyApiary {
     }
 
     /// Joins the swarm: this node heartbeats, works other nodes' tasks, and `sql()` distributes
-    /// large scans over the live nodes. With `http="127.0.0.1:PORT"` it also serves its status
+    /// large scans over the live nodes. With `listen="127.0.0.1:PORT"` it also serves the direct
+    /// path's worker there (port 0 picks one; `status()["endpoint"]` tells it), as
+    /// `apiary node --listen` does. With `http="127.0.0.1:PORT"` it also serves its status
     /// page, `/metrics` and `/api/status` there (port 0 picks one) and returns the page's URL.
     /// Idempotent.
-    #[pyo3(signature = (http = None, redact_sql = false))]
+    #[pyo3(signature = (http = None, redact_sql = false, listen = None))]
     fn start(
         &self,
         py: Python<'_>,
         http: Option<String>,
         redact_sql: bool,
+        listen: Option<String>,
     ) -> PyResult<Option<String>> {
-        if self.ap.swarm().is_none() {
-            wait(py, async {
-                self.ap.join_swarm(SwarmConfig::default()).await?;
-                Ok(())
-            })?;
-            *lock(&self.session) = self.ap.session().map_err(Error::from)?;
+        let listen = listen
+            .map(|addr| {
+                addr.parse::<std::net::SocketAddr>().map_err(|e| {
+                    Error::Invalid(format!(
+                        "listen={addr:?} is not an address like 127.0.0.1:50051: {e}"
+                    ))
+                })
+            })
+            .transpose()?;
+        match self.ap.swarm() {
+            None => {
+                let mut config = SwarmConfig::default();
+                config.listen = listen;
+                wait(py, async {
+                    self.ap.join_swarm(config).await?;
+                    Ok(())
+                })?;
+                *lock(&self.session) = self.ap.session().map_err(Error::from)?;
+            }
+            Some(node) if listen.is_some() && node.status().endpoint.is_none() => {
+                return Err(Error::Invalid(
+                    "this node joined the swarm without listen=: call shutdown() first".into(),
+                )
+                .into());
+            }
+            Some(_) => {}
         }
         if let Some(addr) = http
             && lock(&self.status).is_none()
@@ -345,6 +368,7 @@ impl PyApiary {
         let swarm = self.ap.swarm();
         d.set_item("swarm", swarm.is_some())?;
         d.set_item("node_id", swarm.as_ref().map(|s| s.id().to_string()))?;
+        d.set_item("endpoint", swarm.and_then(|s| s.status().endpoint))?;
         Ok(d)
     }
 
@@ -377,6 +401,7 @@ impl PyApiary {
             d.set_item("band", h.band.to_string())?;
             d.set_item("cached_cells", h.cache_cells)?;
             d.set_item("cache_bytes", h.cache_bytes)?;
+            d.set_item("endpoint", &h.endpoint)?;
             list.append(d)?;
         }
         let d = PyDict::new(py);

@@ -336,6 +336,57 @@ def test_start_can_serve_the_status_page(ap):
         urllib.request.urlopen(url + "metrics", timeout=5)
 
 
+def test_start_listens_for_the_direct_path(tmp_path):
+    """start(listen=...) serves the direct path's worker: with a node of another process
+    listening, this node's queries take the direct path (EXPLAIN shows it) and answer right."""
+    import subprocess
+    import sys
+
+    storage = str(tmp_path / "meadow")
+    ap = with_orders(apiary.Apiary("coordinator", storage=storage))
+    for i in range(4):
+        ap.write_to_frame("sales", "eu", "orders", orders(range(i * 25000, (i + 1) * 25000)))
+    code = (
+        "import sys, apiary\n"
+        f"node = apiary.Apiary('node', storage={storage!r})\n"
+        "node.start(listen='127.0.0.1:0')\n"
+        "print(node.status()['endpoint'], flush=True)\n"
+        "sys.stdin.read()\n"
+        "node.shutdown()\n"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        endpoint = worker.stdout.readline().strip()
+        assert endpoint.startswith("http://127.0.0.1:"), endpoint
+        with pytest.raises(apiary.ApiaryError, match="not an address"):
+            ap.start(listen="everywhere")
+        with ap:
+            ap.start()
+            assert ap.status()["endpoint"] is None
+            # The frame is small: no size threshold, a task per cell, two tasks a stage.
+            for setting in [
+                "swarm.min_bytes = 0",
+                "distributed.file_scan_config_bytes_per_partition = 1",
+                "distributed.max_tasks_per_stage = 2",
+            ]:
+                ap.sql(f"SET {setting}")
+            q = "SELECT region, count(*) AS n FROM sales.eu.orders GROUP BY region"
+            deadline = time.monotonic() + 60
+            while True:
+                plan = "\n".join(ap.sql(f"EXPLAIN {q}").column("plan").to_pylist())
+                if "DirectPathExec" in plan:
+                    break
+                assert time.monotonic() < deadline, plan
+                time.sleep(0.2)
+            assert endpoint in [n["endpoint"] for n in ap.swarm_status()["nodes"]]
+            assert ap.sql(q).column("n").to_pylist() == [100000]
+    finally:
+        worker.stdin.close()
+        worker.wait(timeout=30)
+
+
 def test_explain_tells_the_frame_scans(ap):
     with_orders(ap)
     ap.write_to_frame("sales", "eu", "orders", orders([1, 2, 3]))
