@@ -522,6 +522,141 @@ async fn a_worker_refuses_a_plan_that_reads_outside_its_meadow() {
     }
 }
 
+/// Certificates for 127.0.0.1, made with `openssl`: a CA, and a node certificate it signed.
+/// Returns the node's certificate, its key and the CA's certificate.
+fn certificates(dir: &std::path::Path) -> [String; 3] {
+    let openssl = |args: &str| {
+        let out = std::process::Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(dir)
+            .output()
+            .expect("openssl (the tests make their certificates with it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    openssl(&format!(
+        "req -x509 {key} -keyout ca.key -out ca.pem -days 2 -subj /CN=apiary-test-ca"
+    ));
+    openssl(&format!(
+        "req {key} -keyout node.key -out node.csr -subj /CN=127.0.0.1"
+    ));
+    std::fs::write(
+        dir.join("node.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        "x509 -req -in node.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out node.pem -days 2 \
+         -extfile node.ext",
+    );
+    ["node.pem", "node.key", "ca.pem"].map(|f| dir.join(f).to_str().unwrap().to_string())
+}
+
+/// What a server on `endpoint` answers to a client that opens plain HTTP/2 (its preface and an
+/// empty SETTINGS frame): whether it answers with an HTTP/2 frame (SETTINGS, type 4).
+async fn speaks_plain_http2(endpoint: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.split("://").nth(1).unwrap().trim_end_matches('/');
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut head)).await;
+    matches!(read, Ok(Ok(_))) && head[3] == 4
+}
+
+/// `--tls-cert/--tls-key/--tls-ca`: workers serve the direct path over TLS (https endpoints in
+/// their heartbeats) and no longer speak plain HTTP/2; a coordinator that holds the swarm's CA
+/// runs queries on them; one without it keeps to the meadow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_serve_the_direct_path_over_tls() {
+    let scratch = tempfile::tempdir().unwrap();
+    let [cert, key, ca] = certificates(scratch.path());
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let ap = coordinator(&url, scratch.path()).await;
+    tpch::load(&ap.session().unwrap()).await;
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-ca",
+        &ca,
+    ];
+    let workers = [
+        Worker::spawn(&url, "t1", scratch.path(), &args),
+        Worker::spawn(&url, "t2", scratch.path(), &args),
+    ];
+    let mut config = coordinator_config(scratch.path());
+    // The coordinator listens too, without TLS: the probe below must tell the two apart.
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.tls = Some(apiary::swarm::SwarmTls {
+        ca: Some(ca.clone().into()),
+        ..Default::default()
+    });
+    let node = ap.join_swarm(config).await.unwrap();
+    wait_alive(&ap, &workers).await;
+    wait_reached(&ap, 3, &workers).await;
+    let reached = ap.swarm().unwrap().direct_workers();
+    let tls: Vec<&String> = reached
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .collect();
+    assert_eq!(tls.len(), 2, "{reached:?}");
+    for endpoint in &tls {
+        assert!(
+            !speaks_plain_http2(endpoint).await,
+            "{endpoint} speaks plain HTTP/2"
+        );
+    }
+    assert!(speaks_plain_http2(&node.status().endpoint.unwrap()).await);
+
+    let ctx = ap.session().unwrap();
+    tpch::use_schema(&ctx).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    sql(
+        &ctx,
+        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
+    )
+    .await;
+    let text = physical(&ctx, &tpch::query(5)).await;
+    assert!(text.contains("DirectPathExec"), "{text}");
+    let failures = tpch::failures(&ctx, [3, 5]).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let calls = ap.swarm().unwrap().direct_calls();
+    assert!(
+        tls.iter()
+            .all(|e| calls.keys().any(|c| c.starts_with(e.as_str()))),
+        "{calls:?}"
+    );
+    ap.leave_swarm().await.unwrap();
+
+    // A node without the CA does not call them: its queries keep to the meadow.
+    let other = coordinator(&url, &scratch.path().join("other")).await;
+    other
+        .join_swarm(coordinator_config(&scratch.path().join("other")))
+        .await
+        .unwrap();
+    wait_alive(&other, &workers).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(other.swarm().unwrap().direct_workers().is_empty());
+    let ctx = other.session().unwrap();
+    tpch::use_schema(&ctx).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let text = physical(&ctx, &tpch::query(5)).await;
+    assert!(!text.contains("DirectPathExec"), "{text}");
+    let failures = tpch::failures(&ctx, [5]).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    other.leave_swarm().await.unwrap();
+}
+
 /// `apiary node --rotate-secret` writes a new token and exits.
 #[test]
 fn rotate_secret_replaces_the_token() {

@@ -6,6 +6,17 @@ use std::time::Duration;
 use datafusion::common::config::ConfigExtension;
 use datafusion::common::extensions_options;
 
+/// The direct path's TLS, as PEM files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwarmTls {
+    /// This node's certificate (chain) and private key, served when it listens; both or none.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The CA certificate(s) a worker's certificate is checked against (default: `cert`, for
+    /// a swarm that shares one certificate).
+    pub ca: Option<PathBuf>,
+}
+
 /// A node's swarm settings. The defaults suit a LAN of small boards and a cloud bucket alike.
 #[derive(Debug, Clone)]
 pub struct SwarmConfig {
@@ -65,6 +76,10 @@ pub struct SwarmConfig {
     /// takes a free port). `None`: the node takes part through the meadow only. Needs the
     /// `direct` feature.
     pub listen: Option<std::net::SocketAddr>,
+    /// TLS of the direct path (`apiary node --tls-cert/--tls-key/--tls-ca`): a node that
+    /// listens serves it, and every node checks workers' certificates against the swarm's CA.
+    /// `None`: plain HTTP/2.
+    pub tls: Option<SwarmTls>,
     /// Fault injection for tests: each task waits this long before it runs.
     #[doc(hidden)]
     pub debug_task_delay: Duration,
@@ -101,6 +116,7 @@ impl Default for SwarmConfig {
             keep_cache: false,
             keep_queries: false,
             listen: None,
+            tls: None,
             debug_task_delay: Duration::ZERO,
             debug_task_block: Duration::ZERO,
             debug_clock_skew_ms: 0,

@@ -21,6 +21,9 @@ pub enum SwarmError {
     #[error("cannot listen on {addr} for the direct path: {reason}")]
     Listen { addr: String, reason: String },
 
+    #[error("TLS of the direct path: {what}: {reason}")]
+    Tls { what: String, reason: String },
+
     #[error("this build has no direct path (the `direct` feature): cannot listen on {addr}")]
     NoDirectPath { addr: String },
 

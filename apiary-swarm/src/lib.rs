@@ -35,7 +35,7 @@ mod worker;
 pub mod world_view;
 
 pub use codec::ApiaryCodec;
-pub use config::{SwarmConfig, SwarmOptions, SwarmPath};
+pub use config::{SwarmConfig, SwarmOptions, SwarmPath, SwarmTls};
 pub use error::{Result, SwarmError};
 pub use node::{SwarmNode, SwarmStatus};
 pub use rule::SwarmRule;

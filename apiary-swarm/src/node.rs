@@ -99,7 +99,7 @@ impl SwarmNode {
                 &session.runtime_env(),
                 &codec,
                 &matcher,
-                config.listen,
+                &config,
             )
             .await?;
             if let Some(endpoint) = &direct.endpoint {

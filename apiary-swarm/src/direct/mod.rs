@@ -22,6 +22,7 @@ mod guard;
 mod planner;
 mod resolver;
 mod secret;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub use resolver::{SwarmChannels, SwarmWorkers};
 pub use secret::{SECRET, SwarmToken};
 
 use crate::codec::ApiaryCodec;
+use crate::config::SwarmConfig;
 use crate::error::{Result, SwarmError};
 use crate::fragment::ScanMatcher;
 use crate::membership::Membership;
@@ -63,7 +65,7 @@ pub(crate) struct Direct {
 }
 
 impl Direct {
-    /// Sets up the direct path of a node; with `listen`, binds it and serves a worker there
+    /// Sets up the direct path of a node; with `config.listen`, binds it and serves a worker there
     /// (the server task is returned, to be aborted when the node leaves).
     pub(crate) async fn start(
         meadow: &Meadow,
@@ -72,8 +74,11 @@ impl Direct {
         base: &Arc<RuntimeEnv>,
         codec: &ApiaryCodec,
         matcher: &ScanMatcher,
-        listen: Option<SocketAddr>,
+        config: &SwarmConfig,
     ) -> Result<(Direct, Option<JoinHandle<()>>)> {
+        let listen = config.listen;
+        let tls = config.tls.clone().unwrap_or_default();
+        let (server_tls, client_tls) = (tls::server(&tls)?, tls::client(&tls)?);
         let token = match listen {
             Some(_) => SwarmToken::load_or_create(meadow).await?,
             None => {
@@ -82,7 +87,7 @@ impl Direct {
                 token
             }
         };
-        let channels = SwarmChannels::new(token.clone());
+        let channels = SwarmChannels::new(token.clone(), client_tls.clone());
         let refused = Arc::new(AtomicU64::new(0));
         let (endpoint, server) = match listen {
             Some(addr) => {
@@ -102,6 +107,7 @@ impl Direct {
                     ),
                     token.clone(),
                     refused.clone(),
+                    server_tls,
                 )
                 .await?;
                 (Some(endpoint), Some(server))
@@ -111,7 +117,7 @@ impl Direct {
         let direct = Direct {
             endpoint,
             token,
-            workers: Arc::new(SwarmWorkers::new(membership)),
+            workers: Arc::new(SwarmWorkers::new(membership, client_tls.is_some())),
             channels,
             refused,
             codec: codec.clone(),
@@ -209,14 +215,26 @@ fn worker(
     .with_runtime_env(runtime)
 }
 
-/// Binds `addr` and serves `worker` there behind the token's check; the endpoint advertised is
-/// the bound address (port 0 becomes the port given).
+/// Binds `addr` and serves `worker` there behind the token's check, over TLS when given; the
+/// endpoint advertised is the bound address (port 0 becomes the port given).
 async fn serve(
     addr: SocketAddr,
     worker: Worker,
     token: SwarmToken,
     refused: Arc<AtomicU64>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<(String, JoinHandle<()>)> {
+    let mut builder = tonic::transport::Server::builder();
+    let scheme = match tls {
+        Some(tls) => {
+            builder = builder.tls_config(tls).map_err(|e| SwarmError::Tls {
+                what: "the certificate and key".into(),
+                reason: e.to_string(),
+            })?;
+            "https"
+        }
+        None => "http",
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| SwarmError::Listen {
@@ -244,7 +262,7 @@ async fn serve(
     let service = InterceptedService::new(worker.into_worker_server(), check);
     let server = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        if let Err(e) = tonic::transport::Server::builder()
+        if let Err(e) = builder
             .add_service(service)
             .serve_with_incoming(incoming)
             .await
@@ -252,7 +270,7 @@ async fn serve(
             log::error!("the direct-path worker on {bound} stopped: {e}");
         }
     });
-    Ok((format!("http://{bound}"), server))
+    Ok((format!("{scheme}://{bound}"), server))
 }
 
 /// Keeps the direct path current while the node lives: probes endpoints of nodes not reached

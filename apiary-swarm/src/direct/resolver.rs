@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::common::exec_datafusion_err;
+use datafusion::common::{exec_datafusion_err, exec_err};
 use datafusion::error::{DataFusionError, Result};
 use datafusion_distributed::{ChannelResolver, WorkerChannel, WorkerResolver, grpc};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use url::Url;
 
 use super::secret::SwarmToken;
@@ -38,6 +38,8 @@ enum Reach {
 pub struct SwarmWorkers {
     membership: Arc<Membership>,
     reach: Mutex<HashMap<String, Reach>>,
+    /// Whether this node can check a TLS worker's certificate; a worker it cannot is skipped.
+    tls: bool,
 }
 
 impl std::fmt::Debug for SwarmWorkers {
@@ -49,20 +51,22 @@ impl std::fmt::Debug for SwarmWorkers {
 }
 
 impl SwarmWorkers {
-    pub(crate) fn new(membership: Arc<Membership>) -> Self {
+    pub(crate) fn new(membership: Arc<Membership>, tls: bool) -> Self {
         Self {
             membership,
             reach: Mutex::new(HashMap::new()),
+            tls,
         }
     }
 
-    /// The alive nodes' endpoints (`None` for a node that does not listen).
+    /// The alive nodes' endpoints this node can call (`None` for a node that does not listen,
+    /// or serves TLS to a node without the swarm's CA).
     fn alive_endpoints(&self) -> Vec<Option<String>> {
         self.membership
             .world
             .alive()
             .into_iter()
-            .map(|hb| hb.endpoint)
+            .map(|hb| hb.endpoint.filter(|e| self.tls || !e.starts_with("https:")))
             .collect()
     }
 
@@ -81,7 +85,7 @@ impl SwarmWorkers {
             .alive()
             .into_iter()
             .filter(|hb| hb.node_id != me)
-            .map(|hb| hb.endpoint)
+            .map(|hb| hb.endpoint.filter(|e| self.tls || !e.starts_with("https:")))
             .collect();
         !others.is_empty()
             && others
@@ -192,15 +196,18 @@ impl WorkerResolver for SwarmWorkers {
 #[derive(Clone)]
 pub struct SwarmChannels {
     token: SwarmToken,
+    /// The swarm's CA, for workers that serve TLS.
+    tls: Option<ClientTlsConfig>,
     channels: Arc<Mutex<HashMap<Url, Channel>>>,
     /// Clients handed out per endpoint: which workers this node's queries and tasks called.
     calls: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl SwarmChannels {
-    pub(crate) fn new(token: SwarmToken) -> Self {
+    pub(crate) fn new(token: SwarmToken, tls: Option<ClientTlsConfig>) -> Self {
         Self {
             token,
+            tls,
             channels: Arc::default(),
             calls: Arc::default(),
         }
@@ -216,8 +223,20 @@ impl SwarmChannels {
         if let Some(c) = channels.get(url) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| exec_datafusion_err!("bad worker endpoint {url}: {e}"))?
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| exec_datafusion_err!("bad worker endpoint {url}: {e}"))?;
+        if url.scheme() == "https" {
+            let Some(tls) = &self.tls else {
+                return exec_err!(
+                    "the worker at {url} serves TLS, and this node has no CA to check it against \
+                     (--tls-ca)"
+                );
+            };
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| exec_datafusion_err!("TLS for the worker at {url}: {e}"))?;
+        }
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEP_ALIVE)
             .keep_alive_timeout(KEEP_ALIVE)

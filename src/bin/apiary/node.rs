@@ -30,6 +30,16 @@ pub struct NodeArgs {
     /// 127.0.0.1:0 for a free port); without it the node works through the meadow only.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Serve the direct path over TLS with this certificate (PEM; its chain), with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// The swarm's CA certificate (PEM), which workers' certificates are checked against
+    /// (default: --tls-cert, for a swarm that shares one certificate).
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
     /// Replace the swarm token (`_swarm/secret.json`) with a new one and exit: requests with
     /// the old token are refused once the nodes have read the new one (seconds).
     #[arg(long)]
@@ -58,6 +68,13 @@ impl NodeArgs {
             .ok_or_else(|| format!("--cache-size {:?} is not a size like 2G", self.cache_size))?;
         config.keep_queries = self.keep_queries;
         config.listen = self.listen;
+        if self.tls_cert.is_some() || self.tls_ca.is_some() {
+            config.tls = Some(apiary::swarm::SwarmTls {
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+                ca: self.tls_ca.clone(),
+            });
+        }
         config.debug_task_delay = Duration::from_millis(self.debug_task_delay_ms);
         config.debug_clock_skew_ms = self.debug_clock_skew_ms;
         Ok(config)
