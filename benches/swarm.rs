@@ -23,6 +23,10 @@
 //! both sides read cells through a cell cache on local disk (the other way one side would fetch
 //! every cell over the network and the other not).
 //!
+//! - with `--direct` (and the `direct` feature), instead: all 22 queries on one node and on two
+//!   listening nodes, over the direct path (datafusion-distributed) and over the meadow, side by
+//!   side (`cargo bench --bench swarm --no-default-features --features direct -- --direct`).
+//!
 //! ```text
 //! cargo bench --bench swarm --no-default-features -- [--runs 7] [--queries 1,6] [--small 2,11] [--idle-secs 60] [--calls 1,6] [--tasks-per-bee N] [--storage s3] [--per-process]
 //! ```
@@ -70,6 +74,11 @@ struct Worker(Child);
 
 impl Worker {
     fn spawn(storage: &str, id: &str, core: usize, cache: &Path) -> Worker {
+        Worker::spawn_with(storage, id, core, cache, &[])
+    }
+
+    /// [`Worker::spawn`] with more arguments of `--worker` mode (`--listen`).
+    fn spawn_with(storage: &str, id: &str, core: usize, cache: &Path, extra: &[&str]) -> Worker {
         let exe = std::env::current_exe().expect("this benchmark's path");
         let child = Command::new("taskset")
             .args(["-c", &core.to_string()])
@@ -79,6 +88,7 @@ impl Worker {
             .args(["--id", id])
             .arg("--cache")
             .arg(cache)
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("start a worker");
@@ -188,7 +198,8 @@ fn timeline(dir: &Path) {
     let _ = std::fs::remove_dir_all(&queries);
 }
 
-async fn distributed(ctx: &SessionContext, sql: &str) -> bool {
+/// The physical plan of `sql` in `ctx`, as text.
+async fn plan_text(ctx: &SessionContext, sql: &str) -> String {
     let plan = ctx
         .sql(sql)
         .await
@@ -196,10 +207,11 @@ async fn distributed(ctx: &SessionContext, sql: &str) -> bool {
         .create_physical_plan()
         .await
         .expect("physical plan");
-    displayable(plan.as_ref())
-        .indent(false)
-        .to_string()
-        .contains("SwarmExec")
+    displayable(plan.as_ref()).indent(false).to_string()
+}
+
+async fn distributed(ctx: &SessionContext, sql: &str) -> bool {
+    plan_text(ctx, sql).await.contains("SwarmExec")
 }
 
 fn one_node(scratch: &Path) -> ApiaryOptions {
@@ -485,6 +497,125 @@ async fn scale_out(dir: &Path, runs: usize) {
     }
 }
 
+/// `--direct`: all 22 TPC-H SF1 queries on one node (one bee, core 0) and on two nodes of one
+/// bee each (this process on core 0, a worker process on core 1, both listening), over the
+/// direct path and over the meadow, interleaved per run; speedups against one node and their
+/// geometric means.
+#[cfg(feature = "direct")]
+async fn direct_scale_out(dir: &Path, runs: usize) {
+    let _ = std::fs::remove_dir_all(dir.join("_queries"));
+    let storage = dir.to_str().expect("utf-8");
+    let scratch = work_dir("swarm-direct-scratch");
+    let _ = std::fs::remove_dir_all(scratch.join("cache"));
+    let alone = Apiary::open_with(storage, one_node(&scratch.join("alone")))
+        .await
+        .expect("open");
+    let coordinator = Apiary::open_with(storage, one_node(&scratch.join("coordinator")))
+        .await
+        .expect("open");
+    let _worker = Worker::spawn_with(storage, "w1", 1, &scratch.join("cache"), &["--listen"]);
+    let mut config = SwarmConfig::default().with_node_id("coordinator");
+    config.cache_dir = scratch.join("cache");
+    config.listen = Some("127.0.0.1:0".parse().expect("address"));
+    coordinator.join_swarm(config).await.expect("join");
+    wait_alive(&coordinator, "w1").await;
+    let swarm = coordinator.swarm().expect("joined");
+    let start = Instant::now();
+    while swarm.direct_workers().len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "reached {:?}",
+            swarm.direct_workers()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let local = tpch_session(&alone).await;
+    run(&local, "SET swarm.enabled = false").await;
+    let direct = tpch_session(&coordinator).await;
+    run(&direct, "SET swarm.path = 'direct'").await;
+    run(&direct, "SET swarm.min_bytes = 0").await;
+    let meadow = tpch_session(&coordinator).await;
+    run(&meadow, "SET swarm.path = 'storage'").await;
+    run(&meadow, "SET swarm.min_bytes = 0").await;
+
+    println!(
+        "## Direct path: 1 node vs 2 nodes, one core each (TPC-H SF1 on a local folder, {runs} runs, median)\n"
+    );
+    println!(
+        "| query | 1 node (ms) | 2 nodes, direct (ms) | speedup | 2 nodes, meadow (ms) | speedup |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let (mut direct_ups, mut meadow_ups) = (vec![], vec![]);
+    let mut slower = vec![];
+    for q in queries(
+        "--queries",
+        &(1..=22)
+            .map(|q| q.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    ) {
+        let sql = tpch_query(q);
+        let plan = plan_text(&direct, &sql).await;
+        let mark = if plan.contains("DirectPathExec") {
+            ""
+        } else {
+            " (not distributed)"
+        };
+        let expected = answer(&local, &sql).await;
+        assert_eq!(
+            expected,
+            answer(&direct, &sql).await,
+            "q{q}: the direct path's answer differs"
+        );
+        assert_eq!(
+            expected,
+            answer(&meadow, &sql).await,
+            "q{q}: the meadow's answer differs"
+        );
+        for ctx in [&local, &direct, &meadow] {
+            run(ctx, &sql).await;
+        }
+        let (mut one, mut two, mut three) = (vec![], vec![], vec![]);
+        for _ in 0..runs {
+            one.push(time(&local, &sql).await.0);
+            two.push(time(&direct, &sql).await.0);
+            three.push(time(&meadow, &sql).await.0);
+        }
+        let (one, two, three) = (median(one), median(two), median(three));
+        let (up, mup) = (
+            one.as_secs_f64() / two.as_secs_f64(),
+            one.as_secs_f64() / three.as_secs_f64(),
+        );
+        direct_ups.push(up);
+        meadow_ups.push(mup);
+        if up < 1.0 / 1.05 {
+            slower.push(format!("q{q}"));
+        }
+        println!(
+            "| q{q}{mark} | {:.0} | {:.0} | {up:.2}× | {:.0} | {mup:.2}× |",
+            ms(one),
+            ms(two),
+            ms(three)
+        );
+    }
+    let geomean = |ups: &[f64]| (ups.iter().map(|u| u.ln()).sum::<f64>() / ups.len() as f64).exp();
+    println!(
+        "| geometric mean | | | {:.2}× | | {:.2}× |",
+        geomean(&direct_ups),
+        geomean(&meadow_ups)
+    );
+    println!(
+        "\nSlower than one node by more than 5 % on the direct path: {}",
+        if slower.is_empty() {
+            "none".to_string()
+        } else {
+            slower.join(", ")
+        }
+    );
+    coordinator.leave_swarm().await.expect("leave");
+}
+
 /// One row of a scale-out table: the medians of both sides and their ratio.
 fn speedup_row(label: &str, one: Vec<Duration>, two: Vec<Duration>) {
     let (one, two) = (median(one), median(two));
@@ -735,7 +866,8 @@ async fn idle(secs: u64) {
     ap.leave_swarm().await.expect("leave");
 }
 
-/// `--worker STORAGE --id ID --cache DIR`: a swarm member with one bee of 2 GiB until SIGTERM.
+/// `--worker STORAGE --id ID --cache DIR [--listen]`: a swarm member with one bee of 2 GiB until
+/// SIGTERM; with `--listen`, a worker of the direct path on 127.0.0.1 too.
 async fn worker(storage: &str) {
     let id = arg("--id").expect("--id");
     let cache = arg("--cache").expect("--cache");
@@ -745,6 +877,9 @@ async fn worker(storage: &str) {
         .expect("open");
     let mut config = SwarmConfig::default().with_node_id(id);
     config.cache_dir = cache.into();
+    if common::flag("--listen") {
+        config.listen = Some("127.0.0.1:0".parse().expect("address"));
+    }
     ap.join_swarm(config).await.expect("join");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("signal handler");
@@ -771,6 +906,11 @@ fn main() {
     rt.block_on(async {
         let (dir, ap) = tpch_apiary("1").await;
         drop(ap);
+        #[cfg(feature = "direct")]
+        if common::flag("--direct") {
+            direct_scale_out(&dir, runs).await;
+            return;
+        }
         if arg("--calls-only").is_none() {
             scale_out(&dir, runs).await;
         }

@@ -158,6 +158,85 @@ async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
     }
 }
 
+/// Two nodes that both listen — the coordinator and one process — with hash joins planned
+/// partitioned (as at larger scales, where build sides pass DataFusion's thresholds): every
+/// answer right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_joins_answer_right_on_the_direct_path() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let ap = coordinator(&url, scratch.path()).await;
+    tpch::load(&ap.session().unwrap()).await;
+    let workers = [Worker::spawn(
+        &url,
+        "p1",
+        scratch.path(),
+        &["--listen", "127.0.0.1:0"],
+    )];
+    let mut config = coordinator_config(scratch.path());
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    ap.join_swarm(config).await.unwrap();
+    wait_alive(&ap, &workers).await;
+    wait_reached(&ap, 2, &workers).await;
+    let ctx = ap.session().unwrap();
+    tpch::use_schema(&ctx).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    sql(
+        &ctx,
+        "SET distributed.file_scan_config_bytes_per_partition = 4194304",
+    )
+    .await;
+    sql(
+        &ctx,
+        "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
+    )
+    .await;
+    sql(
+        &ctx,
+        "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+    )
+    .await;
+    let text = physical(&ctx, &tpch::query(15)).await;
+    assert!(text.contains("mode=Partitioned"), "{text}");
+    let failures = tpch::failures(&ctx, 1..=22).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    ap.leave_swarm().await.unwrap();
+}
+
+/// A coordinator of one bee — DataFusion then plans aggregations in `Single` mode, over one
+/// partition — and a listening node: every answer right. datafusion-distributed spreads a
+/// stage's scan over tasks whatever sits above it, so such a plan stays local (q15 came back
+/// empty before: each task took the max of its own half of the sums).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bee_plans_answer_right_with_a_listening_node() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let ap = crate::swarm::coordinator_of(&url, scratch.path(), 1).await;
+    tpch::load(&ap.session().unwrap()).await;
+    let workers = [Worker::spawn(
+        &url,
+        "o1",
+        scratch.path(),
+        &["--listen", "127.0.0.1:0"],
+    )];
+    let mut config = coordinator_config(scratch.path());
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    ap.join_swarm(config).await.unwrap();
+    wait_alive(&ap, &workers).await;
+    wait_reached(&ap, 2, &workers).await;
+    let ctx = ap.session().unwrap();
+    tpch::use_schema(&ctx).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    sql(
+        &ctx,
+        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
+    )
+    .await;
+    let failures = tpch::failures(&ctx, 1..=22).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    ap.leave_swarm().await.unwrap();
+}
+
 /// One node that does not listen: `'auto'` keeps to the meadow, and the answer is right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_does_not_listen_keeps_the_query_on_the_meadow() {

@@ -88,8 +88,13 @@ impl Drop for Worker {
 
 /// The coordinator: small cells (so that every frame has several), two bees.
 pub(crate) async fn coordinator(url: &str, scratch: &Path) -> Apiary {
+    coordinator_of(url, scratch, 2).await
+}
+
+/// [`coordinator`] with `bees` bees.
+pub(crate) async fn coordinator_of(url: &str, scratch: &Path, bees: usize) -> Apiary {
     let options = ApiaryOptions {
-        node: Some(NodeConfig::fixed(2, 1 << 30, scratch.join("bees"))),
+        node: Some(NodeConfig::fixed(bees, 1 << 30, scratch.join("bees"))),
         catalog: CatalogOptions {
             write: WriteOptions::default()
                 .with_leafcutter(Leafcutter::default().with_target_cell_bytes(1 << 20)),

@@ -2,28 +2,36 @@
 
 use std::sync::Arc;
 
+use apiary_exec::ChamberExec;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::format::ExplainFormat;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{internal_err, plan_err};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::SessionState;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::{
     Explain, LogicalPlan, PlanType, StringifiedPlan, ToStringifiedPlan,
 };
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::explain::ExplainExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
-use datafusion_distributed::{DistributedExec, WorkerResolver};
+use datafusion_distributed::{DistributedConfig, DistributedExec, WorkerResolver};
 
 use super::fallback::DirectPathExec;
 
 use super::resolver::SwarmWorkers;
 use super::secret::SwarmToken;
 use crate::config::{SwarmOptions, SwarmPath};
-use crate::fragment::{ScanMatcher, files_of};
+use crate::fragment::{ScanMatcher, files_of, is_partition_local};
 
 /// Plans a query on the direct path (datafusion-distributed's planner) when it can take it,
 /// else as usual — where the storage swarm's `SwarmRule` distributes its scans. The choice is
@@ -168,6 +176,12 @@ impl PathPlanner {
             .extensions
             .get::<SwarmOptions>()
             .map_or_else(|| SwarmOptions::default().min_bytes, |o| o.min_bytes);
+        let broadcasts = DistributedConfig::from_config_options(state.config().options())
+            .is_ok_and(|c| c.broadcast_joins);
+        if !splits_safely(&local, broadcasts) {
+            log::debug!("a query stays local: an operator above a scan needs the scan whole");
+            return Ok(local);
+        }
         let bytes = self.meadow_bytes(&local)?;
         if bytes < min_bytes {
             log::debug!(
@@ -208,6 +222,57 @@ impl PathPlanner {
         })?;
         Ok(bytes)
     }
+}
+
+/// Whether datafusion-distributed may spread `plan`'s file scans over tasks. It cuts stages at
+/// repartitions and merges, and spreads a stage's leaf scan over several tasks whatever sits
+/// above it in the stage; an operator there that needs all of its input — an aggregation in
+/// `Single` mode, which DataFusion plans over one partition (one bee), a sort, a limit — would
+/// see a part of it in each task and answer wrong (TPC-H q15 on one-bee nodes came back empty).
+/// So between every scan and the first repartition or merge (or the root) only operators that
+/// work on each partition alone are allowed; otherwise the query is planned locally.
+fn splits_safely(plan: &Arc<dyn ExecutionPlan>, broadcasts: bool) -> bool {
+    open_scans(plan, broadcasts).is_some()
+}
+
+/// Whether `plan` has a file scan not yet closed by a repartition or merge above it; `None`
+/// when an operator that needs its whole input is above such a scan. The build side of a join
+/// that collects it whole is closed too when datafusion-distributed broadcasts it.
+fn open_scans(plan: &Arc<dyn ExecutionPlan>, broadcasts: bool) -> Option<bool> {
+    let boundary = plan.is::<RepartitionExec>()
+        || plan.is::<CoalescePartitionsExec>()
+        || plan.is::<SortPreservingMergeExec>();
+    let children = plan.children();
+    if children.is_empty() {
+        return Some(plan.is::<DataSourceExec>());
+    }
+    let mut open = false;
+    let collects_left = plan
+        .downcast_ref::<HashJoinExec>()
+        .is_some_and(|j| *j.partition_mode() == PartitionMode::CollectLeft);
+    for (i, child) in children.into_iter().enumerate() {
+        if !open_scans(child, broadcasts)? || boundary {
+            continue;
+        }
+        match (collects_left, i) {
+            (true, 0) if broadcasts => {}
+            (true, 1) => open = true,
+            _ if passes_through(plan) => open = true,
+            _ => return None,
+        }
+    }
+    Some(open)
+}
+
+/// Whether a scan split over tasks may run below `plan`: operators that work on each partition
+/// alone.
+fn passes_through(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if let Some(sort) = plan.downcast_ref::<SortExec>() {
+        return sort.preserve_partitioning() && sort.fetch().is_none();
+    }
+    is_partition_local(plan)
+        || plan.is::<ChamberExec>()
+        || plan.is::<UnionExec>()
 }
 
 /// The planner datafusion-distributed's planner starts from: it returns the plan
