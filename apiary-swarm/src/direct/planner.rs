@@ -270,9 +270,7 @@ fn passes_through(plan: &Arc<dyn ExecutionPlan>) -> bool {
     if let Some(sort) = plan.downcast_ref::<SortExec>() {
         return sort.preserve_partitioning() && sort.fetch().is_none();
     }
-    is_partition_local(plan)
-        || plan.is::<ChamberExec>()
-        || plan.is::<UnionExec>()
+    is_partition_local(plan) || plan.is::<ChamberExec>() || plan.is::<UnionExec>()
 }
 
 /// The planner datafusion-distributed's planner starts from: it returns the plan
