@@ -279,8 +279,10 @@ impl PyApiary {
             .transpose()?;
         match self.ap.swarm() {
             None => {
-                let mut config = SwarmConfig::default();
-                config.listen = listen;
+                let config = SwarmConfig {
+                    listen,
+                    ..SwarmConfig::default()
+                };
                 wait(py, async {
                     self.ap.join_swarm(config).await?;
                     Ok(())
