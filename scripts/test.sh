@@ -50,6 +50,18 @@ APIARY_TPCH_SF01=$(./scripts/tpch-data 0.1)
 export APIARY_TPCH_SF01
 echo "$APIARY_TPCH_SF01"
 
+section "openssl (the TLS test makes its certificates with it)"
+# As Chromium below: Debian's package, once; without it only the TLS test fails (it says so).
+if ! command -v openssl >/dev/null 2>&1; then
+    sudo=()
+    [[ $(id -u) == 0 ]] || sudo=(sudo -n)
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get install -y -q openssl || {
+        "${sudo[@]}" apt-get update -q && "${sudo[@]}" apt-get install -y -q openssl
+    } || echo "could not install openssl: the TLS test will fail"
+fi
+openssl version || true
+
 section "Chromium and playwright-core (the status page test)"
 # A failed install fails the page test only (it says what is missing); every other test runs.
 if APIARY_NODE_PATH=$(./scripts/browser); then
