@@ -158,29 +158,37 @@ async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
     }
 }
 
+/// A coordinator of `bees` bees that listens, with TPC-H SF 0.1 on a local folder, and one
+/// listening node process, both reached; a session of the coordinator on the TPC-H schema with
+/// no size threshold.
+async fn listening_pair(
+    scratch: &std::path::Path,
+    bees: usize,
+) -> (Apiary, Worker, SessionContext) {
+    let url = format!("file://{}", scratch.join("meadow").display());
+    let ap = crate::swarm::coordinator_of(&url, scratch, bees).await;
+    tpch::load(&ap.session().unwrap()).await;
+    let worker = Worker::spawn(&url, "w1", scratch, &["--listen", "127.0.0.1:0"]);
+    let mut config = coordinator_config(scratch);
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    ap.join_swarm(config).await.unwrap();
+    let workers = [worker];
+    wait_alive(&ap, &workers).await;
+    wait_reached(&ap, 2, &workers).await;
+    let ctx = ap.session().unwrap();
+    tpch::use_schema(&ctx).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let [worker] = workers;
+    (ap, worker, ctx)
+}
+
 /// Two nodes that both listen — the coordinator and one process — with hash joins planned
 /// partitioned (as at larger scales, where build sides pass DataFusion's thresholds): every
 /// answer right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_joins_answer_right_on_the_direct_path() {
     let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
-    let ap = coordinator(&url, scratch.path()).await;
-    tpch::load(&ap.session().unwrap()).await;
-    let workers = [Worker::spawn(
-        &url,
-        "p1",
-        scratch.path(),
-        &["--listen", "127.0.0.1:0"],
-    )];
-    let mut config = coordinator_config(scratch.path());
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    ap.join_swarm(config).await.unwrap();
-    wait_alive(&ap, &workers).await;
-    wait_reached(&ap, 2, &workers).await;
-    let ctx = ap.session().unwrap();
-    tpch::use_schema(&ctx).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let (ap, _worker, ctx) = listening_pair(scratch.path(), 2).await;
     sql(
         &ctx,
         "SET distributed.file_scan_config_bytes_per_partition = 4194304",
@@ -210,23 +218,7 @@ async fn partitioned_joins_answer_right_on_the_direct_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_bee_plans_answer_right_with_a_listening_node() {
     let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
-    let ap = crate::swarm::coordinator_of(&url, scratch.path(), 1).await;
-    tpch::load(&ap.session().unwrap()).await;
-    let workers = [Worker::spawn(
-        &url,
-        "o1",
-        scratch.path(),
-        &["--listen", "127.0.0.1:0"],
-    )];
-    let mut config = coordinator_config(scratch.path());
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    ap.join_swarm(config).await.unwrap();
-    wait_alive(&ap, &workers).await;
-    wait_reached(&ap, 2, &workers).await;
-    let ctx = ap.session().unwrap();
-    tpch::use_schema(&ctx).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let (ap, _worker, ctx) = listening_pair(scratch.path(), 1).await;
     sql(
         &ctx,
         "SET distributed.file_scan_config_bytes_per_partition = 1048576",

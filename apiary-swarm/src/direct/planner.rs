@@ -205,9 +205,7 @@ impl PathPlanner {
             self.workers.clone(),
         )))
     }
-}
 
-impl PathPlanner {
     /// The bytes of the meadow's cells `plan` reads (after the ledger's pruning).
     fn meadow_bytes(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<u64> {
         let mut bytes = 0;
