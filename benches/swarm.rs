@@ -25,10 +25,10 @@
 //!
 //! - with `--direct` (and the `direct` feature), instead: all 22 queries on one node and on two
 //!   listening nodes, over the direct path (datafusion-distributed) and over the meadow, side by
-//!   side (`cargo bench --bench swarm --no-default-features --features direct -- --direct`).
+//!   side (`cargo bench --bench swarm --no-default-features --features direct -- --direct --bees 2`).
 //!
 //! ```text
-//! cargo bench --bench swarm --no-default-features -- [--runs 7] [--queries 1,6] [--small 2,11] [--idle-secs 60] [--calls 1,6] [--tasks-per-bee N] [--storage s3] [--per-process]
+//! cargo bench --bench swarm --no-default-features -- [--runs 7] [--bees 1] [--queries 1,6] [--small 2,11] [--idle-secs 60] [--calls 1,6] [--tasks-per-bee N] [--storage s3] [--per-process]
 //! ```
 //!
 //! Every answer of the two-node side is compared with the one-node side's (numbers to nine
@@ -214,9 +214,15 @@ async fn distributed(ctx: &SessionContext, sql: &str) -> bool {
     plan_text(ctx, sql).await.contains("SwarmExec")
 }
 
+/// A node of `--bees N` bees (one unless given), 2 GiB each.
 fn one_node(scratch: &Path) -> ApiaryOptions {
+    let bees = arg_or("--bees", 1usize);
     ApiaryOptions {
-        node: Some(NodeConfig::fixed(1, 2 * GIB, scratch.to_path_buf())),
+        node: Some(NodeConfig::fixed(
+            bees,
+            bees as u64 * 2 * GIB,
+            scratch.to_path_buf(),
+        )),
         ..ApiaryOptions::default()
     }
 }
@@ -497,10 +503,12 @@ async fn scale_out(dir: &Path, runs: usize) {
     }
 }
 
-/// `--direct`: all 22 TPC-H SF1 queries on one node (one bee, core 0) and on two nodes of one
-/// bee each (this process on core 0, a worker process on core 1, both listening), over the
-/// direct path and over the meadow, interleaved per run; speedups against one node and their
-/// geometric means.
+/// `--direct`: all 22 TPC-H SF1 queries on one node (core 0) and on two nodes (this process on
+/// core 0, a worker process on core 1, both listening), over the direct path and over the
+/// meadow, interleaved per run; speedups against one node and their geometric means. Each node
+/// has `--bees N` bees on its one core: with one bee DataFusion plans aggregations in one
+/// partition, which the direct path keeps local (it cannot split them safely), so the direct
+/// table wants `--bees 2`.
 #[cfg(feature = "direct")]
 async fn direct_scale_out(dir: &Path, runs: usize) {
     let _ = std::fs::remove_dir_all(dir.join("_queries"));
@@ -513,7 +521,14 @@ async fn direct_scale_out(dir: &Path, runs: usize) {
     let coordinator = Apiary::open_with(storage, one_node(&scratch.join("coordinator")))
         .await
         .expect("open");
-    let _worker = Worker::spawn_with(storage, "w1", 1, &scratch.join("cache"), &["--listen"]);
+    let bees = arg_or("--bees", 1usize).to_string();
+    let _worker = Worker::spawn_with(
+        storage,
+        "w1",
+        1,
+        &scratch.join("cache"),
+        &["--listen", "--bees", &bees],
+    );
     let mut config = SwarmConfig::default().with_node_id("coordinator");
     config.cache_dir = scratch.join("cache");
     config.listen = Some("127.0.0.1:0".parse().expect("address"));
@@ -540,7 +555,7 @@ async fn direct_scale_out(dir: &Path, runs: usize) {
     run(&meadow, "SET swarm.min_bytes = 0").await;
 
     println!(
-        "## Direct path: 1 node vs 2 nodes, one core each (TPC-H SF1 on a local folder, {runs} runs, median)\n"
+        "## Direct path: 1 node vs 2 nodes, one core and {bees} bees each (TPC-H SF1 on a local folder, {runs} runs, median)\n"
     );
     println!(
         "| query | 1 node (ms) | 2 nodes, direct (ms) | speedup | 2 nodes, meadow (ms) | speedup |"
@@ -866,8 +881,9 @@ async fn idle(secs: u64) {
     ap.leave_swarm().await.expect("leave");
 }
 
-/// `--worker STORAGE --id ID --cache DIR [--listen]`: a swarm member with one bee of 2 GiB until
-/// SIGTERM; with `--listen`, a worker of the direct path on 127.0.0.1 too.
+/// `--worker STORAGE --id ID --cache DIR [--listen] [--bees N]`: a swarm member with one bee
+/// (or N) of 2 GiB each until SIGTERM; with `--listen`, a worker of the direct path on
+/// 127.0.0.1 too.
 async fn worker(storage: &str) {
     let id = arg("--id").expect("--id");
     let cache = arg("--cache").expect("--cache");
