@@ -335,11 +335,63 @@ async fn a_worker_killed_in_the_middle_of_a_query_costs_a_rerun_not_the_answer()
     ap.leave_swarm().await.unwrap();
 }
 
+/// A worker cut off (SIGSTOP: its connections open, nothing answering) while it runs stages of
+/// a query, before the query's first batch: the client's keep-alive finds it silent, and the
+/// query runs again over the meadow and answers right within the deadline — not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_in_the_middle_of_a_query_costs_a_rerun_not_a_hang() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (ap, workers, ctx) = tpch_swarm(&url, scratch.path(), &[("c1", true), ("c2", true)]).await;
+    let text = physical(&ctx, &tpch::query(21)).await;
+    assert!(text.contains("DirectPathExec"), "{text}");
+    let before = calls_to(&ap, "c2");
+    let start = Instant::now();
+    let query = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { tpch::failures(&ctx, [21]).await }
+    });
+    while calls_to(&ap, "c2") == before {
+        assert!(!query.is_finished(), "q21 ended before it reached c2");
+        assert!(start.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    workers[1].freeze();
+    assert!(!query.is_finished(), "q21 ended before c2 was cut off");
+    let answer = tokio::time::timeout(Duration::from_secs(60), query).await;
+    workers[1].thaw();
+    let failures = answer
+        .expect("q21 hung after its worker was cut off")
+        .unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    ap.leave_swarm().await.unwrap();
+}
+
+/// How a test loses a worker.
+#[derive(Clone, Copy)]
+enum Loss {
+    /// SIGKILL: the node's port is closed.
+    Kill,
+    /// SIGSTOP: the port still accepts connections, and nothing answers on them.
+    Cut,
+}
+
 /// A worker killed after a query's first batch reached the caller: running the query again
 /// would repeat rows, so it fails — within the deadline, never a hang — with an error that names
 /// the node it lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_lost_after_the_first_batch_fails_the_query_naming_the_node() {
+    lost_after_the_first_batch(Loss::Kill).await;
+}
+
+/// The same with the worker cut off rather than killed: its port still takes connections, so
+/// only a probe that waits for the worker's own answer finds it lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_after_the_first_batch_fails_the_query_naming_the_node() {
+    lost_after_the_first_batch(Loss::Cut).await;
+}
+
+async fn lost_after_the_first_batch(loss: Loss) {
     use futures::StreamExt;
     let scratch = tempfile::tempdir().unwrap();
     let url = format!("file://{}", scratch.path().join("meadow").display());
@@ -350,18 +402,24 @@ async fn a_worker_lost_after_the_first_batch_fails_the_query_naming_the_node() {
     assert!(text.contains("DirectPathExec"), "{text}");
     let mut stream = ctx.sql(q).await.unwrap().execute_stream().await.unwrap();
     stream.next().await.expect("a first batch").unwrap();
-    workers[1].kill();
+    match loss {
+        Loss::Kill => workers[1].kill(),
+        Loss::Cut => workers[1].freeze(),
+    }
     let start = Instant::now();
     let err = loop {
         let next = tokio::time::timeout(Duration::from_secs(60), stream.next())
             .await
-            .expect("the query hung after its worker was killed");
+            .expect("the query hung after its worker was lost");
         match next {
             Some(Ok(_)) => continue,
             Some(Err(e)) => break e.to_string(),
             None => panic!("the query ended without n2's rows and without an error"),
         }
     };
+    if let Loss::Cut = loss {
+        workers[1].thaw();
+    }
     assert!(err.contains("node n2 (http://127.0.0.1:"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(60));
     ap.leave_swarm().await.unwrap();

@@ -36,6 +36,25 @@ impl Worker {
         let _ = self.child.wait();
     }
 
+    /// SIGSTOP, as a network cut: the node's connections stay open and nothing answers on them
+    /// (its heartbeat stops too, but goes stale only after the timeout).
+    pub(crate) fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: the node frozen by [`Worker::freeze`] runs again.
+    pub(crate) fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {}", self.id);
+    }
+
     pub(crate) fn spawn(storage: &str, id: &str, scratch: &Path, extra: &[&str]) -> Worker {
         let log = scratch.join(format!("{id}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
@@ -64,11 +83,7 @@ impl Worker {
 
     /// SIGTERM, then waits for a clean exit.
     fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.signal("-TERM");
         let status = self.child.wait().unwrap();
         assert!(
             status.success(),

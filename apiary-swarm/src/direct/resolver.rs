@@ -93,8 +93,8 @@ impl SwarmWorkers {
                 .all(|e| e.as_deref().is_some_and(|e| self.reached(e)))
     }
 
-    /// Probes the endpoints of alive nodes not reached yet (or failed a while ago): a TCP
-    /// connect, bounded by [`CONNECT_TIMEOUT`]. Returns how many were reached.
+    /// Probes the endpoints of alive nodes not reached yet (or failed a while ago) with
+    /// [`answers`]. Returns how many were reached.
     pub(crate) async fn probe(&self) -> usize {
         let mut newly = 0;
         let due: Vec<String> = {
@@ -162,17 +162,31 @@ impl SwarmWorkers {
     }
 }
 
-/// Whether a TCP connection to `endpoint` opens within [`CONNECT_TIMEOUT`].
+/// Whether the worker at `endpoint` answers: a TCP connection opens and, sent HTTP/2's
+/// connection preface, the worker's process replies (its own SETTINGS, or a TLS alert and a
+/// close) — each within [`CONNECT_TIMEOUT`]. A connection alone is not enough: the kernel
+/// accepts them for a process that is frozen or cut off, which would then take the query.
 async fn answers(endpoint: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// HTTP/2's client preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5).
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
     let Ok(url) = Url::parse(endpoint) else {
         return false;
     };
     let (Some(host), Some(port)) = (url.host_str(), url.port()) else {
         return false;
     };
-    let connect = tokio::net::TcpStream::connect((host, port));
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+        stream.write_all(PREFACE).await?;
+        let mut reply = [0u8; 16];
+        match stream.read(&mut reply).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(0),
+            read => read,
+        }
+    };
     matches!(
-        tokio::time::timeout(CONNECT_TIMEOUT, connect).await,
+        tokio::time::timeout(CONNECT_TIMEOUT, exchange).await,
         Ok(Ok(_))
     )
 }
