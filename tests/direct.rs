@@ -285,6 +285,44 @@ async fn a_worker_killed_before_a_query_costs_a_run_over_the_meadow_not_the_answ
     ap.leave_swarm().await.unwrap();
 }
 
+/// The session's own settings travel with its plans: workers run their tasks with the
+/// coordinator's `SET datafusion.*` values (on top of their node's), not with defaults. Partial
+/// aggregations on the workers, told to give up grouping at once, report skipped rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_run_with_the_sessions_settings() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (ap, _workers, ctx) = tpch_swarm(&url, scratch.path(), &[("s1", true), ("s2", true)]).await;
+    let q = "SELECT l_orderkey, count(*) FROM lineitem GROUP BY l_orderkey";
+    let text = physical(&ctx, q).await;
+    assert!(text.contains("DirectPathExec"), "{text}");
+    sql(
+        &ctx,
+        "SET datafusion.execution.skip_partial_aggregation_probe_rows_threshold = 1",
+    )
+    .await;
+    sql(
+        &ctx,
+        "SET datafusion.execution.skip_partial_aggregation_probe_ratio_threshold = 0.0",
+    )
+    .await;
+    let analyzed = plan(&ctx, &format!("EXPLAIN ANALYZE {q}")).await;
+    let skipped: u64 = analyzed
+        .split("skipped_aggregation_rows=")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum();
+    assert!(analyzed.contains("NetworkShuffleExec"), "{analyzed}");
+    assert!(
+        skipped > 0,
+        "no partial aggregation skipped rows:\n{analyzed}"
+    );
+    ap.leave_swarm().await.unwrap();
+}
+
 /// How many calls this node's direct path made to the worker of node `id`.
 fn calls_to(ap: &Apiary, id: &str) -> u64 {
     let swarm = ap.swarm().expect("joined");

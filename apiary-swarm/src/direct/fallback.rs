@@ -26,9 +26,11 @@ use datafusion::physical_plan::{
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use futures::{StreamExt, TryStreamExt};
+use http::HeaderMap;
 
 use super::planner::on_path;
 use super::resolver::SwarmWorkers;
+use super::settings;
 use crate::config::SwarmPath;
 
 /// The direct path's plan of a query, with the way back to the meadow: see the module docs.
@@ -37,6 +39,8 @@ pub struct DirectPathExec {
     logical: LogicalPlan,
     state: SessionState,
     workers: Arc<SwarmWorkers>,
+    /// The session's settings that differ from the node's, sent to the workers with the plan.
+    settings: HeaderMap,
     properties: Arc<PlanProperties>,
 }
 
@@ -52,6 +56,7 @@ impl DirectPathExec {
         logical: LogicalPlan,
         state: SessionState,
         workers: Arc<SwarmWorkers>,
+        settings: HeaderMap,
     ) -> Self {
         let properties = direct.properties().clone();
         Self {
@@ -59,6 +64,7 @@ impl DirectPathExec {
             logical,
             state,
             workers,
+            settings,
             properties,
         }
     }
@@ -104,6 +110,7 @@ impl ExecutionPlan for DirectPathExec {
                 self.logical.clone(),
                 self.state.clone(),
                 self.workers.clone(),
+                self.settings.clone(),
             ))),
             Err(_) => internal_err!("DirectPathExec has exactly one child"),
         }
@@ -117,7 +124,9 @@ impl ExecutionPlan for DirectPathExec {
         if partition != 0 {
             return internal_err!("DirectPathExec has one partition, asked for {partition}");
         }
-        let mut direct = self.direct.execute(0, context.clone())?;
+        let mut direct = self
+            .direct
+            .execute(0, settings::sending(&context, &self.settings)?)?;
         let (logical, state, workers) = (
             self.logical.clone(),
             self.state.clone(),

@@ -22,6 +22,7 @@ mod guard;
 mod planner;
 mod resolver;
 mod secret;
+mod settings;
 mod tls;
 
 use std::net::SocketAddr;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use apiary_catalog::Meadow;
-use apiary_exec::BeePool;
+use apiary_exec::{BeeOptions, BeePool};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -127,8 +128,14 @@ impl Direct {
     }
 
     /// `builder` with the direct path: datafusion-distributed's planner behind Apiary's
-    /// [`PathPlanner`], which chooses per query.
-    pub(crate) fn install(&self, builder: SessionStateBuilder) -> SessionStateBuilder {
+    /// [`PathPlanner`], which chooses per query. `builder`'s settings are the node's own: what a
+    /// session changes from them travels to the workers.
+    pub(crate) fn install(&self, mut builder: SessionStateBuilder) -> SessionStateBuilder {
+        let node_settings = builder
+            .config()
+            .as_ref()
+            .map(|c| c.options().clone())
+            .unwrap_or_default();
         let mut builder = builder
             .with_query_planner(Arc::new(Prepared::default()))
             .with_distributed_worker_resolver(ResolverHandle(self.workers.clone()))
@@ -142,6 +149,7 @@ impl Direct {
                 self.workers.clone(),
                 self.token.clone(),
                 self.matcher.clone(),
+                node_settings,
             )));
         }
         builder
@@ -189,7 +197,8 @@ fn worker_runtime(
 
 /// A datafusion-distributed worker whose sessions decode Apiary's plan nodes under this node's
 /// bees, refuse plans that read outside the meadow, reach other workers with the token, and run
-/// with the bees' batch size.
+/// with the node's execution settings (batch size and spill reservation sized to its bees)
+/// under the coordinator session's own.
 fn worker(
     runtime: Arc<RuntimeEnv>,
     codec: ApiaryCodec,
@@ -197,13 +206,17 @@ fn worker(
     pool: BeePool,
     guard: Arc<dyn WorkerPlanRewriteHandler>,
 ) -> Worker {
-    let batch_size = pool.session_config().options().execution.batch_size;
+    let execution = pool.session_config().options().execution.clone();
     Worker::from_session_builder(move |ctx: WorkerQueryContext| {
         let (codec, channels, guard) = (codec.clone(), channels.clone(), guard.clone());
+        let execution = execution.clone();
         async move {
             let mut builder = ctx.builder;
             if let Some(config) = builder.config().as_mut() {
-                config.options_mut().execution.batch_size = batch_size;
+                let options = config.options_mut();
+                options.execution = execution;
+                options.extensions.insert(BeeOptions::default());
+                settings::apply(config, &ctx.headers)?;
             }
             Ok(builder
                 .with_distributed_user_codec(codec)

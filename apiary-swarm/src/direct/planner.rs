@@ -5,6 +5,7 @@ use std::sync::Arc;
 use apiary_exec::ChamberExec;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::format::ExplainFormat;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{internal_err, plan_err};
@@ -27,6 +28,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion_distributed::{DistributedConfig, DistributedExec, WorkerResolver};
 
 use super::fallback::DirectPathExec;
+use super::settings;
 
 use super::resolver::SwarmWorkers;
 use super::secret::SwarmToken;
@@ -49,6 +51,8 @@ pub struct PathPlanner {
     token: SwarmToken,
     /// The meadow's scans, whose bytes decide whether a query is worth distributing.
     matcher: ScanMatcher,
+    /// The node's own settings: a session's changes from them travel to the workers.
+    node_settings: Arc<ConfigOptions>,
 }
 
 impl std::fmt::Debug for PathPlanner {
@@ -65,12 +69,14 @@ impl PathPlanner {
         workers: Arc<SwarmWorkers>,
         token: SwarmToken,
         matcher: ScanMatcher,
+        node_settings: Arc<ConfigOptions>,
     ) -> Self {
         Self {
             direct,
             workers,
             token,
             matcher,
+            node_settings,
         }
     }
 
@@ -194,8 +200,15 @@ impl PathPlanner {
             .config_mut()
             .set_extension(Arc::new(Prepared(Some(local))));
         let physical = self.direct.create_physical_plan(plan, &prepared).await?;
-        if !physical.is::<DistributedExec>() {
-            // Too small to distribute (or an `EXPLAIN ANALYZE`): as it was planned.
+        // An `EXPLAIN ANALYZE` comes back as datafusion-distributed's analyze over the query.
+        let distributed = physical.is::<DistributedExec>()
+            || matches!(plan, LogicalPlan::Analyze(_))
+                && physical
+                    .children()
+                    .first()
+                    .is_some_and(|c| c.is::<DistributedExec>());
+        if !distributed {
+            // Too small to distribute: as it was planned.
             return Ok(physical);
         }
         Ok(Arc::new(DirectPathExec::new(
@@ -203,6 +216,7 @@ impl PathPlanner {
             plan.clone(),
             state.clone(),
             self.workers.clone(),
+            settings::changed(state.config_options(), &self.node_settings)?,
         )))
     }
 
