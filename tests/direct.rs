@@ -339,15 +339,51 @@ fn calls_to(ap: &Apiary, id: &str) -> u64 {
         .sum()
 }
 
+/// How a test loses a worker.
+#[derive(Clone, Copy)]
+enum Loss {
+    /// SIGKILL: the node's port is closed.
+    Kill,
+    /// SIGSTOP: the port still accepts connections, and nothing answers on them.
+    Cut,
+}
+
+impl Loss {
+    fn inflict(self, worker: &mut Worker) {
+        match self {
+            Loss::Kill => worker.kill(),
+            Loss::Cut => worker.freeze(),
+        }
+    }
+
+    /// Lets a cut-off worker run again, so that it can be stopped at the end.
+    fn end(self, worker: &Worker) {
+        if let Loss::Cut = self {
+            worker.thaw();
+        }
+    }
+}
+
 /// A worker killed with SIGKILL while it runs stages of a query, before the query's first batch:
 /// the query runs again over the meadow and answers right within the deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_in_the_middle_of_a_query_costs_a_rerun_not_the_answer() {
+    lost_in_the_middle_of_a_query(Loss::Kill).await;
+}
+
+/// The same with the worker cut off (SIGSTOP: its connections open, nothing answering): the
+/// channels' keep-alive finds it silent, and the query runs again over the meadow — not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_in_the_middle_of_a_query_costs_a_rerun_not_a_hang() {
+    lost_in_the_middle_of_a_query(Loss::Cut).await;
+}
+
+async fn lost_in_the_middle_of_a_query(loss: Loss) {
     let scratch = tempfile::tempdir().unwrap();
     let url = format!("file://{}", scratch.path().join("meadow").display());
     let (ap, mut workers, ctx) =
         tpch_swarm(&url, scratch.path(), &[("m1", true), ("m2", true)]).await;
-    // q21: four scans of lineitem joined, long enough to be killed in.
+    // q21: four scans of lineitem joined, long enough to lose a worker in.
     let text = physical(&ctx, &tpch::query(21)).await;
     assert!(text.contains("DirectPathExec"), "{text}");
     let before = calls_to(&ap, "m2");
@@ -361,9 +397,11 @@ async fn a_worker_killed_in_the_middle_of_a_query_costs_a_rerun_not_the_answer()
         assert!(start.elapsed() < Duration::from_secs(60));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    workers[1].kill();
-    assert!(!query.is_finished(), "q21 ended before m2 was killed");
-    let failures = query.await.unwrap();
+    loss.inflict(&mut workers[1]);
+    assert!(!query.is_finished(), "q21 ended before m2 was lost");
+    let answer = tokio::time::timeout(Duration::from_secs(60), query).await;
+    loss.end(&workers[1]);
+    let failures = answer.expect("q21 hung after m2 was lost").unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(
         start.elapsed() < Duration::from_secs(60),
@@ -371,47 +409,6 @@ async fn a_worker_killed_in_the_middle_of_a_query_costs_a_rerun_not_the_answer()
         start.elapsed()
     );
     ap.leave_swarm().await.unwrap();
-}
-
-/// A worker cut off (SIGSTOP: its connections open, nothing answering) while it runs stages of
-/// a query, before the query's first batch: the client's keep-alive finds it silent, and the
-/// query runs again over the meadow and answers right within the deadline — not a hang.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_cut_off_in_the_middle_of_a_query_costs_a_rerun_not_a_hang() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
-    let (ap, workers, ctx) = tpch_swarm(&url, scratch.path(), &[("c1", true), ("c2", true)]).await;
-    let text = physical(&ctx, &tpch::query(21)).await;
-    assert!(text.contains("DirectPathExec"), "{text}");
-    let before = calls_to(&ap, "c2");
-    let start = Instant::now();
-    let query = tokio::spawn({
-        let ctx = ctx.clone();
-        async move { tpch::failures(&ctx, [21]).await }
-    });
-    while calls_to(&ap, "c2") == before {
-        assert!(!query.is_finished(), "q21 ended before it reached c2");
-        assert!(start.elapsed() < Duration::from_secs(60));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    workers[1].freeze();
-    assert!(!query.is_finished(), "q21 ended before c2 was cut off");
-    let answer = tokio::time::timeout(Duration::from_secs(60), query).await;
-    workers[1].thaw();
-    let failures = answer
-        .expect("q21 hung after its worker was cut off")
-        .unwrap();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    ap.leave_swarm().await.unwrap();
-}
-
-/// How a test loses a worker.
-#[derive(Clone, Copy)]
-enum Loss {
-    /// SIGKILL: the node's port is closed.
-    Kill,
-    /// SIGSTOP: the port still accepts connections, and nothing answers on them.
-    Cut,
 }
 
 /// A worker killed after a query's first batch reached the caller: running the query again
@@ -440,10 +437,7 @@ async fn lost_after_the_first_batch(loss: Loss) {
     assert!(text.contains("DirectPathExec"), "{text}");
     let mut stream = ctx.sql(q).await.unwrap().execute_stream().await.unwrap();
     stream.next().await.expect("a first batch").unwrap();
-    match loss {
-        Loss::Kill => workers[1].kill(),
-        Loss::Cut => workers[1].freeze(),
-    }
+    loss.inflict(&mut workers[1]);
     let start = Instant::now();
     let err = loop {
         let next = tokio::time::timeout(Duration::from_secs(60), stream.next())
@@ -455,9 +449,7 @@ async fn lost_after_the_first_batch(loss: Loss) {
             None => panic!("the query ended without n2's rows and without an error"),
         }
     };
-    if let Loss::Cut = loss {
-        workers[1].thaw();
-    }
+    loss.end(&workers[1]);
     assert!(err.contains("node n2 (http://127.0.0.1:"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(60));
     ap.leave_swarm().await.unwrap();
