@@ -365,6 +365,8 @@ def test_start_listens_for_the_direct_path(tmp_path):
         with ap:
             ap.start()
             assert ap.status()["endpoint"] is None
+            with pytest.raises(apiary.ApiaryError, match="shutdown"):
+                ap.start(listen="127.0.0.1:0")
             # The frame is small: no size threshold, a task per cell, two tasks a stage.
             for setting in [
                 "swarm.min_bytes = 0",
