@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use apiary_catalog::Meadow;
-use apiary_exec::{BeeOptions, BeePool};
+use apiary_exec::BeePool;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -134,7 +134,7 @@ impl Direct {
         let node_settings = builder
             .config()
             .as_ref()
-            .map(|c| c.options().clone())
+            .map(|c| settings::NodeSettings::of(c.options()))
             .unwrap_or_default();
         let mut builder = builder
             .with_query_planner(Arc::new(Prepared::default()))
@@ -149,7 +149,7 @@ impl Direct {
                 self.workers.clone(),
                 self.token.clone(),
                 self.matcher.clone(),
-                node_settings,
+                Arc::new(node_settings),
             )));
         }
         builder
@@ -213,9 +213,7 @@ fn worker(
         async move {
             let mut builder = ctx.builder;
             if let Some(config) = builder.config().as_mut() {
-                let options = config.options_mut();
-                options.execution = execution;
-                options.extensions.insert(BeeOptions::default());
+                config.options_mut().execution = execution;
                 settings::apply(config, &ctx.headers)?;
             }
             Ok(builder

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use apiary_exec::ChamberExec;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::config::ConfigOptions;
 use datafusion::common::format::ExplainFormat;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{internal_err, plan_err};
@@ -52,7 +51,7 @@ pub struct PathPlanner {
     /// The meadow's scans, whose bytes decide whether a query is worth distributing.
     matcher: ScanMatcher,
     /// The node's own settings: a session's changes from them travel to the workers.
-    node_settings: Arc<ConfigOptions>,
+    node_settings: Arc<settings::NodeSettings>,
 }
 
 impl std::fmt::Debug for PathPlanner {
@@ -69,7 +68,7 @@ impl PathPlanner {
         workers: Arc<SwarmWorkers>,
         token: SwarmToken,
         matcher: ScanMatcher,
-        node_settings: Arc<ConfigOptions>,
+        node_settings: Arc<settings::NodeSettings>,
     ) -> Self {
         Self {
             direct,
@@ -216,7 +215,7 @@ impl PathPlanner {
             plan.clone(),
             state.clone(),
             self.workers.clone(),
-            settings::changed(state.config_options(), &self.node_settings)?,
+            self.node_settings.changed(state.config_options())?,
         )))
     }
 

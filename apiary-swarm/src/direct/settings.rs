@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use apiary_exec::BeeOptions;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::plan_datafusion_err;
 use datafusion::error::Result;
@@ -22,37 +23,63 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 /// Header of one setting: this, then the setting's key (`datafusion.execution.batch_size`).
 const HEADER: &str = "x-apiary-setting-";
 
-/// The namespaces that travel.
-const SENT: [&str; 2] = ["datafusion.", "apiary."];
+/// The config extensions that travel, besides DataFusion's own `datafusion.*`.
+const EXTENSIONS: [&str; 1] = ["apiary"];
 
-/// The settings of `session` that differ from `node`'s, as headers (values percent-encoded:
-/// a header carries visible ASCII only).
-pub(crate) fn changed(session: &ConfigOptions, node: &ConfigOptions) -> Result<HeaderMap> {
-    let node: HashMap<String, Option<String>> = node
+/// A node's own settings, the baseline a session's changes are measured against: the values
+/// of the namespaces that travel, read once per session.
+#[derive(Debug, Default)]
+pub(crate) struct NodeSettings(HashMap<String, String>);
+
+impl NodeSettings {
+    pub(crate) fn of(node: &ConfigOptions) -> Self {
+        Self(
+            travelling(node)
+                .into_iter()
+                .filter_map(|(key, value)| Some((key, value?)))
+                .collect(),
+        )
+    }
+
+    /// The settings of `session` that differ from the node's, as headers (values
+    /// percent-encoded: a header carries visible ASCII only).
+    pub(crate) fn changed(&self, session: &ConfigOptions) -> Result<HeaderMap> {
+        let mut headers = HeaderMap::new();
+        for (key, value) in travelling(session) {
+            // A setting the session unset cannot be said in a header; the worker keeps its own.
+            let Some(value) = value else { continue };
+            if self.0.get(&key) == Some(&value) {
+                continue;
+            }
+            let name = HeaderName::try_from(format!("{HEADER}{key}"))
+                .map_err(|e| plan_datafusion_err!("setting {key} cannot be sent: {e}"))?;
+            let encoded = HeaderValue::try_from(encode(&value))
+                .map_err(|e| plan_datafusion_err!("setting {key} cannot be sent: {e}"))?;
+            headers.insert(name, encoded);
+        }
+        Ok(headers)
+    }
+}
+
+/// The settings of `options` that travel, by full key: DataFusion's own, and those of
+/// [`EXTENSIONS`] (whose entries DataFusion lists without their prefix).
+fn travelling(options: &ConfigOptions) -> Vec<(String, Option<String>)> {
+    let own = options
         .entries()
         .into_iter()
-        .map(|e| (e.key, e.value))
-        .collect();
-    let mut headers = HeaderMap::new();
-    for entry in session.entries() {
-        if !SENT.iter().any(|p| entry.key.starts_with(p)) {
-            continue;
-        }
-        // A setting the session unset cannot be said in a header; the worker keeps its own.
-        let Some(value) = entry.value else { continue };
-        if node
-            .get(&entry.key)
-            .is_some_and(|v| v.as_ref() == Some(&value))
-        {
-            continue;
-        }
-        let name = HeaderName::try_from(format!("{HEADER}{}", entry.key))
-            .map_err(|e| plan_datafusion_err!("setting {} cannot be sent: {e}", entry.key))?;
-        let encoded = HeaderValue::try_from(encode(&value))
-            .map_err(|e| plan_datafusion_err!("setting {} cannot be sent: {e}", entry.key))?;
-        headers.insert(name, encoded);
-    }
-    Ok(headers)
+        .filter(|e| e.key.starts_with("datafusion."))
+        .map(|e| (e.key, e.value));
+    let extensions = options
+        .extensions
+        .iter()
+        .filter(|(prefix, _)| EXTENSIONS.contains(prefix))
+        .flat_map(|(prefix, extension)| {
+            extension
+                .entries()
+                .into_iter()
+                .map(move |e| (format!("{prefix}.{}", e.key), e.value))
+        });
+    own.chain(extensions).collect()
 }
 
 /// `context` with `settings` as the passthrough headers of the plan requests it sends.
@@ -73,9 +100,14 @@ pub(crate) fn sending(context: &TaskContext, settings: &HeaderMap) -> Result<Arc
     )))
 }
 
-/// Applies the coordinator's settings found in `headers` to a worker's task `config`; a value
-/// this worker cannot take fails the task with the setting's name.
+/// Applies the coordinator's settings found in `headers` to a worker's task `config` (which
+/// gets the `apiary.*` extension for them); a value this worker cannot take fails the task with
+/// the setting's name.
 pub(crate) fn apply(config: &mut SessionConfig, headers: &HeaderMap) -> Result<()> {
+    let extensions = &mut config.options_mut().extensions;
+    if extensions.get::<BeeOptions>().is_none() {
+        extensions.insert(BeeOptions::default());
+    }
     for (name, value) in headers {
         let Some(key) = name.as_str().strip_prefix(HEADER) else {
             continue;
@@ -141,14 +173,16 @@ mod tests {
 
     #[test]
     fn only_what_the_session_changed_travels_and_lands() {
-        let node = ConfigOptions::default();
+        let mut node = ConfigOptions::default();
+        node.extensions.insert(BeeOptions::default());
         let mut session = node.clone();
         session
             .execution
             .skip_partial_aggregation_probe_ratio_threshold = 0.25;
         session.execution.time_zone = Some("+05:00".into());
-        let headers = changed(&session, &node).unwrap();
-        assert_eq!(headers.len(), 2, "{headers:?}");
+        session.set("apiary.timeout_ms", "1500").unwrap();
+        let headers = NodeSettings::of(&node).changed(&session).unwrap();
+        assert_eq!(headers.len(), 3, "{headers:?}");
 
         let mut worker = SessionConfig::new();
         apply(&mut worker, &headers).unwrap();
@@ -158,5 +192,7 @@ mod tests {
             0.25
         );
         assert_eq!(execution.time_zone.as_deref(), Some("+05:00"));
+        let bees = worker.options().extensions.get::<BeeOptions>().unwrap();
+        assert_eq!(bees.timeout_ms, 1500);
     }
 }
