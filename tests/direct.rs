@@ -45,6 +45,12 @@ async fn wait_reached(ap: &Apiary, n: usize, workers: &[Worker]) {
     }
 }
 
+/// This coordinator's direct-path queries that failed before their first batch and ran again
+/// over the meadow: a test of the direct path itself wants none.
+fn reruns(ap: &Apiary) -> u64 {
+    ap.swarm().expect("joined").status().direct_reruns
+}
+
 /// The physical plan `q` gets in `ctx`, as text.
 async fn physical(ctx: &SessionContext, q: &str) -> String {
     let plan = ctx
@@ -126,6 +132,7 @@ async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
 
         let failures = tpch::failures(&ctx, 1..=22).await;
         assert!(failures.is_empty(), "{backend}: {}", failures.join("\n"));
+        assert_eq!(reruns(&ap), 0, "{backend}");
         // A query too small for two tasks is planned as usual.
         let text = physical(&ctx, "SELECT count(*) FROM region").await;
         assert!(!text.contains("DistributedExec"), "{backend}: {text}");
@@ -208,6 +215,7 @@ async fn partitioned_joins_answer_right_on_the_direct_path() {
     assert!(text.contains("mode=Partitioned"), "{text}");
     let failures = tpch::failures(&ctx, 1..=22).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(reruns(&ap), 0);
     ap.leave_swarm().await.unwrap();
 }
 
@@ -274,6 +282,7 @@ async fn a_worker_killed_before_a_query_costs_a_run_over_the_meadow_not_the_answ
     let start = Instant::now();
     let failures = tpch::failures(&ctx, [3]).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(reruns(&ap), 1);
     assert!(
         start.elapsed() < Duration::from_secs(60),
         "{:?}",
@@ -320,6 +329,201 @@ async fn workers_run_with_the_sessions_settings() {
         skipped > 0,
         "no partial aggregation skipped rows:\n{analyzed}"
     );
+    assert_eq!(reruns(&ap), 0);
+    ap.leave_swarm().await.unwrap();
+}
+
+/// A worker admits a query's tasks into its bees, one chamber per query: with its only bee
+/// taken, a direct-path query's tasks wait for it (before, they ran at once beside it, in
+/// memory no bee accounted for), then run in a chamber of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_tasks_wait_for_its_bees_then_run_in_them() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let ap = coordinator(&url, scratch.path()).await;
+    tpch::load(&ap.session().unwrap()).await;
+    // The worker: a node of one bee in this process, so that the test can hold that bee.
+    let dir = scratch.path().join("worker");
+    let worker = crate::swarm::coordinator_of(&url, &dir, 1).await;
+    let mut config = swarm_config("w1", &dir, Duration::from_secs(60));
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    worker.join_swarm(config).await.unwrap();
+    // The coordinator listens too: datafusion-distributed does not cut stages for one worker.
+    let mut config = coordinator_config(scratch.path());
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    ap.join_swarm(config).await.unwrap();
+    wait_reached(&ap, 2, &[]).await;
+    let ctx = ap.session().unwrap();
+    tpch::use_schema(&ctx).await;
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    sql(
+        &ctx,
+        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
+    )
+    .await;
+    let text = physical(&ctx, &tpch::query(3)).await;
+    assert!(text.contains("DirectPathExec"), "{text}");
+
+    let bees = worker.bees().clone();
+    let chambers = bees.status().tasks;
+    let held = bees
+        .acquire(
+            1,
+            &datafusion::execution::runtime_env::RuntimeEnv::default(),
+            true,
+        )
+        .await
+        .unwrap();
+    let query = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { tpch::failures(&ctx, [3]).await }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !query.is_finished(),
+        "the query's tasks ran while the worker's only bee was held"
+    );
+    drop(held);
+    let failures = query.await.unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(
+        reruns(&ap),
+        0,
+        "the query waited, it did not go over the meadow"
+    );
+    // The test's chamber, then the query's.
+    let after = bees.status().tasks;
+    assert!(
+        after >= chambers + 2,
+        "chambers sealed: {chambers} before, {after} after"
+    );
+    ap.leave_swarm().await.unwrap();
+    worker.leave_swarm().await.unwrap();
+}
+
+/// Two coordinators race direct-path queries over the same two node processes of one bee
+/// each. A worker admits one query at a time; of two queries that would each hold one worker
+/// and wait for the other, the younger is refused at once (wait-die) and runs over the meadow.
+/// Every answer is right, and no query waits out a worker's admission (8 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_coordinators_never_stall_on_workers_of_one_bee() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let nodes = [("r1", true), ("r2", true)];
+    let (a, workers, ctx_a) = tpch_swarm(&url, scratch.path(), &nodes).await;
+    let dir = scratch.path().join("b");
+    let b = coordinator(&url, &dir).await;
+    b.join_swarm(swarm_config("b", &dir, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    wait_reached(&b, 2, &workers).await;
+    let ctx_b = b.session().unwrap();
+    tpch::use_schema(&ctx_b).await;
+    for ctx in [&ctx_a, &ctx_b] {
+        // Each coordinator sees the other, which does not listen: 'auto' would keep to the
+        // meadow.
+        sql(ctx, "SET swarm.path = 'direct'").await;
+        sql(ctx, "SET swarm.min_bytes = 0").await;
+        sql(
+            ctx,
+            "SET distributed.file_scan_config_bytes_per_partition = 1048576",
+        )
+        .await;
+    }
+    let text = physical(&ctx_b, &tpch::query(3)).await;
+    assert!(text.contains("DirectPathExec"), "{text}");
+    let race = |ctx: SessionContext| {
+        tokio::spawn(async move {
+            let (mut failures, mut slowest) = (vec![], Duration::ZERO);
+            for _ in 0..4 {
+                let start = Instant::now();
+                failures.extend(tpch::failures(&ctx, [3, 10]).await);
+                slowest = slowest.max(start.elapsed());
+            }
+            (failures, slowest)
+        })
+    };
+    let (ra, rb) = (race(ctx_a.clone()), race(ctx_b.clone()));
+    for (failures, slowest) in [ra.await.unwrap(), rb.await.unwrap()] {
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(slowest < Duration::from_secs(8), "a query took {slowest:?}");
+    }
+    let reruns = reruns(&a) + reruns(&b);
+    eprintln!("racing coordinators: {reruns} of 16 queries ran again over the meadow");
+    a.leave_swarm().await.unwrap();
+    b.leave_swarm().await.unwrap();
+}
+
+/// A join far larger than a bee: two node processes of two 256 MiB bees each sort both sides
+/// of a join of 1.2 million rows (about 330 MB a side in memory) within their bees, spilling,
+/// and the answer is right. The coordinator's two bees of 256 MiB make its sessions plan
+/// sort-merge joins (docs/bees.md: a hash join's build side cannot spill) over two partitions,
+/// a bee's worth each on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_larger_than_a_bee_completes_on_workers_of_256_mib_bees() {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let options = apiary::ApiaryOptions {
+        node: Some(apiary::exec::NodeConfig::fixed(
+            2,
+            256 << 20,
+            scratch.path().join("bees"),
+        )),
+        ..apiary::ApiaryOptions::default()
+    };
+    let ap = Apiary::open_with(&url, options).await.unwrap();
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(
+        &ctx,
+        "CREATE TABLE h.b.big AS SELECT value AS k, repeat(md5(CAST(value AS VARCHAR)), 8) AS pad \
+         FROM generate_series(1, 1200000)",
+    )
+    .await;
+    let workers: Vec<Worker> = ["j1", "j2"]
+        .iter()
+        .map(|id| {
+            Worker::spawn_sized(
+                &url,
+                id,
+                scratch.path(),
+                ("2", "512M"),
+                &["--listen", "127.0.0.1:0"],
+            )
+        })
+        .collect();
+    ap.join_swarm(coordinator_config(scratch.path()))
+        .await
+        .unwrap();
+    wait_alive(&ap, &workers).await;
+    wait_reached(&ap, 2, &workers).await;
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    sql(
+        &ctx,
+        "SET distributed.file_scan_config_bytes_per_partition = 4194304",
+    )
+    .await;
+    let q = "SELECT count(*) AS n, sum(length(a.pad) + length(b.pad)) AS bytes \
+             FROM h.b.big a JOIN h.b.big b ON a.k = b.k";
+    let text = physical(&ctx, q).await;
+    assert!(text.contains("DirectPathExec"), "{text}");
+    assert!(text.contains("SortMergeJoin"), "{text}");
+    let analyzed = plan(&ctx, &format!("EXPLAIN ANALYZE {q}")).await;
+    let spills: u64 = analyzed
+        .split("spill_count=")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum();
+    assert!(analyzed.contains("NetworkShuffleExec"), "{analyzed}");
+    assert!(spills > 0, "nothing spilled:\n{analyzed}");
+    let rows = crate::support::query(&ctx, q).await;
+    assert_eq!(rows, vec!["1200000|614400000"], "{analyzed}");
+    assert_eq!(reruns(&ap), 0, "{analyzed}");
     ap.leave_swarm().await.unwrap();
 }
 
@@ -464,9 +668,10 @@ impl WorkerResolver for Fixed {
     }
 }
 
-/// A client that sends `authorization: {0}` (or nothing).
+/// A client that sends `authorization: {0}` (or nothing) and, with `{1}`, a query ticket as an
+/// Apiary coordinator does (the oldest query there can be, asking for one bee).
 #[derive(Clone, Default)]
-struct Sends(Option<&'static str>, grpc::DefaultChannelResolver);
+struct Sends(Option<&'static str>, bool, grpc::DefaultChannelResolver);
 
 #[async_trait]
 impl ChannelResolver for Sends {
@@ -474,13 +679,17 @@ impl ChannelResolver for Sends {
         &self,
         url: &Url,
     ) -> Result<Box<dyn WorkerChannel>, DataFusionError> {
-        let channel = self.1.get_channel(url).await?;
-        let header = self.0;
+        let channel = self.2.get_channel(url).await?;
+        let (header, ticket) = (self.0, self.1);
         let service = tower::ServiceBuilder::new()
             .map_request(move |mut req: http::Request<tonic::body::Body>| {
                 if let Some(h) = header {
                     req.headers_mut()
                         .insert("authorization", http::HeaderValue::from_static(h));
+                }
+                if ticket {
+                    req.headers_mut()
+                        .insert("x-apiary-query", http::HeaderValue::from_static("1.ab.1.1"));
                 }
                 req
             })
@@ -492,13 +701,27 @@ impl ChannelResolver for Sends {
 }
 
 /// A session like `ctx` that plans with datafusion-distributed on the worker at `endpoint` (two
-/// tasks a stage, both there) as a client sending `authorization: {sends}`.
-fn outsider(ctx: &SessionContext, endpoint: &str, sends: Option<&'static str>) -> SessionContext {
+/// tasks a stage, both there) as a client sending `authorization: {sends}` and, with `ticket`,
+/// a query ticket.
+fn outsider(
+    ctx: &SessionContext,
+    endpoint: &str,
+    sends: Option<&'static str>,
+    ticket: bool,
+) -> SessionContext {
     let state = SessionStateBuilder::new_from_existing(ctx.state())
         .with_distributed_worker_resolver(Fixed(vec![Url::parse(endpoint).unwrap(); 2]))
-        .with_distributed_channel_resolver(Sends(sends, Default::default()))
+        .with_distributed_channel_resolver(Sends(sends, ticket, Default::default()))
         .with_distributed_planner()
         .build();
+    // The client runs in one of the node's two bees, its plans on the node's worker in the
+    // other (its ticket asks for one).
+    let mut state = state;
+    state
+        .config_mut()
+        .options_mut()
+        .set("apiary.bees_per_query", "1")
+        .unwrap();
     SessionContext::new_with_state(state)
 }
 
@@ -552,7 +775,7 @@ async fn a_worker_refuses_a_client_without_the_swarm_token() {
         (None, "no token"),
         (Some("Bearer not-the-token"), "a wrong token"),
     ] {
-        let outsider = outsider(&ctx, &endpoint, sends);
+        let outsider = outsider(&ctx, &endpoint, sends, true);
         sql(&outsider, "SET swarm.path = 'storage'").await;
         // A task per cell.
         sql(
@@ -590,7 +813,7 @@ async fn a_worker_refuses_a_client_without_the_swarm_token() {
     apiary::swarm::direct::SwarmToken::rotate(ap.meadow())
         .await
         .unwrap();
-    let stale = outsider(&ctx, &endpoint, Some(old));
+    let stale = outsider(&ctx, &endpoint, Some(old), true);
     sql(&stale, "SET swarm.path = 'storage'").await;
     let start = Instant::now();
     loop {
@@ -630,7 +853,7 @@ async fn a_worker_refuses_a_plan_that_reads_outside_its_meadow() {
         let scratch = tempfile::tempdir().unwrap();
         let (ap, node, endpoint) = listening_node(&backend.url, scratch.path()).await;
         let token = bearer(&ap).await;
-        let holder = outsider(&ap.session().unwrap(), &endpoint, Some(token));
+        let holder = outsider(&ap.session().unwrap(), &endpoint, Some(token), true);
         sql(&holder, "SET swarm.path = 'storage'").await;
         sql(
             &holder,
@@ -677,6 +900,14 @@ async fn a_worker_refuses_a_plan_that_reads_outside_its_meadow() {
                 "{backend} {place}"
             );
         }
+        // A client without a query ticket is not an Apiary coordinator: its plans are
+        // refused, naming the ticket.
+        let bare = outsider(&holder, &endpoint, Some(token), false);
+        let err = sql_err(&bare, "SELECT g, count(*) FROM outside0 GROUP BY g").await;
+        assert!(
+            err.contains("without its query's ticket (x-apiary-query)"),
+            "{backend}: {err}"
+        );
         ap.leave_swarm().await.unwrap();
     }
 }

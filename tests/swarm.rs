@@ -56,11 +56,22 @@ impl Worker {
     }
 
     pub(crate) fn spawn(storage: &str, id: &str, scratch: &Path, extra: &[&str]) -> Worker {
+        Worker::spawn_sized(storage, id, scratch, ("1", "512M"), extra)
+    }
+
+    /// [`Worker::spawn`] with `(bees, memory)` of its own.
+    pub(crate) fn spawn_sized(
+        storage: &str,
+        id: &str,
+        scratch: &Path,
+        (bees, memory): (&str, &str),
+        extra: &[&str],
+    ) -> Worker {
         let log = scratch.join(format!("{id}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_apiary"))
             .args(["node", "--storage", storage, "--node-id", id])
-            .args(["--bees", "1", "--memory", "512M"])
+            .args(["--bees", bees, "--memory", memory])
             .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
             .arg("--cache-dir")
             .arg(scratch.join("cache"))

@@ -59,6 +59,11 @@ impl ChamberExec {
     pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
         &self.input
     }
+
+    /// The bees the plan runs in.
+    pub fn pool(&self) -> &BeePool {
+        &self.pool
+    }
 }
 
 impl DisplayAs for ChamberExec {

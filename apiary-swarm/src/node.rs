@@ -54,6 +54,9 @@ pub struct SwarmStatus {
     pub endpoint: Option<String>,
     /// Direct-path requests this node's worker refused (no valid swarm token).
     pub refused_requests: u64,
+    /// This node's direct-path queries that failed before their first batch (a worker lost, or
+    /// refused by wait-die) and ran again over the meadow.
+    pub direct_reruns: u64,
 }
 
 impl SwarmNode {
@@ -246,6 +249,10 @@ impl SwarmNode {
             refused_requests: self.inner.direct.refused(),
             #[cfg(not(feature = "direct"))]
             refused_requests: 0,
+            #[cfg(feature = "direct")]
+            direct_reruns: self.inner.direct.workers.reruns(),
+            #[cfg(not(feature = "direct"))]
+            direct_reruns: 0,
             footer_cache_limit: self
                 .inner
                 .session

@@ -3,7 +3,8 @@
 //! datafusion-distributed 4 does not retry: one failed task fails the query. [`DirectPathExec`]
 //! sits on top of a direct-path plan and holds the query's logical plan and session: if the
 //! distributed run ends in an error before any batch reached the caller (a worker killed, a
-//! network cut, a refused connection), the query is planned again with `swarm.path =
+//! network cut, a refused connection, a worker whose bees an older query holds), the query is
+//! planned again with `swarm.path =
 //! 'storage'` — the meadow's exchange, or local — and that plan's batches are returned. After the
 //! first batch a rerun would repeat rows: the error goes to the caller, naming the workers that
 //! no longer answer.
@@ -11,6 +12,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use apiary_exec::{BeeOptions, ChamberExec};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::internal_err;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -28,6 +30,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use futures::{StreamExt, TryStreamExt};
 use http::HeaderMap;
 
+use super::admission::{self, Admissions, Ticket};
 use super::planner::on_path;
 use super::resolver::SwarmWorkers;
 use super::settings;
@@ -41,6 +44,9 @@ pub struct DirectPathExec {
     workers: Arc<SwarmWorkers>,
     /// The session's settings that differ from the node's, sent to the workers with the plan.
     settings: HeaderMap,
+    /// This node's worker's queries, when it listens: the query is registered there so that
+    /// its tasks on this node run in the chamber it holds.
+    admissions: Option<Arc<Admissions>>,
     properties: Arc<PlanProperties>,
 }
 
@@ -57,6 +63,7 @@ impl DirectPathExec {
         state: SessionState,
         workers: Arc<SwarmWorkers>,
         settings: HeaderMap,
+        admissions: Option<Arc<Admissions>>,
     ) -> Self {
         let properties = direct.properties().clone();
         Self {
@@ -65,6 +72,7 @@ impl DirectPathExec {
             state,
             workers,
             settings,
+            admissions,
             properties,
         }
     }
@@ -111,6 +119,7 @@ impl ExecutionPlan for DirectPathExec {
                 self.state.clone(),
                 self.workers.clone(),
                 self.settings.clone(),
+                self.admissions.clone(),
             ))),
             Err(_) => internal_err!("DirectPathExec has exactly one child"),
         }
@@ -124,9 +133,24 @@ impl ExecutionPlan for DirectPathExec {
         if partition != 0 {
             return internal_err!("DirectPathExec has one partition, asked for {partition}");
         }
+        // The query's ticket: its age and the bees it asks of each worker (`apiary.*`).
+        let bees = context
+            .session_config()
+            .options()
+            .extensions
+            .get::<BeeOptions>()
+            .cloned()
+            .unwrap_or_default();
+        let ticket = Ticket::new(bees.bees_per_query, bees.spill);
+        let held = self
+            .admissions
+            .as_ref()
+            .map(|a| a.coordinating(&ticket, &context.runtime_env()));
+        let mut headers = self.settings.clone();
+        headers.insert(admission::HEADER, ticket.header());
         let mut direct = self
             .direct
-            .execute(0, settings::sending(&context, &self.settings)?)?;
+            .execute(0, settings::sending(&context, &headers)?)?;
         let (logical, state, workers) = (
             self.logical.clone(),
             self.state.clone(),
@@ -152,17 +176,22 @@ impl ExecutionPlan for DirectPathExec {
                 }
                 Some(Err(e)) => e,
             };
-            // Nothing reached the caller: the workers are probed again before the next query
-            // plans with them, and this one goes over the meadow.
+            // Nothing reached the caller: this one goes over the meadow, and workers that no
+            // longer answer are left out of the next queries until probed again.
             drop(direct);
             log::warn!(
                 "a direct-path query failed before its first batch ({e}); it runs again over the meadow"
             );
-            workers.forget_reached();
+            workers.rerun().await;
             let state = on_path(&state, SwarmPath::Storage);
             let plan = DefaultPhysicalPlanner::default()
                 .create_physical_plan(&logical, &state)
                 .await?;
+            // It runs in the chamber this plan already runs in.
+            let plan = match plan.downcast_ref::<ChamberExec>() {
+                Some(chamber) => Arc::clone(chamber.input()),
+                None => plan,
+            };
             let plan: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() > 1 {
                 Arc::new(CoalescePartitionsExec::new(plan))
             } else {
@@ -170,7 +199,12 @@ impl ExecutionPlan for DirectPathExec {
             };
             Ok(execute_stream(plan, context)?.boxed())
         };
-        let stream = futures::stream::once(first).try_flatten();
+        // The query keeps its place on this node's worker while its batches flow.
+        let stream = futures::stream::once(first)
+            .try_flatten()
+            .inspect(move |_| {
+                let _ = &held;
+            });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
             stream,

@@ -15,8 +15,10 @@
 //! A node that listens runs a datafusion-distributed [`Worker`] on the address given (never a
 //! wildcard it was not given) and advertises `http://ADDR` in its heartbeat. Every request must
 //! carry the swarm token ([`SwarmToken`]), which only holders of the meadow's credentials can
-//! read; a request without it, or with an old one, is refused and counted.
+//! read; a request without it, or with an old one, is refused and counted. A worker admits its
+//! tasks per query into chambers of the node's bees ([`admission`]).
 
+mod admission;
 mod fallback;
 mod guard;
 mod planner;
@@ -32,7 +34,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use apiary_catalog::Meadow;
 use apiary_exec::BeePool;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion_distributed::{
     DistributedExt, SessionStateBuilderExt, Worker, WorkerPlanRewriteHandler, WorkerQueryContext,
@@ -51,6 +52,7 @@ use crate::config::SwarmConfig;
 use crate::error::{Result, SwarmError};
 use crate::fragment::ScanMatcher;
 use crate::membership::Membership;
+use admission::{Admissions, Admit};
 use guard::{MeadowGuard, MeadowStores};
 
 /// This node's direct path: its listening worker (if it listens), the token, and the resolvers
@@ -63,6 +65,8 @@ pub(crate) struct Direct {
     pub refused: Arc<AtomicU64>,
     pub codec: ApiaryCodec,
     pub matcher: ScanMatcher,
+    /// The direct-path queries of this node's worker (none when it does not listen).
+    pub admissions: Option<Arc<Admissions>>,
 }
 
 impl Direct {
@@ -90,30 +94,34 @@ impl Direct {
         };
         let channels = SwarmChannels::new(token.clone(), client_tls.clone());
         let refused = Arc::new(AtomicU64::new(0));
-        let (endpoint, server) = match listen {
+        let (endpoint, server, admissions) = match listen {
             Some(addr) => {
-                let runtime = worker_runtime(pool, base, matcher, &refused)?;
+                let runtime = worker_runtime(base, matcher, &refused)?;
+                let admissions = Admissions::new(pool.clone(), runtime.clone(), &config.node_id);
                 let guard = Arc::new(MeadowGuard {
                     matcher: matcher.clone(),
                     refused: refused.clone(),
                 });
+                let worker = worker(
+                    runtime,
+                    codec.clone(),
+                    channels.clone(),
+                    pool.clone(),
+                    guard,
+                    admissions.clone(),
+                );
                 let (endpoint, server) = serve(
                     addr,
-                    worker(
-                        runtime,
-                        codec.clone(),
-                        channels.clone(),
-                        pool.clone(),
-                        guard,
-                    ),
+                    worker,
+                    admissions.clone(),
                     token.clone(),
                     refused.clone(),
                     server_tls,
                 )
                 .await?;
-                (Some(endpoint), Some(server))
+                (Some(endpoint), Some(server), Some(admissions))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let direct = Direct {
             endpoint,
@@ -123,6 +131,7 @@ impl Direct {
             refused,
             codec: codec.clone(),
             matcher: matcher.clone(),
+            admissions,
         };
         Ok((direct, server))
     }
@@ -150,6 +159,7 @@ impl Direct {
                 self.token.clone(),
                 self.matcher.clone(),
                 Arc::new(node_settings),
+                self.admissions.clone(),
             )));
         }
         builder
@@ -169,12 +179,11 @@ impl datafusion_distributed::WorkerResolver for ResolverHandle {
     }
 }
 
-/// The runtime a worker's tasks run in: the meadow's store (and no other — not even DataFusion's
-/// default `file://`, unless the meadow is a local folder) and the node's footer cache, a memory
-/// pool of the bees' whole budget that makes operators spill past it, and spill files in the
-/// bees' scratch folder.
+/// The runtime a worker's chambers are built on: the meadow's store (and no other — not even
+/// DataFusion's default `file://`, unless the meadow is a local folder) and the node's footer
+/// cache. Its memory pool and spill folders are never used: every task runs in a chamber of
+/// the bees ([`admission`]), which brings its own.
 fn worker_runtime(
-    pool: &BeePool,
     base: &Arc<RuntimeEnv>,
     matcher: &ScanMatcher,
     refused: &Arc<AtomicU64>,
@@ -185,33 +194,32 @@ fn worker_runtime(
         refused: refused.clone(),
     };
     let mut runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(
-            pool.budget_per_bee().saturating_mul(pool.bees()),
-        )))
-        .with_temp_file_path(pool.scratch().join("direct"))
         .with_object_store_registry(Arc::new(stores))
         .build()?;
     runtime.cache_manager = base.cache_manager.clone();
     Ok(Arc::new(runtime))
 }
 
-/// A datafusion-distributed worker whose sessions decode Apiary's plan nodes under this node's
-/// bees, refuse plans that read outside the meadow, reach other workers with the token, and run
-/// with the node's execution settings (batch size and spill reservation sized to its bees)
-/// under the coordinator session's own.
+/// A datafusion-distributed worker whose sessions run in their query's chamber of this node's
+/// bees, decode Apiary's plan nodes, refuse plans that read outside the meadow, reach other
+/// workers with the token, and run with the node's execution settings (batch size and spill
+/// reservation sized to its bees) under the coordinator session's own.
 fn worker(
     runtime: Arc<RuntimeEnv>,
     codec: ApiaryCodec,
     channels: SwarmChannels,
     pool: BeePool,
     guard: Arc<dyn WorkerPlanRewriteHandler>,
+    admissions: Arc<Admissions>,
 ) -> Worker {
     let execution = pool.session_config().options().execution.clone();
     Worker::from_session_builder(move |ctx: WorkerQueryContext| {
         let (codec, channels, guard) = (codec.clone(), channels.clone(), guard.clone());
         let execution = execution.clone();
+        let admissions = admissions.clone();
         async move {
-            let mut builder = ctx.builder;
+            let chamber = admissions.admit(&ctx.headers).await?;
+            let mut builder = ctx.builder.with_runtime_env(chamber);
             if let Some(config) = builder.config().as_mut() {
                 config.options_mut().execution = execution;
                 settings::apply(config, &ctx.headers)?;
@@ -226,11 +234,13 @@ fn worker(
     .with_runtime_env(runtime)
 }
 
-/// Binds `addr` and serves `worker` there behind the token's check, over TLS when given; the
-/// endpoint advertised is the bound address (port 0 becomes the port given).
+/// Binds `addr` and serves `worker` there behind the token's check, then admission per query,
+/// over TLS when given; the endpoint advertised is the bound address (port 0 becomes the port
+/// given).
 async fn serve(
     addr: SocketAddr,
     worker: Worker,
+    admissions: Arc<Admissions>,
     token: SwarmToken,
     refused: Arc<AtomicU64>,
     tls: Option<tonic::transport::ServerTlsConfig>,
@@ -270,7 +280,11 @@ async fn serve(
             ))
         }
     };
-    let service = InterceptedService::new(worker.into_worker_server(), check);
+    let admit = Admit {
+        inner: worker.into_worker_server(),
+        admissions,
+    };
+    let service = InterceptedService::new(admit, check);
     let server = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         if let Err(e) = builder

@@ -26,6 +26,7 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion_distributed::{DistributedConfig, DistributedExec, WorkerResolver};
 
+use super::admission::Admissions;
 use super::fallback::DirectPathExec;
 use super::settings;
 
@@ -52,6 +53,8 @@ pub struct PathPlanner {
     matcher: ScanMatcher,
     /// The node's own settings: a session's changes from them travel to the workers.
     node_settings: Arc<settings::NodeSettings>,
+    /// This node's worker's queries, when it listens: its own queries' tasks there join them.
+    admissions: Option<Arc<Admissions>>,
 }
 
 impl std::fmt::Debug for PathPlanner {
@@ -69,6 +72,7 @@ impl PathPlanner {
         token: SwarmToken,
         matcher: ScanMatcher,
         node_settings: Arc<settings::NodeSettings>,
+        admissions: Option<Arc<Admissions>>,
     ) -> Self {
         Self {
             direct,
@@ -76,6 +80,7 @@ impl PathPlanner {
             token,
             matcher,
             node_settings,
+            admissions,
         }
     }
 
@@ -166,7 +171,9 @@ impl PathPlanner {
     ///
     /// The plan is made as usual first: a query that reads less than `swarm.min_bytes` of the
     /// meadow's cells stays local, as on the storage path. Otherwise that plan is handed to
-    /// datafusion-distributed (through [`Prepared`]) to be cut into stages.
+    /// datafusion-distributed (through [`Prepared`]) to be cut into stages. The plan's chamber
+    /// goes on top of it all: the coordinator holds its bees for the whole query — its own
+    /// worker's tasks of the query run in them, and a rerun over the meadow stays in them.
     async fn direct_plan(
         &self,
         plan: &LogicalPlan,
@@ -175,6 +182,16 @@ impl PathPlanner {
         let local = DefaultPhysicalPlanner::default()
             .create_physical_plan(plan, state)
             .await?;
+        let (pool, local) = match local.downcast_ref::<ChamberExec>() {
+            Some(chamber) => (Some(chamber.pool().clone()), Arc::clone(chamber.input())),
+            None => (None, local),
+        };
+        let in_chamber = |plan: Arc<dyn ExecutionPlan>| -> Arc<dyn ExecutionPlan> {
+            match &pool {
+                Some(pool) => Arc::new(ChamberExec::new(plan, pool.clone())),
+                None => plan,
+            }
+        };
         let min_bytes = state
             .config()
             .options()
@@ -185,14 +202,14 @@ impl PathPlanner {
             .is_ok_and(|c| c.broadcast_joins);
         if !splits_safely(&local, broadcasts) {
             log::debug!("a query stays local: an operator above a scan needs the scan whole");
-            return Ok(local);
+            return Ok(in_chamber(local));
         }
         let bytes = self.meadow_bytes(&local)?;
         if bytes < min_bytes {
             log::debug!(
                 "a query stays local: it reads {bytes} bytes, below swarm.min_bytes ({min_bytes})"
             );
-            return Ok(local);
+            return Ok(in_chamber(local));
         }
         let mut prepared = state.clone();
         prepared
@@ -208,15 +225,16 @@ impl PathPlanner {
                     .is_some_and(|c| c.is::<DistributedExec>());
         if !distributed {
             // Too small to distribute: as it was planned.
-            return Ok(physical);
+            return Ok(in_chamber(physical));
         }
-        Ok(Arc::new(DirectPathExec::new(
+        Ok(in_chamber(Arc::new(DirectPathExec::new(
             physical,
             plan.clone(),
             state.clone(),
             self.workers.clone(),
             self.node_settings.changed(state.config_options())?,
-        )))
+            self.admissions.clone(),
+        ))))
     }
 
     /// The bytes of the meadow's cells `plan` reads (after the ledger's pruning).

@@ -8,6 +8,7 @@
 //! timeouts, and every request carrying the swarm token.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ pub struct SwarmWorkers {
     reach: Mutex<HashMap<String, Reach>>,
     /// Whether this node can check a TLS worker's certificate; a worker it cannot is skipped.
     tls: bool,
+    /// Direct-path queries that failed before their first batch and ran again over the meadow.
+    reruns: AtomicU64,
 }
 
 impl std::fmt::Debug for SwarmWorkers {
@@ -56,6 +59,7 @@ impl SwarmWorkers {
             membership,
             reach: Mutex::new(HashMap::new()),
             tls,
+            reruns: AtomicU64::new(0),
         }
     }
 
@@ -125,8 +129,8 @@ impl SwarmWorkers {
         newly
     }
     /// The workers reached before that do not answer now, each as `node ID (ENDPOINT)`; they
-    /// are probed again before a query plans with them. Asked when a direct-path query failed
-    /// after its first batch, to name the node it lost.
+    /// are probed again before a query plans with them. Asked when a direct-path query failed,
+    /// to name the node it lost.
     pub(crate) async fn unanswering(&self) -> Vec<String> {
         let reached: Vec<String> = lock(&self.reach)
             .iter()
@@ -155,10 +159,21 @@ impl SwarmWorkers {
         lost
     }
 
-    /// Forgets which endpoints were reached (a query found one gone): every one is probed
-    /// again, and until then no query takes the direct path.
-    pub(crate) fn forget_reached(&self) {
-        lock(&self.reach).clear();
+    /// A query failed before its first batch and runs again over the meadow: it is counted,
+    /// and the workers reached are probed at once — those that no longer answer are not
+    /// planned with until a later probe reaches them. (A worker that refused the query for want
+    /// of bees still answers, and stays.)
+    pub(crate) async fn rerun(&self) {
+        self.reruns.fetch_add(1, Ordering::Relaxed);
+        let lost = self.unanswering().await;
+        if !lost.is_empty() {
+            log::warn!("the direct path lost {}", lost.join(", "));
+        }
+    }
+
+    /// Queries that ran again over the meadow (see [`SwarmWorkers::rerun`]).
+    pub fn reruns(&self) -> u64 {
+        self.reruns.load(Ordering::Relaxed)
     }
 }
 
