@@ -216,6 +216,15 @@ async fn partitioned_joins_answer_right_on_the_direct_path() {
     let failures = tpch::failures(&ctx, 1..=22).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(reruns(&ap), 0);
+    // The coordinator reaches its own worker in-process, the other over gRPC.
+    let swarm = ap.swarm().unwrap();
+    let own = swarm.status().endpoint.expect("listening");
+    let calls = swarm.direct_calls();
+    assert!(
+        !calls.keys().any(|e| e.starts_with(&own)),
+        "{own}: {calls:?}"
+    );
+    assert_eq!(calls.len(), 1, "{calls:?}");
     ap.leave_swarm().await.unwrap();
 }
 
@@ -447,7 +456,10 @@ async fn racing_coordinators_never_stall_on_workers_of_one_bee() {
     let (ra, rb) = (race(ctx_a.clone()), race(ctx_b.clone()));
     for (failures, slowest) in [ra.await.unwrap(), rb.await.unwrap()] {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
-        assert!(slowest < Duration::from_secs(60), "a query took {slowest:?}");
+        assert!(
+            slowest < Duration::from_secs(60),
+            "a query took {slowest:?}"
+        );
     }
     let reruns = reruns(&a) + reruns(&b);
     eprintln!("racing coordinators: {reruns} of 16 queries ran again over the meadow");

@@ -67,6 +67,9 @@ pub(crate) struct Direct {
     pub matcher: ScanMatcher,
     /// The direct-path queries of this node's worker (none when it does not listen).
     pub admissions: Option<Arc<Admissions>>,
+    /// This node's worker and its endpoint, when it listens: the node's own queries reach it
+    /// in-process, with no gRPC, no encoding of plans and no Arrow IPC of batches.
+    local: Option<(Worker, url::Url)>,
 }
 
 impl Direct {
@@ -94,7 +97,7 @@ impl Direct {
         };
         let channels = SwarmChannels::new(token.clone(), client_tls.clone());
         let refused = Arc::new(AtomicU64::new(0));
-        let (endpoint, server, admissions) = match listen {
+        let (endpoint, server, admissions, local) = match listen {
             Some(addr) => {
                 let runtime = worker_runtime(base, matcher, &refused)?;
                 let admissions = Admissions::new(pool.clone(), runtime.clone(), &config.node_id);
@@ -110,6 +113,7 @@ impl Direct {
                     guard,
                     admissions.clone(),
                 );
+                let in_process = worker.clone();
                 let (endpoint, server) = serve(
                     addr,
                     worker,
@@ -119,9 +123,14 @@ impl Direct {
                     server_tls,
                 )
                 .await?;
-                (Some(endpoint), Some(server), Some(admissions))
+                let url = url::Url::parse(&endpoint).map_err(|e| SwarmError::Listen {
+                    addr: endpoint.clone(),
+                    reason: e.to_string(),
+                })?;
+                let local = Some((in_process, url));
+                (Some(endpoint), Some(server), Some(admissions), local)
             }
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         let direct = Direct {
             endpoint,
@@ -132,19 +141,24 @@ impl Direct {
             codec: codec.clone(),
             matcher: matcher.clone(),
             admissions,
+            local,
         };
         Ok((direct, server))
     }
 
     /// `builder` with the direct path: datafusion-distributed's planner behind Apiary's
     /// [`PathPlanner`], which chooses per query. `builder`'s settings are the node's own: what a
-    /// session changes from them travels to the workers.
+    /// session changes from them travels to the workers. A node that listens reaches its own
+    /// worker in-process.
     pub(crate) fn install(&self, mut builder: SessionStateBuilder) -> SessionStateBuilder {
         let node_settings = builder
             .config()
             .as_ref()
             .map(|c| settings::NodeSettings::of(c.options()))
             .unwrap_or_default();
+        if let (Some((worker, url)), Some(config)) = (&self.local, builder.config().as_mut()) {
+            config.set_extension(Arc::new(worker.to_local_worker_context(url.clone())));
+        }
         let mut builder = builder
             .with_query_planner(Arc::new(Prepared::default()))
             .with_distributed_worker_resolver(ResolverHandle(self.workers.clone()))
