@@ -25,7 +25,8 @@
 //!
 //! - with `--direct` (and the `direct` feature), instead: all 22 queries on one node and on two
 //!   listening nodes, over the direct path (datafusion-distributed) and over the meadow, side by
-//!   side (`cargo bench --bench swarm --no-default-features --features direct -- --direct --bees 2`).
+//!   side (`cargo bench --bench swarm --no-default-features --features direct -- --direct --bees 2`);
+//!   `--set key=value,…` sets more on the direct path's session (`distributed.compression=none`).
 //!
 //! ```text
 //! cargo bench --bench swarm --no-default-features -- [--runs 7] [--bees 1] [--queries 1,6] [--small 2,11] [--idle-secs 60] [--calls 1,6] [--tasks-per-bee N] [--storage s3] [--per-process]
@@ -550,6 +551,12 @@ async fn direct_scale_out(dir: &Path, runs: usize) {
     let direct = tpch_session(&coordinator).await;
     run(&direct, "SET swarm.path = 'direct'").await;
     run(&direct, "SET swarm.min_bytes = 0").await;
+    // `--set key=value,…`: settings of the direct path's session to compare.
+    for setting in arg("--set").iter().flat_map(|s| s.split(',')) {
+        if let Some((key, value)) = setting.split_once('=') {
+            run(&direct, &format!("SET {key} = '{value}'")).await;
+        }
+    }
     let meadow = tpch_session(&coordinator).await;
     run(&meadow, "SET swarm.path = 'storage'").await;
     run(&meadow, "SET swarm.min_bytes = 0").await;
