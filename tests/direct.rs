@@ -2,6 +2,7 @@
 //! datafusion-distributed, a coordinator plans joins and shuffles across them, and only the
 //! swarm — holders of the meadow's token — gets a plan in.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiary::Apiary;
@@ -735,6 +736,12 @@ fn outsider(
         .options_mut()
         .set("apiary.bees_per_query", "1")
         .unwrap();
+    // An outsider has no worker of the node in its process: it calls the endpoint, not the
+    // node's own session's in-process worker.
+    let elsewhere = Url::parse("http://127.0.0.1:1/").unwrap();
+    state.config_mut().set_extension(Arc::new(
+        datafusion_distributed::Worker::default().to_local_worker_context(elsewhere),
+    ));
     SessionContext::new_with_state(state)
 }
 

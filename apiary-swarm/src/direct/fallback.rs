@@ -4,10 +4,9 @@
 //! sits on top of a direct-path plan and holds the query's logical plan and session: if the
 //! distributed run ends in an error before any batch reached the caller (a worker killed, a
 //! network cut, a refused connection, a worker whose bees an older query holds), the query is
-//! planned again with `swarm.path =
-//! 'storage'` — the meadow's exchange, or local — and that plan's batches are returned. After the
-//! first batch a rerun would repeat rows: the error goes to the caller, naming the workers that
-//! no longer answer.
+//! planned again with `swarm.path = 'storage'` — the meadow's exchange, or local — and that
+//! plan's batches are returned. After the first batch a rerun would repeat rows: the error goes
+//! to the caller, naming the workers that no longer answer.
 
 use std::fmt;
 use std::sync::Arc;
