@@ -18,7 +18,7 @@ use datafusion_distributed::{
 };
 use url::Url;
 
-use crate::support::{plan, sql, sql_err};
+use crate::support::{metric_sum, plan, sql, sql_err};
 use crate::swarm::{Worker, coordinator, swarm_config, wait_alive};
 use crate::tpch;
 
@@ -326,14 +326,7 @@ async fn workers_run_with_the_sessions_settings() {
     )
     .await;
     let analyzed = plan(&ctx, &format!("EXPLAIN ANALYZE {q}")).await;
-    let skipped: u64 = analyzed
-        .split("skipped_aggregation_rows=")
-        .skip(1)
-        .filter_map(|rest| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse::<u64>().ok()
-        })
-        .sum();
+    let skipped = metric_sum(&analyzed, "skipped_aggregation_rows");
     assert!(analyzed.contains("NetworkShuffleExec"), "{analyzed}");
     assert!(
         skipped > 0,
@@ -525,14 +518,7 @@ async fn a_join_larger_than_a_bee_completes_on_workers_of_256_mib_bees() {
     assert!(text.contains("DirectPathExec"), "{text}");
     assert!(text.contains("SortMergeJoin"), "{text}");
     let analyzed = plan(&ctx, &format!("EXPLAIN ANALYZE {q}")).await;
-    let spills: u64 = analyzed
-        .split("spill_count=")
-        .skip(1)
-        .filter_map(|rest| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse::<u64>().ok()
-        })
-        .sum();
+    let spills = metric_sum(&analyzed, "spill_count");
     assert!(analyzed.contains("NetworkShuffleExec"), "{analyzed}");
     assert!(spills > 0, "nothing spilled:\n{analyzed}");
     let rows = crate::support::query(&ctx, q).await;

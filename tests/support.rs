@@ -124,6 +124,17 @@ pub fn metric(plan: &str, name: &str) -> usize {
         .expect("a number")
 }
 
+/// The sum of a metric over every operator of an EXPLAIN ANALYZE text (0 when none has it).
+pub fn metric_sum(plan: &str, name: &str) -> u64 {
+    plan.split(&format!("{name}="))
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 // The `apiary` command as a separate process.
 
 /// Runs `apiary --storage STORAGE ARGS…`.

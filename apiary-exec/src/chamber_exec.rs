@@ -37,6 +37,17 @@ use crate::queries::{QueryOutcome, QueryShape};
 /// `spill`): the `apiary.*` settings, defined with the catalog's own in one extension.
 pub use apiary_catalog::options::SessionOptions as BeeOptions;
 
+/// The `apiary.*` settings a task runs with (their defaults when its session has none).
+pub fn bee_options(context: &TaskContext) -> BeeOptions {
+    context
+        .session_config()
+        .options()
+        .extensions
+        .get::<BeeOptions>()
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Runs its input inside a chamber of the pool's bees.
 #[derive(Debug)]
 pub struct ChamberExec {
@@ -116,13 +127,7 @@ impl ExecutionPlan for ChamberExec {
         if partition != 0 {
             return internal_err!("ChamberExec has one partition, asked for {partition}");
         }
-        let options = context
-            .session_config()
-            .options()
-            .extensions
-            .get::<BeeOptions>()
-            .cloned()
-            .unwrap_or_default();
+        let options = bee_options(&context);
         let bees = match options.bees_per_query {
             0 => self.pool.bees(),
             n => n.min(self.pool.bees()),

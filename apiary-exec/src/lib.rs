@@ -19,7 +19,7 @@ pub mod queries;
 pub mod temperature;
 
 pub use abandonment::{Diagnostic, Failure, TaskFailures, Verdict};
-pub use chamber_exec::{BeeOptions, ChamberExec, ChamberRule};
+pub use chamber_exec::{BeeOptions, ChamberExec, ChamberRule, bee_options};
 pub use error::{ExecError, Result};
 pub use folder_lock::FolderLock;
 pub use node::{MemoryPoolKind, NodeConfig};

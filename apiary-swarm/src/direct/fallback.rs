@@ -11,7 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use apiary_exec::{BeeOptions, ChamberExec};
+use apiary_exec::{ChamberExec, bee_options};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::internal_err;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -133,13 +133,7 @@ impl ExecutionPlan for DirectPathExec {
             return internal_err!("DirectPathExec has one partition, asked for {partition}");
         }
         // The query's ticket: its age and the bees it asks of each worker (`apiary.*`).
-        let bees = context
-            .session_config()
-            .options()
-            .extensions
-            .get::<BeeOptions>()
-            .cloned()
-            .unwrap_or_default();
+        let bees = bee_options(&context);
         let ticket = Ticket::new(bees.bees_per_query, bees.spill);
         let held = self
             .admissions
