@@ -9,13 +9,13 @@
 //! hence the shell) plan the explained statement once more, read them, and add one row,
 //! `apiary_scans`, to DataFusion's `EXPLAIN` output. A scan that pruned every cell plans an
 //! `EmptyExec`, which has no metrics: it notes itself in an
-//! [`EmptyScans`](apiary_catalog::provider::EmptyScans) the door puts in the session for that
+//! [`EmptyScans`](apiary_catalog::EmptyScans) the door puts in the session for that
 //! planning.
 
 use std::sync::Arc;
 
-use apiary_catalog::provider::{EmptyScan, SCAN_FRAME_LABEL, SCAN_VERSION};
-use apiary_swarm::rule::{SWARM_LOCAL, SWARM_NODES_LABEL, SWARM_REASON_LABEL, SWARM_TASKS};
+use apiary_catalog::{EmptyScan, SCAN_FRAME_LABEL, SCAN_VERSION};
+use apiary_swarm::{SWARM_LOCAL, SWARM_NODES_LABEL, SWARM_REASON_LABEL, SWARM_TASKS};
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::source::DataSourceExec;
@@ -46,7 +46,7 @@ fn collect(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
 }
 
 /// The line of a frame scan that pruned every cell (planned as an `EmptyExec`, which carries
-/// no metrics; the scan noted itself in the session's [`apiary_catalog::provider::EmptyScans`]).
+/// no metrics; the scan noted itself in the session's [`apiary_catalog::EmptyScans`]).
 pub fn empty_scan_note(scan: &EmptyScan) -> String {
     format!(
         "{} at version {}: {} cells ({}); pruned {} by partition, {} by statistics; 0 to scan \

@@ -21,15 +21,17 @@
 //!   meadow.
 
 mod error;
-pub mod explain;
+mod explain;
 #[cfg(feature = "status")]
-pub mod status;
+mod status;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use apiary_catalog::provider::KeepScanOrder;
+use parking_lot::Mutex;
+
+use apiary_catalog::KeepScanOrder;
 use apiary_catalog::{
-    ApiaryCatalog, CatalogOptions, CommitOptions, IoRuntime, Leafcutter, Meadow, Registry,
+    CatalogOptions, CommitOptions, IoRuntime, Leafcutter, Meadow, ProviderState, Registry,
 };
 use apiary_exec::{BeePool, ChamberRule, Colony, NodeConfig, Regulation};
 use apiary_swarm::{SwarmConfig, SwarmNode, SwarmOptions};
@@ -47,7 +49,9 @@ pub use apiary_exec as exec;
 pub use apiary_swarm as swarm;
 pub use error::{Error, Result};
 #[cfg(feature = "status")]
-pub use status::{StatusOptions, StatusServer};
+pub use status::{
+    StatusOptions, StatusServer, frames_json, prometheus, status_json, swarm_node_json,
+};
 
 /// Where an Apiary named `name` keeps its data when no storage is given: `~/.apiary/{name}`
 /// (the `apiary` command uses `default`, the Python `Apiary(name)` its name). `None` without
@@ -73,11 +77,7 @@ struct SwarmSlot {
 
 impl Drop for SwarmSlot {
     fn drop(&mut self) {
-        let node = self
-            .node
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let node = self.node.get_mut().take();
         if let Some(node) = node {
             node.leave_blocking(&self.io);
         }
@@ -109,12 +109,12 @@ pub struct Apiary {
     /// This node's membership of the swarm, once joined; dropped first (before the runtime the
     /// catalog holds), leaving the swarm.
     swarm: Arc<SwarmSlot>,
-    catalog: ApiaryCatalog,
+    catalog: ProviderState,
     colony: Colony,
     /// What every pooled session's chambers share: object stores and file caches.
     runtime: Arc<RuntimeEnv>,
     /// The providers handed to hosts with a runtime of their own ([`Apiary::catalog_with_own_runtime`]).
-    own_runtime: Arc<OnceLock<ApiaryCatalog>>,
+    own_runtime: Arc<OnceLock<ProviderState>>,
 }
 
 impl Apiary {
@@ -174,7 +174,7 @@ impl Apiary {
         let registry = Registry::open(meadow, options.commit).await?;
         let io_handle = io.handle().clone();
         Ok(Apiary {
-            catalog: ApiaryCatalog::new(registry, io, catalog),
+            catalog: ProviderState::new(registry, io, catalog),
             colony,
             runtime,
             swarm: Arc::new(SwarmSlot {
@@ -217,7 +217,7 @@ impl Apiary {
     /// # Ok(()) }
     /// ```
     pub async fn sql(&self, ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
-        if let Some(statement) = apiary_catalog::provider::own_statement(sql) {
+        if let Some(statement) = apiary_catalog::own_statement(sql) {
             return Ok(self.catalog.execute_own(ctx, &statement).await?);
         }
         self.catalog.merge_schema_for_insert(ctx, sql).await?;
@@ -248,7 +248,7 @@ impl Apiary {
             let schema = df.schema().inner().clone();
             let batches = df.collect().await?;
             let mut state = ctx.state();
-            let empties = Arc::new(apiary_catalog::provider::EmptyScans::default());
+            let empties = Arc::new(apiary_catalog::EmptyScans::default());
             state.config_mut().set_extension(empties.clone());
             let mut notes = match state.create_physical_plan(&inner).await {
                 Ok(physical) => explain::scan_notes(&physical),
@@ -282,7 +282,7 @@ impl Apiary {
             ));
             let mut options = self.catalog.options().clone();
             options.scan_runtime = Some(Arc::new(runtime));
-            ApiaryCatalog::new(self.registry().clone(), self.catalog.io().clone(), options)
+            ProviderState::new(self.registry().clone(), self.catalog.io().clone(), options)
         });
         Ok(catalog.existing_hive(hive).await?)
     }
@@ -350,18 +350,13 @@ impl Apiary {
         self.read_through_cache(&node);
         // Its metrics under the name the swarm knows it by.
         self.meadow().sight().set_node(node.id());
-        *self.swarm.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.clone());
+        *self.swarm.node.lock() = Some(node.clone());
         Ok(node)
     }
 
     /// Leaves the swarm gracefully (this node's heartbeat is removed).
     pub async fn leave_swarm(&self) -> Result<()> {
-        let node = self
-            .swarm
-            .node
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let node = self.swarm.node.lock().take();
         if let Some(node) = node {
             let meadow = self.meadow();
             self.runtime
@@ -373,11 +368,7 @@ impl Apiary {
 
     /// This node's membership of the swarm, if it joined.
     pub fn swarm(&self) -> Option<SwarmNode> {
-        self.swarm
-            .node
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.swarm.node.lock().clone()
     }
 
     /// The bees of this node and how they regulate writes.
@@ -391,7 +382,7 @@ impl Apiary {
     }
 
     /// The shared provider state (registry, meadow, I/O runtime).
-    pub fn providers(&self) -> &ApiaryCatalog {
+    pub fn providers(&self) -> &ProviderState {
         &self.catalog
     }
 

@@ -11,17 +11,18 @@
 //! and can hide query text (`StatusOptions::redact_sql`).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use apiary_catalog::sight;
-use apiary_swarm::heartbeat::Heartbeat;
+use apiary_swarm::Heartbeat;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Json};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::{Apiary, Error, Result};
@@ -80,7 +81,7 @@ pub fn prometheus() -> Result<PrometheusHandle> {
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
-    let _installing = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
+    let _installing = INSTALLING.lock();
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use apiary::exec::{Band, NodeConfig};
+use apiary::exec::{Band, NodeConfig, Spill};
 use apiary::{Apiary, ApiaryOptions};
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -110,7 +110,11 @@ async fn a_critical_colony_refuses_writes_and_a_cool_one_takes_them() {
 
     // Heat the colony: its bee busy, its memory reserved, its queue full.
     let runtime = RuntimeEnv::default();
-    let held = ap.bees().acquire(1, &runtime, true).await.unwrap();
+    let held = ap
+        .bees()
+        .acquire(1, &runtime, Spill::ToScratch)
+        .await
+        .unwrap();
     let reservation = MemoryConsumer::new("load").register(&held.runtime().memory_pool);
     reservation
         .try_grow((64 * MIB as usize) * 95 / 100)
@@ -119,7 +123,9 @@ async fn a_critical_colony_refuses_writes_and_a_cool_one_takes_them() {
         let bees = ap.bees().clone();
         tokio::spawn(async move {
             let runtime = RuntimeEnv::default();
-            bees.acquire(1, &runtime, true).await.map(|_| ())
+            bees.acquire(1, &runtime, Spill::ToScratch)
+                .await
+                .map(|_| ())
         })
     };
     while ap.bees().waiting() < 1 {

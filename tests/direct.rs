@@ -373,7 +373,7 @@ async fn a_workers_tasks_wait_for_its_bees_then_run_in_them() {
         .acquire(
             1,
             &datafusion::execution::runtime_env::RuntimeEnv::default(),
-            true,
+            apiary::exec::Spill::ToScratch,
         )
         .await
         .unwrap();
@@ -758,7 +758,7 @@ async fn listening_node(url: &str, scratch: &std::path::Path) -> (Apiary, SwarmN
 async fn bearer(ap: &Apiary) -> &'static str {
     let secret = ap
         .meadow()
-        .get(apiary::swarm::direct::SECRET)
+        .get(apiary::swarm::SECRET)
         .await
         .unwrap()
         .expect("the first node that listens creates the secret");
@@ -816,7 +816,7 @@ async fn a_worker_refuses_a_client_without_the_swarm_token() {
 
     // A new secret: the old token is refused once the node has read it again (every five view
     // intervals), and the swarm's own queries go on.
-    apiary::swarm::direct::SwarmToken::rotate(ap.meadow())
+    apiary::swarm::SwarmToken::rotate(ap.meadow())
         .await
         .unwrap();
     let stale = outsider(&ctx, &endpoint, Some(old), true);
@@ -1062,7 +1062,7 @@ fn rotate_secret_replaces_the_token() {
     let token = || {
         let out = crate::support::apiary(&storage, &["node", "--rotate-secret"]);
         assert!(crate::support::ok(&out).contains("swarm token"));
-        let bytes = std::fs::read(storage.join(apiary::swarm::direct::SECRET)).unwrap();
+        let bytes = std::fs::read(storage.join(apiary::swarm::SECRET)).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         v["token"].as_str().unwrap().to_string()
     };
@@ -1074,7 +1074,7 @@ fn rotate_secret_replaces_the_token() {
 /// Nodes racing to listen first agree on one token: the secret is created conditionally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_nodes_agree_on_one_token() {
-    use apiary::swarm::direct::SwarmToken;
+    use apiary::swarm::SwarmToken;
     let dir = tempfile::tempdir().unwrap();
     let meadow = apiary::catalog::Meadow::open(dir.path().to_str().unwrap())
         .await
@@ -1152,9 +1152,7 @@ async fn nodes_read_the_token_only_once_a_node_listens() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let reads = counting.take_reads();
     assert!(
-        !reads
-            .iter()
-            .any(|k| k.contains(apiary::swarm::direct::SECRET)),
+        !reads.iter().any(|k| k.contains(apiary::swarm::SECRET)),
         "{reads:?}"
     );
 

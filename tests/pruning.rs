@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use apiary::{Apiary, ApiaryOptions};
 use apiary_catalog::IoRuntime;
-use apiary_catalog::provider::OwnRuntimeExec;
+use apiary_catalog::OwnRuntimeExec;
 use apiary_catalog::testing::counting_local_meadow;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;

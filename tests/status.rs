@@ -20,7 +20,7 @@ async fn scrape(addr: SocketAddr) -> prometheus_parse::Scrape {
 
 /// This process's metrics as `/metrics` would show them, parsed.
 pub(crate) fn rendered() -> prometheus_parse::Scrape {
-    let text = apiary::status::prometheus().unwrap().render();
+    let text = apiary::prometheus().unwrap().render();
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
 }
 

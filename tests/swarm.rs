@@ -8,9 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use apiary::catalog::{CatalogOptions, Leafcutter, WriteOptions};
-use apiary::exec::NodeConfig;
+use apiary::exec::{NodeConfig, Spill};
 use apiary::swarm::SwarmConfig;
-use apiary::swarm::manifest::{Done, Manifest, Retry};
+use apiary::swarm::{Done, Manifest, Retry};
 use apiary::{Apiary, ApiaryOptions};
 use apiary_catalog::Meadow;
 use apiary_catalog::testing::faults::{Fault, Faults, Op, Rule};
@@ -230,7 +230,7 @@ async fn claimed_by(meadow: &Meadow, node: &str) -> bool {
             let Some(body) = meadow.get(&key).await.unwrap() else {
                 continue;
             };
-            let claim: apiary::swarm::manifest::Claim = serde_json::from_slice(&body).unwrap();
+            let claim: apiary::swarm::Claim = serde_json::from_slice(&body).unwrap();
             if claim.node == node {
                 return true;
             }
@@ -1181,7 +1181,7 @@ async fn a_live_coordinators_long_query_keeps_its_folder() {
 /// folder still without a manifest (its coordinator may be writing it) waits for that age.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_folders_without_a_live_coordinator_are_swept() {
-    use apiary::swarm::manifest::QueryDir;
+    use apiary::swarm::QueryDir;
     let url = format!("memory://sweep-{}", uuid::Uuid::new_v4().simple());
     let meadow = Meadow::open(&url).await.unwrap();
     let scratch = tempfile::tempdir().unwrap();
@@ -1450,7 +1450,7 @@ async fn a_busy_nodes_share_is_pulled_by_free_bees() {
     wait_for_nodes(&coordinator, 3).await;
     // Every bee of `busy` is taken (by a long query of its own, say).
     let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
-    let held = busy.bees().try_acquire(1, &runtime, false).unwrap();
+    let held = busy.bees().try_acquire(1, &runtime, Spill::Never).unwrap();
     assert!(held.is_some());
     sql(&ctx, "SET swarm.min_bytes = 0").await;
     // Four tasks per offered bee (one each here), however small.
@@ -1639,7 +1639,7 @@ async fn an_idle_node_watches_one_object_not_the_query_listing() {
 /// finished at first sight, and swept after the grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_folders_a_newcomer_finds_go_after_the_grace() {
-    use apiary::swarm::manifest::QueryDir;
+    use apiary::swarm::QueryDir;
     let url = format!("memory://grace-{}", uuid::Uuid::new_v4().simple());
     let meadow = Meadow::open(&url).await.unwrap();
     let scratch = tempfile::tempdir().unwrap();
@@ -1679,7 +1679,7 @@ async fn finished_folders_a_newcomer_finds_go_after_the_grace() {
 /// the store's own clock) is past its grace at first sight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_finished_folders_go_at_a_newcomers_first_look() {
-    use apiary::swarm::manifest::QueryDir;
+    use apiary::swarm::QueryDir;
     let root = tempfile::tempdir().unwrap();
     let meadow = Meadow::open(root.path().to_str().unwrap()).await.unwrap();
     let scratch = tempfile::tempdir().unwrap();
@@ -1806,7 +1806,7 @@ async fn lone_coordinator(
     let busy = small_node(meadow, "busy", dir, |_| {}).await;
     wait_for_nodes(&coordinator, 2).await;
     let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
-    let held = busy.bees().try_acquire(1, &runtime, false).unwrap();
+    let held = busy.bees().try_acquire(1, &runtime, Spill::Never).unwrap();
     assert!(held.is_some());
     (coordinator, busy, ctx, held)
 }
@@ -1870,7 +1870,7 @@ async fn a_coordinators_own_results_are_handed_over_in_memory() {
     wait_for_nodes(&coordinator, 2).await;
     // The other node's bee is held: the coordinator runs every task itself.
     let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
-    let held = busy.bees().try_acquire(1, &runtime, false).unwrap();
+    let held = busy.bees().try_acquire(1, &runtime, Spill::Never).unwrap();
     assert!(held.is_some());
     sql(&ctx, "SET swarm.min_bytes = 0").await;
     let q = "SELECT count(*), sum(n) FROM h.b.t";

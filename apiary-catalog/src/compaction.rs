@@ -28,7 +28,7 @@ use crate::clustering::SortOrder;
 use crate::error::Result;
 use crate::frame::Frame;
 use crate::ledger::{Action, CellRecord, FrameSnapshot};
-use crate::provider::FrameTable;
+use crate::provider::FrameTableProvider;
 
 /// What one partition's compaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +181,7 @@ async fn rewrite(
     chosen: &HashSet<&str>,
 ) -> Result<Vec<Arc<CellRecord>>> {
     let subset = Arc::new(read.with_cells_where(|c| chosen.contains(c.path.as_str())));
-    let table = FrameTable::new(frame.clone(), subset, true);
+    let table = FrameTableProvider::at_version(frame.clone(), subset);
     let mut plan = table.scan(state, None, &[], None).await?;
     let mut writer = frame.cell_writer(read)?;
     if let Some(order) = order

@@ -133,7 +133,7 @@ impl Frame {
     }
 
     /// [`Frame::append`] (or, with `replace`, [`Frame::overwrite`]) of a frame that may have a
-    /// sort order ([`crate::clustering`]): the rows are sorted by it first, in `ctx` — whose
+    /// sort order ([`SortOrder`](crate::SortOrder)): the rows are sorted by it first, in `ctx` — whose
     /// memory pool bounds the sort and whose disk manager takes its spills (a chamber of the
     /// bees) — and the cells record it. Without an order (or when `batches` lack its first key)
     /// the rows are written as they come.
@@ -301,14 +301,14 @@ impl Frame {
 /// A stream offered once as the one partition of a plan (the rows of a write to sort).
 struct OnceStream {
     schema: SchemaRef,
-    stream: std::sync::Mutex<Option<SendableRecordBatchStream>>,
+    stream: parking_lot::Mutex<Option<SendableRecordBatchStream>>,
 }
 
 impl OnceStream {
     fn new(stream: SendableRecordBatchStream) -> Self {
         Self {
             schema: stream.schema(),
-            stream: std::sync::Mutex::new(Some(stream)),
+            stream: parking_lot::Mutex::new(Some(stream)),
         }
     }
 }
@@ -325,7 +325,7 @@ impl PartitionStream for OnceStream {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let taken = self.stream.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let taken = self.stream.lock().take();
         match taken {
             Some(stream) => stream,
             None => Box::pin(

@@ -3,10 +3,13 @@
 //! - [`Meadow`]: object storage from a URL, with a conditional create as the commit primitive.
 //! - [`Registry`]: the namespace of hives, boxes and frames, versioned in the meadow.
 //! - [`Ledger`]: one transaction log per frame; the source of truth for its cells.
-//! - [`cell`]: writing Parquet cells (partitioning, statistics, leafcutter sizing).
+//! - [`CellWriter`]: writing Parquet cells (partitioning, statistics, [`Leafcutter`] sizing).
 //! - [`Frame`]: a frame's ledger plus writes that end in one atomic commit each.
 //!
-//! The storage layout and every JSON object are documented in `docs/storage.md`.
+//! The storage layout and every JSON object are documented in `docs/storage.md`. The modules are
+//! private but `protocol` (the format's versions and feature names), `sight` (metric names) and
+//! `testing` (feature `test-util`); this root re-exports the rest on purpose, and
+//! `apiary-catalog/public-api.txt` lists it (`scripts/public-api`).
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -34,32 +37,39 @@
 //! # });
 //! ```
 
-pub mod cell;
-pub mod check;
-pub mod cleansing;
-pub mod clustering;
-pub mod column_ids;
-pub mod compaction;
-pub mod error;
-pub mod frame;
-pub mod io;
-pub mod ledger;
-pub mod meadow;
-pub mod name;
+mod cell;
+mod check;
+mod cleansing;
+mod clustering;
+mod column_ids;
+mod compaction;
+mod error;
+mod frame;
+mod io;
+mod ledger;
+mod meadow;
+mod name;
 mod numbered_log;
-pub mod options;
+mod options;
 pub mod protocol;
-pub mod provider;
-pub mod registry;
-pub mod retry;
-pub mod schema_json;
+mod provider;
+mod registry;
+mod retry;
+mod schema_json;
 pub mod sight;
 #[cfg(feature = "test-util")]
 pub mod testing;
-pub mod value;
+mod value;
 
 pub use cell::{CellWriter, Leafcutter, WriteOptions};
+pub use check::{CheckReport, Problem, check_frame, check_meadow, check_named_frame};
+pub use cleansing::{
+    CleansingOptions, CleansingReport, MIN_RETENTION, Removal, RemovalKind, cleanse_frame,
+    cleanse_meadow,
+};
 pub use clustering::{SortKey, SortOrder};
+pub use column_ids::restore_frame_scan;
+pub use compaction::{CompactedPartition, Compaction, CompactionReport, compact};
 pub use error::{Error, Kind, Result};
 pub use frame::{Frame, WriteAdmission};
 pub use io::IoRuntime;
@@ -67,8 +77,13 @@ pub use ledger::{
     Action, CellRecord, ColumnStats, CommitInfo, FrameSnapshot, FrameSpec, Ledger, LedgerEntry,
 };
 pub use meadow::{Created, Meadow, MeadowKind, StoreLayer, Upload};
-pub use options::CommitOptions;
-pub use provider::{ApiaryCatalog, CatalogOptions, FrameTable};
+pub use options::{CommitOptions, SessionOptions};
+pub use provider::{
+    BoxSchemaProvider, CatalogOptions, EmptyScan, EmptyScans, FrameTableProvider,
+    FrameTableProviderFactory, HiveCatalogProvider, KeepScanOrder, MeadowCatalogProviderList,
+    OwnRuntimeExec, OwnStatement, ProviderState, PruneCounts, SCAN_FRAME_LABEL, SCAN_VERSION,
+    SchemaChange, own_statement, with_runtime,
+};
 pub use registry::{Creation, FrameRecord, IfExists, IfMissing, Registry, RegistryState};
 pub use retry::RetryPolicy;
 pub use sight::Sight;

@@ -4,11 +4,12 @@
 //! checkpoints (the whole state at some versions) and a hint naming the newest checkpoint. This
 //! module knows the names and the I/O; what an entry means is its owner's business.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use parking_lot::RwLock;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
@@ -440,18 +441,12 @@ impl<T: Versioned> Newest<T> {
     }
 
     pub(crate) fn get(&self) -> Arc<T> {
-        match self.state.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.state.read().clone()
     }
 
     /// Replaces the state with one of the same version (a detail of that version learnt later).
     pub(crate) fn replace_same_version(&self, state: Arc<T>) {
-        let mut g = match self.state.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut g = self.state.write();
         if state.version() == g.version() {
             *g = state;
         }
@@ -459,10 +454,7 @@ impl<T: Versioned> Newest<T> {
 
     /// Keeps `state` if it is newer; returns the newest.
     pub(crate) fn offer(&self, state: Arc<T>) -> Arc<T> {
-        let mut g = match self.state.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut g = self.state.write();
         if state.version() > g.version() {
             *g = state;
         }

@@ -7,7 +7,9 @@
 //! program that opens two meadows). [`METRICS`] lists every name with its meaning; the docs
 //! (`docs/observability.md`) are checked against it.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 /// A metric's kind, as Prometheus shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,11 +280,11 @@ impl Sight {
 
     /// The node these metrics are labelled with.
     pub fn node(&self) -> Arc<str> {
-        self.node.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.node.read().clone()
     }
 
     pub fn set_node(&self, node: impl Into<Arc<str>>) {
-        *self.node.write().unwrap_or_else(|p| p.into_inner()) = node.into();
+        *self.node.write() = node.into();
     }
 
     /// Adds `n` to the counter `name` of this node.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use apiary_catalog::Frame;
-use apiary_catalog::cleansing::{CleansingOptions, RemovalKind, cleanse_frame, cleanse_meadow};
+use apiary_catalog::{CleansingOptions, RemovalKind, cleanse_frame, cleanse_meadow};
 use apiary_catalog::{CommitOptions, Error, FrameSpec, IfMissing, Ledger, Meadow, WriteOptions};
 
 use crate::support::{age_files, backends, batch, frame, read_back, schema, stream};
@@ -17,7 +17,7 @@ fn now_only() -> CleansingOptions {
     }
 }
 
-fn removed(report: &apiary_catalog::cleansing::CleansingReport, kind: RemovalKind) -> Vec<&str> {
+fn removed(report: &apiary_catalog::CleansingReport, kind: RemovalKind) -> Vec<&str> {
     report
         .removals
         .iter()

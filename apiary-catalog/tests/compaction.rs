@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use apiary_catalog::compaction::{Compaction, compact};
+use apiary_catalog::{Compaction, compact};
 use apiary_catalog::{Error, FrameSpec, Leafcutter, WriteOptions};
 
 use crate::support::{backends, batch, frame, read_back, schema, stream, task_ctx};

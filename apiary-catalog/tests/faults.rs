@@ -210,7 +210,7 @@ async fn appends_under_faults(url: &str, seed: u64) {
     let (ids, _) = read_back(&frame, &latest).await;
     let expected: Vec<i64> = (0..WRITERS * APPENDS * ROWS).collect();
     assert_eq!(ids, expected, "{url}: every row once");
-    let report = apiary_catalog::check::check_meadow(&reg).await.unwrap();
+    let report = apiary_catalog::check_meadow(&reg).await.unwrap();
     assert!(report.is_ok(), "{url}: {:?}", report.problems);
     let ambiguous = faults.injected(Fault::After)
         + faults.injected(Fault::Timeout(Duration::ZERO))
@@ -300,7 +300,7 @@ async fn rewrites_under_faults(url: &str, seed: u64) {
     );
     let latest = frame.ledger().refresh().await.unwrap();
     read_back(&frame, &latest).await; // fails on a missing cell
-    let report = apiary_catalog::check::check_meadow(&reg).await.unwrap();
+    let report = apiary_catalog::check_meadow(&reg).await.unwrap();
     assert!(report.is_ok(), "{url}: {:?}", report.problems);
 }
 

@@ -7,10 +7,7 @@ use std::future::Future;
 use datafusion::execution::runtime_env::RuntimeEnv;
 
 use crate::error::{ExecError, Result};
-use crate::pool::{BeePool, Chamber};
-
-/// The default number of failures after which a task is abandoned.
-pub const DEFAULT_MAX_FAILURES: usize = 3;
+use crate::pool::{BeePool, Chamber, Spill};
 
 /// One failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +106,9 @@ impl BeePool {
         let mut failures = TaskFailures::new(name, max_failures);
         let mut tried: Vec<usize> = vec![];
         loop {
-            let chamber = self.acquire_avoiding(1, base, true, &tried).await?;
+            let chamber = self
+                .acquire_avoiding(1, base, Spill::ToScratch, &tried)
+                .await?;
             let bee = chamber.bees()[0];
             match task(chamber).await {
                 Ok(v) => return Ok(v),

@@ -30,12 +30,12 @@ use tokio::time::Sleep;
 use apiary_catalog::sight;
 
 use crate::error::ExecError;
-use crate::pool::{BeePool, Chamber, mib};
+use crate::pool::{BeePool, Chamber, Spill, mib};
 use crate::queries::{QueryOutcome, QueryShape};
 
 /// How the queries of a session use the bees (`SET apiary.timeout_ms`, `bees_per_query`,
 /// `spill`): the `apiary.*` settings, defined with the catalog's own in one extension.
-pub use apiary_catalog::options::SessionOptions as BeeOptions;
+pub use apiary_catalog::SessionOptions as BeeOptions;
 
 /// The `apiary.*` settings a task runs with (their defaults when its session has none).
 pub fn bee_options(context: &TaskContext) -> BeeOptions {
@@ -140,7 +140,7 @@ impl ExecutionPlan for ChamberExec {
         let (pool, input) = (self.pool.clone(), self.input.clone());
         let start: BoxFuture<'static, Result<(SendableRecordBatchStream, Chamber)>> = async move {
             let chamber = pool
-                .acquire(bees, &context.runtime_env(), options.spill)
+                .acquire(bees, &context.runtime_env(), Spill::when(options.spill))
                 .await?;
             let ctx = chamber.task_context(&context);
             let stream = input.execute(0, ctx)?;

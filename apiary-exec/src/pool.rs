@@ -12,8 +12,8 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use apiary_catalog::Sight;
 use datafusion::common::DataFusionError;
@@ -25,6 +25,7 @@ use datafusion::execution::memory_pool::{
 };
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
+use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::chamber_exec::BeeOptions;
@@ -60,7 +61,7 @@ struct PoolInner {
     reserved_by_bee: Vec<AtomicUsize>,
     tasks: AtomicU64,
     /// The node's metrics label (the meadow's, once the pool serves one).
-    sight: std::sync::RwLock<Sight>,
+    sight: parking_lot::RwLock<Sight>,
     queries: QueryLog,
 }
 
@@ -89,8 +90,25 @@ pub struct PoolStatus {
     pub tasks: u64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// What a chamber does with work over its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spill {
+    /// Operators that can spill (sorts, aggregations, sort-merge joins) write to the bees'
+    /// scratch folders, within the node's spill limit.
+    ToScratch,
+    /// Over-budget work fails with the budget named (`SET apiary.spill = false`).
+    Never,
+}
+
+impl Spill {
+    /// The policy of the `apiary.spill` setting.
+    pub fn when(enabled: bool) -> Self {
+        if enabled {
+            Spill::ToScratch
+        } else {
+            Spill::Never
+        }
+    }
 }
 
 /// DataFusion's 8192 rows per batch from 32 MiB bees up; fewer below (2048 at 8 MiB), never
@@ -109,16 +127,12 @@ pub(crate) fn mib(bytes: usize) -> String {
 impl BeePool {
     /// The metrics this pool's queries are counted in.
     pub fn sight(&self) -> Sight {
-        self.inner
-            .sight
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.sight.read().clone()
     }
 
     /// Counts this pool's queries in `sight` (the meadow's, so that they share its node label).
     pub fn set_sight(&self, sight: Sight) {
-        *self.inner.sight.write().unwrap_or_else(|p| p.into_inner()) = sight;
+        *self.inner.sight.write() = sight;
     }
 
     /// The queries running in this pool's chambers, and the recent ones.
@@ -164,7 +178,7 @@ impl BeePool {
                 reserved: AtomicUsize::new(0),
                 reserved_by_bee: (0..node.bees).map(|_| AtomicUsize::new(0)).collect(),
                 tasks: AtomicU64::new(0),
-                sight: std::sync::RwLock::new(Sight::default()),
+                sight: parking_lot::RwLock::new(Sight::default()),
                 queries: QueryLog::default(),
                 node,
             }),
@@ -223,12 +237,12 @@ impl BeePool {
     }
 
     pub fn busy(&self) -> usize {
-        lock(&self.inner.free).iter().filter(|f| !**f).count()
+        self.inner.free.lock().iter().filter(|f| !**f).count()
     }
 
     /// Which bees are in a chamber now (index = bee id).
     pub fn busy_bees(&self) -> Vec<bool> {
-        lock(&self.inner.free).iter().map(|free| !free).collect()
+        self.inner.free.lock().iter().map(|free| !free).collect()
     }
 
     pub fn waiting(&self) -> usize {
@@ -262,16 +276,21 @@ impl BeePool {
     }
 
     /// Waits (fairly) for `n` bees and seals them in a chamber built on `base` (whose object
-    /// stores and caches the chamber shares). With `spill` off, over-budget work fails instead of
-    /// spilling. Dropping the future while it waits leaves the queue.
-    pub async fn acquire(&self, n: usize, base: &RuntimeEnv, spill: bool) -> Result<Chamber> {
+    /// stores and caches the chamber shares), spilling as `spill` says. Dropping the future while
+    /// it waits leaves the queue.
+    pub async fn acquire(&self, n: usize, base: &RuntimeEnv, spill: Spill) -> Result<Chamber> {
         self.acquire_avoiding(n, base, spill, &[]).await
     }
 
     /// `n` bees now, or `None` when they are not free at once (or others wait in the queue):
     /// for work that should go elsewhere rather than wait — a swarm task is claimed only once a
     /// bee is held for it.
-    pub fn try_acquire(&self, n: usize, base: &RuntimeEnv, spill: bool) -> Result<Option<Chamber>> {
+    pub fn try_acquire(
+        &self,
+        n: usize,
+        base: &RuntimeEnv,
+        spill: Spill,
+    ) -> Result<Option<Chamber>> {
         let inner = &self.inner;
         if n == 0 || n > inner.node.bees {
             return Err(ExecError::TooManyBees {
@@ -286,7 +305,7 @@ impl BeePool {
             return Ok(None);
         };
         let bees = {
-            let mut free = lock(&inner.free);
+            let mut free = inner.free.lock();
             let chosen: Vec<usize> = (0..free.len()).filter(|b| free[*b]).take(n).collect();
             for b in &chosen {
                 free[*b] = false;
@@ -302,7 +321,7 @@ impl BeePool {
         &self,
         n: usize,
         base: &RuntimeEnv,
-        spill: bool,
+        spill: Spill,
         avoid: &[usize],
     ) -> Result<Chamber> {
         let inner = &self.inner;
@@ -332,7 +351,7 @@ impl BeePool {
                 reason: "the bee pool was shut down".into(),
             })?;
         let bees = {
-            let mut free = lock(&inner.free);
+            let mut free = inner.free.lock();
             let mut chosen: Vec<usize> = (0..free.len())
                 .filter(|b| free[*b] && !avoid.contains(b))
                 .take(n)
@@ -405,7 +424,7 @@ impl Chamber {
         bees: Vec<usize>,
         permit: OwnedSemaphorePermit,
         base: &RuntimeEnv,
-        spill: bool,
+        spill: Spill,
     ) -> Result<Chamber> {
         let budget = pool.budget * bees.len();
         let task = uuid::Uuid::new_v4().simple().to_string();
@@ -435,10 +454,9 @@ impl Chamber {
                     .join(", ")
             ),
         };
-        let mode = if spill {
-            DiskManagerMode::Directories(dirs.clone())
-        } else {
-            DiskManagerMode::Disabled
+        let mode = match spill {
+            Spill::ToScratch => DiskManagerMode::Directories(dirs.clone()),
+            Spill::Never => DiskManagerMode::Disabled,
         };
         let inner: Box<dyn MemoryPool> = match pool.node.memory_pool {
             MemoryPoolKind::Fair => Box::new(FairSpillPool::new(budget)),
@@ -485,7 +503,7 @@ impl Chamber {
     /// `base` (a session's task context) with this chamber's runtime: what a plan executes with
     /// to stay inside the chamber.
     pub fn task_context(&self, base: &TaskContext) -> Arc<TaskContext> {
-        apiary_catalog::provider::with_runtime(base, self.runtime.clone())
+        apiary_catalog::with_runtime(base, self.runtime.clone())
     }
 
     /// The memory budget of the chamber (its bees' budgets together).
@@ -526,7 +544,7 @@ impl Drop for Chamber {
                 log::warn!("could not remove scratch folder {}: {e}", d.display());
             }
         }
-        let mut free = lock(&self.pool.free);
+        let mut free = self.pool.free.lock();
         for b in &self.bees {
             free[*b] = true;
         }

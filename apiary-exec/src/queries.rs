@@ -3,8 +3,9 @@
 //! came through knew it (`Apiary::sql`, the shell).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
 
 /// How many finished queries are remembered.
 const RECENT: usize = 50;
@@ -80,8 +81,8 @@ impl std::fmt::Debug for QueryLog {
 }
 
 impl QueryLog {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Log> {
+        self.log.lock()
     }
 
     /// The SQL text of the next query of session `session_id`.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use apiary_exec::{BeePool, MemoryPoolKind, NodeConfig};
+use apiary_exec::{BeePool, MemoryPoolKind, NodeConfig, Spill};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::memory_pool::MemoryConsumer;
@@ -186,8 +186,8 @@ async fn each_chambers_reservation_is_counted_on_its_first_bee() {
     let scratch = tempfile::tempdir().unwrap();
     let pool = BeePool::new(NodeConfig::fixed(3, 64 << 20, scratch.path())).unwrap();
     let runtime = Arc::new(RuntimeEnv::default());
-    let one = pool.acquire(1, &runtime, true).await.unwrap();
-    let two = pool.acquire(2, &runtime, true).await.unwrap();
+    let one = pool.acquire(1, &runtime, Spill::ToScratch).await.unwrap();
+    let two = pool.acquire(2, &runtime, Spill::ToScratch).await.unwrap();
     assert_eq!((one.bees(), two.bees()), (&[0][..], &[1, 2][..]));
     let a = MemoryConsumer::new("a").register(&one.runtime().memory_pool);
     a.try_grow(10 << 20).unwrap();
@@ -211,7 +211,10 @@ async fn each_chambers_reservation_is_counted_on_its_first_bee() {
 async fn a_merge_above_spilling_sorts_finds_memory() {
     let scratch = tempfile::tempdir().unwrap();
     let pool = pool(2, 8 * MIB, scratch.path());
-    let chamber = pool.acquire(2, &RuntimeEnv::default(), true).await.unwrap();
+    let chamber = pool
+        .acquire(2, &RuntimeEnv::default(), Spill::ToScratch)
+        .await
+        .unwrap();
     let memory = chamber.runtime().memory_pool.clone();
     let sorts: Vec<_> = (0..2)
         .map(|i| {

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{MIB, pool, session};
+use apiary_exec::Spill;
 
 /// CPU seconds used so far by this process's threads named `name`.
 fn cpu_of_threads(name: &str) -> f64 {
@@ -78,7 +79,7 @@ async fn the_deadline_covers_waiting_for_bees() {
     let scratch = tempfile::tempdir().unwrap();
     let pool = pool(1, 64 * MIB, scratch.path());
     let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
-    let held = pool.acquire(1, &runtime, true).await.unwrap();
+    let held = pool.acquire(1, &runtime, Spill::ToScratch).await.unwrap();
     let ctx = session(&pool);
     ctx.sql("SET apiary.timeout_ms = 200").await.unwrap();
     let err = ctx

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apiary_exec::{BeePool, ExecError, NodeConfig};
+use apiary_exec::{BeePool, ExecError, NodeConfig, Spill};
 use datafusion::execution::runtime_env::RuntimeEnv;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -12,13 +12,13 @@ async fn waiting_tasks_are_served_in_order_and_the_queue_is_bounded() {
     let pool = BeePool::new(NodeConfig::fixed(1, 64 << 20, scratch.path()).with_queue_capacity(3))
         .unwrap();
     let runtime = Arc::new(RuntimeEnv::default());
-    let first = pool.acquire(1, &runtime, true).await.unwrap();
+    let first = pool.acquire(1, &runtime, Spill::ToScratch).await.unwrap();
     let order = Arc::new(Mutex::new(vec![]));
     let mut waiters = vec![];
     for i in 0..3 {
         let (p, runtime, order) = (pool.clone(), runtime.clone(), order.clone());
         waiters.push(tokio::spawn(async move {
-            let chamber = p.acquire(1, &runtime, true).await.unwrap();
+            let chamber = p.acquire(1, &runtime, Spill::ToScratch).await.unwrap();
             order.lock().unwrap().push(i);
             tokio::time::sleep(Duration::from_millis(10)).await;
             drop(chamber);
@@ -29,7 +29,10 @@ async fn waiting_tasks_are_served_in_order_and_the_queue_is_bounded() {
         }
     }
     // A fourth waiter is one too many.
-    let err = pool.acquire(1, &runtime, true).await.unwrap_err();
+    let err = pool
+        .acquire(1, &runtime, Spill::ToScratch)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -47,7 +50,10 @@ async fn waiting_tasks_are_served_in_order_and_the_queue_is_bounded() {
     }
     assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
     assert_eq!(pool.status().tasks, 4);
-    let err = pool.acquire(2, &runtime, true).await.unwrap_err();
+    let err = pool
+        .acquire(2, &runtime, Spill::ToScratch)
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("asks for 2 bees but this node has 1"),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiary_catalog::WriteAdmission;
-use apiary_exec::{Band, BeePool, Colony, NodeConfig, Regulation};
+use apiary_exec::{Band, BeePool, Colony, NodeConfig, Regulation, Spill};
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::runtime_env::RuntimeEnv;
 
@@ -31,8 +31,8 @@ async fn busy_bees_reserved_memory_and_a_queue_heat_the_colony() {
     colony.admit("h.b.f").await.unwrap();
 
     // Both bees busy: half way (ideal), however many bees.
-    let a = pool.acquire(1, &runtime, true).await.unwrap();
-    let b = pool.acquire(1, &runtime, true).await.unwrap();
+    let a = pool.acquire(1, &runtime, Spill::ToScratch).await.unwrap();
+    let b = pool.acquire(1, &runtime, Spill::ToScratch).await.unwrap();
     assert_eq!(
         colony.temperature().band,
         Band::Ideal,
@@ -67,7 +67,9 @@ async fn busy_bees_reserved_memory_and_a_queue_heat_the_colony() {
     for _ in 0..2 {
         let (pool, runtime) = (pool.clone(), runtime.clone());
         waiting.push(tokio::spawn(async move {
-            pool.acquire(1, &runtime, true).await.map(|_| ())
+            pool.acquire(1, &runtime, Spill::ToScratch)
+                .await
+                .map(|_| ())
         }));
     }
     while pool.waiting() < 2 {

@@ -13,8 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
+use parking_lot::Mutex;
 
 use apiary_exec::FolderLock;
 
@@ -134,10 +135,6 @@ impl fmt::Display for CellCache {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn is_cell(location: &Path) -> bool {
     location.as_ref().ends_with(".parquet")
 }
@@ -207,7 +204,7 @@ impl CellCache {
     }
 
     pub fn status(&self) -> CacheStatus {
-        let index = lock(&self.index);
+        let index = self.index.lock();
         CacheStatus {
             cells: index.entries.len(),
             bytes: index.total,
@@ -225,7 +222,7 @@ impl CellCache {
 
     /// The cached cells, most recently used first, at most `limit`.
     pub fn cached_cells(&self, limit: usize) -> Vec<String> {
-        let index = lock(&self.index);
+        let index = self.index.lock();
         let mut cells: Vec<(&String, &Entry)> = index.entries.iter().collect();
         cells.sort_by_key(|(_, e)| std::cmp::Reverse(e.last_used));
         cells
@@ -236,7 +233,7 @@ impl CellCache {
     }
 
     fn touch(&self, key: &str) -> bool {
-        let mut index = lock(&self.index);
+        let mut index = self.index.lock();
         index.tick += 1;
         let tick = index.tick;
         match index.entries.get_mut(key) {
@@ -256,10 +253,12 @@ impl CellCache {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }
-        if lock(&self.index).too_large.contains(key) {
+        if self.index.lock().too_large.contains(key) {
             return Ok(false);
         }
-        let gate = lock(&self.fills)
+        let gate = self
+            .fills
+            .lock()
             .entry(key.to_string())
             .or_default()
             .clone();
@@ -268,14 +267,14 @@ impl CellCache {
             // Downloaded by the reader that held the gate before.
             self.hits.fetch_add(1, Ordering::Relaxed);
             Ok(true)
-        } else if lock(&self.index).too_large.contains(key) {
+        } else if self.index.lock().too_large.contains(key) {
             Ok(false)
         } else {
             self.misses.fetch_add(1, Ordering::Relaxed);
             self.fill(location).await
         };
         drop(turn);
-        let mut fills = lock(&self.fills);
+        let mut fills = self.fills.lock();
         // The map's reference and this one: nobody else waits at this gate.
         if Arc::strong_count(&gate) == 2 {
             fills.remove(key);
@@ -290,7 +289,7 @@ impl CellCache {
         let got = self.inner.get(location).await?;
         let size = got.meta.size;
         if size > self.capacity {
-            lock(&self.index).too_large.insert(location.to_string());
+            self.index.lock().too_large.insert(location.to_string());
             return Ok(false);
         }
         let target = self.local.path_to_filesystem(location)?;
@@ -314,7 +313,7 @@ impl CellCache {
             }
         }
         let evict = {
-            let mut index = lock(&self.index);
+            let mut index = self.index.lock();
             index.tick += 1;
             let tick = index.tick;
             if index

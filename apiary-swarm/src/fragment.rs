@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use apiary_catalog::column_ids::restore_frame_scan;
+use apiary_catalog::restore_frame_scan;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{

@@ -2,12 +2,13 @@
 //! [`crate::SwarmNode`]).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, Mutex};
 
 use apiary_catalog::Meadow;
 use apiary_exec::Colony;
 use datafusion::prelude::SessionContext;
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -17,8 +18,6 @@ use crate::config::SwarmConfig;
 use crate::fragment::ScanMatcher;
 use crate::membership::Membership;
 use crate::world_view::WorldView;
-
-pub(crate) use crate::membership::lock;
 
 /// This node as its worker and its meadow exchange see it: its settings, stores, bees, cache,
 /// decoding session and membership.

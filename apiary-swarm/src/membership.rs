@@ -5,11 +5,12 @@
 //! that a beat never waits for a connection behind the node's large uploads.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use apiary_catalog::Meadow;
 use apiary_exec::Colony;
+use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -33,10 +34,6 @@ const MAX_BEATS_IN_FLIGHT: usize = 3;
 struct IndexWritten {
     version: u64,
     at_seq: Option<u64>,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// This node's place in the swarm, as the other nodes see it.
@@ -99,7 +96,7 @@ impl Membership {
 
     /// Whether this node coordinates `query` now (its heartbeats list it).
     pub(crate) fn coordinates(&self, query: &str) -> bool {
-        lock(&self.coordinating).contains(query)
+        self.coordinating.lock().contains(query)
     }
 
     /// Starts the heartbeat and view loops on `io` (Apiary's own runtime, so that a busy node
@@ -167,9 +164,9 @@ impl Membership {
             band: t.band,
             cache_bytes: cache.bytes,
             cache_cells: cache.cells,
-            cache_version: lock(&self.index).version,
+            cache_version: self.index.lock().version,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            queries: lock(&self.coordinating).iter().cloned().collect(),
+            queries: self.coordinating.lock().iter().cloned().collect(),
             endpoint: self.endpoint.get().cloned(),
         }
     }
@@ -192,7 +189,7 @@ impl Membership {
     async fn write_cache_index(&self) -> Result<()> {
         let version = self.cache.version();
         let seq = self.seq.load(Ordering::SeqCst);
-        let written = *lock(&self.index);
+        let written = *self.index.lock();
         let recent = written
             .at_seq
             .is_some_and(|at| seq < at + CACHE_INDEX_EVERY);
@@ -207,7 +204,7 @@ impl Membership {
         self.store
             .put(&cache_index_key(self.id()), index.encode()?)
             .await?;
-        let mut written = lock(&self.index);
+        let mut written = self.index.lock();
         if version > written.version {
             *written = IndexWritten {
                 version,
@@ -237,7 +234,7 @@ pub(crate) struct Lease {
 
 impl Lease {
     pub(crate) fn take(membership: &Arc<Membership>, query: &str) -> Self {
-        lock(&membership.coordinating).insert(query.to_string());
+        membership.coordinating.lock().insert(query.to_string());
         Self {
             membership: membership.clone(),
             query: query.to_string(),
@@ -247,6 +244,6 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        lock(&self.membership.coordinating).remove(&self.query);
+        self.membership.coordinating.lock().remove(&self.query);
     }
 }

@@ -2,13 +2,14 @@
 //! queries it coordinates, and the local cell cache.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use apiary_catalog::Meadow;
 use apiary_exec::Colony;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -18,7 +19,7 @@ use crate::codec::ApiaryCodec;
 use crate::config::SwarmConfig;
 use crate::error::Result;
 use crate::fragment::ScanMatcher;
-use crate::local_node::{LocalNode, lock};
+use crate::local_node::LocalNode;
 use crate::meadow_exchange::MeadowExchange;
 use crate::membership::Membership;
 use crate::rule::SwarmRule;
@@ -147,10 +148,10 @@ impl SwarmNode {
         };
         let [beats, view] = node.inner.membership.spawn_loops(io, stopping);
         let worker = tokio::spawn(crate::worker::worker_loop(node.inner.clone()));
-        lock(&node.inner.loops).extend([beats, view, worker]);
+        node.inner.loops.lock().extend([beats, view, worker]);
         #[cfg(feature = "direct")]
         {
-            let mut loops = lock(&node.inner.loops);
+            let mut loops = node.inner.loops.lock();
             loops.extend(server);
             loops.push(tokio::spawn(crate::direct::direct_loop(Arc::downgrade(
                 &node.inner,
@@ -164,7 +165,7 @@ impl SwarmNode {
     }
 
     /// `builder` with the direct path: datafusion-distributed's planner, choosing per query
-    /// between it and the meadow (`swarm.path`; see [`crate::direct`]).
+    /// between it and the meadow (`swarm.path`; see `docs/swarm.md`).
     #[cfg(feature = "direct")]
     pub fn with_direct_path(
         &self,
@@ -297,7 +298,7 @@ impl SwarmNode {
     pub fn halt(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.nudge.notify_one();
-        let loops: Vec<JoinHandle<()>> = lock(&self.inner.loops).drain(..).collect();
+        let loops: Vec<JoinHandle<()>> = self.inner.loops.lock().drain(..).collect();
         for handle in loops {
             handle.abort();
         }

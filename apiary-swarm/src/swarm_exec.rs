@@ -13,7 +13,7 @@
 //! workers, and the folder is removed.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
@@ -29,6 +29,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
 };
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::codec::ApiaryCodec;
@@ -222,11 +223,9 @@ impl ExecutionPlan for SwarmExec {
         // One run serves every partition once; a partition asked for again starts a new run
         // (the plan is executed again), so the plan holds no state a second execution trips on.
         let rx = {
-            let mut running = self.receivers.lock().unwrap_or_else(|p| p.into_inner());
-            let take = |run: &Arc<Receivers>| {
-                run.get(partition)
-                    .and_then(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).take())
-            };
+            let mut running = self.receivers.lock();
+            let take =
+                |run: &Arc<Receivers>| run.get(partition).and_then(|slot| slot.lock().take());
             match running.as_ref().and_then(take) {
                 Some(rx) => rx,
                 None => {

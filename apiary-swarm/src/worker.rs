@@ -28,7 +28,7 @@ use tokio::task::AbortHandle;
 
 use apiary_catalog::Created;
 use apiary_catalog::sight;
-use apiary_exec::{Band, Chamber};
+use apiary_exec::{Band, Chamber, Spill};
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -42,7 +42,7 @@ use futures::StreamExt;
 
 use crate::error::{Result, SwarmError};
 use crate::fragment::narrow;
-use crate::local_node::{LocalNode, lock};
+use crate::local_node::LocalNode;
 use crate::manifest::{
     Claim, Done, LATEST, Manifest, PARTIAL_PART_BYTES, Progress, QUERIES, QueryDir, QueryState,
     TaskCell, TaskError, TaskSpec, decode, encode,
@@ -185,7 +185,7 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
         .filter_map(|p| p.filename().map(str::to_string))
         .collect();
     known.retain(|id, _| ids.contains(id));
-    lock(&node.failed).retain(|(id, _)| ids.contains(id));
+    node.failed.lock().retain(|(id, _)| ids.contains(id));
     for id in &ids {
         known.entry(id.clone()).or_insert_with(|| Known {
             first_seen: Instant::now(),
@@ -471,7 +471,7 @@ impl Slots {
             None => node
                 .colony
                 .pool()
-                .try_acquire(1, &node.session.runtime_env(), true)?
+                .try_acquire(1, &node.session.runtime_env(), Spill::ToScratch)?
                 .map(Place::Bee),
         })
     }
@@ -643,7 +643,7 @@ fn pull_capacity(bees: usize, band: Band, others_critical: bool) -> usize {
 /// more nodes are alive than attempts have failed, so one that has not failed it may be among
 /// them (with as many failures as alive nodes, anyone may take it: the query must go on).
 fn leave_to_others(node: &LocalNode, query: &str, n: usize, a: usize) -> bool {
-    lock(&node.failed).contains(&(query.to_string(), n)) && node.world().alive().len() > a
+    node.failed.lock().contains(&(query.to_string(), n)) && node.world().alive().len() > a
 }
 
 /// How often a report (`done`, `error`) is tried before it is given up, and the first pause.
@@ -784,7 +784,7 @@ async fn report(
                 node.config.node_id,
                 dir.query_id
             );
-            lock(&node.failed).insert((dir.query_id.clone(), n));
+            node.failed.lock().insert((dir.query_id.clone(), n));
             e.to_string()
         }
     };

@@ -14,11 +14,12 @@
 //! silent node has no excuse.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiary_catalog::Meadow;
 use futures::StreamExt;
+use parking_lot::Mutex;
 
 use crate::cache_index::{CacheIndex, cache_index_key};
 use crate::config::SwarmConfig;
@@ -79,10 +80,6 @@ type IndexRead = (u64, Arc<HashSet<String>>);
 /// How many changed heartbeats one poll fetches at once.
 const FETCH_CONCURRENCY: usize = 8;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl WorldView {
     pub fn new(meadow: Meadow, config: SwarmConfig) -> Self {
         Self {
@@ -109,7 +106,7 @@ impl WorldView {
                 continue;
             };
             seen.push(node.to_string());
-            let own = node == self.config.node_id && lock(&self.observed).contains_key(node);
+            let own = node == self.config.node_id && self.observed.lock().contains_key(node);
             if own {
                 continue; // this node knows its own beats without reading them back
             }
@@ -120,11 +117,13 @@ impl WorldView {
                     object.size
                 )
             });
-            let unchanged = lock(&self.observed)
+            let unchanged = self
+                .observed
+                .lock()
                 .get(node)
                 .is_some_and(|o| o.fingerprint == fingerprint);
             if !unchanged {
-                let first = !lock(&self.observed).contains_key(node);
+                let first = !self.observed.lock().contains_key(node);
                 changed.push((
                     node.to_string(),
                     format!("{HEARTBEATS}/{name}"),
@@ -140,7 +139,7 @@ impl WorldView {
         let store_now = if changed.iter().any(|c| c.3.is_some()) {
             match listed.objects.iter().find(|o| {
                 o.location.filename().and_then(node_of_key) == Some(self.config.node_id.as_str())
-                    && lock(&self.observed).contains_key(&self.config.node_id)
+                    && self.observed.lock().contains_key(&self.config.node_id)
             }) {
                 Some(own) => Some(own.last_modified),
                 None => self.meadow.store_now().await.ok(),
@@ -172,7 +171,7 @@ impl WorldView {
                 (Some(written), Some(now)) => (now - written).to_std().unwrap_or_default(),
                 _ => Duration::ZERO,
             };
-            lock(&self.observed).insert(
+            self.observed.lock().insert(
                 node,
                 Observation {
                     fingerprint,
@@ -183,9 +182,11 @@ impl WorldView {
         }
         // Forget nodes whose heartbeat is gone (they left, or were swept); this node's own
         // observation stays while it beats.
-        lock(&self.observed).retain(|node, _| seen.contains(node) || *node == self.config.node_id);
+        self.observed
+            .lock()
+            .retain(|node, _| seen.contains(node) || *node == self.config.node_id);
         self.read_cache_indexes().await;
-        *lock(&self.last_poll) = Some(started);
+        *self.last_poll.lock() = Some(started);
         // Sweep the long dead.
         let sweep: Vec<String> = self
             .nodes()
@@ -202,7 +203,7 @@ impl WorldView {
                 .delete(&crate::heartbeat::heartbeat_key(&node))
                 .await?;
             self.meadow.delete(&cache_index_key(&node)).await?;
-            lock(&self.observed).remove(&node);
+            self.observed.lock().remove(&node);
         }
         Ok(self.nodes())
     }
@@ -212,8 +213,8 @@ impl WorldView {
     /// (tried again at the next poll): it only steers where cached cells go.
     async fn read_cache_indexes(&self) {
         let wanted: Vec<(String, u64)> = {
-            let observed = lock(&self.observed);
-            let mut indexes = lock(&self.indexes);
+            let observed = self.observed.lock();
+            let mut indexes = self.indexes.lock();
             indexes.retain(|node, _| {
                 observed
                     .get(node)
@@ -243,7 +244,7 @@ impl WorldView {
             match index {
                 Ok(index) => {
                     let cells = Arc::new(index.cells.into_iter().collect());
-                    lock(&self.indexes).insert(node, (index.version, cells));
+                    self.indexes.lock().insert(node, (index.version, cells));
                 }
                 Err(e) => log::debug!("cache index of {node}: {e}"),
             }
@@ -252,7 +253,8 @@ impl WorldView {
 
     /// The cells `node`'s cache index lists, as last read (empty when none was read).
     pub fn cached(&self, node: &str) -> Arc<HashSet<String>> {
-        lock(&self.indexes)
+        self.indexes
+            .lock()
             .get(node)
             .map(|(_, cells)| cells.clone())
             .unwrap_or_default()
@@ -261,11 +263,13 @@ impl WorldView {
     /// The nodes as of the last poll, judged now.
     pub fn nodes(&self) -> Vec<NodeView> {
         let now = Instant::now();
-        let observed: Vec<(String, Observation)> = lock(&self.observed)
+        let observed: Vec<(String, Observation)> = self
+            .observed
+            .lock()
             .iter()
             .map(|(n, o)| (n.clone(), o.clone()))
             .collect();
-        let polled = lock(&self.last_poll).unwrap_or(now);
+        let polled = self.last_poll.lock().unwrap_or(now);
         let me = &self.config.node_id;
         // Silence: up to the last poll for others; for this node, up to now since its own last
         // beat landed (a beat stuck in a slow store makes this node late too).
@@ -348,7 +352,7 @@ impl WorldView {
     /// Beats may land out of order (a slow one overtaken): the newest heartbeat is kept, the
     /// time of landing always counts.
     pub(crate) fn observe_own(&self, heartbeat: Heartbeat) {
-        let mut observed = lock(&self.observed);
+        let mut observed = self.observed.lock();
         match observed.get_mut(&heartbeat.node_id) {
             Some(o) => {
                 o.last_change = Instant::now();

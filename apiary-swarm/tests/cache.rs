@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use apiary_catalog::testing::Counting;
-use apiary_swarm::cache::CellCache;
+use apiary_swarm::CellCache;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::memory::InMemory;
@@ -281,7 +281,7 @@ async fn a_download_streams_to_disk() {
 #[tokio::test]
 async fn a_nameless_nodes_cache_goes_with_it_and_a_named_nodes_stays() {
     use apiary_exec::FolderLock;
-    use apiary_swarm::cache::CacheFolder;
+    use apiary_swarm::CacheFolder;
     let parent = tempfile::tempdir().unwrap();
     let parent = parent.path();
     let (meadow, _) = patterned_meadow().await;

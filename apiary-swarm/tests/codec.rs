@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use apiary_catalog::{
-    ApiaryCatalog, CatalogOptions, CommitOptions, IoRuntime, Leafcutter, Meadow, Registry,
+    CatalogOptions, CommitOptions, IoRuntime, Leafcutter, Meadow, ProviderState, Registry,
     WriteOptions,
 };
 use apiary_exec::ChamberExec;
 use apiary_swarm::ApiaryCodec;
-use apiary_swarm::fragment::{ScanMatcher, files_of, fragment, ships};
+use apiary_swarm::{ScanMatcher, files_of, fragment, ships};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::SessionContext;
@@ -62,7 +62,7 @@ async fn every_fragment_shape_round_trips() {
             .with_leafcutter(Leafcutter::default().with_target_cell_bytes(64 * 1024)),
         ..CatalogOptions::default()
     };
-    let catalog = ApiaryCatalog::new(registry, IoRuntime::new().unwrap(), options);
+    let catalog = ProviderState::new(registry, IoRuntime::new().unwrap(), options);
     let ctx = SessionContext::new();
     catalog.register(&ctx);
     sql(&ctx, "CREATE DATABASE h").await;

@@ -1,9 +1,9 @@
 //! The `Apiary` class: one meadow, its bees, and this process's place in the swarm.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
-use apiary::catalog::ledger::FrameSpec;
-use apiary::catalog::{CommitInfo, IfExists, RegistryState, SortKey, SortOrder};
+use apiary::catalog::{CommitInfo, FrameSpec, IfExists, RegistryState, SortKey, SortOrder};
+use apiary::exec::Spill;
 use apiary::swarm::{NodeState, SwarmConfig, WorldView};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::error::ArrowError;
@@ -32,10 +32,6 @@ pub struct PyApiary {
     session: Mutex<SessionContext>,
     /// The status server `start(http=…)` started, until `shutdown()`.
     status: Mutex<Option<apiary::StatusServer>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// An Arrow schema from `{"column": "type name"}` (pyarrow's names: `int64`, `float64`,
@@ -183,7 +179,7 @@ impl PyApiary {
                 // A clustered frame: the rows are sorted first, in a chamber of the bees.
                 let ctx = session.task_ctx();
                 let chamber = bees
-                    .acquire(1, &ctx.runtime_env(), true)
+                    .acquire(1, &ctx.runtime_env(), Spill::ToScratch)
                     .await
                     .map_err(DataFusionError::from)?;
                 let stream =
@@ -287,7 +283,7 @@ impl PyApiary {
                     self.ap.join_swarm(config).await?;
                     Ok(())
                 })?;
-                *lock(&self.session) = self.ap.session().map_err(Error::from)?;
+                *self.session.lock() = self.ap.session().map_err(Error::from)?;
             }
             Some(node) if listen.is_some() && node.status().endpoint.is_none() => {
                 return Err(Error::Invalid(
@@ -298,7 +294,7 @@ impl PyApiary {
             Some(_) => {}
         }
         if let Some(addr) = http
-            && lock(&self.status).is_none()
+            && self.status.lock().is_none()
         {
             let addr: std::net::SocketAddr = addr.parse().map_err(|e| {
                 Error::Invalid(format!(
@@ -311,9 +307,11 @@ impl PyApiary {
                     .serve_status(addr, apiary::StatusOptions { redact_sql })
                     .await?)
             })?;
-            *lock(&self.status) = Some(server);
+            *self.status.lock() = Some(server);
         }
-        Ok(lock(&self.status)
+        Ok(self
+            .status
+            .lock()
             .as_ref()
             .map(|s| format!("http://{}/", s.local_addr())))
     }
@@ -322,7 +320,7 @@ impl PyApiary {
     /// Idempotent.
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
         // Stopped before this returns: its address is free (and refuses) afterwards.
-        let status = lock(&self.status).take();
+        let status = self.status.lock().take();
         if let Some(server) = status {
             wait(py, async move {
                 server.stop().await;
@@ -333,7 +331,7 @@ impl PyApiary {
             self.ap.leave_swarm().await?;
             Ok(())
         })?;
-        *lock(&self.session) = self.ap.session().map_err(Error::from)?;
+        *self.session.lock() = self.ap.session().map_err(Error::from)?;
         Ok(())
     }
 
@@ -635,7 +633,7 @@ impl PyApiary {
         query: String,
         stream: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let ctx = lock(&self.session).clone();
+        let ctx = self.session.lock().clone();
         let ap = self.ap.clone();
         if stream {
             let batches = wait(py, async move {

@@ -1,7 +1,7 @@
 //! Arrow across the boundary through the Arrow PyCapsule interface: streams and schemas come in
 //! from any producer (pyarrow, polars, …) and results go out to pyarrow, without copying.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use datafusion::arrow::array::{RecordBatch, RecordBatchIterator, RecordBatchReader};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
@@ -132,7 +132,6 @@ impl ArrowStream {
         let stream = self
             .stream
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .take()
             .ok_or_else(|| PyValueError::new_err("this Arrow stream was already read"))?;
         PyCapsule::new_with_value(py, stream, STREAM_CAPSULE)

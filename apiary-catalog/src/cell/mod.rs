@@ -1,12 +1,12 @@
 //! Cells: immutable Parquet files, written partitioned, sized by the leafcutter policy, with
 //! statistics taken from the Parquet writer's metadata.
 
-pub mod conform;
-pub mod encoder;
-pub mod leafcutter;
-pub mod partition;
-pub mod stats;
-pub mod writer;
+pub(crate) mod conform;
+pub(crate) mod encoder;
+pub(crate) mod leafcutter;
+pub(crate) mod partition;
+pub(crate) mod stats;
+pub(crate) mod writer;
 
 use std::sync::Arc;
 
@@ -15,7 +15,6 @@ use datafusion::parquet::basic::Compression;
 use crate::ledger::CellRecord;
 use crate::meadow::Meadow;
 
-pub use conform::Conformer;
 pub use leafcutter::Leafcutter;
 pub use writer::CellWriter;
 

@@ -78,7 +78,7 @@ pub struct CellRecord {
     pub partition: Vec<ScalarValue>,
     /// Statistics of the columns stored in the file, by column name.
     pub stats: BTreeMap<String, ColumnStats>,
-    /// The order the cell's rows are in, when it was written sorted ([`crate::clustering`]).
+    /// The order the cell's rows are in, when it was written sorted ([`SortOrder`](crate::SortOrder)).
     pub sorted_by: Option<crate::clustering::SortOrder>,
 }
 
@@ -109,7 +109,7 @@ impl FrameSpec {
         self
     }
 
-    /// Rows of every write sorted by `order` ([`crate::clustering`]).
+    /// Rows of every write sorted by `order` ([`SortOrder`](crate::SortOrder)).
     pub fn with_sort_order(self, order: crate::clustering::SortOrder) -> Self {
         self.with_property(crate::clustering::SORT_ORDER, order.to_property())
     }

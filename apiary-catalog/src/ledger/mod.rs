@@ -13,8 +13,8 @@
 //! jitter, and try the next version.
 
 mod conflict;
-pub mod entry;
-pub mod snapshot;
+pub(crate) mod entry;
+pub(crate) mod snapshot;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

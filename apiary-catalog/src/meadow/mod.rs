@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -24,6 +24,7 @@ use object_store::client::SpawnedReqwestConnector;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use parking_lot::Mutex;
 
 use crate::sight::Sight;
 use object_store::{
@@ -198,9 +199,7 @@ impl Meadow {
                         format!("apiary-{}", uuid::Uuid::new_v4().simple()),
                     )
                 } else {
-                    let mut stores = MEMORY_STORES
-                        .lock()
-                        .map_err(|_| invalid("memory store registry poisoned"))?;
+                    let mut stores = MEMORY_STORES.lock();
                     let store = stores
                         .entry(name.clone())
                         .or_insert_with(|| Arc::new(InMemory::new()))

@@ -22,7 +22,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, TableObject};
 
-use super::ApiaryCatalog;
+use super::ProviderState;
 use super::statements::{SchemaChange, ident};
 use crate::cell::conform::keeps_stored_values;
 use crate::clustering::{SORT_ORDER, SortKey, SortOrder};
@@ -31,7 +31,7 @@ use crate::error::{Error, Kind};
 use crate::ledger::Action;
 use crate::options::SessionOptions;
 
-impl ApiaryCatalog {
+impl ProviderState {
     /// Applies `changes` to frame `name` (resolved with `ctx`'s default catalog and schema).
     pub(crate) async fn alter_table(
         &self,
@@ -215,7 +215,7 @@ impl ApiaryCatalog {
     }
 }
 
-impl ApiaryCatalog {
+impl ProviderState {
     /// Under `SET apiary.schema_mode = 'merge'`, evolves the frame an `INSERT` statement `sql`
     /// writes into so that its rows fit ([`Frame::merge_schema`](crate::Frame::merge_schema)):
     /// listed columns are matched by name, unlisted ones by position (extra trailing columns

@@ -9,19 +9,19 @@ use datafusion::datasource::ViewTable;
 use datafusion::error::Result;
 use datafusion::logical_expr::TableType;
 
-use super::{ApiaryCatalog, FrameTable};
+use super::{FrameTableProvider, ProviderState};
 use crate::ledger::FrameSpec;
 use crate::registry::{IfExists, IfMissing};
 
 #[derive(Debug)]
-pub struct BoxProvider {
-    apiary: ApiaryCatalog,
+pub struct BoxSchemaProvider {
+    apiary: ProviderState,
     hive: String,
     box_: String,
 }
 
-impl BoxProvider {
-    pub fn new(apiary: ApiaryCatalog, hive: &str, box_: &str) -> Self {
+impl BoxSchemaProvider {
+    pub fn new(apiary: ProviderState, hive: &str, box_: &str) -> Self {
         Self {
             apiary,
             hive: hive.into(),
@@ -122,7 +122,7 @@ impl BoxProvider {
 }
 
 #[async_trait]
-impl SchemaProvider for BoxProvider {
+impl SchemaProvider for BoxSchemaProvider {
     fn table_names(&self) -> Vec<String> {
         self.apiary
             .namespace()
@@ -157,7 +157,7 @@ impl SchemaProvider for BoxProvider {
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> Result<Option<Arc<dyn TableProvider>>> {
-        if let Some(frame) = table.downcast_ref::<FrameTable>() {
+        if let Some(frame) = table.downcast_ref::<FrameTableProvider>() {
             // Created by the APIARY table factory: the frame exists already.
             if frame.name() == self.qualified(&name) {
                 return Ok(None);

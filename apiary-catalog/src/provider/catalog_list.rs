@@ -4,23 +4,23 @@ use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, MemoryCatalogProvider};
 
-use super::ApiaryCatalog;
+use super::ProviderState;
 use crate::registry::IfExists;
 
 /// Wraps the session's own catalog list: its catalogs (`datafusion`, …) come first and keep
 /// working; every hive of the meadow is a catalog too. `CREATE DATABASE name` creates a hive.
 #[derive(Debug)]
-pub struct ApiaryCatalogList {
+pub struct MeadowCatalogProviderList {
     inner: Arc<dyn CatalogProviderList>,
-    apiary: ApiaryCatalog,
+    apiary: ProviderState,
 }
 
-impl ApiaryCatalogList {
-    pub fn new(inner: Arc<dyn CatalogProviderList>, apiary: ApiaryCatalog) -> Self {
+impl MeadowCatalogProviderList {
+    pub fn new(inner: Arc<dyn CatalogProviderList>, apiary: ProviderState) -> Self {
         Self { inner, apiary }
     }
 
-    pub fn apiary(&self) -> &ApiaryCatalog {
+    pub fn apiary(&self) -> &ProviderState {
         &self.apiary
     }
 
@@ -30,7 +30,7 @@ impl ApiaryCatalogList {
     }
 }
 
-impl CatalogProviderList for ApiaryCatalogList {
+impl CatalogProviderList for MeadowCatalogProviderList {
     /// `CREATE DATABASE` hands over an empty in-memory catalog: that becomes a hive. Anything
     /// else (a catalog registered by hand) goes to the session's own list.
     ///

@@ -23,7 +23,7 @@ use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, WriteOp};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 
-use super::FrameTable;
+use super::FrameTableProvider;
 
 /// The analyzer rule's name, by which a frame recognises that its session has it.
 pub(crate) const NAME: &str = "apiary_dml_guard";
@@ -74,7 +74,11 @@ pub(crate) fn has_guard(state: &SessionState) -> bool {
 fn targets_a_frame(dml: &DmlStatement) -> bool {
     dml.target
         .downcast_ref::<DefaultTableSource>()
-        .is_some_and(|s| s.table_provider.downcast_ref::<FrameTable>().is_some())
+        .is_some_and(|s| {
+            s.table_provider
+                .downcast_ref::<FrameTableProvider>()
+                .is_some()
+        })
 }
 
 const SUBQUERY: &str = "its WHERE or SET holds a subquery, which DataFusion 55 hands to the frame as \

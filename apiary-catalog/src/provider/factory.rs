@@ -11,25 +11,25 @@ use datafusion::common::{DataFusionError, ResolvedTableReference, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::{CreateExternalTable, Expr, SortExpr};
 
-use super::ApiaryCatalog;
+use super::ProviderState;
 use crate::clustering::{SORT_ORDER, SortKey, SortOrder};
 use crate::ledger::FrameSpec;
 use crate::registry::IfExists;
 
 /// Creates frames for `STORED AS APIARY`.
 #[derive(Debug)]
-pub struct FrameTableFactory {
-    apiary: ApiaryCatalog,
+pub struct FrameTableProviderFactory {
+    apiary: ProviderState,
 }
 
-impl FrameTableFactory {
-    pub fn new(apiary: ApiaryCatalog) -> Self {
+impl FrameTableProviderFactory {
+    pub fn new(apiary: ProviderState) -> Self {
         Self { apiary }
     }
 }
 
 #[async_trait]
-impl TableProviderFactory for FrameTableFactory {
+impl TableProviderFactory for FrameTableProviderFactory {
     async fn create(
         &self,
         state: &dyn Session,

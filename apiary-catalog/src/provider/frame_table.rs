@@ -24,7 +24,7 @@ use crate::ledger::{CellRecord, FrameSnapshot};
 
 /// One frame at one ledger version. A query plans and runs against exactly this version.
 #[derive(Debug, Clone)]
-pub struct FrameTable {
+pub struct FrameTableProvider {
     frame: Frame,
     snapshot: Arc<FrameSnapshot>,
     layout: ScanLayout,
@@ -36,9 +36,20 @@ pub struct FrameTable {
     scan_runtime: Option<Arc<RuntimeEnv>>,
 }
 
-impl FrameTable {
-    /// The frame as of `snapshot`; `historical` tables refuse writes.
-    pub fn new(frame: Frame, snapshot: Arc<FrameSnapshot>, historical: bool) -> Self {
+impl FrameTableProvider {
+    /// The frame as of `snapshot`, its newest version: `INSERT` and the row-level changes write
+    /// to it.
+    pub fn new(frame: Frame, snapshot: Arc<FrameSnapshot>) -> Self {
+        Self::with_history(frame, snapshot, false)
+    }
+
+    /// The frame as it was at `snapshot`: a past version (time travel) or a version's subset of
+    /// cells (a rewrite reading them). Read-only: every write is refused.
+    pub fn at_version(frame: Frame, snapshot: Arc<FrameSnapshot>) -> Self {
+        Self::with_history(frame, snapshot, true)
+    }
+
+    fn with_history(frame: Frame, snapshot: Arc<FrameSnapshot>, historical: bool) -> Self {
         let layout = ScanLayout::new(&snapshot.schema, &snapshot.partition_by);
         Self {
             frame,
@@ -81,8 +92,8 @@ impl FrameTable {
     }
 
     /// The same frame reading only `snapshot` (a subset of cells, for rewrites), read-only.
-    pub(crate) fn over(&self, snapshot: FrameSnapshot) -> FrameTable {
-        FrameTable {
+    pub(crate) fn over(&self, snapshot: FrameSnapshot) -> FrameTableProvider {
+        FrameTableProvider {
             snapshot: Arc::new(snapshot),
             historical: true,
             ..self.clone()
@@ -91,7 +102,7 @@ impl FrameTable {
 
     /// The same table whose rows also carry their cell's path, as a last column named
     /// [`CELL_COLUMN`].
-    pub(crate) fn with_cell_column(mut self) -> FrameTable {
+    pub(crate) fn with_cell_column(mut self) -> FrameTableProvider {
         self.layout = self.layout.with_cell_column();
         let mut fields: Vec<_> = self.schema.fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(CELL_COLUMN, DataType::Utf8, false)));
@@ -110,7 +121,7 @@ impl FrameTable {
 }
 
 #[async_trait]
-impl TableProvider for FrameTable {
+impl TableProvider for FrameTableProvider {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }

@@ -27,7 +27,7 @@ use futures::FutureExt;
 use serde_json::{Map, Value, json};
 
 use super::action::{Action, ActionTable};
-use super::{ApiaryCatalog, FrameTable, split_frame_name};
+use super::{FrameTableProvider, ProviderState, split_frame_name};
 use crate::check::{check_meadow, check_named_frame};
 use crate::cleansing::{CleansingOptions, cleanse_frame, cleanse_meadow};
 use crate::column_ids;
@@ -95,7 +95,7 @@ fn check_arity(fun: &str, args: &[Expr], n: usize) -> Result<()> {
 }
 
 /// Opens the frame named by the first argument (its newest version).
-fn open_frame(apiary: &ApiaryCatalog, fun: &str, args: &[Expr]) -> Result<Frame> {
+fn open_frame(apiary: &ProviderState, fun: &str, args: &[Expr]) -> Result<Frame> {
     let qualified = string_arg(fun, args, 0)?;
     let (hive, box_, frame) = split_frame_name(&qualified)?;
     let a = apiary.clone();
@@ -116,11 +116,11 @@ fn mem_table(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<Arc<dyn TableP
 /// `apiary_cells('hive.box.frame')`.
 #[derive(Debug)]
 pub struct CellsFunction {
-    apiary: ApiaryCatalog,
+    apiary: ProviderState,
 }
 
 impl CellsFunction {
-    pub fn new(apiary: ApiaryCatalog) -> Self {
+    pub fn new(apiary: ProviderState) -> Self {
         Self { apiary }
     }
 }
@@ -190,11 +190,11 @@ impl TableFunctionImpl for CellsFunction {
 /// version older than the oldest readable one has lost cells to cleansing).
 #[derive(Debug)]
 pub struct HistoryFunction {
-    apiary: ApiaryCatalog,
+    apiary: ProviderState,
 }
 
 impl HistoryFunction {
-    pub fn new(apiary: ApiaryCatalog) -> Self {
+    pub fn new(apiary: ProviderState) -> Self {
         Self { apiary }
     }
 }
@@ -314,11 +314,11 @@ impl TableFunctionImpl for HistoryFunction {
 /// `apiary_version('hive.box.frame', N)`: time travel.
 #[derive(Debug)]
 pub struct VersionFunction {
-    apiary: ApiaryCatalog,
+    apiary: ProviderState,
 }
 
 impl VersionFunction {
-    pub fn new(apiary: ApiaryCatalog) -> Self {
+    pub fn new(apiary: ProviderState) -> Self {
         Self { apiary }
     }
 }
@@ -344,7 +344,7 @@ impl TableFunctionImpl for VersionFunction {
                 ledger.snapshot_at(version).await
             })
             .map_err(DataFusionError::from)?;
-        Ok(Arc::new(FrameTable::new(frame, snapshot, true)))
+        Ok(Arc::new(FrameTableProvider::at_version(frame, snapshot)))
     }
 }
 
@@ -359,11 +359,11 @@ fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
 /// clustered ([`Compaction::Recluster`]).
 #[derive(Debug)]
 pub struct CompactFunction {
-    apiary: ApiaryCatalog,
+    apiary: ProviderState,
 }
 
 impl CompactFunction {
-    pub fn new(apiary: ApiaryCatalog) -> Self {
+    pub fn new(apiary: ProviderState) -> Self {
         Self { apiary }
     }
 }
@@ -453,11 +453,11 @@ fn bool_arg(fun: &str, args: &[Expr], i: usize, what: &str) -> Result<bool> {
 /// crash leftovers), done when the result is read. A retention under one hour needs `force`.
 #[derive(Debug)]
 pub struct CleanseFunction {
-    apiary: ApiaryCatalog,
+    apiary: ProviderState,
 }
 
 impl CleanseFunction {
-    pub fn new(apiary: ApiaryCatalog) -> Self {
+    pub fn new(apiary: ProviderState) -> Self {
         Self { apiary }
     }
 }
@@ -540,11 +540,11 @@ impl TableFunctionImpl for CleanseFunction {
 /// `apiary_check(['hive.box.frame' | '*'])`: one row per problem found (none: all is well).
 #[derive(Debug)]
 pub struct CheckFunction {
-    apiary: ApiaryCatalog,
+    apiary: ProviderState,
 }
 
 impl CheckFunction {
-    pub fn new(apiary: ApiaryCatalog) -> Self {
+    pub fn new(apiary: ProviderState) -> Self {
         Self { apiary }
     }
 }
@@ -603,11 +603,11 @@ impl TableFunctionImpl for CheckFunction {
 /// its name back, within the retention window (before cleansing reclaims its folder).
 #[derive(Debug)]
 pub struct UndropFunction {
-    apiary: ApiaryCatalog,
+    apiary: ProviderState,
 }
 
 impl UndropFunction {
-    pub fn new(apiary: ApiaryCatalog) -> Self {
+    pub fn new(apiary: ProviderState) -> Self {
         Self { apiary }
     }
 }

@@ -6,17 +6,17 @@ use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider}
 use datafusion::common::{DataFusionError, exec_err};
 use datafusion::error::Result;
 
-use super::{ApiaryCatalog, BoxProvider};
+use super::{BoxSchemaProvider, ProviderState};
 use crate::registry::{IfExists, IfMissing};
 
 #[derive(Debug)]
-pub struct HiveProvider {
-    apiary: ApiaryCatalog,
+pub struct HiveCatalogProvider {
+    apiary: ProviderState,
     hive: String,
 }
 
-impl HiveProvider {
-    pub fn new(apiary: ApiaryCatalog, hive: impl Into<String>) -> Self {
+impl HiveCatalogProvider {
+    pub fn new(apiary: ProviderState, hive: impl Into<String>) -> Self {
         Self {
             apiary,
             hive: hive.into(),
@@ -37,7 +37,7 @@ impl HiveProvider {
     }
 }
 
-impl CatalogProvider for HiveProvider {
+impl CatalogProvider for HiveCatalogProvider {
     fn schema_names(&self) -> Vec<String> {
         self.apiary
             .namespace()
@@ -50,10 +50,13 @@ impl CatalogProvider for HiveProvider {
         if state.get_box(&self.hive, name).is_err() {
             state = self.apiary.refresh_blocking();
         }
-        state
-            .get_box(&self.hive, name)
-            .ok()
-            .map(|_| Arc::new(BoxProvider::new(self.apiary.clone(), &self.hive, name)) as _)
+        state.get_box(&self.hive, name).ok().map(|_| {
+            Arc::new(BoxSchemaProvider::new(
+                self.apiary.clone(),
+                &self.hive,
+                name,
+            )) as _
+        })
     }
 
     /// `CREATE SCHEMA hive.box` hands over an empty in-memory schema: that becomes a box.
@@ -63,7 +66,7 @@ impl CatalogProvider for HiveProvider {
         schema: Arc<dyn SchemaProvider>,
     ) -> Result<Option<Arc<dyn SchemaProvider>>> {
         self.check_not_failed()?;
-        if let Some(b) = schema.downcast_ref::<BoxProvider>()
+        if let Some(b) = schema.downcast_ref::<BoxSchemaProvider>()
             && b.hive() == self.hive
             && b.name() == name
         {
@@ -109,6 +112,12 @@ impl CatalogProvider for HiveProvider {
                     .await
             })
             .map_err(DataFusionError::from)?;
-        Ok(dropped.then(|| Arc::new(BoxProvider::new(self.apiary.clone(), &self.hive, name)) as _))
+        Ok(dropped.then(|| {
+            Arc::new(BoxSchemaProvider::new(
+                self.apiary.clone(),
+                &self.hive,
+                name,
+            )) as _
+        }))
     }
 }

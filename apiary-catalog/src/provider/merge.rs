@@ -46,7 +46,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::dml_guard::holds_subquery;
-use super::frame_table::FrameTable;
+use super::frame_table::FrameTableProvider;
 use super::scan::CELL_COLUMN;
 use crate::cell::CellWriter;
 use crate::ledger::Action;
@@ -59,7 +59,7 @@ const CLAUSE: &str = "__apiary_clause";
 /// The statement as DataFusion hands it over, checked.
 #[derive(Debug, Clone)]
 struct Merge {
-    table: FrameTable,
+    table: FrameTableProvider,
     /// How the target's columns are qualified in `on` and the clauses.
     target: TableReference,
     /// The source's columns: qualifier and name, as the expressions name them.
@@ -70,7 +70,7 @@ struct Merge {
 
 /// The plan of `MERGE INTO table USING source ON on clauses`.
 pub(crate) fn plan(
-    table: &FrameTable,
+    table: &FrameTableProvider,
     source: Arc<dyn ExecutionPlan>,
     merge_schema: DFSchemaRef,
     on: Expr,
@@ -280,7 +280,7 @@ impl Merge {
     }
 
     /// The target's rows (of `table`), qualified as the statement names them, with a marker.
-    fn target_plan(&self, table: FrameTable) -> Result<LogicalPlanBuilder> {
+    fn target_plan(&self, table: FrameTableProvider) -> Result<LogicalPlanBuilder> {
         let mut exprs: Vec<Expr> = TableProvider::schema(&table)
             .fields()
             .iter()

@@ -1,8 +1,8 @@
 //! DataFusion providers: hives as catalogs, boxes as schemas, frames as tables.
 //!
-//! [`ApiaryCatalog`] is the shared state behind every provider: one registry cache, one meadow,
-//! Apiary's I/O runtime and a cache of open ledgers. [`ApiaryCatalog::register`] installs it in a
-//! `SessionContext`: a [`ApiaryCatalogList`] wrapping the session's own list (so
+//! [`ProviderState`] is the shared state behind every provider: one registry cache, one meadow,
+//! Apiary's I/O runtime and a cache of open ledgers. [`ProviderState::register`] installs it in a
+//! `SessionContext`: a [`MeadowCatalogProviderList`] wrapping the session's own list (so
 //! `datafusion.public` keeps working and `CREATE DATABASE` makes a hive), the `APIARY` table
 //! factory (`CREATE EXTERNAL TABLE … STORED AS APIARY PARTITIONED BY (…)`), the table functions
 //! `apiary_cells`, `apiary_history`, `apiary_version`, `apiary_compact` and `apiary_cleanse`,
@@ -29,27 +29,27 @@ mod sink;
 mod statements;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionContext;
+use parking_lot::Mutex;
 
-pub use action::{ActionExec, ActionTable};
-pub use box_schema::BoxProvider;
-pub use catalog_list::ApiaryCatalogList;
+pub use action::ActionExec;
+pub use box_schema::BoxSchemaProvider;
+pub use catalog_list::MeadowCatalogProviderList;
 pub use dml_guard::DmlGuard;
-pub use factory::FrameTableFactory;
-pub use frame_table::FrameTable;
+pub use factory::FrameTableProviderFactory;
+pub use frame_table::FrameTableProvider;
 pub use functions::{
     CellsFunction, CheckFunction, CleanseFunction, CompactFunction, HistoryFunction,
     UndropFunction, VersionFunction,
 };
-pub use hive::HiveProvider;
+pub use hive::HiveCatalogProvider;
 pub use own_runtime::{OwnRuntimeExec, with_runtime};
 pub use scan::PruneCounts;
 pub use scan_order::KeepScanOrder;
-pub use sink::FrameSink;
 pub use statements::{OwnStatement, SchemaChange, own_statement};
 
 use crate::cell::WriteOptions;
@@ -91,7 +91,7 @@ impl Default for CatalogOptions {
 
 /// The state every Apiary provider shares. Cheap to clone.
 #[derive(Clone)]
-pub struct ApiaryCatalog {
+pub struct ProviderState {
     inner: Arc<Inner>,
 }
 
@@ -107,19 +107,15 @@ struct Inner {
     failed_hives: Mutex<HashMap<String, String>>,
 }
 
-impl std::fmt::Debug for ApiaryCatalog {
+impl std::fmt::Debug for ProviderState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiaryCatalog")
+        f.debug_struct("ProviderState")
             .field("meadow", self.meadow())
             .finish()
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl ApiaryCatalog {
+impl ProviderState {
     pub fn new(registry: Registry, io: Arc<IoRuntime>, options: CatalogOptions) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -152,7 +148,7 @@ impl ApiaryCatalog {
     /// The namespace for synchronous callers: cached, re-read when older than the refresh
     /// interval. A failed re-read keeps the cached namespace (and logs why).
     pub(crate) fn namespace(&self) -> Arc<RegistryState> {
-        let stale = lock(&self.inner.last_refresh).elapsed() >= self.inner.options.refresh_interval;
+        let stale = self.inner.last_refresh.lock().elapsed() >= self.inner.options.refresh_interval;
         if stale {
             self.refresh_blocking()
         } else {
@@ -169,7 +165,7 @@ impl ApiaryCatalog {
             .block_on(async move { registry.refresh().await })
         {
             Ok(Ok(state)) => {
-                *lock(&self.inner.last_refresh) = Instant::now();
+                *self.inner.last_refresh.lock() = Instant::now();
                 state
             }
             Ok(Err(e)) | Err(e) => {
@@ -182,7 +178,7 @@ impl ApiaryCatalog {
     /// Re-reads the namespace now.
     pub(crate) async fn refresh(&self) -> Result<Arc<RegistryState>> {
         let state = self.inner.registry.refresh().await?;
-        *lock(&self.inner.last_refresh) = Instant::now();
+        *self.inner.last_refresh.lock() = Instant::now();
         Ok(state)
     }
 
@@ -204,7 +200,7 @@ impl ApiaryCatalog {
         let Ok(record) = state.frame(hive, box_, frame) else {
             return Ok(None);
         };
-        let cached = lock(&self.inner.ledgers).get(&record.id).cloned();
+        let cached = self.inner.ledgers.lock().get(&record.id).cloned();
         let ledger = match cached {
             Some(l) => {
                 l.refresh().await?;
@@ -212,7 +208,10 @@ impl ApiaryCatalog {
             }
             None => {
                 let l = self.inner.registry.open_ledger(hive, box_, frame).await?;
-                lock(&self.inner.ledgers).insert(record.id.clone(), l.clone());
+                self.inner
+                    .ledgers
+                    .lock()
+                    .insert(record.id.clone(), l.clone());
                 l
             }
         };
@@ -229,10 +228,10 @@ impl ApiaryCatalog {
         hive: &str,
         box_: &str,
         frame: &str,
-    ) -> Result<Option<Arc<FrameTable>>> {
+    ) -> Result<Option<Arc<FrameTableProvider>>> {
         Ok(self.frame(hive, box_, frame).await?.map(|f| {
             let snapshot = f.ledger().latest();
-            let table = FrameTable::new(f, snapshot, false);
+            let table = FrameTableProvider::new(f, snapshot);
             Arc::new(match &self.inner.options.scan_runtime {
                 Some(runtime) => table.with_scan_runtime(runtime.clone()),
                 None => table,
@@ -241,12 +240,12 @@ impl ApiaryCatalog {
     }
 
     /// The provider of hive `name` (it may not exist: its listings are then empty).
-    pub fn hive(&self, name: &str) -> Arc<HiveProvider> {
-        Arc::new(HiveProvider::new(self.clone(), name))
+    pub fn hive(&self, name: &str) -> Arc<HiveCatalogProvider> {
+        Arc::new(HiveCatalogProvider::new(self.clone(), name))
     }
 
     /// The provider of hive `name`, checking that it exists.
-    pub async fn existing_hive(&self, name: &str) -> Result<Arc<HiveProvider>> {
+    pub async fn existing_hive(&self, name: &str) -> Result<Arc<HiveCatalogProvider>> {
         let mut state = self.inner.registry.snapshot();
         if state.hive(name).is_err() {
             state = self.refresh().await?;
@@ -256,15 +255,18 @@ impl ApiaryCatalog {
     }
 
     pub(crate) fn remember_failed_hive(&self, name: &str, reason: String) {
-        lock(&self.inner.failed_hives).insert(name.to_string(), reason);
+        self.inner
+            .failed_hives
+            .lock()
+            .insert(name.to_string(), reason);
     }
 
     pub(crate) fn failed_hive(&self, name: &str) -> Option<String> {
-        lock(&self.inner.failed_hives).get(name).cloned()
+        self.inner.failed_hives.lock().get(name).cloned()
     }
 
     pub(crate) fn forget_failed_hive(&self, name: &str) {
-        lock(&self.inner.failed_hives).remove(name);
+        self.inner.failed_hives.lock().remove(name);
     }
 
     /// Installs Apiary in `ctx`: every hive becomes a catalog (the session's own catalogs keep
@@ -274,14 +276,17 @@ impl ApiaryCatalog {
         let mut state = state.write();
         let current = state.catalog_list().clone();
         let already = current
-            .downcast_ref::<ApiaryCatalogList>()
+            .downcast_ref::<MeadowCatalogProviderList>()
             .is_some_and(|l| Arc::ptr_eq(&l.apiary().inner, &self.inner));
         if !already {
-            state.register_catalog_list(Arc::new(ApiaryCatalogList::new(current, self.clone())));
+            state.register_catalog_list(Arc::new(MeadowCatalogProviderList::new(
+                current,
+                self.clone(),
+            )));
         }
         state.table_factories_mut().insert(
             "APIARY".into(),
-            Arc::new(FrameTableFactory::new(self.clone())),
+            Arc::new(FrameTableProviderFactory::new(self.clone())),
         );
         state.register_udtf("apiary_cells", Arc::new(CellsFunction::new(self.clone())));
         state.register_udtf(

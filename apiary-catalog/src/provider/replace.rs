@@ -3,7 +3,7 @@
 //! DataFusion 55 runs `CREATE OR REPLACE TABLE` / `… EXTERNAL TABLE` as "deregister the old
 //! table, then create the new one": through a plain `SessionContext` the provider cannot stop
 //! the drop, so a create that then fails leaves the name gone (the old frame is only dropped,
-//! and `apiary_undrop` brings it back). Apiary's doors — [`ApiaryCatalog::execute_replace`],
+//! and `apiary_undrop` brings it back). Apiary's doors — [`ProviderState::execute_replace`],
 //! used by `Apiary::sql`, the `apiary` command and the Python wheel — instead build the new frame
 //! in a folder of its own, unregistered, fill it, and give it the name in one registry commit
 //! that drops the old one. Until that commit readers see the old frame; if anything fails before
@@ -17,12 +17,12 @@ use datafusion::error::Result;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
 
-use super::ApiaryCatalog;
+use super::ProviderState;
 use super::factory::frame_spec;
 use crate::frame::Frame;
 use crate::ledger::FrameSpec;
 
-impl ApiaryCatalog {
+impl ProviderState {
     /// Runs `plan` if it is a `CREATE OR REPLACE` of an existing frame of this meadow, atomically;
     /// `None` when it is not (the caller hands it to DataFusion).
     pub async fn execute_replace(

@@ -43,7 +43,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::ActionExec;
 use super::dml_guard::has_guard;
-use super::frame_table::FrameTable;
+use super::frame_table::FrameTableProvider;
 use crate::frame::Frame;
 use crate::ledger::{Action, CellRecord, FrameSnapshot};
 
@@ -88,7 +88,7 @@ fn count_schema() -> SchemaRef {
 
 /// The plan of `change` on `table`: an [`ActionExec`] that does the work when executed.
 pub(crate) fn plan(
-    table: &FrameTable,
+    table: &FrameTableProvider,
     state: &dyn Session,
     change: RowChange,
 ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -154,7 +154,7 @@ struct Candidate {
     matches: Matches,
 }
 
-async fn run(table: &FrameTable, change: &RowChange, ctx: Arc<TaskContext>) -> Result<u64> {
+async fn run(table: &FrameTableProvider, change: &RowChange, ctx: Arc<TaskContext>) -> Result<u64> {
     let frame = table.frame();
     frame.admit().await?;
     let read = table.snapshot().clone();
@@ -364,7 +364,7 @@ async fn write_partitions(
 /// Parquet scan (row groups and pages that cannot hold such a row are skipped): one for a
 /// matching row, and with `whole` one for a row that does not match.
 async fn probe(
-    table: &FrameTable,
+    table: &FrameTableProvider,
     state: &SessionState,
     ctx: Arc<TaskContext>,
     cell: &Arc<CellRecord>,
@@ -382,7 +382,7 @@ async fn probe(
 
 /// Whether a row of `cell` passes `filter`.
 async fn any_row(
-    table: &FrameTable,
+    table: &FrameTableProvider,
     state: &SessionState,
     ctx: Arc<TaskContext>,
     cell: &Arc<CellRecord>,

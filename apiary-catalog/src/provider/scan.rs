@@ -308,7 +308,7 @@ pub const SCAN_FRAME_LABEL: &str = "frame";
 /// carry their figures. A door that wants them for `EXPLAIN` puts one of these in the session's
 /// config extensions before it plans; each such scan adds itself.
 #[derive(Debug, Default)]
-pub struct EmptyScans(std::sync::Mutex<Vec<EmptyScan>>);
+pub struct EmptyScans(parking_lot::Mutex<Vec<EmptyScan>>);
 
 /// One frame scan that pruned every cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,11 +322,11 @@ pub struct EmptyScan {
 impl EmptyScans {
     /// The scans noted so far, in planning order.
     pub fn take(&self) -> Vec<EmptyScan> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.0.lock())
     }
 
     fn push(&self, scan: EmptyScan) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(scan);
+        self.0.lock().push(scan);
     }
 }
 

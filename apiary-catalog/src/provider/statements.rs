@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::ast::{
     AlterColumnOperation, AlterTableOperation, ColumnOption, Expr, Ident, Statement as SqlStatement,
 };
 
-use super::ApiaryCatalog;
+use super::ProviderState;
 use crate::error::{Error, Kind};
 use crate::registry::IfExists;
 
@@ -186,7 +186,7 @@ fn alter_table(text: &str) -> Option<OwnStatement> {
     Some(OwnStatement::AlterTable { frame, changes })
 }
 
-impl ApiaryCatalog {
+impl ProviderState {
     /// Runs `statement` in `ctx`.
     pub async fn execute_own(
         &self,

@@ -13,15 +13,13 @@
 //! version) when nothing changed. Every change is validated against the newest state, written
 //! by conditional create, and retried on a lost race with jittered backoff.
 
-pub mod state;
+pub(crate) mod state;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use state::{
-    BoxRecord, DroppedFrame, FrameRecord, HiveRecord, RegistryAction, RegistryEntry, RegistryState,
-};
+pub use state::{BoxRecord, FrameRecord, HiveRecord, RegistryAction, RegistryEntry, RegistryState};
 
 use crate::error::{Error, Kind, Result};
 use crate::ledger::entry::new_commit_id;

@@ -20,8 +20,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,6 +33,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
 };
+use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -176,7 +177,7 @@ impl Picker {
         if !self.enabled.load(Ordering::SeqCst) {
             return None;
         }
-        let mut rules = lock(&self.rules);
+        let mut rules = self.rules.lock();
         for rule in rules.iter_mut() {
             if !rule.matches(op, key) {
                 continue;
@@ -185,7 +186,7 @@ impl Picker {
                 rule.skip -= 1;
                 continue;
             }
-            let fire = rule.probability >= 1.0 || lock(&self.rng).random_bool(rule.probability);
+            let fire = rule.probability >= 1.0 || self.rng.lock().random_bool(rule.probability);
             if !fire {
                 continue;
             }
@@ -193,7 +194,7 @@ impl Picker {
                 *n -= 1;
             }
             let fault = rule.fault;
-            *lock(&self.injected).entry((op, fault.kind())).or_insert(0) += 1;
+            *self.injected.lock().entry((op, fault.kind())).or_insert(0) += 1;
             return Some(fault);
         }
         None
@@ -210,8 +211,8 @@ pub struct Faults {
 impl fmt::Debug for Faults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Faults")
-            .field("rules", &lock(&self.picker.rules).len())
-            .field("injected", &*lock(&self.picker.injected))
+            .field("rules", &self.picker.rules.lock().len())
+            .field("injected", &*self.picker.injected.lock())
             .finish()
     }
 }
@@ -235,11 +236,11 @@ impl Faults {
     }
 
     pub fn add_rule(&self, rule: Rule) {
-        lock(&self.picker.rules).push(rule);
+        self.picker.rules.lock().push(rule);
     }
 
     pub fn clear_rules(&self) {
-        lock(&self.picker.rules).clear();
+        self.picker.rules.lock().clear();
     }
 
     /// Turns every rule off (or on again) without forgetting them.
@@ -250,7 +251,9 @@ impl Faults {
     /// How many faults of this kind were injected (durations ignored).
     pub fn injected(&self, fault: Fault) -> usize {
         let kind = fault.kind();
-        lock(&self.picker.injected)
+        self.picker
+            .injected
+            .lock()
             .iter()
             .filter(|((_, f), _)| *f == kind)
             .map(|(_, n)| n)
@@ -259,7 +262,9 @@ impl Faults {
 
     /// How many faults of this kind hit calls of this kind.
     pub fn injected_on(&self, op: Op, fault: Fault) -> usize {
-        lock(&self.picker.injected)
+        self.picker
+            .injected
+            .lock()
             .get(&(op, fault.kind()))
             .copied()
             .unwrap_or(0)
@@ -267,7 +272,7 @@ impl Faults {
 
     /// Every injected fault, by call and kind.
     pub fn injections(&self) -> BTreeMap<(Op, Fault), usize> {
-        lock(&self.picker.injected).clone()
+        self.picker.injected.lock().clone()
     }
 
     /// `inner` behind these rules.
@@ -290,10 +295,6 @@ impl Faults {
 pub struct Faulty {
     inner: Arc<dyn ObjectStore>,
     picker: Arc<Picker>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl fmt::Debug for Faulty {

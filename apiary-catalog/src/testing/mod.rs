@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -16,6 +16,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
+use parking_lot::Mutex;
 
 use crate::Meadow;
 
@@ -94,10 +95,6 @@ pub struct Counting {
     pub total: AtomicUsize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Counting {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
         Arc::new(Self {
@@ -110,17 +107,17 @@ impl Counting {
 
     fn count(&self, what: &'static str) {
         self.total.fetch_add(1, Ordering::SeqCst);
-        *lock(&self.calls).entry(what).or_insert(0) += 1;
+        *self.calls.lock().entry(what).or_insert(0) += 1;
     }
 
     /// Calls by kind since the last `take`.
     pub fn take(&self) -> BTreeMap<&'static str, usize> {
-        std::mem::take(&mut *lock(&self.calls))
+        std::mem::take(&mut *self.calls.lock())
     }
 
     /// Keys read (GET, including ranged reads) since the last `take_reads`.
     pub fn take_reads(&self) -> BTreeSet<String> {
-        std::mem::take(&mut *lock(&self.reads))
+        std::mem::take(&mut *self.reads.lock())
     }
 }
 
@@ -154,7 +151,7 @@ impl ObjectStore for Counting {
     async fn get_opts(&self, l: &Path, o: GetOptions) -> object_store::Result<GetResult> {
         self.count(if o.head { "head" } else { "get" });
         if !o.head {
-            lock(&self.reads).insert(l.to_string());
+            self.reads.lock().insert(l.to_string());
         }
         self.inner.get_opts(l, o).await
     }
@@ -197,7 +194,7 @@ impl ObjectStore for Counting {
         ranges: &[std::ops::Range<u64>],
     ) -> object_store::Result<Vec<bytes::Bytes>> {
         self.count("get_ranges");
-        lock(&self.reads).insert(l.to_string());
+        self.reads.lock().insert(l.to_string());
         self.inner.get_ranges(l, ranges).await
     }
 }

@@ -27,18 +27,17 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use apiary_exec::{BeePool, Chamber};
+use apiary_exec::{BeePool, Chamber, Spill};
 use datafusion::common::exec_datafusion_err;
 use datafusion::error::Result;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue};
-
-use crate::membership::lock;
+use parking_lot::Mutex;
 
 /// The header that names a plan's query to the worker: `START.ID.BEES.SPILL`.
 pub(crate) const HEADER: &str = "x-apiary-query";
@@ -148,7 +147,7 @@ pub(crate) struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut queries = lock(&self.admissions.queries);
+        let mut queries = self.admissions.queries.lock();
         if let Some(entry) = queries.get_mut(&self.id) {
             entry.holders -= 1;
             if entry.holders == 0 {
@@ -169,7 +168,7 @@ impl Admissions {
     }
 
     fn join(self: &Arc<Self>, ticket: &Ticket) -> (Arc<Query>, Held) {
-        let mut queries = lock(&self.queries);
+        let mut queries = self.queries.lock();
         let entry = queries.entry(ticket.id.clone()).or_insert_with(|| Entry {
             query: Arc::new(Query {
                 ticket: ticket.clone(),
@@ -218,7 +217,9 @@ impl Admissions {
                     self.node
                 )
             })?;
-        let query = lock(&self.queries)
+        let query = self
+            .queries
+            .lock()
             .get(&ticket.id)
             .map(|e| e.query.clone())
             .ok_or_else(|| {
@@ -240,12 +241,14 @@ impl Admissions {
         let failed = |e: apiary_exec::ExecError| format!("node {}: {e}", self.node);
         let chamber = match self
             .pool
-            .try_acquire(bees, &self.base, ticket.spill)
+            .try_acquire(bees, &self.base, Spill::when(ticket.spill))
             .map_err(failed)?
         {
             Some(chamber) => chamber,
             None if self.oldest(ticket) => {
-                let acquire = self.pool.acquire(bees, &self.base, ticket.spill);
+                let acquire = self
+                    .pool
+                    .acquire(bees, &self.base, Spill::when(ticket.spill));
                 match tokio::time::timeout(ADMIT_WAIT, acquire).await {
                     Ok(chamber) => chamber.map_err(failed)?,
                     Err(_) => {
@@ -275,7 +278,8 @@ impl Admissions {
 
     /// Whether `ticket`'s query is older than every other query this node knows.
     fn oldest(&self, ticket: &Ticket) -> bool {
-        lock(&self.queries)
+        self.queries
+            .lock()
             .values()
             .map(|e| &e.query.ticket)
             .all(|other| other.id == ticket.id || other.order() > ticket.order())
@@ -299,7 +303,7 @@ impl Admissions {
     /// Queries known now (admitted, waiting, or coordinated here).
     #[cfg(test)]
     fn known(&self) -> usize {
-        lock(&self.queries).len()
+        self.queries.lock().len()
     }
 }
 

@@ -8,19 +8,20 @@
 //! timeouts, and every request carrying the swarm token.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::common::{exec_datafusion_err, exec_err};
 use datafusion::error::{DataFusionError, Result};
 use datafusion_distributed::{ChannelResolver, WorkerChannel, WorkerResolver, grpc};
+use parking_lot::Mutex;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use url::Url;
 
 use super::secret::SwarmToken;
-use crate::membership::{Membership, lock};
+use crate::membership::Membership;
 
 /// How long a connection attempt (a probe, or a channel's connect) may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,7 +49,7 @@ pub struct SwarmWorkers {
 impl std::fmt::Debug for SwarmWorkers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SwarmWorkers")
-            .field("reach", &*lock(&self.reach))
+            .field("reach", &*self.reach.lock())
             .finish()
     }
 }
@@ -75,7 +76,7 @@ impl SwarmWorkers {
     }
 
     fn reached(&self, endpoint: &str) -> bool {
-        matches!(lock(&self.reach).get(endpoint), Some(Reach::Reached))
+        matches!(self.reach.lock().get(endpoint), Some(Reach::Reached))
     }
 
     /// Whether a query can take the direct path: at least one other node alive, and every
@@ -102,7 +103,7 @@ impl SwarmWorkers {
     pub(crate) async fn probe(&self) -> usize {
         let mut newly = 0;
         let due: Vec<String> = {
-            let reach = lock(&self.reach);
+            let reach = self.reach.lock();
             self.alive_endpoints()
                 .into_iter()
                 .flatten()
@@ -124,7 +125,7 @@ impl SwarmWorkers {
             } else {
                 Reach::Failed(Instant::now())
             };
-            lock(&self.reach).insert(endpoint, state);
+            self.reach.lock().insert(endpoint, state);
         }
         newly
     }
@@ -132,7 +133,9 @@ impl SwarmWorkers {
     /// are probed again before a query plans with them. Asked when a direct-path query failed,
     /// to name the node it lost.
     pub(crate) async fn unanswering(&self) -> Vec<String> {
-        let reached: Vec<String> = lock(&self.reach)
+        let reached: Vec<String> = self
+            .reach
+            .lock()
             .iter()
             .filter(|(_, r)| matches!(r, Reach::Reached))
             .map(|(e, _)| e.clone())
@@ -149,7 +152,9 @@ impl SwarmWorkers {
             if answers(&endpoint).await {
                 continue;
             }
-            lock(&self.reach).insert(endpoint.clone(), Reach::Failed(Instant::now()));
+            self.reach
+                .lock()
+                .insert(endpoint.clone(), Reach::Failed(Instant::now()));
             lost.push(match names.get(&endpoint) {
                 Some(id) => format!("node {id} ({endpoint})"),
                 None => endpoint,
@@ -171,7 +176,7 @@ impl SwarmWorkers {
         }
     }
 
-    /// Queries that ran again over the meadow (see [`SwarmWorkers::rerun`]).
+    /// Queries that ran again over the meadow (see `SwarmWorkers::rerun`).
     pub fn reruns(&self) -> u64 {
         self.reruns.load(Ordering::Relaxed)
     }
@@ -244,11 +249,11 @@ impl SwarmChannels {
 
     /// Calls made so far, per worker endpoint.
     pub fn calls(&self) -> BTreeMap<String, u64> {
-        lock(&self.calls).clone()
+        self.calls.lock().clone()
     }
 
     fn channel(&self, url: &Url) -> Result<Channel> {
-        let mut channels = lock(&self.channels);
+        let mut channels = self.channels.lock();
         if let Some(c) = channels.get(url) {
             return Ok(c.clone());
         }
@@ -284,7 +289,7 @@ impl ChannelResolver for SwarmChannels {
         url: &Url,
     ) -> Result<Box<dyn WorkerChannel>, DataFusionError> {
         let channel = self.channel(url)?;
-        *lock(&self.calls).entry(url.to_string()).or_default() += 1;
+        *self.calls.lock().entry(url.to_string()).or_default() += 1;
         let bearer = http::HeaderValue::from_str(&self.token.bearer())
             .map_err(|e| exec_datafusion_err!("the swarm token is not a header value: {e}"))?;
         let service = tower::ServiceBuilder::new()

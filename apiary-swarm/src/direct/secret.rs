@@ -2,11 +2,12 @@
 //! node that listens. Every direct-path request carries it, so only holders of the meadow's
 //! credentials — the swarm — can send a worker a plan.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use apiary_catalog::Created;
 use apiary_catalog::Meadow;
 use bytes::Bytes;
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SwarmError};
@@ -97,11 +98,11 @@ impl SwarmToken {
     }
 
     fn read(&self) -> String {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.read().clone()
     }
 
     fn set(&self, token: String) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = token;
+        *self.0.write() = token;
     }
 }
 

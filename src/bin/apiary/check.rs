@@ -2,7 +2,7 @@
 //! finds a problem (each printed with the key of the object it is about).
 
 use apiary::Apiary;
-use apiary::catalog::check::{check_meadow, check_named_frame};
+use apiary::catalog::{check_meadow, check_named_frame};
 use clap::Args;
 
 #[derive(Args, Debug)]

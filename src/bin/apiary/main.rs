@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use apiary::ApiaryOptions;
 use apiary::exec::NodeConfig;
-use apiary::exec::node::parse_bytes;
+use apiary::exec::parse_bytes;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -106,7 +106,7 @@ impl HttpArgs {
     /// costs is counted too.
     pub fn install(&self) -> Result<(), Box<dyn std::error::Error>> {
         if self.http.is_some() {
-            apiary::status::prometheus()?;
+            apiary::prometheus()?;
         }
         Ok(())
     }

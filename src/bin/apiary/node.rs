@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use apiary::Apiary;
-use apiary::exec::node::parse_bytes;
+use apiary::exec::parse_bytes;
 use apiary::swarm::SwarmConfig;
 use clap::Args;
 
@@ -89,7 +89,7 @@ pub async fn run(
     let config = args.swarm_config()?;
     if args.rotate_secret {
         let meadow = apiary::catalog::Meadow::open(storage).await?;
-        apiary::swarm::direct::SwarmToken::rotate(&meadow).await?;
+        apiary::swarm::SwarmToken::rotate(&meadow).await?;
         println!("the swarm token of {storage} is replaced");
         return Ok(());
     }

@@ -23,7 +23,7 @@ use super::shell::ApiaryShell;
 
 /// Whether `sql` (one statement) is run by Apiary rather than by datafusion-cli.
 fn is_apiarys(sql: &str) -> bool {
-    if apiary::catalog::provider::own_statement(sql).is_some() {
+    if apiary::catalog::own_statement(sql).is_some() {
         return true;
     }
     let upper = sql.to_ascii_uppercase();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiary::Apiary;
-use apiary::swarm::heartbeat::Heartbeat;
+use apiary::swarm::Heartbeat;
 use apiary::swarm::{SwarmConfig, WorldView};
 use clap::{Args, ValueEnum};
 use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
@@ -79,13 +79,13 @@ pub async fn run(
         StatusFormat::Json => {
             // The status server's shape; `node` is what a node started here with these flags
             // would have, `swarm` the nodes as watched.
-            let mut status = apiary::status::status_json(&ap, false);
+            let mut status = apiary::status_json(&ap, false);
             status["storage"] = json!(storage);
             status["swarm"] = nodes
                 .iter()
-                .map(|n| apiary::status::swarm_node_json(&n.heartbeat, n.state, n.unchanged))
+                .map(|n| apiary::swarm_node_json(&n.heartbeat, n.state, n.unchanged))
                 .collect();
-            status["frames"] = apiary::status::frames_json(&ap).await;
+            status["frames"] = apiary::frames_json(&ap).await;
             println!("{}", serde_json::to_string_pretty(&status)?);
         }
         StatusFormat::Table => {
