@@ -74,6 +74,9 @@ fi
 if [[ ${APIARY_SKIP_LINT:-0} != 1 ]]; then
     step "cargo fmt" cargo fmt --all -- --check
     step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+    # Every crate's public surface is committed (`public-api.txt`); a change of it must show in
+    # the diff, so a stale listing fails here.
+    step "public API listings" ./scripts/public-api --check
 else
     section "lints skipped (APIARY_SKIP_LINT=1)"
 fi
