@@ -87,9 +87,10 @@ async fn build(url: &str, cells: i64) -> String {
         let written = frame
             .cell_writer(&read)
             .expect("writer")
-            .write_stream(futures::stream::iter([Ok::<_, apiary::catalog::Error>(
-                batch(c),
-            )]))
+            .write_stream(futures::stream::iter([Ok::<
+                _,
+                apiary::catalog::CatalogError,
+            >(batch(c))]))
             .await
             .expect("cell");
         all.extend(written);

@@ -78,9 +78,10 @@ fn commit_latency(c: &mut Criterion) {
             frame
                 .cell_writer(&ledger.latest())
                 .expect("writer")
-                .write_stream(futures::stream::iter([Ok::<_, apiary::catalog::Error>(
-                    batch(0, 10),
-                )])),
+                .write_stream(futures::stream::iter([Ok::<
+                    _,
+                    apiary::catalog::CatalogError,
+                >(batch(0, 10))])),
         )
         .expect("cell");
     let cell: Arc<CellRecord> = cell[0].clone();
@@ -129,7 +130,7 @@ fn commit_latency(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             frame
                 .append(
-                    futures::stream::iter([Ok::<_, apiary::catalog::Error>(input.clone())]),
+                    futures::stream::iter([Ok::<_, apiary::catalog::CatalogError>(input.clone())]),
                     "WRITE",
                 )
                 .await
@@ -165,7 +166,9 @@ fn cell_write_throughput(c: &mut Criterion) {
                     let writer = frame.cell_writer(&ledger.latest()).expect("writer");
                     let cells = writer
                         .write_stream(futures::stream::iter(
-                            input.into_iter().map(Ok::<_, apiary::catalog::Error>),
+                            input
+                                .into_iter()
+                                .map(Ok::<_, apiary::catalog::CatalogError>),
                         ))
                         .await
                         .expect("write");

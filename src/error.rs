@@ -2,12 +2,12 @@
 
 use datafusion::error::DataFusionError;
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = ApiaryError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ApiaryError {
     #[error(transparent)]
-    Catalog(Box<apiary_catalog::Error>),
+    Catalog(Box<apiary_catalog::CatalogError>),
     #[error(transparent)]
     Exec(Box<apiary_exec::ExecError>),
     #[error(transparent)]
@@ -19,38 +19,38 @@ pub enum Error {
     Status(String),
 }
 
-impl From<apiary_swarm::SwarmError> for Error {
+impl From<apiary_swarm::SwarmError> for ApiaryError {
     fn from(e: apiary_swarm::SwarmError) -> Self {
-        Error::Swarm(Box::new(e))
+        ApiaryError::Swarm(Box::new(e))
     }
 }
 
-impl From<apiary_exec::ExecError> for Error {
+impl From<apiary_exec::ExecError> for ApiaryError {
     fn from(e: apiary_exec::ExecError) -> Self {
-        Error::Exec(Box::new(e))
+        ApiaryError::Exec(Box::new(e))
     }
 }
 
-impl From<apiary_catalog::Error> for Error {
-    fn from(e: apiary_catalog::Error) -> Self {
-        Error::Catalog(Box::new(e))
+impl From<apiary_catalog::CatalogError> for ApiaryError {
+    fn from(e: apiary_catalog::CatalogError) -> Self {
+        ApiaryError::Catalog(Box::new(e))
     }
 }
 
-impl From<DataFusionError> for Error {
+impl From<DataFusionError> for ApiaryError {
     fn from(e: DataFusionError) -> Self {
-        Error::DataFusion(Box::new(e))
+        ApiaryError::DataFusion(Box::new(e))
     }
 }
 
-impl From<Error> for DataFusionError {
-    fn from(e: Error) -> Self {
+impl From<ApiaryError> for DataFusionError {
+    fn from(e: ApiaryError) -> Self {
         match e {
-            Error::Catalog(c) => (*c).into(),
-            Error::Exec(x) => (*x).into(),
-            Error::Swarm(x) => (*x).into(),
-            Error::DataFusion(d) => *d,
-            Error::Status(s) => DataFusionError::External(s.into()),
+            ApiaryError::Catalog(c) => (*c).into(),
+            ApiaryError::Exec(x) => (*x).into(),
+            ApiaryError::Swarm(x) => (*x).into(),
+            ApiaryError::DataFusion(d) => *d,
+            ApiaryError::Status(s) => DataFusionError::External(s.into()),
         }
     }
 }

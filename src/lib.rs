@@ -47,7 +47,7 @@ use datafusion::prelude::SessionContext;
 pub use apiary_catalog as catalog;
 pub use apiary_exec as exec;
 pub use apiary_swarm as swarm;
-pub use error::{Error, Result};
+pub use error::{ApiaryError, Result};
 #[cfg(feature = "status")]
 pub use status::{
     StatusOptions, StatusServer, frames_json, prometheus, status_json, swarm_node_json,

@@ -25,7 +25,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::{Apiary, Error, Result};
+use crate::{Apiary, ApiaryError, Result};
 
 /// How the status server shows this node.
 #[derive(Debug, Clone, Default)]
@@ -90,11 +90,11 @@ pub fn prometheus() -> Result<PrometheusHandle> {
             Matcher::Full(sight::STORAGE_SECONDS.to_string()),
             sight::STORAGE_SECONDS_BUCKETS,
         )
-        .map_err(|e| Error::Status(format!("histogram buckets: {e}")))?
+        .map_err(|e| ApiaryError::Status(format!("histogram buckets: {e}")))?
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| {
-        Error::Status(
+        ApiaryError::Status(
             "another metrics recorder is installed in this process; Apiary's status server \
              needs its own Prometheus recorder"
                 .into(),
@@ -138,10 +138,10 @@ impl Apiary {
         let prometheus = prometheus()?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| Error::Status(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| ApiaryError::Status(format!("cannot listen on {addr}: {e}")))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::Status(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| ApiaryError::Status(format!("cannot listen on {addr}: {e}")))?;
         let served = Served {
             ap: self.clone(),
             options,

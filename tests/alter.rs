@@ -333,9 +333,10 @@ async fn an_append_written_before_a_rename_lands_under_the_new_names() {
         let cells = f
             .cell_writer(&read)
             .unwrap()
-            .write_stream(futures::stream::iter([Ok::<_, apiary::catalog::Error>(
-                batch,
-            )]))
+            .write_stream(futures::stream::iter([Ok::<
+                _,
+                apiary::catalog::CatalogError,
+            >(batch)]))
             .await
             .unwrap();
         door(&ap, &ctx, "ALTER TABLE h.b.t RENAME COLUMN v TO w").await;
@@ -392,9 +393,10 @@ async fn schema_changes_race_each_other_and_appends() {
         let cells = f
             .cell_writer(&read)
             .unwrap()
-            .write_stream(futures::stream::iter([Ok::<_, apiary::catalog::Error>(
-                batch,
-            )]))
+            .write_stream(futures::stream::iter([Ok::<
+                _,
+                apiary::catalog::CatalogError,
+            >(batch)]))
             .await
             .unwrap();
 

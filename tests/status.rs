@@ -486,7 +486,7 @@ async fn races_conflicts_upkeep_and_storage_errors_are_counted_exactly() {
     }
     assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
     assert!(
-        matches!(outcomes[1], Err(apiary::catalog::Error::Conflict(_))),
+        matches!(outcomes[1], Err(apiary::catalog::CatalogError::Conflict(_))),
         "{:?}",
         outcomes[1]
     );

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 use crate::ledger::Ledger;
 use crate::name;
 use crate::registry::{FrameRecord, Registry};
@@ -52,14 +52,14 @@ impl CheckReport {
 }
 
 /// The key an error is about, or `fallback`.
-fn key_of(e: &Error, fallback: &str) -> String {
+fn key_of(e: &CatalogError, fallback: &str) -> String {
     match e {
-        Error::Corrupt { key, .. } | Error::Storage { key, .. } => key.clone(),
+        CatalogError::Corrupt { key, .. } | CatalogError::Storage { key, .. } => key.clone(),
         _ => fallback.to_string(),
     }
 }
 
-fn problem(e: &Error, fallback: &str) -> Problem {
+fn problem(e: &CatalogError, fallback: &str) -> Problem {
     Problem {
         key: key_of(e, fallback),
         problem: e.to_string(),
@@ -176,7 +176,7 @@ pub async fn check_frame(
     }
     for v in ledger.log().checkpoint_versions().await? {
         if let Err(e) = ledger.load_at(v).await
-            && !matches!(e, Error::VersionExpired { .. })
+            && !matches!(e, CatalogError::VersionExpired { .. })
         {
             report
                 .problems

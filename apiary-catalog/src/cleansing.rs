@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 use crate::ledger::Ledger;
 use crate::meadow::Meadow;
 use crate::registry::{Registry, RegistryState};
@@ -64,7 +64,7 @@ impl CleansingOptions {
     /// Refuses a retention under one hour unless forced.
     pub fn validate(&self) -> Result<()> {
         if self.retention < MIN_RETENTION && !self.force {
-            return Err(Error::InvalidOption {
+            return Err(CatalogError::InvalidOption {
                 name: "retention".into(),
                 reason: format!(
                     "{} s is under the minimum of {} s: writers still committing what they wrote \
@@ -260,7 +260,7 @@ async fn cleanse_frame_at(
         None if keep_from > oldest_present => {
             if !options.dry_run {
                 let body = serde_json::to_vec(&at_keep.checkpoint_json()?)
-                    .map_err(|e| Error::corrupt(log.checkpoint_key(keep_from), e))?;
+                    .map_err(|e| CatalogError::corrupt(log.checkpoint_key(keep_from), e))?;
                 log.put_checkpoint(keep_from, Bytes::from(body)).await?;
             }
             Some(keep_from)
@@ -330,7 +330,7 @@ async fn remove(
             tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(Error::Io {
+                Err(source) => Err(CatalogError::Io {
                     path: path.display().to_string(),
                     source,
                 }),

@@ -25,7 +25,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, LexRequirement, PhysicalSortExpr};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 
 /// The frame property holding the sort order.
 pub const SORT_ORDER: &str = "apiary.sort_order";
@@ -100,7 +100,7 @@ impl SortOrder {
             return Ok(None);
         };
         let keys: Vec<SortKey> = serde_json::from_str(text).map_err(|e| {
-            Error::InvalidSchema(format!(
+            CatalogError::InvalidSchema(format!(
                 "property {SORT_ORDER} = {text:?} is not a list of sort keys: {e}"
             ))
         })?;
@@ -118,20 +118,20 @@ impl SortOrder {
         let mut seen = std::collections::HashSet::new();
         for k in &self.0 {
             if schema.field_with_name(&k.column).is_err() {
-                return Err(Error::InvalidSchema(format!(
+                return Err(CatalogError::InvalidSchema(format!(
                     "frame {frame}: the sort order names column {}, which the frame does not have",
                     k.column
                 )));
             }
             if partition_by.contains(&k.column) {
-                return Err(Error::InvalidSchema(format!(
+                return Err(CatalogError::InvalidSchema(format!(
                     "frame {frame}: {} is a partition column; each cell holds one value of it \
                      already, so it cannot be a sort key",
                     k.column
                 )));
             }
             if !seen.insert(&k.column) {
-                return Err(Error::InvalidSchema(format!(
+                return Err(CatalogError::InvalidSchema(format!(
                     "frame {frame}: sort key {} is listed twice",
                     k.column
                 )));

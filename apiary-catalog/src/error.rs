@@ -7,7 +7,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::error::DataFusionError;
 
 /// Result alias used throughout the crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
 /// What kind of namespace object a name refers to, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +30,7 @@ impl std::fmt::Display for Kind {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum CatalogError {
     #[error("invalid {kind} name {name:?}: {reason}")]
     InvalidName {
         kind: Kind,
@@ -250,30 +250,30 @@ pub struct Conflict {
     pub cells: Vec<String>,
 }
 
-impl Error {
+impl CatalogError {
     pub(crate) fn storage(key: impl ToString, source: object_store::Error) -> Self {
-        Error::Storage {
+        CatalogError::Storage {
             key: key.to_string(),
             source,
         }
     }
 
     pub(crate) fn corrupt(key: impl ToString, reason: impl ToString) -> Self {
-        Error::Corrupt {
+        CatalogError::Corrupt {
             key: key.to_string(),
             reason: reason.to_string(),
         }
     }
 
     pub(crate) fn not_found(kind: Kind, name: impl ToString) -> Self {
-        Error::NotFound {
+        CatalogError::NotFound {
             kind,
             name: name.to_string(),
         }
     }
 
     pub(crate) fn already_exists(kind: Kind, name: impl ToString) -> Self {
-        Error::AlreadyExists {
+        CatalogError::AlreadyExists {
             kind,
             name: name.to_string(),
         }
@@ -284,8 +284,8 @@ impl Error {
     pub fn proves_nothing_committed(&self) -> bool {
         !matches!(
             self,
-            Error::CommitUnknown { .. }
-                | Error::FrameReplaced {
+            CatalogError::CommitUnknown { .. }
+                | CatalogError::FrameReplaced {
                     committed: true,
                     ..
                 }
@@ -296,16 +296,16 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::RetriesExhausted { .. } | Error::Backpressure { .. }
+            CatalogError::RetriesExhausted { .. } | CatalogError::Backpressure { .. }
         )
     }
 }
 
-impl From<Error> for DataFusionError {
-    fn from(e: Error) -> Self {
+impl From<CatalogError> for DataFusionError {
+    fn from(e: CatalogError) -> Self {
         match e {
             // Keep DataFusion's own errors as they are (e.g. ResourcesExhausted stays matchable).
-            Error::DataFusion(inner) => inner,
+            CatalogError::DataFusion(inner) => inner,
             other => DataFusionError::External(Box::new(other)),
         }
     }

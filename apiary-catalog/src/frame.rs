@@ -17,7 +17,7 @@ use crate::cell::conform::keeps_stored_values;
 use crate::cell::{CellWriter, WriteOptions};
 use crate::clustering::SortOrder;
 use crate::column_ids;
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 use crate::ledger::{Action, CellRecord, CommitInfo, FrameSnapshot, Ledger};
 use crate::registry::Registry;
 
@@ -75,7 +75,7 @@ impl Frame {
             Ok(r) => format!("names frame id {}", r.id),
             Err(_) => "is free".to_string(),
         };
-        Err(Error::FrameReplaced {
+        Err(CatalogError::FrameReplaced {
             frame: self.ledger.name().to_string(),
             id: id.clone(),
             now,
@@ -124,7 +124,7 @@ impl Frame {
     pub async fn append<S, E>(&self, batches: S, operation: &str) -> Result<CommitInfo>
     where
         S: Stream<Item = std::result::Result<RecordBatch, E>> + Unpin,
-        Error: From<E>,
+        CatalogError: From<E>,
     {
         self.admit().await?;
         let read = self.ledger.refresh().await?;
@@ -175,7 +175,7 @@ impl Frame {
     pub async fn overwrite<S, E>(&self, batches: S, operation: &str) -> Result<CommitInfo>
     where
         S: Stream<Item = std::result::Result<RecordBatch, E>> + Unpin,
-        Error: From<E>,
+        CatalogError: From<E>,
     {
         self.admit().await?;
         let read = self.ledger.refresh().await?;
@@ -205,7 +205,7 @@ impl Frame {
             match fields.iter_mut().find(|t| t.name() == f.name()) {
                 None => {
                     if f.data_type() == &DataType::Null {
-                        return Err(Error::InvalidSchema(format!(
+                        return Err(CatalogError::InvalidSchema(format!(
                             "column {} has no type to add to frame {} (every value is NULL): \
                              give it one, e.g. CAST(NULL AS BIGINT)",
                             f.name(),
@@ -257,7 +257,7 @@ impl Frame {
     }
 
     /// Commits `action`, whose added cells are already written; if the commit provably did not
-    /// land they are removed again. When its outcome is unknown ([`Error::CommitUnknown`]) they
+    /// land they are removed again. When its outcome is unknown ([`CatalogError::CommitUnknown`]) they
     /// stay: the entry may name them, and cleansing reclaims them after retention if not.
     pub async fn commit_action(
         &self,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 
 /// A small multi-threaded Tokio runtime owned by Apiary. Dropping it never blocks.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ impl IoRuntime {
             .thread_name("apiary-io")
             .enable_all()
             .build()
-            .map_err(|source| Error::Io {
+            .map_err(|source| CatalogError::Io {
                 path: "apiary-io runtime".into(),
                 source,
             })?;

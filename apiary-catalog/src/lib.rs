@@ -30,7 +30,7 @@
 //! let frame = Frame::new(registry.open_ledger("sales", "eu", "orders").await.unwrap(), WriteOptions::default());
 //! let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
 //! let info = frame
-//!     .append(futures::stream::iter([Ok::<_, apiary_catalog::Error>(batch)]), "WRITE")
+//!     .append(futures::stream::iter([Ok::<_, apiary_catalog::CatalogError>(batch)]), "WRITE")
 //!     .await
 //!     .unwrap();
 //! assert_eq!((info.version, info.rows_added), (1, 3));
@@ -70,7 +70,7 @@ pub use cleansing::{
 pub use clustering::{SortKey, SortOrder};
 pub use column_ids::restore_frame_scan;
 pub use compaction::{CompactedPartition, Compaction, CompactionReport, compact};
-pub use error::{Error, Kind, Result};
+pub use error::{CatalogError, Kind, Result};
 pub use frame::{Frame, WriteAdmission};
 pub use io::IoRuntime;
 pub use ledger::{

@@ -8,7 +8,7 @@
 //! objects), a leading digit — is refused with an error naming the bad name, so nothing is
 //! ever written outside the meadow's root.
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{CatalogError, Kind, Result};
 
 /// The longest name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
@@ -16,7 +16,7 @@ pub const MAX_NAME_LEN: usize = 128;
 /// Checks that `name` is a valid name of the given kind.
 pub fn validate(kind: Kind, name: &str) -> Result<()> {
     let refuse = |reason| {
-        Err(Error::InvalidName {
+        Err(CatalogError::InvalidName {
             kind,
             name: name.to_string(),
             reason,

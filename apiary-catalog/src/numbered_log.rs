@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use parking_lot::RwLock;
 use serde_json::{Value, json};
 
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 use crate::meadow::{Created, Meadow};
 
 /// How many objects are fetched at once when catching up.
@@ -33,7 +33,7 @@ pub(crate) enum Attempt {
     /// The create failed and the version is still free. The write may still land later (a
     /// request the store finishes after the client gave up), so the commit is not yet provably
     /// lost: only a later entry of someone else at that version proves it.
-    Absent(Error),
+    Absent(CatalogError),
 }
 
 /// Tries of a read that failed (reads are idempotent: a transient error is worth another go).
@@ -214,7 +214,7 @@ impl NumberedLog {
         v: u64,
         body: Bytes,
         commit_id: &str,
-    ) -> std::result::Result<Attempt, Error> {
+    ) -> std::result::Result<Attempt, CatalogError> {
         let failure = match self.create(v, body).await {
             Ok(Created::Yes) => return Ok(Attempt::Landed { read_back: false }),
             Ok(Created::LostRace) => None,
@@ -237,13 +237,16 @@ impl NumberedLog {
                 }
                 Ok(None) => {
                     return Ok(Attempt::Absent(failure.unwrap_or_else(|| {
-                        Error::corrupt(&key, "the create lost a race, yet the entry is missing")
+                        CatalogError::corrupt(
+                            &key,
+                            "the create lost a race, yet the entry is missing",
+                        )
                     })));
                 }
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::corrupt(&key, "could not be read back")))
+        Err(last.unwrap_or_else(|| CatalogError::corrupt(&key, "could not be read back")))
     }
 
     pub(crate) async fn get(&self, v: u64) -> Result<Option<Bytes>> {
@@ -288,7 +291,7 @@ impl NumberedLog {
         for (i, v) in versions.iter().enumerate() {
             let expected = known + 1 + i as u64;
             if *v != expected {
-                return Err(Error::corrupt(
+                return Err(CatalogError::corrupt(
                     self.entry_key(expected),
                     format!("the log has a gap: version {expected} is missing but {v} exists"),
                 ));
@@ -308,8 +311,8 @@ impl NumberedLog {
                 async move {
                     let body = retry_read(|| meadow.get(&key))
                         .await?
-                        .ok_or_else(|| Error::corrupt(&key, "log entry is missing"))?;
-                    Ok::<_, Error>((key, body))
+                        .ok_or_else(|| CatalogError::corrupt(&key, "log entry is missing"))?;
+                    Ok::<_, CatalogError>((key, body))
                 }
             })
             .collect();

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 
 /// The reader protocol this build understands.
 pub const READER_VERSION: u32 = 1;
@@ -83,7 +83,7 @@ impl Protocol {
     /// Refuses, naming the feature or version, a log this build cannot read.
     pub fn check_read(&self, what: &str) -> Result<()> {
         if self.min_reader_version > READER_VERSION {
-            return Err(Error::UnsupportedProtocol {
+            return Err(CatalogError::UnsupportedProtocol {
                 what: what.to_string(),
                 detail: format!(
                     "it needs reader version {} and this build reads version {READER_VERSION}",
@@ -96,7 +96,7 @@ impl Protocol {
             .iter()
             .find(|f| !READABLE_FEATURES.contains(&f.as_str()))
         {
-            return Err(Error::UnsupportedProtocol {
+            return Err(CatalogError::UnsupportedProtocol {
                 what: what.to_string(),
                 detail: format!("it uses the feature {f:?}, which this build cannot read"),
             });
@@ -108,7 +108,7 @@ impl Protocol {
     pub fn check_write(&self, what: &str) -> Result<()> {
         self.check_read(what)?;
         if self.min_writer_version > WRITER_VERSION {
-            return Err(Error::UnsupportedProtocol {
+            return Err(CatalogError::UnsupportedProtocol {
                 what: what.to_string(),
                 detail: format!(
                     "it needs writer version {} and this build writes version {WRITER_VERSION}",
@@ -121,7 +121,7 @@ impl Protocol {
             .iter()
             .find(|f| !WRITABLE_FEATURES.contains(&f.as_str()))
         {
-            return Err(Error::UnsupportedProtocol {
+            return Err(CatalogError::UnsupportedProtocol {
                 what: what.to_string(),
                 detail: format!("it uses the feature {f:?}, which this build cannot write"),
             });

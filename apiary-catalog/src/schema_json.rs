@@ -18,7 +18,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use serde_json::{Value, json};
 
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 
 pub fn schema_to_json(schema: &Schema) -> Result<Value> {
     let fields = schema
@@ -41,8 +41,8 @@ pub fn schema_from_json(v: &Value) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
-fn bad(reason: impl Into<String>) -> Error {
-    Error::InvalidSchema(reason.into())
+fn bad(reason: impl Into<String>) -> CatalogError {
+    CatalogError::InvalidSchema(reason.into())
 }
 
 fn field_to_json(f: &Field) -> Result<Value> {
@@ -135,7 +135,7 @@ fn type_to_json(t: &DataType) -> Result<Value> {
             "struct": fields.iter().map(|f| field_to_json(f)).collect::<Result<Vec<_>>>()?
         })),
         Map(f, sorted) => Ok(json!({ "map": [field_to_json(f)?, sorted] })),
-        other => Err(Error::UnsupportedType(other.clone())),
+        other => Err(CatalogError::UnsupportedType(other.clone())),
     }
 }
 

@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, i256};
 use datafusion::common::ScalarValue;
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 
 /// Whether values of `t` can be stored by [`encode`] (statistics are kept only for these).
 pub fn is_encodable(t: &DataType) -> bool {
@@ -108,7 +108,7 @@ pub fn encode(v: &ScalarValue) -> Option<Value> {
 /// column).
 pub fn decode(v: &Value, t: &DataType, what: &str) -> Result<ScalarValue> {
     use DataType::*;
-    let bad = || Error::corrupt(what, format!("{v} is not a valid {t} value"));
+    let bad = || CatalogError::corrupt(what, format!("{v} is not a valid {t} value"));
     if v.is_null() {
         return ScalarValue::try_from(t).map_err(|_| bad());
     }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use apiary_catalog::{Error, FrameSpec, Leafcutter, WriteOptions};
+use apiary_catalog::{CatalogError, FrameSpec, Leafcutter, WriteOptions};
 use datafusion::arrow::array::{Date32Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ScalarValue;
@@ -211,7 +211,7 @@ async fn a_failed_write_leaves_nothing_visible_or_behind() {
         let failing = futures::stream::iter(vec![
             Ok(batch(10..20, &["eu", "us"])),
             Ok(batch(20..30, &["asia"])),
-            Err(Error::InvalidOption {
+            Err(CatalogError::InvalidOption {
                 name: "input".into(),
                 reason: "the source broke".into(),
             }),

@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use apiary_catalog::Frame;
+use apiary_catalog::{
+    CatalogError, CommitOptions, FrameSpec, IfMissing, Ledger, Meadow, WriteOptions,
+};
 use apiary_catalog::{CleansingOptions, RemovalKind, cleanse_frame, cleanse_meadow};
-use apiary_catalog::{CommitOptions, Error, FrameSpec, IfMissing, Ledger, Meadow, WriteOptions};
 
 use crate::support::{age_files, backends, batch, frame, read_back, schema, stream};
 
@@ -106,7 +108,7 @@ async fn replaced_and_orphaned_cells_go_and_live_ones_stay() {
         assert!(
             matches!(
                 err,
-                Error::VersionExpired {
+                CatalogError::VersionExpired {
                     version: 1,
                     oldest: 3,
                     ..
@@ -342,7 +344,7 @@ async fn old_ledger_entries_go_down_to_the_last_checkpoint() {
     for v in [19, 20, 24] {
         let err = reopened.snapshot_at(v).await.unwrap_err();
         assert!(
-            matches!(err, Error::VersionExpired { oldest: 25, .. }),
+            matches!(err, CatalogError::VersionExpired { oldest: 25, .. }),
             "version {v}: {err}"
         );
     }

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use apiary_catalog::{CatalogError, FrameSpec, Leafcutter, WriteOptions};
 use apiary_catalog::{Compaction, compact};
-use apiary_catalog::{Error, FrameSpec, Leafcutter, WriteOptions};
 
 use crate::support::{backends, batch, frame, read_back, schema, stream, task_ctx};
 
@@ -141,7 +141,7 @@ async fn racing_compactions_have_one_winner_and_leave_no_cells_behind() {
         match r.await.unwrap() {
             Ok(report) if report.version.is_some() => ok += 1,
             Ok(_) => {}
-            Err(Error::Conflict(c)) => assert!(c.to_string().contains("COMPACT")),
+            Err(CatalogError::Conflict(c)) => assert!(c.to_string().contains("COMPACT")),
             Err(e) => panic!("{e}"),
         }
     }

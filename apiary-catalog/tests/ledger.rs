@@ -5,7 +5,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use apiary_catalog::{
-    Action, CommitOptions, Error, Frame, FrameSpec, Ledger, Meadow, RetryPolicy, WriteOptions,
+    Action, CatalogError, CommitOptions, Frame, FrameSpec, Ledger, Meadow, RetryPolicy,
+    WriteOptions,
 };
 
 use crate::support::{backends, batch, frame, local_and_s3, schema, stream};
@@ -124,7 +125,7 @@ async fn rewrite_vs_rewrite_has_one_winner_and_a_clear_conflict() {
             for t in tasks {
                 match t.await.unwrap() {
                     Ok(_) => ok += 1,
-                    Err(e @ Error::Conflict(_)) => conflicts.push(e.to_string()),
+                    Err(e @ CatalogError::Conflict(_)) => conflicts.push(e.to_string()),
                     Err(e) => panic!("{b}: unexpected error {e}"),
                 }
             }
@@ -202,7 +203,7 @@ async fn version_zero_has_exactly_one_creator() {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(l) => winners.push(l.latest().frame_id.clone()),
-                Err(Error::AlreadyExists { .. }) => {}
+                Err(CatalogError::AlreadyExists { .. }) => {}
                 Err(e) => panic!("{b}: {e}"),
             }
         }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use apiary_catalog::{
-    CommitOptions, Creation, Error, FrameSpec, IfExists, IfMissing, Meadow, Registry,
+    CatalogError, CommitOptions, Creation, FrameSpec, IfExists, IfMissing, Meadow, Registry,
 };
 
 use crate::support::{backends, counting_meadow, registry, schema};
@@ -21,7 +21,10 @@ async fn create_list_get_and_drop_with_explicit_semantics() {
         let again = reg.create_hive("sales", IfExists::Keep).await.unwrap();
         assert!(matches!(again, Creation::Existing(_)), "{b}");
         let err = reg.create_hive("sales", IfExists::Fail).await.unwrap_err();
-        assert!(matches!(err, Error::AlreadyExists { .. }), "{b}: {err}");
+        assert!(
+            matches!(err, CatalogError::AlreadyExists { .. }),
+            "{b}: {err}"
+        );
         assert_eq!(err.to_string(), "hive sales already exists");
 
         reg.create_box("sales", "eu", IfExists::Fail).await.unwrap();
@@ -229,7 +232,7 @@ async fn concurrent_frame_creation_has_exactly_one_winner() {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(Creation::Created(_)) => won += 1,
-                Err(Error::AlreadyExists { .. }) => {}
+                Err(CatalogError::AlreadyExists { .. }) => {}
                 other => panic!("{b}: unexpected {other:?}"),
             }
         }

@@ -50,7 +50,7 @@ pub fn batch(ids: std::ops::Range<i64>, regions: &[&str]) -> RecordBatch {
 
 pub fn stream(
     batches: Vec<RecordBatch>,
-) -> impl futures::Stream<Item = Result<RecordBatch, apiary_catalog::Error>> + Unpin {
+) -> impl futures::Stream<Item = Result<RecordBatch, apiary_catalog::CatalogError>> + Unpin {
     futures::stream::iter(batches.into_iter().map(Ok))
 }
 

@@ -195,7 +195,7 @@ impl WriteAdmission for Colony {
     async fn admit(&self, frame: &str) -> apiary_catalog::Result<()> {
         let (t, wait, refuse) = self.verdict();
         if refuse {
-            return Err(apiary_catalog::Error::Backpressure {
+            return Err(apiary_catalog::CatalogError::Backpressure {
                 frame: frame.to_string(),
                 reason: format!(
                     "the colony is critical (temperature {:.2}: {}/{} bees busy, {} tasks waiting); retry later",

@@ -28,7 +28,7 @@ pub enum SwarmError {
     NoDirectPath { addr: String },
 
     #[error(transparent)]
-    Catalog(Box<apiary_catalog::Error>),
+    Catalog(Box<apiary_catalog::CatalogError>),
 
     #[error(transparent)]
     Exec(Box<apiary_exec::ExecError>),
@@ -68,8 +68,8 @@ impl SwarmError {
     }
 }
 
-impl From<apiary_catalog::Error> for SwarmError {
-    fn from(e: apiary_catalog::Error) -> Self {
+impl From<apiary_catalog::CatalogError> for SwarmError {
+    fn from(e: apiary_catalog::CatalogError) -> Self {
         SwarmError::Catalog(Box::new(e))
     }
 }

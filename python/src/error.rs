@@ -17,7 +17,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Apiary(#[from] apiary::Error),
+    Apiary(#[from] apiary::ApiaryError),
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
     #[error(transparent)]
@@ -50,8 +50,8 @@ pub enum Error {
     Python(#[from] PyErr),
 }
 
-impl From<apiary::catalog::Error> for Error {
-    fn from(e: apiary::catalog::Error) -> Self {
+impl From<apiary::catalog::CatalogError> for Error {
+    fn from(e: apiary::catalog::CatalogError) -> Self {
         Error::Apiary(e.into())
     }
 }

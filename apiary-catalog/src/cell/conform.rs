@@ -9,7 +9,7 @@ use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions,
 use datafusion::arrow::compute::kernels::cast::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 
 /// Conforms batches to one frame's schema.
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ impl Conformer {
     pub fn check_schema(&self, input: &SchemaRef) -> Result<()> {
         for f in input.fields() {
             if self.target.field_with_name(f.name()).is_err() {
-                return Err(Error::ExtraColumn {
+                return Err(CatalogError::ExtraColumn {
                     column: f.name().clone(),
                     found: f.data_type().clone(),
                     frame: self.frame.clone(),
@@ -46,7 +46,7 @@ impl Conformer {
                 Ok(f) => check_cast(t.name(), f.data_type(), t.data_type())?,
                 Err(_) if t.is_nullable() => {}
                 Err(_) => {
-                    return Err(Error::MissingColumn {
+                    return Err(CatalogError::MissingColumn {
                         column: t.name().clone(),
                         expected: t.data_type().clone(),
                     });
@@ -77,7 +77,7 @@ impl Conformer {
                             ..Default::default()
                         };
                         cast_with_options(c, t.data_type(), &opts).map_err(|_| {
-                            Error::TypeMismatch {
+                            CatalogError::TypeMismatch {
                                 column: t.name().clone(),
                                 expected: t.data_type().clone(),
                                 found: c.data_type().clone(),
@@ -89,7 +89,7 @@ impl Conformer {
                 Err(_) => new_null_array(t.data_type(), rows),
             };
             if !t.is_nullable() && column.null_count() > 0 {
-                return Err(Error::NullsInNonNullable {
+                return Err(CatalogError::NullsInNonNullable {
                     column: t.name().clone(),
                     count: column.null_count(),
                 });
@@ -110,7 +110,7 @@ pub fn check_cast(column: &str, from: &DataType, to: &DataType) -> Result<()> {
     if from == to || from.equals_datatype(to) || is_widening(from, to) {
         return Ok(());
     }
-    Err(Error::TypeMismatch {
+    Err(CatalogError::TypeMismatch {
         column: column.to_string(),
         expected: to.clone(),
         found: from.clone(),

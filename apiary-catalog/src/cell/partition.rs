@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 
 /// Characters escaped in partition folder names, as Hive does (plus space and the characters
 /// object stores advise against), so that any string value is a safe single path segment.
@@ -112,7 +112,7 @@ pub fn split(batch: &RecordBatch, partition_idx: &[usize], names: &[String]) -> 
         .collect();
     for (col, name) in part_cols.iter().zip(names) {
         if col.null_count() > 0 {
-            return Err(Error::NullPartitionValue {
+            return Err(CatalogError::NullPartitionValue {
                 column: name.clone(),
             });
         }

@@ -26,7 +26,7 @@ use super::encoder::CellEncoder;
 use super::partition::{partition_path, split};
 use super::stats::cell_stats;
 use crate::clustering::SortOrder;
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 use crate::ledger::entry::is_float;
 use crate::ledger::{CellRecord, ColumnStats, FrameSnapshot};
 use crate::meadow::Meadow;
@@ -168,7 +168,7 @@ impl CellWriter {
             .map(|c| {
                 schema
                     .index_of(c)
-                    .map_err(|_| Error::UnknownPartitionColumn { column: c.clone() })
+                    .map_err(|_| CatalogError::UnknownPartitionColumn { column: c.clone() })
             })
             .collect::<Result<Vec<_>>>()?;
         let data_fields: Vec<_> = schema
@@ -409,12 +409,12 @@ impl CellWriter {
     pub async fn write_stream<S, E>(mut self, mut stream: S) -> Result<Vec<Arc<CellRecord>>>
     where
         S: Stream<Item = std::result::Result<RecordBatch, E>> + Unpin,
-        Error: From<E>,
+        CatalogError: From<E>,
     {
         while let Some(batch) = stream.next().await {
             let written = match batch {
                 Ok(b) => self.write(&b).await,
-                Err(e) => Err(Error::from(e)),
+                Err(e) => Err(CatalogError::from(e)),
             };
             if let Err(e) = written {
                 self.abort().await;

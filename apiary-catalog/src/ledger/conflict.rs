@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use super::entry::{Action, LedgerEntry};
-use crate::error::{Conflict, Error, Result};
+use crate::error::{CatalogError, Conflict, Result};
 
 /// Checks `attempt` (labelled `operation`) against one `winner` entry of frame `frame`.
 pub(crate) fn check(
@@ -24,7 +24,7 @@ pub(crate) fn check(
     let changes_frame =
         |a: &Action| matches!(a, Action::SetSchema { .. } | Action::SetProperties { .. });
     if changes_frame(attempt) && changes_frame(&winner.action) {
-        return Err(Error::SchemaChanged {
+        return Err(CatalogError::SchemaChanged {
             frame: frame.to_string(),
             version: winner.version,
             winner: winner.writer.clone(),
@@ -44,7 +44,7 @@ pub(crate) fn check(
     if cells.is_empty() {
         return Ok(());
     }
-    Err(Error::Conflict(Box::new(Conflict {
+    Err(CatalogError::Conflict(Box::new(Conflict {
         frame: frame.to_string(),
         version: winner.version,
         winner: winner.writer.clone(),
@@ -119,7 +119,7 @@ mod tests {
             (schema(), properties()),
         ] {
             let err = check("h.b.f", &attempt, "ALTER TABLE", &entry(winner)).unwrap_err();
-            assert!(matches!(err, Error::SchemaChanged { .. }), "{err}");
+            assert!(matches!(err, CatalogError::SchemaChanged { .. }), "{err}");
         }
         check("h.b.f", &properties(), "ALTER TABLE", &entry(append("a"))).unwrap();
         check("h.b.f", &append("a"), "WRITE", &entry(properties())).unwrap();

@@ -11,7 +11,7 @@ use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 use crate::protocol::Protocol;
 use crate::schema_json::{schema_from_json, schema_to_json};
 use crate::value;
@@ -369,21 +369,24 @@ impl CellRecord {
         key: &str,
     ) -> Result<CellRecord> {
         let raw: RawCell = serde_json::from_value(v.clone())
-            .map_err(|e| Error::corrupt(key, format!("bad cell record: {e}")))?;
-        check_cell_path(&raw.path, partition_by).map_err(|e| Error::corrupt(key, e))?;
+            .map_err(|e| CatalogError::corrupt(key, format!("bad cell record: {e}")))?;
+        check_cell_path(&raw.path, partition_by).map_err(|e| CatalogError::corrupt(key, e))?;
         let field_type = |c: &str| {
             schema
                 .field_with_name(c)
                 .map(|f| f.data_type().clone())
                 .map_err(|_| {
-                    Error::corrupt(key, format!("cell {} names unknown column {c}", raw.path))
+                    CatalogError::corrupt(
+                        key,
+                        format!("cell {} names unknown column {c}", raw.path),
+                    )
                 })
         };
         let partition = partition_by
             .iter()
             .map(|c| {
                 let v = raw.partition.get(c).ok_or_else(|| {
-                    Error::corrupt(
+                    CatalogError::corrupt(
                         key,
                         format!("cell {} has no value for partition column {c}", raw.path),
                     )
@@ -446,7 +449,7 @@ pub(crate) fn cells_from_json(
         return Ok(vec![]);
     };
     v.as_array()
-        .ok_or_else(|| Error::corrupt(key, "cells must be an array"))?
+        .ok_or_else(|| CatalogError::corrupt(key, "cells must be an array"))?
         .iter()
         .map(|c| CellRecord::from_json(c, schema, partition_by, key).map(Arc::new))
         .collect()
@@ -495,8 +498,8 @@ impl LedgerEntry {
             v["metrics"] = json!(self.metrics);
         }
         if let Some(p) = &self.protocol {
-            v["protocol"] =
-                serde_json::to_value(p).map_err(|e| Error::corrupt("protocol", e.to_string()))?;
+            v["protocol"] = serde_json::to_value(p)
+                .map_err(|e| CatalogError::corrupt("protocol", e.to_string()))?;
         }
         Ok(v)
     }
@@ -509,14 +512,14 @@ impl LedgerEntry {
         frame: Option<(&SchemaRef, &[String])>,
     ) -> Result<LedgerEntry> {
         let v: Value = serde_json::from_slice(bytes)
-            .map_err(|e| Error::corrupt(key, format!("not valid JSON: {e}")))?;
+            .map_err(|e| CatalogError::corrupt(key, format!("not valid JSON: {e}")))?;
         let field = |name: &str| {
             v.get(name)
-                .ok_or_else(|| Error::corrupt(key, format!("missing field {name:?}")))
+                .ok_or_else(|| CatalogError::corrupt(key, format!("missing field {name:?}")))
         };
         let version = field("version")?
             .as_u64()
-            .ok_or_else(|| Error::corrupt(key, "version is not an integer"))?;
+            .ok_or_else(|| CatalogError::corrupt(key, "version is not an integer"))?;
         let timestamp_ms = field("timestamp_ms")?.as_i64().unwrap_or_default();
         let writer = field("writer")?.as_str().unwrap_or_default().to_string();
         let operation = field("operation")?.as_str().unwrap_or_default().to_string();
@@ -528,13 +531,13 @@ impl LedgerEntry {
         let metrics: BTreeMap<String, u64> = match v.get("metrics") {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(m) => serde_json::from_value(m.clone())
-                .map_err(|e| Error::corrupt(key, format!("metrics: {e}")))?,
+                .map_err(|e| CatalogError::corrupt(key, format!("metrics: {e}")))?,
         };
         let protocol: Option<Protocol> = match v.get("protocol") {
             None | Some(Value::Null) => None,
             Some(p) => Some(
                 serde_json::from_value(p.clone())
-                    .map_err(|e| Error::corrupt(key, format!("protocol: {e}")))?,
+                    .map_err(|e| CatalogError::corrupt(key, format!("protocol: {e}")))?,
             ),
         };
         // A protocol this build does not know is refused before the action is even parsed: the
@@ -545,25 +548,25 @@ impl LedgerEntry {
         let action = field("action")?
             .as_object()
             .filter(|o| o.len() == 1)
-            .ok_or_else(|| Error::corrupt(key, "action must be an object with one key"))?;
+            .ok_or_else(|| CatalogError::corrupt(key, "action must be an object with one key"))?;
         let (tag, body) = action
             .iter()
             .next()
-            .ok_or_else(|| Error::corrupt(key, "empty action"))?;
+            .ok_or_else(|| CatalogError::corrupt(key, "empty action"))?;
         let action = match (tag.as_str(), frame) {
             ("create_frame", _) => {
                 let schema = schema_from_json(body.get("schema").unwrap_or(&Value::Null))
-                    .map_err(|e| Error::corrupt(key, e))?;
+                    .map_err(|e| CatalogError::corrupt(key, e))?;
                 let partition_by: Vec<String> =
                     serde_json::from_value(body.get("partition_by").cloned().unwrap_or(json!([])))
-                        .map_err(|e| Error::corrupt(key, format!("partition_by: {e}")))?;
+                        .map_err(|e| CatalogError::corrupt(key, format!("partition_by: {e}")))?;
                 let properties =
                     serde_json::from_value(body.get("properties").cloned().unwrap_or(json!({})))
-                        .map_err(|e| Error::corrupt(key, format!("properties: {e}")))?;
+                        .map_err(|e| CatalogError::corrupt(key, format!("properties: {e}")))?;
                 let frame_id = body
                     .get("frame_id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| Error::corrupt(key, "create_frame without frame_id"))?
+                    .ok_or_else(|| CatalogError::corrupt(key, "create_frame without frame_id"))?
                     .to_string();
                 Action::CreateFrame {
                     frame_id,
@@ -577,26 +580,31 @@ impl LedgerEntry {
             },
             ("rewrite_cells", Some((schema, pb))) => Action::RewriteCells {
                 removed: serde_json::from_value(body.get("removed").cloned().unwrap_or(json!([])))
-                    .map_err(|e| Error::corrupt(key, format!("removed: {e}")))?,
+                    .map_err(|e| CatalogError::corrupt(key, format!("removed: {e}")))?,
                 added: cells_from_json(body.get("added"), schema, pb, key)?,
             },
             ("set_schema", Some(_)) => Action::SetSchema {
                 schema: schema_from_json(body.get("schema").unwrap_or(&Value::Null))
-                    .map_err(|e| Error::corrupt(key, e))?,
+                    .map_err(|e| CatalogError::corrupt(key, e))?,
             },
             ("set_properties", Some(_)) => Action::SetProperties {
                 properties: serde_json::from_value(
                     body.get("properties").cloned().unwrap_or(json!({})),
                 )
-                .map_err(|e| Error::corrupt(key, format!("properties: {e}")))?,
+                .map_err(|e| CatalogError::corrupt(key, format!("properties: {e}")))?,
             },
             (other, None) => {
-                return Err(Error::corrupt(
+                return Err(CatalogError::corrupt(
                     key,
                     format!("{other} entry found where create_frame was expected"),
                 ));
             }
-            (other, _) => return Err(Error::corrupt(key, format!("unknown action {other:?}"))),
+            (other, _) => {
+                return Err(CatalogError::corrupt(
+                    key,
+                    format!("unknown action {other:?}"),
+                ));
+            }
         };
         Ok(LedgerEntry {
             version,

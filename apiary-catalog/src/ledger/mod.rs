@@ -24,7 +24,7 @@ use bytes::Bytes;
 pub use entry::{Action, CellRecord, ColumnStats, FrameSpec, LedgerEntry};
 pub use snapshot::FrameSnapshot;
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{CatalogError, Kind, Result};
 use crate::meadow::Meadow;
 use crate::numbered_log::{Attempt, LogNames, Newest, NumberedLog, Versioned};
 use crate::options::CommitOptions;
@@ -86,12 +86,12 @@ pub(crate) fn validate_spec(frame: &str, spec: &FrameSpec) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for f in schema.fields() {
         if f.name().is_empty() {
-            return Err(Error::InvalidSchema(format!(
+            return Err(CatalogError::InvalidSchema(format!(
                 "frame {frame}: a column has an empty name"
             )));
         }
         if !seen.insert(f.name().to_ascii_lowercase()) {
-            return Err(Error::InvalidSchema(format!(
+            return Err(CatalogError::InvalidSchema(format!(
                 "frame {frame}: column {} appears twice (names are compared ignoring case)",
                 f.name()
             )));
@@ -102,13 +102,13 @@ pub(crate) fn validate_spec(frame: &str, spec: &FrameSpec) -> Result<()> {
     for c in &spec.partition_by {
         crate::name::validate(Kind::Column, c)?;
         if !seen_parts.insert(c) {
-            return Err(Error::InvalidSchema(format!(
+            return Err(CatalogError::InvalidSchema(format!(
                 "frame {frame}: partition column {c} is listed twice"
             )));
         }
         let field = schema
             .field_with_name(c)
-            .map_err(|_| Error::UnknownPartitionColumn { column: c.clone() })?;
+            .map_err(|_| CatalogError::UnknownPartitionColumn { column: c.clone() })?;
         let ok = matches!(
             field.data_type(),
             Int8 | Int16
@@ -127,7 +127,7 @@ pub(crate) fn validate_spec(frame: &str, spec: &FrameSpec) -> Result<()> {
                 | Timestamp(_, _)
         );
         if !ok {
-            return Err(Error::UnsupportedPartitionType {
+            return Err(CatalogError::UnsupportedPartitionType {
                 column: c.clone(),
                 data_type: field.data_type().clone(),
             });
@@ -138,20 +138,20 @@ pub(crate) fn validate_spec(frame: &str, spec: &FrameSpec) -> Result<()> {
     }
     for c in crate::cell::writer::bloom_filter_columns(&spec.properties) {
         if schema.field_with_name(&c).is_err() {
-            return Err(Error::InvalidSchema(format!(
+            return Err(CatalogError::InvalidSchema(format!(
                 "frame {frame}: {} names column {c}, which the frame does not have",
                 crate::cell::writer::BLOOM_FILTER_COLUMNS
             )));
         }
         if spec.partition_by.contains(&c) {
-            return Err(Error::InvalidSchema(format!(
+            return Err(CatalogError::InvalidSchema(format!(
                 "frame {frame}: {c} is a partition column (not stored in cells), so it cannot \
                  have a Bloom filter"
             )));
         }
     }
     if spec.partition_by.len() >= schema.fields().len() {
-        return Err(Error::InvalidSchema(format!(
+        return Err(CatalogError::InvalidSchema(format!(
             "frame {frame}: at least one column must not be a partition column"
         )));
     }
@@ -160,7 +160,7 @@ pub(crate) fn validate_spec(frame: &str, spec: &FrameSpec) -> Result<()> {
 
 impl Ledger {
     /// Creates version 0 of the ledger at `location`. Exactly one of many racing creators wins;
-    /// the others get [`Error::AlreadyExists`].
+    /// the others get [`CatalogError::AlreadyExists`].
     pub async fn create(
         meadow: Meadow,
         location: impl Into<String>,
@@ -196,14 +196,14 @@ impl Ledger {
         loop {
             match log.create_resolved(0, body.clone(), &entry.commit_id).await {
                 Ok(Attempt::Landed { .. }) => break,
-                Ok(Attempt::Taken) => return Err(Error::already_exists(Kind::Frame, &name)),
+                Ok(Attempt::Taken) => return Err(CatalogError::already_exists(Kind::Frame, &name)),
                 Ok(Attempt::Absent(e)) => {
                     if !backoff.failed().await {
                         return Err(e);
                     }
                 }
                 Err(e) => {
-                    return Err(Error::CommitUnknown {
+                    return Err(CatalogError::CommitUnknown {
                         target: format!("ledger of {name}"),
                         version: 0,
                         reason: e.to_string(),
@@ -308,7 +308,7 @@ impl Ledger {
 
     /// The frame as of `version` (time travel). Reads the newest checkpoint at or below it and
     /// the entries up to it. A version older than the oldest readable one (cleansing removed
-    /// its cells) is [`Error::VersionExpired`], naming the oldest readable version.
+    /// its cells) is [`CatalogError::VersionExpired`], naming the oldest readable version.
     pub async fn snapshot_at(&self, version: u64) -> Result<Arc<FrameSnapshot>> {
         let mut latest = self.latest();
         if version > latest.version {
@@ -319,7 +319,7 @@ impl Ledger {
         }
         let oldest = self.oldest_readable().await?;
         if version < oldest {
-            return Err(Error::VersionExpired {
+            return Err(CatalogError::VersionExpired {
                 frame: self.inner.name.clone(),
                 version,
                 oldest,
@@ -330,7 +330,7 @@ impl Ledger {
 
     /// The newest version committed at or before `at`, by the store's clock: when the store
     /// wrote each ledger entry (its `last_modified`), not the committing writer's clock. A time
-    /// before the oldest entry still in the ledger is [`Error::NoVersionAtTime`].
+    /// before the oldest entry still in the ledger is [`CatalogError::NoVersionAtTime`].
     pub async fn version_at_time(&self, at: chrono::DateTime<chrono::Utc>) -> Result<u64> {
         let latest = self.refresh().await?;
         let times = self.inner.log.entry_times().await?;
@@ -339,7 +339,7 @@ impl Ledger {
             .filter(|(v, t)| *v <= latest.version && *t <= at)
             .map(|(v, _)| *v)
             .max();
-        found.ok_or_else(|| Error::NoVersionAtTime {
+        found.ok_or_else(|| CatalogError::NoVersionAtTime {
             frame: self.inner.name.clone(),
             at: at.to_rfc3339(),
             oldest: times
@@ -358,7 +358,7 @@ impl Ledger {
             return Ok(latest);
         }
         if version > latest.version {
-            return Err(Error::NoSuchVersion {
+            return Err(CatalogError::NoSuchVersion {
                 frame: self.inner.name.clone(),
                 version,
                 latest: latest.version,
@@ -383,7 +383,7 @@ impl Ledger {
         serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.get("version")?.as_u64())
-            .ok_or_else(|| Error::corrupt(&key, "the oldest-version marker has no version"))
+            .ok_or_else(|| CatalogError::corrupt(&key, "the oldest-version marker has no version"))
     }
 
     /// Raises the oldest readable version to `version` (never lowers it).
@@ -463,11 +463,14 @@ impl Ledger {
         let log = &self.inner.log;
         let mut out = Vec::with_capacity((latest.version + 1).saturating_sub(from) as usize);
         if from == 0 {
-            let body = log.get(0).await?.ok_or_else(|| Error::VersionExpired {
-                frame: self.inner.name.clone(),
-                version: 0,
-                oldest: latest.version,
-            })?;
+            let body = log
+                .get(0)
+                .await?
+                .ok_or_else(|| CatalogError::VersionExpired {
+                    frame: self.inner.name.clone(),
+                    version: 0,
+                    oldest: latest.version,
+                })?;
             out.push(decode(log, &body, &log.entry_key(0), None)?);
         }
         let rest: Vec<u64> = (from.max(1)..=latest.version).collect();
@@ -505,7 +508,7 @@ impl Ledger {
     /// and retried with jittered backoff until the retry budget is spent. An ambiguous answer
     /// (an error from a create that may have landed) is resolved by reading the entry back: its
     /// commit id says whether it is this commit's. When even that cannot be known the error is
-    /// [`Error::CommitUnknown`], and the caller must keep what it wrote.
+    /// [`CatalogError::CommitUnknown`], and the caller must keep what it wrote.
     pub async fn commit(
         &self,
         read: &FrameSnapshot,
@@ -525,13 +528,13 @@ impl Ledger {
         metrics: BTreeMap<String, u64>,
     ) -> Result<CommitInfo> {
         if matches!(action, Action::CreateFrame { .. }) {
-            return Err(Error::InvalidOption {
+            return Err(CatalogError::InvalidOption {
                 name: "action".into(),
                 reason: "create_frame is written by Ledger::create only".into(),
             });
         }
         if read.is_subset() {
-            return Err(Error::InvalidOption {
+            return Err(CatalogError::InvalidOption {
                 name: "read".into(),
                 reason: format!(
                     "a subset of the cells of version {} of {} cannot be the base of a commit",
@@ -543,7 +546,7 @@ impl Ledger {
             .check_write(&format!("frame {}", self.inner.name))?;
         for p in action.removed() {
             if read.cell(p).is_none() {
-                return Err(Error::InvalidOption {
+                return Err(CatalogError::InvalidOption {
                     name: "removed".into(),
                     reason: format!(
                         "cell {p} is not active in version {} of {}",
@@ -606,7 +609,7 @@ impl Ledger {
             let attempt = match log.create_resolved(version, body, &commit_id).await {
                 Ok(a) => a,
                 Err(e) => {
-                    return Err(Error::CommitUnknown {
+                    return Err(CatalogError::CommitUnknown {
                         target: target(),
                         version,
                         reason: e.to_string(),
@@ -640,7 +643,7 @@ impl Ledger {
                     self.meadow().sight().count(sight::COMMIT_RETRIES, 1);
                     uncertain = Some(version);
                     if !backoff.failed().await {
-                        return Err(Error::CommitUnknown {
+                        return Err(CatalogError::CommitUnknown {
                             target: target(),
                             version,
                             reason: e.to_string(),
@@ -671,7 +674,7 @@ impl Ledger {
                         conflict::check(&self.inner.name, &action, operation, winner)
                             .inspect_err(|_| self.meadow().sight().count(sight::CONFLICTS, 1))
                             .map_err(|e| match uncertain {
-                                Some(version) => Error::CommitUnknown {
+                                Some(version) => CatalogError::CommitUnknown {
                                     target: target(),
                                     version,
                                     reason: e.to_string(),
@@ -692,13 +695,13 @@ impl Ledger {
                     self.meadow().sight().count(sight::LOST_RACES, 1);
                     self.meadow().sight().count(sight::COMMIT_RETRIES, 1);
                     if !backoff.lost_race().await {
-                        let exhausted = Error::RetriesExhausted {
+                        let exhausted = CatalogError::RetriesExhausted {
                             target: target(),
                             attempts: backoff.attempts(),
                             elapsed_ms: backoff.elapsed().as_millis(),
                         };
                         return Err(match uncertain {
-                            Some(version) => Error::CommitUnknown {
+                            Some(version) => CatalogError::CommitUnknown {
                                 target: target(),
                                 version,
                                 reason: exhausted.to_string(),
@@ -715,7 +718,7 @@ impl Ledger {
     pub async fn write_checkpoint(&self, snapshot: &FrameSnapshot) -> Result<()> {
         let log = &self.inner.log;
         let body = serde_json::to_vec(&snapshot.checkpoint_json()?)
-            .map_err(|e| Error::corrupt(log.checkpoint_key(snapshot.version), e))?;
+            .map_err(|e| CatalogError::corrupt(log.checkpoint_key(snapshot.version), e))?;
         log.write_checkpoint(snapshot.version, Bytes::from(body))
             .await
     }
@@ -756,7 +759,7 @@ async fn load_base(log: &NumberedLog, name: &str, at: Option<u64>) -> Result<Fra
         return Ok(snap);
     }
     match at {
-        Some(version) => Err(Error::VersionExpired {
+        Some(version) => Err(CatalogError::VersionExpired {
             frame: name.to_string(),
             version,
             oldest: log
@@ -766,7 +769,7 @@ async fn load_base(log: &NumberedLog, name: &str, at: Option<u64>) -> Result<Fra
                 .copied()
                 .unwrap_or_default(),
         }),
-        None => Err(Error::not_found(
+        None => Err(CatalogError::not_found(
             Kind::Frame,
             format!("{name} (no ledger at {})", log.entry_key(0)),
         )),
@@ -780,7 +783,10 @@ async fn read_checkpoint(log: &NumberedLog, v: u64) -> Result<Option<FrameSnapsh
     let key = log.checkpoint_key(v);
     let snap = FrameSnapshot::from_checkpoint_json(&body, &key)?;
     if snap.version != v {
-        return Err(Error::corrupt(key, "checkpoint holds another version"));
+        return Err(CatalogError::corrupt(
+            key,
+            "checkpoint holds another version",
+        ));
     }
     Ok(Some(snap))
 }
@@ -823,7 +829,7 @@ fn decode_rolling(
                 typing.as_ref().map(|(s, p)| (s, p.as_slice())),
             )?;
             if log.version_of(&key) != Some(entry.version) {
-                return Err(Error::corrupt(
+                return Err(CatalogError::corrupt(
                     &key,
                     format!("entry claims version {}", entry.version),
                 ));
@@ -860,7 +866,7 @@ fn decode(
         frame.map(|f| (&f.schema, f.partition_by.as_slice())),
     )?;
     if log.version_of(key) != Some(entry.version) {
-        return Err(Error::corrupt(
+        return Err(CatalogError::corrupt(
             key,
             format!("entry claims version {}", entry.version),
         ));
@@ -883,8 +889,8 @@ fn encode_checked(
     };
     let key = log.entry_key(entry.version);
     let v = entry.to_json(partition_by)?;
-    let body = serde_json::to_vec(&v).map_err(|e| Error::corrupt(&key, e))?;
-    decode(log, &body, &key, frame).map_err(|e| Error::InvalidOption {
+    let body = serde_json::to_vec(&v).map_err(|e| CatalogError::corrupt(&key, e))?;
+    decode(log, &body, &key, frame).map_err(|e| CatalogError::InvalidOption {
         name: "entry".into(),
         reason: format!("version {} would not read back: {e}", entry.version),
     })?;

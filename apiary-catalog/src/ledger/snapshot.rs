@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::entry::{Action, CellRecord, LedgerEntry, cells_from_json, cells_to_json};
 use crate::column_ids;
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 use crate::protocol::Protocol;
 use crate::schema_json::{schema_from_json, schema_to_json};
 
@@ -42,10 +42,13 @@ impl FrameSnapshot {
             properties,
         } = &entry.action
         else {
-            return Err(Error::corrupt(key, "version 0 is not a create_frame entry"));
+            return Err(CatalogError::corrupt(
+                key,
+                "version 0 is not a create_frame entry",
+            ));
         };
         if entry.version != 0 {
-            return Err(Error::corrupt(
+            return Err(CatalogError::corrupt(
                 key,
                 "create_frame at a version other than 0",
             ));
@@ -68,7 +71,7 @@ impl FrameSnapshot {
     /// Applies the next entry in place. The entry must be exactly `version + 1`.
     pub(crate) fn apply(&mut self, entry: &LedgerEntry, key: &str) -> Result<()> {
         if entry.version != self.version + 1 {
-            return Err(Error::corrupt(
+            return Err(CatalogError::corrupt(
                 key,
                 format!(
                     "entry has version {} but follows version {}",
@@ -78,7 +81,7 @@ impl FrameSnapshot {
         }
         match &entry.action {
             Action::CreateFrame { .. } => {
-                return Err(Error::corrupt(key, "create_frame after version 0"));
+                return Err(CatalogError::corrupt(key, "create_frame after version 0"));
             }
             Action::AddCells { cells } => {
                 for c in cells {
@@ -136,7 +139,7 @@ impl FrameSnapshot {
             v.as_ref()
                 .map(|v| {
                     v.cast_to(t)
-                        .map_err(|e| Error::corrupt(key, format!("statistics as {t}: {e}")))
+                        .map_err(|e| CatalogError::corrupt(key, format!("statistics as {t}: {e}")))
                 })
                 .transpose()
         };
@@ -218,32 +221,32 @@ impl FrameSnapshot {
 
     pub(crate) fn from_checkpoint_json(bytes: &[u8], key: &str) -> Result<Self> {
         let v: Value = serde_json::from_slice(bytes)
-            .map_err(|e| Error::corrupt(key, format!("not valid JSON: {e}")))?;
+            .map_err(|e| CatalogError::corrupt(key, format!("not valid JSON: {e}")))?;
         let get = |name: &str| {
             v.get(name)
-                .ok_or_else(|| Error::corrupt(key, format!("missing field {name:?}")))
+                .ok_or_else(|| CatalogError::corrupt(key, format!("missing field {name:?}")))
         };
-        let schema = schema_from_json(get("schema")?).map_err(|e| Error::corrupt(key, e))?;
+        let schema = schema_from_json(get("schema")?).map_err(|e| CatalogError::corrupt(key, e))?;
         let partition_by: Vec<String> = serde_json::from_value(get("partition_by")?.clone())
-            .map_err(|e| Error::corrupt(key, format!("partition_by: {e}")))?;
+            .map_err(|e| CatalogError::corrupt(key, format!("partition_by: {e}")))?;
         let protocol: Protocol = match v.get("protocol") {
             None | Some(Value::Null) => Protocol::default(),
             Some(p) => serde_json::from_value(p.clone())
-                .map_err(|e| Error::corrupt(key, format!("protocol: {e}")))?,
+                .map_err(|e| CatalogError::corrupt(key, format!("protocol: {e}")))?,
         };
         protocol.check_read(&format!("the checkpoint {key}"))?;
         let cells = cells_from_json(Some(get("cells")?), &schema, &partition_by, key)?;
         Ok(Self {
             version: get("version")?
                 .as_u64()
-                .ok_or_else(|| Error::corrupt(key, "version is not an integer"))?,
+                .ok_or_else(|| CatalogError::corrupt(key, "version is not an integer"))?,
             frame_id: get("frame_id")?.as_str().unwrap_or_default().to_string(),
             timestamp_ms: v
                 .get("timestamp_ms")
                 .and_then(Value::as_i64)
                 .unwrap_or_default(),
             properties: serde_json::from_value(v.get("properties").cloned().unwrap_or(json!({})))
-                .map_err(|e| Error::corrupt(key, format!("properties: {e}")))?,
+                .map_err(|e| CatalogError::corrupt(key, format!("properties: {e}")))?,
             schema,
             partition_by,
             protocol,

@@ -33,7 +33,7 @@ use object_store::{
 };
 use url::Url;
 
-use crate::error::{Error, Result};
+use crate::error::{CatalogError, Result};
 
 mod durable;
 mod metered;
@@ -167,7 +167,7 @@ impl Meadow {
     }
 
     fn build_base(url: &str, io: Option<&tokio::runtime::Handle>) -> Result<Meadow> {
-        let invalid = |reason: &str| Error::InvalidUrl {
+        let invalid = |reason: &str| CatalogError::InvalidUrl {
             url: url.to_string(),
             reason: reason.to_string(),
         };
@@ -309,7 +309,7 @@ impl Meadow {
     }
 
     fn local(url: &str, path: PathBuf) -> Result<Meadow> {
-        let invalid = |reason: String| Error::InvalidUrl {
+        let invalid = |reason: String| CatalogError::InvalidUrl {
             url: url.to_string(),
             reason,
         };
@@ -335,18 +335,18 @@ impl Meadow {
     fn root_from_url_path(url: &str, path: &str) -> Result<Path> {
         let decoded = percent_encoding::percent_decode_str(path)
             .decode_utf8()
-            .map_err(|e| Error::InvalidUrl {
+            .map_err(|e| CatalogError::InvalidUrl {
                 url: url.to_string(),
                 reason: e.to_string(),
             })?;
         let trimmed = decoded.trim_matches('/');
         if trimmed.split('/').any(|s| s == "." || s == "..") {
-            return Err(Error::InvalidUrl {
+            return Err(CatalogError::InvalidUrl {
                 url: url.to_string(),
                 reason: "the prefix must not contain . or .. segments".into(),
             });
         }
-        Path::parse(trimmed).map_err(|e| Error::InvalidUrl {
+        Path::parse(trimmed).map_err(|e| CatalogError::InvalidUrl {
             url: url.to_string(),
             reason: e.to_string(),
         })
@@ -411,11 +411,11 @@ impl Meadow {
         if let Some(local) = &self.inner.local {
             let root = local
                 .path_to_filesystem(&self.inner.root)
-                .map_err(|e| Error::storage(&self.inner.root, e))?;
+                .map_err(|e| CatalogError::storage(&self.inner.root, e))?;
             let url = self.inner.url.clone();
             tokio::task::spawn_blocking(move || durable::check_hard_links(&root))
                 .await?
-                .map_err(|reason| Error::UnsupportedFileSystem { url, reason })?;
+                .map_err(|reason| CatalogError::UnsupportedFileSystem { url, reason })?;
         }
         let prefix = self.key("_registry");
         self.inner
@@ -424,11 +424,11 @@ impl Meadow {
             .await
             .map(|_| ())
             .map_err(|source| match self.inner.instance_role {
-                true => Error::NoCredentials {
+                true => CatalogError::NoCredentials {
                     url: self.inner.url.clone(),
                     source,
                 },
-                false => Error::Unreachable {
+                false => CatalogError::Unreachable {
                     url: self.inner.url.clone(),
                     source,
                 },
@@ -520,7 +520,7 @@ impl Meadow {
             Ok(_) => Ok(Created::Yes),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(Created::LostRace),
-            Err(e) => Err(Error::storage(&key, e)),
+            Err(e) => Err(CatalogError::storage(&key, e)),
         }
     }
 
@@ -532,7 +532,7 @@ impl Meadow {
             .put(&key, PutPayload::from_bytes(bytes))
             .await
             .map(|_| ())
-            .map_err(|e| Error::storage(&key, e))
+            .map_err(|e| CatalogError::storage(&key, e))
     }
 
     /// Reads `rel`, or `None` if it does not exist.
@@ -543,9 +543,9 @@ impl Meadow {
                 .bytes()
                 .await
                 .map(Some)
-                .map_err(|e| Error::storage(&key, e)),
+                .map_err(|e| CatalogError::storage(&key, e)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::storage(&key, e)),
+            Err(e) => Err(CatalogError::storage(&key, e)),
         }
     }
 
@@ -555,7 +555,7 @@ impl Meadow {
         match self.inner.store.head(&key).await {
             Ok(m) => Ok(Some(m)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::storage(&key, e)),
+            Err(e) => Err(CatalogError::storage(&key, e)),
         }
     }
 
@@ -565,7 +565,7 @@ impl Meadow {
         match self.inner.store.head(&key).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(Error::storage(&key, e)),
+            Err(e) => Err(CatalogError::storage(&key, e)),
         }
     }
 
@@ -581,7 +581,7 @@ impl Meadow {
             .list_with_offset(Some(&prefix_key), &offset)
             .try_collect()
             .await
-            .map_err(|e| Error::storage(&prefix_key, e))?;
+            .map_err(|e| CatalogError::storage(&prefix_key, e))?;
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(objects)
     }
@@ -595,7 +595,7 @@ impl Meadow {
             .list(Some(&prefix_key))
             .try_collect()
             .await
-            .map_err(|e| Error::storage(&prefix_key, e))?;
+            .map_err(|e| CatalogError::storage(&prefix_key, e))?;
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(objects)
     }
@@ -607,7 +607,7 @@ impl Meadow {
             .store
             .list_with_delimiter(Some(&prefix_key))
             .await
-            .map_err(|e| Error::storage(&prefix_key, e))
+            .map_err(|e| CatalogError::storage(&prefix_key, e))
     }
 
     /// Deletes the objects `keys` (full keys, as a listing returns them) with the store's bulk
@@ -621,7 +621,7 @@ impl Meadow {
         while let Some(outcome) = deleted.next().await {
             match outcome {
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(Error::storage(self.inner.root.as_ref(), e)),
+                Err(e) => return Err(CatalogError::storage(self.inner.root.as_ref(), e)),
             }
         }
         Ok(())
@@ -632,7 +632,7 @@ impl Meadow {
         let key = self.key(rel);
         match self.inner.store.delete(&key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Error::storage(&key, e)),
+            Err(e) => Err(CatalogError::storage(&key, e)),
         }
     }
 
@@ -646,7 +646,7 @@ impl Meadow {
         let head = self.inner.store.head(&key).await;
         self.delete(&rel).await?;
         head.map(|m| m.last_modified)
-            .map_err(|e| Error::storage(&key, e))
+            .map_err(|e| CatalogError::storage(&key, e))
     }
 
     /// Staging files of interrupted local writes below `rel` (object_store's `name#digits`
@@ -657,7 +657,7 @@ impl Meadow {
         };
         let dir = local
             .path_to_filesystem(&self.key(rel))
-            .map_err(|e| Error::storage(rel, e))?;
+            .map_err(|e| CatalogError::storage(rel, e))?;
         Ok(tokio::task::spawn_blocking(move || {
             let mut found = vec![];
             durable::staging_files(&dir, &mut found);
@@ -681,7 +681,7 @@ impl Meadow {
         let key = self.key(rel);
         let dir = local
             .path_to_filesystem(&key)
-            .map_err(|e| Error::storage(&key, e))?;
+            .map_err(|e| CatalogError::storage(&key, e))?;
         // `remove_dir` refuses a folder that is not empty: nothing written meanwhile is lost.
         tokio::task::spawn_blocking(move || {
             let _ = std::fs::remove_dir(dir);
@@ -701,14 +701,14 @@ impl Meadow {
         };
         let file = local
             .path_to_filesystem(key)
-            .map_err(|e| Error::storage(key, e))?;
+            .map_err(|e| CatalogError::storage(key, e))?;
         let root = local
             .path_to_filesystem(&self.inner.root)
-            .map_err(|e| Error::storage(&self.inner.root, e))?;
+            .map_err(|e| CatalogError::storage(&self.inner.root, e))?;
         let key = key.clone();
         tokio::task::spawn_blocking(move || durable::sync_file_and_ancestors(&file, &root))
             .await?
-            .map_err(|source| Error::Io {
+            .map_err(|source| CatalogError::Io {
                 path: key.to_string(),
                 source,
             })

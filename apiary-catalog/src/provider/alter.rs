@@ -27,7 +27,7 @@ use super::statements::{SchemaChange, ident};
 use crate::cell::conform::keeps_stored_values;
 use crate::clustering::{SORT_ORDER, SortKey, SortOrder};
 use crate::column_ids;
-use crate::error::{Error, Kind};
+use crate::error::{CatalogError, Kind};
 use crate::ledger::Action;
 use crate::options::SessionOptions;
 
@@ -50,7 +50,7 @@ impl ProviderState {
         let frame = self
             .frame(&resolved.catalog, &resolved.schema, &resolved.table)
             .await?
-            .ok_or_else(|| Error::not_found(Kind::Frame, &qualified))?;
+            .ok_or_else(|| CatalogError::not_found(Kind::Frame, &qualified))?;
         frame.admit().await?;
         let read = frame.ledger().refresh().await?;
         let mut fields: Vec<Field> = read

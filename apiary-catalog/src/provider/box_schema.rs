@@ -96,11 +96,12 @@ impl BoxSchemaProvider {
                 }
                 let written = match apiary.frame(&hive, &box_, &frame).await {
                     Ok(Some(f)) => {
-                        let stream =
-                            futures::stream::iter(batches.into_iter().map(Ok::<_, crate::Error>));
+                        let stream = futures::stream::iter(
+                            batches.into_iter().map(Ok::<_, crate::CatalogError>),
+                        );
                         f.append(stream, "CREATE TABLE AS SELECT").await.map(|_| ())
                     }
-                    Ok(None) => Err(crate::Error::not_found(
+                    Ok(None) => Err(crate::CatalogError::not_found(
                         crate::Kind::Frame,
                         format!("{hive}.{box_}.{frame}"),
                     )),

@@ -103,7 +103,7 @@ fn open_frame(apiary: &ProviderState, fun: &str, args: &[Expr]) -> Result<Frame>
         .block_on(async move {
             a.frame(&hive, &box_, &frame)
                 .await?
-                .ok_or_else(|| crate::Error::not_found(crate::Kind::Frame, &qualified))
+                .ok_or_else(|| crate::CatalogError::not_found(crate::Kind::Frame, &qualified))
         })
         .map_err(DataFusionError::from)
 }

@@ -53,7 +53,7 @@ pub use scan_order::KeepScanOrder;
 pub use statements::{OwnStatement, SchemaChange, own_statement};
 
 use crate::cell::WriteOptions;
-use crate::error::{Error, Kind, Result};
+use crate::error::{CatalogError, Kind, Result};
 use crate::frame::{Frame, WriteAdmission};
 use crate::io::IoRuntime;
 use crate::ledger::Ledger;
@@ -325,7 +325,7 @@ impl ProviderState {
 pub(crate) fn split_frame_name(qualified: &str) -> Result<(String, String, String)> {
     let parts: Vec<&str> = qualified.split('.').collect();
     let [hive, box_, frame] = parts[..] else {
-        return Err(Error::InvalidName {
+        return Err(CatalogError::InvalidName {
             kind: Kind::Frame,
             name: qualified.to_string(),
             reason: "give the frame as 'hive.box.frame'",

@@ -22,7 +22,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::ProviderState;
-use crate::error::{Error, Kind};
+use crate::error::{CatalogError, Kind};
 use crate::registry::IfExists;
 
 /// One of Apiary's own statements.
@@ -199,11 +199,11 @@ impl ProviderState {
                 self.refresh().await?;
                 let catalog = ctx
                     .catalog(hive)
-                    .ok_or_else(|| Error::not_found(Kind::Hive, hive))?;
+                    .ok_or_else(|| CatalogError::not_found(Kind::Hive, hive))?;
                 if let Some(b) = box_
                     && catalog.schema(b).is_none()
                 {
-                    return Err(Error::not_found(Kind::Box, format!("{hive}.{b}")).into());
+                    return Err(CatalogError::not_found(Kind::Box, format!("{hive}.{b}")).into());
                 }
                 let session = ctx.state_ref();
                 let mut session = session.write();
@@ -238,7 +238,7 @@ impl ProviderState {
                 self.refresh().await?;
                 let catalog = ctx
                     .catalog(&name)
-                    .ok_or_else(|| Error::not_found(Kind::Hive, &name))?;
+                    .ok_or_else(|| CatalogError::not_found(Kind::Hive, &name))?;
                 let mut names = catalog.schema_names();
                 names.sort();
                 list(ctx, if *boxes { "box" } else { "schema" }, names)

@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 pub use state::{BoxRecord, FrameRecord, HiveRecord, RegistryAction, RegistryEntry, RegistryState};
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{CatalogError, Kind, Result};
 use crate::ledger::entry::new_commit_id;
 use crate::ledger::{FrameSpec, Ledger, now_ms};
 use crate::meadow::Meadow;
@@ -34,7 +34,7 @@ use crate::retry::Backoff;
 /// What to do when the object to create already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IfExists {
-    /// Fail with [`Error::AlreadyExists`] (plain `CREATE`).
+    /// Fail with [`CatalogError::AlreadyExists`] (plain `CREATE`).
     Fail,
     /// Keep the existing object and report it (`CREATE … IF NOT EXISTS`).
     Keep,
@@ -43,7 +43,7 @@ pub enum IfExists {
 /// What to do when the object to drop does not exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IfMissing {
-    /// Fail with [`Error::NotFound`] (plain `DROP`).
+    /// Fail with [`CatalogError::NotFound`] (plain `DROP`).
     Fail,
     /// Do nothing (`DROP … IF EXISTS`).
     Ignore,
@@ -106,7 +106,7 @@ fn check_case(
     for e in existing {
         let e = e.as_ref();
         if e != new && e.eq_ignore_ascii_case(new) {
-            return Err(Error::CaseCollision {
+            return Err(CatalogError::CaseCollision {
                 kind,
                 name: new.to_string(),
                 existing: e.to_string(),
@@ -177,7 +177,7 @@ impl Registry {
     /// lost races. Returns the state after the commit (or the state that made it unnecessary).
     ///
     /// As for ledgers, an ambiguous answer is resolved by reading the entry back and comparing
-    /// commit ids; when that cannot be known the error is [`Error::CommitUnknown`].
+    /// commit ids; when that cannot be known the error is [`CatalogError::CommitUnknown`].
     async fn commit(
         &self,
         mut plan: impl FnMut(&RegistryState) -> Result<Option<RegistryAction>>,
@@ -204,8 +204,8 @@ impl Registry {
                 action,
             };
             let key = self.inner.log.entry_key(entry.version);
-            let body = serde_json::to_vec(&entry).map_err(|e| Error::corrupt(&key, e))?;
-            let unknown = |reason: String| Error::CommitUnknown {
+            let body = serde_json::to_vec(&entry).map_err(|e| CatalogError::corrupt(&key, e))?;
+            let unknown = |reason: String| CatalogError::CommitUnknown {
                 target: "the registry".into(),
                 version: entry.version,
                 reason,
@@ -238,7 +238,7 @@ impl Registry {
                 }
                 Attempt::Taken => {
                     if !backoff.lost_race().await {
-                        let exhausted = Error::RetriesExhausted {
+                        let exhausted = CatalogError::RetriesExhausted {
                             target: "the registry".into(),
                             attempts: backoff.attempts(),
                             elapsed_ms: backoff.elapsed().as_millis(),
@@ -256,7 +256,10 @@ impl Registry {
                         && version <= state.version
                     {
                         let body = self.inner.log.get(version).await?.ok_or_else(|| {
-                            Error::corrupt(self.inner.log.entry_key(version), "entry vanished")
+                            CatalogError::corrupt(
+                                self.inner.log.entry_key(version),
+                                "entry vanished",
+                            )
                         })?;
                         if commit_id_of(&body).as_deref() == Some(commit_id.as_str()) {
                             return Ok((state, true));
@@ -279,7 +282,7 @@ impl Registry {
             action: RegistryAction::Init,
         };
         let key = self.inner.log.entry_key(0);
-        let body = serde_json::to_vec(&entry).map_err(|e| Error::corrupt(&key, e))?;
+        let body = serde_json::to_vec(&entry).map_err(|e| CatalogError::corrupt(&key, e))?;
         let mut backoff = Backoff::new(&self.inner.options.retry);
         loop {
             match self
@@ -300,7 +303,7 @@ impl Registry {
                         .log
                         .get(0)
                         .await?
-                        .ok_or_else(|| Error::corrupt(&key, "version 0 vanished"))?;
+                        .ok_or_else(|| CatalogError::corrupt(&key, "version 0 vanished"))?;
                     let mut state = (*self.snapshot()).clone();
                     state.apply_init(&decode_entry(&self.inner.log, &found, &key)?, &key)?;
                     self.inner.state.replace_same_version(Arc::new(state));
@@ -319,7 +322,7 @@ impl Registry {
 
     async fn write_checkpoint(&self, state: &RegistryState) -> Result<()> {
         let body = serde_json::to_vec(state)
-            .map_err(|e| Error::corrupt(self.inner.log.checkpoint_key(state.version), e))?;
+            .map_err(|e| CatalogError::corrupt(self.inner.log.checkpoint_key(state.version), e))?;
         self.inner
             .log
             .write_checkpoint(state.version, Bytes::from(body))
@@ -338,7 +341,7 @@ impl Registry {
                 if s.hives.contains_key(hive) {
                     return match if_exists {
                         IfExists::Keep => Ok(None),
-                        IfExists::Fail => Err(Error::already_exists(Kind::Hive, hive)),
+                        IfExists::Fail => Err(CatalogError::already_exists(Kind::Hive, hive)),
                     };
                 }
                 check_case(Kind::Hive, hive, s.hives.keys())?;
@@ -370,9 +373,10 @@ impl Registry {
                 if h.boxes.contains_key(box_) {
                     return match if_exists {
                         IfExists::Keep => Ok(None),
-                        IfExists::Fail => {
-                            Err(Error::already_exists(Kind::Box, format!("{hive}.{box_}")))
-                        }
+                        IfExists::Fail => Err(CatalogError::already_exists(
+                            Kind::Box,
+                            format!("{hive}.{box_}"),
+                        )),
                     };
                 }
                 check_case(Kind::Box, box_, h.boxes.keys())?;
@@ -411,7 +415,7 @@ impl Registry {
             if b.frames.contains_key(frame) {
                 return match if_exists {
                     IfExists::Keep => Ok(true),
-                    IfExists::Fail => Err(Error::already_exists(Kind::Frame, &qualified)),
+                    IfExists::Fail => Err(CatalogError::already_exists(Kind::Frame, &qualified)),
                 };
             }
             check_case(Kind::Frame, frame, b.frames.keys())?;
@@ -486,11 +490,11 @@ impl Registry {
                 let Some(h) = s.hives.get(hive) else {
                     return match if_missing {
                         IfMissing::Ignore => Ok(None),
-                        IfMissing::Fail => Err(Error::not_found(Kind::Hive, hive)),
+                        IfMissing::Fail => Err(CatalogError::not_found(Kind::Hive, hive)),
                     };
                 };
                 if !cascade && !h.boxes.is_empty() {
-                    return Err(Error::NotEmpty {
+                    return Err(CatalogError::NotEmpty {
                         kind: Kind::Hive,
                         name: hive.into(),
                         detail: format!(
@@ -524,12 +528,12 @@ impl Registry {
                         IfMissing::Ignore => Ok(None),
                         IfMissing::Fail => {
                             s.hive(hive)?;
-                            Err(Error::not_found(Kind::Box, format!("{hive}.{box_}")))
+                            Err(CatalogError::not_found(Kind::Box, format!("{hive}.{box_}")))
                         }
                     };
                 };
                 if !cascade && !b.frames.is_empty() {
-                    return Err(Error::NotEmpty {
+                    return Err(CatalogError::NotEmpty {
                         kind: Kind::Box,
                         name: format!("{hive}.{box_}"),
                         detail: format!(
@@ -568,7 +572,7 @@ impl Registry {
                         IfMissing::Ignore => Ok(None),
                         IfMissing::Fail => {
                             s.get_box(hive, box_)?;
-                            Err(Error::not_found(
+                            Err(CatalogError::not_found(
                                 Kind::Frame,
                                 name::qualified(&[hive, box_, frame]),
                             ))
@@ -598,7 +602,7 @@ impl Registry {
         let (state, _) = self
             .commit(|s| {
                 if s.get_box(hive, box_)?.frames.contains_key(frame) {
-                    return Err(Error::InvalidOption {
+                    return Err(CatalogError::InvalidOption {
                         name: "frame".into(),
                         reason: format!(
                             "{qualified} exists: drop it first (or undrop the old one under its name once free)"
@@ -612,7 +616,7 @@ impl Registry {
                     .filter(|d| dropped_version.is_none_or(|v| d.dropped_version == v))
                     .max_by_key(|d| (d.dropped_version, d.dropped_ms))
                     .ok_or_else(|| {
-                        Error::not_found(
+                        CatalogError::not_found(
                             Kind::Frame,
                             match dropped_version {
                                 Some(v) => format!("{qualified} dropped at registry version {v}"),
@@ -706,7 +710,7 @@ impl Registry {
             .commit(|s| {
                 let b = s.get_box(hive, box_)?;
                 if !replace && b.frames.contains_key(frame) {
-                    return Err(Error::already_exists(Kind::Frame, &qualified));
+                    return Err(CatalogError::already_exists(Kind::Frame, &qualified));
                 }
                 check_case(Kind::Frame, frame, b.frames.keys())?;
                 Ok(Some(RegistryAction::ReplaceFrame {
@@ -736,7 +740,7 @@ impl Registry {
         )
         .await?;
         if ledger.latest().frame_id != record.id {
-            return Err(Error::corrupt(
+            return Err(CatalogError::corrupt(
                 crate::ledger::entry_key(&record.location, 0),
                 format!(
                     "ledger belongs to frame id {} but the registry says {}",
@@ -756,9 +760,9 @@ fn new_id() -> String {
 
 fn decode_entry(log: &NumberedLog, body: &[u8], key: &str) -> Result<RegistryEntry> {
     let e: RegistryEntry = serde_json::from_slice(body)
-        .map_err(|e| Error::corrupt(key, format!("bad registry entry: {e}")))?;
+        .map_err(|e| CatalogError::corrupt(key, format!("bad registry entry: {e}")))?;
     if log.version_of(key) != Some(e.version) {
-        return Err(Error::corrupt(
+        return Err(CatalogError::corrupt(
             key,
             format!("entry claims version {}", e.version),
         ));
@@ -775,11 +779,14 @@ async fn load_checkpoint(log: &NumberedLog) -> Result<RegistryState> {
     let body = log
         .read_checkpoint(version)
         .await?
-        .ok_or_else(|| Error::corrupt(&key, "the hint names a missing checkpoint"))?;
+        .ok_or_else(|| CatalogError::corrupt(&key, "the hint names a missing checkpoint"))?;
     let state: RegistryState = serde_json::from_slice(&body)
-        .map_err(|e| Error::corrupt(&key, format!("bad checkpoint: {e}")))?;
+        .map_err(|e| CatalogError::corrupt(&key, format!("bad checkpoint: {e}")))?;
     if state.version != version {
-        return Err(Error::corrupt(&key, "checkpoint holds another version"));
+        return Err(CatalogError::corrupt(
+            &key,
+            "checkpoint holds another version",
+        ));
     }
     Ok(state)
 }

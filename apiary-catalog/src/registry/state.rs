@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{CatalogError, Kind, Result};
 use crate::protocol::Protocol;
 
 /// A frame's entry in the registry: its identity and where its ledger and cells live.
@@ -133,21 +133,21 @@ impl RegistryState {
     pub fn hive(&self, hive: &str) -> Result<&HiveRecord> {
         self.hives
             .get(hive)
-            .ok_or_else(|| Error::not_found(Kind::Hive, hive))
+            .ok_or_else(|| CatalogError::not_found(Kind::Hive, hive))
     }
 
     pub fn get_box(&self, hive: &str, box_: &str) -> Result<&BoxRecord> {
         self.hive(hive)?
             .boxes
             .get(box_)
-            .ok_or_else(|| Error::not_found(Kind::Box, format!("{hive}.{box_}")))
+            .ok_or_else(|| CatalogError::not_found(Kind::Box, format!("{hive}.{box_}")))
     }
 
     pub fn frame(&self, hive: &str, box_: &str, frame: &str) -> Result<&FrameRecord> {
         self.get_box(hive, box_)?
             .frames
             .get(frame)
-            .ok_or_else(|| Error::not_found(Kind::Frame, format!("{hive}.{box_}.{frame}")))
+            .ok_or_else(|| CatalogError::not_found(Kind::Frame, format!("{hive}.{box_}.{frame}")))
     }
 
     pub fn hive_names(&self) -> Vec<String> {
@@ -165,7 +165,7 @@ impl RegistryState {
     /// Applies version 0, which only sets the protocol.
     pub(crate) fn apply_init(&mut self, entry: &RegistryEntry, key: &str) -> Result<()> {
         if entry.version != 0 || entry.action != RegistryAction::Init {
-            return Err(Error::corrupt(
+            return Err(CatalogError::corrupt(
                 key,
                 "version 0 of the registry is not an init entry",
             ));
@@ -183,7 +183,7 @@ impl RegistryState {
             self.protocol = p.clone();
         }
         if entry.version != self.version + 1 {
-            return Err(Error::corrupt(
+            return Err(CatalogError::corrupt(
                 key,
                 format!(
                     "registry entry has version {} but follows {}",
@@ -192,7 +192,7 @@ impl RegistryState {
             ));
         }
         let at = (entry.timestamp_ms, entry.version);
-        let broken = |what: String| Error::corrupt(key, what);
+        let broken = |what: String| CatalogError::corrupt(key, what);
         match &entry.action {
             RegistryAction::Init => {
                 return Err(broken("an init entry after version 0".into()));
