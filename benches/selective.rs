@@ -129,8 +129,8 @@ async fn listing_session(url: &str, listing: &str, counted: Option<&Counted>) ->
     let ctx = SessionContext::new();
     let meadow = apiary::catalog::Meadow::open(url).await.expect("meadow");
     let store = match counted {
-        Some(c) => c.layer()(meadow.store().clone()),
-        None => meadow.store().clone(),
+        Some(c) => c.layer()(Arc::clone(meadow.store())),
+        None => Arc::clone(meadow.store()),
     };
     ctx.register_object_store(
         &url::Url::parse(meadow.object_store_url().as_str()).expect("url"),
@@ -287,10 +287,10 @@ struct Counted(Arc<Mutex<Vec<Arc<Counting>>>>);
 
 impl Counted {
     fn layer(&self) -> StoreLayer {
-        let all = self.0.clone();
+        let all = Arc::clone(&self.0);
         Arc::new(move |store| {
             let counting = Counting::new(store);
-            all.lock().expect("lock").push(counting.clone());
+            all.lock().expect("lock").push(Arc::clone(&counting));
             counting as Arc<dyn ObjectStore>
         })
     }

@@ -84,7 +84,7 @@ fn commit_latency(c: &mut Criterion) {
                 >(batch(0, 10))])),
         )
         .expect("cell");
-    let cell: Arc<CellRecord> = cell[0].clone();
+    let cell: Arc<CellRecord> = Arc::clone(&cell[0]);
     group.bench_function("add_cells_entry_local", |b| {
         b.to_async(&rt).iter(|| async {
             let read = ledger.latest();
@@ -93,7 +93,7 @@ fn commit_latency(c: &mut Criterion) {
                     &read,
                     "WRITE",
                     Action::AddCells {
-                        cells: vec![cell.clone()],
+                        cells: vec![Arc::clone(&cell)],
                     },
                 )
                 .await

@@ -36,7 +36,7 @@ pub fn scan_notes(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
 fn collect(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
     if plan.downcast_ref::<DataSourceExec>().is_some()
         && let Some(metrics) = plan.metrics()
-        && let Some(note) = note(metrics.iter().map(|m| m.as_ref()).collect())
+        && let Some(note) = note(&metrics.iter().map(|m| m.as_ref()).collect::<Vec<_>>())
     {
         out.push(note);
     }
@@ -67,7 +67,7 @@ fn label<'a>(m: &'a Metric, name: &str) -> Option<&'a str> {
         .map(|l| l.value())
 }
 
-fn note(metrics: Vec<&Metric>) -> Option<String> {
+fn note(metrics: &[&Metric]) -> Option<String> {
     let mut frame = None;
     let count = |name: &str| -> usize {
         metrics
@@ -76,7 +76,7 @@ fn note(metrics: Vec<&Metric>) -> Option<String> {
             .map(|m| m.value().as_usize())
             .sum()
     };
-    for m in &metrics {
+    for m in metrics {
         if let MetricValue::Gauge { name, gauge } = m.value()
             && name == SCAN_VERSION
         {

@@ -170,7 +170,10 @@ impl Apiary {
             runtime = runtime.with_object_store_registry(registry);
         }
         let runtime = runtime.build_arc()?;
-        runtime.register_object_store(meadow.object_store_url().as_ref(), meadow.store().clone());
+        runtime.register_object_store(
+            meadow.object_store_url().as_ref(),
+            Arc::clone(meadow.store()),
+        );
         let registry = Registry::open(meadow, options.commit).await?;
         let io_handle = io.handle().clone();
         Ok(Apiary {
@@ -245,18 +248,18 @@ impl Apiary {
             // knows (`explain`); nothing of it runs.
             let inner = explain.plan.as_ref().clone();
             let df = ctx.execute_logical_plan(plan).await?;
-            let schema = df.schema().inner().clone();
+            let schema = Arc::clone(df.schema().inner());
             let batches = df.collect().await?;
             let mut state = ctx.state();
             let empties = Arc::new(apiary_catalog::EmptyScans::default());
-            state.config_mut().set_extension(empties.clone());
+            state.config_mut().set_extension(Arc::clone(&empties));
             let mut notes = match state.create_physical_plan(&inner).await {
                 Ok(physical) => explain::scan_notes(&physical),
                 // A statement that plans no physical plan of its own (DDL): nothing to add.
                 Err(_) => vec![],
             };
             notes.extend(empties.take().iter().map(explain::empty_scan_note));
-            let batches = explain::with_notes(schema.clone(), batches, &notes)?;
+            let batches = explain::with_notes(Arc::clone(&schema), batches, &notes)?;
             let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
             return Ok(ctx.read_table(Arc::new(table))?);
         }
@@ -282,7 +285,11 @@ impl Apiary {
             ));
             let mut options = self.catalog.options().clone();
             options.scan_runtime = Some(Arc::new(runtime));
-            ProviderState::new(self.registry().clone(), self.catalog.io().clone(), options)
+            ProviderState::new(
+                self.registry().clone(),
+                Arc::clone(self.catalog.io()),
+                options,
+            )
         });
         Ok(catalog.existing_hive(hive).await?)
     }
@@ -301,7 +308,7 @@ impl Apiary {
         let mut builder = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
-            .with_runtime_env(self.runtime.clone())
+            .with_runtime_env(Arc::clone(&self.runtime))
             .with_physical_optimizer_rule(Arc::new(KeepScanOrder));
         if let Some(node) = self.swarm() {
             builder = builder.with_physical_optimizer_rule(Arc::new(node.rule()));
@@ -359,8 +366,10 @@ impl Apiary {
         let node = self.swarm.node.lock().take();
         if let Some(node) = node {
             let meadow = self.meadow();
-            self.runtime
-                .register_object_store(meadow.object_store_url().as_ref(), meadow.store().clone());
+            self.runtime.register_object_store(
+                meadow.object_store_url().as_ref(),
+                Arc::clone(meadow.store()),
+            );
             node.leave().await?;
         }
         Ok(())

@@ -322,7 +322,7 @@ async fn an_append_written_before_a_rename_lands_under_the_new_names() {
         let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
         let read = f.ledger().refresh().await.unwrap();
         let batch = RecordBatch::try_new(
-            read.schema.clone(),
+            Arc::clone(&read.schema),
             vec![
                 Arc::new(Int32Array::from(vec![7])),
                 Arc::new(datafusion::arrow::array::StringViewArray::from(vec!["a"])),

@@ -295,7 +295,7 @@ async fn row_changes_race_appends_and_each_other() {
         let ctx = Arc::new(ctx);
         let appends: Vec<_> = (0..8)
             .map(|i| {
-                let ctx = ctx.clone();
+                let ctx = Arc::clone(&ctx);
                 tokio::spawn(async move {
                     sql(
                         &ctx,

@@ -436,7 +436,7 @@ async fn races_conflicts_upkeep_and_storage_errors_are_counted_exactly() {
     let barrier = Arc::new(tokio::sync::Barrier::new(8));
     let writers: Vec<_> = (0..8i64)
         .map(|w| {
-            let (frame, barrier) = (frame.clone(), barrier.clone());
+            let (frame, barrier) = (frame.clone(), Arc::clone(&barrier));
             tokio::spawn(async move {
                 barrier.wait().await;
                 let mut retries = 0;

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiary::catalog::{CatalogOptions, Leafcutter, WriteOptions};
@@ -822,7 +823,7 @@ async fn the_same_distributed_plan_runs_twice() {
         .to_string();
     assert!(text.contains("SwarmExec"), "{text}");
     for _ in 0..2 {
-        let batches = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx())
+        let batches = datafusion::physical_plan::collect(Arc::clone(&physical), ctx.task_ctx())
             .await
             .unwrap();
         assert_eq!(crate::support::rows(&batches), ["18003000"]);

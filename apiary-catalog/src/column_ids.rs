@@ -49,7 +49,7 @@ pub(crate) fn without_ids(schema: &SchemaRef) -> SchemaRef {
         f.metadata().contains_key(FIELD_ID) || f.metadata().contains_key(NAME_IN_CELLS_WITHOUT_IDS)
     };
     if !schema.fields().iter().any(|f| marked(f)) {
-        return schema.clone();
+        return Arc::clone(schema);
     }
     let fields: Vec<Field> = schema
         .fields()

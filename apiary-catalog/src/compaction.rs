@@ -87,7 +87,7 @@ pub async fn compact(
         partitions
             .entry(partition_label(&read.partition_by, &c.partition))
             .or_default()
-            .push(c.clone());
+            .push(Arc::clone(c));
     }
     // Each partition's runs: the cells rewritten together into cells of the target size.
     let mut groups: BTreeMap<String, Vec<Vec<Arc<CellRecord>>>> = BTreeMap::new();
@@ -190,7 +190,7 @@ async fn rewrite(
         plan = Arc::new(SortExec::new(ordering, plan));
         writer = writer.with_sorted_input(order.clone());
     }
-    let stream = execute_stream(plan, ctx.clone())?;
+    let stream = execute_stream(plan, Arc::clone(ctx))?;
     writer.write_record_batch_stream(stream).await
 }
 

@@ -250,6 +250,9 @@ pub struct Conflict {
     pub cells: Vec<String>,
 }
 
+// The constructors take `impl ToString` by value so that callers pass `&str`, `String` or a
+// path alike.
+#[allow(clippy::needless_pass_by_value)]
 impl CatalogError {
     pub(crate) fn storage(key: impl ToString, source: object_store::Error) -> Self {
         CatalogError::Storage {

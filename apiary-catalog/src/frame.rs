@@ -155,7 +155,7 @@ impl Frame {
         {
             Some((order, ordering)) => {
                 let source = StreamingTableExec::try_new(
-                    schema.clone(),
+                    Arc::clone(&schema),
                     vec![Arc::new(OnceStream::new(batches))],
                     None,
                     vec![],
@@ -330,7 +330,7 @@ impl PartitionStream for OnceStream {
             Some(stream) => stream,
             None => Box::pin(
                 datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                    self.schema.clone(),
+                    Arc::clone(&self.schema),
                     futures::stream::once(async {
                         Err(datafusion::error::DataFusionError::Internal(
                             "the rows of a write can be read once".into(),

@@ -95,7 +95,7 @@ mod tests {
         let current = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let io2 = io.clone();
+        let io2 = Arc::clone(&io);
         assert_eq!(
             current.block_on(async move { io2.block_on(async { 3 }).unwrap() }),
             3
@@ -104,7 +104,7 @@ mod tests {
             .worker_threads(1)
             .build()
             .unwrap();
-        let io3 = io.clone();
+        let io3 = Arc::clone(&io);
         assert_eq!(
             multi.block_on(async move { io3.block_on(async { 4 }).unwrap() }),
             4

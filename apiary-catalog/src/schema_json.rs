@@ -264,8 +264,8 @@ mod tests {
             Field::new("ts0", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
             Field::new("t", DataType::Time64(TimeUnit::Nanosecond), true),
             Field::new("dur", DataType::Duration(TimeUnit::Second), true),
-            Field::new("l", DataType::List(item.clone()), true),
-            Field::new("fsl", DataType::FixedSizeList(item.clone(), 3), true),
+            Field::new("l", DataType::List(Arc::clone(&item)), true),
+            Field::new("fsl", DataType::FixedSizeList(Arc::clone(&item), 3), true),
             Field::new(
                 "st",
                 DataType::Struct(Fields::from(vec![

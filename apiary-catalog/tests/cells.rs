@@ -77,7 +77,7 @@ async fn partition_values_of_every_supported_type() {
         Field::new("v", DataType::Int64, false),
     ]));
     let dir = tempfile::tempdir().unwrap();
-    let spec = FrameSpec::new(schema.clone()).with_partition_by(["n", "d"]);
+    let spec = FrameSpec::new(Arc::clone(&schema)).with_partition_by(["n", "d"]);
     let (_, frame) = frame(dir.path().to_str().unwrap(), spec, WriteOptions::default()).await;
     let batch = RecordBatch::try_new(
         schema,

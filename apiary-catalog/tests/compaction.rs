@@ -129,7 +129,7 @@ async fn racing_compactions_have_one_winner_and_leave_no_cells_behind() {
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
     let runs: Vec<_> = (0..2)
         .map(|_| {
-            let (frame, barrier) = (frame.clone(), barrier.clone());
+            let (frame, barrier) = (frame.clone(), Arc::clone(&barrier));
             tokio::spawn(async move {
                 barrier.wait().await;
                 compact(&frame, task_ctx(), Compaction::SmallCells).await

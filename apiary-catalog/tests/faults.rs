@@ -159,7 +159,7 @@ async fn appends_under_faults(url: &str, seed: u64) {
     let tally = Arc::new(Tally::default());
     let mut writers = vec![];
     for w in 0..WRITERS {
-        let (reg, tally) = (reg.clone(), tally.clone());
+        let (reg, tally) = (reg.clone(), Arc::clone(&tally));
         writers.push(tokio::spawn(async move {
             // Each writer opens the frame once (retrying: the open reads storage too) and keeps
             // it, as a session does; every append then refreshes it.

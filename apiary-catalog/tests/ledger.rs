@@ -21,7 +21,7 @@ async fn racing_appends_all_land_exactly_once() {
         let barrier = Arc::new(tokio::sync::Barrier::new(8));
         let writers: Vec<_> = (0..8i64)
             .map(|w| {
-                let (url, barrier) = (b.url.clone(), barrier.clone());
+                let (url, barrier) = (b.url.clone(), Arc::clone(&barrier));
                 tokio::spawn(async move {
                     let reg = crate::support::registry(&url).await;
                     let ledger = reg.open_ledger("h", "b", "f").await.unwrap();
@@ -96,8 +96,12 @@ async fn rewrite_vs_rewrite_has_one_winner_and_a_clear_conflict() {
             let barrier = Arc::new(tokio::sync::Barrier::new(2));
             let tasks: Vec<_> = (0..2)
                 .map(|_| {
-                    let (frame, read, victim, barrier) =
-                        (frame.clone(), read.clone(), victim.clone(), barrier.clone());
+                    let (frame, read, victim, barrier) = (
+                        frame.clone(),
+                        Arc::clone(&read),
+                        victim.clone(),
+                        Arc::clone(&barrier),
+                    );
                     tokio::spawn(async move {
                         let cells = frame
                             .cell_writer(&read)
@@ -153,7 +157,7 @@ async fn append_rebases_over_a_concurrent_overwrite() {
             .unwrap();
         let read = frame.ledger().latest();
         let (f1, f2) = (frame.clone(), frame.clone());
-        let r1 = read.clone();
+        let r1 = Arc::clone(&read);
         let overwrite = tokio::spawn(async move {
             let cells = f1
                 .cell_writer(&r1)
@@ -184,7 +188,7 @@ async fn version_zero_has_exactly_one_creator() {
         let barrier = Arc::new(tokio::sync::Barrier::new(8));
         let tasks: Vec<_> = (0..8)
             .map(|i| {
-                let (meadow, barrier) = (meadow.clone(), barrier.clone());
+                let (meadow, barrier) = (meadow.clone(), Arc::clone(&barrier));
                 tokio::spawn(async move {
                     barrier.wait().await;
                     Ledger::create(

@@ -68,7 +68,7 @@ async fn conditional_create_has_exactly_one_winner() {
             let barrier = Arc::new(tokio::sync::Barrier::new(16));
             let tasks: Vec<_> = (0..16)
                 .map(|i| {
-                    let (m, key, barrier) = (meadow.clone(), key.clone(), barrier.clone());
+                    let (m, key, barrier) = (meadow.clone(), key.clone(), Arc::clone(&barrier));
                     tokio::spawn(async move {
                         barrier.wait().await;
                         let body = Bytes::from(format!("writer {i}"));

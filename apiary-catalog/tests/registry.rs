@@ -218,7 +218,7 @@ async fn concurrent_frame_creation_has_exactly_one_winner() {
         let barrier = Arc::new(tokio::sync::Barrier::new(8));
         let tasks: Vec<_> = (0..8)
             .map(|_| {
-                let (url, barrier) = (b.url.clone(), barrier.clone());
+                let (url, barrier) = (b.url.clone(), Arc::clone(&barrier));
                 tokio::spawn(async move {
                     // Each creator has its own handle and cache, as separate processes would.
                     let reg = registry(&url).await;

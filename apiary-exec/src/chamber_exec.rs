@@ -59,7 +59,7 @@ pub struct ChamberExec {
 impl ChamberExec {
     /// `input` must have a single output partition (the rule coalesces it).
     pub fn new(input: Arc<dyn ExecutionPlan>, pool: BeePool) -> Self {
-        let properties = input.properties().clone();
+        let properties = Arc::clone(input.properties());
         Self {
             input,
             pool,
@@ -135,9 +135,9 @@ impl ExecutionPlan for ChamberExec {
         let tracker = Tracker::start(
             &self.pool,
             context.session_id().as_str(),
-            self.input.clone(),
+            Arc::clone(&self.input),
         );
-        let (pool, input) = (self.pool.clone(), self.input.clone());
+        let (pool, input) = (self.pool.clone(), Arc::clone(&self.input));
         let start: BoxFuture<'static, Result<(SendableRecordBatchStream, Chamber)>> = async move {
             let chamber = pool
                 .acquire(bees, &context.runtime_env(), Spill::when(options.spill))

@@ -301,7 +301,7 @@ impl BeePool {
         if inner.waiting.load(Ordering::SeqCst) > 0 {
             return Ok(None);
         }
-        let Ok(permit) = inner.permits.clone().try_acquire_many_owned(n as u32) else {
+        let Ok(permit) = Arc::clone(&inner.permits).try_acquire_many_owned(n as u32) else {
             return Ok(None);
         };
         let bees = {
@@ -313,7 +313,7 @@ impl BeePool {
             chosen
         };
         inner.tasks.fetch_add(1, Ordering::SeqCst);
-        Chamber::seal(self.inner.clone(), bees, permit, base, spill).map(Some)
+        Chamber::seal(Arc::clone(&self.inner), bees, permit, base, spill).map(Some)
     }
 
     /// Like [`BeePool::acquire`], preferring bees not in `avoid` (a retry goes elsewhere).
@@ -341,9 +341,7 @@ impl BeePool {
                 capacity: inner.node.queue_capacity,
             });
         }
-        let permit = inner
-            .permits
-            .clone()
+        let permit = Arc::clone(&inner.permits)
             .acquire_many_owned(n as u32)
             .await
             .map_err(|_| ExecError::InvalidSetting {
@@ -369,7 +367,7 @@ impl BeePool {
             chosen
         };
         inner.tasks.fetch_add(1, Ordering::SeqCst);
-        Chamber::seal(self.inner.clone(), bees, permit, base, spill)
+        Chamber::seal(Arc::clone(&self.inner), bees, permit, base, spill)
     }
 }
 
@@ -465,7 +463,7 @@ impl Chamber {
         let mut runtime = base.clone();
         runtime.memory_pool = Arc::new(ChamberPool {
             inner,
-            pool: pool.clone(),
+            pool: Arc::clone(&pool),
             first: bees[0],
             label: label.clone(),
             budget,
@@ -497,13 +495,13 @@ impl Chamber {
 
     /// The runtime to execute the task with.
     pub fn runtime(&self) -> Arc<RuntimeEnv> {
-        self.runtime.clone()
+        Arc::clone(&self.runtime)
     }
 
     /// `base` (a session's task context) with this chamber's runtime: what a plan executes with
     /// to stay inside the chamber.
     pub fn task_context(&self, base: &TaskContext) -> Arc<TaskContext> {
-        apiary_catalog::with_runtime(base, self.runtime.clone())
+        apiary_catalog::with_runtime(base, Arc::clone(&self.runtime))
     }
 
     /// The memory budget of the chamber (its bees' budgets together).

@@ -15,7 +15,7 @@ async fn a_failing_task_is_abandoned_after_three_bees() {
     let tries = Arc::new(AtomicUsize::new(0));
     let err = pool
         .run_with_abandonment("fragment 7", &runtime, 3, |chamber| {
-            let tries = tries.clone();
+            let tries = Arc::clone(&tries);
             async move {
                 tries.fetch_add(1, Ordering::SeqCst);
                 Err::<(), _>(ExecError::DataFusion(DataFusionError::Execution(format!(
@@ -53,7 +53,7 @@ async fn a_task_that_fails_once_succeeds_on_another_bee() {
     let tries = Arc::new(AtomicUsize::new(0));
     let bee = pool
         .run_with_abandonment("fragment 1", &runtime, 3, |chamber| {
-            let tries = tries.clone();
+            let tries = Arc::clone(&tries);
             async move {
                 if tries.fetch_add(1, Ordering::SeqCst) == 0 {
                     return Err(ExecError::DataFusion(DataFusionError::Execution(

@@ -31,7 +31,7 @@ async fn heavy_with_peak(pool: &BeePool, spill: bool) -> (DfResult<Vec<RecordBat
     let done = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicUsize::new(0));
     let sampler = {
-        let (pool, done, peak) = (pool.clone(), done.clone(), peak.clone());
+        let (pool, done, peak) = (pool.clone(), Arc::clone(&done), Arc::clone(&peak));
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
                 peak.fetch_max(pool.reserved(), Ordering::SeqCst);
@@ -73,7 +73,7 @@ async fn over_budget_work_spills_into_the_bees_scratch_folder() {
     let seen = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (seen, done, bee) = (seen.clone(), done.clone(), bee.clone());
+        let (seen, done, bee) = (Arc::clone(&seen), Arc::clone(&done), bee.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
                 seen.fetch_max(files_below(&bee), Ordering::SeqCst);
@@ -215,7 +215,7 @@ async fn a_merge_above_spilling_sorts_finds_memory() {
         .acquire(2, &RuntimeEnv::default(), Spill::ToScratch)
         .await
         .unwrap();
-    let memory = chamber.runtime().memory_pool.clone();
+    let memory = Arc::clone(&chamber.runtime().memory_pool);
     let sorts: Vec<_> = (0..2)
         .map(|i| {
             let sort = MemoryConsumer::new(format!("ExternalSorter[{i}]"))

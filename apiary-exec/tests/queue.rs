@@ -16,7 +16,7 @@ async fn waiting_tasks_are_served_in_order_and_the_queue_is_bounded() {
     let order = Arc::new(Mutex::new(vec![]));
     let mut waiters = vec![];
     for i in 0..3 {
-        let (p, runtime, order) = (pool.clone(), runtime.clone(), order.clone());
+        let (p, runtime, order) = (pool.clone(), Arc::clone(&runtime), Arc::clone(&order));
         waiters.push(tokio::spawn(async move {
             let chamber = p.acquire(1, &runtime, Spill::ToScratch).await.unwrap();
             order.lock().unwrap().push(i);

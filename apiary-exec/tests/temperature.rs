@@ -65,7 +65,7 @@ async fn busy_bees_reserved_memory_and_a_queue_heat_the_colony() {
 
     // Tasks queueing on top: critical, and writes are refused with a retryable error.
     for _ in 0..2 {
-        let (pool, runtime) = (pool.clone(), runtime.clone());
+        let (pool, runtime) = (pool.clone(), Arc::clone(&runtime));
         waiting.push(tokio::spawn(async move {
             pool.acquire(1, &runtime, Spill::ToScratch)
                 .await

@@ -256,12 +256,7 @@ impl CellCache {
         if self.index.lock().too_large.contains(key) {
             return Ok(false);
         }
-        let gate = self
-            .fills
-            .lock()
-            .entry(key.to_string())
-            .or_default()
-            .clone();
+        let gate = Arc::clone(self.fills.lock().entry(key.to_string()).or_default());
         let turn = gate.lock().await;
         let cached = if self.touch(key) {
             // Downloaded by the reader that held the gate before.
@@ -304,7 +299,7 @@ impl CellCache {
                 let _ = tokio::fs::remove_file(&target).await;
                 return Err(cache_error(
                     location,
-                    std::io::Error::other(format!("downloaded {n} of {size} bytes")),
+                    &std::io::Error::other(format!("downloaded {n} of {size} bytes")),
                 ));
             }
             Err(e) => {
@@ -365,12 +360,12 @@ impl StreamError {
     fn into_object_store(self, location: &Path) -> object_store::Error {
         match self {
             StreamError::Store(e) => e,
-            StreamError::Io(e) => cache_error(location, e),
+            StreamError::Io(e) => cache_error(location, &e),
         }
     }
 }
 
-fn cache_error(location: &Path, e: std::io::Error) -> object_store::Error {
+fn cache_error(location: &Path, e: &std::io::Error) -> object_store::Error {
     object_store::Error::Generic {
         store: "CellCache",
         source: format!("caching {location}: {e}").into(),

@@ -40,7 +40,7 @@ impl PhysicalExtensionCodec for ApiaryCodec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match (buf, inputs) {
             (CHAMBER, [input]) => match &self.pool {
-                Some(pool) => Ok(Arc::new(ChamberExec::new(input.clone(), pool.clone()))),
+                Some(pool) => Ok(Arc::new(ChamberExec::new(Arc::clone(input), pool.clone()))),
                 None => exec_err!("a ChamberExec arrived at a node without bees"),
             },
             _ => internal_err!(

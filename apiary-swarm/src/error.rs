@@ -59,6 +59,8 @@ pub enum SwarmError {
     },
 }
 
+// As the catalog's: `impl ToString` by value takes `&str`, `String` or a path alike.
+#[allow(clippy::needless_pass_by_value)]
 impl SwarmError {
     pub(crate) fn corrupt(key: impl ToString, reason: impl ToString) -> Self {
         SwarmError::Corrupt {

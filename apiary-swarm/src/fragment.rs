@@ -72,7 +72,7 @@ impl ScanMatcher {
 
     /// If `plan` heads a chain of partition-local operators ending in an Apiary scan: the scan.
     pub fn distributable(&self, plan: &Arc<dyn ExecutionPlan>) -> Option<FileScanConfig> {
-        let mut node = plan.clone();
+        let mut node = Arc::clone(plan);
         loop {
             if let Some(config) = self.scan_of(&node) {
                 return Some(config);
@@ -81,7 +81,7 @@ impl ScanMatcher {
             if !is_partition_local(&node) || children.len() != 1 {
                 return None;
             }
-            let child = children[0].clone();
+            let child = Arc::clone(children[0]);
             node = child;
         }
     }
@@ -91,7 +91,7 @@ impl ScanMatcher {
 /// the coordinator's plan — a scalar subquery's result — cannot: datafusion-proto decodes them
 /// only inside their `ScalarSubqueryExec`.
 pub fn ships(top: &Arc<dyn ExecutionPlan>) -> bool {
-    let mut node = top.clone();
+    let mut node = Arc::clone(top);
     loop {
         let mut local_only = false;
         let visited = node.apply_expressions(&mut |expr| {
@@ -107,7 +107,7 @@ pub fn ships(top: &Arc<dyn ExecutionPlan>) -> bool {
         if visited.is_err() || local_only {
             return false;
         }
-        let Some(child) = node.children().first().map(|c| (*c).clone()) else {
+        let Some(child) = node.children().first().map(|c| Arc::clone(*c)) else {
             return true;
         };
         node = child;
@@ -149,7 +149,7 @@ pub fn fragment(
         )));
     };
     let child = fragment(child, files)?;
-    replace_children_if_necessary(top.clone(), vec![child])
+    replace_children_if_necessary(Arc::clone(top), vec![child])
 }
 
 /// The fragment of a whole distributed scan: the chain over every cell the tasks read, each cell
@@ -199,7 +199,7 @@ struct ScanOf<'a>(&'a Arc<dyn ExecutionPlan>);
 
 impl ScanOf<'_> {
     fn files(&self) -> Result<Vec<PartitionedFile>> {
-        let mut node = self.0.clone();
+        let mut node = Arc::clone(self.0);
         loop {
             if let Some(exec) = node.downcast_ref::<DataSourceExec>() {
                 let config = exec
@@ -211,7 +211,7 @@ impl ScanOf<'_> {
             let child = node
                 .children()
                 .first()
-                .map(|c| (*c).clone())
+                .map(|c| Arc::clone(*c))
                 .ok_or_else(|| DataFusionError::Internal("a fragment without a scan".into()))?;
             node = child;
         }

@@ -70,7 +70,7 @@ impl Exchange for MeadowExchange {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..job.partitions.max(1)).map(|_| mpsc::channel(4)).unzip();
         let run = Coordination {
-            node: self.node.clone(),
+            node: Arc::clone(&self.node),
             query: QueryDir::new(uuid::Uuid::now_v7().simple().to_string()),
             tasks: job.tasks,
             fragment: job.fragment,
@@ -206,7 +206,7 @@ impl Coordination {
             created_ms: manifest.created_ms,
         };
         if let Ok(body) = encode(&latest, LATEST) {
-            let node = node.clone();
+            let node = Arc::clone(node);
             tokio::spawn(async move {
                 if let Err(e) = node.meadow.put(LATEST, body).await {
                     log::debug!("writing {LATEST}: {e}");
@@ -218,7 +218,7 @@ impl Coordination {
         let slots = Slots {
             running: Arc::new(AtomicUsize::new(0)),
             capacity: self.ctx.session_config().target_partitions().max(1),
-            ctx: Some(self.ctx.clone()),
+            ctx: Some(Arc::clone(&self.ctx)),
             fragment: self.fragment.clone(),
             ended: Some(Arc::new(tokio::sync::Notify::new())),
             handover: Some(handover),
@@ -311,7 +311,7 @@ impl Coordination {
                 let parts = (0..done.parts)
                     .map(|k| node.meadow.key(&query.partial(n, done.attempt, k)))
                     .collect();
-                let node = node.clone();
+                let node = Arc::clone(node);
                 deliveries.spawn(async move { deliver(&node, parts, sender).await });
                 delivered.insert(n);
                 progress = true;

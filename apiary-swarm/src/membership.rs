@@ -108,7 +108,7 @@ impl Membership {
     ) -> [JoinHandle<()>; 2] {
         let stopping = Arc::new(stopping);
         let beats = {
-            let me = self.clone();
+            let me = Arc::clone(self);
             io.spawn(async move {
                 // Beats keep their own schedule: a slow one does not hold back the next (up to
                 // a few in flight), so a slow store delays them without thinning them out.
@@ -117,10 +117,10 @@ impl Membership {
                 ticks.tick().await;
                 loop {
                     ticks.tick().await;
-                    let Ok(permit) = me.beats.clone().try_acquire_owned() else {
+                    let Ok(permit) = Arc::clone(&me.beats).try_acquire_owned() else {
                         continue; // as many beats in flight as allowed
                     };
-                    let (me, stopping) = (me.clone(), stopping.clone());
+                    let (me, stopping) = (Arc::clone(&me), Arc::clone(&stopping));
                     tokio::spawn(async move {
                         if stopping() {
                             return;
@@ -134,7 +134,7 @@ impl Membership {
             })
         };
         let view = {
-            let me = self.clone();
+            let me = Arc::clone(self);
             io.spawn(async move {
                 loop {
                     tokio::time::sleep(me.config.view_interval).await;
@@ -236,7 +236,7 @@ impl Lease {
     pub(crate) fn take(membership: &Arc<Membership>, query: &str) -> Self {
         membership.coordinating.lock().insert(query.to_string());
         Self {
-            membership: membership.clone(),
+            membership: Arc::clone(membership),
             query: query.to_string(),
         }
     }

@@ -72,7 +72,7 @@ impl SwarmNode {
     ) -> Result<SwarmNode> {
         let folder = CacheFolder::open(&config.cache_dir, &config.node_id, config.keep_cache)?;
         let cache = Arc::new(CellCache::in_folder(
-            meadow.store().clone(),
+            Arc::clone(meadow.store()),
             folder,
             config.cache_bytes,
         )?);
@@ -81,7 +81,7 @@ impl SwarmNode {
         let runtime = RuntimeEnvBuilder::new()
             .with_metadata_cache_limit(colony.pool().footer_cache_limit())
             .build_arc()?;
-        runtime.register_object_store(meadow.object_store_url().as_ref(), cache.clone());
+        runtime.register_object_store(meadow.object_store_url().as_ref(), Arc::clone(&cache) as _);
         let session = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         let matcher = ScanMatcher {
             store_url: meadow.object_store_url().clone(),
@@ -91,14 +91,14 @@ impl SwarmNode {
             config.clone(),
             meadow.dedicated()?,
             colony.clone(),
-            cache.clone(),
+            Arc::clone(&cache),
         ));
         let codec = ApiaryCodec::new(Some(colony.pool().clone()));
         #[cfg(feature = "direct")]
         let (direct, server) = {
             let (direct, server) = crate::direct::Direct::start(
                 &meadow,
-                membership.clone(),
+                Arc::clone(&membership),
                 colony.pool(),
                 &session.runtime_env(),
                 &codec,
@@ -147,7 +147,7 @@ impl SwarmNode {
             }
         };
         let [beats, view] = node.inner.membership.spawn_loops(io, stopping);
-        let worker = tokio::spawn(crate::worker::worker_loop(node.inner.clone()));
+        let worker = tokio::spawn(crate::worker::worker_loop(Arc::clone(&node.inner)));
         node.inner.loops.lock().extend([beats, view, worker]);
         #[cfg(feature = "direct")]
         {
@@ -214,18 +214,18 @@ impl SwarmNode {
     /// The meadow's object store read through this node's cell cache: what a named node's own
     /// sessions read cells through once it joined (see `Apiary::join_swarm`).
     pub fn cached_store(&self) -> Arc<dyn object_store::ObjectStore> {
-        self.inner.cache.clone()
+        Arc::clone(&self.inner.cache) as _
     }
 
     /// The physical optimizer rule that distributes this meadow's scans through this node.
     pub fn rule(&self) -> SwarmRule {
         let inner = &self.inner;
         SwarmRule::new(
-            inner.membership.clone(),
+            Arc::clone(&inner.membership),
             inner.matcher.clone(),
             inner.codec.clone(),
             inner.session.task_ctx(),
-            Arc::new(MeadowExchange::new(inner.clone())),
+            Arc::new(MeadowExchange::new(Arc::clone(inner))),
         )
     }
 

@@ -126,11 +126,11 @@ impl SwarmRule {
             let task_count = tasks.len();
             let fetch = chain_fetch(&plan);
             let made = SwarmExec::try_new(
-                plan.clone(),
+                Arc::clone(&plan),
                 tasks,
                 &self.codec,
                 &self.decoding,
-                self.exchange.clone(),
+                Arc::clone(&self.exchange),
             );
             let swarm: Arc<dyn ExecutionPlan> = match made {
                 Ok(exec) => Arc::new(exec),
@@ -210,10 +210,10 @@ impl SwarmRule {
             agg.group_expr().clone(),
             agg.aggr_expr().to_vec(),
             agg.filter_expr().to_vec(),
-            agg.input().clone(),
+            Arc::clone(agg.input()),
             agg.input_schema(),
         )?);
-        let below = self.rewrite(partial.clone(), options, nodes)?;
+        let below = self.rewrite(Arc::clone(&partial), options, nodes)?;
         if Arc::ptr_eq(&below, &partial) {
             return Ok(None); // stays local: keep DataFusion's plan as it was
         }
@@ -232,12 +232,12 @@ impl SwarmRule {
 /// limit=`, `FilterExec fetch=`) nearest the top of a distributable chain: every task applies it
 /// to its own cells, so it must be applied again above their union.
 fn chain_fetch(top: &Arc<dyn ExecutionPlan>) -> Option<usize> {
-    let mut node = top.clone();
+    let mut node = Arc::clone(top);
     loop {
         if let Some(fetch) = node.fetch() {
             return Some(fetch);
         }
-        let child = node.children().first().map(|c| (*c).clone())?;
+        let child = node.children().first().map(|c| Arc::clone(*c))?;
         node = child;
     }
 }

@@ -123,7 +123,7 @@ impl SwarmExec {
         exchange: Arc<dyn Exchange>,
         fragment: Bytes,
     ) -> Self {
-        let properties = input.properties().clone();
+        let properties = Arc::clone(input.properties());
         Self {
             input,
             tasks,
@@ -204,7 +204,7 @@ impl ExecutionPlan for SwarmExec {
             Ok([input]) => Ok(Arc::new(SwarmExec::with_fragment(
                 input,
                 self.tasks.clone(),
-                self.exchange.clone(),
+                Arc::clone(&self.exchange),
                 self.fragment.clone(),
             ))),
             Err(_) => internal_err!("SwarmExec has exactly one child"),

@@ -261,7 +261,7 @@ async fn poll(node: &Arc<LocalNode>, known: &mut HashMap<String, Known>) -> Resu
         };
         let may_steal = entry.first_seen.elapsed() >= node.config.steal_after;
         let slots = Slots {
-            running: node.running.clone(),
+            running: Arc::clone(&node.running),
             capacity: node.colony.pool().bees(),
             ctx: None,
             fragment,
@@ -467,7 +467,7 @@ impl Slots {
             return Ok(None);
         }
         Ok(match &self.ctx {
-            Some(ctx) => Some(Place::Query(ctx.clone())),
+            Some(ctx) => Some(Place::Query(Arc::clone(ctx))),
             None => node
                 .colony
                 .pool()
@@ -533,8 +533,8 @@ pub(crate) async fn claim_and_run(
             sight.count_by(sight::SWARM_TASKS, "outcome", "retried", 1);
         }
         slots.running.fetch_add(1, Ordering::SeqCst);
-        let (node, dir, slots) = (node.clone(), dir.clone(), slots.clone());
-        let running = Running(slots.running.clone());
+        let (node, dir, slots) = (Arc::clone(node), dir.clone(), slots.clone());
+        let running = Running(Arc::clone(&slots.running));
         let work = Work {
             fragment: slots.fragment.clone(),
             cells: task.cells.clone(),
@@ -568,7 +568,7 @@ struct ProgressBeat(tokio::task::JoinHandle<()>);
 
 impl ProgressBeat {
     fn start(node: &Arc<LocalNode>, dir: &QueryDir, n: usize, a: usize) -> Self {
-        let (node, key) = (node.clone(), dir.progress(n, a));
+        let (node, key) = (Arc::clone(node), dir.progress(n, a));
         Self(tokio::spawn(async move {
             // Its own schedule, as heartbeats: a slow write does not hold back the next one.
             let mut ticks = tokio::time::interval(node.config.heartbeat_interval);
@@ -595,7 +595,8 @@ impl ProgressBeat {
                     continue;
                 };
                 in_flight.fetch_add(1, Ordering::SeqCst);
-                let (node, key, in_flight) = (node.clone(), key.clone(), in_flight.clone());
+                let (node, key, in_flight) =
+                    (Arc::clone(&node), key.clone(), Arc::clone(&in_flight));
                 writes.spawn(async move {
                     if let Err(e) = node.membership.store.put(&key, body).await {
                         log::debug!("node {}: progress of {key}: {e}", node.config.node_id);

@@ -256,7 +256,7 @@ impl WorldView {
         self.indexes
             .lock()
             .get(node)
-            .map(|(_, cells)| cells.clone())
+            .map(|(_, cells)| Arc::clone(cells))
             .unwrap_or_default()
     }
 

@@ -32,7 +32,7 @@ async fn cells_are_fetched_once_served_locally_and_evicted_least_recent_first() 
         .await
         .unwrap();
     meadow.take();
-    let cache = CellCache::new(meadow.clone(), dir.path().to_path_buf(), 2500).unwrap();
+    let cache = CellCache::new(Arc::clone(&meadow) as _, dir.path().to_path_buf(), 2500).unwrap();
     let cell = |i: usize| Path::from(format!("h/b/f/cell_{i}.parquet"));
 
     // First read fetches the whole cell; later ranged reads are local.
@@ -69,7 +69,7 @@ async fn cells_are_fetched_once_served_locally_and_evicted_least_recent_first() 
     assert_eq!(status.hits, 2);
 
     // A new cache over the same folder knows what is there.
-    let again = CellCache::new(meadow.clone(), dir.path().to_path_buf(), 2500).unwrap();
+    let again = CellCache::new(Arc::clone(&meadow) as _, dir.path().to_path_buf(), 2500).unwrap();
     assert_eq!(again.status().cells, 2);
 }
 
@@ -92,10 +92,11 @@ async fn readers_missing_one_cell_at_once_download_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let meadow = Counting::new(Arc::new(InMemory::new()));
     let (cell, body) = patterned_cell(&meadow, "big", 200_000).await;
-    let cache =
-        Arc::new(CellCache::new(meadow.clone(), dir.path().to_path_buf(), 1 << 20).unwrap());
+    let cache = Arc::new(
+        CellCache::new(Arc::clone(&meadow) as _, dir.path().to_path_buf(), 1 << 20).unwrap(),
+    );
     let reads = (0..8u64).map(|i| {
-        let (cache, cell) = (cache.clone(), cell.clone());
+        let (cache, cell) = (Arc::clone(&cache), cell.clone());
         tokio::spawn(async move {
             let range = i * 20_000..i * 20_000 + 100;
             (range.clone(), cache.get_range(&cell, range).await.unwrap())
@@ -127,7 +128,7 @@ async fn a_cell_larger_than_the_cache_is_read_by_range_and_remembered() {
     let dir = tempfile::tempdir().unwrap();
     let meadow = Counting::new(Arc::new(InMemory::new()));
     let (cell, body) = patterned_cell(&meadow, "huge", 10_000).await;
-    let cache = CellCache::new(meadow.clone(), dir.path().to_path_buf(), 4_000).unwrap();
+    let cache = CellCache::new(Arc::clone(&meadow) as _, dir.path().to_path_buf(), 4_000).unwrap();
     for _ in 0..3 {
         let got = cache.get_range(&cell, 5_000..5_100).await.unwrap();
         assert_eq!(got, body[5_000..5_100]);
@@ -185,7 +186,7 @@ impl ObjectStore for Gated {
             (got.meta.clone(), got.range.clone(), got.attributes.clone());
         let body = got.bytes().await?;
         let (head, tail) = (body.slice(..self.first), body.slice(self.first..));
-        let release = self.release.clone();
+        let release = Arc::clone(&self.release);
         let chunks = futures::stream::once(async move { Ok(head) }).chain(futures::stream::once(
             async move {
                 release.notified().await;
@@ -240,7 +241,7 @@ async fn a_download_streams_to_disk() {
     let store = Arc::new(Gated {
         inner: InMemory::new(),
         first: 1_000,
-        release: release.clone(),
+        release: Arc::clone(&release),
     });
     let body: Vec<u8> = (0..100_000).map(|i| (i % 251) as u8).collect();
     let cell = Path::from("h/b/f/streamed.parquet");
@@ -250,7 +251,7 @@ async fn a_download_streams_to_disk() {
         .unwrap();
     let cache = Arc::new(CellCache::new(store, dir.path().to_path_buf(), 1 << 20).unwrap());
     let read = {
-        let (cache, cell) = (cache.clone(), cell.clone());
+        let (cache, cell) = (Arc::clone(&cache), cell.clone());
         tokio::spawn(async move { cache.get_range(&cell, 99_000..99_010).await.unwrap() })
     };
     let staged = || -> u64 {
@@ -300,7 +301,7 @@ async fn a_nameless_nodes_cache_goes_with_it_and_a_named_nodes_stays() {
         "a live process's folder went"
     );
     let dir = folder.path().to_path_buf();
-    let cache = CellCache::in_folder(meadow.clone(), folder, 1 << 20).unwrap();
+    let cache = CellCache::in_folder(Arc::clone(&meadow) as _, folder, 1 << 20).unwrap();
     read_all(&cache, "h/b/f/cell_0.parquet").await;
     assert_eq!(cache.status().cells, 1);
     assert!(dir.exists());
@@ -309,7 +310,7 @@ async fn a_nameless_nodes_cache_goes_with_it_and_a_named_nodes_stays() {
     drop(live);
 
     let named = CellCache::in_folder(
-        meadow.clone(),
+        Arc::clone(&meadow) as _,
         CacheFolder::open(parent, "board-1", true).unwrap(),
         1 << 20,
     )

@@ -30,7 +30,7 @@ fn distributable(
     matcher: &ScanMatcher,
 ) -> Option<Arc<dyn ExecutionPlan>> {
     if matcher.distributable(plan).is_some() && ships(plan) {
-        return Some(plan.clone());
+        return Some(Arc::clone(plan));
     }
     plan.children()
         .into_iter()
@@ -122,7 +122,7 @@ async fn every_fragment_shape_round_trips() {
         let files = files_of(&scan);
         assert!(files.len() >= 4, "{q}: {} cells", files.len());
         let part = fragment(&subtree, files[..files.len() / 2].to_vec()).unwrap();
-        let bytes = physical_plan_to_bytes_with_extension_codec(part.clone(), &codec).unwrap();
+        let bytes = physical_plan_to_bytes_with_extension_codec(Arc::clone(&part), &codec).unwrap();
         let back =
             physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &codec).unwrap();
         assert_eq!(
@@ -140,7 +140,7 @@ async fn every_fragment_shape_round_trips() {
         .create_physical_plan()
         .await
         .unwrap();
-    let outer = plan.children()[0].clone();
+    let outer = Arc::clone(plan.children()[0]);
     assert!(outer.is::<datafusion::physical_plan::filter::FilterExec>());
     assert!(matcher.distributable(&outer).is_some());
     assert!(!ships(&outer), "a scalar subquery's result cannot ship");
@@ -161,7 +161,8 @@ async fn every_fragment_shape_round_trips() {
         Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(plan)),
         pool.clone(),
     ));
-    let bytes = physical_plan_to_bytes_with_extension_codec(chambered.clone(), &codec).unwrap();
+    let bytes =
+        physical_plan_to_bytes_with_extension_codec(Arc::clone(&chambered), &codec).unwrap();
     let back =
         physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &codec).unwrap();
     assert!(back.is::<ChamberExec>());

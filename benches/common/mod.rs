@@ -216,7 +216,7 @@ pub async fn tpch_apiary_clustered(sf: &str, clustered: &[(&str, &str)]) -> (Pat
                 Some((_, column)) => {
                     let schema = ctx.table(format!("src_{t}")).await.expect("source");
                     let spec = FrameSpec::new(Arc::new(schema.schema().as_arrow().clone()))
-                        .with_sort_order(SortOrder::new(vec![SortKey::asc(*column)]));
+                        .with_sort_order(&SortOrder::new(vec![SortKey::asc(*column)]));
                     ap.registry()
                         .create_frame("tpch", "data", t, &spec, IfExists::Fail)
                         .await

@@ -1,5 +1,7 @@
 //! The `Apiary` class: one meadow, its bees, and this process's place in the swarm.
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
 
 use apiary::catalog::{CommitInfo, FrameSpec, IfExists, RegistryState, SortKey, SortOrder};
@@ -496,7 +498,7 @@ impl PyApiary {
                 .iter()
                 .map(|k| sort_key(k))
                 .collect::<Result<Vec<_>>>()?;
-            spec = spec.with_sort_order(SortOrder::new(keys));
+            spec = spec.with_sort_order(&SortOrder::new(keys));
         }
         let registry = self.ap.registry().clone();
         wait(py, async move {
@@ -649,7 +651,7 @@ impl PyApiary {
         let (schema, batches) = wait(py, async move {
             // Apiary's statements too: CREATE OR REPLACE of a frame in one atomic step.
             let df = ap.sql(&ctx, &query).await?;
-            let schema = df.schema().inner().clone();
+            let schema = Arc::clone(df.schema().inner());
             let batches = df.collect().await?;
             let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
             Ok((schema, batches))

@@ -1,6 +1,8 @@
 //! Arrow across the boundary through the Arrow PyCapsule interface: streams and schemas come in
 //! from any producer (pyarrow, polars, …) and results go out to pyarrow, without copying.
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
 
 use datafusion::arrow::array::{RecordBatch, RecordBatchIterator, RecordBatchReader};
@@ -90,7 +92,7 @@ impl Iterator for Streaming {
 
 impl RecordBatchReader for Streaming {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        Arc::clone(&self.schema)
     }
 }
 

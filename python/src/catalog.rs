@@ -94,8 +94,11 @@ impl HiveCatalog {
             .into());
         }
         let handle = runtime()?.handle().clone();
-        let provider =
-            FFI_CatalogProvider::new_with_ffi_codec(self.provider.clone(), Some(handle), codec);
+        let provider = FFI_CatalogProvider::new_with_ffi_codec(
+            Arc::clone(&self.provider),
+            Some(handle),
+            codec,
+        );
         PyCapsule::new_with_value(py, provider, PROVIDER_CAPSULE)
     }
 

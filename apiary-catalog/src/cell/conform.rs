@@ -5,6 +5,8 @@
 //! nullable columns. Refused: a missing non-nullable column, an extra column, nulls in a
 //! non-nullable column, and any other change of type.
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
 use datafusion::arrow::compute::kernels::cast::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
@@ -60,7 +62,7 @@ impl Conformer {
     pub fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let input = batch.schema();
         if input.fields() == self.target.fields() {
-            return Ok(batch.clone().with_schema(self.target.clone())?);
+            return Ok(batch.clone().with_schema(Arc::clone(&self.target))?);
         }
         self.check_schema(&input)?;
         let rows = batch.num_rows();
@@ -70,7 +72,7 @@ impl Conformer {
                 Ok(i) => {
                     let c = batch.column(i);
                     if c.data_type() == t.data_type() {
-                        c.clone()
+                        Arc::clone(c)
                     } else {
                         let opts = CastOptions {
                             safe: false,
@@ -98,7 +100,7 @@ impl Conformer {
         }
         let opts = RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(
-            self.target.clone(),
+            Arc::clone(&self.target),
             columns,
             &opts,
         )?)

@@ -10,6 +10,7 @@
 //! is ever held in memory, as before.
 
 use std::mem;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
@@ -58,7 +59,7 @@ impl CellEncoder {
     pub fn try_new(sink: Upload, schema: SchemaRef, props: WriterProperties) -> Result<Self> {
         let max_rows = props.max_row_group_row_count();
         let max_bytes = props.max_row_group_bytes();
-        let (file, factory) = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?
+        let (file, factory) = ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(props))?
             .into_serialized_writer()?;
         Ok(Self {
             file,
@@ -284,7 +285,7 @@ mod tests {
             .iter()
             .map(|g| g.num_rows())
             .collect();
-        let schema = reader.schema().clone();
+        let schema = Arc::clone(reader.schema());
         let batches: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
         let all = datafusion::arrow::compute::concat_batches(&schema, &batches).unwrap();
         (groups, all)
@@ -297,7 +298,7 @@ mod tests {
         let schema = batches[0].schema();
 
         let mut plain =
-            ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.clone())).unwrap();
+            ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(props.clone())).unwrap();
         for b in &batches {
             plain.write(b).unwrap();
         }

@@ -4,6 +4,7 @@
 //! sorted with `lexsort_to_indices` and gathered with `take`), never with a per-row map.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::compute::kernels::cast::cast;
@@ -108,7 +109,7 @@ pub fn split(batch: &RecordBatch, partition_idx: &[usize], names: &[String]) -> 
     }
     let part_cols: Vec<ArrayRef> = partition_idx
         .iter()
-        .map(|i| batch.column(*i).clone())
+        .map(|i| Arc::clone(batch.column(*i)))
         .collect();
     for (col, name) in part_cols.iter().zip(names) {
         if col.null_count() > 0 {
@@ -128,7 +129,7 @@ pub fn split(batch: &RecordBatch, partition_idx: &[usize], names: &[String]) -> 
         let sort: Vec<SortColumn> = part_cols
             .iter()
             .map(|c| SortColumn {
-                values: c.clone(),
+                values: Arc::clone(c),
                 options: None,
             })
             .collect();
@@ -136,7 +137,7 @@ pub fn split(batch: &RecordBatch, partition_idx: &[usize], names: &[String]) -> 
         let sorted = take_record_batch(batch, &indices)?;
         let sorted_parts: Vec<ArrayRef> = partition_idx
             .iter()
-            .map(|i| sorted.column(*i).clone())
+            .map(|i| Arc::clone(sorted.column(*i)))
             .collect();
         let runs = partition(&sorted_parts)?.ranges();
         (sorted, runs)

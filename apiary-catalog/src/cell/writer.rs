@@ -161,7 +161,7 @@ impl CellWriter {
         snapshot: &FrameSnapshot,
         options: WriteOptions,
     ) -> Result<Self> {
-        let schema = snapshot.schema.clone();
+        let schema = Arc::clone(&snapshot.schema);
         let partition_idx = snapshot
             .partition_by
             .iter()
@@ -176,7 +176,7 @@ impl CellWriter {
             .iter()
             .enumerate()
             .filter(|(i, _)| !partition_idx.contains(i))
-            .map(|(_, f)| f.clone())
+            .map(|(_, f)| Arc::clone(f))
             .collect();
         let file_schema = Arc::new(Schema::new(data_fields));
         let bloom_columns = bloom_filter_columns(&snapshot.properties);
@@ -301,7 +301,7 @@ impl CellWriter {
         let key_path = self.meadow.key(&format!("{}/{rel_path}", self.location));
         let sink = self.meadow.upload(key_path.clone());
         let props = dictionary_where_it_pays(&self.props, &self.file_schema, first);
-        let writer = CellEncoder::try_new(sink, self.file_schema.clone(), props)?;
+        let writer = CellEncoder::try_new(sink, Arc::clone(&self.file_schema), props)?;
         Ok(OpenCell {
             rel_path,
             key: key_path,
@@ -469,7 +469,7 @@ mod tests {
         ]));
         let rows = 2000;
         let batch = RecordBatch::try_new(
-            schema.clone(),
+            Arc::clone(&schema),
             vec![
                 Arc::new(Int64Array::from_iter_values(0..rows)),
                 Arc::new(Int32Array::from_iter_values(

@@ -110,7 +110,7 @@ impl FrameSpec {
     }
 
     /// Rows of every write sorted by `order` ([`SortOrder`](crate::SortOrder)).
-    pub fn with_sort_order(self, order: crate::clustering::SortOrder) -> Self {
+    pub fn with_sort_order(self, order: &crate::clustering::SortOrder) -> Self {
         self.with_property(crate::clustering::SORT_ORDER, order.to_property())
     }
 }

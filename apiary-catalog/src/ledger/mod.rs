@@ -426,7 +426,7 @@ impl Ledger {
                     Ok(at) => at,
                     Err(_) => self.latest(),
                 };
-                Some((at.schema.clone(), at.partition_by.clone()))
+                Some((Arc::clone(&at.schema), at.partition_by.clone()))
             }
         };
         Ok(decode_rolling(log, log.read(versions).await?, typing)?
@@ -486,11 +486,11 @@ impl Ledger {
                         ..
                     },
                 ..
-            }) => (schema.clone(), partition_by.clone()),
+            }) => (Arc::clone(schema), partition_by.clone()),
             // As in `read_entries`: the state entry `from` made types it and what follows.
             _ => {
                 let at = self.load_at(from).await?;
-                (at.schema.clone(), at.partition_by.clone())
+                (Arc::clone(&at.schema), at.partition_by.clone())
             }
         };
         out.extend(
@@ -621,7 +621,7 @@ impl Ledger {
                     self.meadow().sight().count(sight::COMMITS, 1);
                     base.apply(&entry, &log.entry_key(version))?;
                     let snapshot = Arc::new(base);
-                    self.inner.latest.offer(snapshot.clone());
+                    self.inner.latest.offer(Arc::clone(&snapshot));
                     let interval = self.inner.options.checkpoint_interval;
                     if interval > 0
                         && version.is_multiple_of(interval)
@@ -809,7 +809,7 @@ fn decode_all(
     decode_rolling(
         log,
         raw,
-        Some((frame.schema.clone(), frame.partition_by.clone())),
+        Some((Arc::clone(&frame.schema), frame.partition_by.clone())),
     )
 }
 
@@ -839,10 +839,10 @@ fn decode_rolling(
                     schema,
                     partition_by,
                     ..
-                } => typing = Some((schema.clone(), partition_by.clone())),
+                } => typing = Some((Arc::clone(schema), partition_by.clone())),
                 Action::SetSchema { schema: next } => {
                     if let Some((schema, _)) = &mut typing {
-                        *schema = next.clone();
+                        *schema = Arc::clone(next);
                     }
                 }
                 _ => {}

@@ -58,7 +58,7 @@ impl FrameSnapshot {
         Ok(Self {
             version: 0,
             frame_id: frame_id.clone(),
-            schema: schema.clone(),
+            schema: Arc::clone(schema),
             partition_by: partition_by.clone(),
             properties: properties.clone(),
             timestamp_ms: entry.timestamp_ms,
@@ -85,7 +85,7 @@ impl FrameSnapshot {
             }
             Action::AddCells { cells } => {
                 for c in cells {
-                    self.cells.insert(c.path.clone(), c.clone());
+                    self.cells.insert(c.path.clone(), Arc::clone(c));
                 }
             }
             Action::RewriteCells { removed, added } => {
@@ -93,7 +93,7 @@ impl FrameSnapshot {
                     self.cells.remove(p);
                 }
                 for c in added {
-                    self.cells.insert(c.path.clone(), c.clone());
+                    self.cells.insert(c.path.clone(), Arc::clone(c));
                 }
             }
             Action::SetSchema { schema } => {
@@ -104,7 +104,7 @@ impl FrameSnapshot {
                     }
                 }
                 self.retype_stats(schema, key)?;
-                self.schema = schema.clone();
+                self.schema = Arc::clone(schema);
             }
             Action::SetProperties { properties } => {
                 self.properties = properties.clone();
@@ -173,7 +173,7 @@ impl FrameSnapshot {
         FrameSnapshot {
             version: self.version,
             frame_id: self.frame_id.clone(),
-            schema: self.schema.clone(),
+            schema: Arc::clone(&self.schema),
             partition_by: self.partition_by.clone(),
             properties: self.properties.clone(),
             timestamp_ms: self.timestamp_ms,
@@ -182,7 +182,7 @@ impl FrameSnapshot {
                 .cells
                 .iter()
                 .filter(|(_, c)| keep(c))
-                .map(|(p, c)| (p.clone(), c.clone()))
+                .map(|(p, c)| (p.clone(), Arc::clone(c)))
                 .collect(),
             subset: true,
         }

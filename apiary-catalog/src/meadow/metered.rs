@@ -53,7 +53,7 @@ impl Metered {
         self.sight.count_by(STORAGE_CALLS, "kind", "list", 1);
         let sight = self.sight.clone();
         let any_failed = Arc::new(AtomicBool::new(false));
-        let seen = any_failed.clone();
+        let seen = Arc::clone(&any_failed);
         let mut done = false;
         stream
             .inspect(move |item| {

@@ -13,7 +13,6 @@
 //! (overwrite) into place.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
@@ -176,7 +175,7 @@ impl Meadow {
         }
         let has_scheme = url.contains("://");
         if !has_scheme {
-            return Self::local(url, PathBuf::from(url));
+            return Self::local(url, std::path::Path::new(url));
         }
         let parsed = Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
         match parsed.scheme() {
@@ -187,7 +186,7 @@ impl Meadow {
                 let path = parsed
                     .to_file_path()
                     .map_err(|_| invalid("not an absolute file path"))?;
-                Self::local(url, path)
+                Self::local(url, &path)
             }
             "memory" => {
                 let name = parsed.host_str().unwrap_or("").to_string();
@@ -200,10 +199,11 @@ impl Meadow {
                     )
                 } else {
                     let mut stores = MEMORY_STORES.lock();
-                    let store = stores
-                        .entry(name.clone())
-                        .or_insert_with(|| Arc::new(InMemory::new()))
-                        .clone();
+                    let store = Arc::clone(
+                        stores
+                            .entry(name.clone())
+                            .or_insert_with(|| Arc::new(InMemory::new())),
+                    );
                     (store, name)
                 };
                 let store_url = ObjectStoreUrl::parse(format!("memory://{authority}"))
@@ -279,8 +279,8 @@ impl Meadow {
     /// Every call of the base store counted in `sight`, before any layer goes around it.
     fn metered(mut self, sight: Sight) -> Meadow {
         let inner = Arc::make_mut(&mut self.inner);
-        inner.base = Some(inner.store.clone());
-        inner.store = metered::Metered::wrap(inner.store.clone(), sight.clone());
+        inner.base = Some(Arc::clone(&inner.store));
+        inner.store = metered::Metered::wrap(Arc::clone(&inner.store), sight.clone());
         inner.sight = sight;
         self
     }
@@ -295,7 +295,7 @@ impl Meadow {
         let mut inner = (*self.inner).clone();
         inner.store = metered::Metered::wrap(base, sight.clone());
         for layer in &inner.layers {
-            inner.store = layer(inner.store.clone());
+            inner.store = layer(Arc::clone(&inner.store));
         }
         inner.sight = sight;
         Meadow {
@@ -308,12 +308,12 @@ impl Meadow {
         &self.inner.sight
     }
 
-    fn local(url: &str, path: PathBuf) -> Result<Meadow> {
+    fn local(url: &str, path: &std::path::Path) -> Result<Meadow> {
         let invalid = |reason: String| CatalogError::InvalidUrl {
             url: url.to_string(),
             reason,
         };
-        std::fs::create_dir_all(&path)
+        std::fs::create_dir_all(path)
             .map_err(|e| invalid(format!("cannot create folder {}: {e}", path.display())))?;
         let path = path
             .canonicalize()
@@ -325,7 +325,7 @@ impl Meadow {
         Ok(Self::build(
             url,
             MeadowKind::Local,
-            Arc::new(durable::DurableFs::new(local.clone())),
+            Arc::new(durable::DurableFs::new(Arc::clone(&local))),
             store_url,
             root,
             Some(local),
@@ -381,7 +381,7 @@ impl Meadow {
     /// through it. Layers stack, and [`Meadow::dedicated`] keeps them.
     pub fn with_store_layer(&self, layer: StoreLayer) -> Meadow {
         let mut inner = (*self.inner).clone();
-        inner.store = layer(inner.store.clone());
+        inner.store = layer(Arc::clone(&inner.store));
         inner.layers.push(layer);
         Meadow {
             inner: Arc::new(inner),
@@ -401,7 +401,7 @@ impl Meadow {
             self.inner.sight.clone(),
         )?;
         for layer in &self.inner.layers {
-            meadow = meadow.with_store_layer(layer.clone());
+            meadow = meadow.with_store_layer(Arc::clone(layer));
         }
         Ok(meadow)
     }
@@ -668,7 +668,7 @@ impl Meadow {
 
     /// Starts streaming the object `key` (a full key, see [`Meadow::key`]) into the store.
     pub fn upload(&self, key: Path) -> Upload {
-        Upload::new(self.inner.store.clone(), key)
+        Upload::new(Arc::clone(&self.inner.store), key)
     }
 
     /// Removes the folder `rel` of a local meadow when it is empty (a listing shows a local

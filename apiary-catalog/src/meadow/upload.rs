@@ -34,7 +34,7 @@ impl std::fmt::Debug for Upload {
 
 impl Upload {
     pub fn new(store: Arc<dyn ObjectStore>, key: Path) -> Self {
-        let writer = BufWriter::new(store.clone(), key.clone());
+        let writer = BufWriter::new(Arc::clone(&store), key.clone());
         Self {
             store,
             key,

@@ -58,7 +58,7 @@ impl ActionTable {
 #[async_trait]
 impl TableProvider for ActionTable {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -74,9 +74,9 @@ impl TableProvider for ActionTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
-            None => self.schema.clone(),
+            None => Arc::clone(&self.schema),
         };
-        let mut exec = ActionExec::new(self.name.clone(), schema, self.action.clone());
+        let mut exec = ActionExec::new(self.name.clone(), schema, Arc::clone(&self.action));
         exec.projection = projection.cloned();
         Ok(Arc::new(exec))
     }
@@ -105,7 +105,7 @@ impl ActionExec {
     pub fn new(name: impl Into<String>, schema: SchemaRef, action: Action) -> Self {
         Self {
             name: name.into(),
-            schema: schema.clone(),
+            schema: Arc::clone(&schema),
             projection: None,
             action,
             properties: Arc::new(PlanProperties::new(
@@ -162,7 +162,7 @@ impl ExecutionPlan for ActionExec {
         if partition != 0 {
             return internal_err!("ActionExec has one partition, not {partition}");
         }
-        let (action, projection) = (self.action.clone(), self.projection.clone());
+        let (action, projection) = (Arc::clone(&self.action), self.projection.clone());
         let work = async move {
             let batch = action(context).await?;
             match projection {
@@ -171,7 +171,7 @@ impl ExecutionPlan for ActionExec {
             }
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
+            Arc::clone(&self.schema),
             futures::stream::once(work),
         )))
     }

@@ -250,7 +250,7 @@ impl ProviderState {
             return Ok(());
         };
         let rows = ctx.sql(&source).await?;
-        let rows = rows.schema().inner().clone();
+        let rows = Arc::clone(rows.schema().inner());
         let read = frame.ledger().refresh().await?;
         let names: Vec<String> = if columns.is_empty() {
             rows.fields()

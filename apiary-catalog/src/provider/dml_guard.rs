@@ -137,7 +137,7 @@ pub(crate) fn holds_subquery(expr: &Expr) -> bool {
 /// The literal `predicate` simplifies to, as DataFusion's optimizer would fold it.
 fn constant(predicate: &Expr, schema: &DFSchemaRef, config: &ConfigOptions) -> Option<String> {
     let context = SimplifyContext::builder()
-        .with_schema(schema.clone())
+        .with_schema(Arc::clone(schema))
         .with_config_options(Arc::new(config.clone()))
         .with_current_time()
         .build();

@@ -53,7 +53,7 @@ impl FrameTableProvider {
         let layout = ScanLayout::new(&snapshot.schema, &snapshot.partition_by);
         Self {
             frame,
-            schema: snapshot.schema.clone(),
+            schema: Arc::clone(&snapshot.schema),
             snapshot,
             layout,
             historical,
@@ -123,7 +123,7 @@ impl FrameTableProvider {
 #[async_trait]
 impl TableProvider for FrameTableProvider {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -153,7 +153,7 @@ impl TableProvider for FrameTableProvider {
         )
         .await?;
         Ok(match &self.scan_runtime {
-            Some(runtime) => Arc::new(OwnRuntimeExec::new(plan, runtime.clone())),
+            Some(runtime) => Arc::new(OwnRuntimeExec::new(plan, Arc::clone(runtime))),
             None => plan,
         })
     }
@@ -199,7 +199,7 @@ impl TableProvider for FrameTableProvider {
             .as_ref()
             .and_then(|o| o.lex_requirement(&input.schema()));
         let sorted = order.filter(|_| requirement.is_some());
-        let sink = FrameSink::new(self.frame.clone(), self.snapshot.clone(), insert_op)
+        let sink = FrameSink::new(self.frame.clone(), Arc::clone(&self.snapshot), insert_op)
             .with_sorted_input(sorted);
         Ok(Arc::new(DataSinkExec::new(
             input,
@@ -247,6 +247,6 @@ impl TableProvider for FrameTableProvider {
         on: Expr,
         clauses: Vec<MergeIntoClause>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        merge::plan(self, source, merge_schema, on, clauses)
+        merge::plan(self, source, &merge_schema, on, clauses)
     }
 }

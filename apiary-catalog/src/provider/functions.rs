@@ -109,7 +109,7 @@ fn open_frame(apiary: &ProviderState, fun: &str, args: &[Expr]) -> Result<Frame>
 }
 
 fn mem_table(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<Arc<dyn TableProvider>> {
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
@@ -226,16 +226,16 @@ impl TableFunctionImpl for HistoryFunction {
         // What a row-level change recorded it did (NULL for other operations).
         let (mut deleted, mut updated, mut inserted) = (vec![], vec![], vec![]);
         // What each schema change did, against the schema before it (when known).
-        let mut schema = start.as_ref().map(|s| s.schema.clone());
+        let mut schema = start.as_ref().map(|s| Arc::clone(&s.schema));
         let mut schema_change: Vec<Option<String>> = vec![];
         for e in &entries {
             schema_change.push(match &e.action {
                 ledger::Action::CreateFrame { schema: first, .. } => {
-                    schema = Some(first.clone());
+                    schema = Some(Arc::clone(first));
                     None
                 }
                 ledger::Action::SetSchema { schema: next } => {
-                    let before = schema.replace(next.clone());
+                    let before = schema.replace(Arc::clone(next));
                     before
                         .filter(|_| start.as_ref().is_none_or(|s| s.version != e.version))
                         .map(|before| column_ids::schema_changes(&before, next).join("; "))
@@ -350,7 +350,7 @@ impl TableFunctionImpl for VersionFunction {
 
 /// The batch of an action's report.
 fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// `apiary_compact('hive.box.frame' [, recluster])`: compaction, one `RewriteCells` commit,
@@ -390,9 +390,12 @@ impl TableFunctionImpl for CompactFunction {
             Field::new("rows", DataType::UInt64, false),
             Field::new("version", DataType::UInt64, false),
         ]));
-        let (name, out) = (format!("apiary_compact({})", frame.name()), schema.clone());
+        let (name, out) = (
+            format!("apiary_compact({})", frame.name()),
+            Arc::clone(&schema),
+        );
         let action: Action = Arc::new(move |ctx| {
-            let (frame, schema) = (frame.clone(), out.clone());
+            let (frame, schema) = (frame.clone(), Arc::clone(&out));
             async move {
                 let report = compact(&frame, ctx, how).await?;
                 let p = &report.partitions;
@@ -495,13 +498,13 @@ impl TableFunctionImpl for CleanseFunction {
             Some(f) => format!("{FUN}({})", f.name()),
             None => format!("{FUN}(*)"),
         };
-        let (registry, out) = (self.apiary.registry().clone(), schema.clone());
+        let (registry, out) = (self.apiary.registry().clone(), Arc::clone(&schema));
         let action: Action = Arc::new(move |_ctx| {
             let (frame, registry, options, schema) = (
                 frame.clone(),
                 registry.clone(),
                 options.clone(),
-                out.clone(),
+                Arc::clone(&out),
             );
             async move {
                 let report = match &frame {
@@ -572,9 +575,10 @@ impl TableFunctionImpl for CheckFunction {
             Target::Meadow => format!("{FUN}(*)"),
         };
         let target = Arc::new(target);
-        let (registry, out) = (self.apiary.registry().clone(), schema.clone());
+        let (registry, out) = (self.apiary.registry().clone(), Arc::clone(&schema));
         let action: Action = Arc::new(move |_ctx| {
-            let (target, registry, schema) = (target.clone(), registry.clone(), out.clone());
+            let (target, registry, schema) =
+                (Arc::clone(&target), registry.clone(), Arc::clone(&out));
             async move {
                 let report = match &*target {
                     Target::Frame(h, b, f) => check_named_frame(&registry, h, b, f).await?,
@@ -633,9 +637,9 @@ impl TableFunctionImpl for UndropFunction {
             Field::new("location", DataType::Utf8, false),
         ]));
         let name = format!("{FUN}({hive}.{box_}.{frame})");
-        let (registry, out) = (self.apiary.registry().clone(), schema.clone());
+        let (registry, out) = (self.apiary.registry().clone(), Arc::clone(&schema));
         let action: Action = Arc::new(move |_ctx| {
-            let (registry, schema) = (registry.clone(), out.clone());
+            let (registry, schema) = (registry.clone(), Arc::clone(&out));
             let (hive, box_, frame) = (hive.clone(), box_.clone(), frame.clone());
             async move {
                 let record = registry.undrop_frame(&hive, &box_, &frame, version).await?;

@@ -72,7 +72,7 @@ struct Merge {
 pub(crate) fn plan(
     table: &FrameTableProvider,
     source: Arc<dyn ExecutionPlan>,
-    merge_schema: DFSchemaRef,
+    merge_schema: &DFSchemaRef,
     on: Expr,
     clauses: Vec<MergeIntoClause>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -200,7 +200,7 @@ impl ExecutionPlan for MergeExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let [source] = <[_; 1]>::try_from(children)
             .map_err(|_| DataFusionError::Internal("MergeExec has one child".into()))?;
-        Ok(Arc::new(MergeExec::new(self.merge.clone(), source)))
+        Ok(Arc::new(MergeExec::new(Arc::clone(&self.merge), source)))
     }
 
     fn execute(
@@ -211,7 +211,7 @@ impl ExecutionPlan for MergeExec {
         if partition != 0 {
             return internal_err!("MergeExec has one partition, not {partition}");
         }
-        let (merge, source) = (self.merge.clone(), self.source.clone());
+        let (merge, source) = (Arc::clone(&self.merge), Arc::clone(&self.source));
         let work = async move {
             let rows = run(&merge, source, context).await?;
             Ok(RecordBatch::try_new(
@@ -309,7 +309,12 @@ impl Merge {
             })
             .collect();
         exprs.push(lit(true).alias(SOURCE_SEEN));
-        LogicalPlanBuilder::scan(SOURCE, provider_as_source(source.clone()), None)?.project(exprs)
+        LogicalPlanBuilder::scan(
+            SOURCE,
+            provider_as_source(Arc::clone(source) as Arc<dyn TableProvider>),
+            None,
+        )?
+        .project(exprs)
     }
 
     /// The value of target column `field` after clause `CLAUSE` (an update or an insert).
@@ -361,15 +366,15 @@ async fn run(merge: &Merge, source: Arc<dyn ExecutionPlan>, ctx: Arc<TaskContext
     let table = &merge.table;
     let frame = table.frame();
     frame.admit().await?;
-    let read = table.snapshot().clone();
-    let schema = read.schema.clone();
+    let read = Arc::clone(table.snapshot());
+    let schema = Arc::clone(&read.schema);
     let state = SessionStateBuilder::new()
         .with_config(ctx.session_config().clone())
         .with_runtime_env(ctx.runtime_env())
         .build();
 
     let source_schema = source.schema();
-    let batches = common::collect(source.execute(0, ctx.clone())?).await?;
+    let batches = common::collect(source.execute(0, Arc::clone(&ctx))?).await?;
     let source = Arc::new(MemTable::try_new(source_schema, vec![batches])?);
     let by_source = merge.has(|k| k == MergeIntoClauseKind::NotMatchedBySource);
     let inserts = merge.has(|k| k.is_not_matched_by_target());
@@ -413,7 +418,7 @@ async fn run(merge: &Merge, source: Arc<dyn ExecutionPlan>, ctx: Arc<TaskContext
         .and_then(|b| with_column(b, clause.alias(CLAUSE)))?
         .project(outputs)?
         .build()?;
-    let mut stream = execute_stream(state.create_physical_plan(&plan).await?, ctx.clone())?;
+    let mut stream = execute_stream(state.create_physical_plan(&plan).await?, Arc::clone(&ctx))?;
     let mut touched = BTreeSet::new();
     let mut inserted = 0u64;
     let result: Result<()> = async {
@@ -514,7 +519,7 @@ async fn rewrite(
         .and_then(|b| with_column(b, clause.alias(CLAUSE)))?
         .project(outputs)?
         .build()?;
-    let mut stream = execute_stream(state.create_physical_plan(&plan).await?, ctx.clone())?;
+    let mut stream = execute_stream(state.create_physical_plan(&plan).await?, Arc::clone(ctx))?;
     let (mut seen, mut updated, mut deleted) = (0u64, 0u64, 0u64);
     while let Some(batch) = stream.next().await {
         let batch = batch?;

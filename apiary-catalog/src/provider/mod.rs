@@ -233,7 +233,7 @@ impl ProviderState {
             let snapshot = f.ledger().latest();
             let table = FrameTableProvider::new(f, snapshot);
             Arc::new(match &self.inner.options.scan_runtime {
-                Some(runtime) => table.with_scan_runtime(runtime.clone()),
+                Some(runtime) => table.with_scan_runtime(Arc::clone(runtime)),
                 None => table,
             })
         }))
@@ -274,7 +274,7 @@ impl ProviderState {
     pub fn register(&self, ctx: &SessionContext) {
         let state = ctx.state_ref();
         let mut state = state.write();
-        let current = state.catalog_list().clone();
+        let current = Arc::clone(state.catalog_list());
         let already = current
             .downcast_ref::<MeadowCatalogProviderList>()
             .is_some_and(|l| Arc::ptr_eq(&l.apiary().inner, &self.inner));
@@ -315,9 +315,10 @@ impl ProviderState {
             extensions.insert(SessionOptions::default());
         }
         let meadow = self.meadow();
-        state
-            .runtime_env()
-            .register_object_store(meadow.object_store_url().as_ref(), meadow.store().clone());
+        state.runtime_env().register_object_store(
+            meadow.object_store_url().as_ref(),
+            Arc::clone(meadow.store()),
+        );
     }
 }
 

@@ -116,7 +116,7 @@ impl ExecutionPlan for OwnRuntimeExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let context = with_runtime(&context, self.runtime.clone());
+        let context = with_runtime(&context, Arc::clone(&self.runtime));
         self.input.execute(partition, context)
     }
 }

@@ -144,8 +144,8 @@ pub(crate) fn prune_by_statistics(
         return Ok(vec![true; cells.len()]);
     };
     let Some(pruning) = PruningPredicateBuilder::new()
-        .with_file_schema(schema.clone())
-        .build(predicate.clone())
+        .with_file_schema(Arc::clone(schema))
+        .build(Arc::clone(predicate))
     else {
         // Always true, or not usable for pruning: keep every cell.
         return Ok(vec![true; cells.len()]);
@@ -190,7 +190,7 @@ pub(crate) fn prune_by_partition_values(
         .map(|p| ScalarValue::iter_to_array(cells.iter().map(|c| c.partition[p].clone())))
         .collect::<Result<Vec<_>>>()?;
     let batch = RecordBatch::try_new_with_options(
-        partition_schema.clone(),
+        Arc::clone(partition_schema),
         columns,
         &RecordBatchOptions::new().with_row_count(Some(cells.len())),
     )?;

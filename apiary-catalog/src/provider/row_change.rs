@@ -128,7 +128,7 @@ pub(crate) fn plan(
         name,
         count_schema(),
         Arc::new(move |ctx| {
-            let (table, change) = (table.clone(), change.clone());
+            let (table, change) = (table.clone(), Arc::clone(&change));
             Box::pin(async move {
                 let rows = run(&table, &change, ctx).await?;
                 Ok(RecordBatch::try_new(
@@ -157,7 +157,7 @@ struct Candidate {
 async fn run(table: &FrameTableProvider, change: &RowChange, ctx: Arc<TaskContext>) -> Result<u64> {
     let frame = table.frame();
     frame.admit().await?;
-    let read = table.snapshot().clone();
+    let read = Arc::clone(table.snapshot());
     let state = SessionStateBuilder::new()
         .with_config(ctx.session_config().clone())
         .with_runtime_env(ctx.runtime_env())
@@ -170,7 +170,7 @@ async fn run(table: &FrameTableProvider, change: &RowChange, ctx: Arc<TaskContex
         None => read
             .cells()
             .map(|c| Candidate {
-                cell: c.clone(),
+                cell: Arc::clone(c),
                 matches: Matches::All,
             })
             .collect(),
@@ -179,7 +179,7 @@ async fn run(table: &FrameTableProvider, change: &RowChange, ctx: Arc<TaskContex
             let parallel = ctx.session_config().target_partitions().max(1);
             futures::stream::iter(cells)
                 .map(|cell| {
-                    let (state, ctx) = (&state, ctx.clone());
+                    let (state, ctx) = (&state, Arc::clone(&ctx));
                     async move {
                         let matches = probe(table, state, ctx, &cell, predicate, deletes).await?;
                         Ok::<_, DataFusionError>(Candidate { cell, matches })
@@ -332,8 +332,8 @@ async fn write_partitions(
     let mut writers = Vec::with_capacity(partitions);
     for i in 0..partitions {
         let stream = count_matched(
-            plan.execute(i, ctx.clone())?,
-            matched.clone(),
+            plan.execute(i, Arc::clone(ctx))?,
+            Arc::clone(matched),
             drop_matching,
         )?;
         let writer = frame.cell_writer(read)?;
@@ -371,7 +371,7 @@ async fn probe(
     predicate: &Expr,
     whole: bool,
 ) -> Result<Matches> {
-    if !any_row(table, state, ctx.clone(), cell, predicate.clone()).await? {
+    if !any_row(table, state, Arc::clone(&ctx), cell, predicate.clone()).await? {
         return Ok(Matches::None);
     }
     if whole && !any_row(table, state, ctx, cell, predicate.clone().is_not_true()).await? {

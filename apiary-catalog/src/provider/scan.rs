@@ -140,7 +140,7 @@ pub(crate) fn surviving_cells(
         .iter()
         .zip(&exact)
         .filter(|(_, k)| **k)
-        .map(|(c, _)| c.clone())
+        .map(|(c, _)| Arc::clone(c))
         .collect();
 
     let predicate = match conjunction(other_filters) {
@@ -160,7 +160,7 @@ pub(crate) fn surviving_cells(
         .iter()
         .zip(&keep)
         .filter(|(_, k)| **k)
-        .map(|(c, _)| c.clone())
+        .map(|(c, _)| Arc::clone(c))
         .collect();
     let counts = PruneCounts {
         total: cells.len(),
@@ -376,7 +376,7 @@ pub(crate) async fn plan_scan(
     let runtime = state.runtime_env();
     let store_url = req.meadow.object_store_url();
     if runtime.object_store(store_url).is_err() {
-        runtime.register_object_store(store_url.as_ref(), req.meadow.store().clone());
+        runtime.register_object_store(store_url.as_ref(), Arc::clone(req.meadow.store()));
     }
 
     let sight = req.meadow.sight();
@@ -431,9 +431,9 @@ pub(crate) async fn plan_scan(
         .collect();
     let groups = balance(files, state.config().target_partitions());
     let (groups, statistics) =
-        compute_all_files_statistics(groups, layout.scan_schema.clone(), true, false)?;
+        compute_all_files_statistics(groups, Arc::clone(&layout.scan_schema), true, false)?;
 
-    let table_schema = TableSchema::builder(layout.file_schema.clone())
+    let table_schema = TableSchema::builder(Arc::clone(&layout.file_schema))
         .with_table_partition_cols(layout.partition_fields.clone())
         .build();
     let parquet_options = state.default_table_options().parquet;

@@ -91,7 +91,7 @@ impl DataSink for FrameSink {
         let dynamic = replace && dynamic_overwrite(context)?;
         // An append rebases onto whatever is newest; an overwrite replaces what it read.
         let read = if replace {
-            self.read.clone()
+            Arc::clone(&self.read)
         } else {
             self.frame.ledger().latest()
         };

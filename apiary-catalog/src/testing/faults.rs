@@ -279,7 +279,7 @@ impl Faults {
     pub fn wrap(&self, inner: Arc<dyn ObjectStore>) -> Arc<Faulty> {
         Arc::new(Faulty {
             inner,
-            picker: self.picker.clone(),
+            picker: Arc::clone(&self.picker),
         })
     }
 
@@ -434,10 +434,10 @@ impl ObjectStore for Faulty {
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
         // Each key takes its own fault as it passes by.
-        let (inner, picker) = (self.inner.clone(), self.picker.clone());
+        let (inner, picker) = (Arc::clone(&self.inner), Arc::clone(&self.picker));
         locations
             .then(move |location| {
-                let (inner, picker) = (inner.clone(), picker.clone());
+                let (inner, picker) = (Arc::clone(&inner), Arc::clone(&picker));
                 async move {
                     let p = location?;
                     let fault = picker.pick(Op::Delete, p.as_ref());

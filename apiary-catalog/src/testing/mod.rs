@@ -204,7 +204,7 @@ pub fn counting_meadow() -> (Meadow, Arc<Counting>) {
     let counting = Counting::new(Arc::new(object_store::memory::InMemory::new()));
     let meadow = Meadow::from_store(
         "memory://counting",
-        counting.clone(),
+        Arc::clone(&counting) as Arc<dyn ObjectStore>,
         datafusion::execution::object_store::ObjectStoreUrl::parse("memory://counting").unwrap(),
         Path::from("root"),
     );
@@ -217,7 +217,7 @@ pub fn counting_local_meadow(dir: &std::path::Path) -> (Meadow, Arc<Counting>) {
     let root = Path::from_absolute_path(dir).expect("absolute path");
     let meadow = Meadow::from_store(
         format!("file://{}", dir.display()),
-        counting.clone(),
+        Arc::clone(&counting) as Arc<dyn ObjectStore>,
         datafusion::execution::object_store::ObjectStoreUrl::parse("file://").unwrap(),
         root,
     );

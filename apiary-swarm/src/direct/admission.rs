@@ -178,10 +178,10 @@ impl Admissions {
         });
         entry.holders += 1;
         let held = Held {
-            admissions: self.clone(),
+            admissions: Arc::clone(self),
             id: ticket.id.clone(),
         };
-        (entry.query.clone(), held)
+        (Arc::clone(&entry.query), held)
     }
 
     /// Holds a place for the query of a plan request that just arrived until the returned
@@ -221,7 +221,7 @@ impl Admissions {
             .queries
             .lock()
             .get(&ticket.id)
-            .map(|e| e.query.clone())
+            .map(|e| Arc::clone(&e.query))
             .ok_or_else(|| {
                 exec_datafusion_err!("a plan reached node {} after its query left", self.node)
             })?;
@@ -230,7 +230,7 @@ impl Admissions {
             .get_or_try_init(|| self.chamber(&query.ticket))
             .await
             .map_err(|e| exec_datafusion_err!("{e}"))?;
-        Ok(admitted.runtime.clone())
+        Ok(Arc::clone(&admitted.runtime))
     }
 
     async fn chamber(&self, ticket: &Ticket) -> std::result::Result<Admitted, String> {
@@ -290,8 +290,8 @@ impl Admissions {
     pub(crate) fn coordinating(self: &Arc<Self>, ticket: &Ticket, chamber: &RuntimeEnv) -> Held {
         let (query, held) = self.join(ticket);
         let mut runtime = (*self.base).clone();
-        runtime.memory_pool = chamber.memory_pool.clone();
-        runtime.disk_manager = chamber.disk_manager.clone();
+        runtime.memory_pool = Arc::clone(&chamber.memory_pool);
+        runtime.disk_manager = Arc::clone(&chamber.disk_manager);
         // A fresh id: nothing was set before.
         let _ = query.admitted.set(Admitted {
             runtime: Arc::new(runtime),
@@ -344,7 +344,7 @@ where
         // The clone that was made ready serves this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let admissions = self.admissions.clone();
+        let admissions = Arc::clone(&self.admissions);
         Box::pin(async move {
             let held = match req.uri().path() {
                 SET_PLAN => match admissions.hold(req.headers()) {
@@ -466,7 +466,7 @@ mod tests {
         assert!(younger.contains("wait-die"), "{younger}");
         // The older one waits until the bee is free, then has it.
         let older = tokio::spawn({
-            let admissions = admissions.clone();
+            let admissions = Arc::clone(&admissions);
             async move { enter(&admissions, ticket(2, "d2")).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -64,7 +64,7 @@ impl DirectPathExec {
         settings: HeaderMap,
         admissions: Option<Arc<Admissions>>,
     ) -> Self {
-        let properties = direct.properties().clone();
+        let properties = Arc::clone(direct.properties());
         Self {
             direct,
             logical,
@@ -116,7 +116,7 @@ impl ExecutionPlan for DirectPathExec {
                 direct,
                 self.logical.clone(),
                 self.state.clone(),
-                self.workers.clone(),
+                Arc::clone(&self.workers),
                 self.settings.clone(),
                 self.admissions.clone(),
             ))),
@@ -147,7 +147,7 @@ impl ExecutionPlan for DirectPathExec {
         let (logical, state, workers) = (
             self.logical.clone(),
             self.state.clone(),
-            self.workers.clone(),
+            Arc::clone(&self.workers),
         );
         let first = async move {
             type Batches = futures::stream::BoxStream<'static, Result<RecordBatch>>;
@@ -155,7 +155,7 @@ impl ExecutionPlan for DirectPathExec {
                 None => return Ok::<Batches, DataFusionError>(futures::stream::empty().boxed()),
                 Some(Ok(batch)) => {
                     let rest = direct.then(move |next| {
-                        let workers = workers.clone();
+                        let workers = Arc::clone(&workers);
                         async move {
                             match next {
                                 Err(e) => Err(lost(e, &workers).await),

@@ -85,7 +85,7 @@ impl ObjectStoreRegistry for MeadowStores {
             && url.host_str() == meadow.host_str()
             && url.port() == meadow.port();
         if same {
-            return Ok(self.store.clone());
+            return Ok(Arc::clone(&self.store));
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
         Err(exec_datafusion_err!(

@@ -101,26 +101,27 @@ impl Direct {
         let (endpoint, server, admissions, local) = match listen {
             Some(addr) => {
                 let runtime = worker_runtime(base, matcher, &refused)?;
-                let admissions = Admissions::new(pool.clone(), runtime.clone(), &config.node_id);
+                let admissions =
+                    Admissions::new(pool.clone(), Arc::clone(&runtime), &config.node_id);
                 let guard = Arc::new(MeadowGuard {
                     matcher: matcher.clone(),
-                    refused: refused.clone(),
+                    refused: Arc::clone(&refused),
                 });
                 let worker = worker(
                     runtime,
                     codec.clone(),
                     channels.clone(),
-                    pool.clone(),
+                    pool,
                     guard,
-                    admissions.clone(),
+                    Arc::clone(&admissions),
                 );
                 let in_process = worker.clone();
                 let (endpoint, server) = serve(
                     addr,
                     worker,
-                    admissions.clone(),
+                    Arc::clone(&admissions),
                     token.clone(),
-                    refused.clone(),
+                    Arc::clone(&refused),
                     server_tls,
                 )
                 .await?;
@@ -162,7 +163,7 @@ impl Direct {
         }
         let mut builder = builder
             .with_query_planner(Arc::new(Prepared::default()))
-            .with_distributed_worker_resolver(ResolverHandle(self.workers.clone()))
+            .with_distributed_worker_resolver(ResolverHandle(Arc::clone(&self.workers)))
             .with_distributed_channel_resolver(self.channels.clone())
             .with_distributed_user_codec(self.codec.clone())
             .with_distributed_planner();
@@ -170,7 +171,7 @@ impl Direct {
         if let Some(distributed) = distributed {
             builder = builder.with_query_planner(Arc::new(PathPlanner::new(
                 distributed,
-                self.workers.clone(),
+                Arc::clone(&self.workers),
                 self.token.clone(),
                 self.matcher.clone(),
                 Arc::new(node_settings),
@@ -206,12 +207,12 @@ fn worker_runtime(
     let stores = MeadowStores {
         store_url: matcher.store_url.clone(),
         store: base.object_store(&matcher.store_url)?,
-        refused: refused.clone(),
+        refused: Arc::clone(refused),
     };
     let mut runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::new(stores))
         .build()?;
-    runtime.cache_manager = base.cache_manager.clone();
+    runtime.cache_manager = Arc::clone(&base.cache_manager);
     Ok(Arc::new(runtime))
 }
 
@@ -223,15 +224,15 @@ fn worker(
     runtime: Arc<RuntimeEnv>,
     codec: ApiaryCodec,
     channels: SwarmChannels,
-    pool: BeePool,
+    pool: &BeePool,
     guard: Arc<dyn WorkerPlanRewriteHandler>,
     admissions: Arc<Admissions>,
 ) -> Worker {
     let execution = pool.session_config().options().execution.clone();
     Worker::from_session_builder(move |ctx: WorkerQueryContext| {
-        let (codec, channels, guard) = (codec.clone(), channels.clone(), guard.clone());
+        let (codec, channels, guard) = (codec.clone(), channels.clone(), Arc::clone(&guard));
         let execution = execution.clone();
-        let admissions = admissions.clone();
+        let admissions = Arc::clone(&admissions);
         async move {
             let chamber = admissions.admit(&ctx.headers).await?;
             let mut builder = ctx.builder.with_runtime_env(chamber);

@@ -231,7 +231,7 @@ impl PathPlanner {
             physical,
             plan.clone(),
             state.clone(),
-            self.workers.clone(),
+            Arc::clone(&self.workers),
             self.node_settings.changed(state.config_options())?,
             self.admissions.clone(),
         ))))

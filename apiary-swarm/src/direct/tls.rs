@@ -8,6 +8,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerT
 use crate::config::SwarmTls;
 use crate::error::{Result, SwarmError};
 
+#[allow(clippy::needless_pass_by_value)] // `reason`: any error or message, by value as `impl ToString`
 fn tls_error(what: impl Into<String>, reason: impl ToString) -> SwarmError {
     SwarmError::Tls {
         what: what.into(),

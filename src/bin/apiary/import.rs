@@ -190,24 +190,29 @@ impl PartitionStream for CountedSource {
     }
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let progress = self.progress.clone();
-        let stream =
-            futures::stream::once(std::future::ready(execute_stream(self.plan.clone(), ctx)))
-                .flat_map(|s| match s {
-                    Ok(s) => s.boxed(),
-                    Err(e) => futures::stream::once(std::future::ready(Err(e))).boxed(),
-                })
-                .inspect(move |batch| {
-                    if let Ok(batch) = batch {
-                        progress
-                            .rows
-                            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                        progress
-                            .bytes
-                            .fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
-                    }
-                });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+        let progress = Arc::clone(&self.progress);
+        let stream = futures::stream::once(std::future::ready(execute_stream(
+            Arc::clone(&self.plan),
+            ctx,
+        )))
+        .flat_map(|s| match s {
+            Ok(s) => s.boxed(),
+            Err(e) => futures::stream::once(std::future::ready(Err(e))).boxed(),
+        })
+        .inspect(move |batch| {
+            if let Ok(batch) = batch {
+                progress
+                    .rows
+                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                progress
+                    .bytes
+                    .fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        ))
     }
 }
 
@@ -285,7 +290,7 @@ pub async fn run(
         registry
             .create_box(&target.hive, &target.box_, IfExists::Keep)
             .await?;
-        let spec = FrameSpec::new(schema.clone()).with_partition_by(args.partition_by.clone());
+        let spec = FrameSpec::new(Arc::clone(&schema)).with_partition_by(args.partition_by.clone());
         registry
             .create_frame(
                 &target.hive,
@@ -302,18 +307,18 @@ pub async fn run(
     // in one of its own (which would wait for bees the INSERT holds).
     let plan = source.create_physical_plan().await?;
     let plan = match plan.downcast_ref::<ChamberExec>() {
-        Some(_) => plan.children()[0].clone(),
+        Some(_) => Arc::clone(plan.children()[0]),
         None => plan,
     };
     let counted = CountedSource {
-        schema: schema.clone(),
+        schema: Arc::clone(&schema),
         plan,
-        progress: progress.clone(),
+        progress: Arc::clone(&progress),
     };
     ctx.register_table(
         "apiary_import_source",
         Arc::new(StreamingTable::try_new(
-            schema.clone(),
+            Arc::clone(&schema),
             vec![Arc::new(counted)],
         )?),
     )?;
@@ -321,7 +326,7 @@ pub async fn run(
     let start = Instant::now();
     let show = !args.quiet && std::io::stderr().is_terminal();
     let ticker = show.then(|| {
-        let progress = progress.clone();
+        let progress = Arc::clone(&progress);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;

@@ -80,7 +80,7 @@ pub async fn run(
     );
     args.http.install()?;
     let mut options = bees.options()?;
-    options.object_store_registry = Some(registry.clone());
+    options.object_store_registry = Some(Arc::clone(&registry) as _);
     let ap = Apiary::open_with(storage, options).await?;
     // SIGTERM or SIGHUP (a closed terminal) end the shell, and it leaves the swarm first: no
     // process that joined leaves its heartbeat behind. The handlers are in place before the
@@ -134,7 +134,7 @@ async fn shell(
     }
     let ctx = ctx.enable_url_table();
     ctx.register_catalog_list(Arc::new(DynamicObjectStoreCatalog::new(
-        ctx.state().catalog_list().clone(),
+        Arc::clone(ctx.state().catalog_list()),
         ctx.state_weak_ref(),
     )));
     ctx.register_udtf("parquet_metadata", Arc::new(ParquetMetadataFunc {}));

@@ -8,6 +8,7 @@
 //! datafusion-cli as before.
 
 use std::io::BufRead;
+use std::sync::Arc;
 
 use datafusion::common::instant::Instant;
 use datafusion::error::{DataFusionError, Result};
@@ -63,7 +64,7 @@ async fn run(shell: &ApiaryShell, print: &PrintOptions, sql: String) -> Result<(
         .sql(&shell.ctx, &sql)
         .await
         .map_err(DataFusionError::from)?;
-    let schema = df.schema().inner().clone();
+    let schema = Arc::clone(df.schema().inner());
     let batches = df.collect().await?;
     let rows = batches.iter().map(|b| b.num_rows()).sum();
     let format = shell.ctx.state().config_options().format.clone();
