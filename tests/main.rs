@@ -15,6 +15,7 @@ mod kill;
 mod metadata;
 mod pruning;
 mod row_changes;
+mod slt;
 mod sql;
 mod status;
 mod support;

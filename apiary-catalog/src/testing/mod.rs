@@ -59,24 +59,33 @@ pub fn s3_url() -> String {
 
 /// A fresh local folder, a fresh named in-memory store, a fresh S3 prefix.
 pub fn backends() -> Vec<Backend> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    vec![
-        Backend {
-            label: "local",
-            url: format!("file://{}", dir.path().display()),
-            _dir: Some(dir),
-        },
-        Backend {
+    ["local", "memory", "s3"].into_iter().map(backend).collect()
+}
+
+/// One of [`backends`] alone, by its label (`local`, `memory` or `s3`): a test case per backend
+/// needs only its own (and the S3 test server only for `s3`).
+pub fn backend(label: &str) -> Backend {
+    match label {
+        "local" => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            Backend {
+                label: "local",
+                url: format!("file://{}", dir.path().display()),
+                _dir: Some(dir),
+            }
+        }
+        "memory" => Backend {
             label: "memory",
             url: format!("memory://t{}", uuid::Uuid::new_v4().simple()),
             _dir: None,
         },
-        Backend {
+        "s3" => Backend {
             label: "s3",
             url: s3_url(),
             _dir: None,
         },
-    ]
+        other => panic!("no test backend {other:?}: local, memory or s3"),
+    }
 }
 
 pub fn local_and_s3() -> Vec<Backend> {
