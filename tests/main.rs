@@ -13,6 +13,7 @@ mod docs;
 mod guarantees;
 mod kill;
 mod metadata;
+mod plans;
 mod pruning;
 mod row_changes;
 mod slt;

@@ -395,7 +395,7 @@ async fn a_worker_killed_while_holding_claims_costs_a_retry_not_the_answer() {
 }
 
 /// An Apiary in this process on `meadow`, with `bees` bees of 256 MiB scratching in `dir`.
-async fn in_process_node(meadow: Meadow, bees: usize, dir: PathBuf) -> Apiary {
+pub(crate) async fn in_process_node(meadow: Meadow, bees: usize, dir: PathBuf) -> Apiary {
     let options = ApiaryOptions {
         node: Some(NodeConfig::fixed(bees, 256 << 20, dir)),
         ..ApiaryOptions::default()
