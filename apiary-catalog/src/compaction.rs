@@ -19,11 +19,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
-use datafusion::common::ScalarValue;
 use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::sorts::sort::SortExec;
 
+use crate::cell::partition::partition_label;
 use crate::clustering::SortOrder;
 use crate::error::Result;
 use crate::frame::Frame;
@@ -46,15 +46,6 @@ pub struct CompactionReport {
     pub frame: String,
     pub version: Option<u64>,
     pub partitions: Vec<CompactedPartition>,
-}
-
-fn partition_label(partition_by: &[String], values: &[ScalarValue]) -> String {
-    partition_by
-        .iter()
-        .zip(values)
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// Which cells a compaction rewrites.

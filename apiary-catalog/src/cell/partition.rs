@@ -48,6 +48,17 @@ const ESCAPED: &AsciiSet = &CONTROLS
 const MAX_SEGMENT_VALUE: usize = 160;
 
 /// The folder path of one partition: `a=1/b=x%2Fy`.
+/// A cell's partition as people read it, `k1=v1/k2=v2` (values as DataFusion prints them): in
+/// `apiary_cells` and compaction reports. Not a storage path ([`partition_path`] is).
+pub(crate) fn partition_label(partition_by: &[String], values: &[ScalarValue]) -> String {
+    partition_by
+        .iter()
+        .zip(values)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 pub fn partition_path(columns: &[String], values: &[ScalarValue]) -> Result<String> {
     let mut segments = Vec::with_capacity(columns.len());
     for (c, v) in columns.iter().zip(values) {

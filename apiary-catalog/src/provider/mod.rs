@@ -42,10 +42,7 @@ pub use catalog_list::MeadowCatalogProviderList;
 pub use dml_guard::DmlGuard;
 pub use factory::FrameTableProviderFactory;
 pub use frame_table::FrameTableProvider;
-pub use functions::{
-    CellsFunction, CheckFunction, CleanseFunction, CompactFunction, HistoryFunction,
-    UndropFunction, VersionFunction,
-};
+use functions::ApiaryFunction;
 pub use hive::HiveCatalogProvider;
 pub use own_runtime::{OwnRuntimeExec, with_runtime};
 pub use scan::PruneCounts;
@@ -288,25 +285,9 @@ impl ProviderState {
             "APIARY".into(),
             Arc::new(FrameTableProviderFactory::new(self.clone())),
         );
-        state.register_udtf("apiary_cells", Arc::new(CellsFunction::new(self.clone())));
-        state.register_udtf(
-            "apiary_history",
-            Arc::new(HistoryFunction::new(self.clone())),
-        );
-        state.register_udtf(
-            "apiary_version",
-            Arc::new(VersionFunction::new(self.clone())),
-        );
-        state.register_udtf(
-            "apiary_compact",
-            Arc::new(CompactFunction::new(self.clone())),
-        );
-        state.register_udtf(
-            "apiary_cleanse",
-            Arc::new(CleanseFunction::new(self.clone())),
-        );
-        state.register_udtf("apiary_check", Arc::new(CheckFunction::new(self.clone())));
-        state.register_udtf("apiary_undrop", Arc::new(UndropFunction::new(self.clone())));
+        for (name, call) in functions::FUNCTIONS {
+            state.register_udtf(name, Arc::new(ApiaryFunction::new(self.clone(), call)));
+        }
         DmlGuard::install(&mut state);
         scan_order::install(&mut state);
         // `SET apiary.*` (e.g. `apiary.overwrite`) in any session Apiary is registered in.
