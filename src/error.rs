@@ -2,16 +2,22 @@
 
 use datafusion::error::DataFusionError;
 
+/// Result alias of the facade.
 pub type Result<T, E = ApiaryError> = std::result::Result<T, E>;
 
+/// The facade's error: the error of the crate that failed, as it was.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiaryError {
+    /// From the storage and catalog layer.
     #[error(transparent)]
     Catalog(Box<apiary_catalog::CatalogError>),
+    /// From the bees.
     #[error(transparent)]
     Exec(Box<apiary_exec::ExecError>),
+    /// From the swarm.
     #[error(transparent)]
     Swarm(Box<apiary_swarm::SwarmError>),
+    /// From DataFusion.
     #[error(transparent)]
     DataFusion(Box<DataFusionError>),
     /// The status server could not start (its address, its recorder).

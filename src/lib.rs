@@ -20,6 +20,8 @@
 //! - [`swarm`] (`apiary-swarm`): heartbeats, the world view, and queries distributed through the
 //!   meadow.
 
+#![warn(missing_docs)]
+
 mod error;
 mod explain;
 #[cfg(feature = "status")]
@@ -125,6 +127,7 @@ impl Apiary {
         Self::open_with(url, ApiaryOptions::default()).await
     }
 
+    /// Opens the meadow at `url` with `options` (bees, write and commit settings).
     pub async fn open_with(url: &str, options: ApiaryOptions) -> Result<Apiary> {
         let io = IoRuntime::new()?;
         let meadow = Meadow::open_with(url, io.handle()).await?;
@@ -395,10 +398,12 @@ impl Apiary {
         &self.catalog
     }
 
+    /// The registry of hives, boxes and frames.
     pub fn registry(&self) -> &Registry {
         self.catalog.registry()
     }
 
+    /// The meadow this node stores its data in.
     pub fn meadow(&self) -> &Meadow {
         self.catalog.meadow()
     }

@@ -14,13 +14,16 @@ use crate::pool::{BeePool, Chamber, Spill};
 pub struct Failure {
     /// Where it ran (`bee 2`, or `node-a/bee 1` in a swarm).
     pub bee: String,
+    /// The error, as text.
     pub error: String,
 }
 
 /// Why a task was abandoned: each failure, in order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Diagnostic {
+    /// The task's name, as the caller gave it.
     pub task: String,
+    /// Every failed attempt, in order.
     pub failures: Vec<Failure>,
 }
 
@@ -44,6 +47,7 @@ impl fmt::Display for Diagnostic {
 pub enum Verdict {
     /// Try again, elsewhere.
     Retry,
+    /// Stop: the task failed on `max_failures` bees; the diagnostic lists why.
     Abandon(Diagnostic),
 }
 
@@ -56,6 +60,7 @@ pub struct TaskFailures {
 }
 
 impl TaskFailures {
+    /// A task named `task`, abandoned after `max_failures` failures (at least one).
     pub fn new(task: impl Into<String>, max_failures: usize) -> Self {
         Self {
             task: task.into(),
@@ -77,10 +82,12 @@ impl TaskFailures {
         }
     }
 
+    /// The failures so far, in order.
     pub fn failures(&self) -> &[Failure] {
         &self.failures
     }
 
+    /// What an abandonment reports: the task and every failure.
     pub fn diagnostic(&self) -> Diagnostic {
         Diagnostic {
             task: self.task.clone(),

@@ -67,6 +67,7 @@ impl ChamberExec {
         }
     }
 
+    /// The plan this node runs in the chamber.
     pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
         &self.input
     }
@@ -319,6 +320,7 @@ pub struct ChamberRule {
 }
 
 impl ChamberRule {
+    /// A rule that puts each plan of a session into a chamber of `pool`'s bees.
     pub fn new(pool: BeePool) -> Self {
         Self { pool }
     }

@@ -12,6 +12,8 @@
 //! re-exports what other crates use, and `apiary-exec/public-api.txt` lists it
 //! (`scripts/public-api`).
 
+#![warn(missing_docs)]
+
 mod abandonment;
 mod chamber_exec;
 mod error;

@@ -115,36 +115,43 @@ impl NodeConfig {
         }
     }
 
+    /// Sets the number of bees (one per core by default).
     pub fn with_bees(mut self, bees: usize) -> Self {
         self.bees = bees;
         self
     }
 
+    /// Sets the memory the bees share, in bytes.
     pub fn with_memory(mut self, memory: u64) -> Self {
         self.memory = memory;
         self
     }
 
+    /// Sets the bees' memory as a fraction of the machine's (when no fixed memory is set).
     pub fn with_memory_fraction(mut self, fraction: f64) -> Self {
         self.memory_fraction = fraction;
         self
     }
 
+    /// Sets the folder under which each bee has its scratch folder.
     pub fn with_scratch(mut self, scratch: impl Into<PathBuf>) -> Self {
         self.scratch = scratch.into();
         self
     }
 
+    /// Sets how many tasks may wait for bees before more are refused.
     pub fn with_queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity;
         self
     }
 
+    /// Bounds the bytes the bees may spill, together.
     pub fn with_scratch_limit(mut self, bytes: u64) -> Self {
         self.scratch_limit = Some(bytes);
         self
     }
 
+    /// Sets the memory pool each chamber uses (fair, the default, or greedy).
     pub fn with_memory_pool(mut self, kind: MemoryPoolKind) -> Self {
         self.memory_pool = kind;
         self
@@ -198,6 +205,7 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// Checks every setting, naming the first that is wrong.
     pub fn validate(&self) -> Result<()> {
         let invalid = |name: &str, reason: String| {
             Err(ExecError::InvalidSetting {

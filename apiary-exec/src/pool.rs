@@ -78,13 +78,17 @@ impl fmt::Debug for BeePool {
 /// A snapshot of the pool for status displays.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolStatus {
+    /// Bees on this node.
     pub bees: usize,
+    /// Bees held by a task now.
     pub busy: usize,
     /// Each bee's budget in bytes.
     pub budget_per_bee: usize,
     /// Bytes reserved by running tasks, all chambers together.
     pub reserved: usize,
+    /// Tasks waiting for bees.
     pub waiting: usize,
+    /// How many tasks may wait before more are refused.
     pub queue_capacity: usize,
     /// Tasks run since the pool started.
     pub tasks: u64,
@@ -185,6 +189,7 @@ impl BeePool {
         })
     }
 
+    /// The node's settings the pool was built from.
     pub fn node(&self) -> &NodeConfig {
         &self.inner.node
     }
@@ -217,10 +222,12 @@ impl BeePool {
         &self.inner.root
     }
 
+    /// How many bees the node has.
     pub fn bees(&self) -> usize {
         self.inner.node.bees
     }
 
+    /// Each bee's memory budget, in bytes.
     pub fn budget_per_bee(&self) -> usize {
         self.inner.budget
     }
@@ -236,6 +243,7 @@ impl BeePool {
         (self.inner.budget * self.bees() / 32).clamp(DEFAULT, 1 << 30)
     }
 
+    /// How many bees a task holds now.
     pub fn busy(&self) -> usize {
         self.inner.free.lock().iter().filter(|f| !**f).count()
     }
@@ -245,10 +253,12 @@ impl BeePool {
         self.inner.free.lock().iter().map(|free| !free).collect()
     }
 
+    /// How many tasks wait for bees now.
     pub fn waiting(&self) -> usize {
         self.inner.waiting.load(Ordering::SeqCst)
     }
 
+    /// Bytes reserved by running tasks, all chambers together.
     pub fn reserved(&self) -> usize {
         self.inner.reserved.load(Ordering::SeqCst)
     }
@@ -263,6 +273,7 @@ impl BeePool {
             .collect()
     }
 
+    /// A snapshot of the pool, for status displays.
     pub fn status(&self) -> PoolStatus {
         PoolStatus {
             bees: self.bees(),

@@ -17,13 +17,18 @@ const NOTE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 /// How a query ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryOutcome {
+    /// Still running.
     Running,
+    /// Ended with its last batch.
     Finished,
+    /// Ended with an error.
     Failed,
+    /// Dropped before its end (the caller stopped reading, or a deadline).
     Cancelled,
 }
 
 impl QueryOutcome {
+    /// The outcome's name, as the status page and `/api/status` show it.
     pub fn as_str(self) -> &'static str {
         match self {
             QueryOutcome::Running => "running",
@@ -38,24 +43,32 @@ impl QueryOutcome {
 /// runs on the swarm (else it runs here alone).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueryShape {
+    /// Cells the plan's frame scans hold.
     pub cells_total: u64,
+    /// Of them, cells pruned from the ledger before any was opened.
     pub cells_pruned: u64,
+    /// Whether a part of the plan runs on the swarm.
     pub swarm: bool,
 }
 
 /// One query as the status page shows it.
 #[derive(Debug, Clone)]
 pub struct QueryRecord {
+    /// The node's number for the query, in the order queries started.
     pub id: u64,
     /// The SQL text, when the door knew it.
     pub sql: Option<String>,
     /// Wall-clock start, milliseconds since the epoch.
     pub started_ms: u64,
+    /// How long it ran (so far, while running), in milliseconds.
     pub duration_ms: u64,
+    /// Rows returned (so far).
     pub rows: u64,
+    /// How it ended (or that it runs).
     pub outcome: QueryOutcome,
     /// The error, for a failed query.
     pub error: Option<String>,
+    /// What its plan does.
     pub shape: QueryShape,
 }
 

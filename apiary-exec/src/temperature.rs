@@ -22,9 +22,13 @@ use crate::pool::BeePool;
 /// Where the bands begin.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
+    /// Where `Ideal` begins (the load below it is `Cold`).
     pub ideal: f64,
+    /// Where `Warm` begins.
     pub warm: f64,
+    /// Where `Hot` begins: writes are throttled.
     pub hot: f64,
+    /// Where `Critical` begins: writes are throttled most, or refused.
     pub critical: f64,
 }
 
@@ -42,10 +46,15 @@ impl Default for Thresholds {
 /// The regulation band of a temperature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Band {
+    /// Little load: writes run at once.
     Cold,
+    /// The load the colony is made for.
     Ideal,
+    /// Busy: writes still run at once.
     Warm,
+    /// Writes wait, up to `max_throttle`, growing with the load.
     Hot,
+    /// Writes wait `max_throttle`, or are refused (`refuse_at_critical`).
     Critical,
 }
 
@@ -80,13 +89,22 @@ impl std::str::FromStr for Band {
 /// One measurement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Temperature {
+    /// The temperature, 0 (idle) to 1: the shares of busy bees, reserved memory and waiting
+    /// tasks weighed 0.5, 0.4 and 0.3, capped at 1.
     pub value: f64,
+    /// The band the temperature falls in.
     pub band: Band,
+    /// Bees held by a task.
     pub busy_bees: usize,
+    /// Bees on the node.
     pub bees: usize,
+    /// Bytes reserved by running tasks.
     pub reserved: usize,
+    /// The bees' memory, together.
     pub budget: usize,
+    /// Tasks waiting for bees.
     pub waiting: usize,
+    /// How many tasks may wait.
     pub queue_capacity: usize,
 }
 
@@ -133,6 +151,7 @@ impl Temperature {
 /// How writes react to the temperature.
 #[derive(Debug, Clone)]
 pub struct Regulation {
+    /// Where the bands begin.
     pub thresholds: Thresholds,
     /// The longest a write waits when the colony is hot.
     pub max_throttle: Duration,
@@ -158,18 +177,22 @@ pub struct Colony {
 }
 
 impl Colony {
+    /// A colony of `pool`'s bees, regulating writes by `regulation`.
     pub fn new(pool: BeePool, regulation: Regulation) -> Self {
         Self { pool, regulation }
     }
 
+    /// The bees the colony measures.
     pub fn pool(&self) -> &BeePool {
         &self.pool
     }
 
+    /// How writes react to the temperature.
     pub fn regulation(&self) -> &Regulation {
         &self.regulation
     }
 
+    /// The temperature now.
     pub fn temperature(&self) -> Temperature {
         Temperature::measure(&self.pool, &self.regulation.thresholds)
     }
