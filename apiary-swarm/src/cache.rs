@@ -63,6 +63,8 @@ pub struct CacheFolder {
 }
 
 impl CacheFolder {
+    /// Takes this process's cache folder under `parent`: `node_{id}` kept across runs when `keep`,
+    /// else `process_{id}` (removed at exit); fails if a live process holds it.
     pub fn open(parent: &std::path::Path, node_id: &str, keep: bool) -> Result<Self> {
         FolderLock::reclaim_unlocked(parent, "process_");
         let name = match keep {
@@ -86,6 +88,7 @@ impl CacheFolder {
         Ok(Self { dir, lock, keep })
     }
 
+    /// The folder the cached cells are in.
     pub fn path(&self) -> &std::path::Path {
         &self.dir
     }
@@ -142,10 +145,15 @@ fn is_cell(location: &Path) -> bool {
 /// Cache statistics for status displays.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheStatus {
+    /// Cells cached.
     pub cells: usize,
+    /// Bytes cached.
     pub bytes: u64,
+    /// The cache's size bound, in bytes.
     pub capacity: u64,
+    /// Reads served from the cache.
     pub hits: u64,
+    /// Reads that went to the meadow.
     pub misses: u64,
     /// Bytes read from cached cells on local disk instead of the meadow.
     pub bytes_read: u64,
@@ -203,6 +211,7 @@ impl CellCache {
         })
     }
 
+    /// A snapshot of the cache, for status displays.
     pub fn status(&self) -> CacheStatus {
         let index = self.index.lock();
         CacheStatus {

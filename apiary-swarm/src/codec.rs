@@ -25,6 +25,8 @@ pub struct ApiaryCodec {
 }
 
 impl ApiaryCodec {
+    /// A codec that decodes a chamber into one of `pool`'s bees (`None`: a node without bees,
+    /// where a chamber is refused by name).
     pub fn new(pool: Option<BeePool>) -> Self {
         Self { pool }
     }

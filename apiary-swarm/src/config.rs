@@ -11,6 +11,7 @@ use datafusion::common::extensions_options;
 pub struct SwarmTls {
     /// This node's certificate (chain) and private key, served when it listens; both or none.
     pub cert: Option<PathBuf>,
+    /// This node's private key for `cert`.
     pub key: Option<PathBuf>,
     /// The CA certificate(s) a worker's certificate is checked against (default: `cert`, for
     /// a swarm that shares one certificate).
@@ -64,6 +65,7 @@ pub struct SwarmConfig {
     pub max_task_failures: usize,
     /// The local cell cache (tier 2): folder, and its size bound (default 2 GiB; 0 = no cache).
     pub cache_dir: PathBuf,
+    /// The cache's size bound, in bytes.
     pub cache_bytes: u64,
     /// Keep the cached cells for this node's next run (`{cache_dir}/node_{id}`): set by
     /// [`SwarmConfig::with_node_id`], for a node with a name of its own. Otherwise (the default,
@@ -165,8 +167,11 @@ extensions_options! {
 /// The values of `swarm.path`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SwarmPath {
+    /// The direct path when every alive node listens and is reached, else the meadow.
     Auto,
+    /// The direct path (datafusion-distributed between the nodes that listen).
     Direct,
+    /// The storage path: tasks and partial results through the meadow.
     Storage,
 }
 

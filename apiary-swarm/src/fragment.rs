@@ -28,6 +28,7 @@ use crate::manifest::TaskCell;
 /// Recognises the scans of one meadow.
 #[derive(Debug, Clone)]
 pub struct ScanMatcher {
+    /// The meadow's object store URL, as scans name it.
     pub store_url: ObjectStoreUrl,
     /// The meadow's root key prefix (cells are below it).
     pub root: String,

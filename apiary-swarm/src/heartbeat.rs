@@ -11,10 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SwarmError};
 
+/// The folder of the heartbeats in the meadow.
 pub const HEARTBEATS: &str = "_heartbeats";
 
+/// What a node writes to `_heartbeats/node_{id}.json` every beat: who it is, its bees, load and
+/// cache.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
+    /// The node's id, unique in the swarm.
     pub node_id: String,
     /// The machine the node runs on: `apiary status` shows the nodes of its own machine.
     #[serde(default)]
@@ -23,23 +27,31 @@ pub struct Heartbeat {
     pub seq: u64,
     /// The writer's clock at this beat (informative only).
     pub clock_ms: i64,
+    /// When the node started (its clock, milliseconds since the epoch).
     pub started_ms: i64,
+    /// Bees on the node.
     pub bees: usize,
+    /// Each bee's memory budget, in bytes.
     pub budget_per_bee: u64,
+    /// Bees held by a task now.
     pub busy_bees: usize,
+    /// Tasks waiting for bees.
     pub waiting: usize,
+    /// The colony's temperature, 0 to 1.
     pub temperature: f64,
     /// The colony's band (`cold` … `critical`): the swarm deals a hot node less work.
     #[serde(with = "band_name")]
     pub band: Band,
     /// Bytes and cells held by the node's cell cache.
     pub cache_bytes: u64,
+    /// Cells held by the node's cell cache.
     #[serde(default)]
     pub cache_cells: usize,
     /// The version of the node's cache index (`_caches/node_{id}.json`) last written: readers
     /// fetch the index when it moves. 0: none written.
     #[serde(default)]
     pub cache_version: u64,
+    /// Apiary's version on the node.
     pub version: String,
     /// The distributed queries this node coordinates now: its lease on their folders, which no
     /// node sweeps while a live heartbeat lists them.
@@ -60,12 +72,14 @@ pub fn node_of_key(name: &str) -> Option<&str> {
 }
 
 impl Heartbeat {
+    /// The heartbeat as its JSON object.
     pub fn encode(&self) -> Result<Bytes> {
         serde_json::to_vec(self)
             .map(Bytes::from)
             .map_err(|e| SwarmError::corrupt(heartbeat_key(&self.node_id), e))
     }
 
+    /// A heartbeat from its JSON object at `key` (named in the error).
     pub fn decode(bytes: &[u8], key: &str) -> Result<Heartbeat> {
         serde_json::from_slice(bytes).map_err(|e| SwarmError::corrupt(key, e))
     }

@@ -20,6 +20,8 @@
 //!
 //! `docs/swarm.md` describes the protocol and its JSON.
 
+#![warn(missing_docs)]
+
 mod cache;
 mod cache_index;
 mod codec;

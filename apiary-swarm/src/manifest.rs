@@ -43,6 +43,7 @@ pub struct Latest {
 /// One task: a fragment over a group of cells, claimed by whichever node has a free bee.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
+    /// The task's number in the manifest.
     pub n: usize,
     /// The node that reported some of its cells cached: it claims the task first, others after
     /// `steal_after` (or at once when it is dead or gone). `None`: anyone's at once.
@@ -50,26 +51,34 @@ pub struct TaskSpec {
     pub preferred: Option<String>,
     /// The cells it reads.
     pub cells: Vec<TaskCell>,
+    /// Bytes the task reads.
     pub bytes: u64,
 }
 
 /// A cell a task reads: its object key, and the byte range when the cell is split between tasks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskCell {
+    /// The cell's object key.
     pub key: String,
+    /// The byte range `[start, end)` of the cell this task reads, when the cell is split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<[u64; 2]>,
 }
 
+/// A distributed query's `manifest.json`: its tasks and the rules workers follow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The query's id (its folder under `_queries/`).
     pub query_id: String,
+    /// The node that coordinates it.
     pub coordinator: String,
     /// The coordinator's clock when it wrote the manifest (informative).
     pub created_ms: i64,
+    /// The tasks, numbered from 0.
     pub tasks: Vec<TaskSpec>,
     /// An attempt running longer than this is offered again.
     pub task_deadline_ms: u64,
+    /// Failures of one task before the query is abandoned.
     pub max_failures: usize,
     /// The coordinator's session settings that differ from DataFusion's defaults (time zone,
     /// batch size, Parquet options, `apiary.*`, …): workers run the tasks under them.
@@ -77,18 +86,27 @@ pub struct Manifest {
     pub options: BTreeMap<String, String>,
 }
 
+/// `claim_{n}_{a}.json`: attempt `a` of task `n` is taken (a conditional create).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
+    /// The node that took it.
     pub node: String,
+    /// The attempt's number.
     pub attempt: usize,
+    /// The node's clock when it took it (informative).
     pub clock_ms: i64,
 }
 
+/// `done_{n}.json`: task `n` finished, and where its result is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Done {
+    /// The node that ran it.
     pub node: String,
+    /// The attempt that finished.
     pub attempt: usize,
+    /// Rows in the result.
     pub rows: u64,
+    /// Bytes in the result.
     pub bytes: u64,
     /// How many `partial_{n}_{a}_{k}.arrow` objects the result is in.
     pub parts: usize,
@@ -121,9 +139,12 @@ pub struct TaskError {
     pub error: String,
 }
 
+/// `retry_{n}_{a}.json`: attempt `a` of task `n` is given up and offered again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retry {
+    /// The attempt given up.
     pub attempt: usize,
+    /// Why.
     pub reason: String,
     /// The node the attempt failed on (it leaves the next attempts to others while it can).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,8 +155,11 @@ pub struct Retry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
+    /// Every task done, every batch delivered.
     Ok,
+    /// The query failed (`error` says why).
     Failed,
+    /// The caller stopped reading.
     Cancelled,
 }
 
@@ -149,11 +173,13 @@ pub struct Finished {
 /// The keys of one query's objects.
 #[derive(Debug, Clone)]
 pub struct QueryDir {
+    /// The query's id.
     pub query_id: String,
     dir: String,
 }
 
 impl QueryDir {
+    /// The keys of query `query_id`'s objects, under `_queries/{id}`.
     pub fn new(query_id: impl Into<String>) -> Self {
         let query_id = query_id.into();
         Self {
@@ -162,42 +188,52 @@ impl QueryDir {
         }
     }
 
+    /// The query's folder.
     pub fn dir(&self) -> &str {
         &self.dir
     }
 
+    /// `manifest.json`.
     pub fn manifest(&self) -> String {
         format!("{}/manifest.json", self.dir)
     }
 
+    /// `fragment.plan`: the plan the tasks run (datafusion-proto).
     pub fn fragment(&self) -> String {
         format!("{}/fragment.plan", self.dir)
     }
 
+    /// `claim_{n}_{a}.json` of attempt `a` of task `n`.
     pub fn claim(&self, n: usize, a: usize) -> String {
         format!("{}/claim_{n}_{a}.json", self.dir)
     }
 
+    /// `error_{n}_{a}.json`.
     pub fn error(&self, n: usize, a: usize) -> String {
         format!("{}/error_{n}_{a}.json", self.dir)
     }
 
+    /// `retry_{n}_{a}.json`.
     pub fn retry(&self, n: usize, a: usize) -> String {
         format!("{}/retry_{n}_{a}.json", self.dir)
     }
 
+    /// `progress_{n}_{a}.json`.
     pub fn progress(&self, n: usize, a: usize) -> String {
         format!("{}/progress_{n}_{a}.json", self.dir)
     }
 
+    /// `partial_{n}_{a}_{k}.arrow`: part `k` of an attempt's result.
     pub fn partial(&self, n: usize, a: usize, k: usize) -> String {
         format!("{}/partial_{n}_{a}_{k}.arrow", self.dir)
     }
 
+    /// `done_{n}.json` of task `n`.
     pub fn done(&self, n: usize) -> String {
         format!("{}/done_{n}.json", self.dir)
     }
 
+    /// `finished.json`: how the query ended.
     pub fn finished(&self) -> String {
         format!("{}/finished.json", self.dir)
     }

@@ -42,9 +42,13 @@ impl std::fmt::Debug for SwarmNode {
 /// A snapshot for status displays.
 #[derive(Debug, Clone)]
 pub struct SwarmStatus {
+    /// This node's id.
     pub node_id: String,
+    /// Every node this node knows, as it sees them.
     pub nodes: Vec<NodeView>,
+    /// This node's cell cache.
     pub cache: CacheStatus,
+    /// Meadow tasks this node's worker runs now.
     pub running_tasks: usize,
     /// Parquet footers (with their page indexes) in DataFusion's metadata cache of this node's
     /// worker, kept across tasks and queries.
@@ -160,6 +164,7 @@ impl SwarmNode {
         Ok(node)
     }
 
+    /// This node's id.
     pub fn id(&self) -> &str {
         &self.inner.config.node_id
     }
@@ -199,14 +204,17 @@ impl SwarmNode {
         self.inner.direct.channels.calls()
     }
 
+    /// The configuration the node joined with.
     pub fn config(&self) -> &SwarmConfig {
         &self.inner.config
     }
 
+    /// The swarm as this node sees it.
     pub fn world(&self) -> &WorldView {
         self.inner.world()
     }
 
+    /// This node's cell cache.
     pub fn cache(&self) -> &CellCache {
         &self.inner.cache
     }
@@ -229,6 +237,7 @@ impl SwarmNode {
         )
     }
 
+    /// A snapshot of the node, for status displays.
     pub fn status(&self) -> SwarmStatus {
         SwarmStatus {
             node_id: self.id().to_string(),

@@ -165,8 +165,11 @@ impl SwarmRule {
 /// The scan metric a distributed scan's task count goes in (labelled with the nodes alive),
 /// and the one that says why a scan stays local: a plain `EXPLAIN` shows both (`apiary::explain`).
 pub const SWARM_TASKS: &str = "swarm_tasks";
+/// The label of [`SWARM_TASKS`] with the nodes alive.
 pub const SWARM_NODES_LABEL: &str = "nodes";
+/// The scan metric a local scan notes why it stayed local in.
 pub const SWARM_LOCAL: &str = "swarm_local";
+/// The label of [`SWARM_LOCAL`] with the reason.
 pub const SWARM_REASON_LABEL: &str = "reason";
 
 fn note_local(scan: &FileScanConfig, reason: String) {

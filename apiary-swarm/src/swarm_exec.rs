@@ -53,6 +53,7 @@ pub trait Exchange: Send + Sync + fmt::Debug {
 /// One run of a distributed scan, as the exchange receives it.
 #[derive(Debug, Clone)]
 pub struct ScanJob {
+    /// The tasks, in order.
     pub tasks: Vec<PlannedTask>,
     /// The fragment over every cell of the tasks (datafusion-proto bytes).
     pub fragment: Bytes,
@@ -66,7 +67,9 @@ pub struct ScanJob {
 /// it first (`None`: whoever has a free bee).
 #[derive(Debug, Clone)]
 pub struct PlannedTask {
+    /// The node that caches some of the cells, which claims the task first.
     pub preferred: Option<String>,
+    /// The cells (or ranges of them) it reads.
     pub files: Vec<PartitionedFile>,
 }
 
@@ -135,6 +138,7 @@ impl SwarmExec {
         }
     }
 
+    /// The tasks this scan is cut into.
     pub fn tasks(&self) -> &[PlannedTask] {
         &self.tasks
     }

@@ -26,10 +26,14 @@ use crate::config::SwarmConfig;
 use crate::error::Result;
 use crate::heartbeat::{HEARTBEATS, Heartbeat, node_of_key};
 
+/// How a node looks from here, by whether its heartbeat changes on this node's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeState {
+    /// Its heartbeat changed within `suspect_after` (beyond the store's lag): it gets tasks.
     Alive,
+    /// Silent for `suspect_after`: no new tasks, not yet given up.
     Suspect,
+    /// Silent for `dead_after`: its tasks are offered again.
     Dead,
 }
 
@@ -46,7 +50,9 @@ impl std::fmt::Display for NodeState {
 /// One node as seen now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {
+    /// Its last heartbeat.
     pub heartbeat: Heartbeat,
+    /// Alive, suspect or dead.
     pub state: NodeState,
     /// How long its heartbeat has not changed, on this node's clock, up to the last poll.
     pub unchanged_for: Duration,
@@ -81,6 +87,7 @@ type IndexRead = (u64, Arc<HashSet<String>>);
 const FETCH_CONCURRENCY: usize = 8;
 
 impl WorldView {
+    /// A view of the swarm in `meadow`, judging nodes by `config`'s intervals.
     pub fn new(meadow: Meadow, config: SwarmConfig) -> Self {
         Self {
             meadow,
@@ -373,6 +380,7 @@ impl WorldView {
         }
     }
 
+    /// The configuration the view judges with.
     pub fn config(&self) -> &SwarmConfig {
         &self.config
     }
