@@ -15,59 +15,6 @@ use datafusion::prelude::SessionContext;
 use crate::support::{plan, sql};
 use crate::swarm::in_process_node;
 
-/// `h.b.t (id BIGINT, k VARCHAR)` partitioned by `k`: three writes of 2 000 rows over four
-/// partitions, so twelve cells.
-async fn frame(ctx: &SessionContext) {
-    sql(ctx, "CREATE DATABASE h").await;
-    sql(ctx, "CREATE SCHEMA h.b").await;
-    sql(
-        ctx,
-        "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, k VARCHAR NOT NULL)
-         STORED AS APIARY PARTITIONED BY (k) LOCATION ''",
-    )
-    .await;
-    for w in 0..3 {
-        let (from, to) = (w * 2000, w * 2000 + 1999);
-        sql(
-            ctx,
-            &format!(
-                "INSERT INTO h.b.t SELECT value, 'k' || CAST(value % 4 AS VARCHAR)
-                 FROM generate_series({from}, {to})"
-            ),
-        )
-        .await;
-    }
-}
-
-/// A node of two bees in this process on `meadow`.
-async fn node(meadow: &Meadow, scratch: &Path, id: &str) -> Apiary {
-    in_process_node(meadow.clone(), 2, scratch.join(id)).await
-}
-
-/// `EXPLAIN` through Apiary's door (with its pruning notes), ids filtered.
-async fn explain(ap: &Apiary, ctx: &SessionContext, query: &str) -> String {
-    let batches = ap
-        .sql(ctx, &format!("EXPLAIN {query}"))
-        .await
-        .unwrap_or_else(|e| panic!("EXPLAIN {query}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("EXPLAIN {query}: {e}"));
-    crate::support::rows(&batches).join("\n")
-}
-
-/// Runs `assert` with the filters that blank what changes every run: uuids and hex ids.
-fn snapshot(name: &str, plan: &str) {
-    let mut settings = insta::Settings::clone_current();
-    settings.add_filter(
-        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
-        "[uuid]",
-    );
-    settings.add_filter(r"[0-9a-f]{32}", "[id]");
-    settings.set_prepend_module_to_snapshot(true);
-    settings.bind(|| insta::assert_snapshot!(name, plan));
-}
-
 const QUERIES: [(&str, &str); 4] = [
     // Partition pruning: one partition of four; the others never opened.
     (
@@ -91,10 +38,7 @@ const QUERIES: [(&str, &str); 4] = [
 /// Pruning and the chamber rule: one node's session (every query in a chamber of its bees).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_on_one_node() {
-    let meadow = Meadow::open(&format!("memory://plans-{}", uuid::Uuid::new_v4().simple()))
-        .await
-        .unwrap();
-    let scratch = tempfile::tempdir().unwrap();
+    let (meadow, scratch) = meadow().await;
     let ap = node(&meadow, scratch.path(), "one").await;
     let ctx = ap.session().unwrap();
     frame(&ctx).await;
@@ -119,10 +63,7 @@ async fn plans_on_one_node() {
 /// The swarm rule: two nodes in this process on one meadow, scans split into tasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_in_a_swarm_of_two() {
-    let meadow = Meadow::open(&format!("memory://plans-{}", uuid::Uuid::new_v4().simple()))
-        .await
-        .unwrap();
-    let scratch = tempfile::tempdir().unwrap();
+    let (meadow, scratch) = meadow().await;
     let coordinator = node(&meadow, scratch.path(), "coordinator").await;
     let worker = node(&meadow, scratch.path(), "worker").await;
     frame(&coordinator.session().unwrap()).await;
@@ -154,4 +95,66 @@ async fn plans_in_a_swarm_of_two() {
             &explain(&coordinator, &ctx, query).await,
         );
     }
+}
+
+/// A fresh memory meadow, and a scratch folder for its nodes' bees.
+async fn meadow() -> (Meadow, tempfile::TempDir) {
+    let url = format!("memory://plans-{}", uuid::Uuid::new_v4().simple());
+    (
+        Meadow::open(&url).await.unwrap(),
+        tempfile::tempdir().unwrap(),
+    )
+}
+
+/// `h.b.t (id BIGINT, k VARCHAR)` partitioned by `k`: three writes of 2 000 rows over four
+/// partitions, so twelve cells.
+async fn frame(ctx: &SessionContext) {
+    sql(ctx, "CREATE DATABASE h").await;
+    sql(ctx, "CREATE SCHEMA h.b").await;
+    sql(
+        ctx,
+        "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, k VARCHAR NOT NULL)
+         STORED AS APIARY PARTITIONED BY (k) LOCATION ''",
+    )
+    .await;
+    for w in 0..3 {
+        let (from, to) = (w * 2000, w * 2000 + 1999);
+        sql(
+            ctx,
+            &format!(
+                "INSERT INTO h.b.t SELECT value, 'k' || CAST(value % 4 AS VARCHAR)
+                 FROM generate_series({from}, {to})"
+            ),
+        )
+        .await;
+    }
+}
+
+/// A node of two bees in this process on `meadow`.
+async fn node(meadow: &Meadow, scratch: &Path, id: &str) -> Apiary {
+    in_process_node(meadow.clone(), 2, scratch.join(id)).await
+}
+
+/// The text of `EXPLAIN query` through Apiary's door, with its pruning notes.
+async fn explain(ap: &Apiary, ctx: &SessionContext, query: &str) -> String {
+    let batches = ap
+        .sql(ctx, &format!("EXPLAIN {query}"))
+        .await
+        .unwrap_or_else(|e| panic!("EXPLAIN {query}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("EXPLAIN {query}: {e}"));
+    crate::support::rows(&batches).join("\n")
+}
+
+/// Asserts that `plan` is snapshot `name`, blanking what changes every run: uuids and hex ids.
+fn snapshot(name: &str, plan: &str) {
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        "[uuid]",
+    );
+    settings.add_filter(r"[0-9a-f]{32}", "[id]");
+    settings.set_prepend_module_to_snapshot(true);
+    settings.bind(|| insta::assert_snapshot!(name, plan));
 }

@@ -1,5 +1,6 @@
-//! DELETE, UPDATE and TRUNCATE: copy-on-write, one `RewriteCells` commit per statement, and
-//! never the wrong rows.
+//! DELETE, UPDATE and TRUNCATE where a test needs more than SQL (a session without Apiary's
+//! guard, races, EXPLAIN's side effects). The statements themselves are
+//! `tests/slt/row_changes.slt`.
 
 use std::sync::Arc;
 
@@ -41,53 +42,10 @@ async fn version(ctx: &SessionContext) -> String {
     scalar(ctx, "SELECT max(version) FROM apiary_history('h.b.t')").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_rewrites_only_the_cells_holding_matching_rows_in_one_commit() {
-    for b in backends() {
-        let (_ap, ctx) = frame(&b.url).await;
-        // Rows 2 and 3 of the first `k=a` cell, and all of `k=b`; NULL in v never matches.
-        let deleted = query(&ctx, "DELETE FROM h.b.t WHERE v BETWEEN 20 AND 50").await;
-        assert_eq!(deleted, vec!["4"], "{b}");
-        assert_eq!(ids(&ctx).await, ["1", "6", "10", "11", "12"], "{b}");
-        let last = query(
-            &ctx,
-            "SELECT version, operation, action, cells_removed, rows_removed, cells_added, rows_added
-             FROM apiary_history('h.b.t') ORDER BY version DESC LIMIT 1",
-        )
-        .await;
-        // The k=a cell with ids 1–3 is rewritten (1 row kept), k=b removed without rewriting;
-        // the second k=a cell and k=c are left as they are.
-        assert_eq!(last, vec!["3|DELETE|rewrite_cells|2|5|1|1"], "{b}");
-        assert_eq!(
-            query(
-                &ctx,
-                "SELECT rows_deleted, rows_updated, rows_inserted FROM apiary_history('h.b.t')
-                 WHERE version IN (2, 3) ORDER BY version"
-            )
-            .await,
-            ["NULL|NULL|NULL", "4|NULL|NULL"],
-            "{b}"
-        );
-
-        // A DELETE that matches nothing changes nothing, not even the version.
-        assert_eq!(
-            query(&ctx, "DELETE FROM h.b.t WHERE v = 12345").await,
-            ["0"]
-        );
-        assert_eq!(version(&ctx).await, "3", "{b}");
-
-        // Without WHERE: every row, every cell removed.
-        assert_eq!(query(&ctx, "DELETE FROM h.b.t").await, ["5"], "{b}");
-        assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "0");
-        assert_eq!(
-            scalar(&ctx, "SELECT count(*) FROM apiary_cells('h.b.t')").await,
-            "0"
-        );
-    }
-}
-
+/// `EXPLAIN` of a row-level change plans it and runs nothing (the statements themselves are
+/// `tests/slt/row_changes.slt`).
 #[tokio::test]
-async fn truncate_removes_every_cell_and_explain_changes_nothing() {
+async fn explain_of_a_row_change_changes_nothing() {
     let (_ap, ctx) = frame("memory://").await;
     let before = version(&ctx).await;
     for explain in [
@@ -99,129 +57,6 @@ async fn truncate_removes_every_cell_and_explain_changes_nothing() {
     }
     assert_eq!(version(&ctx).await, before);
     assert_eq!(ids(&ctx).await.len(), 9);
-
-    assert_eq!(query(&ctx, "TRUNCATE TABLE h.b.t").await, ["9"]);
-    assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "0");
-    let last = query(
-        &ctx,
-        "SELECT operation, cells_removed, rows_removed, cells_added FROM apiary_history('h.b.t')
-         ORDER BY version DESC LIMIT 1",
-    )
-    .await;
-    assert_eq!(last, ["TRUNCATE|4|9|0"]);
-    // The frame takes rows again, and its past is readable.
-    sql(&ctx, "INSERT INTO h.b.t VALUES (7, 'z', 1)").await;
-    assert_eq!(ids(&ctx).await, ["7"]);
-    assert_eq!(
-        scalar(&ctx, "SELECT count(*) FROM apiary_version('h.b.t', 2)").await,
-        "9"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn update_sets_values_moves_partitions_and_enforces_not_null() {
-    for b in backends() {
-        let (_ap, ctx) = frame(&b.url).await;
-        let updated = query(&ctx, "UPDATE h.b.t SET v = v + 1 WHERE id IN (1, 4, 6)").await;
-        assert_eq!(updated, ["3"], "{b}");
-        assert_eq!(
-            scalar(
-                &ctx,
-                "SELECT rows_updated FROM apiary_history('h.b.t') WHERE version = 3"
-            )
-            .await,
-            "3",
-            "{b}"
-        );
-        assert_eq!(
-            query(
-                &ctx,
-                "SELECT id, k, v FROM h.b.t WHERE id IN (1, 2, 4, 6) ORDER BY id"
-            )
-            .await,
-            ["1|a|11", "2|a|20", "4|b|41", "6|c|NULL"],
-            "{b}"
-        );
-        // Moving rows to another partition: they leave k=a and land in k=b.
-        let moved = query(&ctx, "UPDATE h.b.t SET k = 'b' WHERE id >= 10").await;
-        assert_eq!(moved, ["3"], "{b}");
-        assert_eq!(
-            query(&ctx, "SELECT k, count(*) FROM h.b.t GROUP BY k ORDER BY k").await,
-            ["a|3", "b|5", "c|1"],
-            "{b}"
-        );
-        assert_eq!(
-            scalar(
-                &ctx,
-                "SELECT count(*) FROM h.b.t WHERE k = 'b' AND id >= 10"
-            )
-            .await,
-            "3",
-            "{b}"
-        );
-        // The partition values in the ledger say where the rows are.
-        assert_eq!(
-            scalar(
-                &ctx,
-                "SELECT count(*) FROM apiary_cells('h.b.t') WHERE partition LIKE '%k=a%'"
-            )
-            .await,
-            "1",
-            "{b}"
-        );
-
-        let before = version(&ctx).await;
-        let err = sql_err(&ctx, "UPDATE h.b.t SET id = NULL WHERE id = 1").await;
-        assert!(
-            err.contains("id") && err.to_lowercase().contains("null"),
-            "{b}: {err}"
-        );
-        let err = sql_err(&ctx, "UPDATE h.b.t SET nope = 1").await;
-        assert!(err.contains("nope"), "{b}: {err}");
-        assert_eq!(version(&ctx).await, before, "{b}");
-        assert_eq!(ids(&ctx).await.len(), 9, "{b}");
-    }
-}
-
-/// DataFusion 55 hands `delete_from` and `update` only the WHERE's conjuncts that survive its
-/// optimizer: a subquery, a constant WHERE or a LIMIT would arrive as "every row".
-#[tokio::test]
-async fn statements_that_would_reach_the_frame_as_every_row_are_refused() {
-    let (_ap, ctx) = frame("memory://").await;
-    sql(&ctx, "CREATE TABLE gone (id BIGINT)").await;
-    sql(&ctx, "INSERT INTO gone VALUES (1)").await;
-    let before = version(&ctx).await;
-    for stmt in [
-        "DELETE FROM h.b.t WHERE id IN (SELECT id FROM gone)",
-        "DELETE FROM h.b.t WHERE EXISTS (SELECT 1 FROM gone WHERE gone.id = h.b.t.id)",
-        "DELETE FROM h.b.t WHERE v > (SELECT max(id) FROM gone)",
-        "DELETE FROM h.b.t WHERE false",
-        "DELETE FROM h.b.t WHERE id = 1 AND 1 = 2",
-        "DELETE FROM h.b.t WHERE NULL",
-        "DELETE FROM h.b.t WHERE id > 1 LIMIT 1",
-        "UPDATE h.b.t SET v = 0 WHERE id IN (SELECT id FROM gone)",
-        "UPDATE h.b.t SET v = (SELECT max(id) FROM gone) WHERE id = 1",
-        "UPDATE h.b.t SET v = 0 WHERE 1 = 0",
-    ] {
-        let err = sql_err(&ctx, stmt).await;
-        assert!(
-            err.contains("h.b.t") && err.contains("refused"),
-            "{stmt}: {err}"
-        );
-        assert_eq!(ids(&ctx).await.len(), 9, "{stmt} changed rows");
-    }
-    // DataFusion 55 refuses UPDATE … FROM itself.
-    let err = sql_err(
-        &ctx,
-        "UPDATE h.b.t SET v = 0 FROM gone WHERE gone.id = h.b.t.id",
-    )
-    .await;
-    assert!(err.contains("FROM is not supported"), "{err}");
-    assert_eq!(version(&ctx).await, before);
-    let err = sql_err(&ctx, "DELETE FROM h.b.t WHERE id IN (SELECT id FROM gone)").await;
-    assert!(err.contains("MERGE INTO"), "{err}");
-    let err = sql_err(&ctx, "DELETE FROM h.b.t WHERE random() < 0.5").await;
-    assert!(err.contains("volatile") && err.contains("h.b.t"), "{err}");
 }
 
 /// A session that did not install Apiary (the hive registered by hand) has no guard against the

@@ -126,4 +126,12 @@ macro_rules! slt {
     )*};
 }
 
-slt!(ddl, insert, overwrite, doors, errors);
+slt!(
+    ddl,
+    insert,
+    overwrite,
+    doors,
+    errors,
+    time_travel,
+    row_changes
+);
