@@ -10,7 +10,28 @@
 //!
 //! A commit writes the cells first, then the next entry by conditional create. Losing the race
 //! means: read only the new entries, check them against the conflict rules, rebase, back off with
-//! jitter, and try the next version.
+//! jitter, and try the next version. [`Ledger::commit`] step by step:
+//!
+//! ```text
+//!   read: FrameSnapshot at version v  (the cells are already written; the commit only names them)
+//!      │  refuse at once: a create_frame action, a subset snapshot, a writer protocol this build
+//!      │  lacks, removing a cell not active at v; raise the protocol if the action needs a feature
+//!      ▼
+//!   ┌─► create _ledger/{v+1}.json if absent ─────────────── Landed ──► apply to the snapshot,
+//!   │    (conditional create, its id = this commit's)                  checkpoint every N,
+//!   │      │                    │                                      Ok(CommitInfo)
+//!   │      │ Taken              │ Absent (the store failed; it may still land later)
+//!   │      ▼                    ▼
+//!   │   read the entries after v     remember v+1 as uncertain; back off and try v+1 again,
+//!   │    ├─ one is this commit's ──► Ok (an earlier try landed)   or give up: CommitUnknown
+//!   │    ├─ conflict::check each winner: one that removed or rewrote a cell this commit
+//!   │    │   removes ──► Err(Conflict); a schema or properties change against one of this
+//!   │    │   commit's ──► Err(SchemaChanged); appends never conflict
+//!   │    │   (CommitUnknown while an uncertain version is not seen taken by another)
+//!   │    └─ rebase: apply the winners (renames followed in this commit's statistics)
+//!   │      │
+//!   └──────┘ back off with jitter; RetriesExhausted (or CommitUnknown) when the policy ends
+//! ```
 
 mod conflict;
 pub(crate) mod entry;
