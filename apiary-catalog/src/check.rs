@@ -18,6 +18,7 @@ use crate::registry::{FrameRecord, Registry};
 pub struct Problem {
     /// Key below the meadow root.
     pub key: String,
+    /// What is wrong with it.
     pub problem: String,
 }
 
@@ -30,15 +31,18 @@ impl std::fmt::Display for Problem {
 /// What a check looked at, and what it found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
+    /// Frames checked.
     pub frames: usize,
     /// Readable versions checked, over all frames.
     pub versions: u64,
     /// Distinct cells checked, over all frames.
     pub cells: usize,
+    /// What was found broken (none: the check passed).
     pub problems: Vec<Problem>,
 }
 
 impl CheckReport {
+    /// True when no problem was found.
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }

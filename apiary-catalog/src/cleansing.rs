@@ -85,7 +85,9 @@ pub enum RemovalKind {
     Cell,
     /// A cell no stored entry names, older than the retention.
     OrphanCell,
+    /// A ledger entry older than the newest checkpoint at or below the oldest kept version.
     LedgerEntry,
+    /// A checkpoint older than that checkpoint.
     Checkpoint,
     /// An object of a frame dropped longer ago than the retention.
     DroppedFrame,
@@ -96,6 +98,7 @@ pub enum RemovalKind {
 }
 
 impl RemovalKind {
+    /// Its name in reports (`cell`, `orphan_cell`, `ledger_entry`, …).
     pub fn name(self) -> &'static str {
         match self {
             RemovalKind::Cell => "cell",
@@ -112,21 +115,26 @@ impl RemovalKind {
 /// One object removed (or, in a dry run, to be removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Removal {
+    /// What kind of object it is.
     pub kind: RemovalKind,
     /// Key below the meadow root (a file path for staging files).
     pub key: String,
+    /// Its size (0 for ledger entries and checkpoints, which are not measured).
     pub bytes: u64,
     /// The frame's oldest readable version after the flight (frame objects only).
     pub oldest_kept_version: Option<u64>,
 }
 
+/// What one cleansing flight removed (or, in a dry run, would remove).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CleansingReport {
     /// `hive.box.frame`, or `*` for a meadow-wide flight.
     pub target: String,
     /// The oldest version still readable afterwards (one frame's flight).
     pub oldest_kept_version: Option<u64>,
+    /// The objects removed, or to be removed.
     pub removals: Vec<Removal>,
+    /// True when nothing was removed, only reported.
     pub dry_run: bool,
 }
 

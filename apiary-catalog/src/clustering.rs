@@ -33,9 +33,12 @@ pub const SORT_ORDER: &str = "apiary.sort_order";
 /// One key of a sort order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SortKey {
+    /// The column sorted by.
     pub column: String,
+    /// `DESC` rather than `ASC`.
     #[serde(default)]
     pub descending: bool,
+    /// Nulls before the values rather than after.
     #[serde(default)]
     pub nulls_first: bool,
 }
@@ -84,10 +87,12 @@ impl fmt::Display for SortOrder {
 }
 
 impl SortOrder {
+    /// The order by `keys`, first key first.
     pub fn new(keys: Vec<SortKey>) -> Self {
         Self(keys)
     }
 
+    /// Its keys, first key first.
     pub fn keys(&self) -> &[SortKey] {
         &self.0
     }

@@ -35,16 +35,22 @@ use crate::provider::FrameTableProvider;
 pub struct CompactedPartition {
     /// `col=value/…`, empty for an unpartitioned frame.
     pub partition: String,
+    /// Cells rewritten.
     pub cells_before: usize,
+    /// Cells written in their place.
     pub cells_after: usize,
+    /// Rows rewritten.
     pub rows: u64,
 }
 
 /// What a compaction did; `version` is `None` when there was nothing to compact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactionReport {
+    /// The frame, `hive.box.frame`.
     pub frame: String,
+    /// The version its commit made.
     pub version: Option<u64>,
+    /// The partitions compacted.
     pub partitions: Vec<CompactedPartition>,
 }
 

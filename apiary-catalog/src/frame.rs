@@ -25,6 +25,8 @@ use crate::registry::Registry;
 /// colony temperature) throttles or refuses writes. A refusal is a retryable error.
 #[async_trait]
 pub trait WriteAdmission: Send + Sync + Debug {
+    /// Returns when a write to `frame` (`hive.box.frame`) may start, perhaps after a wait, or
+    /// refuses it ([`CatalogError::Backpressure`]).
     async fn admit(&self, frame: &str) -> Result<()>;
 }
 
@@ -40,6 +42,7 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The frame of `ledger`, writing cells with `write`, without admission or name check.
     pub fn new(ledger: Ledger, write: WriteOptions) -> Self {
         Self {
             ledger,
@@ -97,14 +100,17 @@ impl Frame {
         }
     }
 
+    /// The frame's ledger.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
 
+    /// `hive.box.frame`.
     pub fn name(&self) -> &str {
         self.ledger.name()
     }
 
+    /// How this frame's writes cut and compress cells.
     pub fn write_options(&self) -> &WriteOptions {
         &self.write
     }

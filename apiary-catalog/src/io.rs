@@ -25,6 +25,7 @@ impl IoRuntime {
     /// Threads of the runtime: I/O waits, not computation, so two are plenty.
     pub const THREADS: usize = 2;
 
+    /// Starts the runtime (threads named `apiary-io`).
     pub fn new() -> Result<Arc<Self>> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(Self::THREADS)
@@ -42,6 +43,7 @@ impl IoRuntime {
         }))
     }
 
+    /// A handle to spawn on the runtime.
     pub fn handle(&self) -> &Handle {
         &self.handle
     }

@@ -37,6 +37,8 @@
 //! # });
 //! ```
 
+#![warn(missing_docs)]
+
 mod cell;
 mod check;
 mod cleansing;

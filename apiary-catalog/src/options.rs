@@ -37,6 +37,7 @@ impl ConfigExtension for SessionOptions {
 pub struct CommitOptions {
     /// Recorded in every entry as its writer. Default: `host:pid`.
     pub writer: String,
+    /// How long lost races are retried.
     pub retry: RetryPolicy,
     /// A checkpoint is written at every version divisible by this (0 = never). Default 100.
     pub checkpoint_interval: u64,
@@ -53,16 +54,19 @@ impl Default for CommitOptions {
 }
 
 impl CommitOptions {
+    /// These options signing commits as `writer`.
     pub fn with_writer(mut self, writer: impl Into<String>) -> Self {
         self.writer = writer.into();
         self
     }
 
+    /// These options writing a checkpoint every `every` versions (0: never).
     pub fn with_checkpoint_interval(mut self, every: u64) -> Self {
         self.checkpoint_interval = every;
         self
     }
 
+    /// These options retrying by `retry`.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self

@@ -54,10 +54,14 @@ const WRITABLE_FEATURES: &[&str] = &[
 /// What a client must understand. Serialized inside version 0 of a log (and any entry raising it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Protocol {
+    /// The reader protocol a client must know to read the log.
     pub min_reader_version: u32,
+    /// The writer protocol a client must know to commit to it.
     pub min_writer_version: u32,
+    /// Features ([`feature`]) a reader must know.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub reader_features: BTreeSet<String>,
+    /// Features ([`feature`]) a writer must know.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub writer_features: BTreeSet<String>,
 }

@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 /// `max_elapsed` of trying, whichever comes first.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
+    /// Lost races after which a commit gives up. Default 10 000.
     pub max_attempts: u32,
+    /// Time of trying after which a commit gives up. Default 5 minutes.
     pub max_elapsed: Duration,
     /// First backoff; each lost race doubles it up to `max_backoff`.
     pub base_backoff: Duration,
+    /// The backoff never grows beyond this.
     pub max_backoff: Duration,
 }
 

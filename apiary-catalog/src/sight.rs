@@ -14,8 +14,11 @@ use parking_lot::RwLock;
 /// A metric's kind, as Prometheus shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
+    /// A total that only grows.
     Counter,
+    /// A value that goes up and down.
     Gauge,
+    /// Durations in seconds, counted in buckets.
     Histogram,
 }
 
@@ -176,38 +179,74 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
     ),
 ];
 
+/// Counter: queries that began executing in a chamber.
 pub const QUERIES_STARTED: &str = "apiary_queries_started_total";
+/// Counter: queries whose results were delivered in full.
 pub const QUERIES_FINISHED: &str = "apiary_queries_finished_total";
+/// Counter: queries that ended with an error (a timeout included).
 pub const QUERIES_FAILED: &str = "apiary_queries_failed_total";
+/// Counter: queries dropped before their last batch.
 pub const QUERIES_CANCELLED: &str = "apiary_queries_cancelled_total";
+/// Counter: rows the queries of this node returned.
 pub const ROWS_RETURNED: &str = "apiary_rows_returned_total";
+/// Counter: cells a frame scan planned to read.
 pub const CELLS_SCANNED: &str = "apiary_cells_scanned_total";
+/// Counter: bytes of the cells a frame scan planned to read.
 pub const CELL_BYTES_SCANNED: &str = "apiary_cell_bytes_scanned_total";
+/// Counter: rows of the cells a frame scan planned to read.
 pub const ROWS_SCANNED: &str = "apiary_rows_scanned_total";
+/// Counter: commit attempts after the first (a lost race, or an answer that did not say whether
+/// the write landed).
 pub const COMMIT_RETRIES: &str = "apiary_commit_retries_total";
+/// Counter: cells a frame scan ruled out without reading them, by `by` (partition, statistics).
 pub const CELLS_PRUNED: &str = "apiary_cells_pruned_total";
+/// Counter: ledger entries this node committed.
 pub const COMMITS: &str = "apiary_commits_total";
+/// Counter: commits that found their version taken and were rebased (each retry).
 pub const LOST_RACES: &str = "apiary_commit_lost_races_total";
+/// Counter: commits refused because a concurrent one changed what they read.
 pub const CONFLICTS: &str = "apiary_commit_conflicts_total";
+/// Counter: cells written (committed or not).
 pub const CELLS_WRITTEN: &str = "apiary_cells_written_total";
+/// Counter: bytes of the cells written.
 pub const CELL_BYTES_WRITTEN: &str = "apiary_cell_bytes_written_total";
+/// Counter: calls to the object store, by `kind` (get, head, put, list, delete, copy, rename).
 pub const STORAGE_CALLS: &str = "apiary_storage_calls_total";
+/// Counter: object-store calls that failed, by `kind` (not a missing object, not a refused
+/// conditional write).
 pub const STORAGE_ERRORS: &str = "apiary_storage_errors_total";
+/// Histogram: latency of object-store calls, by `kind` (deletes are not timed).
 pub const STORAGE_SECONDS: &str = "apiary_storage_call_seconds";
+/// Gauge: bees of this node.
 pub const BEES: &str = "apiary_bees";
+/// Gauge: bees held by running queries.
 pub const BEES_BUSY: &str = "apiary_bees_busy";
+/// Gauge: bytes reserved in this node's chambers.
 pub const MEMORY_RESERVED: &str = "apiary_memory_reserved_bytes";
+/// Gauge: bytes the bees share.
 pub const MEMORY_BUDGET: &str = "apiary_memory_budget_bytes";
+/// Gauge: colony temperature, 0 (idle) to 1 (critical).
 pub const TEMPERATURE: &str = "apiary_temperature";
+/// Gauge: colony temperature band: 0 cold, 1 ideal, 2 warm, 3 hot, 4 critical.
 pub const BAND: &str = "apiary_temperature_band";
+/// Counter: compactions this node committed.
 pub const COMPACTIONS: &str = "apiary_compactions_total";
+/// Counter: cleanses (removal of unreferenced and expired objects) this node ran.
 pub const CLEANSES: &str = "apiary_cleanses_total";
+/// Counter: reads of a cell the swarm node's cell cache already held.
 pub const CACHE_HITS: &str = "apiary_cache_hits_total";
+/// Counter: reads of a cell the cell cache had to download first.
 pub const CACHE_MISSES: &str = "apiary_cache_misses_total";
+/// Gauge: bytes of the cells in the cell cache.
 pub const CACHE_BYTES: &str = "apiary_cache_bytes";
+/// Counter: bytes read from cells on the cell cache's disk instead of the meadow.
 pub const CACHE_BYTES_READ: &str = "apiary_cache_bytes_read_total";
+/// Gauge: bytes reserved by the chamber whose first bee is `bee`.
 pub const CHAMBER_MEMORY_RESERVED: &str = "apiary_chamber_memory_reserved_bytes";
+/// Counter: bytes the queries and swarm tasks of this node spilled to its scratch folders.
 pub const SPILLED_BYTES: &str = "apiary_spilled_bytes_total";
+/// Counter: swarm tasks this node took on, by `outcome` (claimed, retried, done, failed,
+/// abandoned).
 pub const SWARM_TASKS: &str = "apiary_swarm_tasks_total";
 
 /// Buckets of [`STORAGE_SECONDS`]: from a local folder's half millisecond to a slow bucket's
@@ -265,6 +304,7 @@ pub fn host() -> &'static str {
 }
 
 impl Sight {
+    /// A sight labelling its metrics `node`.
     pub fn new(node: impl Into<Arc<str>>) -> Self {
         Sight {
             node: Arc::new(RwLock::new(node.into())),
@@ -283,6 +323,8 @@ impl Sight {
         self.node.read().clone()
     }
 
+    /// Labels what this sight and its clones record from now on `node` (a node joining the swarm
+    /// under a name of its own).
     pub fn set_node(&self, node: impl Into<Arc<str>>) {
         *self.node.write() = node.into();
     }

@@ -27,7 +27,9 @@ impl Leafcutter {
     pub const DEFAULT_BEE_MEMORY: u64 = 1024 * MIB;
     /// How many times a cell's size one bee must be able to hold.
     pub const BEE_TO_CELL: u64 = 8;
+    /// Smallest target derived from a bee's memory: 1 MiB.
     pub const MIN_TARGET: u64 = MIB;
+    /// Largest target derived from a bee's memory: 256 MiB.
     pub const MAX_TARGET: u64 = 256 * MIB;
     /// Smallest target accepted from [`Leafcutter::with_target_cell_bytes`].
     pub const MIN_EXPLICIT_TARGET: u64 = 16 * 1024;
@@ -46,6 +48,7 @@ impl Leafcutter {
         self
     }
 
+    /// The memory budget of one bee, in bytes, that the policy was derived from.
     pub fn bee_memory(&self) -> u64 {
         self.bee_memory
     }

@@ -21,6 +21,7 @@ pub use writer::CellWriter;
 /// How cells are written.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOptions {
+    /// How large cells are cut. Default: for a bee of [`Leafcutter::DEFAULT_BEE_MEMORY`].
     pub leafcutter: Leafcutter,
     /// Parquet compression of every column. Default: LZ4 (the `LZ4_RAW` codec).
     pub compression: Compression,
@@ -36,11 +37,13 @@ impl Default for WriteOptions {
 }
 
 impl WriteOptions {
+    /// These options with cells sized by `leafcutter`.
     pub fn with_leafcutter(mut self, leafcutter: Leafcutter) -> Self {
         self.leafcutter = leafcutter;
         self
     }
 
+    /// These options with every column compressed by `compression`.
     pub fn with_compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
         self

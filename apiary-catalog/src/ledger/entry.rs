@@ -23,9 +23,11 @@ pub struct ColumnStats {
     pub min: Option<ScalarValue>,
     /// Upper bound of the non-null values.
     pub max: Option<ScalarValue>,
+    /// Nulls in the column (`None`: unknown).
     pub null_count: Option<u64>,
     /// False when Parquet truncated the bound (long strings): it is then only a bound.
     pub min_exact: bool,
+    /// As `min_exact`, for the upper bound.
     pub max_exact: bool,
     /// Uncompressed size of the column's data in the file: what DataFusion estimates a scan's
     /// memory and join sides with.
@@ -69,7 +71,9 @@ fn nan_of(data_type: &DataType) -> Option<ScalarValue> {
 pub struct CellRecord {
     /// Path relative to the frame's folder, e.g. `region=eu/cell_<uuid>.parquet`.
     pub path: String,
+    /// The file's size in bytes.
     pub size: u64,
+    /// Rows in the cell.
     pub rows: u64,
     /// Bytes at the end of the file holding the page index and footer: a reader fetches them in
     /// one ranged GET (`None`: unknown).
@@ -85,12 +89,16 @@ pub struct CellRecord {
 /// What a frame is created with.
 #[derive(Debug, Clone)]
 pub struct FrameSpec {
+    /// The frame's columns, partition columns included.
     pub schema: SchemaRef,
+    /// The partition columns, outermost folder first.
     pub partition_by: Vec<String>,
+    /// Named settings of the frame, e.g. its sort order (`apiary.sort_order`).
     pub properties: BTreeMap<String, String>,
 }
 
 impl FrameSpec {
+    /// A frame of `schema`, unpartitioned, without properties.
     pub fn new(schema: SchemaRef) -> Self {
         Self {
             schema,
@@ -99,11 +107,13 @@ impl FrameSpec {
         }
     }
 
+    /// Partitioned by `cols`, outermost folder first.
     pub fn with_partition_by(mut self, cols: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.partition_by = cols.into_iter().map(Into::into).collect();
         self
     }
 
+    /// With the property `key` set to `value`.
     pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
         self
@@ -120,29 +130,43 @@ impl FrameSpec {
 pub enum Action {
     /// Version 0 of every ledger.
     CreateFrame {
+        /// The frame's id, also the last segment of its folder.
         frame_id: String,
+        /// The first schema.
         schema: SchemaRef,
+        /// The partition columns, outermost folder first.
         partition_by: Vec<String>,
+        /// The first properties.
         properties: BTreeMap<String, String>,
     },
     /// Appends cells.
-    AddCells { cells: Vec<Arc<CellRecord>> },
+    AddCells {
+        /// The new cells.
+        cells: Vec<Arc<CellRecord>>,
+    },
     /// Replaces cells (overwrite, compaction, copy-on-write changes) atomically.
     RewriteCells {
+        /// Paths of the cells removed.
         removed: Vec<String>,
+        /// The cells written in their place.
         added: Vec<Arc<CellRecord>>,
     },
     /// Changes the schema (`ALTER TABLE`): columns added, types widened, renamed. Cells
     /// written before are read under it by column name, or by column id once the frame has ids.
-    SetSchema { schema: SchemaRef },
+    SetSchema {
+        /// The new schema.
+        schema: SchemaRef,
+    },
     /// Replaces the frame's properties (`ALTER TABLE … CLUSTER BY`: its sort order). Cells
     /// written before keep what they record; only later writes follow the new properties.
     SetProperties {
+        /// The new properties, all of them.
         properties: BTreeMap<String, String>,
     },
 }
 
 impl Action {
+    /// Its key in the entry's JSON: `create_frame`, `add_cells`, `rewrite_cells`, …
     pub fn name(&self) -> &'static str {
         match self {
             Action::CreateFrame { .. } => "create_frame",
@@ -153,6 +177,7 @@ impl Action {
         }
     }
 
+    /// The cells it adds.
     pub fn added(&self) -> &[Arc<CellRecord>] {
         match self {
             Action::CreateFrame { .. }
@@ -163,6 +188,7 @@ impl Action {
         }
     }
 
+    /// The paths of the cells it removes.
     pub fn removed(&self) -> &[String] {
         match self {
             Action::RewriteCells { removed, .. } => removed,
@@ -211,7 +237,9 @@ impl CellRecord {
 /// One committed ledger entry: `{frame}/_ledger/{version:020}.json`.
 #[derive(Debug, Clone)]
 pub struct LedgerEntry {
+    /// Its version: 0 for the frame's creation, then one more per commit.
     pub version: u64,
+    /// When the writer committed it, by the writer's clock (ms since the Unix epoch).
     pub timestamp_ms: i64,
     /// Who committed it (node id or `host:pid`).
     pub writer: String,
@@ -224,6 +252,7 @@ pub struct LedgerEntry {
     /// What a client must understand from this version on: always on version 0, on a later
     /// entry when it raises the protocol.
     pub protocol: Option<Protocol>,
+    /// The change it makes.
     pub action: Action,
     /// What the operation did, for people (`apiary_history`): `rows_deleted`, `rows_updated`,
     /// `rows_inserted` of a row-level change. Readers that do not know a key ignore it.

@@ -56,12 +56,17 @@ use crate::sight;
 /// What a successful commit did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitInfo {
+    /// The version the commit made.
     pub version: u64,
     /// Conditional creates tried (1 = no lost race).
     pub attempts: u32,
+    /// Cells it added.
     pub cells_added: usize,
+    /// Cells it removed.
     pub cells_removed: usize,
+    /// Rows in the cells it added.
     pub rows_added: u64,
+    /// Rows in the cells it removed.
     pub rows_removed: u64,
     /// The store's answer to the create was lost (an error, or its own retry meeting the first
     /// try), and reading the entry back showed it landed.
@@ -281,10 +286,12 @@ impl Ledger {
         &self.inner.location
     }
 
+    /// The meadow the ledger is stored in.
     pub fn meadow(&self) -> &Meadow {
         self.inner.log.meadow()
     }
 
+    /// How this handle commits.
     pub fn options(&self) -> &CommitOptions {
         &self.inner.options
     }

@@ -16,10 +16,15 @@ use crate::schema_json::{schema_from_json, schema_to_json};
 /// A frame at one version: its schema, layout and active cells. Immutable; shared as `Arc`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameSnapshot {
+    /// The ledger version.
     pub version: u64,
+    /// The frame's id, set at its creation.
     pub frame_id: String,
+    /// The schema in force.
     pub schema: SchemaRef,
+    /// The partition columns, outermost folder first.
     pub partition_by: Vec<String>,
+    /// The properties in force (e.g. the sort order).
     pub properties: BTreeMap<String, String>,
     /// Timestamp of the entry that produced this version.
     pub timestamp_ms: i64,
@@ -164,6 +169,7 @@ impl FrameSnapshot {
         self.cells.values()
     }
 
+    /// The active cell at `path` (relative to the frame folder), if any.
     pub fn cell(&self, path: &str) -> Option<&Arc<CellRecord>> {
         self.cells.get(path)
     }
@@ -193,14 +199,17 @@ impl FrameSnapshot {
         self.subset
     }
 
+    /// How many cells are active.
     pub fn cell_count(&self) -> usize {
         self.cells.len()
     }
 
+    /// Rows in the active cells.
     pub fn row_count(&self) -> u64 {
         self.cells.values().map(|c| c.rows).sum()
     }
 
+    /// Bytes of the active cells' files.
     pub fn total_bytes(&self) -> u64 {
         self.cells.values().map(|c| c.size).sum()
     }

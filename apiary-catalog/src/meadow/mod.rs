@@ -53,8 +53,11 @@ pub enum Created {
 /// Which kind of store backs a meadow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MeadowKind {
+    /// A folder on this machine (a plain path or `file://`).
     Local,
+    /// Memory of this process (`memory://`), gone when it ends.
     Memory,
+    /// An S3 bucket or an S3-compatible store (`s3://`).
     S3,
     /// A store supplied by the caller ([`Meadow::from_store`]).
     Custom,
@@ -440,6 +443,7 @@ impl Meadow {
         &self.inner.url
     }
 
+    /// Which kind of store backs this meadow.
     pub fn kind(&self) -> MeadowKind {
         self.inner.kind
     }

@@ -33,6 +33,7 @@ impl std::fmt::Debug for Upload {
 }
 
 impl Upload {
+    /// Starts the object `key` of `store`; nothing of it is visible before [`Upload::finish`].
     pub fn new(store: Arc<dyn ObjectStore>, key: Path) -> Self {
         let writer = BufWriter::new(Arc::clone(&store), key.clone());
         Self {
@@ -43,10 +44,12 @@ impl Upload {
         }
     }
 
+    /// The object's key in the store.
     pub fn key(&self) -> &Path {
         &self.key
     }
 
+    /// Adds `bytes` to the object (buffered; a large object goes up in parts).
     pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.writer.write_all(bytes).await
     }

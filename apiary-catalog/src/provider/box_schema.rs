@@ -13,6 +13,7 @@ use super::{FrameTableProvider, ProviderState};
 use crate::ledger::FrameSpec;
 use crate::registry::{IfExists, IfMissing};
 
+/// One box of a hive as a DataFusion schema: `CREATE TABLE` creates a frame in it.
 #[derive(Debug)]
 pub struct BoxSchemaProvider {
     apiary: ProviderState,
@@ -21,6 +22,7 @@ pub struct BoxSchemaProvider {
 }
 
 impl BoxSchemaProvider {
+    /// The box `hive.box_`.
     pub fn new(apiary: ProviderState, hive: &str, box_: &str) -> Self {
         Self {
             apiary,
@@ -29,10 +31,12 @@ impl BoxSchemaProvider {
         }
     }
 
+    /// The hive the box belongs to.
     pub fn hive(&self) -> &str {
         &self.hive
     }
 
+    /// The box's name.
     pub fn name(&self) -> &str {
         &self.box_
     }

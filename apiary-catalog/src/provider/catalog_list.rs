@@ -16,10 +16,12 @@ pub struct MeadowCatalogProviderList {
 }
 
 impl MeadowCatalogProviderList {
+    /// The session's list `inner` with the hives of `apiary` added.
     pub fn new(inner: Arc<dyn CatalogProviderList>, apiary: ProviderState) -> Self {
         Self { inner, apiary }
     }
 
+    /// The state the hives' providers share.
     pub fn apiary(&self) -> &ProviderState {
         &self.apiary
     }

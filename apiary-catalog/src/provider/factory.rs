@@ -23,6 +23,7 @@ pub struct FrameTableProviderFactory {
 }
 
 impl FrameTableProviderFactory {
+    /// The factory creating frames in the registry of `apiary`.
     pub fn new(apiary: ProviderState) -> Self {
         Self { apiary }
     }

@@ -73,10 +73,12 @@ impl FrameTableProvider {
         self.frame.name()
     }
 
+    /// The frame behind this table.
     pub fn frame(&self) -> &Frame {
         &self.frame
     }
 
+    /// The version this table is pinned to.
     pub fn snapshot(&self) -> &Arc<FrameSnapshot> {
         &self.snapshot
     }

@@ -9,6 +9,7 @@ use datafusion::error::Result;
 use super::{BoxSchemaProvider, ProviderState};
 use crate::registry::{IfExists, IfMissing};
 
+/// One hive as a DataFusion catalog: `CREATE SCHEMA` creates a box in it.
 #[derive(Debug)]
 pub struct HiveCatalogProvider {
     apiary: ProviderState,
@@ -16,6 +17,7 @@ pub struct HiveCatalogProvider {
 }
 
 impl HiveCatalogProvider {
+    /// The hive named `hive`.
     pub fn new(apiary: ProviderState, hive: impl Into<String>) -> Self {
         Self {
             apiary,
@@ -23,6 +25,7 @@ impl HiveCatalogProvider {
         }
     }
 
+    /// The hive's name.
     pub fn name(&self) -> &str {
         &self.hive
     }

@@ -113,6 +113,7 @@ impl std::fmt::Debug for ProviderState {
 }
 
 impl ProviderState {
+    /// The state over `registry`, reaching storage from synchronous calls through `io`.
     pub fn new(registry: Registry, io: Arc<IoRuntime>, options: CatalogOptions) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -126,18 +127,22 @@ impl ProviderState {
         }
     }
 
+    /// The namespace the providers show.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
     }
 
+    /// The meadow the registry is stored in.
     pub fn meadow(&self) -> &Meadow {
         self.inner.registry.meadow()
     }
 
+    /// Apiary's I/O runtime, on which synchronous callers' storage work runs.
     pub fn io(&self) -> &Arc<IoRuntime> {
         &self.inner.io
     }
 
+    /// How the providers behave.
     pub fn options(&self) -> &CatalogOptions {
         &self.inner.options
     }

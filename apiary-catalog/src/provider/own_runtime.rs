@@ -46,6 +46,7 @@ pub struct OwnRuntimeExec {
 }
 
 impl OwnRuntimeExec {
+    /// Runs `input` with `runtime` (the meadow's store, Apiary's memory budget).
     pub fn new(input: Arc<dyn ExecutionPlan>, runtime: Arc<RuntimeEnv>) -> Self {
         Self { input, runtime }
     }
@@ -55,6 +56,7 @@ impl OwnRuntimeExec {
         &self.input
     }
 
+    /// The runtime the input runs with.
     pub fn runtime(&self) -> &Arc<RuntimeEnv> {
         &self.runtime
     }

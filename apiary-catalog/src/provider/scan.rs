@@ -108,8 +108,11 @@ impl ScanLayout {
 /// What pruning did, for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneCounts {
+    /// Cells of the snapshot scanned.
     pub total: usize,
+    /// Cells ruled out by their partition values.
     pub by_partition: usize,
+    /// Cells ruled out, of the rest, by their statistics.
     pub by_statistics: usize,
 }
 
@@ -313,9 +316,13 @@ pub struct EmptyScans(parking_lot::Mutex<Vec<EmptyScan>>);
 /// One frame scan that pruned every cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmptyScan {
+    /// The frame, `hive.box.frame`.
     pub frame: String,
+    /// The version scanned.
     pub version: u64,
+    /// What pruning did.
     pub counts: PruneCounts,
+    /// Bytes of the version's cells, none of which is read.
     pub bytes_total: u64,
 }
 

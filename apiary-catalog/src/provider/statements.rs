@@ -30,19 +30,28 @@ use crate::registry::IfExists;
 pub enum OwnStatement {
     /// `USE hive` / `USE hive.box`: the session's default catalog (and schema); the session's
     /// own catalogs too (`USE datafusion.public`).
-    Use { hive: String, box_: Option<String> },
+    Use {
+        /// The catalog (a hive, or one of the session's own).
+        hive: String,
+        /// The schema, when given.
+        box_: Option<String>,
+    },
     /// `SHOW DATABASES`: every catalog of the session, hives and the session's own.
     ShowDatabases,
     /// `SHOW HIVES`: the meadow's hives.
     ShowHives,
     /// `SHOW SCHEMAS [IN c]` (`boxes`: `SHOW BOXES [IN hive]`); the default catalog without `IN`.
     ShowSchemas {
+        /// The catalog after `IN` (or `FROM`).
         catalog: Option<String>,
+        /// Asked as `SHOW BOXES`.
         boxes: bool,
     },
     /// `ALTER TABLE frame …`: one `set_schema` (or, for `CLUSTER BY`, `set_properties`) commit.
     AlterTable {
+        /// The frame, as written.
         frame: TableReference,
+        /// Its operations, in order.
         changes: Vec<SchemaChange>,
     },
 }
@@ -52,18 +61,35 @@ pub enum OwnStatement {
 pub enum SchemaChange {
     /// `ADD COLUMN [IF NOT EXISTS] name type`; `sql_type` as written.
     AddColumn {
+        /// The new column.
         name: String,
+        /// Its type, as written.
         sql_type: String,
+        /// `NOT NULL` was given (refused: rows already written have no value).
         not_null: bool,
+        /// `IF NOT EXISTS` was given.
         if_not_exists: bool,
     },
     /// `ALTER COLUMN name [SET DATA] TYPE type`.
-    SetType { name: String, sql_type: String },
+    SetType {
+        /// The column.
+        name: String,
+        /// Its new type, as written.
+        sql_type: String,
+    },
     /// `RENAME COLUMN from TO to`.
-    Rename { from: String, to: String },
+    Rename {
+        /// The column's name.
+        from: String,
+        /// Its new name.
+        to: String,
+    },
     /// `CLUSTER BY (c1, …)`: the frame's sort order, ascending (`DROP CLUSTERING KEY`: none).
     /// A `set_properties` commit of its own; `None` when an item is not a column name.
-    ClusterBy { columns: Option<Vec<String>> },
+    ClusterBy {
+        /// The key columns (empty: no sort order).
+        columns: Option<Vec<String>>,
+    },
     /// Anything else, as written (refused, naming it).
     Other(String),
 }

@@ -59,12 +59,14 @@ pub enum Creation<T> {
 }
 
 impl<T> Creation<T> {
+    /// The object, created or not.
     pub fn into_inner(self) -> T {
         match self {
             Creation::Created(t) | Creation::Existing(t) => t,
         }
     }
 
+    /// Whether this call created it.
     pub fn was_created(&self) -> bool {
         matches!(self, Creation::Created(_))
     }
@@ -138,10 +140,12 @@ impl Registry {
         Ok(registry)
     }
 
+    /// The meadow the registry is stored in.
     pub fn meadow(&self) -> &Meadow {
         self.inner.log.meadow()
     }
 
+    /// How this registry commits.
     pub fn options(&self) -> &CommitOptions {
         &self.inner.options
     }
@@ -329,6 +333,7 @@ impl Registry {
             .await
     }
 
+    /// Creates a hive; with [`IfExists::Keep`] an existing one is returned instead.
     pub async fn create_hive(
         &self,
         hive: &str,
@@ -359,6 +364,7 @@ impl Registry {
         })
     }
 
+    /// Creates a box in `hive`; with [`IfExists::Keep`] an existing one is returned instead.
     pub async fn create_box(
         &self,
         hive: &str,

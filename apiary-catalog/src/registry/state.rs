@@ -14,6 +14,8 @@ pub struct FrameRecord {
     pub id: String,
     /// Folder below the meadow root: `{hive}/{box}/{frame}/{id}`.
     pub location: String,
+    /// When the registry entry creating it was committed, by its writer's clock (ms since the
+    /// Unix epoch).
     pub created_ms: i64,
 }
 
@@ -119,9 +121,12 @@ pub struct RegistryEntry {
 /// The namespace at one version. Version 0 is the empty namespace (no object).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryState {
+    /// The registry version.
     pub version: u64,
+    /// The hives by name, each with its boxes and their frames.
     #[serde(default)]
     pub hives: BTreeMap<String, HiveRecord>,
+    /// Dropped frames whose folders cleansing has not reclaimed yet (they can be undropped).
     #[serde(default)]
     pub dropped: Vec<DroppedFrame>,
     /// What a client must understand to read and write this registry.
@@ -130,12 +135,14 @@ pub struct RegistryState {
 }
 
 impl RegistryState {
+    /// The hive `hive`, or [`CatalogError::NotFound`].
     pub fn hive(&self, hive: &str) -> Result<&HiveRecord> {
         self.hives
             .get(hive)
             .ok_or_else(|| CatalogError::not_found(Kind::Hive, hive))
     }
 
+    /// The box `hive.box_`, or [`CatalogError::NotFound`].
     pub fn get_box(&self, hive: &str, box_: &str) -> Result<&BoxRecord> {
         self.hive(hive)?
             .boxes
@@ -143,6 +150,7 @@ impl RegistryState {
             .ok_or_else(|| CatalogError::not_found(Kind::Box, format!("{hive}.{box_}")))
     }
 
+    /// The frame `hive.box_.frame`, or [`CatalogError::NotFound`].
     pub fn frame(&self, hive: &str, box_: &str, frame: &str) -> Result<&FrameRecord> {
         self.get_box(hive, box_)?
             .frames
@@ -150,14 +158,17 @@ impl RegistryState {
             .ok_or_else(|| CatalogError::not_found(Kind::Frame, format!("{hive}.{box_}.{frame}")))
     }
 
+    /// The hives' names, sorted.
     pub fn hive_names(&self) -> Vec<String> {
         self.hives.keys().cloned().collect()
     }
 
+    /// The names of the boxes of `hive`, sorted.
     pub fn box_names(&self, hive: &str) -> Result<Vec<String>> {
         Ok(self.hive(hive)?.boxes.keys().cloned().collect())
     }
 
+    /// The names of the frames of `hive.box_`, sorted.
     pub fn frame_names(&self, hive: &str, box_: &str) -> Result<Vec<String>> {
         Ok(self.get_box(hive, box_)?.frames.keys().cloned().collect())
     }

@@ -46,14 +46,20 @@ pub enum Op {
     Put,
     /// Completing a multipart upload (cells).
     Multipart,
+    /// A read, ranged reads included.
     Get,
+    /// A HEAD: the metadata alone.
     Head,
+    /// A listing, keyed by its prefix.
     List,
+    /// The deletion of one key.
     Delete,
+    /// A copy, keyed by its destination.
     Copy,
 }
 
 impl Op {
+    /// Every kind of call.
     pub const ALL: [Op; 8] = [
         Op::Create,
         Op::Put,
@@ -230,15 +236,18 @@ impl Faults {
         }
     }
 
+    /// These faults with `rule` added after the others.
     pub fn with_rule(self, rule: Rule) -> Self {
         self.add_rule(rule);
         self
     }
 
+    /// Adds `rule` after the others; the first rule that fires decides a call's fault.
     pub fn add_rule(&self, rule: Rule) {
         self.picker.rules.lock().push(rule);
     }
 
+    /// Forgets every rule; what they injected stays counted.
     pub fn clear_rules(&self) {
         self.picker.rules.lock().clear();
     }

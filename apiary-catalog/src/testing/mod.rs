@@ -24,7 +24,9 @@ pub mod faults;
 
 /// One storage backend under test.
 pub struct Backend {
+    /// `local`, `memory` or `s3`.
     pub label: &'static str,
+    /// The meadow's URL.
     pub url: String,
     _dir: Option<tempfile::TempDir>,
 }
@@ -88,6 +90,7 @@ pub fn backend(label: &str) -> Backend {
     }
 }
 
+/// [`backends`] without the in-memory one: the backends whose objects outlive the process.
 pub fn local_and_s3() -> Vec<Backend> {
     backends()
         .into_iter()
@@ -98,13 +101,18 @@ pub fn local_and_s3() -> Vec<Backend> {
 /// An object store that counts calls by kind, to check how much I/O an operation costs.
 #[derive(Debug)]
 pub struct Counting {
+    /// The store counted.
     pub inner: Arc<dyn ObjectStore>,
+    /// Calls by kind (`get`, `put`, `list`, …) since the last [`Counting::take`].
     pub calls: Mutex<BTreeMap<&'static str, usize>>,
+    /// Keys read since the last [`Counting::take_reads`].
     pub reads: Mutex<BTreeSet<String>>,
+    /// Every call ever counted.
     pub total: AtomicUsize,
 }
 
 impl Counting {
+    /// Counts the calls to `inner`.
     pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
         Arc::new(Self {
             inner,
