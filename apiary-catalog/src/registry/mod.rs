@@ -15,6 +15,7 @@
 
 pub(crate) mod state;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -59,6 +60,14 @@ pub enum Creation<T> {
 }
 
 impl<T> Creation<T> {
+    fn new(created: bool, record: T) -> Self {
+        if created {
+            Creation::Created(record)
+        } else {
+            Creation::Existing(record)
+        }
+    }
+
     /// The object, created or not.
     pub fn into_inner(self) -> T {
         match self {
@@ -116,6 +125,25 @@ fn check_case(
         }
     }
     Ok(())
+}
+
+/// Whether `name` is taken among `existing`: `Ok(true)` when it is and `if_exists` keeps it; an
+/// error when it is and must not be, or when it differs only in case from a name that is.
+fn taken<V>(
+    existing: &BTreeMap<String, V>,
+    kind: Kind,
+    name: &str,
+    qualified: &str,
+    if_exists: IfExists,
+) -> Result<bool> {
+    if existing.contains_key(name) {
+        return match if_exists {
+            IfExists::Keep => Ok(true),
+            IfExists::Fail => Err(CatalogError::already_exists(kind, qualified)),
+        };
+    }
+    check_case(kind, name, existing.keys())?;
+    Ok(false)
 }
 
 impl Registry {
@@ -343,25 +371,16 @@ impl Registry {
         let id = new_id();
         let (state, created) = self
             .commit(|s| {
-                if s.hives.contains_key(hive) {
-                    return match if_exists {
-                        IfExists::Keep => Ok(None),
-                        IfExists::Fail => Err(CatalogError::already_exists(Kind::Hive, hive)),
-                    };
+                if taken(&s.hives, Kind::Hive, hive, hive, if_exists)? {
+                    return Ok(None);
                 }
-                check_case(Kind::Hive, hive, s.hives.keys())?;
                 Ok(Some(RegistryAction::CreateHive {
                     name: hive.into(),
                     id: id.clone(),
                 }))
             })
             .await?;
-        let record = state.hive(hive)?.clone();
-        Ok(if created {
-            Creation::Created(record)
-        } else {
-            Creation::Existing(record)
-        })
+        Ok(Creation::new(created, state.hive(hive)?.clone()))
     }
 
     /// Creates a box in `hive`; with [`IfExists::Keep`] an existing one is returned instead.
@@ -375,17 +394,10 @@ impl Registry {
         let id = new_id();
         let (state, created) = self
             .commit(|s| {
-                let h = s.hive(hive)?;
-                if h.boxes.contains_key(box_) {
-                    return match if_exists {
-                        IfExists::Keep => Ok(None),
-                        IfExists::Fail => Err(CatalogError::already_exists(
-                            Kind::Box,
-                            format!("{hive}.{box_}"),
-                        )),
-                    };
+                let boxes = &s.hive(hive)?.boxes;
+                if taken(boxes, Kind::Box, box_, &format!("{hive}.{box_}"), if_exists)? {
+                    return Ok(None);
                 }
-                check_case(Kind::Box, box_, h.boxes.keys())?;
                 Ok(Some(RegistryAction::CreateBox {
                     hive: hive.into(),
                     name: box_.into(),
@@ -393,12 +405,7 @@ impl Registry {
                 }))
             })
             .await?;
-        let record = state.get_box(hive, box_)?.clone();
-        Ok(if created {
-            Creation::Created(record)
-        } else {
-            Creation::Existing(record)
-        })
+        Ok(Creation::new(created, state.get_box(hive, box_)?.clone()))
     }
 
     /// Creates a frame: its ledger (version 0) in a folder of its own, then its registry entry.
@@ -417,15 +424,8 @@ impl Registry {
         let qualified = name::qualified(&[hive, box_, frame]);
         // Check early so that a plain mistake writes nothing.
         let exists = |s: &RegistryState| -> Result<bool> {
-            let b = s.get_box(hive, box_)?;
-            if b.frames.contains_key(frame) {
-                return match if_exists {
-                    IfExists::Keep => Ok(true),
-                    IfExists::Fail => Err(CatalogError::already_exists(Kind::Frame, &qualified)),
-                };
-            }
-            check_case(Kind::Frame, frame, b.frames.keys())?;
-            Ok(false)
+            let frames = &s.get_box(hive, box_)?.frames;
+            taken(frames, Kind::Frame, frame, &qualified, if_exists)
         };
         let current = self.refresh().await?;
         if exists(&current)? {

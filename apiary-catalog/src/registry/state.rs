@@ -232,49 +232,31 @@ impl RegistryState {
                     },
                 );
             }
+            RegistryAction::PurgeDropped { ids } => {
+                self.dropped.retain(|d| !ids.contains(&d.id));
+            }
             RegistryAction::CreateFrame {
                 hive,
                 box_,
                 name,
                 id,
                 location,
-            } => {
-                let b = self
-                    .hives
-                    .get_mut(hive)
-                    .and_then(|h| h.boxes.get_mut(box_))
-                    .ok_or_else(|| {
-                        broken(format!("frame {name} created in missing box {hive}.{box_}"))
-                    })?;
-                b.frames.insert(
-                    name.clone(),
-                    FrameRecord {
-                        id: id.clone(),
-                        location: location.clone(),
-                        created_ms: at.0,
-                    },
-                );
-                // An undrop gives a dropped frame its name back.
-                self.dropped.retain(|d| d.id != *id);
             }
-            RegistryAction::PurgeDropped { ids } => {
-                self.dropped.retain(|d| !ids.contains(&d.id));
-            }
-            RegistryAction::ReplaceFrame {
+            | RegistryAction::ReplaceFrame {
                 hive,
                 box_,
                 name,
                 id,
                 location,
             } => {
+                let replaced = matches!(entry.action, RegistryAction::ReplaceFrame { .. });
                 let b = self
                     .hives
                     .get_mut(hive)
                     .and_then(|h| h.boxes.get_mut(box_))
                     .ok_or_else(|| {
-                        broken(format!(
-                            "frame {name} replaced in missing box {hive}.{box_}"
-                        ))
+                        let done = if replaced { "replaced" } else { "created" };
+                        broken(format!("frame {name} {done} in missing box {hive}.{box_}"))
                     })?;
                 let old = b.frames.insert(
                     name.clone(),
@@ -284,8 +266,9 @@ impl RegistryState {
                         created_ms: at.0,
                     },
                 );
+                // An undrop gives a dropped frame its name back.
                 self.dropped.retain(|d| d.id != *id);
-                if let Some(old) = old {
+                if let Some(old) = old.filter(|_| replaced) {
                     self.remember_dropped(
                         &format!("{hive}.{box_}"),
                         BTreeMap::from([(name.clone(), old)]),
