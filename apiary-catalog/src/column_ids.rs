@@ -80,6 +80,11 @@ pub(crate) fn give_ids(fields: &mut [Field]) {
 
 /// `field`, a column new to `fields`, with the next id when the others have ids (and never an
 /// id it came with).
+/// The fields of `schema`, owned, to edit before they make a new schema.
+pub(crate) fn owned_fields(schema: &Schema) -> Vec<Field> {
+    schema.fields().iter().map(|f| f.as_ref().clone()).collect()
+}
+
 pub(crate) fn with_next_id(fields: &[Field], field: Field) -> Field {
     let mut metadata = field.metadata().clone();
     metadata.remove(FIELD_ID);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -132,10 +132,7 @@ impl Frame {
         S: Stream<Item = std::result::Result<RecordBatch, E>> + Unpin,
         CatalogError: From<E>,
     {
-        self.admit().await?;
-        let read = self.ledger.refresh().await?;
-        let cells = self.cell_writer(&read)?.write_stream(batches).await?;
-        self.commit_cells(&read, operation, cells, false).await
+        self.write(batches, operation, false).await
     }
 
     /// [`Frame::append`] (or, with `replace`, [`Frame::overwrite`]) of a frame that may have a
@@ -183,10 +180,20 @@ impl Frame {
         S: Stream<Item = std::result::Result<RecordBatch, E>> + Unpin,
         CatalogError: From<E>,
     {
+        self.write(batches, operation, true).await
+    }
+
+    /// Writes `batches` into cells and commits them, added to the frame's or (`replace`) in
+    /// place of them.
+    async fn write<S, E>(&self, batches: S, operation: &str, replace: bool) -> Result<CommitInfo>
+    where
+        S: Stream<Item = std::result::Result<RecordBatch, E>> + Unpin,
+        CatalogError: From<E>,
+    {
         self.admit().await?;
         let read = self.ledger.refresh().await?;
         let cells = self.cell_writer(&read)?.write_stream(batches).await?;
-        self.commit_cells(&read, operation, cells, true).await
+        self.commit_cells(&read, operation, cells, replace).await
     }
 
     /// Evolves the frame so that data of schema `incoming` fits it, as delta-rs's
@@ -201,12 +208,7 @@ impl Frame {
         operation: &str,
     ) -> Result<Option<CommitInfo>> {
         let read = self.ledger.refresh().await?;
-        let mut fields: Vec<Field> = read
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
+        let mut fields = column_ids::owned_fields(&read.schema);
         for f in incoming.fields() {
             match fields.iter_mut().find(|t| t.name() == f.name()) {
                 None => {

@@ -53,12 +53,7 @@ impl ProviderState {
             .ok_or_else(|| CatalogError::not_found(Kind::Frame, &qualified))?;
         frame.admit().await?;
         let read = frame.ledger().refresh().await?;
-        let mut fields: Vec<Field> = read
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
+        let mut fields = column_ids::owned_fields(&read.schema);
         let refuse = |what: String| -> Result<()> {
             Err(DataFusionError::NotImplemented(format!(
                 "ALTER TABLE {qualified}: {what}"

@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaBuilder, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::{ColumnStatistics, DFSchema, ScalarValue, Statistics};
@@ -92,14 +92,9 @@ impl ScanLayout {
         let field = Field::new(CELL_COLUMN, DataType::Utf8, false);
         self.to_scan.push(self.scan_schema.fields().len());
         self.partition_fields.push(field.clone());
-        let mut fields: Vec<Field> = self
-            .scan_schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
+        let mut fields = SchemaBuilder::from(self.scan_schema.fields());
         fields.push(field);
-        self.scan_schema = Arc::new(Schema::new(fields));
+        self.scan_schema = Arc::new(fields.finish());
         self.cell_column = true;
         self
     }
