@@ -332,18 +332,6 @@ pub enum CatalogError {
     #[error("type {0} cannot be stored in a frame schema yet")]
     UnsupportedType(DataType),
 
-    /// A cell the ledger lists is not in the meadow.
-    #[error("cell {path} of frame {frame} is missing from storage: {source}")]
-    MissingCell {
-        /// The frame, `hive.box.frame`.
-        frame: String,
-        /// The cell's path.
-        path: String,
-        /// The store's error.
-        #[source]
-        source: object_store::Error,
-    },
-
     /// A write was refused by its [`WriteAdmission`](crate::WriteAdmission) (the colony is critical).
     #[error("write to {frame} refused: {reason}")]
     Backpressure {
