@@ -15,8 +15,28 @@ use pyo3::types::{PyCapsule, PyCapsuleMethods};
 
 use crate::error::{Error, Result};
 
-const STREAM_CAPSULE: &std::ffi::CStr = c"arrow_array_stream";
-const SCHEMA_CAPSULE: &std::ffi::CStr = c"arrow_schema";
+/// One of the Arrow PyCapsule interface's exports: the method that makes it, the capsule's name,
+/// and, for errors, what it holds and an example of an object that has it.
+struct Export {
+    method: &'static str,
+    capsule: &'static std::ffi::CStr,
+    expected: &'static str,
+    example: &'static str,
+}
+
+const STREAM: Export = Export {
+    method: "__arrow_c_stream__",
+    capsule: c"arrow_array_stream",
+    expected: "data",
+    example: "a pyarrow Table or RecordBatchReader",
+};
+
+const SCHEMA: Export = Export {
+    method: "__arrow_c_schema__",
+    capsule: c"arrow_schema",
+    expected: "a schema",
+    example: "a pyarrow.Schema",
+};
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
@@ -25,21 +45,33 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "an unknown object".into())
 }
 
-/// Takes the Arrow stream `obj` exports (`__arrow_c_stream__`): a pyarrow Table or
-/// RecordBatchReader, a polars DataFrame, … Batches are read later, without the GIL.
-pub fn import_stream(obj: &Bound<'_, PyAny>, what: &'static str) -> Result<ArrowArrayStreamReader> {
-    if !obj.hasattr("__arrow_c_stream__")? {
+/// The capsule `obj` exports as `export`. An object without the export's method is refused with
+/// an error naming what was expected and what came instead. The caller holds the capsule for as
+/// long as it uses the pointer inside: dropping it runs the capsule's destructor, which releases
+/// what the pointer points to.
+fn exported<'py>(
+    obj: &Bound<'py, PyAny>,
+    what: &'static str,
+    export: &Export,
+) -> Result<Bound<'py, PyCapsule>> {
+    if !obj.hasattr(export.method)? {
         return Err(Error::NotArrow {
             what,
-            expected: "data",
-            method: "__arrow_c_stream__",
-            example: "a pyarrow Table or RecordBatchReader",
+            expected: export.expected,
+            method: export.method,
+            example: export.example,
             found: type_name(obj),
         });
     }
-    let capsule = obj.call_method0("__arrow_c_stream__")?;
-    let capsule = capsule.cast::<PyCapsule>().map_err(PyErr::from)?;
-    let pointer = capsule.pointer_checked(Some(STREAM_CAPSULE))?;
+    let capsule = obj.call_method0(export.method)?;
+    Ok(capsule.cast_into::<PyCapsule>().map_err(PyErr::from)?)
+}
+
+/// Takes the Arrow stream `obj` exports (`__arrow_c_stream__`): a pyarrow Table or
+/// RecordBatchReader, a polars DataFrame, … Batches are read later, without the GIL.
+pub fn import_stream(obj: &Bound<'_, PyAny>, what: &'static str) -> Result<ArrowArrayStreamReader> {
+    let capsule = exported(obj, what, &STREAM)?;
+    let pointer = capsule.pointer_checked(Some(STREAM.capsule))?;
     // SAFETY: the capsule holds an ArrowArrayStream (its name says so, checked above);
     // `from_raw` moves it out and leaves a released stream for the capsule's destructor.
     let reader = unsafe { ArrowArrayStreamReader::from_raw(pointer.as_ptr().cast()) }?;
@@ -48,19 +80,9 @@ pub fn import_stream(obj: &Bound<'_, PyAny>, what: &'static str) -> Result<Arrow
 
 /// The Arrow schema `obj` exports (`__arrow_c_schema__`), e.g. a `pyarrow.Schema`.
 pub fn import_schema(obj: &Bound<'_, PyAny>, what: &'static str) -> Result<SchemaRef> {
-    if !obj.hasattr("__arrow_c_schema__")? {
-        return Err(Error::NotArrow {
-            what,
-            expected: "a schema",
-            method: "__arrow_c_schema__",
-            example: "a pyarrow.Schema",
-            found: type_name(obj),
-        });
-    }
-    let capsule = obj.call_method0("__arrow_c_schema__")?;
-    let capsule = capsule.cast::<PyCapsule>().map_err(PyErr::from)?;
-    let pointer = capsule.pointer_checked(Some(SCHEMA_CAPSULE))?;
-    // SAFETY: the capsule holds an ArrowSchema (name checked); we only borrow it.
+    let capsule = exported(obj, what, &SCHEMA)?;
+    let pointer = capsule.pointer_checked(Some(SCHEMA.capsule))?;
+    // SAFETY: the capsule holds an ArrowSchema (name checked) and outlives this borrow of it.
     let ffi: &FFI_ArrowSchema = unsafe { pointer.cast().as_ref() };
     Ok(std::sync::Arc::new(Schema::try_from(ffi)?))
 }
@@ -136,6 +158,6 @@ impl ArrowStream {
             .lock()
             .take()
             .ok_or_else(|| PyValueError::new_err("this Arrow stream was already read"))?;
-        PyCapsule::new_with_value(py, stream, STREAM_CAPSULE)
+        PyCapsule::new_with_value(py, stream, STREAM.capsule)
     }
 }
