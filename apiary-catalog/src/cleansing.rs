@@ -276,18 +276,16 @@ async fn cleanse_frame_at(
         None => None,
     };
     if let Some(base) = base {
-        for v in present.iter().filter(|v| **v < base) {
+        let entries = present.iter().map(|v| (RemovalKind::LedgerEntry, *v));
+        let older = checkpoints.iter().map(|v| (RemovalKind::Checkpoint, *v));
+        for (kind, v) in entries.chain(older).filter(|(_, v)| *v < base) {
+            let key = match kind {
+                RemovalKind::Checkpoint => log.checkpoint_key(v),
+                _ => log.entry_key(v),
+            };
             removals.push(Removal {
-                kind: RemovalKind::LedgerEntry,
-                key: log.entry_key(*v),
-                bytes: 0,
-                oldest_kept_version,
-            });
-        }
-        for v in checkpoints.iter().filter(|v| **v < base) {
-            removals.push(Removal {
-                kind: RemovalKind::Checkpoint,
-                key: log.checkpoint_key(*v),
+                kind,
+                key,
                 bytes: 0,
                 oldest_kept_version,
             });
