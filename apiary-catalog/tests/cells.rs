@@ -2,26 +2,18 @@
 
 use std::sync::Arc;
 
-use apiary_catalog::{CatalogError, FrameSpec, Leafcutter, WriteOptions};
-use datafusion::arrow::array::{Date32Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use apiary_catalog::{CatalogError, Frame, FrameSpec, IfExists, Leafcutter, WriteOptions};
+use datafusion::arrow::array::{
+    ArrayRef, Date32Array, Int32Array, Int64Array, LargeStringArray, RecordBatch, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ScalarValue;
 use object_store::ObjectStoreExt;
 
-use crate::support::{backends, batch, frame, read_back, schema, stream};
-
-/// Everything below the frame folder except the ledger: the cells.
-async fn cell_objects(frame: &apiary_catalog::Frame) -> Vec<String> {
-    let meadow = frame.ledger().meadow();
-    meadow
-        .list(frame.ledger().location())
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| meadow.relative(&m.location).map(str::to_string))
-        .filter(|k| !k.contains("/_ledger/"))
-        .collect()
-}
+use crate::support::{
+    append_rows, backends, batch, create_hive_and_box, frame, keys_below, local_frame,
+    local_plain_frame, plain_frame, read_back, registry, schema, stream,
+};
 
 #[tokio::test]
 async fn partitioned_writes_group_rows_and_escape_values() {
@@ -76,9 +68,8 @@ async fn partition_values_of_every_supported_type() {
         Field::new("d", DataType::Date32, false),
         Field::new("v", DataType::Int64, false),
     ]));
-    let dir = tempfile::tempdir().unwrap();
     let spec = FrameSpec::new(Arc::clone(&schema)).with_partition_by(["n", "d"]);
-    let (_, frame) = frame(dir.path().to_str().unwrap(), spec, WriteOptions::default()).await;
+    let (dir, _, frame) = local_frame(spec, WriteOptions::default()).await;
     let batch = RecordBatch::try_new(
         schema,
         vec![
@@ -106,7 +97,7 @@ async fn partition_values_of_every_supported_type() {
 #[tokio::test]
 async fn statistics_come_from_the_parquet_writer() {
     for b in backends() {
-        let (_, frame) = frame(&b.url, FrameSpec::new(schema()), WriteOptions::default()).await;
+        let (_, frame) = plain_frame(&b.url).await;
         frame
             .append(stream(vec![batch(10..40, &["x", "b", "m"])]), "WRITE")
             .await
@@ -200,10 +191,7 @@ async fn a_failed_write_leaves_nothing_visible_or_behind() {
         ));
         let spec = FrameSpec::new(nullable).with_partition_by(["region"]);
         let (_, frame) = frame(&b.url, spec, WriteOptions::default()).await;
-        frame
-            .append(stream(vec![batch(0..10, &["eu"])]), "WRITE")
-            .await
-            .unwrap();
+        append_rows(&frame, 0..10).await;
         let before = frame.ledger().latest();
         let cells_before = cell_objects(&frame).await;
 
@@ -223,17 +211,14 @@ async fn a_failed_write_leaves_nothing_visible_or_behind() {
             .to_string();
         assert!(err.contains("the source broke"), "{err}");
         // A null partition value in the second batch.
-        let nulls = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![
-                Field::new("id", DataType::Int64, false),
-                Field::new("region", DataType::Utf8, true),
-            ])),
-            vec![
-                Arc::new(Int64Array::from(vec![1, 2])),
+        let nulls = columns(vec![
+            ("id", Arc::new(Int64Array::from(vec![1, 2])), false),
+            (
+                "region",
                 Arc::new(StringArray::from(vec![Some("eu"), None])),
-            ],
-        )
-        .unwrap();
+                true,
+            ),
+        ]);
         let err = frame
             .append(stream(vec![batch(30..40, &["eu"]), nulls]), "WRITE")
             .await
@@ -256,27 +241,16 @@ async fn a_failed_write_leaves_nothing_visible_or_behind() {
 
 #[tokio::test]
 async fn schema_mismatches_are_refused_naming_the_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, frame) = frame(
-        dir.path().to_str().unwrap(),
-        FrameSpec::new(schema()),
-        WriteOptions::default(),
-    )
-    .await;
-    let one = |fields: Vec<Field>, cols: Vec<datafusion::arrow::array::ArrayRef>| {
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
-    };
+    let (_dir, _, frame) = local_plain_frame().await;
     // A safe widening cast is applied; a missing nullable column becomes nulls.
-    let widened = one(
-        vec![
-            Field::new("id", DataType::Int32, false),
-            Field::new("region", DataType::LargeUtf8, false),
-        ],
-        vec![
-            Arc::new(Int32Array::from(vec![1])),
-            Arc::new(datafusion::arrow::array::LargeStringArray::from(vec!["eu"])),
-        ],
-    );
+    let widened = columns(vec![
+        ("id", Arc::new(Int32Array::from(vec![1])), false),
+        (
+            "region",
+            Arc::new(LargeStringArray::from(vec!["eu"])),
+            false,
+        ),
+    ]);
     frame.append(stream(vec![widened]), "WRITE").await.unwrap();
     assert_eq!(
         frame.ledger().latest().cells().next().unwrap().stats["note"].null_count,
@@ -285,38 +259,22 @@ async fn schema_mismatches_are_refused_naming_the_column() {
 
     let cases = [
         (
-            one(
-                vec![Field::new("id", DataType::Int64, false)],
-                vec![Arc::new(Int64Array::from(vec![1]))],
-            ),
+            columns(vec![("id", Arc::new(Int64Array::from(vec![1])), false)]),
             vec!["column region", "Utf8", "missing"],
         ),
         (
-            one(
-                vec![
-                    Field::new("id", DataType::Utf8, false),
-                    Field::new("region", DataType::Utf8, false),
-                ],
-                vec![
-                    Arc::new(StringArray::from(vec!["1"])),
-                    Arc::new(StringArray::from(vec!["eu"])),
-                ],
-            ),
+            columns(vec![
+                ("id", Arc::new(StringArray::from(vec!["1"])), false),
+                ("region", Arc::new(StringArray::from(vec!["eu"])), false),
+            ]),
             vec!["column id", "frame type Int64", "input has Utf8"],
         ),
         (
-            one(
-                vec![
-                    Field::new("id", DataType::Int64, false),
-                    Field::new("region", DataType::Utf8, false),
-                    Field::new("extra", DataType::Int32, true),
-                ],
-                vec![
-                    Arc::new(Int64Array::from(vec![1])),
-                    Arc::new(StringArray::from(vec!["eu"])),
-                    Arc::new(Int32Array::from(vec![1])),
-                ],
-            ),
+            columns(vec![
+                ("id", Arc::new(Int64Array::from(vec![1])), false),
+                ("region", Arc::new(StringArray::from(vec!["eu"])), false),
+                ("extra", Arc::new(Int32Array::from(vec![1])), true),
+            ]),
             vec!["column extra", "Int32", "not in the frame schema of h.b.f"],
         ),
     ];
@@ -337,13 +295,8 @@ async fn schema_mismatches_are_refused_naming_the_column() {
 #[tokio::test]
 async fn frame_specs_are_checked_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let reg = crate::support::registry(dir.path().to_str().unwrap()).await;
-    reg.create_hive("h", apiary_catalog::IfExists::Fail)
-        .await
-        .unwrap();
-    reg.create_box("h", "b", apiary_catalog::IfExists::Fail)
-        .await
-        .unwrap();
+    let reg = registry(dir.path().to_str().unwrap()).await;
+    create_hive_and_box(&reg, IfExists::Fail).await;
     let floaty = Arc::new(Schema::new(vec![
         Field::new("x", DataType::Float64, false),
         Field::new("y", DataType::Int64, false),
@@ -364,7 +317,7 @@ async fn frame_specs_are_checked_before_anything_is_written() {
     ];
     for (spec, needle) in cases {
         let err = reg
-            .create_frame("h", "b", "f", &spec, apiary_catalog::IfExists::Fail)
+            .create_frame("h", "b", "f", &spec, IfExists::Fail)
             .await
             .unwrap_err()
             .to_string();
@@ -374,4 +327,19 @@ async fn frame_specs_are_checked_before_anything_is_written() {
         !dir.path().join("h").exists(),
         "no frame folder was created"
     );
+}
+
+/// A batch of `(name, values, nullable)` columns, each field of its values' type.
+fn columns(columns: Vec<(&str, ArrayRef, bool)>) -> RecordBatch {
+    RecordBatch::try_from_iter_with_nullable(columns).unwrap()
+}
+
+/// Everything below the frame folder except the ledger: the cells.
+async fn cell_objects(frame: &Frame) -> Vec<String> {
+    let ledger = frame.ledger();
+    keys_below(ledger.meadow(), ledger.location())
+        .await
+        .into_iter()
+        .filter(|k| !k.contains("/_ledger/"))
+        .collect()
 }

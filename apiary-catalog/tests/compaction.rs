@@ -1,16 +1,11 @@
 //! Compaction: small cells of a partition become target-sized ones in one commit.
 
-use std::sync::Arc;
+use apiary_catalog::{CatalogError, Frame, FrameSpec, Leafcutter, WriteOptions};
+use apiary_catalog::{Compaction, CompactionReport, compact};
 
-use apiary_catalog::{CatalogError, FrameSpec, Leafcutter, WriteOptions};
-use apiary_catalog::{Compaction, compact};
-
-use crate::support::{backends, batch, frame, read_back, schema, stream, task_ctx};
-
-fn small_cells() -> WriteOptions {
-    WriteOptions::default()
-        .with_leafcutter(Leafcutter::default().with_target_cell_bytes(256 * 1024))
-}
+use crate::support::{
+    append_rows, backends, batch, frame, local_frame, race, read_back, schema, stream, task_ctx,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_cells_of_each_partition_become_one_commit_of_target_sized_cells() {
@@ -31,9 +26,7 @@ async fn small_cells_of_each_partition_become_one_commit_of_target_sized_cells()
         assert_eq!(before.cell_count(), 30);
         let (ids_before, rows_before) = read_back(&frame, &before).await;
 
-        let report = compact(&frame, task_ctx(), Compaction::SmallCells)
-            .await
-            .unwrap();
+        let report = compact_small_cells(&frame).await;
         assert_eq!(report.version, Some(before.version + 1), "{b}");
         let summary: Vec<(String, usize, usize, u64)> = report
             .partitions
@@ -59,39 +52,23 @@ async fn small_cells_of_each_partition_become_one_commit_of_target_sized_cells()
         assert_eq!(last[0].action.removed().len(), 30);
 
         // Nothing left to compact: no commit.
-        let again = compact(&frame, task_ctx(), Compaction::SmallCells)
-            .await
-            .unwrap();
+        let again = compact_small_cells(&frame).await;
         assert_eq!((again.version, again.partitions.len()), (None, 0), "{b}");
-        assert_eq!(
-            frame.ledger().refresh().await.unwrap().version,
-            after.version
-        );
+        let now = frame.ledger().refresh().await.unwrap().version;
+        assert_eq!(now, after.version);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cells_of_about_the_target_are_left_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, frame) = frame(
-        dir.path().to_str().unwrap(),
-        FrameSpec::new(schema()),
-        small_cells(),
-    )
-    .await;
+    let (_dir, _, frame) = local_frame(FrameSpec::new(schema()), small_cells()).await;
     // A large write makes cells of about the target; then two small writes.
     let rows: Vec<_> = (0..20)
         .map(|i| batch(i * 10_000..(i + 1) * 10_000, &["eu"]))
         .collect();
     frame.append(stream(rows), "WRITE").await.unwrap();
-    frame
-        .append(stream(vec![batch(300_000..300_010, &["eu"])]), "WRITE")
-        .await
-        .unwrap();
-    frame
-        .append(stream(vec![batch(300_010..300_020, &["eu"])]), "WRITE")
-        .await
-        .unwrap();
+    append_rows(&frame, 300_000..300_010).await;
+    append_rows(&frame, 300_010..300_020).await;
     let target = 256 * 1024;
     let snap = frame.ledger().latest();
     let (small, big): (Vec<_>, Vec<_>) = snap.cells().partition(|c| c.size < target / 2);
@@ -100,9 +77,7 @@ async fn cells_of_about_the_target_are_left_alone() {
         "the large write made cells of about the target: {}",
         big.len()
     );
-    let report = compact(&frame, task_ctx(), Compaction::SmallCells)
-        .await
-        .unwrap();
+    let report = compact_small_cells(&frame).await;
     assert_eq!(report.partitions[0].cells_before, small.len());
     let after = frame.ledger().latest();
     for c in &big {
@@ -113,32 +88,21 @@ async fn cells_of_about_the_target_are_left_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_compactions_have_one_winner_and_leave_no_cells_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, frame) = frame(
-        dir.path().to_str().unwrap(),
-        FrameSpec::new(schema()),
-        small_cells(),
-    )
-    .await;
+    let (dir, _, frame) = local_frame(FrameSpec::new(schema()), small_cells()).await;
     for i in 0..6i64 {
-        frame
-            .append(stream(vec![batch(i * 10..i * 10 + 10, &["eu"])]), "WRITE")
-            .await
-            .unwrap();
+        append_rows(&frame, i * 10..i * 10 + 10).await;
     }
-    let barrier = Arc::new(tokio::sync::Barrier::new(2));
-    let runs: Vec<_> = (0..2)
-        .map(|_| {
-            let (frame, barrier) = (frame.clone(), Arc::clone(&barrier));
-            tokio::spawn(async move {
-                barrier.wait().await;
-                compact(&frame, task_ctx(), Compaction::SmallCells).await
-            })
-        })
-        .collect();
+    let runs = race(2, |_, start| {
+        let frame = frame.clone();
+        async move {
+            start.wait().await;
+            compact(&frame, task_ctx(), Compaction::SmallCells).await
+        }
+    })
+    .await;
     let mut ok = 0;
     for r in runs {
-        match r.await.unwrap() {
+        match r {
             Ok(report) if report.version.is_some() => ok += 1,
             Ok(_) => {}
             Err(CatalogError::Conflict(c)) => assert!(c.to_string().contains("COMPACT")),
@@ -157,6 +121,18 @@ async fn racing_compactions_have_one_winner_and_leave_no_cells_behind() {
         6 + 1,
         "six compacted-away cells stay until cleansing, plus the new one: {files:?}"
     );
+}
+
+fn small_cells() -> WriteOptions {
+    WriteOptions::default()
+        .with_leafcutter(Leafcutter::default().with_target_cell_bytes(256 * 1024))
+}
+
+/// One run of [`Compaction::SmallCells`] on `frame`.
+async fn compact_small_cells(frame: &Frame) -> CompactionReport {
+    compact(frame, task_ctx(), Compaction::SmallCells)
+        .await
+        .unwrap()
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {

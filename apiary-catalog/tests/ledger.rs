@@ -9,44 +9,39 @@ use apiary_catalog::{
     WriteOptions,
 };
 
-use crate::support::{backends, batch, frame, local_and_s3, schema, stream};
+use crate::support::{
+    append_rows, assert_mentions, backends, bare_ledger, local_and_s3, local_meadow,
+    local_plain_frame, open_frame, overwrite_rows, plain_frame, race, read_back, reopen, schema,
+    try_append, write_cells,
+};
 
 /// 8 writers × 25 appends, each writer with its own handles: exactly 200 entries, versions
 /// 1..=200 contiguous, every cell visible exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_appends_all_land_exactly_once() {
     for b in local_and_s3() {
-        let (reg, _) = frame(&b.url, FrameSpec::new(schema()), WriteOptions::default()).await;
-        drop(reg);
-        let barrier = Arc::new(tokio::sync::Barrier::new(8));
-        let writers: Vec<_> = (0..8i64)
-            .map(|w| {
-                let (url, barrier) = (b.url.clone(), Arc::clone(&barrier));
-                tokio::spawn(async move {
-                    let reg = crate::support::registry(&url).await;
-                    let ledger = reg.open_ledger("h", "b", "f").await.unwrap();
-                    let frame = Frame::new(ledger, WriteOptions::default());
-                    barrier.wait().await;
-                    let mut versions = vec![];
-                    let mut lost = 0;
-                    for i in 0..25i64 {
-                        let start = (w * 25 + i) * 10;
-                        let info = frame
-                            .append(stream(vec![batch(start..start + 10, &["eu"])]), "WRITE")
-                            .await
-                            .unwrap();
-                        assert_eq!((info.cells_added, info.rows_added), (1, 10));
-                        lost += info.attempts - 1;
-                        versions.push(info.version);
-                    }
-                    (versions, lost)
-                })
-            })
-            .collect();
+        plain_frame(&b.url).await;
+        let writers = race(8, |w, start| {
+            let url = b.url.clone();
+            async move {
+                let frame = open_frame(&url).await;
+                start.wait().await;
+                let mut versions = vec![];
+                let mut lost = 0;
+                for i in 0..25i64 {
+                    let first = (w as i64 * 25 + i) * 10;
+                    let info = append_rows(&frame, first..first + 10).await;
+                    assert_eq!((info.cells_added, info.rows_added), (1, 10));
+                    lost += info.attempts - 1;
+                    versions.push(info.version);
+                }
+                (versions, lost)
+            }
+        })
+        .await;
         let mut all_versions = vec![];
         let mut lost_races = 0;
-        for w in writers {
-            let (v, lost) = w.await.unwrap();
+        for (v, lost) in writers {
             all_versions.extend(v);
             lost_races += lost;
         }
@@ -54,8 +49,8 @@ async fn racing_appends_all_land_exactly_once() {
         assert_eq!(all_versions, (1..=200).collect::<Vec<u64>>(), "{b}");
         assert!(lost_races > 0, "{b}: the writers never raced");
 
-        let reg = crate::support::registry(&b.url).await;
-        let ledger = reg.open_ledger("h", "b", "f").await.unwrap();
+        let frame = open_frame(&b.url).await;
+        let ledger = frame.ledger();
         let snap = ledger.latest();
         assert_eq!(snap.version, 200, "{b}");
         assert_eq!(snap.cell_count(), 200, "{b}");
@@ -66,8 +61,7 @@ async fn racing_appends_all_land_exactly_once() {
             .filter(|e| matches!(e.action, Action::AddCells { .. }))
             .count();
         assert_eq!(adds, 200, "{b}");
-        let frame = Frame::new(ledger.clone(), WriteOptions::default());
-        let (ids, _) = crate::support::read_back(&frame, &snap).await;
+        let (ids, _) = read_back(&frame, &snap).await;
         assert_eq!(
             ids,
             (0..2000).collect::<Vec<i64>>(),
@@ -82,52 +76,28 @@ async fn racing_appends_all_land_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rewrite_vs_rewrite_has_one_winner_and_a_clear_conflict() {
     for b in backends() {
-        let (_, frame) = frame(&b.url, FrameSpec::new(schema()), WriteOptions::default()).await;
+        let (_, frame) = plain_frame(&b.url).await;
         for round in 0..5i64 {
-            frame
-                .append(
-                    stream(vec![batch(round * 100..round * 100 + 5, &["eu"])]),
-                    "WRITE",
-                )
-                .await
-                .unwrap();
+            append_rows(&frame, round * 100..round * 100 + 5).await;
             let read = frame.ledger().refresh().await.unwrap();
             let victim = read.cells().next().unwrap().path.clone();
-            let barrier = Arc::new(tokio::sync::Barrier::new(2));
-            let tasks: Vec<_> = (0..2)
-                .map(|_| {
-                    let (frame, read, victim, barrier) = (
-                        frame.clone(),
-                        Arc::clone(&read),
-                        victim.clone(),
-                        Arc::clone(&barrier),
-                    );
-                    tokio::spawn(async move {
-                        let cells = frame
-                            .cell_writer(&read)
-                            .unwrap()
-                            .write_stream(stream(vec![batch(0..1, &["eu"])]))
-                            .await
-                            .unwrap();
-                        barrier.wait().await;
-                        frame
-                            .ledger()
-                            .commit(
-                                &read,
-                                "COMPACT",
-                                Action::RewriteCells {
-                                    removed: vec![victim],
-                                    added: cells,
-                                },
-                            )
-                            .await
-                    })
-                })
-                .collect();
+            let outcomes = race(2, |_, start| {
+                let (frame, read, victim) = (frame.clone(), Arc::clone(&read), victim.clone());
+                async move {
+                    let cells = write_cells(&frame, &read, 0..1).await;
+                    start.wait().await;
+                    let rewrite = Action::RewriteCells {
+                        removed: vec![victim],
+                        added: cells,
+                    };
+                    frame.ledger().commit(&read, "COMPACT", rewrite).await
+                }
+            })
+            .await;
             let mut ok = 0;
             let mut conflicts = vec![];
-            for t in tasks {
-                match t.await.unwrap() {
+            for outcome in outcomes {
+                match outcome {
                     Ok(_) => ok += 1,
                     Err(e @ CatalogError::Conflict(_)) => conflicts.push(e.to_string()),
                     Err(e) => panic!("{b}: unexpected error {e}"),
@@ -150,31 +120,20 @@ async fn rewrite_vs_rewrite_has_one_winner_and_a_clear_conflict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn append_rebases_over_a_concurrent_overwrite() {
     for b in backends() {
-        let (_, frame) = frame(&b.url, FrameSpec::new(schema()), WriteOptions::default()).await;
-        frame
-            .append(stream(vec![batch(0..10, &["eu"])]), "WRITE")
-            .await
-            .unwrap();
+        let (_, frame) = plain_frame(&b.url).await;
+        append_rows(&frame, 0..10).await;
         let read = frame.ledger().latest();
         let (f1, f2) = (frame.clone(), frame.clone());
         let r1 = Arc::clone(&read);
         let overwrite = tokio::spawn(async move {
-            let cells = f1
-                .cell_writer(&r1)
-                .unwrap()
-                .write_stream(stream(vec![batch(100..105, &["eu"])]))
-                .await
-                .unwrap();
+            let cells = write_cells(&f1, &r1, 100..105).await;
             f1.commit_cells(&r1, "OVERWRITE", cells, true).await
         });
-        let append = tokio::spawn(async move {
-            f2.append(stream(vec![batch(200..203, &["eu"])]), "WRITE")
-                .await
-        });
+        let append = tokio::spawn(async move { try_append(&f2, 200..203).await });
         overwrite.await.unwrap().unwrap();
         append.await.unwrap().unwrap();
         let snap = frame.ledger().refresh().await.unwrap();
-        let (ids, _) = crate::support::read_back(&frame, &snap).await;
+        let (ids, _) = read_back(&frame, &snap).await;
         let ids: BTreeSet<i64> = ids.into_iter().collect();
         assert!(ids.contains(&100) && ids.contains(&200), "{b}: {ids:?}");
         assert!(!ids.contains(&0), "{b}: the overwritten rows are gone");
@@ -185,27 +144,19 @@ async fn append_rebases_over_a_concurrent_overwrite() {
 async fn version_zero_has_exactly_one_creator() {
     for b in backends() {
         let meadow = Meadow::open(&b.url).await.unwrap();
-        let barrier = Arc::new(tokio::sync::Barrier::new(8));
-        let tasks: Vec<_> = (0..8)
-            .map(|i| {
-                let (meadow, barrier) = (meadow.clone(), Arc::clone(&barrier));
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    Ledger::create(
-                        meadow,
-                        "h/b/f/x",
-                        "h.b.f",
-                        format!("id{i}"),
-                        &FrameSpec::new(schema()),
-                        CommitOptions::default(),
-                    )
-                    .await
-                })
-            })
-            .collect();
+        let outcomes = race(8, |i, start| {
+            let meadow = meadow.clone();
+            async move {
+                start.wait().await;
+                let spec = FrameSpec::new(schema());
+                let opts = CommitOptions::default();
+                Ledger::create(meadow, "h/b/f/x", "h.b.f", format!("id{i}"), &spec, opts).await
+            }
+        })
+        .await;
         let mut winners = vec![];
-        for t in tasks {
-            match t.await.unwrap() {
+        for outcome in outcomes {
+            match outcome {
                 Ok(l) => winners.push(l.latest().frame_id.clone()),
                 Err(CatalogError::AlreadyExists { .. }) => {}
                 Err(e) => panic!("{b}: {e}"),
@@ -226,32 +177,15 @@ async fn crossing_a_checkpoint_equals_the_full_replay() {
     for b in backends() {
         let meadow = Meadow::open(&b.url).await.unwrap();
         let opts = CommitOptions::default().with_checkpoint_interval(10);
-        let ledger = Ledger::create(
-            meadow.clone(),
-            "f",
-            "h.b.f",
-            "id",
-            &FrameSpec::new(schema()),
-            opts.clone(),
-        )
-        .await
-        .unwrap();
+        let ledger = bare_ledger(&meadow, &FrameSpec::new(schema()), opts.clone()).await;
         let frame = Frame::new(ledger.clone(), WriteOptions::default());
         for i in 0..25i64 {
+            let ids = i * 10..i * 10 + 3;
             if i % 7 == 6 {
                 // Some rewrites, so that removals cross the checkpoint too.
-                frame
-                    .overwrite(
-                        stream(vec![batch(i * 10..i * 10 + 3, &["eu"])]),
-                        "OVERWRITE",
-                    )
-                    .await
-                    .unwrap();
+                overwrite_rows(&frame, ids).await;
             } else {
-                frame
-                    .append(stream(vec![batch(i * 10..i * 10 + 3, &["eu"])]), "WRITE")
-                    .await
-                    .unwrap();
+                append_rows(&frame, ids).await;
             }
         }
         // Full replay: hide the checkpoints and the hint.
@@ -270,10 +204,7 @@ async fn crossing_a_checkpoint_equals_the_full_replay() {
             meadow.delete(&rel).await.unwrap();
         }
         meadow.delete("f/_ledger/_last_checkpoint").await.unwrap();
-        let replayed = Ledger::open(meadow.clone(), "f", "h.b.f", opts.clone())
-            .await
-            .unwrap()
-            .latest();
+        let replayed = reopen(&meadow, opts.clone()).await.unwrap().latest();
         // Restore them, and remove every entry the checkpoint covers.
         for (rel, body) in saved {
             meadow.put(&rel, body).await.unwrap();
@@ -288,10 +219,7 @@ async fn crossing_a_checkpoint_equals_the_full_replay() {
                 .await
                 .unwrap();
         }
-        let via_checkpoint = Ledger::open(meadow.clone(), "f", "h.b.f", opts)
-            .await
-            .unwrap()
-            .latest();
+        let via_checkpoint = reopen(&meadow, opts).await.unwrap().latest();
         assert_eq!(via_checkpoint.version, 25, "{b}");
         assert_eq!(*via_checkpoint, *replayed, "{b}");
         assert_eq!(*via_checkpoint, *ledger.latest(), "{b}");
@@ -303,22 +231,10 @@ async fn any_version_can_be_read() {
     for b in backends() {
         let meadow = Meadow::open(&b.url).await.unwrap();
         let opts = CommitOptions::default().with_checkpoint_interval(4);
-        let ledger = Ledger::create(
-            meadow.clone(),
-            "f",
-            "h.b.f",
-            "id",
-            &FrameSpec::new(schema()),
-            opts,
-        )
-        .await
-        .unwrap();
+        let ledger = bare_ledger(&meadow, &FrameSpec::new(schema()), opts).await;
         let frame = Frame::new(ledger.clone(), WriteOptions::default());
         for i in 0..10i64 {
-            frame
-                .append(stream(vec![batch(0..i + 1, &["eu"])]), "WRITE")
-                .await
-                .unwrap();
+            append_rows(&frame, 0..i + 1).await;
         }
         for v in 0..=10u64 {
             let snap = ledger.snapshot_at(v).await.unwrap();
@@ -336,25 +252,12 @@ async fn any_version_can_be_read() {
 
 #[tokio::test]
 async fn corrupt_entries_and_checkpoints_are_errors_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let meadow = Meadow::open(dir.path().to_str().unwrap()).await.unwrap();
+    let (dir, meadow) = local_meadow().await;
     let opts = CommitOptions::default().with_checkpoint_interval(2);
-    let ledger = Ledger::create(
-        meadow.clone(),
-        "f",
-        "h.b.f",
-        "id",
-        &FrameSpec::new(schema()),
-        opts.clone(),
-    )
-    .await
-    .unwrap();
+    let ledger = bare_ledger(&meadow, &FrameSpec::new(schema()), opts.clone()).await;
     let frame = Frame::new(ledger.clone(), WriteOptions::default());
     for i in 0..3 {
-        frame
-            .append(stream(vec![batch(i..i + 1, &["eu"])]), "WRITE")
-            .await
-            .unwrap();
+        append_rows(&frame, i..i + 1).await;
     }
     let ledger_dir = dir.path().join("f/_ledger");
     // A torn entry after the newest version.
@@ -364,29 +267,20 @@ async fn corrupt_entries_and_checkpoints_are_errors_naming_the_key() {
     )
     .unwrap();
     let err = ledger.refresh().await.unwrap_err().to_string();
-    assert!(
-        err.contains("f/_ledger/00000000000000000004.json") && err.contains("not valid JSON"),
-        "{err}"
+    assert_mentions(
+        &err,
+        &["f/_ledger/00000000000000000004.json", "not valid JSON"],
     );
     // An entry whose content claims another version.
     let three = std::fs::read(ledger_dir.join("00000000000000000003.json")).unwrap();
     std::fs::write(ledger_dir.join("00000000000000000004.json"), &three).unwrap();
     let err = ledger.refresh().await.unwrap_err().to_string();
-    assert!(
-        err.contains("00000000000000000004.json") && err.contains("claims version 3"),
-        "{err}"
-    );
+    assert_mentions(&err, &["00000000000000000004.json", "claims version 3"]);
     std::fs::remove_file(ledger_dir.join("00000000000000000004.json")).unwrap();
     // A broken checkpoint.
-    std::fs::write(
-        ledger_dir.join("_checkpoint/00000000000000000002.json"),
-        b"[]",
-    )
-    .unwrap();
-    let err = Ledger::open(meadow.clone(), "f", "h.b.f", opts.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let checkpoint = ledger_dir.join("_checkpoint/00000000000000000002.json");
+    std::fs::write(checkpoint, b"[]").unwrap();
+    let err = reopen(&meadow, opts.clone()).await.unwrap_err().to_string();
     assert!(
         err.contains("_checkpoint/00000000000000000002.json"),
         "{err}"
@@ -395,11 +289,9 @@ async fn corrupt_entries_and_checkpoints_are_errors_naming_the_key() {
     let bad_cell = r#"{"version":4,"timestamp_ms":0,"writer":"w","operation":"WRITE","action":{"add_cells":{"cells":[{"path":"cell_x.parquet","size":1,"rows":1,"stats":{"id":{"min":"one","max":1,"nulls":0}}}]}}}"#;
     std::fs::write(ledger_dir.join("00000000000000000004.json"), bad_cell).unwrap();
     let err = ledger.refresh().await.unwrap_err().to_string();
-    assert!(
-        err.contains("00000000000000000004.json")
-            && err.contains("cell_x.parquet")
-            && err.contains("column id"),
-        "{err}"
+    assert_mentions(
+        &err,
+        &["00000000000000000004.json", "cell_x.parquet", "column id"],
     );
     // Nothing panicked, nothing was skipped, and the handle still holds the last good version.
     assert_eq!(ledger.latest().version, 3);
@@ -407,51 +299,25 @@ async fn corrupt_entries_and_checkpoints_are_errors_naming_the_key() {
 
 #[tokio::test]
 async fn a_writer_gives_up_after_its_budget_with_an_error_saying_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let meadow = Meadow::open(dir.path().to_str().unwrap()).await.unwrap();
-    let retry = RetryPolicy {
-        max_attempts: 3,
-        ..RetryPolicy::default()
-    };
-    let opts = CommitOptions::default().with_retry(retry);
-    let ledger = Ledger::create(
-        meadow.clone(),
-        "f",
-        "h.b.f",
-        "id",
-        &FrameSpec::new(schema()),
-        opts.clone(),
-    )
-    .await
-    .unwrap();
+    let (_dir, meadow) = local_meadow().await;
+    let opts = CommitOptions::default().with_retry(attempts(3));
+    let ledger = bare_ledger(&meadow, &FrameSpec::new(schema()), opts.clone()).await;
     let read = ledger.latest();
     // Another writer keeps winning: pre-create many versions with a different handle.
-    let other = Ledger::open(meadow.clone(), "f", "h.b.f", opts)
-        .await
-        .unwrap();
+    let other = reopen(&meadow, opts).await.unwrap();
     let other_frame = Frame::new(other, WriteOptions::default());
     for i in 0..3 {
-        other_frame
-            .append(stream(vec![batch(i..i + 1, &["eu"])]), "WRITE")
-            .await
-            .unwrap();
+        append_rows(&other_frame, i..i + 1).await;
     }
     // `read` is stale: each attempt loses and catches up by one GET of what exists, so with a
     // budget of 3 attempts against 3 existing versions it rebases and then wins — but a budget
     // of 1 loses.
-    let once = Ledger::open(
-        meadow.clone(),
-        "f",
-        "h.b.f",
-        CommitOptions::default().with_retry(RetryPolicy {
-            max_attempts: 1,
-            ..RetryPolicy::default()
-        }),
-    )
-    .await
-    .unwrap();
+    let once = reopen(&meadow, CommitOptions::default().with_retry(attempts(1)))
+        .await
+        .unwrap();
+    let nothing = || Action::AddCells { cells: vec![] };
     let err = once
-        .commit(&read, "WRITE", Action::AddCells { cells: vec![] })
+        .commit(&read, "WRITE", nothing())
         .await
         .unwrap_err()
         .to_string();
@@ -460,18 +326,10 @@ async fn a_writer_gives_up_after_its_budget_with_an_error_saying_so() {
         "{err}"
     );
     assert!(err.contains("retry budget exhausted"), "{err}");
-    let info = ledger
-        .commit(&read, "WRITE", Action::AddCells { cells: vec![] })
-        .await
-        .unwrap();
+    let info = ledger.commit(&read, "WRITE", nothing()).await.unwrap();
     assert_eq!(info.version, 4);
-    let seen: HashSet<u64> = ledger
-        .entries(0)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.version)
-        .collect();
+    let entries = ledger.entries(0).await.unwrap();
+    let seen: HashSet<u64> = entries.iter().map(|e| e.version).collect();
     assert_eq!(seen.len(), 5);
 }
 
@@ -480,52 +338,40 @@ async fn a_writer_gives_up_after_its_budget_with_an_error_saying_so() {
 /// ledger written before protocols (none in version 0) reads and writes as protocol 1.
 #[tokio::test]
 async fn a_frame_of_an_unknown_protocol_is_refused_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let meadow = Meadow::open(dir.path().to_str().unwrap()).await.unwrap();
-    let opts = CommitOptions::default();
-    Ledger::create(
-        meadow.clone(),
-        "f",
-        "h.b.f",
-        "id",
-        &FrameSpec::new(schema()),
-        opts.clone(),
-    )
-    .await
-    .unwrap();
+    let (dir, meadow) = local_meadow().await;
+    bare_ledger(&meadow, &FrameSpec::new(schema()), CommitOptions::default()).await;
     let zero = dir.path().join("f/_ledger/00000000000000000000.json");
     let written = std::fs::read_to_string(&zero).unwrap();
-    assert!(
-        written.contains(r#""protocol":{"min_reader_version":1,"min_writer_version":1}"#)
-            && written.contains(r#""commit_id":"#),
-        "{written}"
-    );
-    let with_protocol = |features: &str| {
-        written.replace(
-            r#""protocol":{"min_reader_version":1,"min_writer_version":1}"#,
-            &format!(r#""protocol":{{"min_reader_version":1,"min_writer_version":1,{features}}}"#),
-        )
+    assert_mentions(&written, &[PROTOCOL_1, r#""commit_id":"#]);
+    // Version 0 rewritten with the protocol's `features` (or none), then opened again.
+    let reopen_with = |features: Option<&str>| {
+        let body = match features {
+            Some(f) => written.replace(
+                PROTOCOL_1,
+                &format!(r#""protocol":{{"min_reader_version":1,"min_writer_version":1,{f}}}"#),
+            ),
+            None => {
+                let old = written.replace(&format!(",{PROTOCOL_1}"), "");
+                assert!(!old.contains("protocol"), "{old}");
+                old
+            }
+        };
+        std::fs::write(&zero, body).unwrap();
+        reopen(&meadow, CommitOptions::default())
     };
 
     // A writer-only feature: readable, never written to.
-    std::fs::write(
-        &zero,
-        with_protocol(r#""writer_features":["row_level_changes"]"#),
-    )
-    .unwrap();
-    let read_only = Ledger::open(meadow.clone(), "f", "h.b.f", opts.clone())
+    let read_only = reopen_with(Some(r#""writer_features":["row_level_changes"]"#))
         .await
         .unwrap();
     let frame = Frame::new(read_only, WriteOptions::default());
-    let err = frame
-        .append(stream(vec![batch(0..1, &["eu"])]), "WRITE")
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("frame h.b.f cannot be used by this build")
-            && err.contains("\"row_level_changes\""),
-        "{err}"
+    let err = try_append(&frame, 0..1).await.unwrap_err().to_string();
+    assert_mentions(
+        &err,
+        &[
+            "frame h.b.f cannot be used by this build",
+            "\"row_level_changes\"",
+        ],
     );
     assert_eq!(
         std::fs::read_dir(dir.path().join("f")).unwrap().count(),
@@ -534,50 +380,19 @@ async fn a_frame_of_an_unknown_protocol_is_refused_by_name() {
     );
 
     // A reader feature this build does not know: not even readable.
-    std::fs::write(
-        &zero,
-        with_protocol(
-            r#""reader_features":["deletion_vectors"],"writer_features":["deletion_vectors"]"#,
-        ),
-    )
-    .unwrap();
-    let err = Ledger::open(meadow.clone(), "f", "h.b.f", opts.clone())
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("\"deletion_vectors\"") && err.contains("cannot read"),
-        "{err}"
-    );
+    let unknown =
+        r#""reader_features":["deletion_vectors"],"writer_features":["deletion_vectors"]"#;
+    let err = reopen_with(Some(unknown)).await.unwrap_err().to_string();
+    assert_mentions(&err, &["\"deletion_vectors\"", "cannot read"]);
 
     // One it knows (`schema_evolution`, which an ALTER TABLE declares): readable and writable.
-    std::fs::write(
-        &zero,
-        with_protocol(
-            r#""reader_features":["schema_evolution"],"writer_features":["schema_evolution"]"#,
-        ),
-    )
-    .unwrap();
-    let evolving = Ledger::open(meadow.clone(), "f", "h.b.f", opts.clone())
-        .await
-        .unwrap();
-    Frame::new(evolving, WriteOptions::default())
-        .append(stream(vec![batch(0..1, &["eu"])]), "WRITE")
-        .await
-        .unwrap();
+    let known = r#""reader_features":["schema_evolution"],"writer_features":["schema_evolution"]"#;
+    let evolving = reopen_with(Some(known)).await.unwrap();
+    append_rows(&Frame::new(evolving, WriteOptions::default()), 0..1).await;
 
     // Written before protocols: protocol 1.
-    let old = written.replace(
-        r#","protocol":{"min_reader_version":1,"min_writer_version":1}"#,
-        "",
-    );
-    assert!(!old.contains("protocol"), "{old}");
-    std::fs::write(&zero, old).unwrap();
-    let ledger = Ledger::open(meadow, "f", "h.b.f", opts).await.unwrap();
-    Frame::new(ledger, WriteOptions::default())
-        .append(stream(vec![batch(0..1, &["eu"])]), "WRITE")
-        .await
-        .unwrap();
+    let ledger = reopen_with(None).await.unwrap();
+    append_rows(&Frame::new(ledger, WriteOptions::default()), 0..1).await;
 }
 
 /// A cell path a ledger holds must name a Parquet file in the frame's own folder (and its
@@ -586,24 +401,11 @@ async fn a_frame_of_an_unknown_protocol_is_refused_by_name() {
 /// conditional create.
 #[tokio::test]
 async fn cell_paths_outside_the_frame_folder_are_refused_on_read_and_on_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let meadow = Meadow::open(dir.path().to_str().unwrap()).await.unwrap();
+    let (dir, meadow) = local_meadow().await;
     let spec = FrameSpec::new(schema()).with_partition_by(["region"]);
-    let ledger = Ledger::create(
-        meadow.clone(),
-        "f",
-        "h.b.f",
-        "id",
-        &spec,
-        CommitOptions::default(),
-    )
-    .await
-    .unwrap();
+    let ledger = bare_ledger(&meadow, &spec, CommitOptions::default()).await;
     let frame = Frame::new(ledger.clone(), WriteOptions::default());
-    frame
-        .append(stream(vec![batch(0..4, &["eu"])]), "WRITE")
-        .await
-        .unwrap();
+    append_rows(&frame, 0..4).await;
     let good = ledger.latest().cells().next().unwrap().as_ref().clone();
 
     for bad in [
@@ -615,21 +417,15 @@ async fn cell_paths_outside_the_frame_folder_are_refused_on_read_and_on_commit()
     ] {
         let mut cell = good.clone();
         cell.path = bad.to_string();
+        let add = Action::AddCells {
+            cells: vec![Arc::new(cell)],
+        };
         let err = ledger
-            .commit(
-                &ledger.latest(),
-                "WRITE",
-                apiary_catalog::Action::AddCells {
-                    cells: vec![std::sync::Arc::new(cell)],
-                },
-            )
+            .commit(&ledger.latest(), "WRITE", add)
             .await
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("would not read back") && err.contains(bad),
-            "{bad}: {err}"
-        );
+        assert_mentions(&err, &["would not read back", bad]);
     }
     assert_eq!(
         ledger.refresh().await.unwrap().version,
@@ -646,9 +442,9 @@ async fn cell_paths_outside_the_frame_folder_are_refused_on_read_and_on_commit()
     )
     .unwrap();
     let err = ledger.refresh().await.unwrap_err().to_string();
-    assert!(
-        err.contains("corrupt object f/_ledger/00000000000000000002.json") && err.contains("'..'"),
-        "{err}"
+    assert_mentions(
+        &err,
+        &["corrupt object f/_ledger/00000000000000000002.json", "'..'"],
     );
 }
 
@@ -656,18 +452,9 @@ async fn cell_paths_outside_the_frame_folder_are_refused_on_read_and_on_commit()
 /// overwrite on it would take the subset for the whole frame.
 #[tokio::test]
 async fn a_subset_of_cells_is_never_committed_as_the_whole_frame() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, frame) = frame(
-        dir.path().to_str().unwrap(),
-        FrameSpec::new(schema()),
-        WriteOptions::default(),
-    )
-    .await;
+    let (_dir, _, frame) = local_plain_frame().await;
     for i in 0..2 {
-        frame
-            .append(stream(vec![batch(i * 10..i * 10 + 10, &["eu"])]), "WRITE")
-            .await
-            .unwrap();
+        append_rows(&frame, i * 10..i * 10 + 10).await;
     }
     let latest = frame.ledger().latest();
     let first = latest.cells().next().unwrap().path.clone();
@@ -679,4 +466,15 @@ async fn a_subset_of_cells_is_never_committed_as_the_whole_frame() {
         .to_string();
     assert!(err.contains("a subset of the cells of version 2"), "{err}");
     assert_eq!(frame.ledger().refresh().await.unwrap().cell_count(), 2);
+}
+
+/// Version 0's protocol as this build writes it.
+const PROTOCOL_1: &str = r#""protocol":{"min_reader_version":1,"min_writer_version":1}"#;
+
+/// A retry policy of at most `max_attempts` attempts.
+fn attempts(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        ..RetryPolicy::default()
+    }
 }

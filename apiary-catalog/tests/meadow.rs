@@ -1,11 +1,9 @@
 //! Opening meadows and the conditional create.
 
-use std::sync::Arc;
-
 use apiary_catalog::{Created, Meadow, MeadowKind};
 use bytes::Bytes;
 
-use crate::support::{backends, s3_url};
+use crate::support::{backends, race, s3_url};
 
 #[tokio::test]
 async fn every_url_form_opens_with_one_layout() {
@@ -65,20 +63,17 @@ async fn conditional_create_has_exactly_one_winner() {
         let meadow = Meadow::open(&b.url).await.unwrap();
         for round in 0..10 {
             let key = format!("race/{round}.json");
-            let barrier = Arc::new(tokio::sync::Barrier::new(16));
-            let tasks: Vec<_> = (0..16)
-                .map(|i| {
-                    let (m, key, barrier) = (meadow.clone(), key.clone(), Arc::clone(&barrier));
-                    tokio::spawn(async move {
-                        barrier.wait().await;
-                        let body = Bytes::from(format!("writer {i}"));
-                        (i, m.create(&key, body).await.unwrap())
-                    })
-                })
-                .collect();
+            let outcomes = race(16, |i, start| {
+                let (m, key) = (meadow.clone(), key.clone());
+                async move {
+                    start.wait().await;
+                    let body = Bytes::from(format!("writer {i}"));
+                    (i, m.create(&key, body).await.unwrap())
+                }
+            })
+            .await;
             let mut winners = vec![];
-            for t in tasks {
-                let (i, outcome) = t.await.unwrap();
+            for (i, outcome) in outcomes {
                 if outcome == Created::Yes {
                     winners.push(i);
                 }

@@ -1,12 +1,13 @@
 //! The registry: names, if-(not-)exists semantics, drops, races, freshness, checkpoints.
 
-use std::sync::Arc;
-
 use apiary_catalog::{
     CatalogError, CommitOptions, Creation, FrameSpec, IfExists, IfMissing, Meadow, Registry,
 };
 
-use crate::support::{backends, counting_meadow, registry, schema};
+use crate::support::{
+    append_rows, assert_mentions, backends, counting_meadow, create_hive_and_box, keys_below,
+    plain_frame, race, registry, schema,
+};
 
 #[tokio::test]
 async fn create_list_get_and_drop_with_explicit_semantics() {
@@ -159,10 +160,7 @@ async fn bad_names_are_refused_and_nothing_is_written() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("hive H cannot be created") && err.contains("existing hive h"),
-        "{err}"
-    );
+    assert_mentions(&err, &["hive H cannot be created", "existing hive h"]);
     // Nothing was written beside the root, and inside it only the registry.
     let beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(beside.len(), 1);
@@ -176,15 +174,8 @@ async fn bad_names_are_refused_and_nothing_is_written() {
 #[tokio::test]
 async fn a_recreated_frame_never_sees_the_old_one() {
     for b in backends() {
-        let (reg, frame) =
-            crate::support::frame(&b.url, FrameSpec::new(schema()), Default::default()).await;
-        frame
-            .append(
-                crate::support::stream(vec![crate::support::batch(0..10, &["eu"])]),
-                "WRITE",
-            )
-            .await
-            .unwrap();
+        let (reg, frame) = plain_frame(&b.url).await;
+        append_rows(&frame, 0..10).await;
         let old = reg.snapshot().frame("h", "b", "f").unwrap().clone();
         reg.drop_frame("h", "b", "f", IfMissing::Fail)
             .await
@@ -212,25 +203,21 @@ async fn a_recreated_frame_never_sees_the_old_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_frame_creation_has_exactly_one_winner() {
     for b in backends() {
-        let setup = registry(&b.url).await;
-        setup.create_hive("h", IfExists::Fail).await.unwrap();
-        setup.create_box("h", "b", IfExists::Fail).await.unwrap();
-        let barrier = Arc::new(tokio::sync::Barrier::new(8));
-        let tasks: Vec<_> = (0..8)
-            .map(|_| {
-                let (url, barrier) = (b.url.clone(), Arc::clone(&barrier));
-                tokio::spawn(async move {
-                    // Each creator has its own handle and cache, as separate processes would.
-                    let reg = registry(&url).await;
-                    barrier.wait().await;
-                    reg.create_frame("h", "b", "f", &FrameSpec::new(schema()), IfExists::Fail)
-                        .await
-                })
-            })
-            .collect();
+        create_hive_and_box(&registry(&b.url).await, IfExists::Fail).await;
+        let outcomes = race(8, |_, start| {
+            let url = b.url.clone();
+            async move {
+                // Each creator has its own handle and cache, as separate processes would.
+                let reg = registry(&url).await;
+                start.wait().await;
+                reg.create_frame("h", "b", "f", &FrameSpec::new(schema()), IfExists::Fail)
+                    .await
+            }
+        })
+        .await;
         let mut won = 0;
-        for t in tasks {
-            match t.await.unwrap() {
+        for outcome in outcomes {
+            match outcome {
                 Ok(Creation::Created(_)) => won += 1,
                 Err(CatalogError::AlreadyExists { .. }) => {}
                 other => panic!("{b}: unexpected {other:?}"),
@@ -240,14 +227,7 @@ async fn concurrent_frame_creation_has_exactly_one_winner() {
         let reg = registry(&b.url).await;
         let record = reg.snapshot().frame("h", "b", "f").unwrap().clone();
         // The losers' unused ledgers were removed: only the winner's version 0 remains.
-        let ledgers: Vec<_> = reg
-            .meadow()
-            .list("h/b/f")
-            .await
-            .unwrap()
-            .into_iter()
-            .filter_map(|m| reg.meadow().relative(&m.location).map(str::to_string))
-            .collect();
+        let ledgers = keys_below(reg.meadow(), "h/b/f").await;
         assert_eq!(
             ledgers,
             vec![format!(
@@ -262,12 +242,8 @@ async fn concurrent_frame_creation_has_exactly_one_winner() {
 #[tokio::test]
 async fn refresh_is_one_get_and_sees_other_writers() {
     let (meadow, counting) = counting_meadow();
-    let a = Registry::open(meadow.clone(), CommitOptions::default())
-        .await
-        .unwrap();
-    let b = Registry::open(meadow.clone(), CommitOptions::default())
-        .await
-        .unwrap();
+    let a = open_on(&meadow, CommitOptions::default()).await.unwrap();
+    let b = open_on(&meadow, CommitOptions::default()).await.unwrap();
     a.create_hive("h", IfExists::Fail).await.unwrap();
     assert!(
         b.snapshot().hive("h").is_err(),
@@ -290,7 +266,7 @@ async fn refresh_is_one_get_and_sees_other_writers() {
 async fn loading_reads_the_checkpoint_not_the_history() {
     let (meadow, counting) = counting_meadow();
     let opts = CommitOptions::default().with_checkpoint_interval(10);
-    let reg = Registry::open(meadow.clone(), opts.clone()).await.unwrap();
+    let reg = open_on(&meadow, opts.clone()).await.unwrap();
     for i in 0..23 {
         reg.create_hive(&format!("h{i}"), IfExists::Fail)
             .await
@@ -299,7 +275,7 @@ async fn loading_reads_the_checkpoint_not_the_history() {
     let replayed = reg.snapshot();
     assert_eq!(replayed.version, 23);
     counting.take();
-    let fresh = Registry::open(meadow.clone(), opts).await.unwrap();
+    let fresh = open_on(&meadow, opts).await.unwrap();
     assert_eq!(*fresh.snapshot(), *replayed);
     let calls = counting.take();
     // The hint, checkpoint 20, one listing after it, entries 21..=23.
@@ -310,10 +286,7 @@ async fn loading_reads_the_checkpoint_not_the_history() {
 
 #[tokio::test]
 async fn a_corrupt_registry_entry_is_an_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = dir.path().to_str().unwrap().to_string();
-    let reg = registry(&url).await;
-    reg.create_hive("h", IfExists::Fail).await.unwrap();
+    let (dir, url, reg) = local_registry_with_hive().await;
     std::fs::write(
         dir.path().join("_registry/00000000000000000002.json"),
         b"{not json",
@@ -321,14 +294,8 @@ async fn a_corrupt_registry_entry_is_an_error_naming_it() {
     .unwrap();
     let err = reg.refresh().await.unwrap_err().to_string();
     assert!(err.contains("_registry/00000000000000000002.json"), "{err}");
-    let err = Registry::open(Meadow::open(&url).await.unwrap(), CommitOptions::default())
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("corrupt object") && err.contains("00000000000000000002.json"),
-        "{err}"
-    );
+    let err = reopen_err(&url).await;
+    assert_mentions(&err, &["corrupt object", "00000000000000000002.json"]);
 }
 
 /// A registry written before 20-digit names and commit ids (`state_{version:06}.json`, no
@@ -358,10 +325,7 @@ async fn a_registry_with_six_digit_names_still_reads_and_grows() {
 /// by name, for reading and for writing.
 #[tokio::test]
 async fn a_registry_of_a_newer_protocol_is_refused_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = dir.path().to_str().unwrap().to_string();
-    let reg = registry(&url).await;
-    reg.create_hive("h", IfExists::Fail).await.unwrap();
+    let (dir, url, _reg) = local_registry_with_hive().await;
     let zero = dir.path().join("_registry/00000000000000000000.json");
     let body = std::fs::read_to_string(&zero).unwrap();
     assert!(body.contains(r#""min_reader_version":1"#), "{body}");
@@ -370,13 +334,35 @@ async fn a_registry_of_a_newer_protocol_is_refused_by_name() {
         body.replace(r#""min_reader_version":1"#, r#""min_reader_version":9"#),
     )
     .unwrap();
-    let err = Registry::open(Meadow::open(&url).await.unwrap(), CommitOptions::default())
+    let err = reopen_err(&url).await;
+    assert_mentions(
+        &err,
+        &[
+            "the registry cannot be used by this build",
+            "reader version 9",
+        ],
+    );
+}
+
+/// A registry on a fresh local folder (a plain path; returned too) with a hive `h`.
+async fn local_registry_with_hive() -> (tempfile::TempDir, String, Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap().to_string();
+    let reg = registry(&url).await;
+    reg.create_hive("h", IfExists::Fail).await.unwrap();
+    (dir, url, reg)
+}
+
+/// A registry of its own on `meadow`.
+async fn open_on(meadow: &Meadow, opts: CommitOptions) -> Result<Registry, CatalogError> {
+    Registry::open(meadow.clone(), opts).await
+}
+
+/// The error of opening the registry at `url` anew.
+async fn reopen_err(url: &str) -> String {
+    let meadow = Meadow::open(url).await.unwrap();
+    open_on(&meadow, CommitOptions::default())
         .await
         .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("the registry cannot be used by this build")
-            && err.contains("reader version 9"),
-        "{err}"
-    );
+        .to_string()
 }
