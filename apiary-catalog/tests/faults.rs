@@ -8,12 +8,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use apiary_catalog::testing::backend;
 use apiary_catalog::testing::faults::{Fault, Faults, Op, Rule};
 use apiary_catalog::{
     CommitOptions, Frame, FrameSpec, IfExists, Meadow, Registry, RetryPolicy, WriteOptions,
 };
 
-use crate::support::{batch, read_back, s3_url, schema, stream};
+use crate::support::{batch, create_frame, read_back, schema, stream};
+
+/// One test per backend of a scenario `$scenario(url, args…)`, each named and with its own
+/// arguments: `test_name: "backend label" (args…);`.
+macro_rules! on_each_backend {
+    (#[$test:meta] $scenario:ident { $($name:ident: $label:literal ($($arg:expr),*);)+ }) => {$(
+        #[$test]
+        async fn $name() {
+            let b = backend($label);
+            $scenario(&b.url $(, $arg)*).await;
+        }
+    )+};
+}
 
 /// The store client retried a create that had landed and got "already exists" (seen on S3 with
 /// 503s after the store kept the object): the commit is this writer's, not a rival's to rebase
@@ -22,15 +35,8 @@ use crate::support::{batch, read_back, s3_url, schema, stream};
 async fn lost_answers_are_recovered_by_reading_back(url: &str) {
     let faults = Faults::new(0);
     let reg = open(url, &faults).await;
-    reg.create_hive("h", IfExists::Keep).await.unwrap();
-    reg.create_box("h", "b", IfExists::Keep).await.unwrap();
-    reg.create_frame("h", "b", "f", &FrameSpec::new(schema()), IfExists::Fail)
-        .await
-        .unwrap();
-    let frame = Frame::new(
-        reg.open_ledger("h", "b", "f").await.unwrap(),
-        WriteOptions::default(),
-    );
+    create_frame(&reg, &FrameSpec::new(schema())).await;
+    let frame = frame_of(&reg).await;
     for (i, fault) in [
         Fault::Replay,
         Fault::After,
@@ -84,21 +90,13 @@ async fn lost_answers_are_recovered_by_reading_back(url: &str) {
     assert_eq!(faults.injections().values().sum::<usize>(), 5, "{url}");
 }
 
-#[tokio::test]
-async fn lost_answers_are_recovered_by_reading_back_local() {
-    let dir = tempfile::tempdir().unwrap();
-    lost_answers_are_recovered_by_reading_back(&format!("file://{}", dir.path().display())).await;
-}
-
-#[tokio::test]
-async fn lost_answers_are_recovered_by_reading_back_memory() {
-    let url = format!("memory://lost-{}", uuid::Uuid::new_v4().simple());
-    lost_answers_are_recovered_by_reading_back(&url).await;
-}
-
-#[tokio::test]
-async fn lost_answers_are_recovered_by_reading_back_s3() {
-    lost_answers_are_recovered_by_reading_back(&s3_url()).await;
+on_each_backend! {
+    #[tokio::test]
+    lost_answers_are_recovered_by_reading_back {
+        lost_answers_are_recovered_by_reading_back_local: "local" ();
+        lost_answers_are_recovered_by_reading_back_memory: "memory" ();
+        lost_answers_are_recovered_by_reading_back_s3: "s3" ();
+    }
 }
 
 const WRITERS: i64 = 8;
@@ -145,29 +143,17 @@ async fn open(url: &str, faults: &Faults) -> Registry {
 }
 
 async fn appends_under_faults(url: &str, seed: u64) {
-    let faults = storm(seed);
-    faults.set_enabled(false);
-    let reg = open(url, &faults).await;
-    reg.create_hive("h", IfExists::Keep).await.unwrap();
-    reg.create_box("h", "b", IfExists::Keep).await.unwrap();
     let spec = FrameSpec::new(schema()).with_partition_by(["region"]);
-    reg.create_frame("h", "b", "f", &spec, IfExists::Fail)
-        .await
-        .unwrap();
-    faults.set_enabled(true);
+    let (reg, faults) = storm_over_frame(url, seed, &spec).await;
 
     let tally = Arc::new(Tally::default());
     let mut writers = vec![];
     for w in 0..WRITERS {
         let (reg, tally) = (reg.clone(), Arc::clone(&tally));
         writers.push(tokio::spawn(async move {
-            // Each writer opens the frame once (retrying: the open reads storage too) and keeps
-            // it, as a session does; every append then refreshes it.
-            let frame = loop {
-                if let Ok(l) = reg.open_ledger("h", "b", "f").await {
-                    break Frame::new(l, WriteOptions::default());
-                }
-            };
+            // Each writer opens the frame once and keeps it, as a session does; every append
+            // then refreshes it.
+            let frame = open_until_it_opens(&reg).await;
             for i in 0..APPENDS {
                 let first = (w * APPENDS + i) * ROWS;
                 loop {
@@ -194,10 +180,7 @@ async fn appends_under_faults(url: &str, seed: u64) {
     }
     faults.set_enabled(false);
 
-    let frame = Frame::new(
-        reg.open_ledger("h", "b", "f").await.unwrap(),
-        WriteOptions::default(),
-    );
+    let frame = frame_of(&reg).await;
     let latest = frame.ledger().refresh().await.unwrap();
     let entries = frame.ledger().entries(1).await.unwrap();
     assert_eq!(
@@ -235,44 +218,24 @@ async fn appends_under_faults(url: &str, seed: u64) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn appends_under_faults_land_exactly_once_local() {
-    let dir = tempfile::tempdir().unwrap();
-    appends_under_faults(&format!("file://{}", dir.path().display()), 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn appends_under_faults_land_exactly_once_memory() {
-    let url = format!("memory://storm-{}", uuid::Uuid::new_v4().simple());
-    appends_under_faults(&url, 2).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn appends_under_faults_land_exactly_once_s3() {
-    appends_under_faults(&s3_url(), 3).await;
+on_each_backend! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    appends_under_faults {
+        appends_under_faults_land_exactly_once_local: "local" (1);
+        appends_under_faults_land_exactly_once_memory: "memory" (2);
+        appends_under_faults_land_exactly_once_s3: "s3" (3);
+    }
 }
 
 /// Overwrites racing appends while calls fail: whatever each commit's outcome, the active cells
 /// of the newest version are all in storage and the check passes.
 async fn rewrites_under_faults(url: &str, seed: u64) {
-    let faults = storm(seed);
-    faults.set_enabled(false);
-    let reg = open(url, &faults).await;
-    reg.create_hive("h", IfExists::Keep).await.unwrap();
-    reg.create_box("h", "b", IfExists::Keep).await.unwrap();
-    reg.create_frame("h", "b", "f", &FrameSpec::new(schema()), IfExists::Fail)
-        .await
-        .unwrap();
-    faults.set_enabled(true);
+    let (reg, faults) = storm_over_frame(url, seed, &FrameSpec::new(schema())).await;
     let mut tasks = vec![];
     for w in 0..4i64 {
         let reg = reg.clone();
         tasks.push(tokio::spawn(async move {
-            let frame = loop {
-                if let Ok(l) = reg.open_ledger("h", "b", "f").await {
-                    break Frame::new(l, WriteOptions::default());
-                }
-            };
+            let frame = open_until_it_opens(&reg).await;
             for i in 0..10i64 {
                 let first = (w * 10 + i) * ROWS;
                 let rows = stream(vec![batch(first..first + ROWS, &["eu"])]);
@@ -294,29 +257,43 @@ async fn rewrites_under_faults(url: &str, seed: u64) {
         t.await.unwrap();
     }
     faults.set_enabled(false);
-    let frame = Frame::new(
-        reg.open_ledger("h", "b", "f").await.unwrap(),
-        WriteOptions::default(),
-    );
+    let frame = frame_of(&reg).await;
     let latest = frame.ledger().refresh().await.unwrap();
     read_back(&frame, &latest).await; // fails on a missing cell
     let report = apiary_catalog::check_meadow(&reg).await.unwrap();
     assert!(report.is_ok(), "{url}: {:?}", report.problems);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rewrites_under_faults_lose_no_active_cell_local() {
-    let dir = tempfile::tempdir().unwrap();
-    rewrites_under_faults(&format!("file://{}", dir.path().display()), 4).await;
+on_each_backend! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    rewrites_under_faults {
+        rewrites_under_faults_lose_no_active_cell_local: "local" (4);
+        rewrites_under_faults_lose_no_active_cell_memory: "memory" (5);
+        rewrites_under_faults_lose_no_active_cell_s3: "s3" (6);
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rewrites_under_faults_lose_no_active_cell_memory() {
-    let url = format!("memory://rewrites-{}", uuid::Uuid::new_v4().simple());
-    rewrites_under_faults(&url, 5).await;
+/// A registry over a [`storm`] of `seed` (off while it makes frame `h.b.f` of `spec`, on after).
+async fn storm_over_frame(url: &str, seed: u64, spec: &FrameSpec) -> (Registry, Faults) {
+    let faults = storm(seed);
+    faults.set_enabled(false);
+    let reg = open(url, &faults).await;
+    create_frame(&reg, spec).await;
+    faults.set_enabled(true);
+    (reg, faults)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rewrites_under_faults_lose_no_active_cell_s3() {
-    rewrites_under_faults(&s3_url(), 6).await;
+/// Frame `h.b.f` of `reg`.
+async fn frame_of(reg: &Registry) -> Frame {
+    let ledger = reg.open_ledger("h", "b", "f").await.unwrap();
+    Frame::new(ledger, WriteOptions::default())
+}
+
+/// [`frame_of`], tried again until the open (which reads storage too) gets through the storm.
+async fn open_until_it_opens(reg: &Registry) -> Frame {
+    loop {
+        if let Ok(l) = reg.open_ledger("h", "b", "f").await {
+            break Frame::new(l, WriteOptions::default());
+        }
+    }
 }
