@@ -20,60 +20,12 @@ use datafusion_proto::bytes::{
 const SUBQUERY: &str =
     "SELECT id FROM h.b.t WHERE v > (SELECT avg(v) FROM h.b.t WHERE k = 'a') AND id > 5";
 
-async fn sql(ctx: &SessionContext, q: &str) {
-    ctx.sql(q).await.unwrap().collect().await.unwrap();
-}
-
-/// The top of the first distributable subtree of `plan` that can be shipped, as the rule finds it.
-fn distributable(
-    plan: &Arc<dyn ExecutionPlan>,
-    matcher: &ScanMatcher,
-) -> Option<Arc<dyn ExecutionPlan>> {
-    if matcher.distributable(plan).is_some() && ships(plan) {
-        return Some(Arc::clone(plan));
-    }
-    plan.children()
-        .into_iter()
-        .find_map(|c| distributable(c, matcher))
-}
-
-async fn rows(plan: Arc<dyn ExecutionPlan>, ctx: &SessionContext) -> Vec<String> {
-    let batches = collect(plan, ctx.task_ctx()).await.unwrap();
-    let text = pretty_format_batches(&batches).unwrap().to_string();
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| l.starts_with('|'))
-        .skip(1)
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    lines
-}
+const COUNT: &str = "SELECT count(*) FROM h.b.t WHERE v > 3";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fragment_shape_round_trips() {
     let dir = tempfile::tempdir().unwrap();
-    let meadow = Meadow::open(dir.path().to_str().unwrap()).await.unwrap();
-    let registry = Registry::open(meadow.clone(), CommitOptions::default())
-        .await
-        .unwrap();
-    let options = CatalogOptions {
-        write: WriteOptions::default()
-            .with_leafcutter(Leafcutter::default().with_target_cell_bytes(64 * 1024)),
-        ..CatalogOptions::default()
-    };
-    let catalog = ProviderState::new(registry, IoRuntime::new().unwrap(), options);
-    let ctx = SessionContext::new();
-    catalog.register(&ctx);
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
-    sql(&ctx, "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, v DOUBLE, note VARCHAR, k VARCHAR NOT NULL) STORED AS APIARY PARTITIONED BY (k) LOCATION ''").await;
-    for i in 0..4 {
-        sql(&ctx, &format!(
-            "INSERT INTO h.b.t SELECT value, value / 7.0, 'n' || CAST(value AS VARCHAR), CASE WHEN value % 2 = 0 THEN 'a' ELSE 'b' END FROM generate_series({}, {})",
-            i * 1000, i * 1000 + 999
-        )).await;
-    }
+    let (meadow, ctx) = table_of_small_cells(dir.path()).await;
     let matcher = ScanMatcher {
         store_url: meadow.object_store_url().clone(),
         root: meadow.root().to_string(),
@@ -108,13 +60,7 @@ async fn every_fragment_shape_round_trips() {
             "AggregateExec",
         ),
     ] {
-        let plan = ctx
-            .sql(q)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = physical_plan(&ctx, q).await;
         let subtree =
             distributable(&plan, &matcher).unwrap_or_else(|| panic!("no Apiary scan in {q}"));
         assert_eq!(subtree.name(), top, "{q}");
@@ -122,9 +68,7 @@ async fn every_fragment_shape_round_trips() {
         let files = files_of(&scan);
         assert!(files.len() >= 4, "{q}: {} cells", files.len());
         let part = fragment(&subtree, files[..files.len() / 2].to_vec()).unwrap();
-        let bytes = physical_plan_to_bytes_with_extension_codec(Arc::clone(&part), &codec).unwrap();
-        let back =
-            physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &codec).unwrap();
+        let (_, back) = round_trip(&part, &ctx, &codec);
         assert_eq!(
             displayable(back.as_ref()).indent(true).to_string(),
             displayable(part.as_ref()).indent(true).to_string(),
@@ -133,13 +77,7 @@ async fn every_fragment_shape_round_trips() {
         assert_eq!(rows(back, &ctx).await, rows(part, &ctx).await, "{q}");
     }
 
-    let plan = ctx
-        .sql(SUBQUERY)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&ctx, SUBQUERY).await;
     let outer = Arc::clone(plan.children()[0]);
     assert!(outer.is::<datafusion::physical_plan::filter::FilterExec>());
     assert!(matcher.distributable(&outer).is_some());
@@ -150,29 +88,14 @@ async fn every_fragment_shape_round_trips() {
     );
 
     // Apiary's own node goes through the codec.
-    let plan = ctx
-        .sql("SELECT count(*) FROM h.b.t WHERE v > 3")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&ctx, COUNT).await;
     let chambered: Arc<dyn ExecutionPlan> = Arc::new(ChamberExec::new(
         Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(plan)),
         pool.clone(),
     ));
-    let bytes =
-        physical_plan_to_bytes_with_extension_codec(Arc::clone(&chambered), &codec).unwrap();
-    let back =
-        physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &codec).unwrap();
+    let (bytes, back) = round_trip(&chambered, &ctx, &codec);
     assert!(back.is::<ChamberExec>());
-    let direct = ctx
-        .sql("SELECT count(*) FROM h.b.t WHERE v > 3")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let direct = physical_plan(&ctx, COUNT).await;
     assert_eq!(rows(back, &ctx).await, rows(direct, &ctx).await);
     // A node without bees cannot take a chamber.
     let err = physical_plan_from_bytes_with_extension_codec(
@@ -182,4 +105,79 @@ async fn every_fragment_shape_round_trips() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("without bees"), "{err}");
+}
+
+/// The physical plan of `q` in `ctx`.
+async fn physical_plan(ctx: &SessionContext, q: &str) -> Arc<dyn ExecutionPlan> {
+    let df = ctx.sql(q).await.unwrap();
+    df.create_physical_plan().await.unwrap()
+}
+
+/// `plan` encoded with `codec`, and decoded again.
+fn round_trip(
+    plan: &Arc<dyn ExecutionPlan>,
+    ctx: &SessionContext,
+    codec: &ApiaryCodec,
+) -> (bytes::Bytes, Arc<dyn ExecutionPlan>) {
+    let bytes = physical_plan_to_bytes_with_extension_codec(Arc::clone(plan), codec).unwrap();
+    let back =
+        physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), codec).unwrap();
+    (bytes, back)
+}
+
+/// A session on a meadow in `dir` with a table `h.b.t` of 4000 rows in two partitions (`k`),
+/// written as cells of about 64 KiB.
+async fn table_of_small_cells(dir: &std::path::Path) -> (Meadow, SessionContext) {
+    let meadow = Meadow::open(dir.to_str().unwrap()).await.unwrap();
+    let registry = Registry::open(meadow.clone(), CommitOptions::default())
+        .await
+        .unwrap();
+    let options = CatalogOptions {
+        write: WriteOptions::default()
+            .with_leafcutter(Leafcutter::default().with_target_cell_bytes(64 * 1024)),
+        ..CatalogOptions::default()
+    };
+    let catalog = ProviderState::new(registry, IoRuntime::new().unwrap(), options);
+    let ctx = SessionContext::new();
+    catalog.register(&ctx);
+    sql(&ctx, "CREATE DATABASE h").await;
+    sql(&ctx, "CREATE SCHEMA h.b").await;
+    sql(&ctx, "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, v DOUBLE, note VARCHAR, k VARCHAR NOT NULL) STORED AS APIARY PARTITIONED BY (k) LOCATION ''").await;
+    for i in 0..4 {
+        sql(&ctx, &format!(
+            "INSERT INTO h.b.t SELECT value, value / 7.0, 'n' || CAST(value AS VARCHAR), CASE WHEN value % 2 = 0 THEN 'a' ELSE 'b' END FROM generate_series({}, {})",
+            i * 1000, i * 1000 + 999
+        )).await;
+    }
+    (meadow, ctx)
+}
+
+async fn sql(ctx: &SessionContext, q: &str) {
+    ctx.sql(q).await.unwrap().collect().await.unwrap();
+}
+
+/// The top of the first distributable subtree of `plan` that can be shipped, as the rule finds it.
+fn distributable(
+    plan: &Arc<dyn ExecutionPlan>,
+    matcher: &ScanMatcher,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    if matcher.distributable(plan).is_some() && ships(plan) {
+        return Some(Arc::clone(plan));
+    }
+    plan.children()
+        .into_iter()
+        .find_map(|c| distributable(c, matcher))
+}
+
+async fn rows(plan: Arc<dyn ExecutionPlan>, ctx: &SessionContext) -> Vec<String> {
+    let batches = collect(plan, ctx.task_ctx()).await.unwrap();
+    let text = pretty_format_batches(&batches).unwrap().to_string();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
 }
