@@ -11,53 +11,50 @@ use datafusion::common::ScalarValue;
 use object_store::ObjectStoreExt;
 
 use crate::support::{
-    append_rows, backends, batch, create_hive_and_box, frame, keys_below, local_frame,
+    Backend, append_rows, backends, batch, create_hive_and_box, frame, keys_below, local_frame,
     local_plain_frame, plain_frame, read_back, registry, schema, stream,
 };
 
-#[tokio::test]
-async fn partitioned_writes_group_rows_and_escape_values() {
-    for b in backends() {
-        let spec = FrameSpec::new(schema()).with_partition_by(["region"]);
-        let (_, frame) = frame(&b.url, spec, WriteOptions::default()).await;
-        let regions = ["eu", "us/west", "a=b", "100%", "..", "日本"];
-        let info = frame
-            .append(
-                stream(vec![batch(0..600, &regions), batch(600..700, &["eu"])]),
-                "WRITE",
-            )
-            .await
-            .unwrap();
+async fn partitioned_writes_group_rows_and_escape_values(b: Backend) {
+    let spec = FrameSpec::new(schema()).with_partition_by(["region"]);
+    let (_, frame) = frame(&b.url, spec, WriteOptions::default()).await;
+    let regions = ["eu", "us/west", "a=b", "100%", "..", "日本"];
+    let info = frame
+        .append(
+            stream(vec![batch(0..600, &regions), batch(600..700, &["eu"])]),
+            "WRITE",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        info.cells_added,
+        regions.len(),
+        "{b}: one cell per partition"
+    );
+    assert_eq!(info.rows_added, 700);
+    let snap = frame.ledger().latest();
+    for cell in snap.cells() {
+        assert!(cell.path.starts_with("region="), "{}", cell.path);
         assert_eq!(
-            info.cells_added,
-            regions.len(),
-            "{b}: one cell per partition"
+            cell.path.matches('/').count(),
+            1,
+            "{b}: one folder level: {}",
+            cell.path
         );
-        assert_eq!(info.rows_added, 700);
-        let snap = frame.ledger().latest();
-        for cell in snap.cells() {
-            assert!(cell.path.starts_with("region="), "{}", cell.path);
-            assert_eq!(
-                cell.path.matches('/').count(),
-                1,
-                "{b}: one folder level: {}",
-                cell.path
-            );
-            assert!(
-                !cell.stats.contains_key("region"),
-                "partition columns are not stored in cells"
-            );
-        }
-        let (ids, per_partition) = read_back(&frame, &snap).await;
-        assert_eq!(ids, (0..700).collect::<Vec<_>>(), "{b}");
-        assert_eq!(per_partition["eu"], 200, "{b}");
-        assert_eq!(per_partition["us/west"], 100, "{b}");
-        assert_eq!(per_partition[".."], 100, "{b}");
-        // The ledger keeps the typed values, whatever the folder name.
-        let values: Vec<ScalarValue> = snap.cells().map(|c| c.partition[0].clone()).collect();
-        for r in regions {
-            assert!(values.contains(&ScalarValue::from(r)), "{b}: {r}");
-        }
+        assert!(
+            !cell.stats.contains_key("region"),
+            "partition columns are not stored in cells"
+        );
+    }
+    let (ids, per_partition) = read_back(&frame, &snap).await;
+    assert_eq!(ids, (0..700).collect::<Vec<_>>(), "{b}");
+    assert_eq!(per_partition["eu"], 200, "{b}");
+    assert_eq!(per_partition["us/west"], 100, "{b}");
+    assert_eq!(per_partition[".."], 100, "{b}");
+    // The ledger keeps the typed values, whatever the folder name.
+    let values: Vec<ScalarValue> = snap.cells().map(|c| c.partition[0].clone()).collect();
+    for r in regions {
+        assert!(values.contains(&ScalarValue::from(r)), "{b}: {r}");
     }
 }
 
@@ -94,44 +91,42 @@ async fn partition_values_of_every_supported_type() {
     assert!(dir.path().join("h/b/f").is_dir());
 }
 
-#[tokio::test]
-async fn statistics_come_from_the_parquet_writer() {
-    for b in backends() {
-        let (_, frame) = plain_frame(&b.url).await;
-        frame
-            .append(stream(vec![batch(10..40, &["x", "b", "m"])]), "WRITE")
-            .await
-            .unwrap();
-        let snap = frame.ledger().latest();
-        let cell = snap.cells().next().unwrap();
-        assert_eq!(cell.rows, 30);
-        let id = &cell.stats["id"];
-        assert_eq!(id.min, Some(ScalarValue::Int64(Some(10))), "{b}");
-        assert_eq!(id.max, Some(ScalarValue::Int64(Some(39))), "{b}");
-        assert_eq!(id.null_count, Some(0));
-        let region = &cell.stats["region"];
-        assert_eq!(region.min, Some(ScalarValue::from("b")));
-        assert_eq!(region.max, Some(ScalarValue::from("x")));
-        // note is null for every id divisible by 3: 12, 15, …, 39 → 10 nulls.
-        assert_eq!(cell.stats["note"].null_count, Some(10));
-        // Each column's uncompressed size, for DataFusion's size estimates.
-        for c in ["id", "region", "note"] {
-            assert!(cell.stats[c].bytes.is_some_and(|b| b > 0), "{b}: {c}");
-        }
-        let size = frame
-            .ledger()
-            .meadow()
-            .store()
-            .head(&frame.ledger().meadow().key(&format!(
-                "{}/{}",
-                frame.ledger().location(),
-                cell.path
-            )))
-            .await
-            .unwrap()
-            .size;
-        assert_eq!(cell.size, size, "{b}: recorded size is the object's size");
+async fn statistics_come_from_the_parquet_writer(b: Backend) {
+    let (_, frame) = plain_frame(&b.url).await;
+    frame
+        .append(stream(vec![batch(10..40, &["x", "b", "m"])]), "WRITE")
+        .await
+        .unwrap();
+    let snap = frame.ledger().latest();
+    let cell = snap.cells().next().unwrap();
+    assert_eq!(cell.rows, 30);
+    let id = &cell.stats["id"];
+    assert_eq!(id.min, Some(ScalarValue::Int64(Some(10))), "{b}");
+    assert_eq!(id.max, Some(ScalarValue::Int64(Some(39))), "{b}");
+    assert_eq!(id.null_count, Some(0));
+    let region = &cell.stats["region"];
+    assert_eq!(region.min, Some(ScalarValue::from("b")));
+    assert_eq!(region.max, Some(ScalarValue::from("x")));
+    // note is null for every id divisible by 3: 12, 15, …, 39 → 10 nulls.
+    assert_eq!(cell.stats["note"].null_count, Some(10));
+    // Each column's uncompressed size, for DataFusion's size estimates.
+    for c in ["id", "region", "note"] {
+        assert!(cell.stats[c].bytes.is_some_and(|b| b > 0), "{b}: {c}");
     }
+    let size = frame
+        .ledger()
+        .meadow()
+        .store()
+        .head(
+            &frame
+                .ledger()
+                .meadow()
+                .key(&format!("{}/{}", frame.ledger().location(), cell.path)),
+        )
+        .await
+        .unwrap()
+        .size;
+    assert_eq!(cell.size, size, "{b}: recorded size is the object's size");
 }
 
 #[tokio::test]
@@ -178,65 +173,62 @@ async fn large_writes_split_into_cells_of_about_the_target() {
     }
 }
 
-#[tokio::test]
-async fn a_failed_write_leaves_nothing_visible_or_behind() {
-    for b in backends() {
-        // A nullable partition column, so that the null reaches the partitioning rule.
-        let nullable = Arc::new(Schema::new(
-            schema()
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        ));
-        let spec = FrameSpec::new(nullable).with_partition_by(["region"]);
-        let (_, frame) = frame(&b.url, spec, WriteOptions::default()).await;
-        append_rows(&frame, 0..10).await;
-        let before = frame.ledger().latest();
-        let cells_before = cell_objects(&frame).await;
+async fn a_failed_write_leaves_nothing_visible_or_behind(b: Backend) {
+    // A nullable partition column, so that the null reaches the partitioning rule.
+    let nullable = Arc::new(Schema::new(
+        schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let spec = FrameSpec::new(nullable).with_partition_by(["region"]);
+    let (_, frame) = frame(&b.url, spec, WriteOptions::default()).await;
+    append_rows(&frame, 0..10).await;
+    let before = frame.ledger().latest();
+    let cells_before = cell_objects(&frame).await;
 
-        // The input fails half way, after cells of several partitions were started.
-        let failing = futures::stream::iter(vec![
-            Ok(batch(10..20, &["eu", "us"])),
-            Ok(batch(20..30, &["asia"])),
-            Err(CatalogError::InvalidOption {
-                name: "input".into(),
-                reason: "the source broke".into(),
-            }),
-        ]);
-        let err = frame
-            .append(failing, "WRITE")
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("the source broke"), "{err}");
-        // A null partition value in the second batch.
-        let nulls = columns(vec![
-            ("id", Arc::new(Int64Array::from(vec![1, 2])), false),
-            (
-                "region",
-                Arc::new(StringArray::from(vec![Some("eu"), None])),
-                true,
-            ),
-        ]);
-        let err = frame
-            .append(stream(vec![batch(30..40, &["eu"]), nulls]), "WRITE")
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("partition column region has a null value"),
-            "{err}"
-        );
+    // The input fails half way, after cells of several partitions were started.
+    let failing = futures::stream::iter(vec![
+        Ok(batch(10..20, &["eu", "us"])),
+        Ok(batch(20..30, &["asia"])),
+        Err(CatalogError::InvalidOption {
+            name: "input".into(),
+            reason: "the source broke".into(),
+        }),
+    ]);
+    let err = frame
+        .append(failing, "WRITE")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the source broke"), "{err}");
+    // A null partition value in the second batch.
+    let nulls = columns(vec![
+        ("id", Arc::new(Int64Array::from(vec![1, 2])), false),
+        (
+            "region",
+            Arc::new(StringArray::from(vec![Some("eu"), None])),
+            true,
+        ),
+    ]);
+    let err = frame
+        .append(stream(vec![batch(30..40, &["eu"]), nulls]), "WRITE")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("partition column region has a null value"),
+        "{err}"
+    );
 
-        let after = frame.ledger().refresh().await.unwrap();
-        assert_eq!(after.version, before.version, "{b}: nothing committed");
-        assert_eq!(
-            cell_objects(&frame).await,
-            cells_before,
-            "{b}: no cell left behind"
-        );
-    }
+    let after = frame.ledger().refresh().await.unwrap();
+    assert_eq!(after.version, before.version, "{b}: nothing committed");
+    assert_eq!(
+        cell_objects(&frame).await,
+        cells_before,
+        "{b}: no cell left behind"
+    );
 }
 
 #[tokio::test]
@@ -343,3 +335,9 @@ async fn cell_objects(frame: &Frame) -> Vec<String> {
         .filter(|k| !k.contains("/_ledger/"))
         .collect()
 }
+
+apiary_catalog::each_backend!(
+    partitioned_writes_group_rows_and_escape_values,
+    statistics_come_from_the_parquet_writer,
+    a_failed_write_leaves_nothing_visible_or_behind,
+);

@@ -9,64 +9,61 @@ use apiary_catalog::{
 };
 
 use crate::support::{
-    age_files, append_rows, assert_mentions, backends, bare_ledger, keys_below, local_meadow,
+    Backend, age_files, append_rows, assert_mentions, bare_ledger, keys_below, local_meadow,
     local_plain_frame, overwrite_rows, plain_frame, read_back, reopen, schema, write_cells,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replaced_and_orphaned_cells_go_and_live_ones_stay() {
-    for b in backends() {
-        let (_, frame) = plain_frame(&b.url).await;
-        append_rows(&frame, 0..10).await;
-        append_rows(&frame, 10..20).await;
-        overwrite_rows(&frame, 100..105).await;
-        // An orphan: written, never committed (a writer that died before its commit).
-        let orphan = write_cells(&frame, &frame.ledger().latest(), 7..8).await;
-        assert_eq!(cells_stored(&frame).await.len(), 4);
+async fn replaced_and_orphaned_cells_go_and_live_ones_stay(b: Backend) {
+    let (_, frame) = plain_frame(&b.url).await;
+    append_rows(&frame, 0..10).await;
+    append_rows(&frame, 10..20).await;
+    overwrite_rows(&frame, 100..105).await;
+    // An orphan: written, never committed (a writer that died before its commit).
+    let orphan = write_cells(&frame, &frame.ledger().latest(), 7..8).await;
+    assert_eq!(cells_stored(&frame).await.len(), 4);
 
-        // A dry run lists the two overwritten cells and the orphan, and removes nothing.
-        let dry_run = CleansingOptions {
-            dry_run: true,
-            ..now_only()
-        };
-        let report = cleanse_frame(frame.ledger(), &dry_run).await.unwrap();
-        let cells = removed(&report, RemovalKind::Cell);
-        assert_eq!(cells.len(), 2, "{b}: {cells:?}");
-        let orphans = removed(&report, RemovalKind::OrphanCell);
-        assert!(
-            orphans.len() == 1 && orphans[0].ends_with(&orphan[0].path),
-            "{b}: {orphans:?}"
-        );
-        assert_eq!(cells_stored(&frame).await.len(), 4, "{b}");
+    // A dry run lists the two overwritten cells and the orphan, and removes nothing.
+    let dry_run = CleansingOptions {
+        dry_run: true,
+        ..now_only()
+    };
+    let report = cleanse_frame(frame.ledger(), &dry_run).await.unwrap();
+    let cells = removed(&report, RemovalKind::Cell);
+    assert_eq!(cells.len(), 2, "{b}: {cells:?}");
+    let orphans = removed(&report, RemovalKind::OrphanCell);
+    assert!(
+        orphans.len() == 1 && orphans[0].ends_with(&orphan[0].path),
+        "{b}: {orphans:?}"
+    );
+    assert_eq!(cells_stored(&frame).await.len(), 4, "{b}");
 
-        // For real: the live cell stays and reads.
-        let report = cleanse_frame(frame.ledger(), &now_only()).await.unwrap();
-        assert_eq!(report.oldest_kept_version, Some(3), "{b}");
-        let cells_and_orphans = removed(&report, RemovalKind::Cell).len()
-            + removed(&report, RemovalKind::OrphanCell).len();
-        assert_eq!(cells_and_orphans, 3, "{b}");
-        let live = frame.ledger().refresh().await.unwrap();
-        let stored = cells_stored(&frame).await;
-        assert_eq!(stored.len(), 1, "{b}: {stored:?}");
-        let (ids, _) = read_back(&frame, &live).await;
-        assert_eq!(ids, (100..105).collect::<Vec<i64>>(), "{b}");
+    // For real: the live cell stays and reads.
+    let report = cleanse_frame(frame.ledger(), &now_only()).await.unwrap();
+    assert_eq!(report.oldest_kept_version, Some(3), "{b}");
+    let cells_and_orphans =
+        removed(&report, RemovalKind::Cell).len() + removed(&report, RemovalKind::OrphanCell).len();
+    assert_eq!(cells_and_orphans, 3, "{b}");
+    let live = frame.ledger().refresh().await.unwrap();
+    let stored = cells_stored(&frame).await;
+    assert_eq!(stored.len(), 1, "{b}: {stored:?}");
+    let (ids, _) = read_back(&frame, &live).await;
+    assert_eq!(ids, (100..105).collect::<Vec<i64>>(), "{b}");
 
-        // The history before the oldest kept version is gone, with a clear error naming it.
-        let err = frame.ledger().snapshot_at(1).await.unwrap_err();
-        let expired = matches!(
-            err,
-            CatalogError::VersionExpired {
-                version: 1,
-                oldest: 3,
-                ..
-            }
-        );
-        assert!(expired, "{b}: {err}");
-        assert!(err.to_string().contains("removed by cleanup"), "{err}");
-        // And the frame still opens from storage alone.
-        let reopened = reopen_frame(&frame).await;
-        assert_eq!(*reopened.latest(), *live, "{b}");
-    }
+    // The history before the oldest kept version is gone, with a clear error naming it.
+    let err = frame.ledger().snapshot_at(1).await.unwrap_err();
+    let expired = matches!(
+        err,
+        CatalogError::VersionExpired {
+            version: 1,
+            oldest: 3,
+            ..
+        }
+    );
+    assert!(expired, "{b}: {err}");
+    assert!(err.to_string().contains("removed by cleanup"), "{err}");
+    // And the frame still opens from storage alone.
+    let reopened = reopen_frame(&frame).await;
+    assert_eq!(*reopened.latest(), *live, "{b}");
 }
 
 /// Ages are the store's: on a local folder the files' modification times. Versions and orphans
@@ -187,43 +184,40 @@ async fn old_ledger_entries_go_down_to_the_last_checkpoint() {
     }
 }
 
-#[tokio::test]
-async fn folders_of_dropped_frames_go_after_retention_and_cannot_be_undropped_after() {
-    for b in backends() {
-        let (reg, frame) = plain_frame(&b.url).await;
-        append_rows(&frame, 0..10).await;
-        let location = frame.ledger().location().to_string();
-        reg.drop_frame("h", "b", "f", IfMissing::Fail)
-            .await
-            .unwrap();
-        let kept = cleanse_meadow(&reg, &CleansingOptions::default())
-            .await
-            .unwrap();
-        assert!(kept.removals.is_empty(), "{b}: inside the retention window");
-        // Within retention a drop is undone: the same frame, its rows intact.
-        let back = reg.undrop_frame("h", "b", "f", None).await.unwrap();
-        assert_eq!(back.location, location, "{b}");
-        let ledger = reg.open_ledger("h", "b", "f").await.unwrap();
-        assert_eq!(ledger.latest().row_count(), 10, "{b}");
-        reg.drop_frame("h", "b", "f", IfMissing::Fail)
-            .await
-            .unwrap();
-        let report = cleanse_meadow(&reg, &now_only()).await.unwrap();
-        let dropped = removed(&report, RemovalKind::DroppedFrame);
-        assert!(
-            dropped.iter().any(|k| k.ends_with(".parquet")),
-            "{b}: {report:?}"
-        );
-        assert!(
-            reg.meadow().list(&location).await.unwrap().is_empty(),
-            "{b}"
-        );
-        let err = reg.undrop_frame("h", "b", "f", None).await.unwrap_err();
-        assert!(
-            err.to_string().contains("among the dropped frames"),
-            "{b}: {err}"
-        );
-    }
+async fn folders_of_dropped_frames_go_after_retention_and_cannot_be_undropped_after(b: Backend) {
+    let (reg, frame) = plain_frame(&b.url).await;
+    append_rows(&frame, 0..10).await;
+    let location = frame.ledger().location().to_string();
+    reg.drop_frame("h", "b", "f", IfMissing::Fail)
+        .await
+        .unwrap();
+    let kept = cleanse_meadow(&reg, &CleansingOptions::default())
+        .await
+        .unwrap();
+    assert!(kept.removals.is_empty(), "{b}: inside the retention window");
+    // Within retention a drop is undone: the same frame, its rows intact.
+    let back = reg.undrop_frame("h", "b", "f", None).await.unwrap();
+    assert_eq!(back.location, location, "{b}");
+    let ledger = reg.open_ledger("h", "b", "f").await.unwrap();
+    assert_eq!(ledger.latest().row_count(), 10, "{b}");
+    reg.drop_frame("h", "b", "f", IfMissing::Fail)
+        .await
+        .unwrap();
+    let report = cleanse_meadow(&reg, &now_only()).await.unwrap();
+    let dropped = removed(&report, RemovalKind::DroppedFrame);
+    assert!(
+        dropped.iter().any(|k| k.ends_with(".parquet")),
+        "{b}: {report:?}"
+    );
+    assert!(
+        reg.meadow().list(&location).await.unwrap().is_empty(),
+        "{b}"
+    );
+    let err = reg.undrop_frame("h", "b", "f", None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("among the dropped frames"),
+        "{b}: {err}"
+    );
 }
 
 /// A crash between creating a frame's ledger and registering it leaves a folder no registry
@@ -350,3 +344,8 @@ async fn live_rows(frame: &Frame) -> usize {
     let live = frame.ledger().refresh().await.unwrap();
     read_back(frame, &live).await.0.len()
 }
+
+apiary_catalog::each_backend!(
+    replaced_and_orphaned_cells_go_and_live_ones_stay,
+    folders_of_dropped_frames_go_after_retention_and_cannot_be_undropped_after,
+);

@@ -4,59 +4,56 @@ use apiary_catalog::{CatalogError, Frame, FrameSpec, Leafcutter, WriteOptions};
 use apiary_catalog::{Compaction, CompactionReport, compact};
 
 use crate::support::{
-    append_rows, backends, batch, frame, local_frame, race, read_back, schema, stream, task_ctx,
+    Backend, append_rows, batch, frame, local_frame, race, read_back, schema, stream, task_ctx,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_cells_of_each_partition_become_one_commit_of_target_sized_cells() {
-    for b in backends() {
-        let spec = FrameSpec::new(schema()).with_partition_by(["region"]);
-        let (_, frame) = frame(&b.url, spec, small_cells()).await;
-        for i in 0..30i64 {
-            let regions = [["eu"], ["us"], ["asia"]][(i % 3) as usize];
-            frame
-                .append(
-                    stream(vec![batch(i * 100..i * 100 + 100, &regions)]),
-                    "WRITE",
-                )
-                .await
-                .unwrap();
-        }
-        let before = frame.ledger().latest();
-        assert_eq!(before.cell_count(), 30);
-        let (ids_before, rows_before) = read_back(&frame, &before).await;
-
-        let report = compact_small_cells(&frame).await;
-        assert_eq!(report.version, Some(before.version + 1), "{b}");
-        let summary: Vec<(String, usize, usize, u64)> = report
-            .partitions
-            .iter()
-            .map(|p| (p.partition.clone(), p.cells_before, p.cells_after, p.rows))
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                ("region=asia".to_string(), 10, 1, 1000),
-                ("region=eu".to_string(), 10, 1, 1000),
-                ("region=us".to_string(), 10, 1, 1000),
-            ],
-            "{b}"
-        );
-        let after = frame.ledger().latest();
-        assert_eq!(after.cell_count(), 3, "{b}");
-        let (ids_after, rows_after) = read_back(&frame, &after).await;
-        assert_eq!(ids_after, ids_before, "{b}: the same rows");
-        assert_eq!(rows_after, rows_before, "{b}: in the same partitions");
-        let last = frame.ledger().entries(after.version).await.unwrap();
-        assert_eq!(last[0].operation, "COMPACT");
-        assert_eq!(last[0].action.removed().len(), 30);
-
-        // Nothing left to compact: no commit.
-        let again = compact_small_cells(&frame).await;
-        assert_eq!((again.version, again.partitions.len()), (None, 0), "{b}");
-        let now = frame.ledger().refresh().await.unwrap().version;
-        assert_eq!(now, after.version);
+async fn small_cells_of_each_partition_become_one_commit_of_target_sized_cells(b: Backend) {
+    let spec = FrameSpec::new(schema()).with_partition_by(["region"]);
+    let (_, frame) = frame(&b.url, spec, small_cells()).await;
+    for i in 0..30i64 {
+        let regions = [["eu"], ["us"], ["asia"]][(i % 3) as usize];
+        frame
+            .append(
+                stream(vec![batch(i * 100..i * 100 + 100, &regions)]),
+                "WRITE",
+            )
+            .await
+            .unwrap();
     }
+    let before = frame.ledger().latest();
+    assert_eq!(before.cell_count(), 30);
+    let (ids_before, rows_before) = read_back(&frame, &before).await;
+
+    let report = compact_small_cells(&frame).await;
+    assert_eq!(report.version, Some(before.version + 1), "{b}");
+    let summary: Vec<(String, usize, usize, u64)> = report
+        .partitions
+        .iter()
+        .map(|p| (p.partition.clone(), p.cells_before, p.cells_after, p.rows))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("region=asia".to_string(), 10, 1, 1000),
+            ("region=eu".to_string(), 10, 1, 1000),
+            ("region=us".to_string(), 10, 1, 1000),
+        ],
+        "{b}"
+    );
+    let after = frame.ledger().latest();
+    assert_eq!(after.cell_count(), 3, "{b}");
+    let (ids_after, rows_after) = read_back(&frame, &after).await;
+    assert_eq!(ids_after, ids_before, "{b}: the same rows");
+    assert_eq!(rows_after, rows_before, "{b}: in the same partitions");
+    let last = frame.ledger().entries(after.version).await.unwrap();
+    assert_eq!(last[0].operation, "COMPACT");
+    assert_eq!(last[0].action.removed().len(), 30);
+
+    // Nothing left to compact: no commit.
+    let again = compact_small_cells(&frame).await;
+    assert_eq!((again.version, again.partitions.len()), (None, 0), "{b}");
+    let now = frame.ledger().refresh().await.unwrap().version;
+    assert_eq!(now, after.version);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,3 +144,7 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+apiary_catalog::each_backend!(
+    small_cells_of_each_partition_become_one_commit_of_target_sized_cells,
+);

@@ -10,7 +10,7 @@ use apiary_catalog::{
 };
 
 use crate::support::{
-    append_rows, assert_mentions, backends, bare_ledger, local_and_s3, local_meadow,
+    Backend, append_rows, assert_mentions, bare_ledger, local_and_s3, local_meadow,
     local_plain_frame, open_frame, overwrite_rows, plain_frame, race, read_back, reopen, schema,
     try_append, write_cells,
 };
@@ -73,181 +73,166 @@ async fn racing_appends_all_land_exactly_once() {
 
 /// Two rewrites of the same cell from the same snapshot: exactly one wins; the other fails with
 /// the conflict error naming the cell and the winner.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rewrite_vs_rewrite_has_one_winner_and_a_clear_conflict() {
-    for b in backends() {
-        let (_, frame) = plain_frame(&b.url).await;
-        for round in 0..5i64 {
-            append_rows(&frame, round * 100..round * 100 + 5).await;
-            let read = frame.ledger().refresh().await.unwrap();
-            let victim = read.cells().next().unwrap().path.clone();
-            let outcomes = race(2, |_, start| {
-                let (frame, read, victim) = (frame.clone(), Arc::clone(&read), victim.clone());
-                async move {
-                    let cells = write_cells(&frame, &read, 0..1).await;
-                    start.wait().await;
-                    let rewrite = Action::RewriteCells {
-                        removed: vec![victim],
-                        added: cells,
-                    };
-                    frame.ledger().commit(&read, "COMPACT", rewrite).await
-                }
-            })
-            .await;
-            let mut ok = 0;
-            let mut conflicts = vec![];
-            for outcome in outcomes {
-                match outcome {
-                    Ok(_) => ok += 1,
-                    Err(e @ CatalogError::Conflict(_)) => conflicts.push(e.to_string()),
-                    Err(e) => panic!("{b}: unexpected error {e}"),
-                }
+async fn rewrite_vs_rewrite_has_one_winner_and_a_clear_conflict(b: Backend) {
+    let (_, frame) = plain_frame(&b.url).await;
+    for round in 0..5i64 {
+        append_rows(&frame, round * 100..round * 100 + 5).await;
+        let read = frame.ledger().refresh().await.unwrap();
+        let victim = read.cells().next().unwrap().path.clone();
+        let outcomes = race(2, |_, start| {
+            let (frame, read, victim) = (frame.clone(), Arc::clone(&read), victim.clone());
+            async move {
+                let cells = write_cells(&frame, &read, 0..1).await;
+                start.wait().await;
+                let rewrite = Action::RewriteCells {
+                    removed: vec![victim],
+                    added: cells,
+                };
+                frame.ledger().commit(&read, "COMPACT", rewrite).await
             }
-            assert_eq!((ok, conflicts.len()), (1, 1), "{b}: round {round}");
-            let msg = &conflicts[0];
-            assert!(msg.contains("commit conflict on frame h.b.f"), "{msg}");
-            assert!(msg.contains(&victim), "{msg}");
-            assert!(msg.contains("COMPACT"), "{msg}");
-            // The loser's cells are not visible; the frame holds the winner's state.
-            let snap = frame.ledger().refresh().await.unwrap();
-            assert!(snap.cell(&victim).is_none(), "{b}");
-            assert_eq!(snap.version, read.version + 1, "{b}");
+        })
+        .await;
+        let mut ok = 0;
+        let mut conflicts = vec![];
+        for outcome in outcomes {
+            match outcome {
+                Ok(_) => ok += 1,
+                Err(e @ CatalogError::Conflict(_)) => conflicts.push(e.to_string()),
+                Err(e) => panic!("{b}: unexpected error {e}"),
+            }
         }
+        assert_eq!((ok, conflicts.len()), (1, 1), "{b}: round {round}");
+        let msg = &conflicts[0];
+        assert!(msg.contains("commit conflict on frame h.b.f"), "{msg}");
+        assert!(msg.contains(&victim), "{msg}");
+        assert!(msg.contains("COMPACT"), "{msg}");
+        // The loser's cells are not visible; the frame holds the winner's state.
+        let snap = frame.ledger().refresh().await.unwrap();
+        assert!(snap.cell(&victim).is_none(), "{b}");
+        assert_eq!(snap.version, read.version + 1, "{b}");
     }
 }
 
 /// An overwrite racing an append: both land (the append rebases over the rewrite).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn append_rebases_over_a_concurrent_overwrite() {
-    for b in backends() {
-        let (_, frame) = plain_frame(&b.url).await;
-        append_rows(&frame, 0..10).await;
-        let read = frame.ledger().latest();
-        let (f1, f2) = (frame.clone(), frame.clone());
-        let r1 = Arc::clone(&read);
-        let overwrite = tokio::spawn(async move {
-            let cells = write_cells(&f1, &r1, 100..105).await;
-            f1.commit_cells(&r1, "OVERWRITE", cells, true).await
-        });
-        let append = tokio::spawn(async move { try_append(&f2, 200..203).await });
-        overwrite.await.unwrap().unwrap();
-        append.await.unwrap().unwrap();
-        let snap = frame.ledger().refresh().await.unwrap();
-        let (ids, _) = read_back(&frame, &snap).await;
-        let ids: BTreeSet<i64> = ids.into_iter().collect();
-        assert!(ids.contains(&100) && ids.contains(&200), "{b}: {ids:?}");
-        assert!(!ids.contains(&0), "{b}: the overwritten rows are gone");
-    }
+async fn append_rebases_over_a_concurrent_overwrite(b: Backend) {
+    let (_, frame) = plain_frame(&b.url).await;
+    append_rows(&frame, 0..10).await;
+    let read = frame.ledger().latest();
+    let (f1, f2) = (frame.clone(), frame.clone());
+    let r1 = Arc::clone(&read);
+    let overwrite = tokio::spawn(async move {
+        let cells = write_cells(&f1, &r1, 100..105).await;
+        f1.commit_cells(&r1, "OVERWRITE", cells, true).await
+    });
+    let append = tokio::spawn(async move { try_append(&f2, 200..203).await });
+    overwrite.await.unwrap().unwrap();
+    append.await.unwrap().unwrap();
+    let snap = frame.ledger().refresh().await.unwrap();
+    let (ids, _) = read_back(&frame, &snap).await;
+    let ids: BTreeSet<i64> = ids.into_iter().collect();
+    assert!(ids.contains(&100) && ids.contains(&200), "{b}: {ids:?}");
+    assert!(!ids.contains(&0), "{b}: the overwritten rows are gone");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn version_zero_has_exactly_one_creator() {
-    for b in backends() {
-        let meadow = Meadow::open(&b.url).await.unwrap();
-        let outcomes = race(8, |i, start| {
-            let meadow = meadow.clone();
-            async move {
-                start.wait().await;
-                let spec = FrameSpec::new(schema());
-                let opts = CommitOptions::default();
-                Ledger::create(meadow, "h/b/f/x", "h.b.f", format!("id{i}"), &spec, opts).await
-            }
-        })
-        .await;
-        let mut winners = vec![];
-        for outcome in outcomes {
-            match outcome {
-                Ok(l) => winners.push(l.latest().frame_id.clone()),
-                Err(CatalogError::AlreadyExists { .. }) => {}
-                Err(e) => panic!("{b}: {e}"),
-            }
+async fn version_zero_has_exactly_one_creator(b: Backend) {
+    let meadow = Meadow::open(&b.url).await.unwrap();
+    let outcomes = race(8, |i, start| {
+        let meadow = meadow.clone();
+        async move {
+            start.wait().await;
+            let spec = FrameSpec::new(schema());
+            let opts = CommitOptions::default();
+            Ledger::create(meadow, "h/b/f/x", "h.b.f", format!("id{i}"), &spec, opts).await
         }
-        assert_eq!(winners.len(), 1, "{b}");
-        let opened = Ledger::open(meadow, "h/b/f/x", "h.b.f", CommitOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(opened.latest().frame_id, winners[0], "{b}");
+    })
+    .await;
+    let mut winners = vec![];
+    for outcome in outcomes {
+        match outcome {
+            Ok(l) => winners.push(l.latest().frame_id.clone()),
+            Err(CatalogError::AlreadyExists { .. }) => {}
+            Err(e) => panic!("{b}: {e}"),
+        }
     }
+    assert_eq!(winners.len(), 1, "{b}");
+    let opened = Ledger::open(meadow, "h/b/f/x", "h.b.f", CommitOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(opened.latest().frame_id, winners[0], "{b}");
 }
 
 /// Loading through a checkpoint gives exactly the state of a full replay, and really uses the
 /// checkpoint (it still loads once the entries before it are gone).
-#[tokio::test]
-async fn crossing_a_checkpoint_equals_the_full_replay() {
-    for b in backends() {
-        let meadow = Meadow::open(&b.url).await.unwrap();
-        let opts = CommitOptions::default().with_checkpoint_interval(10);
-        let ledger = bare_ledger(&meadow, &FrameSpec::new(schema()), opts.clone()).await;
-        let frame = Frame::new(ledger.clone(), WriteOptions::default());
-        for i in 0..25i64 {
-            let ids = i * 10..i * 10 + 3;
-            if i % 7 == 6 {
-                // Some rewrites, so that removals cross the checkpoint too.
-                overwrite_rows(&frame, ids).await;
-            } else {
-                append_rows(&frame, ids).await;
-            }
+async fn crossing_a_checkpoint_equals_the_full_replay(b: Backend) {
+    let meadow = Meadow::open(&b.url).await.unwrap();
+    let opts = CommitOptions::default().with_checkpoint_interval(10);
+    let ledger = bare_ledger(&meadow, &FrameSpec::new(schema()), opts.clone()).await;
+    let frame = Frame::new(ledger.clone(), WriteOptions::default());
+    for i in 0..25i64 {
+        let ids = i * 10..i * 10 + 3;
+        if i % 7 == 6 {
+            // Some rewrites, so that removals cross the checkpoint too.
+            overwrite_rows(&frame, ids).await;
+        } else {
+            append_rows(&frame, ids).await;
         }
-        // Full replay: hide the checkpoints and the hint.
-        let hint = meadow
-            .get("f/_ledger/_last_checkpoint")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(hint.as_ref(), br#"{"version":20}"#, "{b}");
-        let checkpoints = meadow.list("f/_ledger/_checkpoint").await.unwrap();
-        assert_eq!(checkpoints.len(), 2, "{b}: checkpoints at 10 and 20");
-        let mut saved = vec![];
-        for c in &checkpoints {
-            let rel = meadow.relative(&c.location).unwrap().to_string();
-            saved.push((rel.clone(), meadow.get(&rel).await.unwrap().unwrap()));
-            meadow.delete(&rel).await.unwrap();
-        }
-        meadow.delete("f/_ledger/_last_checkpoint").await.unwrap();
-        let replayed = reopen(&meadow, opts.clone()).await.unwrap().latest();
-        // Restore them, and remove every entry the checkpoint covers.
-        for (rel, body) in saved {
-            meadow.put(&rel, body).await.unwrap();
-        }
-        meadow
-            .put("f/_ledger/_last_checkpoint", hint)
-            .await
-            .unwrap();
-        for v in 0..=20u64 {
-            meadow
-                .delete(&format!("f/_ledger/{v:020}.json"))
-                .await
-                .unwrap();
-        }
-        let via_checkpoint = reopen(&meadow, opts).await.unwrap().latest();
-        assert_eq!(via_checkpoint.version, 25, "{b}");
-        assert_eq!(*via_checkpoint, *replayed, "{b}");
-        assert_eq!(*via_checkpoint, *ledger.latest(), "{b}");
     }
+    // Full replay: hide the checkpoints and the hint.
+    let hint = meadow
+        .get("f/_ledger/_last_checkpoint")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hint.as_ref(), br#"{"version":20}"#, "{b}");
+    let checkpoints = meadow.list("f/_ledger/_checkpoint").await.unwrap();
+    assert_eq!(checkpoints.len(), 2, "{b}: checkpoints at 10 and 20");
+    let mut saved = vec![];
+    for c in &checkpoints {
+        let rel = meadow.relative(&c.location).unwrap().to_string();
+        saved.push((rel.clone(), meadow.get(&rel).await.unwrap().unwrap()));
+        meadow.delete(&rel).await.unwrap();
+    }
+    meadow.delete("f/_ledger/_last_checkpoint").await.unwrap();
+    let replayed = reopen(&meadow, opts.clone()).await.unwrap().latest();
+    // Restore them, and remove every entry the checkpoint covers.
+    for (rel, body) in saved {
+        meadow.put(&rel, body).await.unwrap();
+    }
+    meadow
+        .put("f/_ledger/_last_checkpoint", hint)
+        .await
+        .unwrap();
+    for v in 0..=20u64 {
+        meadow
+            .delete(&format!("f/_ledger/{v:020}.json"))
+            .await
+            .unwrap();
+    }
+    let via_checkpoint = reopen(&meadow, opts).await.unwrap().latest();
+    assert_eq!(via_checkpoint.version, 25, "{b}");
+    assert_eq!(*via_checkpoint, *replayed, "{b}");
+    assert_eq!(*via_checkpoint, *ledger.latest(), "{b}");
 }
 
-#[tokio::test]
-async fn any_version_can_be_read() {
-    for b in backends() {
-        let meadow = Meadow::open(&b.url).await.unwrap();
-        let opts = CommitOptions::default().with_checkpoint_interval(4);
-        let ledger = bare_ledger(&meadow, &FrameSpec::new(schema()), opts).await;
-        let frame = Frame::new(ledger.clone(), WriteOptions::default());
-        for i in 0..10i64 {
-            append_rows(&frame, 0..i + 1).await;
-        }
-        for v in 0..=10u64 {
-            let snap = ledger.snapshot_at(v).await.unwrap();
-            assert_eq!(snap.version, v, "{b}");
-            assert_eq!(snap.cell_count() as u64, v, "{b}");
-            assert_eq!(snap.row_count(), v * (v + 1) / 2, "{b}");
-        }
-        let err = ledger.snapshot_at(11).await.unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "ledger of frame h.b.f has no version 11 (latest is 10)"
-        );
+async fn any_version_can_be_read(b: Backend) {
+    let meadow = Meadow::open(&b.url).await.unwrap();
+    let opts = CommitOptions::default().with_checkpoint_interval(4);
+    let ledger = bare_ledger(&meadow, &FrameSpec::new(schema()), opts).await;
+    let frame = Frame::new(ledger.clone(), WriteOptions::default());
+    for i in 0..10i64 {
+        append_rows(&frame, 0..i + 1).await;
     }
+    for v in 0..=10u64 {
+        let snap = ledger.snapshot_at(v).await.unwrap();
+        assert_eq!(snap.version, v, "{b}");
+        assert_eq!(snap.cell_count() as u64, v, "{b}");
+        assert_eq!(snap.row_count(), v * (v + 1) / 2, "{b}");
+    }
+    let err = ledger.snapshot_at(11).await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "ledger of frame h.b.f has no version 11 (latest is 10)"
+    );
 }
 
 #[tokio::test]
@@ -478,3 +463,11 @@ fn attempts(max_attempts: u32) -> RetryPolicy {
         ..RetryPolicy::default()
     }
 }
+
+apiary_catalog::each_backend!(
+    rewrite_vs_rewrite_has_one_winner_and_a_clear_conflict,
+    append_rebases_over_a_concurrent_overwrite,
+    version_zero_has_exactly_one_creator,
+    crossing_a_checkpoint_equals_the_full_replay,
+    any_version_can_be_read,
+);

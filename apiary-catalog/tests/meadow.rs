@@ -3,7 +3,7 @@
 use apiary_catalog::{Created, Meadow, MeadowKind};
 use bytes::Bytes;
 
-use crate::support::{backends, race, s3_url};
+use crate::support::{Backend, race, s3_url};
 
 #[tokio::test]
 async fn every_url_form_opens_with_one_layout() {
@@ -57,30 +57,29 @@ async fn a_missing_bucket_is_an_error_naming_it() {
     assert!(err.contains("cannot be opened"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conditional_create_has_exactly_one_winner() {
-    for b in backends() {
-        let meadow = Meadow::open(&b.url).await.unwrap();
-        for round in 0..10 {
-            let key = format!("race/{round}.json");
-            let outcomes = race(16, |i, start| {
-                let (m, key) = (meadow.clone(), key.clone());
-                async move {
-                    start.wait().await;
-                    let body = Bytes::from(format!("writer {i}"));
-                    (i, m.create(&key, body).await.unwrap())
-                }
-            })
-            .await;
-            let mut winners = vec![];
-            for (i, outcome) in outcomes {
-                if outcome == Created::Yes {
-                    winners.push(i);
-                }
+async fn conditional_create_has_exactly_one_winner(b: Backend) {
+    let meadow = Meadow::open(&b.url).await.unwrap();
+    for round in 0..10 {
+        let key = format!("race/{round}.json");
+        let outcomes = race(16, |i, start| {
+            let (m, key) = (meadow.clone(), key.clone());
+            async move {
+                start.wait().await;
+                let body = Bytes::from(format!("writer {i}"));
+                (i, m.create(&key, body).await.unwrap())
             }
-            assert_eq!(winners.len(), 1, "{b}: round {round}: winners {winners:?}");
-            let body = meadow.get(&key).await.unwrap().unwrap();
-            assert_eq!(body, Bytes::from(format!("writer {}", winners[0])), "{b}");
+        })
+        .await;
+        let mut winners = vec![];
+        for (i, outcome) in outcomes {
+            if outcome == Created::Yes {
+                winners.push(i);
+            }
         }
+        assert_eq!(winners.len(), 1, "{b}: round {round}: winners {winners:?}");
+        let body = meadow.get(&key).await.unwrap().unwrap();
+        assert_eq!(body, Bytes::from(format!("writer {}", winners[0])), "{b}");
     }
 }
+
+apiary_catalog::each_backend!(conditional_create_has_exactly_one_winner,);

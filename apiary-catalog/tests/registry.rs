@@ -5,114 +5,111 @@ use apiary_catalog::{
 };
 
 use crate::support::{
-    append_rows, assert_mentions, backends, counting_meadow, create_hive_and_box, keys_below,
+    Backend, append_rows, assert_mentions, counting_meadow, create_hive_and_box, keys_below,
     plain_frame, race, registry, schema,
 };
 
-#[tokio::test]
-async fn create_list_get_and_drop_with_explicit_semantics() {
-    for b in backends() {
-        let reg = registry(&b.url).await;
-        assert!(
-            reg.create_hive("sales", IfExists::Fail)
-                .await
-                .unwrap()
-                .was_created()
-        );
-        let again = reg.create_hive("sales", IfExists::Keep).await.unwrap();
-        assert!(matches!(again, Creation::Existing(_)), "{b}");
-        let err = reg.create_hive("sales", IfExists::Fail).await.unwrap_err();
-        assert!(
-            matches!(err, CatalogError::AlreadyExists { .. }),
-            "{b}: {err}"
-        );
-        assert_eq!(err.to_string(), "hive sales already exists");
+async fn create_list_get_and_drop_with_explicit_semantics(b: Backend) {
+    let reg = registry(&b.url).await;
+    assert!(
+        reg.create_hive("sales", IfExists::Fail)
+            .await
+            .unwrap()
+            .was_created()
+    );
+    let again = reg.create_hive("sales", IfExists::Keep).await.unwrap();
+    assert!(matches!(again, Creation::Existing(_)), "{b}");
+    let err = reg.create_hive("sales", IfExists::Fail).await.unwrap_err();
+    assert!(
+        matches!(err, CatalogError::AlreadyExists { .. }),
+        "{b}: {err}"
+    );
+    assert_eq!(err.to_string(), "hive sales already exists");
 
-        reg.create_box("sales", "eu", IfExists::Fail).await.unwrap();
-        reg.create_box("sales", "us", IfExists::Fail).await.unwrap();
-        let spec = FrameSpec::new(schema());
-        reg.create_frame("sales", "eu", "orders", &spec, IfExists::Fail)
-            .await
-            .unwrap();
-        let err = reg
-            .create_frame("sales", "eu", "orders", &spec, IfExists::Fail)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "frame sales.eu.orders already exists",
-            "{b}"
-        );
-        let kept = reg
-            .create_frame("sales", "eu", "orders", &spec, IfExists::Keep)
-            .await
-            .unwrap();
-        assert!(!kept.was_created(), "{b}");
+    reg.create_box("sales", "eu", IfExists::Fail).await.unwrap();
+    reg.create_box("sales", "us", IfExists::Fail).await.unwrap();
+    let spec = FrameSpec::new(schema());
+    reg.create_frame("sales", "eu", "orders", &spec, IfExists::Fail)
+        .await
+        .unwrap();
+    let err = reg
+        .create_frame("sales", "eu", "orders", &spec, IfExists::Fail)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "frame sales.eu.orders already exists",
+        "{b}"
+    );
+    let kept = reg
+        .create_frame("sales", "eu", "orders", &spec, IfExists::Keep)
+        .await
+        .unwrap();
+    assert!(!kept.was_created(), "{b}");
 
-        let s = reg.snapshot();
-        assert_eq!(s.hive_names(), vec!["sales"]);
-        assert_eq!(s.box_names("sales").unwrap(), vec!["eu", "us"]);
-        assert_eq!(s.frame_names("sales", "eu").unwrap(), vec!["orders"]);
-        assert!(s.frame("sales", "eu", "orders").is_ok());
+    let s = reg.snapshot();
+    assert_eq!(s.hive_names(), vec!["sales"]);
+    assert_eq!(s.box_names("sales").unwrap(), vec!["eu", "us"]);
+    assert_eq!(s.frame_names("sales", "eu").unwrap(), vec!["orders"]);
+    assert!(s.frame("sales", "eu", "orders").is_ok());
 
-        // Unknown names are errors naming them.
-        assert_eq!(
-            s.hive("nope").unwrap_err().to_string(),
-            "hive nope not found"
-        );
-        assert_eq!(
-            s.frame("sales", "eu", "nope").unwrap_err().to_string(),
-            "frame sales.eu.nope not found"
-        );
-        let err = reg
-            .create_box("nope", "x", IfExists::Fail)
-            .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "hive nope not found");
+    // Unknown names are errors naming them.
+    assert_eq!(
+        s.hive("nope").unwrap_err().to_string(),
+        "hive nope not found"
+    );
+    assert_eq!(
+        s.frame("sales", "eu", "nope").unwrap_err().to_string(),
+        "frame sales.eu.nope not found"
+    );
+    let err = reg
+        .create_box("nope", "x", IfExists::Fail)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "hive nope not found");
 
-        // Drops: RESTRICT by default, IF EXISTS explicit.
-        let err = reg
-            .drop_box("sales", "eu", IfMissing::Fail, false)
+    // Drops: RESTRICT by default, IF EXISTS explicit.
+    let err = reg
+        .drop_box("sales", "eu", IfMissing::Fail, false)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("box sales.eu is not empty (frames: orders)"),
+        "{err}"
+    );
+    assert!(
+        reg.drop_frame("sales", "eu", "orders", IfMissing::Fail)
             .await
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("box sales.eu is not empty (frames: orders)"),
-            "{err}"
-        );
-        assert!(
-            reg.drop_frame("sales", "eu", "orders", IfMissing::Fail)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !reg.drop_frame("sales", "eu", "orders", IfMissing::Ignore)
-                .await
-                .unwrap()
-        );
-        let err = reg
-            .drop_frame("sales", "eu", "orders", IfMissing::Fail)
+            .unwrap()
+    );
+    assert!(
+        !reg.drop_frame("sales", "eu", "orders", IfMissing::Ignore)
             .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "frame sales.eu.orders not found");
-        assert!(
-            reg.drop_box("sales", "eu", IfMissing::Fail, false)
-                .await
-                .unwrap()
-        );
-        let err = reg
-            .drop_hive("sales", IfMissing::Fail, false)
+            .unwrap()
+    );
+    let err = reg
+        .drop_frame("sales", "eu", "orders", IfMissing::Fail)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "frame sales.eu.orders not found");
+    assert!(
+        reg.drop_box("sales", "eu", IfMissing::Fail, false)
             .await
-            .unwrap_err();
-        assert!(err.to_string().contains("hive sales is not empty"), "{err}");
-        assert!(reg.drop_hive("sales", IfMissing::Fail, true).await.unwrap());
-        assert!(reg.snapshot().hive_names().is_empty());
-        assert_eq!(
-            reg.snapshot().dropped.len(),
-            1,
-            "{b}: dropped frames are remembered"
-        );
-    }
+            .unwrap()
+    );
+    let err = reg
+        .drop_hive("sales", IfMissing::Fail, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("hive sales is not empty"), "{err}");
+    assert!(reg.drop_hive("sales", IfMissing::Fail, true).await.unwrap());
+    assert!(reg.snapshot().hive_names().is_empty());
+    assert_eq!(
+        reg.snapshot().dropped.len(),
+        1,
+        "{b}: dropped frames are remembered"
+    );
 }
 
 #[tokio::test]
@@ -171,72 +168,66 @@ async fn bad_names_are_refused_and_nothing_is_written() {
     assert_eq!(inside, vec!["_registry"]);
 }
 
-#[tokio::test]
-async fn a_recreated_frame_never_sees_the_old_one() {
-    for b in backends() {
-        let (reg, frame) = plain_frame(&b.url).await;
-        append_rows(&frame, 0..10).await;
-        let old = reg.snapshot().frame("h", "b", "f").unwrap().clone();
-        reg.drop_frame("h", "b", "f", IfMissing::Fail)
-            .await
-            .unwrap();
-        let err = reg.open_ledger("h", "b", "f").await.unwrap_err();
-        assert_eq!(err.to_string(), "frame h.b.f not found", "{b}");
-        reg.create_frame("h", "b", "f", &FrameSpec::new(schema()), IfExists::Fail)
-            .await
-            .unwrap();
-        let new = reg.snapshot().frame("h", "b", "f").unwrap().clone();
-        assert_ne!(old.id, new.id, "{b}");
-        assert_ne!(old.location, new.location, "{b}");
-        let ledger = reg.open_ledger("h", "b", "f").await.unwrap();
-        let snap = ledger.latest();
-        assert_eq!((snap.version, snap.cell_count()), (0, 0), "{b}");
-        assert_eq!(snap.frame_id, new.id);
-        // The old frame's data is still there (soft drop) for cleanup to reclaim.
-        assert!(
-            !reg.meadow().list(&old.location).await.unwrap().is_empty(),
-            "{b}"
-        );
-    }
+async fn a_recreated_frame_never_sees_the_old_one(b: Backend) {
+    let (reg, frame) = plain_frame(&b.url).await;
+    append_rows(&frame, 0..10).await;
+    let old = reg.snapshot().frame("h", "b", "f").unwrap().clone();
+    reg.drop_frame("h", "b", "f", IfMissing::Fail)
+        .await
+        .unwrap();
+    let err = reg.open_ledger("h", "b", "f").await.unwrap_err();
+    assert_eq!(err.to_string(), "frame h.b.f not found", "{b}");
+    reg.create_frame("h", "b", "f", &FrameSpec::new(schema()), IfExists::Fail)
+        .await
+        .unwrap();
+    let new = reg.snapshot().frame("h", "b", "f").unwrap().clone();
+    assert_ne!(old.id, new.id, "{b}");
+    assert_ne!(old.location, new.location, "{b}");
+    let ledger = reg.open_ledger("h", "b", "f").await.unwrap();
+    let snap = ledger.latest();
+    assert_eq!((snap.version, snap.cell_count()), (0, 0), "{b}");
+    assert_eq!(snap.frame_id, new.id);
+    // The old frame's data is still there (soft drop) for cleanup to reclaim.
+    assert!(
+        !reg.meadow().list(&old.location).await.unwrap().is_empty(),
+        "{b}"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_frame_creation_has_exactly_one_winner() {
-    for b in backends() {
-        create_hive_and_box(&registry(&b.url).await, IfExists::Fail).await;
-        let outcomes = race(8, |_, start| {
-            let url = b.url.clone();
-            async move {
-                // Each creator has its own handle and cache, as separate processes would.
-                let reg = registry(&url).await;
-                start.wait().await;
-                reg.create_frame("h", "b", "f", &FrameSpec::new(schema()), IfExists::Fail)
-                    .await
-            }
-        })
-        .await;
-        let mut won = 0;
-        for outcome in outcomes {
-            match outcome {
-                Ok(Creation::Created(_)) => won += 1,
-                Err(CatalogError::AlreadyExists { .. }) => {}
-                other => panic!("{b}: unexpected {other:?}"),
-            }
+async fn concurrent_frame_creation_has_exactly_one_winner(b: Backend) {
+    create_hive_and_box(&registry(&b.url).await, IfExists::Fail).await;
+    let outcomes = race(8, |_, start| {
+        let url = b.url.clone();
+        async move {
+            // Each creator has its own handle and cache, as separate processes would.
+            let reg = registry(&url).await;
+            start.wait().await;
+            reg.create_frame("h", "b", "f", &FrameSpec::new(schema()), IfExists::Fail)
+                .await
         }
-        assert_eq!(won, 1, "{b}");
-        let reg = registry(&b.url).await;
-        let record = reg.snapshot().frame("h", "b", "f").unwrap().clone();
-        // The losers' unused ledgers were removed: only the winner's version 0 remains.
-        let ledgers = keys_below(reg.meadow(), "h/b/f").await;
-        assert_eq!(
-            ledgers,
-            vec![format!(
-                "{}/_ledger/00000000000000000000.json",
-                record.location
-            )],
-            "{b}"
-        );
+    })
+    .await;
+    let mut won = 0;
+    for outcome in outcomes {
+        match outcome {
+            Ok(Creation::Created(_)) => won += 1,
+            Err(CatalogError::AlreadyExists { .. }) => {}
+            other => panic!("{b}: unexpected {other:?}"),
+        }
     }
+    assert_eq!(won, 1, "{b}");
+    let reg = registry(&b.url).await;
+    let record = reg.snapshot().frame("h", "b", "f").unwrap().clone();
+    // The losers' unused ledgers were removed: only the winner's version 0 remains.
+    let ledgers = keys_below(reg.meadow(), "h/b/f").await;
+    assert_eq!(
+        ledgers,
+        vec![format!(
+            "{}/_ledger/00000000000000000000.json",
+            record.location
+        )],
+        "{b}"
+    );
 }
 
 #[tokio::test]
@@ -366,3 +357,9 @@ async fn reopen_err(url: &str) -> String {
         .unwrap_err()
         .to_string()
 }
+
+apiary_catalog::each_backend!(
+    create_list_get_and_drop_with_explicit_semantics,
+    a_recreated_frame_never_sees_the_old_one,
+    concurrent_frame_creation_has_exactly_one_winner,
+);

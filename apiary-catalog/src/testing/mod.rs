@@ -90,6 +90,36 @@ pub fn backend(label: &str) -> Backend {
     }
 }
 
+/// One test case per backend for each named `async fn name(b: Backend)`: a module `name` of
+/// three `#[tokio::test]`s, `local`, `memory` and `s3`, so that a failure on S3 never hides the
+/// local result and one backend runs alone (`cargo test name::local`).
+///
+/// ```ignore
+/// async fn appends_land(b: Backend) { /* … b.url … */ }
+/// apiary_catalog::each_backend!(appends_land);
+/// ```
+#[macro_export]
+macro_rules! each_backend {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn local() {
+                super::$name($crate::testing::backend("local")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn memory() {
+                super::$name($crate::testing::backend("memory")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn s3() {
+                super::$name($crate::testing::backend("s3")).await;
+            }
+        }
+    )+};
+}
+
 /// [`backends`] without the in-memory one: the backends whose objects outlive the process.
 pub fn local_and_s3() -> Vec<Backend> {
     backends()
