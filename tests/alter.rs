@@ -4,35 +4,27 @@
 use std::sync::Arc;
 
 use apiary::Apiary;
-use apiary::catalog::Action;
 use apiary::catalog::protocol::feature;
-use datafusion::arrow::array::{Int32Array, RecordBatch, StringArray};
+use apiary::catalog::{Action, CellRecord, Frame, FrameSnapshot};
+use datafusion::arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
 
-use crate::support::{backends, door, door_err, hive_box, metric, open, plan, query, scalar, sql};
+use crate::support::{
+    assert_rows, assert_scalars, backends, door, door_err, frame_by_k, metric, open, plan, query,
+    scalar, sql,
+};
 
+/// `h.b.t (id INT, k, v REAL)` partitioned by `k`: rows 1 and 2, in one cell each.
 async fn frame(url: &str) -> (Apiary, SessionContext) {
-    let ap = open(url).await;
-    let ctx = ap.session().unwrap();
-    hive_box(&ctx).await;
-    sql(
-        &ctx,
-        "CREATE EXTERNAL TABLE h.b.t (id INT NOT NULL, k VARCHAR NOT NULL, v REAL)
-         STORED AS APIARY PARTITIONED BY (k) LOCATION ''",
-    )
-    .await;
-    sql(
-        &ctx,
-        "INSERT INTO h.b.t VALUES (1, 'a', 1.5), (2, 'b', NULL)",
-    )
-    .await;
-    (ap, ctx)
+    let columns = "id INT NOT NULL, k VARCHAR NOT NULL, v REAL";
+    let rows = "INSERT INTO h.b.t VALUES (1, 'a', 1.5), (2, 'b', NULL)";
+    frame_by_k(url, columns, &[rows]).await
 }
 
 /// Asserts that frame h.b.t declares protocol feature `name` for readers and writers.
 async fn declares(ap: &Apiary, name: &str, b: &impl std::fmt::Display) {
-    let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
+    let f = frame_t(ap).await;
     let protocol = f.ledger().latest().protocol.clone();
     assert!(
         protocol.reader_features.contains(name) && protocol.writer_features.contains(name),
@@ -44,22 +36,20 @@ async fn declares(ap: &Apiary, name: &str, b: &impl std::fmt::Display) {
 async fn added_and_widened_columns_read_old_cells_under_the_new_schema() {
     for b in backends() {
         let (ap, ctx) = frame(&b.url).await;
-        let cells = || query(&ctx, "SELECT path FROM apiary_cells('h.b.t') ORDER BY path");
-        let before = cells().await;
-        door(&ap, &ctx, "ALTER TABLE h.b.t ADD COLUMN note VARCHAR").await;
-        door(
+        let before = cells(&ctx).await;
+        alter(
             &ap,
             &ctx,
-            "ALTER TABLE h.b.t ALTER COLUMN id SET DATA TYPE BIGINT",
+            &[
+                "ALTER TABLE h.b.t ADD COLUMN note VARCHAR",
+                "ALTER TABLE h.b.t ALTER COLUMN id SET DATA TYPE BIGINT",
+                "ALTER TABLE h.b.t ALTER COLUMN v SET DATA TYPE DOUBLE, ADD COLUMN IF NOT EXISTS note VARCHAR",
+            ],
         )
         .await;
-        door(&ap, &ctx,
-            "ALTER TABLE h.b.t ALTER COLUMN v SET DATA TYPE DOUBLE, ADD COLUMN IF NOT EXISTS note VARCHAR",
-        )
-        .await;
-        assert_eq!(cells().await, before, "{b}: no cell is rewritten");
+        assert_eq!(cells(&ctx).await, before, "{b}: no cell is rewritten");
         assert_eq!(
-            query(&ctx, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position").await,
+            query(&ctx, COLUMNS).await,
             ["id|Int64", "k|Utf8View", "v|Float64", "note|Utf8View"],
             "{b}"
         );
@@ -80,14 +70,15 @@ async fn added_and_widened_columns_read_old_cells_under_the_new_schema() {
         )
         .await;
         assert_eq!(metric(&text, "cells_scanned"), 1, "{b}: {text}");
-        assert_eq!(
-            scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE note IS NULL").await,
-            "2"
-        );
-        assert_eq!(
-            scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE v > 2").await,
-            "1"
-        );
+        assert_scalars(
+            &ctx,
+            &b,
+            &[
+                ("SELECT count(*) FROM h.b.t WHERE note IS NULL", "2"),
+                ("SELECT count(*) FROM h.b.t WHERE v > 2", "1"),
+            ],
+        )
+        .await;
         // A past version reads with its own schema.
         assert_eq!(
             query(&ctx, "SELECT * FROM apiary_version('h.b.t', 1) ORDER BY id").await,
@@ -119,15 +110,15 @@ async fn added_and_widened_columns_read_old_cells_under_the_new_schema() {
         // The frame now declares the feature: a build that cannot read it is fenced.
         declares(&ap, feature::SCHEMA_EVOLUTION, &b).await;
         // Row-level changes and compaction work on the evolved frame.
-        assert_eq!(
-            query(&ctx, "UPDATE h.b.t SET note = 'old' WHERE note IS NULL").await,
-            ["2"],
-            "{b}"
-        );
-        assert_eq!(
-            scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE note = 'old'").await,
-            "2"
-        );
+        assert_scalars(
+            &ctx,
+            &b,
+            &[
+                ("UPDATE h.b.t SET note = 'old' WHERE note IS NULL", "2"),
+                ("SELECT count(*) FROM h.b.t WHERE note = 'old'", "2"),
+            ],
+        )
+        .await;
     }
 }
 
@@ -200,11 +191,9 @@ async fn changes_that_would_lose_or_misread_data_are_refused() {
 async fn renamed_columns_are_found_by_id_in_old_cells() {
     for b in backends() {
         let (ap, ctx) = frame(&b.url).await;
-        let cells = || query(&ctx, "SELECT path FROM apiary_cells('h.b.t') ORDER BY path");
-        let before = cells().await;
-        door(&ap, &ctx, "ALTER TABLE h.b.t RENAME COLUMN v TO w").await;
-        door(&ap, &ctx, "ALTER TABLE h.b.t ADD COLUMN v VARCHAR").await;
-        assert_eq!(cells().await, before, "{b}: no cell is rewritten");
+        let before = cells(&ctx).await;
+        alter(&ap, &ctx, &RENAME_V_TO_W_AND_ADD_V).await;
+        assert_eq!(cells(&ctx).await, before, "{b}: no cell is rewritten");
         // Version 1 holds a float v, the frame a string v now.
         assert_eq!(
             query(&ctx, "SELECT * FROM apiary_version('h.b.t', 1) ORDER BY id").await,
@@ -218,33 +207,29 @@ async fn renamed_columns_are_found_by_id_in_old_cells() {
             "{b}: the old cells' v is w now, and the new v is NULL there"
         );
         // Swap two names in one statement.
-        door(
-            &ap,
+        let swap = "ALTER TABLE h.b.t RENAME COLUMN w TO tmp, RENAME COLUMN v TO w, RENAME COLUMN tmp TO v";
+        door(&ap, &ctx, swap).await;
+        assert_rows(
             &ctx,
-            "ALTER TABLE h.b.t RENAME COLUMN w TO tmp, RENAME COLUMN v TO w, RENAME COLUMN tmp TO v",
+            &b,
+            &[
+                (
+                    COLUMNS,
+                    &["id|Int32", "k|Utf8View", "v|Float32", "w|Utf8View"],
+                ),
+                (
+                    "SELECT id, v, w FROM h.b.t ORDER BY id",
+                    &["1|1.5|NULL", "2|NULL|NULL", "3|4.5|new v"],
+                ),
+                // Predicates on a renamed column, inside cells and by the ledger's statistics.
+                ("SELECT id FROM h.b.t WHERE v < 2", &["1"]),
+                (
+                    "SELECT id FROM h.b.t WHERE w IS NULL ORDER BY id",
+                    &["1", "2"],
+                ),
+            ],
         )
         .await;
-        assert_eq!(
-            query(&ctx, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position").await,
-            ["id|Int32", "k|Utf8View", "v|Float32", "w|Utf8View"],
-            "{b}"
-        );
-        assert_eq!(
-            query(&ctx, "SELECT id, v, w FROM h.b.t ORDER BY id").await,
-            ["1|1.5|NULL", "2|NULL|NULL", "3|4.5|new v"],
-            "{b}"
-        );
-        // Predicates on a renamed column, inside cells and by the ledger's statistics.
-        assert_eq!(
-            query(&ctx, "SELECT id FROM h.b.t WHERE v < 2").await,
-            ["1"],
-            "{b}"
-        );
-        assert_eq!(
-            query(&ctx, "SELECT id FROM h.b.t WHERE w IS NULL ORDER BY id").await,
-            ["1", "2"],
-            "{b}"
-        );
         let text = plan(&ctx, "EXPLAIN ANALYZE SELECT id FROM h.b.t WHERE v > 4").await;
         assert_eq!(metric(&text, "cells_scanned"), 1, "{b}: {text}");
         // A past version reads with its own names.
@@ -273,16 +258,15 @@ async fn renamed_columns_are_found_by_id_in_old_cells() {
         );
         declares(&ap, feature::COLUMN_IDS, &b).await;
         // Row changes and compaction on the renamed frame.
-        assert_eq!(
-            query(&ctx, "UPDATE h.b.t SET w = 'upd' WHERE v = 1.5").await,
-            ["1"],
-            "{b}"
-        );
-        assert_eq!(
-            query(&ctx, "DELETE FROM h.b.t WHERE v IS NULL").await,
-            ["1"],
-            "{b}"
-        );
+        assert_scalars(
+            &ctx,
+            &b,
+            &[
+                ("UPDATE h.b.t SET w = 'upd' WHERE v = 1.5", "1"),
+                ("DELETE FROM h.b.t WHERE v IS NULL", "1"),
+            ],
+        )
+        .await;
         sql(&ctx, "SELECT * FROM apiary_compact('h.b.t')").await;
         assert_eq!(
             query(&ctx, "SELECT id, k, v, w FROM h.b.t ORDER BY id").await,
@@ -318,9 +302,7 @@ async fn renamed_columns_are_found_by_id_in_old_cells() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_written_before_a_rename_lands_under_the_new_names() {
     for b in backends() {
-        let (ap, ctx) = frame(&b.url).await;
-        let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
-        let read = f.ledger().refresh().await.unwrap();
+        let (ap, ctx, f, read) = frame_and_snapshot(&b.url).await;
         let batch = RecordBatch::try_new(
             Arc::clone(&read.schema),
             vec![
@@ -330,18 +312,11 @@ async fn an_append_written_before_a_rename_lands_under_the_new_names() {
             ],
         )
         .unwrap();
-        let cells = f
-            .cell_writer(&read)
-            .unwrap()
-            .write_stream(futures::stream::iter([Ok::<
-                _,
-                apiary::catalog::CatalogError,
-            >(batch)]))
+        let written = write_cells(&f, &read, batch).await;
+        alter(&ap, &ctx, &RENAME_V_TO_W_AND_ADD_V).await;
+        f.commit_cells(&read, "INSERT", written, false)
             .await
             .unwrap();
-        door(&ap, &ctx, "ALTER TABLE h.b.t RENAME COLUMN v TO w").await;
-        door(&ap, &ctx, "ALTER TABLE h.b.t ADD COLUMN v VARCHAR").await;
-        f.commit_cells(&read, "INSERT", cells, false).await.unwrap();
         assert_eq!(
             query(&ctx, "SELECT id, w, v FROM h.b.t ORDER BY id").await,
             ["1|1.5|NULL", "2|NULL|NULL", "7|9.5|NULL"],
@@ -362,43 +337,19 @@ async fn an_append_written_before_a_rename_lands_under_the_new_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_changes_race_each_other_and_appends() {
     for b in backends() {
-        let (ap, ctx) = frame(&b.url).await;
-        let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
-        let read = f.ledger().refresh().await.unwrap();
+        let (_ap, ctx, f, read) = frame_and_snapshot(&b.url).await;
         let with = |name: &str| {
-            let mut fields: Vec<Field> = read
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            fields.push(Field::new(name, DataType::Utf8, true));
+            let mut fields = read.schema.fields().to_vec();
+            fields.push(Arc::new(Field::new(name, DataType::Utf8, true)));
             Action::SetSchema {
                 schema: Arc::new(Schema::new(fields)),
             }
         };
-        // An append written under the old schema, not committed yet.
-        let old = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int32, false),
-            Field::new("k", DataType::Utf8, false),
-        ]));
-        let batch = RecordBatch::try_new(
-            old,
-            vec![
-                Arc::new(Int32Array::from(vec![7, 8])),
-                Arc::new(StringArray::from(vec!["a", "c"])),
-            ],
-        )
-        .unwrap();
-        let cells = f
-            .cell_writer(&read)
-            .unwrap()
-            .write_stream(futures::stream::iter([Ok::<
-                _,
-                apiary::catalog::CatalogError,
-            >(batch)]))
-            .await
-            .unwrap();
+        // An append written under the old schema (id and k, neither nullable), not committed yet.
+        let ids: ArrayRef = Arc::new(Int32Array::from(vec![7, 8]));
+        let ks: ArrayRef = Arc::new(StringArray::from(vec!["a", "c"]));
+        let batch = RecordBatch::try_from_iter([("id", ids), ("k", ks)]).unwrap();
+        let written = write_cells(&f, &read, batch).await;
 
         let (first, second) = tokio::join!(
             f.commit_action(&read, "ALTER TABLE", with("x")),
@@ -416,7 +367,9 @@ async fn schema_changes_race_each_other_and_appends() {
             errors[0]
         );
 
-        f.commit_cells(&read, "INSERT", cells, false).await.unwrap();
+        f.commit_cells(&read, "INSERT", written, false)
+            .await
+            .unwrap();
         let added = if scalar(&ctx, "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'x'").await == "1" { "x" } else { "y" };
         assert_eq!(
             query(
@@ -437,7 +390,7 @@ async fn schema_changes_race_each_other_and_appends() {
 async fn a_write_can_merge_its_schema_into_the_frame() {
     for b in backends() {
         let (ap, ctx) = frame(&b.url).await;
-        let f = ap.providers().frame("h", "b", "t").await.unwrap().unwrap();
+        let f = frame_t(&ap).await;
         let incoming = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("k", DataType::Utf8, false),
@@ -473,24 +426,11 @@ async fn a_write_can_merge_its_schema_into_the_frame() {
 async fn an_insert_can_merge_its_schema_when_asked() {
     for b in backends() {
         let (ap, ctx) = frame(&b.url).await;
-        let err = door_err(
-            &ap,
-            &ctx,
-            "INSERT INTO h.b.t (id, k, tag) VALUES (3, 'a', 'x')",
-        )
-        .await;
+        let with_tag = "INSERT INTO h.b.t (id, k, tag) VALUES (3, 'a', 'x')";
+        let err = door_err(&ap, &ctx, with_tag).await;
         assert!(err.contains("tag"), "{b}: {err}");
         sql(&ctx, "SET apiary.schema_mode = 'merge'").await;
-        assert_eq!(
-            door(
-                &ap,
-                &ctx,
-                "INSERT INTO h.b.t (id, k, tag) VALUES (3, 'a', 'x')"
-            )
-            .await,
-            ["1"],
-            "{b}"
-        );
+        assert_eq!(door(&ap, &ctx, with_tag).await, ["1"], "{b}");
         assert_eq!(
             door(
                 &ap,
@@ -531,25 +471,63 @@ async fn an_insert_can_merge_its_schema_when_asked() {
             ],
             "{b}"
         );
-        // A new column whose every value is NULL has no type to add: refused, naming it.
-        let err = door_err(
-            &ap,
-            &ctx,
-            "INSERT INTO h.b.t (id, k, nothing) VALUES (6, 'a', NULL)",
-        )
-        .await;
-        assert!(
-            err.contains("nothing") && err.contains("no type"),
-            "{b}: {err}"
-        );
-        // A value that fits no widening is still refused, and nothing is committed.
-        let err = door_err(
-            &ap,
-            &ctx,
-            "INSERT INTO h.b.t (id, k, v) VALUES (5, 'a', 'text')",
-        )
-        .await;
-        assert!(err.contains('v'), "{b}: {err}");
+        for (insert, named) in [
+            // A new column whose every value is NULL has no type to add: refused, naming it.
+            (
+                "INSERT INTO h.b.t (id, k, nothing) VALUES (6, 'a', NULL)",
+                &["nothing", "no type"][..],
+            ),
+            // A value that fits no widening is still refused, and nothing is committed.
+            (
+                "INSERT INTO h.b.t (id, k, v) VALUES (5, 'a', 'text')",
+                &["v"],
+            ),
+        ] {
+            let err = door_err(&ap, &ctx, insert).await;
+            assert!(named.iter().all(|n| err.contains(n)), "{b}: {err}");
+        }
         assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "4", "{b}");
     }
+}
+
+/// The columns of `h.b.t` and their types, in order.
+const COLUMNS: &str = "SELECT column_name, data_type FROM information_schema.columns \
+                       WHERE table_name = 't' ORDER BY ordinal_position";
+
+/// Renames `v` to `w`, then adds a string column `v`.
+const RENAME_V_TO_W_AND_ADD_V: [&str; 2] = [
+    "ALTER TABLE h.b.t RENAME COLUMN v TO w",
+    "ALTER TABLE h.b.t ADD COLUMN v VARCHAR",
+];
+
+/// Runs each of `statements` through Apiary's door.
+async fn alter(ap: &Apiary, ctx: &SessionContext, statements: &[&str]) {
+    for statement in statements {
+        door(ap, ctx, statement).await;
+    }
+}
+
+/// The paths of the active cells of `h.b.t`.
+async fn cells(ctx: &SessionContext) -> Vec<String> {
+    query(ctx, "SELECT path FROM apiary_cells('h.b.t') ORDER BY path").await
+}
+
+/// Frame `h.b.t` of `ap`.
+async fn frame_t(ap: &Apiary) -> Frame {
+    ap.providers().frame("h", "b", "t").await.unwrap().unwrap()
+}
+
+/// [`frame`] on `url`, frame `h.b.t` itself and its latest snapshot.
+async fn frame_and_snapshot(url: &str) -> (Apiary, SessionContext, Frame, Arc<FrameSnapshot>) {
+    let (ap, ctx) = frame(url).await;
+    let f = frame_t(&ap).await;
+    let read = f.ledger().refresh().await.unwrap();
+    (ap, ctx, f, read)
+}
+
+/// Writes `batch` into cells of `f` as of `read`, committing nothing.
+async fn write_cells(f: &Frame, read: &FrameSnapshot, batch: RecordBatch) -> Vec<Arc<CellRecord>> {
+    let batches = futures::stream::iter([Ok::<_, apiary::catalog::CatalogError>(batch)]);
+    let writer = f.cell_writer(read).unwrap();
+    writer.write_stream(batches).await.unwrap()
 }

@@ -9,7 +9,7 @@ use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionContext;
 
-use crate::support::{plan, query, scalar, sql, sql_err};
+use crate::support::{hive_box, plan, query, scalar, sql, sql_err};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -24,8 +24,7 @@ async fn open_with(dir: &std::path::Path, node: NodeConfig) -> Apiary {
 }
 
 async fn frame(ctx: &SessionContext) {
-    sql(ctx, "CREATE DATABASE h").await;
-    sql(ctx, "CREATE SCHEMA h.b").await;
+    hive_box(ctx).await;
     sql(ctx, "CREATE TABLE h.b.t (id BIGINT NOT NULL, note VARCHAR)").await;
 }
 
@@ -33,11 +32,7 @@ async fn frame(ctx: &SessionContext) {
 async fn cells_are_sized_from_the_bee_budget() {
     let dir = tempfile::tempdir().unwrap();
     // 8 MiB bees: cells target 1 MiB, never above 2 MiB.
-    let ap = open_with(
-        dir.path(),
-        NodeConfig::fixed(1, 8 * MIB, dir.path().join("scratch")),
-    )
-    .await;
+    let ap = colony(dir.path(), 1, 8 * MIB).await;
     assert_eq!(
         ap.providers()
             .options()
@@ -62,13 +57,7 @@ async fn cells_are_sized_from_the_bee_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_run_their_queries_in_chambers() {
     let dir = tempfile::tempdir().unwrap();
-    let ap = open_with(
-        dir.path(),
-        NodeConfig::fixed(2, 64 * MIB, dir.path().join("scratch")),
-    )
-    .await;
-    let ctx = ap.session().unwrap();
-    frame(&ctx).await;
+    let (ap, ctx) = colony_with_frame(dir.path(), 2, 64 * MIB).await;
     sql(&ctx, "INSERT INTO h.b.t VALUES (1, 'a'), (2, 'b')").await;
     let text = plan(&ctx, "EXPLAIN SELECT note FROM h.b.t WHERE id > 1").await;
     assert!(
@@ -153,14 +142,9 @@ async fn a_critical_colony_refuses_writes_and_a_cool_one_takes_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_and_cleansing_from_sql() {
     let dir = tempfile::tempdir().unwrap();
-    let ap = open_with(
-        dir.path(),
-        NodeConfig::fixed(2, 64 * MIB, dir.path().join("scratch")),
-    )
-    .await;
+    let ap = colony(dir.path(), 2, 64 * MIB).await;
     let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
+    hive_box(&ctx).await;
     sql(&ctx, "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, k VARCHAR NOT NULL) STORED AS APIARY PARTITIONED BY (k) LOCATION ''").await;
     for i in 0..12 {
         sql(
@@ -219,13 +203,7 @@ async fn compaction_and_cleansing_from_sql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_changes_of_a_frame_larger_than_the_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let ap = open_with(
-        dir.path(),
-        NodeConfig::fixed(1, 8 * MIB, dir.path().join("scratch")),
-    )
-    .await;
-    let ctx = ap.session().unwrap();
-    frame(&ctx).await;
+    let (ap, ctx) = colony_with_frame(dir.path(), 1, 8 * MIB).await;
     // About 24 MB of rows in memory (an id and a 32-character note each).
     sql(&ctx, "INSERT INTO h.b.t SELECT value, md5(CAST(value AS VARCHAR)) FROM generate_series(1, 400000)").await;
     assert_eq!(
@@ -289,4 +267,21 @@ async fn the_footer_cache_is_sized_from_the_bees() {
         assert_eq!(node.status().footer_cache_limit as u64, limit);
         ap.leave_swarm().await.unwrap();
     }
+}
+
+/// Apiary on `{dir}/meadow` with `bees` bees of `bytes` each, scratching in `{dir}/scratch`.
+async fn colony(dir: &std::path::Path, bees: usize, bytes: u64) -> Apiary {
+    open_with(dir, NodeConfig::fixed(bees, bytes, dir.join("scratch"))).await
+}
+
+/// [`colony`], and a session of it with [`frame`] created.
+async fn colony_with_frame(
+    dir: &std::path::Path,
+    bees: usize,
+    bytes: u64,
+) -> (Apiary, SessionContext) {
+    let ap = colony(dir, bees, bytes).await;
+    let ctx = ap.session().unwrap();
+    frame(&ctx).await;
+    (ap, ctx)
 }

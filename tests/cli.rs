@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{apiary, csv, failed, ok};
+use crate::support::{apiary, csv, csv_out, failed, ok};
 
 fn setup(storage: &Path) {
     ok(&apiary(
@@ -58,32 +58,16 @@ fn dash_c_prints_csv_and_a_failing_statement_exits_non_zero() {
     // -f runs a file of statements.
     let file = dir.path().join("q.sql");
     std::fs::write(&file, "SELECT count(*) AS n FROM sales.eu.orders;\n").unwrap();
-    let out = ok(&apiary(
-        dir.path(),
-        &["-q", "--format", "csv", "-f", file.to_str().unwrap()],
-    ));
+    let out = csv_out(dir.path(), &["-f", file.to_str().unwrap()]);
     assert_eq!(out.lines().take(2).collect::<Vec<_>>(), ["n", "2"]);
 
     let err = failed(&apiary(dir.path(), &["-m", "lots", "-c", "SELECT 1"]));
     assert!(err.contains("lots"), "{err}");
 
     // datafusion-cli's other memory flags, mapped onto the bees.
-    let out = ok(&apiary(
-        dir.path(),
-        &[
-            "-q",
-            "--format",
-            "csv",
-            "-m",
-            "256M",
-            "--mem-pool-type",
-            "greedy",
-            "-d",
-            "1G",
-            "-c",
-            "SELECT count(*) AS n FROM sales.eu.orders",
-        ],
-    ));
+    let memory = ["-m", "256M", "--mem-pool-type", "greedy", "-d", "1G"];
+    let count = ["-c", "SELECT count(*) AS n FROM sales.eu.orders"];
+    let out = csv_out(dir.path(), &[&memory[..], &count].concat());
     assert_eq!(out.lines().take(2).collect::<Vec<_>>(), ["n", "2"]);
     let err = failed(&apiary(dir.path(), &["-d", "plenty", "-c", "SELECT 1"]));
     assert!(err.contains("--disk-limit \"plenty\""), "{err}");
@@ -118,12 +102,9 @@ fn the_shell_takes_apiarys_statements_in_every_mode() {
         ["n", "2"]
     );
     // Row-level changes through the shell.
-    let out = ok(&apiary(
+    let out = csv_out(
         dir.path(),
         &[
-            "-q",
-            "--format",
-            "csv",
             "-c",
             "DELETE FROM sales.eu.parts WHERE id = 1",
             "MERGE INTO sales.eu.parts AS p USING (SELECT 2 AS id) AS s ON p.id = s.id WHEN MATCHED THEN UPDATE SET k = 'z' WHEN NOT MATCHED THEN INSERT (id, k) VALUES (s.id, 'n')",
@@ -133,19 +114,16 @@ fn the_shell_takes_apiarys_statements_in_every_mode() {
             "TRUNCATE TABLE sales.eu.scratch",
             "DROP TABLE sales.eu.scratch",
         ],
-    ));
+    );
     assert!(
         out.contains("count\n1\n") && out.contains("id,k\n2,z\n"),
         "{out}"
     );
     assert!(out.contains("count\n3\n"), "{out}");
     // -c
-    let out = ok(&apiary(
+    let out = csv_out(
         dir.path(),
         &[
-            "-q",
-            "--format",
-            "csv",
             "-c",
             "USE sales.eu",
             "SELECT count(*) AS n FROM orders",
@@ -157,7 +135,7 @@ fn the_shell_takes_apiarys_statements_in_every_mode() {
             "INSERT INTO sales.eu.orders (id, region, amount, remark, channel) VALUES (3, 'fr', 1.0, 'r', 'web')",
             "SELECT count(remark) AS remarks, count(channel) AS channels FROM sales.eu.orders",
         ],
-    ));
+    );
     assert!(out.contains("n\n2\n"), "{out}");
     assert!(out.contains("hive\nsales\n"), "{out}");
     assert!(out.contains("nulls\n2\n"), "{out}");
@@ -174,10 +152,7 @@ fn the_shell_takes_apiarys_statements_in_every_mode() {
         "USE sales.eu;\nSHOW BOXES;\n-- a comment\nSELECT count(*) AS n\nFROM parts;\n",
     )
     .unwrap();
-    let out = ok(&apiary(
-        dir.path(),
-        &["-q", "--format", "csv", "-f", file.to_str().unwrap()],
-    ));
+    let out = csv_out(dir.path(), &["-f", file.to_str().unwrap()]);
     assert!(out.contains("box\neu\n"), "{out}");
     assert!(out.contains("n\n1\n"), "{out}"); // parts, after the DELETE above
     // The REPL, fed on stdin.

@@ -3,7 +3,7 @@
 
 use datafusion::prelude::SessionContext;
 
-use crate::support::{metric, open, plan, query, sql};
+use crate::support::{folder_session, hive_box, metric, metrics, plan, query, sql};
 
 const COLUMNS: &str = "i, f, d, s, dt, ts, n, b";
 
@@ -89,11 +89,8 @@ async fn compare(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apiary_matches_listing_table_on_the_same_cells() {
-    let dir = tempfile::tempdir().unwrap();
-    let ap = open(dir.path().to_str().unwrap()).await;
-    let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
+    let (dir, ap, ctx) = folder_session().await;
+    hive_box(&ctx).await;
 
     // Many small cells: 200 commits of 100 rows, unpartitioned.
     sql(&ctx, &format!("CREATE TABLE h.b.small ({TABLE_COLUMNS})")).await;
@@ -159,24 +156,10 @@ async fn apiary_matches_listing_table_on_the_same_cells() {
 
     for p in PREDICATES {
         compare(&ctx, "h.b.small", "ref_small", COLUMNS, p).await;
-        compare(
-            &ctx,
-            "h.b.parts",
-            "ref_parts",
-            &format!("{COLUMNS}, part, pint"),
-            p,
-        )
-        .await;
     }
-    for p in PARTITION_PREDICATES {
-        compare(
-            &ctx,
-            "h.b.parts",
-            "ref_parts",
-            &format!("{COLUMNS}, part, pint"),
-            p,
-        )
-        .await;
+    let with_partitions = format!("{COLUMNS}, part, pint");
+    for p in PREDICATES.iter().chain(PARTITION_PREDICATES) {
+        compare(&ctx, "h.b.parts", "ref_parts", &with_partitions, p).await;
     }
 
     // Selective predicates really skip cells, judged from the ledger alone.
@@ -208,8 +191,11 @@ async fn apiary_matches_listing_table_on_the_same_cells() {
         "EXPLAIN ANALYZE SELECT * FROM h.b.parts WHERE part = 'beta' AND pint = 2",
     )
     .await;
-    assert_eq!(metric(&text, "cells_total"), 8, "{text}");
-    assert_eq!(metric(&text, "cells_scanned"), 1, "{text}");
+    assert_eq!(
+        metrics(&text, ["cells_total", "cells_scanned"]),
+        [8, 1],
+        "{text}"
+    );
 }
 
 /// Answers from the ledger's statistics (`MIN`/`MAX`/`COUNT` without a scan, and pruning) equal
@@ -219,11 +205,8 @@ async fn apiary_matches_listing_table_on_the_same_cells() {
 /// result is NULL. The reference is the same rows in a `MemTable`, which has no statistics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_from_statistics_equal_the_computed_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let ap = open(dir.path().to_str().unwrap()).await;
-    let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
+    let (_dir, _ap, ctx) = folder_session().await;
+    hive_box(&ctx).await;
     sql(
         &ctx,
         "CREATE EXTERNAL TABLE h.b.x (i BIGINT NOT NULL, f DOUBLE, g FLOAT, s VARCHAR,

@@ -3,29 +3,21 @@
 //! into a dropped one as done; `CREATE OR REPLACE` is one atomic step through Apiary's doors and
 //! recoverable through DataFusion's; `apiary check` finds what is broken.
 
-use crate::support::{
-    apiary, csv, failed, ok, open, parquet_files, plan, query, scalar, sql, sql_err,
-};
+use apiary::Apiary;
+use datafusion::prelude::SessionContext;
+use tempfile::TempDir;
 
-/// `h.b.t` with four cells of one row each, then all four replaced by one cell of four rows.
-async fn setup(ctx: &datafusion::prelude::SessionContext) {
-    sql(ctx, "CREATE DATABASE h").await;
-    sql(ctx, "CREATE SCHEMA h.b").await;
-    sql(ctx, "CREATE TABLE h.b.t (n BIGINT NOT NULL)").await;
-    for i in 1..=4 {
-        sql(ctx, &format!("INSERT INTO h.b.t VALUES ({i})")).await;
-    }
-}
+use crate::support::{
+    apiary, csv, door, door_err, failed, folder_session, hive_box, ok, parquet_files, plan, query,
+    scalar, sql, sql_err,
+};
 
 /// Seen: `EXPLAIN SELECT * FROM apiary_cleanse('h.b.f', 0)` removed two of a frame's three cell
 /// files. Table functions that act do so when their result is read: never for `EXPLAIN`, a view
 /// or a prepared statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planning_a_statement_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let ap = open(dir.path().to_str().unwrap()).await;
-    let ctx = ap.session().unwrap();
-    setup(&ctx).await;
+    let (dir, _ap, ctx) = four_cells().await;
     sql(&ctx, "INSERT OVERWRITE h.b.t VALUES (5), (6)").await;
     let version = || scalar(&ctx, "SELECT max(version) FROM apiary_history('h.b.t')");
     assert_eq!(version().await, "5");
@@ -70,12 +62,9 @@ async fn planning_a_statement_changes_nothing() {
 /// the row. The other process here is the `apiary` command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_lived_session_follows_another_processes_drop_and_recreate() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _ap, ctx) = folder_session().await;
     let storage = dir.path();
-    let ap = open(storage.to_str().unwrap()).await;
-    let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
+    hive_box(&ctx).await;
     sql(&ctx, "CREATE TABLE h.b.t AS VALUES (1), (2)").await;
     assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "2");
 
@@ -118,41 +107,25 @@ async fn a_long_lived_session_follows_another_processes_drop_and_recreate() {
 /// with `apiary_undrop`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_or_replace_is_one_step_in_apiarys_doors() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, ap, ctx) = four_cells().await;
     let storage = dir.path();
-    let ap = open(storage.to_str().unwrap()).await;
-    let ctx = ap.session().unwrap();
-    setup(&ctx).await;
     let failing = "CREATE OR REPLACE TABLE h.b.t AS SELECT n / (n - n) AS n FROM h.b.t";
+    let working = "CREATE OR REPLACE TABLE h.b.t AS SELECT n * 10 AS n FROM h.b.t";
     let sum = || scalar(&ctx, "SELECT sum(n) FROM h.b.t");
 
     // Apiary::sql: the failure leaves the frame as it was.
-    let err = match ap.sql(&ctx, failing).await {
-        Ok(df) => df.collect().await.map(|_| ()).unwrap_err().to_string(),
-        Err(e) => e.to_string(),
-    };
+    let err = door_err(&ap, &ctx, failing).await;
     assert!(err.contains("Divide by zero"), "{err}");
     assert_eq!(sum().await, "10");
     // A replace that works: readers see the new frame, from one registry commit.
-    ap.sql(
-        &ctx,
-        "CREATE OR REPLACE TABLE h.b.t AS SELECT n * 10 AS n FROM h.b.t",
-    )
-    .await
-    .unwrap()
-    .collect()
-    .await
-    .unwrap();
+    door(&ap, &ctx, working).await;
     assert_eq!(sum().await, "100");
-    ap.sql(
+    door(
+        &ap,
         &ctx,
         "CREATE OR REPLACE EXTERNAL TABLE h.b.e (k VARCHAR NOT NULL, v BIGINT) STORED AS APIARY PARTITIONED BY (k) LOCATION ''",
     )
-    .await
-    .unwrap()
-    .collect()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.e").await, "0");
 
     // The apiary command is one of Apiary's doors.
@@ -173,11 +146,8 @@ async fn create_or_replace_is_one_step_in_apiarys_doors() {
 /// reported with its key, and the command exits non-zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_a_missing_cell_and_exits_non_zero() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, ap, ctx) = four_cells().await;
     let storage = dir.path();
-    let ap = open(storage.to_str().unwrap()).await;
-    let ctx = ap.session().unwrap();
-    setup(&ctx).await;
     let out = ok(&apiary(storage, &["check"]));
     assert!(
         out.contains("ok (1 frame(s), 5 readable version(s), 4 cell(s))"),
@@ -215,4 +185,16 @@ async fn check_names_a_missing_cell_and_exits_non_zero() {
         String::from_utf8_lossy(&out.stderr).contains("1 problem(s) found"),
         "{out:?}"
     );
+}
+
+/// Apiary on a fresh folder (returned, to be kept) with `h.b.t` of four cells of one row each,
+/// then all four replaced by one cell of four rows; a session of it.
+async fn four_cells() -> (TempDir, Apiary, SessionContext) {
+    let (dir, ap, ctx) = folder_session().await;
+    hive_box(&ctx).await;
+    sql(&ctx, "CREATE TABLE h.b.t (n BIGINT NOT NULL)").await;
+    for i in 1..=4 {
+        sql(&ctx, &format!("INSERT INTO h.b.t VALUES ({i})")).await;
+    }
+    (dir, ap, ctx)
 }

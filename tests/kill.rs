@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 
 use apiary_catalog::testing::s3_url;
 
-use crate::support::{apiary_at, ok};
+use crate::support::{apiary, csv_out, ok};
 
 const KILLS: usize = 30;
 /// Rows per insert: with 64 MiB bees (8 MiB cells) about three cells.
@@ -19,36 +19,27 @@ const ROWS: u64 = 3_000_000;
 
 /// The count of rows and the ledger version of `h.b.t`.
 fn state(storage: &str) -> (u64, u64) {
-    let out = ok(&apiary_at(
+    let line = first_row(
         storage,
-        &[
-            "-q",
-            "--format",
-            "csv",
-            "-c",
-            "SELECT (SELECT count(*) FROM h.b.t) AS n, (SELECT max(version) FROM apiary_history('h.b.t')) AS v",
-        ],
-    ));
-    let line = out.lines().nth(1).unwrap_or_default().to_string();
+        "SELECT (SELECT count(*) FROM h.b.t) AS n, (SELECT max(version) FROM apiary_history('h.b.t')) AS v",
+    )
+    .unwrap_or_default();
     let (n, v) = line.split_once(',').unwrap_or(("0", "0"));
     (n.parse().unwrap(), v.parse().unwrap())
 }
 
 /// The frame's objects, as `apiary_cells` and a listing see them: (active cells, cell objects).
 fn cells(storage: &str) -> (u64, u64) {
-    let out = ok(&apiary_at(
-        storage,
-        &[
-            "-q",
-            "--format",
-            "csv",
-            "-c",
-            "SELECT count(*) FROM apiary_cells('h.b.t')",
-        ],
-    ));
-    let active = out.lines().nth(1).unwrap_or("0").parse().unwrap();
+    let active = first_row(storage, "SELECT count(*) FROM apiary_cells('h.b.t')");
+    let active = active.as_deref().unwrap_or("0").parse().unwrap();
     let listed = list_cells(storage);
     (active, listed)
+}
+
+/// The first row of `sql`'s CSV output, if any.
+fn first_row(storage: &str, sql: &str) -> Option<String> {
+    let out = csv_out(storage, &["-c", sql]);
+    out.lines().nth(1).map(str::to_string)
 }
 
 fn list_cells(storage: &str) -> u64 {
@@ -69,7 +60,7 @@ fn list_cells(storage: &str) -> u64 {
 }
 
 fn kill_loop(storage: &str, seed: u64) {
-    ok(&apiary_at(
+    ok(&apiary(
         storage,
         &[
             "-q",
@@ -130,10 +121,10 @@ fn kill_loop(storage: &str, seed: u64) {
         }
         rows = now_rows;
         version = now_version;
-        let out = ok(&apiary_at(storage, &["check"]));
+        let out = ok(&apiary(storage, &["check"]));
         assert!(out.contains(": ok"), "{storage}: kill {k}: {out}");
         // A forced cleanse leaves exactly the live cells.
-        ok(&apiary_at(
+        ok(&apiary(
             storage,
             &[
                 "-q",

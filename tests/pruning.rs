@@ -13,7 +13,10 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::support::{metric, plan, scalar, sql};
+use crate::support::{
+    assert_scalars, hive_box, metric, metrics, physical_plan, plan, query, scalar, sql, sql_all,
+    with_box,
+};
 
 /// A local Apiary whose object store records every key it reads, with frame `h.b.t`:
 /// partitioned by `k` (8 values), 40 cells of 250 rows with disjoint `id` ranges.
@@ -28,8 +31,7 @@ async fn counted() -> (
         .await
         .unwrap();
     let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
+    hive_box(&ctx).await;
     sql(
         &ctx,
         "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, v DOUBLE, k VARCHAR NOT NULL)
@@ -109,10 +111,16 @@ async fn no_byte_of_a_pruned_cell_is_read() {
         "EXPLAIN ANALYZE SELECT * FROM h.b.t WHERE k = 'k3' AND id < 3000",
     )
     .await;
-    assert_eq!(metric(&text, "cells_total"), 40, "{text}");
-    assert_eq!(metric(&text, "cells_pruned_by_partition"), 35, "{text}");
-    assert_eq!(metric(&text, "cells_pruned_by_statistics"), 3, "{text}");
-    assert_eq!(metric(&text, "cells_scanned"), 2, "{text}");
+    let counts = metrics(
+        &text,
+        [
+            "cells_total",
+            "cells_pruned_by_partition",
+            "cells_pruned_by_statistics",
+            "cells_scanned",
+        ],
+    );
+    assert_eq!(counts, [40, 35, 3, 2], "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,14 +150,15 @@ async fn statistics_from_the_ledger_answer_count_star() {
     let text = plan(&ctx, "EXPLAIN SELECT count(*) FROM h.b.t WHERE k = 'k2'").await;
     assert!(text.contains("1250 as count(*)"), "{text}");
     assert!(!text.contains("DataSourceExec"), "{text}");
-    assert_eq!(
-        scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE k = 'k2'").await,
-        "1250"
-    );
-    assert_eq!(
-        scalar(&ctx, "SELECT min(id), max(id) FROM h.b.t").await,
-        "0|9999"
-    );
+    assert_scalars(
+        &ctx,
+        "",
+        &[
+            ("SELECT count(*) FROM h.b.t WHERE k = 'k2'", "1250"),
+            ("SELECT min(id), max(id) FROM h.b.t", "0|9999"),
+        ],
+    )
+    .await;
     assert!(cells_read(&counting).is_empty(), "nothing was read");
 }
 
@@ -167,13 +176,7 @@ async fn cells_are_spread_over_target_partitions_by_size() {
     let (_dir, ap, _) = counted().await;
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
     ap.register(&ctx).unwrap();
-    let physical = ctx
-        .sql("SELECT v FROM h.b.t WHERE v > 1")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let physical = physical_plan(&ctx, "SELECT v FROM h.b.t WHERE v > 1").await;
     // 40 cells of nearly equal size: about 10 per group, every cell once.
     let counts = file_groups(&physical).expect("a DataSourceExec");
     assert_eq!(counts.len(), 4, "{counts:?}");
@@ -187,23 +190,14 @@ async fn cells_are_spread_over_target_partitions_by_size() {
 /// in the Parquet source (the host's optimizer cannot push it there).
 #[tokio::test(flavor = "multi_thread")]
 async fn own_runtime_catalog_scans_without_the_hosts_runtime() {
-    let ap = crate::support::open("memory://own-runtime").await;
-    let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
-    sql(
+    let (ap, ctx) = with_box("memory://own-runtime").await;
+    sql_all(
         &ctx,
-        "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, v DOUBLE) STORED AS APIARY LOCATION ''",
-    )
-    .await;
-    sql(
-        &ctx,
-        "INSERT INTO h.b.t SELECT value, 1.0 FROM generate_series(0, 9)",
-    )
-    .await;
-    sql(
-        &ctx,
-        "INSERT INTO h.b.t SELECT value, 2.0 FROM generate_series(100, 109)",
+        &[
+            "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, v DOUBLE) STORED AS APIARY LOCATION ''",
+            "INSERT INTO h.b.t SELECT value, 1.0 FROM generate_series(0, 9)",
+            "INSERT INTO h.b.t SELECT value, 2.0 FROM generate_series(100, 109)",
+        ],
     )
     .await;
 
@@ -213,25 +207,13 @@ async fn own_runtime_catalog_scans_without_the_hosts_runtime() {
     // The premise: the plain provider's scan needs the host's runtime to know the store.
     let host = SessionContext::new();
     host.register_catalog("h", ap.catalog("h").await.unwrap());
-    let plan = host
-        .sql(query)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&host, query).await;
     let err = collect(plan, foreign()).await.unwrap_err().to_string();
     assert!(err.contains("No suitable object store"), "{err}");
 
     let host = SessionContext::new();
     host.register_catalog("h", ap.catalog_with_own_runtime("h").await.unwrap());
-    let plan = host
-        .sql(query)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&host, query).await;
     let shown = displayable(plan.as_ref()).indent(true).to_string();
     assert!(shown.contains("OwnRuntimeExec"), "{shown}");
     assert!(shown.contains("predicate=id@0 >= 100"), "{shown}");
@@ -268,22 +250,14 @@ async fn row_changes_read_only_the_cells_that_may_match() {
     let (_dir, ap, counting) = counted().await;
     let ctx = ap.session().unwrap();
     counting.take_reads();
-    assert_eq!(
-        crate::support::query(&ctx, "DELETE FROM h.b.t WHERE id BETWEEN 5000 AND 5009").await,
-        ["10"]
-    );
-    let read = cells_read(&counting);
-    assert_eq!(read.len(), 1, "{read:?}");
-    assert_eq!(
-        crate::support::query(
-            &ctx,
-            "UPDATE h.b.t SET v = 0 WHERE id BETWEEN 7500 AND 7509"
-        )
-        .await,
-        ["10"]
-    );
-    let read = cells_read(&counting);
-    assert_eq!(read.len(), 1, "{read:?}");
+    for change in [
+        "DELETE FROM h.b.t WHERE id BETWEEN 5000 AND 5009",
+        "UPDATE h.b.t SET v = 0 WHERE id BETWEEN 7500 AND 7509",
+    ] {
+        assert_eq!(query(&ctx, change).await, ["10"]);
+        let read = cells_read(&counting);
+        assert_eq!(read.len(), 1, "{read:?}");
+    }
     sql(
         &ctx,
         "CREATE TABLE changes (id BIGINT, v DOUBLE) AS VALUES (2510, 1.0), (2520, 2.0)",
@@ -291,7 +265,7 @@ async fn row_changes_read_only_the_cells_that_may_match() {
     .await;
     counting.take_reads();
     assert_eq!(
-        crate::support::query(
+        query(
             &ctx,
             "MERGE INTO h.b.t AS t USING changes AS c ON t.id = c.id
              WHEN MATCHED THEN UPDATE SET v = c.v
@@ -304,7 +278,7 @@ async fn row_changes_read_only_the_cells_that_may_match() {
     assert_eq!(read.len(), 1, "the cell of ids 2500–2749 only: {read:?}");
     // With a clause on the unmatched target rows every cell is read.
     assert_eq!(
-        crate::support::query(
+        query(
             &ctx,
             "MERGE INTO h.b.t AS t USING changes AS c ON t.id = c.id
              WHEN NOT MATCHED BY SOURCE AND t.id = 1 THEN DELETE"
@@ -331,17 +305,21 @@ async fn explain_rows(df: datafusion::dataframe::DataFrame) -> Vec<(String, Stri
     rows
 }
 
+/// The `apiary_scans` lines of [`explain_rows`].
+fn scan_lines(rows: &[(String, String)]) -> Vec<&String> {
+    rows.iter()
+        .filter(|(kind, _)| kind == "apiary_scans")
+        .map(|(_, plan)| plan)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_explain_tells_each_frame_scans_cells_and_changes_no_plan() {
     let (_dir, ap, _) = counted().await;
     let ctx = ap.session().unwrap();
     let query = "EXPLAIN SELECT id FROM h.b.t WHERE k = 'k1' AND id < 1000";
     let apiarys = explain_rows(ap.sql(&ctx, query).await.unwrap()).await;
-    let scans: Vec<&String> = apiarys
-        .iter()
-        .filter(|(kind, _)| kind == "apiary_scans")
-        .map(|(_, plan)| plan)
-        .collect();
+    let scans = scan_lines(&apiarys);
     assert_eq!(scans.len(), 1, "{apiarys:?}");
     // k1 holds 5 of the 40 cells; of those only the one of ids 250..499 can hold id < 1000.
     let line = scans[0];
@@ -362,11 +340,7 @@ async fn plain_explain_tells_each_frame_scans_cells_and_changes_no_plan() {
             .unwrap(),
     )
     .await;
-    let lines: Vec<&String> = none
-        .iter()
-        .filter(|(kind, _)| kind == "apiary_scans")
-        .map(|(_, plan)| plan)
-        .collect();
+    let lines = scan_lines(&none);
     assert_eq!(lines.len(), 1, "{none:?}");
     assert!(
         lines[0].starts_with("h.b.t at version 40: 40 cells (")
@@ -399,8 +373,7 @@ async fn bloom_filter_columns_let_equality_skip_row_groups() {
         .await
         .unwrap();
     let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
+    hive_box(&ctx).await;
     for (frame, options) in [
         ("bloomed", "OPTIONS ('apiary.bloom_filter_columns' 'k')"),
         ("plain", ""),

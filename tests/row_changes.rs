@@ -7,31 +7,20 @@ use std::sync::Arc;
 use apiary::Apiary;
 use datafusion::prelude::SessionContext;
 
-use crate::support::{backends, hive_box, open, query, scalar, sql, sql_err};
+use crate::support::{assert_scalars, backends, frame_by_k, query, scalar, sql, sql_err};
 
 /// `h.b.t` (id, k, v) partitioned by k: cells `k=a` (ids 1–3 and 10–12, two cells), `k=b`
 /// (ids 4–5), `k=c` (id 6, v NULL).
 async fn frame(url: &str) -> (Apiary, SessionContext) {
-    let ap = open(url).await;
-    let ctx = ap.session().unwrap();
-    hive_box(&ctx).await;
-    sql(
-        &ctx,
-        "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, k VARCHAR NOT NULL, v INT)
-         STORED AS APIARY PARTITIONED BY (k) LOCATION ''",
+    frame_by_k(
+        url,
+        "id BIGINT NOT NULL, k VARCHAR NOT NULL, v INT",
+        &[
+            "INSERT INTO h.b.t VALUES (1, 'a', 10), (2, 'a', 20), (3, 'a', 30), (4, 'b', 40), (5, 'b', 50), (6, 'c', NULL)",
+            "INSERT INTO h.b.t VALUES (10, 'a', 100), (11, 'a', 110), (12, 'a', 120)",
+        ],
     )
-    .await;
-    sql(
-        &ctx,
-        "INSERT INTO h.b.t VALUES (1, 'a', 10), (2, 'a', 20), (3, 'a', 30), (4, 'b', 40), (5, 'b', 50), (6, 'c', NULL)",
-    )
-    .await;
-    sql(
-        &ctx,
-        "INSERT INTO h.b.t VALUES (10, 'a', 100), (11, 'a', 110), (12, 'a', 120)",
-    )
-    .await;
-    (ap, ctx)
+    .await
 }
 
 async fn ids(ctx: &SessionContext) -> Vec<String> {
@@ -149,16 +138,15 @@ async fn row_changes_race_appends_and_each_other() {
         let deleted: u64 = crate::support::rows(&deleted)[0].parse().unwrap();
         let small: u64 = rows_before - 3; // ids 10–12 stay
         assert_eq!(deleted, small, "{b}");
-        assert_eq!(
-            scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE id >= 1000").await,
-            "40",
-            "{b}"
-        );
-        assert_eq!(
-            scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE id < 10").await,
-            "0",
-            "{b}"
-        );
+        assert_scalars(
+            &ctx,
+            &b,
+            &[
+                ("SELECT count(*) FROM h.b.t WHERE id >= 1000", "40"),
+                ("SELECT count(*) FROM h.b.t WHERE id < 10", "0"),
+            ],
+        )
+        .await;
     }
 }
 

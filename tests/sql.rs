@@ -4,7 +4,10 @@
 
 use datafusion::prelude::SessionContext;
 
-use crate::support::{backends, hive_box, open, query, scalar, sql, sql_err};
+use crate::support::{
+    backends, folder_session, frame_by_k, hive_box, open, query, scalar, session, sql, sql_all,
+    sql_err, with_box,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_created_elsewhere_appear_without_restarting() {
@@ -13,8 +16,7 @@ async fn frames_created_elsewhere_appear_without_restarting() {
         let reader = open(&b.url).await;
         let w = writer.session().unwrap();
         let r = reader.session().unwrap();
-        sql(&w, "CREATE DATABASE h").await;
-        sql(&w, "CREATE SCHEMA h.b").await;
+        hive_box(&w).await;
         sql(&w, "CREATE TABLE h.b.t AS VALUES (1), (2), (3)").await;
         // A lookup of an unknown name re-reads the namespace at once.
         assert_eq!(scalar(&r, "SELECT count(*) FROM h.b.t").await, "3", "{b}");
@@ -30,10 +32,7 @@ async fn frames_created_elsewhere_appear_without_restarting() {
 
 #[tokio::test]
 async fn a_query_sees_one_version_from_planning_to_the_end() {
-    let ap = open("memory://").await;
-    let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
+    let (ap, ctx) = with_box("memory://").await;
     sql(
         &ctx,
         "CREATE TABLE h.b.t AS SELECT value AS n FROM generate_series(1, 10)",
@@ -60,14 +59,14 @@ async fn a_query_sees_one_version_from_planning_to_the_end() {
 
 #[tokio::test]
 async fn a_hive_registered_by_hand_works_in_a_plain_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let ap = open(dir.path().to_str().unwrap()).await;
-    let setup = ap.session().unwrap();
-    sql(&setup, "CREATE DATABASE sales").await;
-    sql(&setup, "CREATE SCHEMA sales.eu").await;
-    sql(
+    let (_dir, ap, setup) = folder_session().await;
+    sql_all(
         &setup,
-        "CREATE TABLE sales.eu.t AS VALUES (1, 'a'), (2, 'b')",
+        &[
+            "CREATE DATABASE sales",
+            "CREATE SCHEMA sales.eu",
+            "CREATE TABLE sales.eu.t AS VALUES (1, 'a'), (2, 'b')",
+        ],
     )
     .await;
 
@@ -86,8 +85,7 @@ async fn a_hive_registered_by_hand_works_in_a_plain_session() {
 /// API, so the reason comes with the next use of the name; `USE` is DataFusion's error.
 #[tokio::test]
 async fn a_plain_session_answers_as_datafusion_does() {
-    let ap = open("memory://").await;
-    let ctx = ap.session().unwrap();
+    let (_ap, ctx) = session("memory://").await;
     sql(&ctx, "CREATE DATABASE \"bad-hive\"").await;
     let err = sql_err(&ctx, "CREATE SCHEMA \"bad-hive\".b").await;
     assert!(
@@ -102,9 +100,7 @@ async fn a_plain_session_answers_as_datafusion_does() {
 /// A cell missing from storage: an error naming it, not a panic, and the ledger unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_cell_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let ap = open(dir.path().to_str().unwrap()).await;
-    let ctx = ap.session().unwrap();
+    let (dir, ap, ctx) = folder_session().await;
     hive_box(&ctx).await;
     sql(&ctx, "CREATE TABLE h.b.t (id BIGINT NOT NULL, day DATE)").await;
     sql(&ctx, "INSERT INTO h.b.t VALUES (1, DATE '2026-01-01')").await;
@@ -129,12 +125,17 @@ async fn a_missing_cell_is_named() {
 /// catalog DataFusion creates for the default; `Apiary::sql` runs Apiary's own statements in it.
 #[tokio::test]
 async fn a_default_catalog_named_like_a_hive_does_not_hide_it() {
-    let ap = open("memory://").await;
-    let setup = ap.session().unwrap();
-    sql(&setup, "CREATE DATABASE sales").await;
-    sql(&setup, "CREATE SCHEMA sales.eu").await;
-    sql(&setup, "CREATE TABLE sales.eu.t (id BIGINT)").await;
-    sql(&setup, "INSERT INTO sales.eu.t VALUES (7)").await;
+    let (ap, setup) = session("memory://").await;
+    sql_all(
+        &setup,
+        &[
+            "CREATE DATABASE sales",
+            "CREATE SCHEMA sales.eu",
+            "CREATE TABLE sales.eu.t (id BIGINT)",
+            "INSERT INTO sales.eu.t VALUES (7)",
+        ],
+    )
+    .await;
     let config =
         datafusion::prelude::SessionConfig::new().with_default_catalog_and_schema("sales", "eu");
     let ctx = SessionContext::new_with_config(config);
@@ -151,16 +152,8 @@ async fn a_default_catalog_named_like_a_hive_does_not_hide_it() {
 /// `tests/slt/overwrite.slt`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_session_takes_apiary_overwrite_after_register() {
-    let ap = open("memory://").await;
-    let ctx = ap.session().unwrap();
-    hive_box(&ctx).await;
-    sql(
-        &ctx,
-        "CREATE EXTERNAL TABLE h.b.t (id BIGINT NOT NULL, k VARCHAR NOT NULL)
-         STORED AS APIARY PARTITIONED BY (k) LOCATION ''",
-    )
-    .await;
-    sql(&ctx, "INSERT INTO h.b.t VALUES (5, 'b')").await;
+    let columns = "id BIGINT NOT NULL, k VARCHAR NOT NULL";
+    let (ap, _ctx) = frame_by_k("memory://", columns, &["INSERT INTO h.b.t VALUES (5, 'b')"]).await;
     let plain = SessionContext::new();
     ap.register(&plain).unwrap();
     sql(&plain, "SET apiary.overwrite = 'dynamic'").await;

@@ -58,6 +58,11 @@ async fn run(ap: &Apiary, ctx: &datafusion::prelude::SessionContext, sql: &str) 
     ap.sql(ctx, sql).await.unwrap().collect().await.unwrap();
 }
 
+/// Whether `sql`, through Apiary's door, fails.
+async fn fails(ap: &Apiary, ctx: &datafusion::prelude::SessionContext, sql: &str) -> bool {
+    ap.sql(ctx, sql).await.unwrap().collect().await.is_err()
+}
+
 /// `{hive}.b.t (id BIGINT)` holding `values`, in one commit.
 async fn small_frame(
     ap: &Apiary,
@@ -78,15 +83,7 @@ async fn small_frame(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_as_queries_and_commits_run_labelled_by_node() {
     let dir = tempfile::tempdir().unwrap();
-    let ap = Apiary::open(dir.path().join("a").to_str().unwrap())
-        .await
-        .unwrap();
-    let node = format!("status-{}", uuid::Uuid::new_v4().simple());
-    ap.meadow().sight().set_node(node.as_str());
-    let server = ap
-        .serve_status("127.0.0.1:0".parse().unwrap(), StatusOptions::default())
-        .await
-        .unwrap();
+    let (ap, node, server) = labelled_at(&dir.path().join("a"), None).await;
     let addr = server.local_addr();
     // Another node of this process: its work never shows under `node`.
     let other = Apiary::open(dir.path().join("b").to_str().unwrap())
@@ -113,13 +110,7 @@ async fn metrics_move_as_queries_and_commits_run_labelled_by_node() {
     )
     .await;
     run(&ap, &ctx, "SELECT id FROM h.b.t WHERE region = 'fr'").await;
-    let failed = ap
-        .sql(&ctx, "SELECT CAST(region AS INT) FROM h.b.t")
-        .await
-        .unwrap()
-        .collect()
-        .await;
-    assert!(failed.is_err());
+    assert!(fails(&ap, &ctx, "SELECT CAST(region AS INT) FROM h.b.t").await);
     small_frame(&other, &other_ctx, "o", "(1)").await;
     let after = scrape(addr).await;
 
@@ -394,11 +385,19 @@ async fn labelled(
     dir: &std::path::Path,
     node: Option<apiary::exec::NodeConfig>,
 ) -> (Apiary, String, apiary::StatusServer) {
+    labelled_at(&dir.join("meadow"), node).await
+}
+
+/// [`labelled`], on the folder `meadow`.
+async fn labelled_at(
+    meadow: &std::path::Path,
+    node: Option<apiary::exec::NodeConfig>,
+) -> (Apiary, String, apiary::StatusServer) {
     let options = apiary::ApiaryOptions {
         node,
         ..apiary::ApiaryOptions::default()
     };
-    let ap = Apiary::open_with(dir.join("meadow").to_str().unwrap(), options)
+    let ap = Apiary::open_with(meadow.to_str().unwrap(), options)
         .await
         .unwrap();
     let name = format!("status-{}", uuid::Uuid::new_v4().simple());
@@ -516,13 +515,7 @@ async fn races_conflicts_upkeep_and_storage_errors_are_counted_exactly() {
     run(&ap, &ctx, "INSERT INTO h.b.p VALUES (1, 'fr')").await;
     let fr = find_dir(&dir.path().join("meadow"), "region=fr").expect("the 'fr' partition");
     std::fs::write(fr.with_file_name("region=xx"), b"not a folder").unwrap();
-    let refused = ap
-        .sql(&ctx, "INSERT INTO h.b.p VALUES (2, 'xx')")
-        .await
-        .unwrap()
-        .collect()
-        .await;
-    assert!(refused.is_err());
+    assert!(fails(&ap, &ctx, "INSERT INTO h.b.p VALUES (2, 'xx')").await);
     let failed = scrape(addr).await;
     assert!(v(&failed, "apiary_storage_errors_total") >= 1.0);
     assert_eq!(

@@ -1,11 +1,15 @@
 //! Helpers: opening Apiary on each backend, running SQL, rendering rows.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use apiary::Apiary;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 pub use apiary_catalog::testing::backends;
@@ -14,6 +18,39 @@ pub async fn open(url: &str) -> Apiary {
     Apiary::open(url)
         .await
         .unwrap_or_else(|e| panic!("open {url}: {e}"))
+}
+
+/// Apiary on `url`, and a session of it.
+pub async fn session(url: &str) -> (Apiary, SessionContext) {
+    let ap = open(url).await;
+    let ctx = ap.session().unwrap();
+    (ap, ctx)
+}
+
+/// Apiary on a fresh local folder, and a session of it; the folder goes when the first drops.
+pub async fn folder_session() -> (tempfile::TempDir, Apiary, SessionContext) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ap, ctx) = session(dir.path().to_str().unwrap()).await;
+    (dir, ap, ctx)
+}
+
+/// [`session`], with hive `h` and its box `h.b` created.
+pub async fn with_box(url: &str) -> (Apiary, SessionContext) {
+    let (ap, ctx) = session(url).await;
+    hive_box(&ctx).await;
+    (ap, ctx)
+}
+
+/// [`with_box`], with frame `h.b.t ({columns})` partitioned by its column `k`, and each of
+/// `inserts` run.
+pub async fn frame_by_k(url: &str, columns: &str, inserts: &[&str]) -> (Apiary, SessionContext) {
+    let (ap, ctx) = with_box(url).await;
+    let create = format!(
+        "CREATE EXTERNAL TABLE h.b.t ({columns}) STORED AS APIARY PARTITIONED BY (k) LOCATION ''"
+    );
+    sql(&ctx, &create).await;
+    sql_all(&ctx, inserts).await;
+    (ap, ctx)
 }
 
 /// Runs `sql` and collects its rows; panics naming the statement on error.
@@ -37,6 +74,24 @@ pub async fn sql_err(ctx: &SessionContext, sql: &str) -> String {
         Ok(()) => panic!("expected an error from {sql}"),
         Err(e) => e.to_string(),
     }
+}
+
+/// Runs each of `statements` in turn with [`sql`].
+pub async fn sql_all(ctx: &SessionContext, statements: &[&str]) {
+    for statement in statements {
+        sql(ctx, statement).await;
+    }
+}
+
+/// The physical plan of `q` in `ctx`.
+pub async fn physical_plan(ctx: &SessionContext, q: &str) -> Arc<dyn ExecutionPlan> {
+    let df = ctx
+        .sql(q)
+        .await
+        .unwrap_or_else(|e| panic!("planning {q}: {e}"));
+    df.create_physical_plan()
+        .await
+        .unwrap_or_else(|e| panic!("planning {q}: {e}"))
 }
 
 /// Creates hive `h` and its box `h.b`.
@@ -104,6 +159,28 @@ pub async fn scalar(ctx: &SessionContext, q: &str) -> String {
     r[0].clone()
 }
 
+/// Asserts the single value of each `(query, value)`; `context` leads the message.
+pub async fn assert_scalars(
+    ctx: &SessionContext,
+    context: impl std::fmt::Display,
+    expected: &[(&str, &str)],
+) {
+    for (q, value) in expected {
+        assert_eq!(scalar(ctx, q).await, *value, "{context}: {q}");
+    }
+}
+
+/// Asserts the rows of each `(query, rows)`; `context` leads the message.
+pub async fn assert_rows(
+    ctx: &SessionContext,
+    context: impl std::fmt::Display,
+    expected: &[(&str, &[&str])],
+) {
+    for (q, rows) in expected {
+        assert_eq!(query(ctx, q).await, *rows, "{context}: {q}");
+    }
+}
+
 /// The text of `EXPLAIN ANALYZE sql` (or `EXPLAIN sql`).
 pub async fn plan(ctx: &SessionContext, explain: &str) -> String {
     rows(&sql(ctx, explain).await).join("\n")
@@ -124,6 +201,11 @@ pub fn metric(plan: &str, name: &str) -> usize {
         .expect("a number")
 }
 
+/// [`metric`] of each of `names`, in order.
+pub fn metrics<const N: usize>(plan: &str, names: [&str; N]) -> [usize; N] {
+    names.map(|name| metric(plan, name))
+}
+
 /// The sum of a metric over every operator of an EXPLAIN ANALYZE text (0 when none has it).
 pub fn metric_sum(plan: &str, name: &str) -> u64 {
     plan.split(&format!("{name}="))
@@ -135,10 +217,27 @@ pub fn metric_sum(plan: &str, name: &str) -> u64 {
         .sum()
 }
 
+/// Tries `attempt` every `every_ms` milliseconds until it gives a value, and returns that; fails
+/// with the reason of its last try once `limit_s` seconds have passed.
+pub async fn until<T>(
+    limit_s: u64,
+    every_ms: u64,
+    mut attempt: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(why) => assert!(start.elapsed() < Duration::from_secs(limit_s), "{why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(every_ms)).await;
+    }
+}
+
 // The `apiary` command as a separate process.
 
-/// Runs `apiary --storage STORAGE ARGS…`.
-pub fn apiary(storage: &Path, args: &[&str]) -> Output {
+/// Runs `apiary --storage STORAGE ARGS…`, STORAGE a folder or a storage URL.
+pub fn apiary(storage: impl AsRef<OsStr>, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_apiary"))
         .arg("--storage")
         .arg(storage)
@@ -168,24 +267,21 @@ pub fn failed(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The CSV lines of `-q --format csv` output.
-pub fn csv(storage: &Path, sql: &str) -> Vec<String> {
-    let out = ok(&apiary(storage, &["-q", "--format", "csv", "-c", sql]));
-    out.lines()
+/// The output of `apiary --storage STORAGE -q --format csv ARGS…`, which must succeed.
+pub fn csv_out(storage: impl AsRef<OsStr>, args: &[&str]) -> String {
+    ok(&apiary(
+        storage,
+        &[&["-q", "--format", "csv"], args].concat(),
+    ))
+}
+
+/// The CSV lines of `-q --format csv -c SQL` output.
+pub fn csv(storage: impl AsRef<OsStr>, sql: &str) -> Vec<String> {
+    csv_out(storage, &["-c", sql])
+        .lines()
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-/// Runs `apiary --storage STORAGE ARGS…` with a storage URL.
-pub fn apiary_at(storage: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_apiary"))
-        .arg("--storage")
-        .arg(storage)
-        .args(args)
-        .env_remove("APIARY_STORAGE")
-        .output()
-        .expect("run apiary")
 }
 
 /// The Parquet files below `dir`.

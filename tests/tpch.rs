@@ -7,7 +7,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;
 
-use crate::support::{open, sql};
+use crate::support::{folder_session, sql};
 
 const TABLES: [&str; 8] = [
     "nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem",
@@ -176,12 +176,20 @@ pub async fn failures(
     failures
 }
 
+/// Runs the given queries, asserting that every answer is the expected one (the message led by
+/// `context`).
+pub async fn assert_answers(
+    ctx: &SessionContext,
+    queries: impl IntoIterator<Item = usize>,
+    context: &str,
+) {
+    let failures = failures(ctx, queries).await;
+    assert!(failures.is_empty(), "{context}{}", failures.join("\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_22_queries_give_the_expected_sf01_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let ap = open(dir.path().to_str().unwrap()).await;
-    let ctx = ap.session().unwrap();
+    let (_dir, _ap, ctx) = folder_session().await;
     load(&ctx).await;
-    let failures = failures(&ctx, 1..=22).await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_answers(&ctx, 1..=22, "").await;
 }
