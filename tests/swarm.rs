@@ -9,271 +9,39 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiary::catalog::{CatalogOptions, Leafcutter, WriteOptions};
-use apiary::exec::{NodeConfig, Spill};
-use apiary::swarm::SwarmConfig;
-use apiary::swarm::{Done, Manifest, Retry};
+use apiary::exec::{Chamber, NodeConfig, Spill};
+use apiary::swarm::{Done, Manifest, NodeState, QueryDir, Retry, SwarmConfig, SwarmNode};
 use apiary::{Apiary, ApiaryOptions};
 use apiary_catalog::Meadow;
 use apiary_catalog::testing::faults::{Fault, Faults, Op, Rule};
 use apiary_catalog::testing::local_and_s3;
+use apiary_catalog::testing::{Counting, counting_meadow};
 use datafusion::prelude::SessionContext;
+use tokio::task::JoinHandle;
 
-use crate::support::{plan, sql};
+use crate::support::{
+    door, hive_box, parquet_files, physical_plan, plan, query, rows, scalar, sql, sql_err, until,
+};
 use crate::tpch;
 
 const HEARTBEAT_MS: u64 = 300;
 
-/// One `apiary node` process; killed when dropped.
-pub(crate) struct Worker {
-    pub(crate) id: String,
-    child: Child,
-    log: PathBuf,
-}
+/// `dead_after` for tests in which no node stops: far beyond any stall of a loaded machine.
+const GENEROUS: Duration = Duration::from_secs(10);
 
-impl Worker {
-    /// SIGKILL, as a crash or a cut cable: the node leaves nothing in order.
-    pub(crate) fn kill(&mut self) {
-        self.child.kill().unwrap();
-        let _ = self.child.wait();
-    }
-
-    /// SIGSTOP, as a network cut: the node's connections stay open and nothing answers on them
-    /// (its heartbeat stops too, but goes stale only after the timeout).
-    pub(crate) fn freeze(&self) {
-        self.signal("-STOP");
-    }
-
-    /// SIGCONT: the node frozen by [`Worker::freeze`] runs again.
-    pub(crate) fn thaw(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal} {}", self.id);
-    }
-
-    pub(crate) fn spawn(storage: &str, id: &str, scratch: &Path, extra: &[&str]) -> Worker {
-        Worker::spawn_sized(storage, id, scratch, ("1", "512M"), extra)
-    }
-
-    /// [`Worker::spawn`] with `(bees, memory)` of its own.
-    pub(crate) fn spawn_sized(
-        storage: &str,
-        id: &str,
-        scratch: &Path,
-        (bees, memory): (&str, &str),
-        extra: &[&str],
-    ) -> Worker {
-        let log = scratch.join(format!("{id}.log"));
-        let stderr = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_apiary"))
-            .args(["node", "--storage", storage, "--node-id", id])
-            .args(["--bees", bees, "--memory", memory])
-            .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
-            .arg("--cache-dir")
-            .arg(scratch.join("cache"))
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting worker {id}: {e}"));
-        Worker {
-            id: id.into(),
-            child,
-            log,
-        }
-    }
-
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn terminate(&mut self) {
-        self.signal("-TERM");
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.success(),
-            "worker {} exited with {status}: {}",
-            self.id,
-            self.log()
-        );
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The coordinator: small cells (so that every frame has several), two bees.
-pub(crate) async fn coordinator(url: &str, scratch: &Path) -> Apiary {
-    coordinator_of(url, scratch, 2).await
-}
-
-/// [`coordinator`] with `bees` bees.
-pub(crate) async fn coordinator_of(url: &str, scratch: &Path, bees: usize) -> Apiary {
-    let options = ApiaryOptions {
-        node: Some(NodeConfig::fixed(bees, 1 << 30, scratch.join("bees"))),
-        catalog: CatalogOptions {
-            write: WriteOptions::default()
-                .with_leafcutter(Leafcutter::default().with_target_cell_bytes(1 << 20)),
-            ..CatalogOptions::default()
-        },
-        ..ApiaryOptions::default()
-    };
-    Apiary::open_with(url, options)
-        .await
-        .unwrap_or_else(|e| panic!("open {url}: {e}"))
-}
-
-/// The coordinator's settings: fast heartbeats, so that a test sees its workers quickly, and a
-/// judgement of "dead" after `dead_after` of silence beyond the store's lag.
-pub(crate) fn swarm_config(id: &str, scratch: &Path, dead_after: Duration) -> SwarmConfig {
-    let mut config = SwarmConfig::default()
-        .with_heartbeat_interval(Duration::from_millis(HEARTBEAT_MS))
-        .with_node_id(id);
-    config.suspect_after = dead_after / 2;
-    config.dead_after = dead_after;
-    config.cache_dir = scratch.join("cache");
-    config
-}
-
-/// `swarm_config` for a test that reads the query folders afterwards.
-fn keeping_queries(mut config: SwarmConfig) -> SwarmConfig {
-    config.keep_queries = true;
-    config
-}
-
-/// Waits until the coordinator sees every one of `nodes` alive.
-pub(crate) async fn wait_alive(ap: &Apiary, workers: &[Worker]) {
-    let swarm = ap.swarm().expect("joined");
-    let start = Instant::now();
-    loop {
-        let alive: Vec<String> = swarm
-            .world()
-            .poll()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|n| n.state == apiary::swarm::NodeState::Alive)
-            .map(|n| n.heartbeat.node_id)
-            .collect();
-        if workers.iter().all(|w| alive.contains(&w.id)) {
-            return;
-        }
-        let logs: Vec<String> = workers
-            .iter()
-            .map(|w| format!("{}: {}", w.id, w.log()))
-            .collect();
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "workers not alive after 60 s (alive: {alive:?}); logs:\n{}",
-            logs.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A session of the coordinator that distributes every scan of two cells or more.
-async fn swarm_session(ap: &Apiary) -> SessionContext {
-    let ctx = ap.session().unwrap();
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    tpch::use_schema(&ctx).await;
-    ctx
-}
-
-/// The manifests, `done_*.json` and `retry_*.json` of every query folder kept in the meadow.
-struct Outcomes {
-    manifests: Vec<Manifest>,
-    done: Vec<Done>,
-    retries: Vec<Retry>,
-}
-
-async fn outcomes(meadow: &Meadow) -> Outcomes {
-    let (mut manifests, mut done, mut retries) = (vec![], vec![], vec![]);
-    for object in meadow.list("_queries").await.unwrap() {
-        let Some(name) = object.location.filename() else {
-            continue;
-        };
-        let key = meadow.relative(&object.location).unwrap().to_string();
-        if name == "manifest.json" {
-            let body = meadow.get(&key).await.unwrap().unwrap();
-            manifests.push(serde_json::from_slice(&body).unwrap());
-        } else if name.starts_with("done_") {
-            let body = meadow.get(&key).await.unwrap().unwrap();
-            done.push(serde_json::from_slice(&body).unwrap());
-        } else if name.starts_with("retry_") {
-            let body = meadow.get(&key).await.unwrap().unwrap();
-            retries.push(serde_json::from_slice(&body).unwrap());
-        }
-    }
-    Outcomes {
-        manifests,
-        done,
-        retries,
-    }
-}
-
-/// Whether `node` holds (or held) a claim in any query folder kept in the meadow.
-async fn claimed_by(meadow: &Meadow, node: &str) -> bool {
-    for object in meadow.list("_queries").await.unwrap() {
-        let name = object.location.filename().unwrap_or_default();
-        if name.starts_with("claim_") {
-            let key = meadow.relative(&object.location).unwrap().to_string();
-            let Some(body) = meadow.get(&key).await.unwrap() else {
-                continue;
-            };
-            let claim: apiary::swarm::Claim = serde_json::from_slice(&body).unwrap();
-            if claim.node == node {
-                return true;
-            }
-        }
-    }
-    false
-}
-
-async fn heartbeat_of(meadow: &Meadow, id: &str) -> bool {
-    meadow
-        .get(&format!("_heartbeats/node_{id}.json"))
-        .await
-        .unwrap()
-        .is_some()
-}
+/// The query most tests distribute over [`create_numbers`]' frame.
+const COUNT_AND_SUM: &str = "SELECT count(*), sum(n) FROM h.b.t";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_on_three_worker_processes_and_a_coordinator() {
     for backend in local_and_s3() {
         let scratch = tempfile::tempdir().unwrap();
-        let ap = coordinator(&backend.url, scratch.path()).await;
-        tpch::load(&ap.session().unwrap()).await;
-        let mut workers: Vec<Worker> = (1..=3)
-            .map(|i| {
-                Worker::spawn(
-                    &backend.url,
-                    &format!("w{i}"),
-                    scratch.path(),
-                    &["--keep-queries"],
-                )
-            })
-            .collect();
+        let ap = tpch_coordinator(&backend.url, scratch.path()).await;
+        let mut workers = three_workers(&backend.url, scratch.path(), &["--keep-queries"]);
         // No worker stops during this test, so none may be judged dead: the margin is generous,
         // whatever the load on this machine and on the serialized S3 test server.
-        ap.join_swarm(keeping_queries(swarm_config(
-            "coordinator",
-            scratch.path(),
-            Duration::from_secs(60),
-        )))
-        .await
-        .unwrap();
-        wait_alive(&ap, &workers).await;
+        let config = swarm_config("coordinator", scratch.path(), Duration::from_secs(60));
+        join_and_wait(&ap, keeping_queries(config), &workers).await;
         let ctx = swarm_session(&ap).await;
 
         let explain = plan(&ctx, &format!("EXPLAIN {}", tpch::query(1))).await;
@@ -281,9 +49,7 @@ async fn tpch_on_three_worker_processes_and_a_coordinator() {
             explain.contains("SwarmExec: tasks="),
             "{backend}: {explain}"
         );
-
-        let failures = tpch::failures(&ctx, 1..=22).await;
-        assert!(failures.is_empty(), "{backend}: {}", failures.join("\n"));
+        tpch::assert_answers(&ctx, 1..=22, &format!("{backend}: ")).await;
 
         let Outcomes {
             manifests,
@@ -323,97 +89,33 @@ async fn tpch_on_three_worker_processes_and_a_coordinator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_while_holding_claims_costs_a_retry_not_the_answer() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
-    let ap = coordinator(&url, scratch.path()).await;
-    tpch::load(&ap.session().unwrap()).await;
+    let (scratch, url) = scratch_meadow();
+    let ap = tpch_coordinator(&url, scratch.path()).await;
     // `slow` claims its tasks at once but sits on them for a minute before running them.
+    let slow = ["--keep-queries", "--debug-task-delay-ms", "60000"];
     let mut workers = vec![
         Worker::spawn(&url, "w1", scratch.path(), &["--keep-queries"]),
         Worker::spawn(&url, "w2", scratch.path(), &["--keep-queries"]),
-        Worker::spawn(
-            &url,
-            "slow",
-            scratch.path(),
-            &["--keep-queries", "--debug-task-delay-ms", "60000"],
-        ),
+        Worker::spawn(&url, "slow", scratch.path(), &slow),
     ];
     // Long enough that w1 and w2 are never judged dead on a loaded machine; short enough that
     // the killed one is found soon.
-    ap.join_swarm(keeping_queries(swarm_config(
-        "coordinator",
-        scratch.path(),
-        Duration::from_secs(5),
-    )))
-    .await
-    .unwrap();
-    wait_alive(&ap, &workers).await;
+    let config = swarm_config("coordinator", scratch.path(), Duration::from_secs(5));
+    join_and_wait(&ap, keeping_queries(config), &workers).await;
 
-    // Run q1 until `slow` holds a claim (on a loaded machine the others may take every task of a
-    // query before it looks), then kill it while the query waits for that task.
-    let start = Instant::now();
-    let query = loop {
-        let ctx = swarm_session(&ap).await;
-        let mut query = tokio::spawn(async move { tpch::failures(&ctx, [1]).await });
-        let claimed = loop {
-            if claimed_by(ap.meadow(), "slow").await {
-                break true;
-            }
-            if query.is_finished() {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "slow never claimed a task"
-        );
-        if claimed {
-            break query;
-        }
-        let failures = (&mut query).await.unwrap();
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
-    };
-    let slow = &mut workers[2];
-    slow.child.kill().unwrap();
-    slow.child.wait().unwrap();
+    // Run q1 until `slow` holds a claim, then kill it while the query waits for that task.
+    let query = q1_claimed_by(&ap, "slow").await;
+    workers[2].kill();
 
     let failures = query.await.unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let Outcomes { done, retries, .. } = outcomes(ap.meadow()).await;
-    assert!(done.iter().all(|d| d.node != "slow"), "{done:?}");
     // Every retry is explained by the node that really stopped: its heartbeat, or its lease.
-    assert!(
-        !retries.is_empty()
-            && retries
-                .iter()
-                .all(|r| r.reason == "node slow stopped heartbeating"
-                    || r.reason.starts_with("node slow made no progress")),
-        "{retries:?}"
-    );
+    retried_elsewhere(&ap, "slow", |r| {
+        r.reason == "node slow stopped heartbeating"
+            || r.reason.starts_with("node slow made no progress")
+    })
+    .await;
     ap.leave_swarm().await.unwrap();
-}
-
-/// An Apiary in this process on `meadow`, with `bees` bees of 256 MiB scratching in `dir`.
-pub(crate) async fn in_process_node(meadow: Meadow, bees: usize, dir: PathBuf) -> Apiary {
-    let options = ApiaryOptions {
-        node: Some(NodeConfig::fixed(bees, 256 << 20, dir)),
-        ..ApiaryOptions::default()
-    };
-    let io = apiary::catalog::IoRuntime::new().unwrap();
-    Apiary::from_meadow(meadow, io, options).await.unwrap()
-}
-
-/// `h.b.t (n BIGINT)`: `cells` cells of a thousand rows each, holding 1..=1000 × `cells`.
-async fn create_numbers(ctx: &SessionContext, cells: i64) {
-    sql(ctx, "CREATE DATABASE h").await;
-    sql(ctx, "CREATE SCHEMA h.b").await;
-    sql(ctx, "CREATE TABLE h.b.t (n BIGINT NOT NULL)").await;
-    for i in 0..cells {
-        let (from, to) = (i * 1000 + 1, i * 1000 + 1000);
-        let insert = format!("INSERT INTO h.b.t SELECT value FROM generate_series({from}, {to})");
-        sql(ctx, &insert).await;
-    }
 }
 
 /// Three nodes in this process on one memory meadow whose every request waits three heartbeat
@@ -426,11 +128,7 @@ async fn a_slow_store_is_not_a_dead_node() {
     let delay = interval * 3;
     let faults = Faults::new(11).with_rule(Rule::new(Fault::Delay(delay)));
     faults.set_enabled(false);
-    let url = format!("memory://slow-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url)
-        .await
-        .unwrap()
-        .with_store_layer(faults.layer());
+    let meadow = memory_meadow("slow").await.with_store_layer(faults.layer());
     let scratch = tempfile::tempdir().unwrap();
     let node = |id: &str| in_process_node(meadow.clone(), 1, scratch.path().join(id));
     let coordinator = node("coordinator").await;
@@ -454,28 +152,13 @@ async fn a_slow_store_is_not_a_dead_node() {
     faults.set_enabled(true);
 
     // Watch for a while: every request is three intervals late, nobody is ever judged dead.
-    let watch = Instant::now();
-    while watch.elapsed() < interval * 40 {
-        for n in swarm.world().nodes() {
-            assert_ne!(
-                n.state,
-                apiary::swarm::NodeState::Dead,
-                "{} judged dead by a slow store: {n:?}",
-                n.heartbeat.node_id
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    never_judged_dead(&swarm, interval * 40).await;
     assert!(faults.injected(Fault::Delay(delay)) > 0);
 
-    let ctx = coordinator.session().unwrap();
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let explain = plan(&ctx, "EXPLAIN SELECT count(*), sum(n) FROM h.b.t").await;
+    let ctx = distributing(&coordinator).await;
+    let explain = plan(&ctx, &format!("EXPLAIN {COUNT_AND_SUM}")).await;
     assert!(explain.contains("SwarmExec: tasks=3"), "{explain}");
-    assert_eq!(
-        crate::support::query(&ctx, "SELECT count(*), sum(n) FROM h.b.t").await,
-        vec!["6000|18003000"]
-    );
+    assert_eq!(query(&ctx, COUNT_AND_SUM).await, vec!["6000|18003000"]);
     let Outcomes { done, retries, .. } = outcomes(coordinator.meadow()).await;
     assert_eq!(done.len(), 3, "{done:?}");
     assert!(retries.is_empty(), "a slow store cost retries: {retries:?}");
@@ -483,21 +166,7 @@ async fn a_slow_store_is_not_a_dead_node() {
     // A node that really stops is still found dead, within the documented bound.
     members[1].halt();
     let halted = Instant::now();
-    let (mut cycle, mut lag) = (Duration::ZERO, Duration::ZERO);
-    loop {
-        let polled = Instant::now();
-        let nodes = swarm.world().poll().await.unwrap();
-        cycle = cycle.max(polled.elapsed() + swarm.config().view_interval);
-        let w2 = nodes.iter().find(|n| n.heartbeat.node_id == "w2").unwrap();
-        lag = lag.max(w2.store_lag);
-        if w2.state == apiary::swarm::NodeState::Dead {
-            break;
-        }
-        assert!(
-            halted.elapsed() < Duration::from_secs(60),
-            "w2 never judged dead"
-        );
-    }
+    let (lag, cycle) = watch_until_dead(&swarm, "w2", halted).await;
     let bound = swarm.config().dead_after + lag + cycle * 2 + interval;
     assert!(
         halted.elapsed() <= bound,
@@ -506,7 +175,7 @@ async fn a_slow_store_is_not_a_dead_node() {
     );
     for n in swarm.world().nodes() {
         if n.heartbeat.node_id != "w2" {
-            assert_eq!(n.state, apiary::swarm::NodeState::Alive, "{n:?}");
+            assert_eq!(n.state, NodeState::Alive, "{n:?}");
         }
     }
     faults.set_enabled(false);
@@ -514,113 +183,47 @@ async fn a_slow_store_is_not_a_dead_node() {
     coordinator.leave_swarm().await.unwrap();
 }
 
-/// A coordinator with `coordinator_bees` bees and `workers` one-bee nodes in this process, on one
-/// memory meadow, with `h.b.t (n BIGINT)` of six cells holding 1..=6000.
-async fn in_process_swarm(coordinator_bees: usize, workers: usize) -> (Apiary, Vec<Apiary>) {
-    let url = format!("memory://swarm-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url).await.unwrap();
-    let scratch = tempfile::tempdir().unwrap().keep();
-    let node = |id: String, bees: usize| {
-        let (meadow, dir) = (meadow.clone(), scratch.join(&id));
-        async move {
-            let ap = in_process_node(meadow, bees, dir.clone()).await;
-            let mut config = SwarmConfig::default()
-                .with_heartbeat_interval(Duration::from_millis(100))
-                .with_node_id(id);
-            config.cache_bytes = 0;
-            config.cache_dir = dir.join("cache");
-            ap.join_swarm(config).await.unwrap();
-            ap
-        }
-    };
-    let coordinator = node("coordinator".into(), coordinator_bees).await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 6).await;
-    let mut nodes = vec![];
-    for w in 0..workers {
-        nodes.push(node(format!("w{w}"), 1).await);
-    }
-    let swarm = coordinator.swarm().unwrap();
-    let start = Instant::now();
-    while swarm.world().alive().len() < workers + 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "workers not alive"
-        );
-        swarm.world().poll().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (coordinator, nodes)
-}
-
 /// A claim is a lease: a claimant that is alive by its heartbeat but whose attempt makes no
 /// progress (its task waits, and its progress writes fail) loses the task after twice
 /// `dead_after`, to a node that finishes it — not after the five-minute task deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alive_claimant_that_makes_no_progress_loses_its_lease() {
-    let url = format!("memory://lease-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url).await.unwrap();
+    let nodes = Nodes::in_memory("lease").await;
     let faults = Faults::new(5).with_rule(
         Rule::new(Fault::Unavailable)
             .on(&[Op::Put])
             .key_contains("progress_"),
     );
-    let scratch = tempfile::tempdir().unwrap();
     let dead_after = Duration::from_secs(3);
-    let node = |id: &str, meadow: Meadow, delay: Duration| {
-        let (id, dir) = (id.to_string(), scratch.path().join(id));
-        async move {
-            let ap = in_process_node(meadow, 1, dir.clone()).await;
-            let mut config = SwarmConfig::default()
-                .with_heartbeat_interval(Duration::from_millis(100))
-                .with_node_id(id);
-            config.suspect_after = dead_after / 2;
-            config.dead_after = dead_after;
-            config.cache_bytes = 0;
-            config.cache_dir = dir.join("cache");
-            config.keep_queries = true;
-            config.debug_task_delay = delay;
-            ap.join_swarm(config).await.unwrap();
-            ap
+    // Judged dead after 3 s, a cache folder of its own, its queries kept, its tasks delayed.
+    let leased = |id: &str, delay: Duration| {
+        let cache = nodes.dir().join(id).join("cache");
+        move |c: &mut SwarmConfig| {
+            (c.suspect_after, c.dead_after) = (dead_after / 2, dead_after);
+            c.cache_dir = cache;
+            c.keep_queries = true;
+            c.debug_task_delay = delay;
         }
     };
     // The coordinator's own task takes 3 s: `stuck` pulls the other one meanwhile.
-    let coordinator = node("coordinator", meadow.clone(), Duration::from_secs(3)).await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 4).await;
-    let stuck = node(
-        "stuck",
-        meadow.with_store_layer(faults.layer()),
-        Duration::from_secs(600),
-    )
-    .await;
-    let swarm = coordinator.swarm().unwrap();
-    let start = Instant::now();
-    while swarm.world().alive().len() < 2 {
-        assert!(start.elapsed() < Duration::from_secs(60), "stuck not alive");
-        swarm.world().poll().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let q = "SELECT count(*), sum(n) FROM h.b.t";
-    let got = tokio::time::timeout(Duration::from_secs(120), crate::support::query(&ctx, q))
+    let delayed = leased("coordinator", Duration::from_secs(3));
+    let (coordinator, ctx) = nodes.coordinator(4, delayed).await;
+    let faulty = nodes.meadow.with_store_layer(faults.layer());
+    let stuck_config = leased("stuck", Duration::from_secs(600));
+    let stuck = small_node(&faulty, "stuck", nodes.dir(), stuck_config).await;
+    distribute_once_alive(&coordinator, &ctx, 2).await;
+    let got = tokio::time::timeout(Duration::from_secs(120), query(&ctx, COUNT_AND_SUM))
         .await
         .expect("the stuck claim was not taken over within 120 s");
     assert_eq!(got, ["4000|8002000"]);
     assert!(claimed_by(coordinator.meadow(), "stuck").await);
     assert!(faults.injected(Fault::Unavailable) > 0);
-    let Outcomes { done, retries, .. } = outcomes(coordinator.meadow()).await;
-    assert!(done.iter().all(|d| d.node != "stuck"), "{done:?}");
-    assert!(
-        !retries.is_empty()
-            && retries
-                .iter()
-                .all(|r| r.reason.starts_with("node stuck made no progress")),
-        "{retries:?}"
-    );
+    retried_elsewhere(&coordinator, "stuck", |r| {
+        r.reason.starts_with("node stuck made no progress")
+    })
+    .await;
     faults.set_enabled(false);
-    stuck.leave_swarm().await.unwrap();
-    coordinator.leave_swarm().await.unwrap();
+    leave([&stuck, &coordinator]).await;
 }
 
 /// Seen: with two one-bee nodes and a one-bee shell, `SELECT l_orderkey FROM lineitem LIMIT 10`
@@ -630,8 +233,7 @@ async fn an_alive_claimant_that_makes_no_progress_loses_its_lease() {
 async fn limits_hold_across_the_swarm_on_one_and_many_bees() {
     for bees in [1, 2] {
         let (coordinator, workers) = in_process_swarm(bees, 2).await;
-        let ctx = coordinator.session().unwrap();
-        sql(&ctx, "SET swarm.min_bytes = 0").await;
+        let ctx = distributing(&coordinator).await;
         for (q, rows) in [
             ("SELECT n FROM h.b.t LIMIT 10", 10),
             ("SELECT n FROM h.b.t WHERE n % 2 = 0 LIMIT 10", 10),
@@ -641,21 +243,16 @@ async fn limits_hold_across_the_swarm_on_one_and_many_bees() {
         ] {
             let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
             assert!(explain.contains("SwarmExec"), "{bees} bees: {q}: {explain}");
-            let got = crate::support::query(&ctx, q).await;
+            let got = query(&ctx, q).await;
             assert_eq!(got.len(), rows, "{bees} bees: {q}: {got:?}\n{explain}");
         }
-        let even =
-            crate::support::query(&ctx, "SELECT n FROM h.b.t WHERE n % 2 = 0 LIMIT 10").await;
+        let even = query(&ctx, "SELECT n FROM h.b.t WHERE n % 2 = 0 LIMIT 10").await;
         assert!(even.iter().all(|n| n.parse::<i64>().unwrap() % 2 == 0));
         assert_eq!(
-            crate::support::scalar(&ctx, "SELECT count(*) FROM (SELECT n FROM h.b.t LIMIT 25)")
-                .await,
+            scalar(&ctx, "SELECT count(*) FROM (SELECT n FROM h.b.t LIMIT 25)").await,
             "25"
         );
-        for w in workers {
-            w.leave_swarm().await.unwrap();
-        }
-        coordinator.leave_swarm().await.unwrap();
+        leave(workers.iter().chain([&coordinator])).await;
     }
 }
 
@@ -666,10 +263,7 @@ async fn limits_hold_across_the_swarm_on_one_and_many_bees() {
 async fn two_coordinators_running_at_once_do_not_wait_for_each_other() {
     let (a, others) = in_process_swarm(1, 1).await;
     let b = &others[0];
-    let (ca, cb) = (a.session().unwrap(), b.session().unwrap());
-    for ctx in [&ca, &cb] {
-        sql(ctx, "SET swarm.min_bytes = 0").await;
-    }
+    let (ca, cb) = (distributing(&a).await, distributing(b).await);
     let q = "SELECT count(*), sum(n) FROM h.b.t WHERE n % 3 <> 1";
     assert!(
         plan(&cb, &format!("EXPLAIN {q}"))
@@ -678,8 +272,8 @@ async fn two_coordinators_running_at_once_do_not_wait_for_each_other() {
     );
     let started = Instant::now();
     let (ra, rb) = tokio::join!(
-        tokio::time::timeout(Duration::from_secs(60), crate::support::query(&ca, q)),
-        tokio::time::timeout(Duration::from_secs(60), crate::support::query(&cb, q)),
+        tokio::time::timeout(Duration::from_secs(60), query(&ca, q)),
+        tokio::time::timeout(Duration::from_secs(60), query(&cb, q)),
     );
     let (ra, rb) = (
         ra.expect("a's query stalled"),
@@ -688,8 +282,7 @@ async fn two_coordinators_running_at_once_do_not_wait_for_each_other() {
     assert_eq!(ra, ["4000|12004000"]);
     assert_eq!(rb, ra);
     println!("both answered in {:?}", started.elapsed());
-    b.leave_swarm().await.unwrap();
-    a.leave_swarm().await.unwrap();
+    leave([b, &a]).await;
 }
 
 /// Seen: heartbeats of shells ended by SIGTERM 90 minutes earlier still in the meadow, taken for
@@ -698,21 +291,20 @@ async fn two_coordinators_running_at_once_do_not_wait_for_each_other() {
 /// Apiary leaves too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_heartbeats_are_judged_at_once_and_no_process_leaves_one_behind() {
-    let scratch = tempfile::tempdir().unwrap();
-    let storage = scratch.path().join("meadow");
-    let url = format!("file://{}", storage.display());
+    let (scratch, url) = scratch_meadow();
     let meadow = Meadow::open(&url).await.unwrap();
 
     // A node killed with SIGKILL leaves its heartbeat; two seconds later a newcomer's first
     // look already judges it dead (300 ms beats: dead after 1.8 s).
     let mut killed = Worker::spawn(&url, "killed", scratch.path(), &[]);
-    let start = Instant::now();
-    while !heartbeat_of(&meadow, "killed").await {
-        assert!(start.elapsed() < Duration::from_secs(60), "no heartbeat");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    killed.child.kill().unwrap();
-    killed.child.wait().unwrap();
+    until(60, 50, async || {
+        let beating = heartbeat_of(&meadow, "killed").await;
+        beating
+            .then_some(())
+            .ok_or_else(|| "no heartbeat".to_string())
+    })
+    .await;
+    killed.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let config = SwarmConfig::default()
         .with_heartbeat_interval(Duration::from_millis(HEARTBEAT_MS))
@@ -721,14 +313,14 @@ async fn stale_heartbeats_are_judged_at_once_and_no_process_leaves_one_behind() 
     view.poll().await.unwrap();
     assert_eq!(
         view.state_of("killed"),
-        Some(apiary::swarm::NodeState::Dead),
+        Some(NodeState::Dead),
         "{:?}",
         view.nodes()
     );
 
     // A shell that joined the swarm and is ended by SIGTERM (or SIGHUP: its terminal closed)
     // mid-query removes its heartbeat.
-    for (signal, code) in [("-TERM", 143), ("-HUP", 129)] {
+    for (sig, code) in [("-TERM", 143), ("-HUP", 129)] {
         let mut shell = Command::new(env!("CARGO_BIN_EXE_apiary"))
             .args(["--storage", &url, "--swarm", "-q", "-c"])
             .arg("SELECT count(*) FROM generate_series(1, 1000000000000)")
@@ -736,48 +328,21 @@ async fn stale_heartbeats_are_judged_at_once_and_no_process_leaves_one_behind() 
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let start = Instant::now();
-        let joined = loop {
-            let listed = meadow.list("_heartbeats").await.unwrap();
-            if let Some(h) = listed
-                .iter()
-                .filter_map(|o| o.location.filename())
-                .find(|n| n.ends_with(&format!("-{}.json", shell.id())))
-            {
-                break h.to_string();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the shell never joined"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let status = Command::new("kill")
-            .args([signal, &shell.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let joined = heartbeat_ending(&meadow, &format!("-{}.json", shell.id())).await;
+        signal(sig, shell.id());
         let ended = shell.wait().unwrap();
-        assert_eq!(ended.code(), Some(code), "{signal}: {ended}");
+        assert_eq!(ended.code(), Some(code), "{sig}: {ended}");
+        let left = meadow.get(&format!("_heartbeats/{joined}")).await.unwrap();
         assert!(
-            meadow
-                .get(&format!("_heartbeats/{joined}"))
-                .await
-                .unwrap()
-                .is_none(),
-            "the shell ended by {signal} left {joined} behind"
+            left.is_none(),
+            "the shell ended by {sig} left {joined} behind"
         );
     }
 
     // An Apiary dropped without leaving leaves on drop.
     let ap = coordinator(&url, scratch.path()).await;
-    ap.join_swarm(swarm_config(
-        "dropped",
-        scratch.path(),
-        Duration::from_secs(5),
-    ))
-    .await
-    .unwrap();
+    let config = swarm_config("dropped", scratch.path(), Duration::from_secs(5));
+    ap.join_swarm(config).await.unwrap();
     assert!(heartbeat_of(&meadow, "dropped").await);
     drop(ap);
     assert!(
@@ -791,8 +356,7 @@ async fn stale_heartbeats_are_judged_at_once_and_no_process_leaves_one_behind() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_distributed_scan_runs_again_in_every_round_of_a_recursive_query() {
     let (coordinator, workers) = in_process_swarm(1, 1).await;
-    let ctx = coordinator.session().unwrap();
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let ctx = distributing(&coordinator).await;
     let q = "WITH RECURSIVE r(k, s) AS (
                  SELECT 1, CAST(0 AS BIGINT)
                  UNION ALL
@@ -801,23 +365,18 @@ async fn a_distributed_scan_runs_again_in_every_round_of_a_recursive_query() {
     let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
     assert!(explain.contains("SwarmExec"), "{explain}");
     assert_eq!(
-        crate::support::query(&ctx, q).await,
+        query(&ctx, q).await,
         ["1|0", "2|18003000", "3|18003000", "4|18003000"]
     );
-    for w in workers {
-        w.leave_swarm().await.unwrap();
-    }
-    coordinator.leave_swarm().await.unwrap();
+    leave(workers.iter().chain([&coordinator])).await;
 }
 
 /// The same physical plan executed twice: each execution is a distributed query of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_distributed_plan_runs_twice() {
     let (coordinator, workers) = in_process_swarm(1, 1).await;
-    let ctx = coordinator.session().unwrap();
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let df = ctx.sql("SELECT sum(n) FROM h.b.t").await.unwrap();
-    let physical = df.create_physical_plan().await.unwrap();
+    let ctx = distributing(&coordinator).await;
+    let physical = physical_plan(&ctx, "SELECT sum(n) FROM h.b.t").await;
     let text = datafusion::physical_plan::displayable(physical.as_ref())
         .indent(false)
         .to_string();
@@ -826,26 +385,9 @@ async fn the_same_distributed_plan_runs_twice() {
         let batches = datafusion::physical_plan::collect(Arc::clone(&physical), ctx.task_ctx())
             .await
             .unwrap();
-        assert_eq!(crate::support::rows(&batches), ["18003000"]);
+        assert_eq!(rows(&batches), ["18003000"]);
     }
-    for w in workers {
-        w.leave_swarm().await.unwrap();
-    }
-    coordinator.leave_swarm().await.unwrap();
-}
-
-/// CPU seconds a process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
+    leave(workers.iter().chain([&coordinator])).await;
 }
 
 /// Seen: a distributed GROUP BY cut by a 1.5 s `apiary.timeout_ms` left its worker busy for 1.4 s
@@ -853,21 +395,11 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// are idle within a second — no CPU, no bee busy, no task object written afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_query_stops_on_every_node() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
-    let ap = coordinator(&url, scratch.path()).await;
-    tpch::load(&ap.session().unwrap()).await;
-    let workers: Vec<Worker> = (1..=3)
-        .map(|i| Worker::spawn(&url, &format!("w{i}"), scratch.path(), &[]))
-        .collect();
-    ap.join_swarm(swarm_config(
-        "coordinator",
-        scratch.path(),
-        Duration::from_secs(60),
-    ))
-    .await
-    .unwrap();
-    wait_alive(&ap, &workers).await;
+    let (scratch, url) = scratch_meadow();
+    let ap = tpch_coordinator(&url, scratch.path()).await;
+    let workers = three_workers(&url, scratch.path(), &[]);
+    let config = swarm_config("coordinator", scratch.path(), Duration::from_secs(60));
+    join_and_wait(&ap, config, &workers).await;
     let ctx = swarm_session(&ap).await;
     // Hashing every comment two hundred times over: minutes of work for each task.
     let q = "SELECT l_returnflag, count(*) FROM lineitem
@@ -883,7 +415,7 @@ async fn a_cancelled_query_stops_on_every_node() {
     sql(&ctx, "SET apiary.timeout_ms = 3000").await;
     let cpu = || -> Vec<f64> { workers.iter().map(|w| cpu_seconds(w.child.id())).collect() };
     let at_start = cpu();
-    let err = crate::support::sql_err(&ctx, q).await;
+    let err = sql_err(&ctx, q).await;
     assert!(err.contains("deadline of 3000 ms exceeded"), "{err}");
     let worked: f64 = cpu().iter().zip(&at_start).map(|(a, b)| a - b).sum();
     assert!(
@@ -894,29 +426,7 @@ async fn a_cancelled_query_stops_on_every_node() {
     // each has beaten since the cancel with no bee busy, then watch two seconds in which none
     // uses CPU, holds a bee or writes a task object.
     let cancelled = Instant::now();
-    let cancel_ms = chrono::Utc::now().timestamp_millis();
-    loop {
-        let nodes = ap.swarm().unwrap().world().poll().await.unwrap();
-        let busy: Vec<&str> = workers
-            .iter()
-            .filter(|w| {
-                !nodes.iter().any(|n| {
-                    n.heartbeat.node_id == w.id
-                        && n.heartbeat.clock_ms > cancel_ms
-                        && n.heartbeat.busy_bees == 0
-                })
-            })
-            .map(|w| w.id.as_str())
-            .collect();
-        if busy.is_empty() {
-            break;
-        }
-        assert!(
-            cancelled.elapsed() < Duration::from_secs(30),
-            "{busy:?} still busy 30 s after the cancel"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_idle_since(&ap, &workers, chrono::Utc::now().timestamp_millis()).await;
     eprintln!(
         "every worker idle {} ms after the cancel",
         cancelled.elapsed().as_millis()
@@ -958,23 +468,7 @@ async fn a_cancelled_query_stops_on_every_node() {
     );
     // The folder keeps only `finished.json` for a grace period (30 s), then a node removes it:
     // nothing written late brings it back.
-    let swept = Instant::now();
-    loop {
-        let mut left = ap.meadow().list("_queries").await.unwrap();
-        // The pointer to the query published last is not part of any query folder.
-        left.retain(|o| !o.location.as_ref().ends_with("_queries/latest.json"));
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            swept.elapsed() < Duration::from_secs(120),
-            "the query folder outlived its grace period: {:?}",
-            left.iter()
-                .map(|o| o.location.to_string())
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_swept(ap.meadow()).await;
     ap.leave_swarm().await.unwrap();
 }
 
@@ -985,38 +479,29 @@ async fn a_cancelled_query_stops_on_every_node() {
 /// no task object may be written after that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopped_attempt_renews_no_lease_while_its_poll_lasts() {
-    let url = format!("memory://stopped-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url).await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let node = |id: &str, delay: Duration, block: Duration| {
-        let (id, dir, meadow) = (id.to_string(), scratch.path().join(id), meadow.clone());
-        async move {
-            let ap = in_process_node(meadow, 1, dir.clone()).await;
-            let mut config = SwarmConfig::default()
-                .with_heartbeat_interval(Duration::from_millis(100))
-                .with_node_id(id);
-            config.cache_bytes = 0;
-            config.cache_dir = dir.join("cache");
-            config.debug_task_delay = delay;
-            config.debug_task_block = block;
-            ap.join_swarm(config).await.unwrap();
-            ap
+    let nodes = Nodes::in_memory("stopped").await;
+    // A cache folder of its own; each task waits `delay`, then holds its thread for `block`.
+    let blocking = |id: &str, delay: Duration, block: Duration| {
+        let cache = nodes.dir().join(id).join("cache");
+        move |c: &mut SwarmConfig| {
+            c.cache_dir = cache;
+            (c.debug_task_delay, c.debug_task_block) = (delay, block);
         }
     };
     // Its attempt runs 0.3 s (its lease renewal going), then holds its thread for 2 s.
-    let coordinator = node(
+    let holds = blocking(
         "coordinator",
         Duration::from_millis(300),
         Duration::from_secs(2),
-    )
-    .await;
+    );
+    let coordinator = joined_node(&nodes.meadow, "coordinator", 1, nodes.dir(), holds).await;
     let ctx = coordinator.session().unwrap();
     create_numbers(&ctx, 4).await;
-    let worker = node("w0", Duration::from_secs(600), Duration::ZERO).await;
-    wait_for_nodes(&coordinator, 2).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let waits = blocking("w0", Duration::from_secs(600), Duration::ZERO);
+    let worker = joined_node(&nodes.meadow, "w0", 1, nodes.dir(), waits).await;
+    distribute_once_alive(&coordinator, &ctx, 2).await;
     sql(&ctx, "SET apiary.timeout_ms = 800").await;
-    let err = crate::support::sql_err(&ctx, "SELECT count(*), sum(n) FROM h.b.t").await;
+    let err = sql_err(&ctx, COUNT_AND_SUM).await;
     assert!(err.contains("deadline of 800 ms exceeded"), "{err}");
     // A write already handed to the store when the attempt stopped may still land.
     let stopped = chrono::Utc::now() + chrono::Duration::milliseconds(100);
@@ -1027,8 +512,7 @@ async fn a_stopped_attempt_renews_no_lease_while_its_poll_lasts() {
         .map(|(key, at)| format!("{key} at {at}"))
         .collect();
     assert!(late.is_empty(), "written after the cancel: {late:?}");
-    worker.leave_swarm().await.unwrap();
-    coordinator.leave_swarm().await.unwrap();
+    leave([&worker, &coordinator]).await;
 }
 
 /// A fragment that cannot be decoded where it would run — here a function only the user's
@@ -1038,8 +522,7 @@ async fn a_fragment_that_does_not_travel_keeps_its_scan_local() {
     use datafusion::arrow::datatypes::DataType;
     use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
     let (coordinator, workers) = in_process_swarm(1, 1).await;
-    let ctx = coordinator.session().unwrap();
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let ctx = distributing(&coordinator).await;
     let plus_one = create_udf(
         "plus_one",
         vec![DataType::Int64],
@@ -1059,7 +542,7 @@ async fn a_fragment_that_does_not_travel_keeps_its_scan_local() {
     let explain = plan(&ctx, &format!("EXPLAIN {local}")).await;
     assert!(!explain.contains("SwarmExec"), "{explain}");
     // n + 1 for n in 10..=6000
-    assert_eq!(crate::support::scalar(&ctx, local).await, "18008946");
+    assert_eq!(scalar(&ctx, local).await, "18008946");
     // The same session still distributes what travels.
     let shipped = "SELECT sum(n) FROM h.b.t WHERE n >= 10";
     assert!(
@@ -1067,69 +550,8 @@ async fn a_fragment_that_does_not_travel_keeps_its_scan_local() {
             .await
             .contains("SwarmExec")
     );
-    assert_eq!(crate::support::scalar(&ctx, shipped).await, "18002955");
-    for w in workers {
-        w.leave_swarm().await.unwrap();
-    }
-    coordinator.leave_swarm().await.unwrap();
-}
-
-/// `dead_after` for tests in which no node stops: far beyond any stall of a loaded machine.
-const GENEROUS: Duration = Duration::from_secs(10);
-
-/// A node in this process on `meadow`: one bee, 100 ms heartbeats, judged dead only after
-/// [`GENEROUS`], no cell cache; `configure` sets the rest.
-pub(crate) async fn small_node(
-    meadow: &Meadow,
-    id: &str,
-    dir: &Path,
-    configure: impl FnOnce(&mut SwarmConfig),
-) -> Apiary {
-    let ap = in_process_node(meadow.clone(), 1, dir.join(id)).await;
-    let mut config = SwarmConfig::default()
-        .with_heartbeat_interval(Duration::from_millis(100))
-        .with_node_id(id);
-    config.cache_bytes = 0;
-    // Each test's own: two tests running at once both have a node named `coordinator`.
-    config.cache_dir = dir.join("cache");
-    (config.suspect_after, config.dead_after) = (GENEROUS / 2, GENEROUS);
-    configure(&mut config);
-    ap.join_swarm(config).await.unwrap();
-    ap
-}
-
-/// The objects of query folders (all of `_queries/` but `finished.json` markers and
-/// `latest.json`) written after `since` on the store's clock, with when.
-async fn task_objects_written_after(
-    meadow: &Meadow,
-    since: chrono::DateTime<chrono::Utc>,
-) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
-    let listed = meadow.list("_queries").await.unwrap();
-    listed
-        .into_iter()
-        .filter(|o| {
-            let key = o.location.as_ref();
-            o.last_modified > since
-                && !key.ends_with("finished.json")
-                && !key.ends_with("latest.json")
-        })
-        .map(|o| (o.location.to_string(), o.last_modified))
-        .collect()
-}
-
-/// A [`small_node`] with `stale_query_after` and a delay before each of its tasks.
-async fn lease_node(
-    meadow: &Meadow,
-    id: &str,
-    dir: &Path,
-    stale_query_after: Duration,
-    delay: Duration,
-) -> Apiary {
-    small_node(meadow, id, dir, |c| {
-        c.stale_query_after = stale_query_after;
-        c.debug_task_delay = delay;
-    })
-    .await
+    assert_eq!(scalar(&ctx, shipped).await, "18002955");
+    leave(workers.iter().chain([&coordinator])).await;
 }
 
 /// Seen: query folders were swept by age alone, so a live coordinator's query running longer
@@ -1137,43 +559,26 @@ async fn lease_node(
 /// queries it runs — its lease on them — and a listed query is never swept for its age.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_coordinators_long_query_keeps_its_folder() {
-    let url = format!("memory://lease-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url).await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
+    let nodes = Nodes::in_memory("lease").await;
     let stale = Duration::from_secs(1);
     // Every task outlasts `stale_query_after` more than twice over, the coordinator's own too.
-    let coordinator = lease_node(
-        &meadow,
-        "coordinator",
-        scratch.path(),
-        stale,
-        Duration::from_millis(2500),
-    )
-    .await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 4).await;
-    let worker = lease_node(
-        &meadow,
-        "w",
-        scratch.path(),
-        stale,
-        Duration::from_millis(2500),
-    )
-    .await;
-    wait_for_nodes(&coordinator, 2).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let q = "SELECT count(*), sum(n) FROM h.b.t";
+    let outlasting = |c: &mut SwarmConfig| {
+        c.stale_query_after = stale;
+        c.debug_task_delay = Duration::from_millis(2500);
+    };
+    let (coordinator, ctx) = nodes.coordinator(4, outlasting).await;
+    let worker = nodes.node("w", outlasting).await;
+    distribute_once_alive(&coordinator, &ctx, 2).await;
     assert!(
-        plan(&ctx, &format!("EXPLAIN {q}"))
+        plan(&ctx, &format!("EXPLAIN {COUNT_AND_SUM}"))
             .await
             .contains("tasks=2")
     );
-    let got = tokio::time::timeout(Duration::from_secs(60), crate::support::query(&ctx, q))
+    let got = tokio::time::timeout(Duration::from_secs(60), query(&ctx, COUNT_AND_SUM))
         .await
         .expect("the query lost its folder and never finished");
     assert_eq!(got, ["4000|8002000"]);
-    worker.leave_swarm().await.unwrap();
-    coordinator.leave_swarm().await.unwrap();
+    leave([&worker, &coordinator]).await;
 }
 
 /// A query folder whose coordinator is gone (no heartbeat), or whose coordinator's heartbeat does
@@ -1182,131 +587,48 @@ async fn a_live_coordinators_long_query_keeps_its_folder() {
 /// folder still without a manifest (its coordinator may be writing it) waits for that age.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_folders_without_a_live_coordinator_are_swept() {
-    use apiary::swarm::QueryDir;
-    let url = format!("memory://sweep-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url).await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let hour = Duration::from_secs(3600);
-    let live = lease_node(&meadow, "live", scratch.path(), hour, Duration::ZERO).await;
-    let other = lease_node(&meadow, "other", scratch.path(), hour, Duration::ZERO).await;
-    let publish = |id: &str, coordinator: Option<&str>| {
-        let (meadow, dir, coordinator) = (
-            meadow.clone(),
-            QueryDir::new(id),
-            coordinator.map(str::to_string),
-        );
-        async move {
-            meadow.put(&dir.fragment(), "plan".into()).await.unwrap();
-            if let Some(coordinator) = coordinator {
-                let manifest = Manifest {
-                    query_id: dir.query_id.clone(),
-                    coordinator,
-                    created_ms: 0,
-                    tasks: vec![],
-                    task_deadline_ms: 300_000,
-                    max_failures: 3,
-                    options: Default::default(),
-                };
-                let body = serde_json::to_vec(&manifest).unwrap();
-                meadow.put(&dir.manifest(), body.into()).await.unwrap();
-            }
-        }
-    };
-    publish("q_ghost", Some("ghost")).await; // its coordinator left (or never was)
-    publish("q_unlisted", Some("live")).await; // a live coordinator that does not run it
-    publish("q_publishing", None).await; // no manifest yet
-    let start = Instant::now();
-    let folders = || async {
-        let listed = meadow.list_dir("_queries").await.unwrap();
-        let mut ids: Vec<String> = listed
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_string))
-            .collect();
-        ids.sort();
-        ids
-    };
-    loop {
-        let ids = folders().await;
-        if ids == ["q_publishing"] {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "query folders without a live coordinator still there after 90 s: {ids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let nodes = Nodes::in_memory("sweep").await;
+    let hour = |c: &mut SwarmConfig| c.stale_query_after = Duration::from_secs(3600);
+    let live = nodes.node("live", hour).await;
+    let other = nodes.node("other", hour).await;
+    publish(&nodes.meadow, "q_ghost", Some("ghost")).await; // its coordinator left (or never was)
+    publish(&nodes.meadow, "q_unlisted", Some("live")).await; // a live coordinator that does not run it
+    publish(&nodes.meadow, "q_publishing", None).await; // no manifest yet
+    until(90, 100, async || {
+        let ids = query_folders(&nodes.meadow).await;
+        (ids == ["q_publishing"]).then_some(()).ok_or_else(|| {
+            format!("query folders without a live coordinator still there after 90 s: {ids:?}")
+        })
+    })
+    .await;
     // The folder still being published stays (its age is far below an hour).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(folders().await, ["q_publishing"]);
-    other.leave_swarm().await.unwrap();
-    live.leave_swarm().await.unwrap();
-}
-
-/// Waits until `ap` sees `n` nodes alive.
-async fn wait_for_nodes(ap: &Apiary, n: usize) {
-    let swarm = ap.swarm().unwrap();
-    let start = Instant::now();
-    while swarm.world().alive().len() < n {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "nodes not alive after 60 s"
-        );
-        swarm.world().poll().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A [`small_node`] that keeps its query folders, with a delay before each of its tasks.
-async fn keeping_node(meadow: Meadow, id: &str, dir: &Path, delay: Duration) -> Apiary {
-    small_node(&meadow, id, dir, |c| {
-        c.keep_queries = true;
-        c.debug_task_delay = delay;
-    })
-    .await
+    assert_eq!(query_folders(&nodes.meadow).await, ["q_publishing"]);
+    leave([&other, &live]).await;
 }
 
 /// Seen: a `done` write that failed once was not tried again — the finished task waited for its
 /// lease to run out and ran a second time elsewhere. The report is retried with backoff.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_report_is_written_again() {
-    let url = format!("memory://report-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url).await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
+    let nodes = Nodes::in_memory("report").await;
+    // The coordinator's own task takes 2 s: `w` pulls the other one meanwhile.
+    let (coordinator, ctx) = nodes.coordinator(4, keeping(Duration::from_secs(2))).await;
     let faults = Faults::new(11).with_rule(
         Rule::new(Fault::Unavailable)
             .on(&[Op::Create])
             .key_contains("done_")
             .times(2),
     );
-    // The coordinator's own task takes 2 s: `w` pulls the other one meanwhile.
-    let coordinator = keeping_node(
-        meadow.clone(),
-        "coordinator",
-        scratch.path(),
-        Duration::from_secs(2),
-    )
-    .await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 4).await;
-    let w = keeping_node(
-        meadow.with_store_layer(faults.layer()),
-        "w",
-        scratch.path(),
-        Duration::ZERO,
-    )
-    .await;
-    wait_for_nodes(&coordinator, 2).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let q = "SELECT count(*), sum(n) FROM h.b.t";
-    assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+    let faulty = nodes.meadow.with_store_layer(faults.layer());
+    let w = small_node(&faulty, "w", nodes.dir(), keeping(Duration::ZERO)).await;
+    distribute_once_alive(&coordinator, &ctx, 2).await;
+    assert_eq!(query(&ctx, COUNT_AND_SUM).await, ["4000|8002000"]);
     assert_eq!(faults.injected(Fault::Unavailable), 2);
     let Outcomes { done, retries, .. } = outcomes(coordinator.meadow()).await;
     assert!(retries.is_empty(), "{retries:?}");
     assert!(done.iter().any(|d| d.node == "w"), "{done:?}");
-    w.leave_swarm().await.unwrap();
-    coordinator.leave_swarm().await.unwrap();
+    leave([&w, &coordinator]).await;
 }
 
 /// Seen: a retried task could go back to the node it had just failed on — and a node whose
@@ -1320,9 +642,11 @@ async fn a_retry_goes_to_another_node() {
     let [coordinator_id, good_id, bad_id] =
         ["coordinator", "good", "bad"].map(|n| format!("{n}-{}", &tag[..8]));
     crate::status::rendered(); // the recorder, installed before the first count
-    let url = format!("memory://retry-{tag}");
-    let meadow = Meadow::open(&url).await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
+    let nodes = Nodes::on(
+        Meadow::open(&format!("memory://retry-{tag}"))
+            .await
+            .unwrap(),
+    );
     // Every partial `bad` writes fails; the other two nodes are busy for 3 s with their own tasks.
     let faults = Faults::new(12).with_rule(
         Rule::new(Fault::Unavailable)
@@ -1330,36 +654,24 @@ async fn a_retry_goes_to_another_node() {
             .key_contains("partial_"),
     );
     let busy = Duration::from_secs(3);
-    let coordinator = keeping_node(meadow.clone(), &coordinator_id, scratch.path(), busy).await;
+    let coordinator = nodes.node(&coordinator_id, keeping(busy)).await;
     let ctx = coordinator.session().unwrap();
     create_numbers(&ctx, 6).await;
-    let good = keeping_node(meadow.clone(), &good_id, scratch.path(), busy).await;
-    let bad = keeping_node(
-        meadow.with_store_layer(faults.layer()),
-        &bad_id,
-        scratch.path(),
-        Duration::ZERO,
-    )
-    .await;
-    wait_for_nodes(&coordinator, 3).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let q = "SELECT count(*), sum(n) FROM h.b.t";
-    let got = tokio::time::timeout(Duration::from_secs(120), crate::support::query(&ctx, q))
+    let good = nodes.node(&good_id, keeping(busy)).await;
+    let faulty = nodes.meadow.with_store_layer(faults.layer());
+    let bad = small_node(&faulty, &bad_id, nodes.dir(), keeping(Duration::ZERO)).await;
+    distribute_once_alive(&coordinator, &ctx, 3).await;
+    let got = tokio::time::timeout(Duration::from_secs(120), query(&ctx, COUNT_AND_SUM))
         .await
         .expect("the query stalled");
     assert_eq!(got, ["6000|18003000"]);
     assert!(faults.injected(Fault::Unavailable) >= 1);
-    let Outcomes { done, retries, .. } = outcomes(coordinator.meadow()).await;
     // Every task bad pulled failed there once, and only once: no attempt after the first was
     // given up, and every one given up was bad's.
-    assert!(
-        !retries.is_empty()
-            && retries
-                .iter()
-                .all(|r| r.attempt == 0 && r.node.as_deref() == Some(bad_id.as_str())),
-        "{retries:?}"
-    );
-    assert!(done.iter().all(|d| d.node != bad_id), "{done:?}");
+    let Outcomes { done, retries, .. } = retried_elsewhere(&coordinator, &bad_id, |r| {
+        r.attempt == 0 && r.node.as_deref() == Some(bad_id.as_str())
+    })
+    .await;
 
     // The swarm-task metrics say the same, node by node.
     let metrics = crate::status::rendered();
@@ -1394,9 +706,7 @@ async fn a_retry_goes_to_another_node() {
         tasks(&good_id, "failed") + tasks(&coordinator_id, "failed"),
         0
     );
-    bad.leave_swarm().await.unwrap();
-    good.leave_swarm().await.unwrap();
-    coordinator.leave_swarm().await.unwrap();
+    leave([&bad, &good, &coordinator]).await;
 }
 
 /// A fragment decoded on a worker keeps DataFusion's footer cache: datafusion-proto does not carry
@@ -1405,28 +715,16 @@ async fn a_retry_goes_to_another_node() {
 /// every task on a worker would read each footer again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workers_tasks_keep_parquet_footers_in_its_cache() {
-    let url = format!("memory://footers-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url).await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
+    let nodes = Nodes::in_memory("footers").await;
     // The coordinator's own task takes 2 s: `w` pulls the other one meanwhile.
-    let coordinator = small_node(&meadow, "coordinator", scratch.path(), |c| {
-        c.debug_task_delay = Duration::from_secs(2);
-        c.keep_queries = true;
-    })
-    .await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 4).await;
-    let w = small_node(&meadow, "w", scratch.path(), |_| {}).await;
-    wait_for_nodes(&coordinator, 2).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let q = "SELECT count(*), sum(n) FROM h.b.t";
-    assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
-    let Outcomes { done, .. } = outcomes(coordinator.meadow()).await;
-    assert!(done.iter().any(|d| d.node == "w"), "{done:?}");
+    let (coordinator, ctx) = nodes.coordinator(4, keeping(Duration::from_secs(2))).await;
+    let w = nodes.node("w", |_| {}).await;
+    distribute_once_alive(&coordinator, &ctx, 2).await;
+    assert_eq!(query(&ctx, COUNT_AND_SUM).await, ["4000|8002000"]);
+    assert_ran_a_task(&coordinator, "w").await;
     let footers = w.swarm().unwrap().status().footers_cached;
     assert!(footers > 0, "w cached no footer");
-    w.leave_swarm().await.unwrap();
-    coordinator.leave_swarm().await.unwrap();
+    leave([&w, &coordinator]).await;
 }
 
 /// Seen: tasks were dealt at planning, at least one to every alive node, and only the node dealt
@@ -1435,41 +733,32 @@ async fn a_workers_tasks_keep_parquet_footers_in_its_cache() {
 /// only a cell a node reports cached waits for that node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_nodes_share_is_pulled_by_free_bees() {
-    let url = format!("memory://pull-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url).await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
+    let nodes = Nodes::in_memory("pull").await;
     // Nobody takes a task planned for another node for ten minutes.
     let patient = |c: &mut SwarmConfig| {
         c.steal_after = Duration::from_secs(600);
         c.keep_queries = true;
     };
-    let coordinator = small_node(&meadow, "coordinator", scratch.path(), patient).await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 6).await;
-    let free = small_node(&meadow, "free", scratch.path(), patient).await;
-    let busy = small_node(&meadow, "busy", scratch.path(), patient).await;
+    let (coordinator, ctx) = nodes.coordinator(6, patient).await;
+    let free = nodes.node("free", patient).await;
+    let busy = nodes.node("busy", patient).await;
     wait_for_nodes(&coordinator, 3).await;
     // Every bee of `busy` is taken (by a long query of its own, say).
-    let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
-    let held = busy.bees().try_acquire(1, &runtime, Spill::Never).unwrap();
-    assert!(held.is_some());
+    let held = hold_its_bee(&busy);
     sql(&ctx, "SET swarm.min_bytes = 0").await;
     // Four tasks per offered bee (one each here), however small.
     sql(&ctx, "SET swarm.tasks_per_bee = 4").await;
     sql(&ctx, "SET swarm.min_task_bytes = 0").await;
-    let q = "SELECT count(*), sum(n) FROM h.b.t";
-    let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
+    let explain = plan(&ctx, &format!("EXPLAIN {COUNT_AND_SUM}")).await;
     assert!(explain.contains("SwarmExec: tasks=12"), "{explain}");
-    let got = tokio::time::timeout(Duration::from_secs(60), crate::support::query(&ctx, q))
+    let got = tokio::time::timeout(Duration::from_secs(60), query(&ctx, COUNT_AND_SUM))
         .await
         .expect("the busy node's share waited for it");
     assert_eq!(got, ["6000|18003000"]);
     let Outcomes { done, .. } = outcomes(coordinator.meadow()).await;
     assert!(done.iter().all(|d| d.node != "busy"), "{done:?}");
     drop(held);
-    for ap in [&busy, &free, &coordinator] {
-        ap.leave_swarm().await.unwrap();
-    }
+    leave([&busy, &free, &coordinator]).await;
 }
 
 /// Seen: every heartbeat carried up to 10,000 cached cell keys, rewritten every beat and read by
@@ -1479,71 +768,38 @@ async fn a_busy_nodes_share_is_pulled_by_free_bees() {
 /// and version, and the rule still prefers the node that caches a cell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_cells_travel_in_a_cache_index_not_in_every_heartbeat() {
-    let url = format!("memory://index-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url).await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
+    let nodes = Nodes::in_memory("index").await;
     // The coordinator's own task takes 2 s: `w` pulls the other one meanwhile, and caches it.
-    let coordinator = small_node(&meadow, "coordinator", scratch.path(), |c| {
-        c.debug_task_delay = Duration::from_secs(2);
-    })
-    .await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 4).await;
-    let cache = scratch.path().join("w-cache");
-    let w = small_node(&meadow, "w", scratch.path(), |c| {
-        c.cache_bytes = 1 << 30;
-        c.cache_dir = cache.clone();
-    })
-    .await;
-    wait_for_nodes(&coordinator, 2).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let q = "SELECT count(*), sum(n) FROM h.b.t";
-    assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+    let delayed = |c: &mut SwarmConfig| c.debug_task_delay = Duration::from_secs(2);
+    let (coordinator, ctx) = nodes.coordinator(4, delayed).await;
+    let cache = nodes.dir().join("w-cache");
+    let w = nodes
+        .node("w", |c| {
+            c.cache_bytes = 1 << 30;
+            c.cache_dir = cache.clone();
+        })
+        .await;
+    distribute_once_alive(&coordinator, &ctx, 2).await;
+    assert_eq!(query(&ctx, COUNT_AND_SUM).await, ["4000|8002000"]);
     let cached = w.swarm().unwrap().cache().status().cells;
     assert!(cached > 0, "w cached nothing");
     // Within a few beats the index lists w's cells, and w's heartbeat does not.
-    let start = Instant::now();
-    let listed = loop {
-        let index = meadow.get("_caches/node_w.json").await.unwrap();
-        let heartbeat = meadow
-            .get("_heartbeats/node_w.json")
-            .await
-            .unwrap()
-            .unwrap();
-        let heartbeat: serde_json::Value = serde_json::from_slice(&heartbeat).unwrap();
-        if let Some(index) = index {
-            let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
-            let cells = index["cells"].as_array().map_or(0, |c| c.len());
-            if cells == cached && heartbeat["cache_cells"] == cached {
-                assert!(heartbeat.get("cached_cells").is_none(), "{heartbeat}");
-                assert_eq!(heartbeat["cache_version"], index["version"]);
-                break cells;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no cache index with w's {cached} cells; heartbeat: {heartbeat}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let listed = indexed_cells(&nodes.meadow, cached).await;
     // The coordinator reads the index: w's share of the two tasks (one) holds its cells and
     // prefers w.
     assert!(listed >= 2, "{listed}");
-    let start = Instant::now();
-    loop {
-        let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
-        if explain.contains("tasks=2, cells=4, preferred=[w=1]") {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the plan does not prefer w: {explain}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(30, 50, async || {
+        let explain = plan(&ctx, &format!("EXPLAIN {COUNT_AND_SUM}")).await;
+        let preferred = explain.contains("tasks=2, cells=4, preferred=[w=1]");
+        preferred
+            .then_some(())
+            .ok_or_else(|| format!("the plan does not prefer w: {explain}"))
+    })
+    .await;
     // Leaving removes the index with the heartbeat.
     w.leave_swarm().await.unwrap();
-    assert!(meadow.get("_caches/node_w.json").await.unwrap().is_none());
+    let index = nodes.meadow.get("_caches/node_w.json").await.unwrap();
+    assert!(index.is_none());
     coordinator.leave_swarm().await.unwrap();
 }
 
@@ -1559,21 +815,13 @@ async fn a_lingering_node_asks_a_slow_store_less_often() {
             .on(&[Op::Head])
             .key_contains("latest.json"),
     );
-    let url = format!("memory://linger-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url)
-        .await
-        .unwrap()
-        .with_store_layer(faults.layer());
-    let scratch = tempfile::tempdir().unwrap();
+    let meadow = memory_meadow("linger").await;
+    let nodes = Nodes::on(meadow.with_store_layer(faults.layer()));
     let lingering = |c: &mut SwarmConfig| c.poll_linger = Duration::from_secs(60);
-    let coordinator = small_node(&meadow, "coordinator", scratch.path(), lingering).await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 4).await;
-    let w = small_node(&meadow, "w", scratch.path(), lingering).await;
-    wait_for_nodes(&coordinator, 2).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let q = "SELECT count(*), sum(n) FROM h.b.t";
-    assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+    let (coordinator, ctx) = nodes.coordinator(4, lingering).await;
+    let w = nodes.node("w", lingering).await;
+    distribute_once_alive(&coordinator, &ctx, 2).await;
+    assert_eq!(query(&ctx, COUNT_AND_SUM).await, ["4000|8002000"]);
     // Both nodes linger now: count their looks at the object for 3 s.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = faults.injected(Fault::Delay(delay));
@@ -1585,8 +833,7 @@ async fn a_lingering_node_asks_a_slow_store_less_often() {
         (8..=30).contains(&looks),
         "two lingering nodes looked {looks} times in 3 s"
     );
-    w.leave_swarm().await.unwrap();
-    coordinator.leave_swarm().await.unwrap();
+    leave([&w, &coordinator]).await;
 }
 
 /// Seen: an idle node listed `_queries/` every idle poll (60 LISTs a minute, the dearest S3
@@ -1595,24 +842,20 @@ async fn a_lingering_node_asks_a_slow_store_less_often() {
 /// only when it changed (or every `list_every`) — and still takes part in the next query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_node_watches_one_object_not_the_query_listing() {
-    let (meadow, counting) = apiary_catalog::testing::counting_meadow();
-    let scratch = tempfile::tempdir().unwrap();
+    let (nodes, counting) = Nodes::counting();
     // Only the worker loops list in the window below (the world views are polled by hand).
-    let quiet = |c: &mut SwarmConfig, delay: Duration| {
-        c.view_interval = Duration::from_secs(600);
-        c.poll_linger = Duration::ZERO;
-        c.poll_max = Duration::from_millis(200);
-        c.keep_queries = true;
-        c.debug_task_delay = delay;
+    let quiet = |delay: Duration| {
+        move |c: &mut SwarmConfig| {
+            c.view_interval = Duration::from_secs(600);
+            c.poll_linger = Duration::ZERO;
+            c.poll_max = Duration::from_millis(200);
+            c.keep_queries = true;
+            c.debug_task_delay = delay;
+        }
     };
     // The coordinator's own task takes 2 s: `w` pulls the other one meanwhile.
-    let coordinator = small_node(&meadow, "coordinator", scratch.path(), |c| {
-        quiet(c, Duration::from_secs(2))
-    })
-    .await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 4).await;
-    let w = small_node(&meadow, "w", scratch.path(), |c| quiet(c, Duration::ZERO)).await;
+    let (coordinator, ctx) = nodes.coordinator(4, quiet(Duration::from_secs(2))).await;
+    let w = nodes.node("w", quiet(Duration::ZERO)).await;
     wait_for_nodes(&coordinator, 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     counting.take();
@@ -1625,12 +868,9 @@ async fn an_idle_node_watches_one_object_not_the_query_listing() {
     );
     assert!(calls.get("head").copied().unwrap_or(0) > 0, "{calls:?}");
     sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let q = "SELECT count(*), sum(n) FROM h.b.t";
-    assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
-    let Outcomes { done, .. } = outcomes(coordinator.meadow()).await;
-    assert!(done.iter().any(|d| d.node == "w"), "{done:?}");
-    w.leave_swarm().await.unwrap();
-    coordinator.leave_swarm().await.unwrap();
+    assert_eq!(query(&ctx, COUNT_AND_SUM).await, ["4000|8002000"]);
+    assert_ran_a_task(&coordinator, "w").await;
+    leave([&w, &coordinator]).await;
 }
 
 /// Seen: a bench process that ended within 30 s of its last query left its folders behind with
@@ -1640,36 +880,25 @@ async fn an_idle_node_watches_one_object_not_the_query_listing() {
 /// finished at first sight, and swept after the grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_folders_a_newcomer_finds_go_after_the_grace() {
-    use apiary::swarm::QueryDir;
-    let url = format!("memory://grace-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url).await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
+    let nodes = Nodes::in_memory("grace").await;
     for i in 0..5 {
         let dir = QueryDir::new(format!("{i:032}"));
         let body = r#"{"outcome":"ok"}"#;
-        meadow.put(&dir.finished(), body.into()).await.unwrap();
+        nodes
+            .meadow
+            .put(&dir.finished(), body.into())
+            .await
+            .unwrap();
     }
-    let w = small_node(&meadow, "w", scratch.path(), |c| {
-        c.stale_query_after = Duration::from_secs(3600);
+    let hour = |c: &mut SwarmConfig| c.stale_query_after = Duration::from_secs(3600);
+    let w = nodes.node("w", hour).await;
+    until(90, 500, async || {
+        let left = query_folders(&nodes.meadow).await.len();
+        (left == 0)
+            .then_some(())
+            .ok_or_else(|| format!("{left} finished folders still there after 90 s"))
     })
     .await;
-    let start = Instant::now();
-    loop {
-        let left = meadow
-            .list_dir("_queries")
-            .await
-            .unwrap()
-            .common_prefixes
-            .len();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "{left} finished folders still there after 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
     w.leave_swarm().await.unwrap();
 }
 
@@ -1680,14 +909,16 @@ async fn finished_folders_a_newcomer_finds_go_after_the_grace() {
 /// the store's own clock) is past its grace at first sight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_finished_folders_go_at_a_newcomers_first_look() {
-    use apiary::swarm::QueryDir;
     let root = tempfile::tempdir().unwrap();
-    let meadow = Meadow::open(root.path().to_str().unwrap()).await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
+    let nodes = Nodes::on(Meadow::open(root.path().to_str().unwrap()).await.unwrap());
     let body = r#"{"outcome":"ok"}"#;
     for i in 0..20 {
         let dir = QueryDir::new(format!("{i:032}"));
-        meadow.put(&dir.finished(), body.into()).await.unwrap();
+        nodes
+            .meadow
+            .put(&dir.finished(), body.into())
+            .await
+            .unwrap();
     }
     // Written an hour ago (the local store's clock is the files' modification time) ...
     let queries = root.path().join("_queries");
@@ -1701,37 +932,29 @@ async fn old_finished_folders_go_at_a_newcomers_first_look() {
             .unwrap();
     }
     // ... then one query finished just now, after the latest publish.
-    meadow
-        .put("_queries/latest.json", r#"{"query_id":"x"}"#.into())
+    let latest = r#"{"query_id":"x"}"#;
+    nodes
+        .meadow
+        .put("_queries/latest.json", latest.into())
         .await
         .unwrap();
     let fresh = QueryDir::new(format!("{:032}", 99));
-    meadow.put(&fresh.finished(), body.into()).await.unwrap();
+    nodes
+        .meadow
+        .put(&fresh.finished(), body.into())
+        .await
+        .unwrap();
 
-    let w = small_node(&meadow, "w", scratch.path(), |_| {}).await;
-    let start = Instant::now();
-    let folders = || async {
-        let listed = meadow.list_dir("_queries").await.unwrap();
-        listed
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_string))
-            .collect::<Vec<_>>()
-    };
-    loop {
-        let left = folders().await;
-        if left.len() == 1 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{} finished folders still there 10 s after a newcomer came",
-            left.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let w = nodes.node("w", |_| {}).await;
+    until(10, 100, async || {
+        let left = query_folders(&nodes.meadow).await.len();
+        (left == 1).then_some(()).ok_or_else(|| {
+            format!("{left} finished folders still there 10 s after a newcomer came")
+        })
+    })
+    .await;
     // The fresh one keeps its grace: a late write of one of its attempts must find the marker.
-    assert_eq!(folders().await, [format!("{:032}", 99)]);
+    assert_eq!(query_folders(&nodes.meadow).await, [format!("{:032}", 99)]);
     w.leave_swarm().await.unwrap();
 }
 
@@ -1741,13 +964,11 @@ async fn old_finished_folders_go_at_a_newcomers_first_look() {
 /// is now written in parts, each one plain PUT: every object of a query folder is whole or absent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_partial_goes_up_in_whole_parts_never_a_multipart_upload() {
-    let (meadow, counting) = apiary_catalog::testing::counting_meadow();
-    let scratch = tempfile::tempdir().unwrap();
+    let (nodes, counting) = Nodes::counting();
     let keep = |c: &mut SwarmConfig| c.keep_queries = true;
-    let coordinator = small_node(&meadow, "coordinator", scratch.path(), keep).await;
+    let coordinator = nodes.node("coordinator", keep).await;
     let ctx = coordinator.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
+    hive_box(&ctx).await;
     sql(
         &ctx,
         "CREATE TABLE h.b.s (n BIGINT NOT NULL, s VARCHAR NOT NULL)",
@@ -1757,9 +978,8 @@ async fn a_large_partial_goes_up_in_whole_parts_never_a_multipart_upload() {
     let insert = "INSERT INTO h.b.s \
                   SELECT value, md5(CAST(value AS VARCHAR)) FROM generate_series(1, 2000000)";
     sql(&ctx, insert).await;
-    let w = small_node(&meadow, "w", scratch.path(), keep).await;
-    wait_for_nodes(&coordinator, 2).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let w = nodes.node("w", keep).await;
+    distribute_once_alive(&coordinator, &ctx, 2).await;
     sql(&ctx, "SET swarm.tasks_per_bee = 1").await;
     let q = "SELECT n, s FROM h.b.s WHERE n % 4 <> 0";
     assert!(
@@ -1786,30 +1006,7 @@ async fn a_large_partial_goes_up_in_whole_parts_never_a_multipart_upload() {
         done.iter().any(|d| d.parts > 1),
         "no partial needed parts: {done:?}"
     );
-    w.leave_swarm().await.unwrap();
-    coordinator.leave_swarm().await.unwrap();
-}
-/// A coordinator with a 64 MiB cell cache in `{dir}/cache` (kept across runs or not: named or
-/// as a nameless node), `h.b.t` of 4 cells, and a second node whose one bee is held — returned,
-/// to drop — so that the coordinator runs every task of its queries itself.
-async fn lone_coordinator(
-    meadow: &Meadow,
-    dir: &Path,
-    keep_cache: bool,
-) -> (Apiary, Apiary, SessionContext, impl Sized) {
-    let coordinator = small_node(meadow, "coordinator", dir, |c| {
-        c.cache_bytes = 64 << 20;
-        c.keep_cache = keep_cache;
-    })
-    .await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 4).await;
-    let busy = small_node(meadow, "busy", dir, |_| {}).await;
-    wait_for_nodes(&coordinator, 2).await;
-    let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
-    let held = busy.bees().try_acquire(1, &runtime, Spill::Never).unwrap();
-    assert!(held.is_some());
-    (coordinator, busy, ctx, held)
+    leave([&w, &coordinator]).await;
 }
 
 /// Seen: only the tasks a node ran for other coordinators read through its cell cache (tier 2);
@@ -1819,22 +1016,20 @@ async fn lone_coordinator(
 /// cache goes with it, so its own queries read the store directly).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nodes_own_queries_read_cells_through_its_cache() {
-    let (meadow, counting) = apiary_catalog::testing::counting_meadow();
-    let scratch = tempfile::tempdir().unwrap();
-    let (coordinator, busy, ctx, held) = lone_coordinator(&meadow, scratch.path(), true).await;
-    let q = "SELECT count(*), sum(n) FROM h.b.t";
+    let (nodes, counting) = Nodes::counting();
+    let (coordinator, busy, ctx, held) = lone_coordinator(&nodes, caching(true)).await;
     for (setting, distributed) in [
         ("SET swarm.min_bytes = 1000000000000", false),
         ("SET swarm.min_bytes = 0", true),
     ] {
         sql(&ctx, setting).await;
-        let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
+        let explain = plan(&ctx, &format!("EXPLAIN {COUNT_AND_SUM}")).await;
         assert_eq!(explain.contains("SwarmExec"), distributed, "{explain}");
-        assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+        assert_eq!(query(&ctx, COUNT_AND_SUM).await, ["4000|8002000"]);
         counting.take_reads();
         let swarm = coordinator.swarm().unwrap();
         let read_before = swarm.cache().status().bytes_read;
-        assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+        assert_eq!(query(&ctx, COUNT_AND_SUM).await, ["4000|8002000"]);
         assert!(
             swarm.cache().status().bytes_read > read_before,
             "{setting}: nothing read from the cache"
@@ -1850,8 +1045,7 @@ async fn a_nodes_own_queries_read_cells_through_its_cache() {
         );
     }
     drop(held);
-    busy.leave_swarm().await.unwrap();
-    coordinator.leave_swarm().await.unwrap();
+    leave([&busy, &coordinator]).await;
 }
 
 /// The coordinator's own tasks hand their results over in memory and their claims are read
@@ -1859,24 +1053,12 @@ async fn a_nodes_own_queries_read_cells_through_its_cache() {
 /// `done`s say so), and the answer is whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinators_own_results_are_handed_over_in_memory() {
-    let (meadow, counting) = apiary_catalog::testing::counting_meadow();
-    let scratch = tempfile::tempdir().unwrap();
-    let coordinator = small_node(&meadow, "coordinator", scratch.path(), |c| {
-        c.keep_queries = true;
-    })
-    .await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 4).await;
-    let busy = small_node(&meadow, "busy", scratch.path(), |_| {}).await;
-    wait_for_nodes(&coordinator, 2).await;
-    // The other node's bee is held: the coordinator runs every task itself.
-    let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
-    let held = busy.bees().try_acquire(1, &runtime, Spill::Never).unwrap();
-    assert!(held.is_some());
+    let (nodes, counting) = Nodes::counting();
+    let keep = |c: &mut SwarmConfig| c.keep_queries = true;
+    let (coordinator, busy, ctx, held) = lone_coordinator(&nodes, keep).await;
     sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let q = "SELECT count(*), sum(n) FROM h.b.t";
     counting.take_reads();
-    assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+    assert_eq!(query(&ctx, COUNT_AND_SUM).await, ["4000|8002000"]);
     let read_back: Vec<String> = counting
         .take_reads()
         .into_iter()
@@ -1904,8 +1086,7 @@ async fn a_coordinators_own_results_are_handed_over_in_memory() {
         .count();
     assert_eq!(parts, 0, "partials were put");
     drop(held);
-    busy.leave_swarm().await.unwrap();
-    coordinator.leave_swarm().await.unwrap();
+    leave([&busy, &coordinator]).await;
 }
 
 /// A nameless node (a shell's `-c`, Python's `start()`) reads its own queries' cells from the
@@ -1914,20 +1095,18 @@ async fn a_coordinators_own_results_are_handed_over_in_memory() {
 /// `apiary --swarm -c` spent seconds copying a 210 MB cell this way).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_nameless_coordinator_reads_its_own_tasks_cells_from_the_store() {
-    let (meadow, counting) = apiary_catalog::testing::counting_meadow();
-    let scratch = tempfile::tempdir().unwrap();
-    let cache = scratch.path().join("cache");
-    let (coordinator, busy, ctx, held) = lone_coordinator(&meadow, scratch.path(), false).await;
+    let (nodes, counting) = Nodes::counting();
+    let cache = nodes.dir().join("cache");
+    let (coordinator, busy, ctx, held) = lone_coordinator(&nodes, caching(false)).await;
     sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let q = "SELECT count(*), sum(n) FROM h.b.t";
     assert!(
-        plan(&ctx, &format!("EXPLAIN {q}"))
+        plan(&ctx, &format!("EXPLAIN {COUNT_AND_SUM}"))
             .await
             .contains("SwarmExec")
     );
     for _ in 0..2 {
         counting.take_reads();
-        assert_eq!(crate::support::query(&ctx, q).await, ["4000|8002000"]);
+        assert_eq!(query(&ctx, COUNT_AND_SUM).await, ["4000|8002000"]);
         let cells = counting
             .take_reads()
             .into_iter()
@@ -1938,11 +1117,10 @@ async fn a_nameless_coordinator_reads_its_own_tasks_cells_from_the_store() {
             "the cells were not read from the store: {cells}"
         );
     }
-    let cached = crate::support::parquet_files(&cache);
+    let cached = parquet_files(&cache);
     assert_eq!(cached, 0, "cells copied into the cache");
     drop(held);
-    busy.leave_swarm().await.unwrap();
-    coordinator.leave_swarm().await.unwrap();
+    leave([&busy, &coordinator]).await;
 }
 
 /// A frame whose column was renamed is read by column id on every node. The adapter that finds
@@ -1951,45 +1129,30 @@ async fn a_nameless_coordinator_reads_its_own_tasks_cells_from_the_store() {
 /// the old values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_reads_renamed_columns_by_id() {
-    let url = format!("memory://renamed-{}", uuid::Uuid::new_v4().simple());
-    let meadow = Meadow::open(&url).await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
+    let nodes = Nodes::in_memory("renamed").await;
     // The coordinator's own tasks each wait 3 s first, so the worker claims the others.
-    let coordinator = small_node(&meadow, "coordinator", scratch.path(), |c| {
-        c.keep_queries = true;
-        c.debug_task_delay = Duration::from_secs(3);
-    })
-    .await;
-    let ctx = coordinator.session().unwrap();
-    create_numbers(&ctx, 6).await;
+    let (coordinator, ctx) = nodes.coordinator(6, keeping(Duration::from_secs(3))).await;
     for alter in [
         "ALTER TABLE h.b.t RENAME COLUMN n TO m",
         "ALTER TABLE h.b.t ADD COLUMN n BIGINT",
     ] {
-        crate::support::door(&coordinator, &ctx, alter).await;
+        door(&coordinator, &ctx, alter).await;
     }
-    let worker = small_node(&meadow, "w", scratch.path(), |c| c.keep_queries = true).await;
-    wait_for_nodes(&coordinator, 2).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let worker = nodes.node("w", |c| c.keep_queries = true).await;
+    distribute_once_alive(&coordinator, &ctx, 2).await;
     sql(&ctx, "SET swarm.min_task_bytes = 0").await;
     let q = "SELECT count(*), sum(m), count(n) FROM h.b.t WHERE m > 1000";
     let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
     assert!(explain.contains("SwarmExec"), "{explain}");
     for run in 0.. {
-        assert_eq!(
-            crate::support::query(&ctx, q).await,
-            ["5000|17502500|0"],
-            "run {run}"
-        );
+        assert_eq!(query(&ctx, q).await, ["5000|17502500|0"], "run {run}");
         let Outcomes { done, .. } = outcomes(coordinator.meadow()).await;
         if done.iter().any(|d| d.node == "w") {
             break;
         }
         assert!(run < 5, "the worker ran no task in {run} queries: {done:?}");
     }
-    for ap in [&worker, &coordinator] {
-        ap.leave_swarm().await.unwrap();
-    }
+    leave([&worker, &coordinator]).await;
 }
 
 /// A clustered frame's scan, which declares its order, still travels: each task's scan is
@@ -2024,7 +1187,7 @@ async fn a_clustered_frame_is_scanned_by_the_swarm() {
     ];
     let mut local = vec![];
     for q in queries {
-        local.push(crate::support::query(&ctx, q).await);
+        local.push(query(&ctx, q).await);
     }
     assert_eq!(local[0], ["6000|18003000"]);
     assert_eq!(local[1], ["6000"]);
@@ -2034,10 +1197,702 @@ async fn a_clustered_frame_is_scanned_by_the_swarm() {
     for ((q, want), travels) in queries.iter().zip(&local).zip([true, false, true]) {
         let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
         assert_eq!(explain.contains("SwarmExec"), travels, "{q}: {explain}");
-        assert_eq!(&crate::support::query(&ctx, q).await, want, "{q}");
+        assert_eq!(&query(&ctx, q).await, want, "{q}");
     }
-    for w in workers {
-        w.leave_swarm().await.unwrap();
+    leave(workers.iter().chain([&coordinator])).await;
+}
+
+// The nodes of a test in this process.
+
+/// The nodes of one test in this process: their meadow and their scratch folder.
+struct Nodes {
+    meadow: Meadow,
+    scratch: tempfile::TempDir,
+}
+
+impl Nodes {
+    /// On a fresh memory meadow whose name starts with `name`.
+    async fn in_memory(name: &str) -> Nodes {
+        Nodes::on(memory_meadow(name).await)
     }
-    coordinator.leave_swarm().await.unwrap();
+
+    fn on(meadow: Meadow) -> Nodes {
+        let scratch = tempfile::tempdir().unwrap();
+        Nodes { meadow, scratch }
+    }
+
+    /// On a memory meadow whose store counts the calls made to it.
+    fn counting() -> (Nodes, Arc<Counting>) {
+        let (meadow, counting) = counting_meadow();
+        (Nodes::on(meadow), counting)
+    }
+
+    fn dir(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    /// A [`small_node`] `id` on this meadow; `configure` sets the rest.
+    async fn node(&self, id: &str, configure: impl FnOnce(&mut SwarmConfig)) -> Apiary {
+        small_node(&self.meadow, id, self.dir(), configure).await
+    }
+
+    /// The [`small_node`] `coordinator`, with `h.b.t` of `cells` cells ([`create_numbers`]), and
+    /// a session of it.
+    async fn coordinator(
+        &self,
+        cells: i64,
+        configure: impl FnOnce(&mut SwarmConfig),
+    ) -> (Apiary, SessionContext) {
+        let coordinator = self.node("coordinator", configure).await;
+        let ctx = coordinator.session().unwrap();
+        create_numbers(&ctx, cells).await;
+        (coordinator, ctx)
+    }
+}
+
+/// A fresh memory meadow whose name starts with `name`.
+async fn memory_meadow(name: &str) -> Meadow {
+    let url = format!("memory://{name}-{}", uuid::Uuid::new_v4().simple());
+    Meadow::open(&url).await.unwrap()
+}
+
+/// An Apiary in this process on `meadow`, with `bees` bees of 256 MiB scratching in `dir`.
+pub(crate) async fn in_process_node(meadow: Meadow, bees: usize, dir: PathBuf) -> Apiary {
+    let options = ApiaryOptions {
+        node: Some(NodeConfig::fixed(bees, 256 << 20, dir)),
+        ..ApiaryOptions::default()
+    };
+    let io = apiary::catalog::IoRuntime::new().unwrap();
+    Apiary::from_meadow(meadow, io, options).await.unwrap()
+}
+
+/// An [`in_process_node`] of `bees` bees (scratching in `{dir}/{id}`) joined to the swarm as
+/// `id`: 100 ms heartbeats, no cell cache (its folder `{dir}/cache`); `configure` sets the rest.
+async fn joined_node(
+    meadow: &Meadow,
+    id: &str,
+    bees: usize,
+    dir: &Path,
+    configure: impl FnOnce(&mut SwarmConfig),
+) -> Apiary {
+    let ap = in_process_node(meadow.clone(), bees, dir.join(id)).await;
+    let mut config = SwarmConfig::default()
+        .with_heartbeat_interval(Duration::from_millis(100))
+        .with_node_id(id);
+    config.cache_bytes = 0;
+    // Each test's own: two tests running at once both have a node named `coordinator`.
+    config.cache_dir = dir.join("cache");
+    configure(&mut config);
+    ap.join_swarm(config).await.unwrap();
+    ap
+}
+
+/// A [`joined_node`] of one bee, judged dead only after [`GENEROUS`].
+pub(crate) async fn small_node(
+    meadow: &Meadow,
+    id: &str,
+    dir: &Path,
+    configure: impl FnOnce(&mut SwarmConfig),
+) -> Apiary {
+    joined_node(meadow, id, 1, dir, |c| {
+        (c.suspect_after, c.dead_after) = (GENEROUS / 2, GENEROUS);
+        configure(c);
+    })
+    .await
+}
+
+/// A coordinator with `coordinator_bees` bees and `workers` one-bee nodes in this process, on one
+/// memory meadow, with `h.b.t (n BIGINT)` of six cells holding 1..=6000.
+async fn in_process_swarm(coordinator_bees: usize, workers: usize) -> (Apiary, Vec<Apiary>) {
+    let meadow = memory_meadow("swarm").await;
+    let scratch = tempfile::tempdir().unwrap().keep();
+    // Each node's cell cache folder is its own.
+    let node = async |id: String, bees: usize| {
+        let cache = scratch.join(&id).join("cache");
+        joined_node(&meadow, &id, bees, &scratch, |c| c.cache_dir = cache).await
+    };
+    let coordinator = node("coordinator".into(), coordinator_bees).await;
+    let ctx = coordinator.session().unwrap();
+    create_numbers(&ctx, 6).await;
+    let mut nodes = vec![];
+    for w in 0..workers {
+        nodes.push(node(format!("w{w}"), 1).await);
+    }
+    wait_for_nodes(&coordinator, workers + 1).await;
+    (coordinator, nodes)
+}
+
+/// `h.b.t (n BIGINT)`: `cells` cells of a thousand rows each, holding 1..=1000 × `cells`.
+async fn create_numbers(ctx: &SessionContext, cells: i64) {
+    hive_box(ctx).await;
+    sql(ctx, "CREATE TABLE h.b.t (n BIGINT NOT NULL)").await;
+    for i in 0..cells {
+        let (from, to) = (i * 1000 + 1, i * 1000 + 1000);
+        let insert = format!("INSERT INTO h.b.t SELECT value FROM generate_series({from}, {to})");
+        sql(ctx, &insert).await;
+    }
+}
+
+/// Settings that keep the query folders, with a delay before each task.
+fn keeping(delay: Duration) -> impl FnOnce(&mut SwarmConfig) {
+    move |c| {
+        c.keep_queries = true;
+        c.debug_task_delay = delay;
+    }
+}
+
+/// Settings with a 64 MiB cell cache, kept across runs or not (as a nameless node's).
+fn caching(keep_cache: bool) -> impl FnOnce(&mut SwarmConfig) {
+    move |c| {
+        c.cache_bytes = 64 << 20;
+        c.keep_cache = keep_cache;
+    }
+}
+
+/// The node `coordinator` configured by `configure`, with `h.b.t` of 4 cells, and a second node
+/// whose one bee is held — returned, to drop — so that the coordinator runs every task of its
+/// queries itself.
+async fn lone_coordinator(
+    nodes: &Nodes,
+    configure: impl FnOnce(&mut SwarmConfig),
+) -> (Apiary, Apiary, SessionContext, Option<Chamber>) {
+    let (coordinator, ctx) = nodes.coordinator(4, configure).await;
+    let busy = nodes.node("busy", |_| {}).await;
+    wait_for_nodes(&coordinator, 2).await;
+    // The other node's bee is held: the coordinator runs every task itself.
+    let held = hold_its_bee(&busy);
+    (coordinator, busy, ctx, held)
+}
+
+/// The one bee of `ap`, taken (until dropped): `ap` claims no task meanwhile.
+fn hold_its_bee(ap: &Apiary) -> Option<Chamber> {
+    let runtime = datafusion::execution::runtime_env::RuntimeEnv::default();
+    let held = ap.bees().try_acquire(1, &runtime, Spill::Never).unwrap();
+    assert!(held.is_some());
+    held
+}
+
+/// A session of `ap` that distributes every scan of two cells or more.
+async fn distributing(ap: &Apiary) -> SessionContext {
+    let ctx = ap.session().unwrap();
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    ctx
+}
+
+/// Waits until `coordinator` sees `n` nodes alive, then distributes every scan of `ctx` of two
+/// cells or more.
+async fn distribute_once_alive(coordinator: &Apiary, ctx: &SessionContext, n: usize) {
+    wait_for_nodes(coordinator, n).await;
+    sql(ctx, "SET swarm.min_bytes = 0").await;
+}
+
+/// Waits until `ap` sees `n` nodes alive.
+async fn wait_for_nodes(ap: &Apiary, n: usize) {
+    let swarm = ap.swarm().unwrap();
+    let start = Instant::now();
+    while swarm.world().alive().len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nodes not alive after 60 s"
+        );
+        swarm.world().poll().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Each of `nodes` leaves the swarm, in turn.
+async fn leave<'a>(nodes: impl IntoIterator<Item = &'a Apiary>) {
+    for ap in nodes {
+        ap.leave_swarm().await.unwrap();
+    }
+}
+
+/// Watches `swarm`'s view for `watch`: nobody is judged dead meanwhile.
+async fn never_judged_dead(swarm: &SwarmNode, watch: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < watch {
+        for n in swarm.world().nodes() {
+            assert_ne!(
+                n.state,
+                NodeState::Dead,
+                "{} judged dead by a slow store: {n:?}",
+                n.heartbeat.node_id
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `swarm`'s view until it judges `id` (halted at `halted`) dead; the longest store lag it
+/// saw of `id`, and its longest view cycle.
+async fn watch_until_dead(swarm: &SwarmNode, id: &str, halted: Instant) -> (Duration, Duration) {
+    let (mut cycle, mut lag) = (Duration::ZERO, Duration::ZERO);
+    loop {
+        let polled = Instant::now();
+        let nodes = swarm.world().poll().await.unwrap();
+        cycle = cycle.max(polled.elapsed() + swarm.config().view_interval);
+        let node = nodes.iter().find(|n| n.heartbeat.node_id == id).unwrap();
+        lag = lag.max(node.store_lag);
+        if node.state == NodeState::Dead {
+            return (lag, cycle);
+        }
+        assert!(
+            halted.elapsed() < Duration::from_secs(60),
+            "{id} never judged dead"
+        );
+    }
+}
+
+// What the nodes leave in the meadow.
+
+/// The manifests, `done_*.json` and `retry_*.json` of every query folder kept in the meadow.
+struct Outcomes {
+    manifests: Vec<Manifest>,
+    done: Vec<Done>,
+    retries: Vec<Retry>,
+}
+
+async fn outcomes(meadow: &Meadow) -> Outcomes {
+    let (mut manifests, mut done, mut retries) = (vec![], vec![], vec![]);
+    for object in meadow.list("_queries").await.unwrap() {
+        let Some(name) = object.location.filename() else {
+            continue;
+        };
+        let key = meadow.relative(&object.location).unwrap().to_string();
+        if name == "manifest.json" {
+            let body = meadow.get(&key).await.unwrap().unwrap();
+            manifests.push(serde_json::from_slice(&body).unwrap());
+        } else if name.starts_with("done_") {
+            let body = meadow.get(&key).await.unwrap().unwrap();
+            done.push(serde_json::from_slice(&body).unwrap());
+        } else if name.starts_with("retry_") {
+            let body = meadow.get(&key).await.unwrap().unwrap();
+            retries.push(serde_json::from_slice(&body).unwrap());
+        }
+    }
+    Outcomes {
+        manifests,
+        done,
+        retries,
+    }
+}
+
+/// The outcomes of the queries kept in `ap`'s meadow, asserting that `node` finished none of
+/// their tasks and that tasks were given up, every one as `why` tells.
+async fn retried_elsewhere(ap: &Apiary, node: &str, why: impl Fn(&Retry) -> bool) -> Outcomes {
+    let outcomes = outcomes(ap.meadow()).await;
+    let (done, retries) = (&outcomes.done, &outcomes.retries);
+    assert!(done.iter().all(|d| d.node != node), "{done:?}");
+    assert!(
+        !retries.is_empty() && retries.iter().all(why),
+        "{retries:?}"
+    );
+    outcomes
+}
+
+/// Asserts that `node` finished a task of a query kept in `ap`'s meadow.
+async fn assert_ran_a_task(ap: &Apiary, node: &str) {
+    let Outcomes { done, .. } = outcomes(ap.meadow()).await;
+    assert!(done.iter().any(|d| d.node == node), "{done:?}");
+}
+
+/// Whether `node` holds (or held) a claim in any query folder kept in the meadow.
+async fn claimed_by(meadow: &Meadow, node: &str) -> bool {
+    for object in meadow.list("_queries").await.unwrap() {
+        let name = object.location.filename().unwrap_or_default();
+        if name.starts_with("claim_") {
+            let key = meadow.relative(&object.location).unwrap().to_string();
+            let Some(body) = meadow.get(&key).await.unwrap() else {
+                continue;
+            };
+            let claim: apiary::swarm::Claim = serde_json::from_slice(&body).unwrap();
+            if claim.node == node {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+async fn heartbeat_of(meadow: &Meadow, id: &str) -> bool {
+    meadow
+        .get(&format!("_heartbeats/node_{id}.json"))
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// The name of the heartbeat in `meadow` that ends with `suffix`, once there is one.
+async fn heartbeat_ending(meadow: &Meadow, suffix: &str) -> String {
+    until(60, 50, async || {
+        let listed = meadow.list("_heartbeats").await.unwrap();
+        let found = listed
+            .iter()
+            .filter_map(|o| o.location.filename())
+            .find(|n| n.ends_with(suffix));
+        found
+            .map(str::to_string)
+            .ok_or_else(|| format!("no heartbeat *{suffix}: the shell never joined"))
+    })
+    .await
+}
+
+/// Waits until `w`'s index of cached cells lists `cached` cells, as its heartbeat counts them
+/// (and does not list them); their number.
+async fn indexed_cells(meadow: &Meadow, cached: usize) -> usize {
+    until(30, 50, async || {
+        let index = meadow.get("_caches/node_w.json").await.unwrap();
+        let heartbeat = meadow
+            .get("_heartbeats/node_w.json")
+            .await
+            .unwrap()
+            .unwrap();
+        let heartbeat: serde_json::Value = serde_json::from_slice(&heartbeat).unwrap();
+        if let Some(index) = index {
+            let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+            let cells = index["cells"].as_array().map_or(0, |c| c.len());
+            if cells == cached && heartbeat["cache_cells"] == cached {
+                assert!(heartbeat.get("cached_cells").is_none(), "{heartbeat}");
+                assert_eq!(heartbeat["cache_version"], index["version"]);
+                return Ok(cells);
+            }
+        }
+        Err(format!(
+            "no cache index with w's {cached} cells; heartbeat: {heartbeat}"
+        ))
+    })
+    .await
+}
+
+/// The objects of query folders (all of `_queries/` but `finished.json` markers and
+/// `latest.json`) written after `since` on the store's clock, with when.
+async fn task_objects_written_after(
+    meadow: &Meadow,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+    let listed = meadow.list("_queries").await.unwrap();
+    listed
+        .into_iter()
+        .filter(|o| {
+            let key = o.location.as_ref();
+            o.last_modified > since
+                && !key.ends_with("finished.json")
+                && !key.ends_with("latest.json")
+        })
+        .map(|o| (o.location.to_string(), o.last_modified))
+        .collect()
+}
+
+/// Waits (two minutes at the most) until no query folder is left in `meadow` (the pointer to
+/// the query published last is part of none).
+async fn wait_swept(meadow: &Meadow) {
+    until(120, 500, async || {
+        let mut left = meadow.list("_queries").await.unwrap();
+        left.retain(|o| !o.location.as_ref().ends_with("_queries/latest.json"));
+        let left: Vec<String> = left.iter().map(|o| o.location.to_string()).collect();
+        left.is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("the query folder outlived its grace period: {left:?}"))
+    })
+    .await;
+}
+
+/// The ids of the query folders in `meadow`, sorted.
+async fn query_folders(meadow: &Meadow) -> Vec<String> {
+    let listed = meadow.list_dir("_queries").await.unwrap();
+    let mut ids: Vec<String> = listed
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Puts the folder of query `id` in `meadow`: its fragment and, with a `coordinator`, a
+/// manifest of no task.
+async fn publish(meadow: &Meadow, id: &str, coordinator: Option<&str>) {
+    let dir = QueryDir::new(id);
+    meadow.put(&dir.fragment(), "plan".into()).await.unwrap();
+    if let Some(coordinator) = coordinator {
+        let manifest = Manifest {
+            query_id: dir.query_id.clone(),
+            coordinator: coordinator.to_string(),
+            created_ms: 0,
+            tasks: vec![],
+            task_deadline_ms: 300_000,
+            max_failures: 3,
+            options: Default::default(),
+        };
+        let body = serde_json::to_vec(&manifest).unwrap();
+        meadow.put(&dir.manifest(), body.into()).await.unwrap();
+    }
+}
+
+// Worker processes and the coordinator beside them.
+
+/// One `apiary node` process; killed when dropped.
+pub(crate) struct Worker {
+    pub(crate) id: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    /// SIGKILL, as a crash or a cut cable: the node leaves nothing in order.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGSTOP, as a network cut: the node's connections stay open and nothing answers on them
+    /// (its heartbeat stops too, but goes stale only after the timeout).
+    pub(crate) fn freeze(&self) {
+        signal("-STOP", self.child.id());
+    }
+
+    /// SIGCONT: the node frozen by [`Worker::freeze`] runs again.
+    pub(crate) fn thaw(&self) {
+        signal("-CONT", self.child.id());
+    }
+
+    pub(crate) fn spawn(storage: &str, id: &str, scratch: &Path, extra: &[&str]) -> Worker {
+        Worker::spawn_sized(storage, id, scratch, ("1", "512M"), extra)
+    }
+
+    /// [`Worker::spawn`] with `(bees, memory)` of its own.
+    pub(crate) fn spawn_sized(
+        storage: &str,
+        id: &str,
+        scratch: &Path,
+        (bees, memory): (&str, &str),
+        extra: &[&str],
+    ) -> Worker {
+        let log = scratch.join(format!("{id}.log"));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_apiary"))
+            .args(["node", "--storage", storage, "--node-id", id])
+            .args(["--bees", bees, "--memory", memory])
+            .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
+            .arg("--cache-dir")
+            .arg(scratch.join("cache"))
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting worker {id}: {e}"));
+        Worker {
+            id: id.into(),
+            child,
+            log,
+        }
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn terminate(&mut self) {
+        signal("-TERM", self.child.id());
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "worker {} exited with {status}: {}",
+            self.id,
+            self.log()
+        );
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `signal` (`-TERM`, `-STOP`, …) to process `pid` with `kill`.
+fn signal(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Workers `w1`, `w2` and `w3` on `url`, each started with `extra`.
+fn three_workers(url: &str, scratch: &Path, extra: &[&str]) -> Vec<Worker> {
+    (1..=3)
+        .map(|i| Worker::spawn(url, &format!("w{i}"), scratch, extra))
+        .collect()
+}
+
+/// CPU seconds a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Waits (30 s at the most: the machine may be loaded) until every one of `workers` has beaten
+/// since `since_ms` (wall clock) with no bee busy.
+async fn wait_idle_since(ap: &Apiary, workers: &[Worker], since_ms: i64) {
+    until(30, 50, async || {
+        let nodes = ap.swarm().unwrap().world().poll().await.unwrap();
+        let busy: Vec<&str> = workers
+            .iter()
+            .filter(|w| {
+                !nodes.iter().any(|n| {
+                    n.heartbeat.node_id == w.id
+                        && n.heartbeat.clock_ms > since_ms
+                        && n.heartbeat.busy_bees == 0
+                })
+            })
+            .map(|w| w.id.as_str())
+            .collect();
+        busy.is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("{busy:?} still busy 30 s after the cancel"))
+    })
+    .await;
+}
+
+/// Runs TPC-H q1 in a new [`swarm_session`] of `ap` again and again, each answer right, until
+/// `node` holds a claim while it runs (on a loaded machine the others may take every task of a
+/// query before it looks); that run, still going.
+async fn q1_claimed_by(ap: &Apiary, node: &str) -> JoinHandle<Vec<String>> {
+    let start = Instant::now();
+    loop {
+        let ctx = swarm_session(ap).await;
+        let mut query = tokio::spawn(async move { tpch::failures(&ctx, [1]).await });
+        let claimed = loop {
+            if claimed_by(ap.meadow(), node).await {
+                break true;
+            }
+            if query.is_finished() {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "{node} never claimed a task"
+        );
+        if claimed {
+            return query;
+        }
+        let failures = (&mut query).await.unwrap();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+}
+
+/// A scratch folder, and the URL of [`local_meadow`] in it.
+pub(crate) fn scratch_meadow() -> (tempfile::TempDir, String) {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = local_meadow(scratch.path());
+    (scratch, url)
+}
+
+/// The URL of the folder `meadow` in `scratch`.
+pub(crate) fn local_meadow(scratch: &Path) -> String {
+    format!("file://{}", scratch.join("meadow").display())
+}
+
+/// The coordinator: small cells (so that every frame has several), two bees.
+pub(crate) async fn coordinator(url: &str, scratch: &Path) -> Apiary {
+    coordinator_of(url, scratch, 2).await
+}
+
+/// [`coordinator`] with TPC-H SF 0.1 loaded.
+pub(crate) async fn tpch_coordinator(url: &str, scratch: &Path) -> Apiary {
+    let ap = coordinator(url, scratch).await;
+    tpch::load(&ap.session().unwrap()).await;
+    ap
+}
+
+/// [`coordinator`] with `bees` bees.
+pub(crate) async fn coordinator_of(url: &str, scratch: &Path, bees: usize) -> Apiary {
+    let options = ApiaryOptions {
+        node: Some(NodeConfig::fixed(bees, 1 << 30, scratch.join("bees"))),
+        catalog: CatalogOptions {
+            write: WriteOptions::default()
+                .with_leafcutter(Leafcutter::default().with_target_cell_bytes(1 << 20)),
+            ..CatalogOptions::default()
+        },
+        ..ApiaryOptions::default()
+    };
+    Apiary::open_with(url, options)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"))
+}
+
+/// The coordinator's settings: fast heartbeats, so that a test sees its workers quickly, and a
+/// judgement of "dead" after `dead_after` of silence beyond the store's lag.
+pub(crate) fn swarm_config(id: &str, scratch: &Path, dead_after: Duration) -> SwarmConfig {
+    let mut config = SwarmConfig::default()
+        .with_heartbeat_interval(Duration::from_millis(HEARTBEAT_MS))
+        .with_node_id(id);
+    config.suspect_after = dead_after / 2;
+    config.dead_after = dead_after;
+    config.cache_dir = scratch.join("cache");
+    config
+}
+
+/// `swarm_config` for a test that reads the query folders afterwards.
+fn keeping_queries(mut config: SwarmConfig) -> SwarmConfig {
+    config.keep_queries = true;
+    config
+}
+
+/// Joins `ap` to the swarm with `config`, and waits until it sees every one of `workers` alive.
+pub(crate) async fn join_and_wait(ap: &Apiary, config: SwarmConfig, workers: &[Worker]) {
+    ap.join_swarm(config).await.unwrap();
+    wait_alive(ap, workers).await;
+}
+
+/// Waits until the coordinator sees every one of `nodes` alive.
+pub(crate) async fn wait_alive(ap: &Apiary, workers: &[Worker]) {
+    let swarm = ap.swarm().expect("joined");
+    let start = Instant::now();
+    loop {
+        let alive: Vec<String> = swarm
+            .world()
+            .poll()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.state == NodeState::Alive)
+            .map(|n| n.heartbeat.node_id)
+            .collect();
+        if workers.iter().all(|w| alive.contains(&w.id)) {
+            return;
+        }
+        let logs: Vec<String> = workers
+            .iter()
+            .map(|w| format!("{}: {}", w.id, w.log()))
+            .collect();
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "workers not alive after 60 s (alive: {alive:?}); logs:\n{}",
+            logs.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A session of the coordinator that distributes every scan of two cells or more, on the TPC-H
+/// schema.
+pub(crate) async fn swarm_session(ap: &Apiary) -> SessionContext {
+    let ctx = distributing(ap).await;
+    tpch::use_schema(&ctx).await;
+    ctx
 }
