@@ -2,6 +2,7 @@
 //! datafusion-distributed, a coordinator plans joins and shuffles across them, and only the
 //! swarm — holders of the meadow's token — gets a plan in.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,89 +19,17 @@ use datafusion_distributed::{
 };
 use url::Url;
 
-use crate::support::{metric_sum, plan, sql, sql_err};
-use crate::swarm::{Worker, coordinator, swarm_config, wait_alive};
+use crate::support::{
+    hive_box, metric_sum, physical_plan, plan, query, sql, sql_all, sql_err, until,
+};
+use crate::swarm::{
+    Worker, coordinator, join_and_wait, local_meadow, scratch_meadow, swarm_config, swarm_session,
+    tpch_coordinator, wait_alive,
+};
 use crate::tpch;
 
-/// A coordinator's swarm settings; it does not listen itself.
-fn coordinator_config(scratch: &std::path::Path) -> SwarmConfig {
-    swarm_config("coordinator", scratch, Duration::from_secs(60))
-}
-
-/// Waits until the coordinator has reached `n` workers' endpoints.
-async fn wait_reached(ap: &Apiary, n: usize, workers: &[Worker]) {
-    let swarm = ap.swarm().expect("joined");
-    let start = Instant::now();
-    while swarm.direct_workers().len() < n {
-        let logs: Vec<String> = workers
-            .iter()
-            .map(|w| format!("{}: {}", w.id, w.log()))
-            .collect();
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "reached {:?} after 60 s; logs:\n{}",
-            swarm.direct_workers(),
-            logs.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// This coordinator's direct-path queries that failed before their first batch and ran again
-/// over the meadow: a test of the direct path itself wants none.
-fn reruns(ap: &Apiary) -> u64 {
-    ap.swarm().expect("joined").status().direct_reruns
-}
-
-/// The physical plan `q` gets in `ctx`, as text.
-async fn physical(ctx: &SessionContext, q: &str) -> String {
-    let plan = ctx
-        .sql(q)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    displayable(plan.as_ref()).indent(true).to_string()
-}
-
-/// A coordinator on `url` (which does not listen) with TPC-H SF 0.1 loaded, and a node process
-/// per `(id, listens)` — all seen alive, the listening ones reached — with a session of the
-/// coordinator on the TPC-H schema. SF 0.1 is small: a task per MiB read, so that every large
-/// scan is spread.
-async fn tpch_swarm(
-    url: &str,
-    scratch: &std::path::Path,
-    nodes: &[(&str, bool)],
-) -> (Apiary, Vec<Worker>, SessionContext) {
-    let ap = coordinator(url, scratch).await;
-    tpch::load(&ap.session().unwrap()).await;
-    let workers: Vec<Worker> = nodes
-        .iter()
-        .map(|(id, listens)| {
-            let listen: &[&str] = if *listens {
-                &["--listen", "127.0.0.1:0"]
-            } else {
-                &[]
-            };
-            Worker::spawn(url, id, scratch, listen)
-        })
-        .collect();
-    ap.join_swarm(coordinator_config(scratch)).await.unwrap();
-    wait_alive(&ap, &workers).await;
-    let listening = nodes.iter().filter(|(_, l)| *l).count();
-    wait_reached(&ap, listening, &workers).await;
-    let ctx = ap.session().unwrap();
-    tpch::use_schema(&ctx).await;
-    sql(
-        &ctx,
-        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
-    )
-    .await;
-    // SF 0.1 is below the 64 MiB under which a query stays local.
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    (ap, workers, ctx)
-}
+/// Listens on any free port of 127.0.0.1.
+const LISTEN: [&str; 2] = ["--listen", "127.0.0.1:0"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
@@ -111,13 +40,13 @@ async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
 
         // Every other node listens and is reached: 'auto' plans q5 (a six-way join) with
         // network stages, and the meadow's exchange stays out.
-        let text = physical(&ctx, &tpch::query(5)).await;
+        let q5 = tpch::query(5);
+        let text = physical(&ctx, &q5).await;
         assert!(text.contains("DistributedExec"), "{backend}: {text}");
         assert!(text.contains("Network"), "{backend}: {text}");
         assert!(!text.contains("SwarmExec"), "{backend}: {text}");
 
         // EXPLAIN shows the path and the stages; EXPLAIN ANALYZE runs them.
-        let q5 = tpch::query(5);
         let explain = plan(&ctx, &format!("EXPLAIN {q5}")).await;
         assert!(
             explain.contains("DirectPathExec: path=direct"),
@@ -131,8 +60,7 @@ async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
         assert!(analyzed.contains("[Stage 1]"), "{backend}: {analyzed}");
         assert!(analyzed.contains("output_rows="), "{backend}: {analyzed}");
 
-        let failures = tpch::failures(&ctx, 1..=22).await;
-        assert!(failures.is_empty(), "{backend}: {}", failures.join("\n"));
+        tpch::assert_answers(&ctx, 1..=22, &format!("{backend}: ")).await;
         assert_eq!(reruns(&ap), 0, "{backend}");
         // A query too small for two tasks is planned as usual.
         let text = physical(&ctx, "SELECT count(*) FROM region").await;
@@ -146,7 +74,7 @@ async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
 
         // `swarm.path = 'storage'` sends the same query over the meadow.
         sql(&ctx, "SET swarm.path = 'storage'").await;
-        let text = physical(&ctx, &tpch::query(5)).await;
+        let text = physical(&ctx, &q5).await;
         assert!(!text.contains("DistributedExec"), "{backend}: {text}");
         assert!(text.contains("SwarmExec"), "{backend}: {text}");
         let explain = plan(&ctx, &format!("EXPLAIN {q5}")).await;
@@ -156,38 +84,10 @@ async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
         let err = sql_err(&ctx, "SET swarm.path = 'sideways'").await;
         assert!(err.contains("swarm.path must be"), "{err}");
         sql(&ctx, "SET swarm.path = 'auto'").await;
-        assert!(
-            physical(&ctx, &tpch::query(5))
-                .await
-                .contains("DistributedExec")
-        );
+        assert!(physical(&ctx, &q5).await.contains("DistributedExec"));
         drop(workers);
         ap.leave_swarm().await.unwrap();
     }
-}
-
-/// A coordinator of `bees` bees that listens, with TPC-H SF 0.1 on a local folder, and one
-/// listening node process, both reached; a session of the coordinator on the TPC-H schema with
-/// no size threshold.
-async fn listening_pair(
-    scratch: &std::path::Path,
-    bees: usize,
-) -> (Apiary, Worker, SessionContext) {
-    let url = format!("file://{}", scratch.join("meadow").display());
-    let ap = crate::swarm::coordinator_of(&url, scratch, bees).await;
-    tpch::load(&ap.session().unwrap()).await;
-    let worker = Worker::spawn(&url, "w1", scratch, &["--listen", "127.0.0.1:0"]);
-    let mut config = coordinator_config(scratch);
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    ap.join_swarm(config).await.unwrap();
-    let workers = [worker];
-    wait_alive(&ap, &workers).await;
-    wait_reached(&ap, 2, &workers).await;
-    let ctx = ap.session().unwrap();
-    tpch::use_schema(&ctx).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let [worker] = workers;
-    (ap, worker, ctx)
 }
 
 /// Two nodes that both listen — the coordinator and one process — with hash joins planned
@@ -197,25 +97,18 @@ async fn listening_pair(
 async fn partitioned_joins_answer_right_on_the_direct_path() {
     let scratch = tempfile::tempdir().unwrap();
     let (ap, _worker, ctx) = listening_pair(scratch.path(), 2).await;
-    sql(
+    sql_all(
         &ctx,
-        "SET distributed.file_scan_config_bytes_per_partition = 4194304",
-    )
-    .await;
-    sql(
-        &ctx,
-        "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
-    )
-    .await;
-    sql(
-        &ctx,
-        "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+        &[
+            "SET distributed.file_scan_config_bytes_per_partition = 4194304",
+            "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
+            "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+        ],
     )
     .await;
     let text = physical(&ctx, &tpch::query(15)).await;
     assert!(text.contains("mode=Partitioned"), "{text}");
-    let failures = tpch::failures(&ctx, 1..=22).await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    tpch::assert_answers(&ctx, 1..=22, "").await;
     assert_eq!(reruns(&ap), 0);
     // The coordinator reaches its own worker in-process, the other over gRPC.
     let swarm = ap.swarm().unwrap();
@@ -237,37 +130,27 @@ async fn partitioned_joins_answer_right_on_the_direct_path() {
 async fn one_bee_plans_answer_right_with_a_listening_node() {
     let scratch = tempfile::tempdir().unwrap();
     let (ap, _worker, ctx) = listening_pair(scratch.path(), 1).await;
-    sql(
-        &ctx,
-        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
-    )
-    .await;
-    let failures = tpch::failures(&ctx, 1..=22).await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    tpch::assert_answers(&ctx, 1..=22, "").await;
     ap.leave_swarm().await.unwrap();
 }
 
 /// One node that does not listen: `'auto'` keeps to the meadow, and the answer is right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_does_not_listen_keeps_the_query_on_the_meadow() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (scratch, url) = scratch_meadow();
     let (ap, _workers, ctx) =
         tpch_swarm(&url, scratch.path(), &[("m1", true), ("m2", false)]).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
     let text = physical(&ctx, &tpch::query(3)).await;
     assert!(!text.contains("DistributedExec"), "{text}");
     assert!(text.contains("SwarmExec"), "{text}");
-    let failures = tpch::failures(&ctx, [3, 5]).await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    tpch::assert_answers(&ctx, [3, 5], "").await;
     // Asked for the direct path, it takes it with the one node that listens (two tasks a
     // stage, both there).
     sql(&ctx, "SET swarm.path = 'direct'").await;
     sql(&ctx, "SET distributed.max_tasks_per_stage = 2").await;
     let text = physical(&ctx, &tpch::query(3)).await;
     assert!(text.contains("DistributedExec"), "{text}");
-    let failures = tpch::failures(&ctx, [3]).await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    tpch::assert_answers(&ctx, [3], "").await;
     // `swarm.enabled = false` keeps the query local on either path.
     sql(&ctx, "SET swarm.enabled = false").await;
     let text = physical(&ctx, &tpch::query(3)).await;
@@ -281,17 +164,14 @@ async fn a_node_that_does_not_listen_keeps_the_query_on_the_meadow() {
 /// right within the deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_before_a_query_costs_a_run_over_the_meadow_not_the_answer() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (scratch, url) = scratch_meadow();
     let (ap, mut workers, ctx) =
         tpch_swarm(&url, scratch.path(), &[("k1", true), ("k2", true)]).await;
-    let text = physical(&ctx, &tpch::query(3)).await;
-    assert!(text.contains("DirectPathExec"), "{text}");
+    takes_the_direct_path(&ctx, &tpch::query(3)).await;
 
     workers[1].kill();
     let start = Instant::now();
-    let failures = tpch::failures(&ctx, [3]).await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    tpch::assert_answers(&ctx, [3], "").await;
     assert_eq!(reruns(&ap), 1);
     assert!(
         start.elapsed() < Duration::from_secs(60),
@@ -309,20 +189,16 @@ async fn a_worker_killed_before_a_query_costs_a_run_over_the_meadow_not_the_answ
 /// aggregations on the workers, told to give up grouping at once, report skipped rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_run_with_the_sessions_settings() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (scratch, url) = scratch_meadow();
     let (ap, _workers, ctx) = tpch_swarm(&url, scratch.path(), &[("s1", true), ("s2", true)]).await;
     let q = "SELECT l_orderkey, count(*) FROM lineitem GROUP BY l_orderkey";
-    let text = physical(&ctx, q).await;
-    assert!(text.contains("DirectPathExec"), "{text}");
-    sql(
+    takes_the_direct_path(&ctx, q).await;
+    sql_all(
         &ctx,
-        "SET datafusion.execution.skip_partial_aggregation_probe_rows_threshold = 1",
-    )
-    .await;
-    sql(
-        &ctx,
-        "SET datafusion.execution.skip_partial_aggregation_probe_ratio_threshold = 0.0",
+        &[
+            "SET datafusion.execution.skip_partial_aggregation_probe_rows_threshold = 1",
+            "SET datafusion.execution.skip_partial_aggregation_probe_ratio_threshold = 0.0",
+        ],
     )
     .await;
     let analyzed = plan(&ctx, &format!("EXPLAIN ANALYZE {q}")).await;
@@ -341,31 +217,20 @@ async fn workers_run_with_the_sessions_settings() {
 /// memory no bee accounted for), then run in a chamber of their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workers_tasks_wait_for_its_bees_then_run_in_them() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
-    let ap = coordinator(&url, scratch.path()).await;
-    tpch::load(&ap.session().unwrap()).await;
+    let (scratch, url) = scratch_meadow();
+    let ap = tpch_coordinator(&url, scratch.path()).await;
     // The worker: a node of one bee in this process, so that the test can hold that bee.
     let dir = scratch.path().join("worker");
     let worker = crate::swarm::coordinator_of(&url, &dir, 1).await;
-    let mut config = swarm_config("w1", &dir, Duration::from_secs(60));
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    worker.join_swarm(config).await.unwrap();
+    let config = swarm_config("w1", &dir, Duration::from_secs(60));
+    worker.join_swarm(listening(config)).await.unwrap();
     // The coordinator listens too: datafusion-distributed does not cut stages for one worker.
-    let mut config = coordinator_config(scratch.path());
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    ap.join_swarm(config).await.unwrap();
+    ap.join_swarm(listening(coordinator_config(scratch.path())))
+        .await
+        .unwrap();
     wait_reached(&ap, 2, &[]).await;
-    let ctx = ap.session().unwrap();
-    tpch::use_schema(&ctx).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    sql(
-        &ctx,
-        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
-    )
-    .await;
-    let text = physical(&ctx, &tpch::query(3)).await;
-    assert!(text.contains("DirectPathExec"), "{text}");
+    let ctx = direct_session(&ap).await;
+    takes_the_direct_path(&ctx, &tpch::query(3)).await;
 
     let bees = worker.bees().clone();
     let chambers = bees.status().tasks;
@@ -411,8 +276,7 @@ async fn a_workers_tasks_wait_for_its_bees_then_run_in_them() {
 /// a query run again over the meadow beside the other coordinator's took 13 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_coordinators_never_stall_on_workers_of_one_bee() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (scratch, url) = scratch_meadow();
     let nodes = [("r1", true), ("r2", true)];
     let (a, workers, ctx_a) = tpch_swarm(&url, scratch.path(), &nodes).await;
     let dir = scratch.path().join("b");
@@ -421,21 +285,13 @@ async fn racing_coordinators_never_stall_on_workers_of_one_bee() {
         .await
         .unwrap();
     wait_reached(&b, 2, &workers).await;
-    let ctx_b = b.session().unwrap();
-    tpch::use_schema(&ctx_b).await;
+    let ctx_b = direct_session(&b).await;
     for ctx in [&ctx_a, &ctx_b] {
         // Each coordinator sees the other, which does not listen: 'auto' would keep to the
         // meadow.
         sql(ctx, "SET swarm.path = 'direct'").await;
-        sql(ctx, "SET swarm.min_bytes = 0").await;
-        sql(
-            ctx,
-            "SET distributed.file_scan_config_bytes_per_partition = 1048576",
-        )
-        .await;
     }
-    let text = physical(&ctx_b, &tpch::query(3)).await;
-    assert!(text.contains("DirectPathExec"), "{text}");
+    takes_the_direct_path(&ctx_b, &tpch::query(3)).await;
     let race = |ctx: SessionContext| {
         tokio::spawn(async move {
             let (mut failures, mut slowest) = (vec![], Duration::ZERO);
@@ -468,8 +324,7 @@ async fn racing_coordinators_never_stall_on_workers_of_one_bee() {
 /// a bee's worth each on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_larger_than_a_bee_completes_on_workers_of_256_mib_bees() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (scratch, url) = scratch_meadow();
     let options = apiary::ApiaryOptions {
         node: Some(apiary::exec::NodeConfig::fixed(
             2,
@@ -480,8 +335,7 @@ async fn a_join_larger_than_a_bee_completes_on_workers_of_256_mib_bees() {
     };
     let ap = Apiary::open_with(&url, options).await.unwrap();
     let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
+    hive_box(&ctx).await;
     sql(
         &ctx,
         "CREATE TABLE h.b.big AS SELECT value AS k, repeat(md5(CAST(value AS VARCHAR)), 8) AS pad \
@@ -490,20 +344,9 @@ async fn a_join_larger_than_a_bee_completes_on_workers_of_256_mib_bees() {
     .await;
     let workers: Vec<Worker> = ["j1", "j2"]
         .iter()
-        .map(|id| {
-            Worker::spawn_sized(
-                &url,
-                id,
-                scratch.path(),
-                ("2", "512M"),
-                &["--listen", "127.0.0.1:0"],
-            )
-        })
+        .map(|id| Worker::spawn_sized(&url, id, scratch.path(), ("2", "512M"), &LISTEN))
         .collect();
-    ap.join_swarm(coordinator_config(scratch.path()))
-        .await
-        .unwrap();
-    wait_alive(&ap, &workers).await;
+    join_and_wait(&ap, coordinator_config(scratch.path()), &workers).await;
     wait_reached(&ap, 2, &workers).await;
     let ctx = ap.session().unwrap();
     sql(&ctx, "SET swarm.min_bytes = 0").await;
@@ -514,17 +357,474 @@ async fn a_join_larger_than_a_bee_completes_on_workers_of_256_mib_bees() {
     .await;
     let q = "SELECT count(*) AS n, sum(length(a.pad) + length(b.pad)) AS bytes \
              FROM h.b.big a JOIN h.b.big b ON a.k = b.k";
-    let text = physical(&ctx, q).await;
-    assert!(text.contains("DirectPathExec"), "{text}");
+    let text = takes_the_direct_path(&ctx, q).await;
     assert!(text.contains("SortMergeJoin"), "{text}");
     let analyzed = plan(&ctx, &format!("EXPLAIN ANALYZE {q}")).await;
     let spills = metric_sum(&analyzed, "spill_count");
     assert!(analyzed.contains("NetworkShuffleExec"), "{analyzed}");
     assert!(spills > 0, "nothing spilled:\n{analyzed}");
-    let rows = crate::support::query(&ctx, q).await;
+    let rows = query(&ctx, q).await;
     assert_eq!(rows, vec!["1200000|614400000"], "{analyzed}");
     assert_eq!(reruns(&ap), 0, "{analyzed}");
     ap.leave_swarm().await.unwrap();
+}
+
+/// A worker killed with SIGKILL while it runs stages of a query, before the query's first batch:
+/// the query runs again over the meadow and answers right within the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_in_the_middle_of_a_query_costs_a_rerun_not_the_answer() {
+    lost_in_the_middle_of_a_query(Loss::Kill).await;
+}
+
+/// The same with the worker cut off (SIGSTOP: its connections open, nothing answering): the
+/// channels' keep-alive finds it silent, and the query runs again over the meadow — not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_in_the_middle_of_a_query_costs_a_rerun_not_a_hang() {
+    lost_in_the_middle_of_a_query(Loss::Cut).await;
+}
+
+/// A worker killed after a query's first batch reached the caller: running the query again
+/// would repeat rows, so it fails — within the deadline, never a hang — with an error that names
+/// the node it lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lost_after_the_first_batch_fails_the_query_naming_the_node() {
+    let err = lost_after_the_first_batch(Loss::Kill).await;
+    assert!(err.contains("node n2 (http://127.0.0.1:"), "{err}");
+}
+
+/// The same with the worker cut off rather than killed: its port still takes connections, so
+/// only a probe that waits for the worker's own answer finds it lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_after_the_first_batch_fails_the_query_naming_the_node() {
+    let err = lost_after_the_first_batch(Loss::Cut).await;
+    assert!(err.contains("node n2 (http://127.0.0.1:"), "{err}");
+}
+
+/// A worker takes plans from its swarm only: a client without the token, or with a wrong
+/// one, is refused before any plan runs, and the refusals are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refuses_a_client_without_the_swarm_token() {
+    let (scratch, url) = scratch_meadow();
+    let (ap, node, endpoint) = listening_node(&url, scratch.path()).await;
+    let ctx = ap.session().unwrap();
+    let old = bearer(&ap).await;
+    assert!(old.len() > 64);
+
+    for (sends, what) in [
+        (None, "no token"),
+        (Some("Bearer not-the-token"), "a wrong token"),
+    ] {
+        let outsider = outsider(&ctx, &endpoint, sends, true);
+        sql(&outsider, "SET swarm.path = 'storage'").await;
+        // A task per cell.
+        sql(
+            &outsider,
+            "SET distributed.file_scan_config_bytes_per_partition = 1",
+        )
+        .await;
+        let q = "SELECT g, count(*) FROM h.b.t GROUP BY g";
+        let text = physical(&outsider, q).await;
+        assert!(text.contains("DistributedExec"), "{what}: {text}");
+        let err = sql_err(&outsider, q).await;
+        assert!(err.contains("swarm token"), "{what}: {err}");
+    }
+    assert!(node.status().refused_requests >= 2);
+
+    // The swarm's own coordinator is let in.
+    let ctx = ap.session().unwrap();
+    sql_all(
+        &ctx,
+        &[
+            "SET swarm.path = 'direct'",
+            "SET swarm.min_bytes = 0",
+            "SET distributed.file_scan_config_bytes_per_partition = 1",
+            // Two tasks a stage, though this node is the only worker.
+            "SET distributed.max_tasks_per_stage = 2",
+        ],
+    )
+    .await;
+    let text = physical(&ctx, DISTINCT_G).await;
+    assert!(text.contains("DistributedExec"), "{text}");
+    let _ = plan(&ctx, "EXPLAIN SELECT 1").await;
+    assert_eq!(query(&ctx, DISTINCT_G).await, ["7"]);
+
+    // A new secret: the old token is refused once the node has read it again (every five view
+    // intervals), and the swarm's own queries go on.
+    apiary::swarm::SwarmToken::rotate(ap.meadow())
+        .await
+        .unwrap();
+    let stale = outsider(&ctx, &endpoint, Some(old), true);
+    sql(&stale, "SET swarm.path = 'storage'").await;
+    until(40, 100, async || {
+        let refused = node.status().refused_requests;
+        let answer = stale.sql(DISTINCT_G).await.unwrap();
+        match answer.collect().await {
+            Err(e) if e.to_string().contains("swarm token") => {
+                assert!(node.status().refused_requests > refused);
+                return Ok(());
+            }
+            // A query in flight when the node reads the new token can have some of its
+            // requests admitted and others refused; it fails, with the worker's wait for a plan
+            // that never came.
+            Err(e) => assert!(e.to_string().contains("timed-out"), "{e}"),
+            Ok(_) => {}
+        }
+        Err("the old token still admitted 40 s after the rotation".to_string())
+    })
+    .await;
+    assert_eq!(query(&ctx, DISTINCT_G).await, ["7"]);
+    ap.leave_swarm().await.unwrap();
+}
+
+/// A worker runs plans that read its meadow only: a client that holds the token but sends a scan
+/// of files outside the meadow is refused before the plan runs — on a local folder, whose store
+/// is the machine's file system, and on S3, where the worker has no `file://` store at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refuses_a_plan_that_reads_outside_its_meadow() {
+    for backend in local_and_s3() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (ap, node, endpoint) = listening_node(&backend.url, scratch.path()).await;
+        let token = bearer(&ap).await;
+        let holder = outsider(&ap.session().unwrap(), &endpoint, Some(token), true);
+        sql(&holder, "SET swarm.path = 'storage'").await;
+        sql(
+            &holder,
+            "SET distributed.file_scan_config_bytes_per_partition = 1",
+        )
+        .await;
+        // A folder beside the meadow; on S3 also a key prefix beside the meadow's in its bucket
+        // (its name starts with the meadow's).
+        let mut places = vec![format!("file://{}/outside/", scratch.path().display())];
+        if backend.url.starts_with("s3://") {
+            places.push(format!("{}-outside/", backend.url));
+        }
+        for (n, place) in places.iter().enumerate() {
+            // Four files, so that their scan is spread over tasks.
+            for i in 0..4 {
+                sql(
+                    &holder,
+                    &format!(
+                        "COPY (SELECT value AS k, value % 7 AS g FROM generate_series(1, 10000) \
+                         WHERE value % 4 = {i}) TO '{place}part-{i}.parquet'"
+                    ),
+                )
+                .await;
+            }
+            let table = format!("outside{n}");
+            holder
+                .register_parquet(&table, place, Default::default())
+                .await
+                .unwrap();
+            let q = format!("SELECT g, count(*) FROM {table} GROUP BY g");
+            let text = physical(&holder, &q).await;
+            assert!(
+                text.contains("DistributedExec"),
+                "{backend} {place}: {text}"
+            );
+            let refused = node.status().refused_requests;
+            let err = sql_err(&holder, &q).await;
+            assert!(
+                err.contains("outside its meadow"),
+                "{backend} {place}: {err}"
+            );
+            assert!(
+                node.status().refused_requests > refused,
+                "{backend} {place}"
+            );
+        }
+        // A client without a query ticket is not an Apiary coordinator: its plans are
+        // refused, naming the ticket.
+        let bare = outsider(&holder, &endpoint, Some(token), false);
+        let err = sql_err(&bare, "SELECT g, count(*) FROM outside0 GROUP BY g").await;
+        assert!(
+            err.contains("without its query's ticket (x-apiary-query)"),
+            "{backend}: {err}"
+        );
+        ap.leave_swarm().await.unwrap();
+    }
+}
+
+/// `--tls-cert/--tls-key/--tls-ca`: workers serve the direct path over TLS (https endpoints in
+/// their heartbeats) and no longer speak plain HTTP/2; a coordinator that holds the swarm's CA
+/// runs queries on them; one without it keeps to the meadow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_serve_the_direct_path_over_tls() {
+    let scratch = tempfile::tempdir().unwrap();
+    let [cert, key, ca] = certificates(scratch.path());
+    let url = local_meadow(scratch.path());
+    let ap = tpch_coordinator(&url, scratch.path()).await;
+    let tls = [
+        &LISTEN[..],
+        &["--tls-cert", &cert, "--tls-key", &key, "--tls-ca", &ca],
+    ]
+    .concat();
+    let workers = [
+        Worker::spawn(&url, "t1", scratch.path(), &tls),
+        Worker::spawn(&url, "t2", scratch.path(), &tls),
+    ];
+    // The coordinator listens too, without TLS: the probe below must tell the two apart.
+    let mut config = listening(coordinator_config(scratch.path()));
+    config.tls = Some(apiary::swarm::SwarmTls {
+        ca: Some(ca.clone().into()),
+        ..Default::default()
+    });
+    let node = ap.join_swarm(config).await.unwrap();
+    wait_alive(&ap, &workers).await;
+    wait_reached(&ap, 3, &workers).await;
+    let reached = ap.swarm().unwrap().direct_workers();
+    let tls: Vec<&String> = reached
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .collect();
+    assert_eq!(tls.len(), 2, "{reached:?}");
+    for endpoint in &tls {
+        assert!(
+            !speaks_plain_http2(endpoint).await,
+            "{endpoint} speaks plain HTTP/2"
+        );
+    }
+    assert!(speaks_plain_http2(&node.status().endpoint.unwrap()).await);
+
+    let ctx = direct_session(&ap).await;
+    takes_the_direct_path(&ctx, &tpch::query(5)).await;
+    tpch::assert_answers(&ctx, [3, 5], "").await;
+    let calls = ap.swarm().unwrap().direct_calls();
+    assert!(
+        tls.iter()
+            .all(|e| calls.keys().any(|c| c.starts_with(e.as_str()))),
+        "{calls:?}"
+    );
+    ap.leave_swarm().await.unwrap();
+
+    // A node without the CA does not call them: its queries keep to the meadow.
+    let dir = scratch.path().join("other");
+    let other = coordinator(&url, &dir).await;
+    join_and_wait(&other, coordinator_config(&dir), &workers).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(other.swarm().unwrap().direct_workers().is_empty());
+    let ctx = swarm_session(&other).await;
+    let text = physical(&ctx, &tpch::query(5)).await;
+    assert!(!text.contains("DirectPathExec"), "{text}");
+    tpch::assert_answers(&ctx, [5], "").await;
+    other.leave_swarm().await.unwrap();
+}
+
+/// `apiary node --rotate-secret` writes a new token and exits.
+#[test]
+fn rotate_secret_replaces_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("meadow");
+    std::fs::create_dir_all(&storage).unwrap();
+    let token = || {
+        let out = crate::support::apiary(&storage, &["node", "--rotate-secret"]);
+        assert!(crate::support::ok(&out).contains("swarm token"));
+        let bytes = std::fs::read(storage.join(apiary::swarm::SECRET)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["token"].as_str().unwrap().to_string()
+    };
+    let (first, second) = (token(), token());
+    assert!(first.len() >= 64, "{first}");
+    assert_ne!(first, second);
+}
+
+/// Nodes racing to listen first agree on one token: the secret is created conditionally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_nodes_agree_on_one_token() {
+    use apiary::swarm::SwarmToken;
+    let dir = tempfile::tempdir().unwrap();
+    let meadow = apiary::catalog::Meadow::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let tokens: Vec<String> = futures::future::join_all((0..8).map(|_| {
+        let meadow = meadow.clone();
+        tokio::spawn(async move { SwarmToken::load_or_create(&meadow).await.unwrap().bearer() })
+    }))
+    .await
+    .into_iter()
+    .map(|t| t.unwrap())
+    .collect();
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
+}
+
+/// `swarm.path = 'direct'` with no worker reached is an error that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_without_a_reached_worker_is_a_clear_error() {
+    let scratch = tempfile::tempdir().unwrap();
+    let ap = coordinator(&local_meadow(scratch.path()), scratch.path()).await;
+    ap.join_swarm(coordinator_config(scratch.path()))
+        .await
+        .unwrap();
+    let ctx = ap.session().unwrap();
+    hive_box(&ctx).await;
+    sql(&ctx, "CREATE TABLE h.b.t AS VALUES (1), (2)").await;
+    sql(&ctx, "SET swarm.path = 'direct'").await;
+    let err = sql_err(&ctx, "SELECT count(*) FROM h.b.t").await;
+    assert!(err.contains("swarm.path = 'direct', but no node"), "{err}");
+    ap.leave_swarm().await.unwrap();
+}
+
+/// The direct path keeps small queries local by the storage path's rule: a query that reads
+/// less than `swarm.min_bytes` of cells is planned as usual, whichever path was asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_below_min_bytes_stays_local_on_the_direct_path() {
+    let (scratch, url) = scratch_meadow();
+    let (ap, _node, _endpoint) = listening_node(&url, scratch.path()).await;
+    let ctx = ap.session().unwrap();
+    sql_all(
+        &ctx,
+        &[
+            "SET swarm.path = 'direct'",
+            "SET distributed.file_scan_config_bytes_per_partition = 1",
+            "SET distributed.max_tasks_per_stage = 2",
+        ],
+    )
+    .await;
+    // h.b.t has a few MiB of cells, below the default 64 MiB.
+    let q = "SELECT g, count(*) FROM h.b.t GROUP BY g";
+    let text = physical(&ctx, q).await;
+    assert!(!text.contains("DistributedExec"), "{text}");
+    let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
+    assert!(!explain.contains("DirectPathExec"), "{explain}");
+    sql(&ctx, "SET swarm.min_bytes = 0").await;
+    let text = physical(&ctx, q).await;
+    assert!(text.contains("DistributedExec"), "{text}");
+    assert_eq!(query(&ctx, DISTINCT_G).await, ["7"]);
+    ap.leave_swarm().await.unwrap();
+}
+
+/// Where no node listens the direct path costs no storage call per interval: nodes do not read
+/// the swarm secret after joining. Once a node listens, the others read it as soon as they
+/// reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_read_the_token_only_once_a_node_listens() {
+    let (meadow, counting) = apiary_catalog::testing::counting_meadow();
+    let scratch = tempfile::tempdir().unwrap();
+    // Heartbeats and views every 100 ms.
+    let a = crate::swarm::small_node(&meadow, "a", scratch.path(), |_| {}).await;
+    let _b = crate::swarm::small_node(&meadow, "b", scratch.path(), |_| {}).await;
+    counting.take_reads();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reads = counting.take_reads();
+    assert!(
+        !reads.iter().any(|k| k.contains(apiary::swarm::SECRET)),
+        "{reads:?}"
+    );
+
+    let _c = crate::swarm::small_node(&meadow, "c", scratch.path(), |c| {
+        c.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    until(10, 50, async || {
+        let reached = !a.swarm().unwrap().direct_workers().is_empty();
+        reached
+            .then_some(())
+            .ok_or_else(|| "a never read the token of the node that listens".to_string())
+    })
+    .await;
+}
+
+// Builders.
+
+/// What most tests here ask of `h.b.t` ([`listening_node`]): 7.
+const DISTINCT_G: &str = "SELECT count(DISTINCT g) FROM h.b.t";
+
+/// A coordinator's swarm settings; it does not listen itself.
+fn coordinator_config(scratch: &Path) -> SwarmConfig {
+    swarm_config("coordinator", scratch, Duration::from_secs(60))
+}
+
+/// `config`, listening on any free port of 127.0.0.1.
+fn listening(mut config: SwarmConfig) -> SwarmConfig {
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    config
+}
+
+/// Waits until the coordinator has reached `n` workers' endpoints.
+async fn wait_reached(ap: &Apiary, n: usize, workers: &[Worker]) {
+    let swarm = ap.swarm().expect("joined");
+    until(60, 100, async || {
+        if swarm.direct_workers().len() >= n {
+            return Ok(());
+        }
+        let logs: Vec<String> = workers
+            .iter()
+            .map(|w| format!("{}: {}", w.id, w.log()))
+            .collect();
+        Err(format!(
+            "reached {:?} after 60 s; logs:\n{}",
+            swarm.direct_workers(),
+            logs.join("\n")
+        ))
+    })
+    .await;
+}
+
+/// This coordinator's direct-path queries that failed before their first batch and ran again
+/// over the meadow: a test of the direct path itself wants none.
+fn reruns(ap: &Apiary) -> u64 {
+    ap.swarm().expect("joined").status().direct_reruns
+}
+
+/// The physical plan `q` gets in `ctx`, as text.
+async fn physical(ctx: &SessionContext, q: &str) -> String {
+    let plan = physical_plan(ctx, q).await;
+    displayable(plan.as_ref()).indent(true).to_string()
+}
+
+/// The physical plan `q` gets in `ctx`, as text, asserting that it takes the direct path.
+async fn takes_the_direct_path(ctx: &SessionContext, q: &str) -> String {
+    let text = physical(ctx, q).await;
+    assert!(text.contains("DirectPathExec"), "{text}");
+    text
+}
+
+/// A session of `ap` on the TPC-H schema with no size threshold, a task per MiB read: SF 0.1 is
+/// small (below the 64 MiB under which a query stays local), and so every large scan is spread.
+async fn direct_session(ap: &Apiary) -> SessionContext {
+    let ctx = swarm_session(ap).await;
+    sql(
+        &ctx,
+        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
+    )
+    .await;
+    ctx
+}
+
+/// A coordinator on `url` (which does not listen) with TPC-H SF 0.1 loaded, and a node process
+/// per `(id, listens)` — all seen alive, the listening ones reached — with a [`direct_session`]
+/// of the coordinator.
+async fn tpch_swarm(
+    url: &str,
+    scratch: &Path,
+    nodes: &[(&str, bool)],
+) -> (Apiary, Vec<Worker>, SessionContext) {
+    let ap = tpch_coordinator(url, scratch).await;
+    let workers: Vec<Worker> = nodes
+        .iter()
+        .map(|(id, listens)| {
+            let listen: &[&str] = if *listens { &LISTEN } else { &[] };
+            Worker::spawn(url, id, scratch, listen)
+        })
+        .collect();
+    join_and_wait(&ap, coordinator_config(scratch), &workers).await;
+    let listening = nodes.iter().filter(|(_, l)| *l).count();
+    wait_reached(&ap, listening, &workers).await;
+    let ctx = direct_session(&ap).await;
+    (ap, workers, ctx)
+}
+
+/// A coordinator of `bees` bees that listens, with TPC-H SF 0.1 on a local folder, and one
+/// listening node process, both reached; a [`direct_session`] of the coordinator.
+async fn listening_pair(scratch: &Path, bees: usize) -> (Apiary, Worker, SessionContext) {
+    let url = local_meadow(scratch);
+    let ap = crate::swarm::coordinator_of(&url, scratch, bees).await;
+    tpch::load(&ap.session().unwrap()).await;
+    let workers = [Worker::spawn(&url, "w1", scratch, &LISTEN)];
+    join_and_wait(&ap, listening(coordinator_config(scratch)), &workers).await;
+    wait_reached(&ap, 2, &workers).await;
+    let ctx = direct_session(&ap).await;
+    let [worker] = workers;
+    (ap, worker, ctx)
 }
 
 /// How many calls this node's direct path made to the worker of node `id`.
@@ -568,28 +868,14 @@ impl Loss {
     }
 }
 
-/// A worker killed with SIGKILL while it runs stages of a query, before the query's first batch:
-/// the query runs again over the meadow and answers right within the deadline.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_in_the_middle_of_a_query_costs_a_rerun_not_the_answer() {
-    lost_in_the_middle_of_a_query(Loss::Kill).await;
-}
-
-/// The same with the worker cut off (SIGSTOP: its connections open, nothing answering): the
-/// channels' keep-alive finds it silent, and the query runs again over the meadow — not a hang.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_cut_off_in_the_middle_of_a_query_costs_a_rerun_not_a_hang() {
-    lost_in_the_middle_of_a_query(Loss::Cut).await;
-}
-
+/// Loses worker `m2` as told while it runs stages of TPC-H q21: the answer is right all the
+/// same, within a minute.
 async fn lost_in_the_middle_of_a_query(loss: Loss) {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (scratch, url) = scratch_meadow();
     let (ap, mut workers, ctx) =
         tpch_swarm(&url, scratch.path(), &[("m1", true), ("m2", true)]).await;
     // q21: four scans of lineitem joined, long enough to lose a worker in.
-    let text = physical(&ctx, &tpch::query(21)).await;
-    assert!(text.contains("DirectPathExec"), "{text}");
+    takes_the_direct_path(&ctx, &tpch::query(21)).await;
     let before = calls_to(&ap, "m2");
     let start = Instant::now();
     let query = tokio::spawn({
@@ -615,30 +901,15 @@ async fn lost_in_the_middle_of_a_query(loss: Loss) {
     ap.leave_swarm().await.unwrap();
 }
 
-/// A worker killed after a query's first batch reached the caller: running the query again
-/// would repeat rows, so it fails — within the deadline, never a hang — with an error that names
-/// the node it lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_lost_after_the_first_batch_fails_the_query_naming_the_node() {
-    lost_after_the_first_batch(Loss::Kill).await;
-}
-
-/// The same with the worker cut off rather than killed: its port still takes connections, so
-/// only a probe that waits for the worker's own answer finds it lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_cut_off_after_the_first_batch_fails_the_query_naming_the_node() {
-    lost_after_the_first_batch(Loss::Cut).await;
-}
-
-async fn lost_after_the_first_batch(loss: Loss) {
+/// Loses worker `n2` as told once a query's first batch came: the query fails within a minute;
+/// its error.
+async fn lost_after_the_first_batch(loss: Loss) -> String {
     use futures::StreamExt;
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
+    let (scratch, url) = scratch_meadow();
     let (ap, mut workers, ctx) =
         tpch_swarm(&url, scratch.path(), &[("n1", true), ("n2", true)]).await;
     let q = "SELECT l_orderkey, l_comment FROM lineitem";
-    let text = physical(&ctx, q).await;
-    assert!(text.contains("DirectPathExec"), "{text}");
+    takes_the_direct_path(&ctx, q).await;
     let mut stream = ctx.sql(q).await.unwrap().execute_stream().await.unwrap();
     stream.next().await.expect("a first batch").unwrap();
     loss.inflict(&mut workers[1]);
@@ -654,9 +925,9 @@ async fn lost_after_the_first_batch(loss: Loss) {
         }
     };
     loss.end(&workers[1]);
-    assert!(err.contains("node n2 (http://127.0.0.1:"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(60));
     ap.leave_swarm().await.unwrap();
+    err
 }
 
 /// Always the given endpoints.
@@ -733,22 +1004,20 @@ fn outsider(
 
 /// A node of a meadow at `url` that listens on 127.0.0.1 (and coordinates), with a frame
 /// `h.b.t` of 400,000 rows in cells of about a MiB; its status and endpoint.
-async fn listening_node(url: &str, scratch: &std::path::Path) -> (Apiary, SwarmNode, String) {
+async fn listening_node(url: &str, scratch: &Path) -> (Apiary, SwarmNode, String) {
     let ap = coordinator(url, scratch).await;
     let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
-    sql(
-        &ctx,
-        "CREATE TABLE h.b.t AS SELECT value AS k, value % 7 AS g FROM generate_series(1, 100000)",
-    )
-    .await;
+    hive_box(&ctx).await;
+    let create =
+        "CREATE TABLE h.b.t AS SELECT value AS k, value % 7 AS g FROM generate_series(1, 100000)";
+    sql(&ctx, create).await;
     for _ in 0..3 {
         sql(&ctx, "INSERT INTO h.b.t SELECT * FROM h.b.t LIMIT 100000").await;
     }
-    let mut config = coordinator_config(scratch);
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    let node = ap.join_swarm(config).await.unwrap();
+    let node = ap
+        .join_swarm(listening(coordinator_config(scratch)))
+        .await
+        .unwrap();
     let endpoint = node.status().endpoint.expect("listening");
     assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
     (ap, node, endpoint)
@@ -766,172 +1035,16 @@ async fn bearer(ap: &Apiary) -> &'static str {
     format!("Bearer {}", secret["token"].as_str().unwrap()).leak()
 }
 
-/// A worker takes plans from its swarm only: a client without the token, or with a wrong
-/// one, is refused before any plan runs, and the refusals are counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_refuses_a_client_without_the_swarm_token() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
-    let (ap, node, endpoint) = listening_node(&url, scratch.path()).await;
-    let ctx = ap.session().unwrap();
-    let old = bearer(&ap).await;
-    assert!(old.len() > 64);
-
-    for (sends, what) in [
-        (None, "no token"),
-        (Some("Bearer not-the-token"), "a wrong token"),
-    ] {
-        let outsider = outsider(&ctx, &endpoint, sends, true);
-        sql(&outsider, "SET swarm.path = 'storage'").await;
-        // A task per cell.
-        sql(
-            &outsider,
-            "SET distributed.file_scan_config_bytes_per_partition = 1",
-        )
-        .await;
-        let q = "SELECT g, count(*) FROM h.b.t GROUP BY g";
-        let text = physical(&outsider, q).await;
-        assert!(text.contains("DistributedExec"), "{what}: {text}");
-        let err = sql_err(&outsider, q).await;
-        assert!(err.contains("swarm token"), "{what}: {err}");
-    }
-    assert!(node.status().refused_requests >= 2);
-
-    // The swarm's own coordinator is let in.
-    let ctx = ap.session().unwrap();
-    sql(&ctx, "SET swarm.path = 'direct'").await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    sql(
-        &ctx,
-        "SET distributed.file_scan_config_bytes_per_partition = 1",
-    )
-    .await;
-    // Two tasks a stage, though this node is the only worker.
-    sql(&ctx, "SET distributed.max_tasks_per_stage = 2").await;
-    let text = physical(&ctx, "SELECT count(DISTINCT g) FROM h.b.t").await;
-    assert!(text.contains("DistributedExec"), "{text}");
-    let _ = plan(&ctx, "EXPLAIN SELECT 1").await;
-    let rows = crate::support::query(&ctx, "SELECT count(DISTINCT g) FROM h.b.t").await;
-    assert_eq!(rows, ["7"]);
-
-    // A new secret: the old token is refused once the node has read it again (every five view
-    // intervals), and the swarm's own queries go on.
-    apiary::swarm::SwarmToken::rotate(ap.meadow())
-        .await
-        .unwrap();
-    let stale = outsider(&ctx, &endpoint, Some(old), true);
-    sql(&stale, "SET swarm.path = 'storage'").await;
-    let start = Instant::now();
-    loop {
-        let refused = node.status().refused_requests;
-        let answer = stale
-            .sql("SELECT count(DISTINCT g) FROM h.b.t")
-            .await
-            .unwrap();
-        match answer.collect().await {
-            Err(e) if e.to_string().contains("swarm token") => {
-                assert!(node.status().refused_requests > refused);
-                break;
-            }
-            // A query in flight when the node reads the new token can have some of its
-            // requests admitted and others refused; it fails, with the worker's wait for a plan
-            // that never came.
-            Err(e) => assert!(e.to_string().contains("timed-out"), "{e}"),
-            Ok(_) => {}
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(40),
-            "the old token still admitted 40 s after the rotation"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let rows = crate::support::query(&ctx, "SELECT count(DISTINCT g) FROM h.b.t").await;
-    assert_eq!(rows, ["7"]);
-    ap.leave_swarm().await.unwrap();
-}
-
-/// A worker runs plans that read its meadow only: a client that holds the token but sends a scan
-/// of files outside the meadow is refused before the plan runs — on a local folder, whose store
-/// is the machine's file system, and on S3, where the worker has no `file://` store at all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_refuses_a_plan_that_reads_outside_its_meadow() {
-    for backend in local_and_s3() {
-        let scratch = tempfile::tempdir().unwrap();
-        let (ap, node, endpoint) = listening_node(&backend.url, scratch.path()).await;
-        let token = bearer(&ap).await;
-        let holder = outsider(&ap.session().unwrap(), &endpoint, Some(token), true);
-        sql(&holder, "SET swarm.path = 'storage'").await;
-        sql(
-            &holder,
-            "SET distributed.file_scan_config_bytes_per_partition = 1",
-        )
-        .await;
-        // A folder beside the meadow; on S3 also a key prefix beside the meadow's in its bucket
-        // (its name starts with the meadow's).
-        let mut places = vec![format!("file://{}/outside/", scratch.path().display())];
-        if backend.url.starts_with("s3://") {
-            places.push(format!("{}-outside/", backend.url));
-        }
-        for (n, place) in places.iter().enumerate() {
-            // Four files, so that their scan is spread over tasks.
-            for i in 0..4 {
-                sql(
-                    &holder,
-                    &format!(
-                        "COPY (SELECT value AS k, value % 7 AS g FROM generate_series(1, 10000) \
-                         WHERE value % 4 = {i}) TO '{place}part-{i}.parquet'"
-                    ),
-                )
-                .await;
-            }
-            let table = format!("outside{n}");
-            holder
-                .register_parquet(&table, place, Default::default())
-                .await
-                .unwrap();
-            let q = format!("SELECT g, count(*) FROM {table} GROUP BY g");
-            let text = physical(&holder, &q).await;
-            assert!(
-                text.contains("DistributedExec"),
-                "{backend} {place}: {text}"
-            );
-            let refused = node.status().refused_requests;
-            let err = sql_err(&holder, &q).await;
-            assert!(
-                err.contains("outside its meadow"),
-                "{backend} {place}: {err}"
-            );
-            assert!(
-                node.status().refused_requests > refused,
-                "{backend} {place}"
-            );
-        }
-        // A client without a query ticket is not an Apiary coordinator: its plans are
-        // refused, naming the ticket.
-        let bare = outsider(&holder, &endpoint, Some(token), false);
-        let err = sql_err(&bare, "SELECT g, count(*) FROM outside0 GROUP BY g").await;
-        assert!(
-            err.contains("without its query's ticket (x-apiary-query)"),
-            "{backend}: {err}"
-        );
-        ap.leave_swarm().await.unwrap();
-    }
-}
-
 /// Certificates for 127.0.0.1, made with `openssl`: a CA, and a node certificate it signed.
 /// Returns the node's certificate, its key and the CA's certificate.
-fn certificates(dir: &std::path::Path) -> [String; 3] {
+fn certificates(dir: &Path) -> [String; 3] {
     let openssl = |args: &str| {
-        let out = std::process::Command::new("openssl")
-            .args(args.split(' '))
-            .current_dir(dir)
+        let mut command = std::process::Command::new("openssl");
+        command.args(args.split(' ')).current_dir(dir);
+        let out = command
             .output()
             .expect("openssl (the tests make their certificates with it)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::support::ok(&out);
     };
     let key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
     openssl(&format!(
@@ -964,208 +1077,4 @@ async fn speaks_plain_http2(endpoint: &str) -> bool {
     let mut head = [0u8; 9];
     let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut head)).await;
     matches!(read, Ok(Ok(_))) && head[3] == 4
-}
-
-/// `--tls-cert/--tls-key/--tls-ca`: workers serve the direct path over TLS (https endpoints in
-/// their heartbeats) and no longer speak plain HTTP/2; a coordinator that holds the swarm's CA
-/// runs queries on them; one without it keeps to the meadow.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_serve_the_direct_path_over_tls() {
-    let scratch = tempfile::tempdir().unwrap();
-    let [cert, key, ca] = certificates(scratch.path());
-    let url = format!("file://{}", scratch.path().join("meadow").display());
-    let ap = coordinator(&url, scratch.path()).await;
-    tpch::load(&ap.session().unwrap()).await;
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--tls-ca",
-        &ca,
-    ];
-    let workers = [
-        Worker::spawn(&url, "t1", scratch.path(), &args),
-        Worker::spawn(&url, "t2", scratch.path(), &args),
-    ];
-    let mut config = coordinator_config(scratch.path());
-    // The coordinator listens too, without TLS: the probe below must tell the two apart.
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.tls = Some(apiary::swarm::SwarmTls {
-        ca: Some(ca.clone().into()),
-        ..Default::default()
-    });
-    let node = ap.join_swarm(config).await.unwrap();
-    wait_alive(&ap, &workers).await;
-    wait_reached(&ap, 3, &workers).await;
-    let reached = ap.swarm().unwrap().direct_workers();
-    let tls: Vec<&String> = reached
-        .iter()
-        .filter(|e| e.starts_with("https://"))
-        .collect();
-    assert_eq!(tls.len(), 2, "{reached:?}");
-    for endpoint in &tls {
-        assert!(
-            !speaks_plain_http2(endpoint).await,
-            "{endpoint} speaks plain HTTP/2"
-        );
-    }
-    assert!(speaks_plain_http2(&node.status().endpoint.unwrap()).await);
-
-    let ctx = ap.session().unwrap();
-    tpch::use_schema(&ctx).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    sql(
-        &ctx,
-        "SET distributed.file_scan_config_bytes_per_partition = 1048576",
-    )
-    .await;
-    let text = physical(&ctx, &tpch::query(5)).await;
-    assert!(text.contains("DirectPathExec"), "{text}");
-    let failures = tpch::failures(&ctx, [3, 5]).await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let calls = ap.swarm().unwrap().direct_calls();
-    assert!(
-        tls.iter()
-            .all(|e| calls.keys().any(|c| c.starts_with(e.as_str()))),
-        "{calls:?}"
-    );
-    ap.leave_swarm().await.unwrap();
-
-    // A node without the CA does not call them: its queries keep to the meadow.
-    let other = coordinator(&url, &scratch.path().join("other")).await;
-    other
-        .join_swarm(coordinator_config(&scratch.path().join("other")))
-        .await
-        .unwrap();
-    wait_alive(&other, &workers).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(other.swarm().unwrap().direct_workers().is_empty());
-    let ctx = other.session().unwrap();
-    tpch::use_schema(&ctx).await;
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let text = physical(&ctx, &tpch::query(5)).await;
-    assert!(!text.contains("DirectPathExec"), "{text}");
-    let failures = tpch::failures(&ctx, [5]).await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    other.leave_swarm().await.unwrap();
-}
-
-/// `apiary node --rotate-secret` writes a new token and exits.
-#[test]
-fn rotate_secret_replaces_the_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = dir.path().join("meadow");
-    std::fs::create_dir_all(&storage).unwrap();
-    let token = || {
-        let out = crate::support::apiary(&storage, &["node", "--rotate-secret"]);
-        assert!(crate::support::ok(&out).contains("swarm token"));
-        let bytes = std::fs::read(storage.join(apiary::swarm::SECRET)).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        v["token"].as_str().unwrap().to_string()
-    };
-    let (first, second) = (token(), token());
-    assert!(first.len() >= 64, "{first}");
-    assert_ne!(first, second);
-}
-
-/// Nodes racing to listen first agree on one token: the secret is created conditionally.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_nodes_agree_on_one_token() {
-    use apiary::swarm::SwarmToken;
-    let dir = tempfile::tempdir().unwrap();
-    let meadow = apiary::catalog::Meadow::open(dir.path().to_str().unwrap())
-        .await
-        .unwrap();
-    let tokens: Vec<String> = futures::future::join_all((0..8).map(|_| {
-        let meadow = meadow.clone();
-        tokio::spawn(async move { SwarmToken::load_or_create(&meadow).await.unwrap().bearer() })
-    }))
-    .await
-    .into_iter()
-    .map(|t| t.unwrap())
-    .collect();
-    assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
-}
-
-/// `swarm.path = 'direct'` with no worker reached is an error that says so.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn direct_without_a_reached_worker_is_a_clear_error() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
-    let ap = coordinator(&url, scratch.path()).await;
-    ap.join_swarm(coordinator_config(scratch.path()))
-        .await
-        .unwrap();
-    let ctx = ap.session().unwrap();
-    sql(&ctx, "CREATE DATABASE h").await;
-    sql(&ctx, "CREATE SCHEMA h.b").await;
-    sql(&ctx, "CREATE TABLE h.b.t AS VALUES (1), (2)").await;
-    sql(&ctx, "SET swarm.path = 'direct'").await;
-    let err = sql_err(&ctx, "SELECT count(*) FROM h.b.t").await;
-    assert!(err.contains("swarm.path = 'direct', but no node"), "{err}");
-    ap.leave_swarm().await.unwrap();
-}
-
-/// The direct path keeps small queries local by the storage path's rule: a query that reads
-/// less than `swarm.min_bytes` of cells is planned as usual, whichever path was asked.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_query_below_min_bytes_stays_local_on_the_direct_path() {
-    let scratch = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", scratch.path().join("meadow").display());
-    let (ap, _node, _endpoint) = listening_node(&url, scratch.path()).await;
-    let ctx = ap.session().unwrap();
-    sql(&ctx, "SET swarm.path = 'direct'").await;
-    sql(
-        &ctx,
-        "SET distributed.file_scan_config_bytes_per_partition = 1",
-    )
-    .await;
-    sql(&ctx, "SET distributed.max_tasks_per_stage = 2").await;
-    // h.b.t has a few MiB of cells, below the default 64 MiB.
-    let q = "SELECT g, count(*) FROM h.b.t GROUP BY g";
-    let text = physical(&ctx, q).await;
-    assert!(!text.contains("DistributedExec"), "{text}");
-    let explain = plan(&ctx, &format!("EXPLAIN {q}")).await;
-    assert!(!explain.contains("DirectPathExec"), "{explain}");
-    sql(&ctx, "SET swarm.min_bytes = 0").await;
-    let text = physical(&ctx, q).await;
-    assert!(text.contains("DistributedExec"), "{text}");
-    let rows = crate::support::query(&ctx, "SELECT count(DISTINCT g) FROM h.b.t").await;
-    assert_eq!(rows, ["7"]);
-    ap.leave_swarm().await.unwrap();
-}
-
-/// Where no node listens the direct path costs no storage call per interval: nodes do not read
-/// the swarm secret after joining. Once a node listens, the others read it as soon as they
-/// reach it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_read_the_token_only_once_a_node_listens() {
-    let (meadow, counting) = apiary_catalog::testing::counting_meadow();
-    let scratch = tempfile::tempdir().unwrap();
-    // Heartbeats and views every 100 ms.
-    let a = crate::swarm::small_node(&meadow, "a", scratch.path(), |_| {}).await;
-    let _b = crate::swarm::small_node(&meadow, "b", scratch.path(), |_| {}).await;
-    counting.take_reads();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let reads = counting.take_reads();
-    assert!(
-        !reads.iter().any(|k| k.contains(apiary::swarm::SECRET)),
-        "{reads:?}"
-    );
-
-    let _c = crate::swarm::small_node(&meadow, "c", scratch.path(), |c| {
-        c.listen = Some("127.0.0.1:0".parse().unwrap());
-    })
-    .await;
-    let start = Instant::now();
-    while a.swarm().unwrap().direct_workers().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "a never read the token of the node that listens"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
