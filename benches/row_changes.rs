@@ -15,8 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use apiary::Apiary;
-use common::{arg_or, median, ms, parquet_bytes, repo, run, work_dir};
+use common::{arg_or, json_of, median, ms, parquet_bytes, repo, run, work_dir};
 
 const CELLS: u64 = 20;
 
@@ -96,19 +95,11 @@ async fn main() {
     );
     // One run of `op` on delta-rs: (milliseconds, Parquet bytes written).
     let delta = |op: &str| -> (f64, u64) {
-        let out = Command::new(&python)
-            .arg(repo().join("benches/row_changes_deltalake.py"))
+        let mut side = Command::new(&python);
+        side.arg(repo().join("benches/row_changes_deltalake.py"))
             .args(["--dir", work.to_str().expect("utf-8")])
-            .args(["--rows", &rows.to_string(), "--runs", "1", "--only", op])
-            .output()
-            .expect("run the deltalake side");
-        assert!(
-            out.status.success(),
-            "deltalake side failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value =
-            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("json");
+            .args(["--rows", &rows.to_string(), "--runs", "1", "--only", op]);
+        let v = json_of(&mut side, "the deltalake side");
         let t = v["ms"][0].as_f64().unwrap_or(f64::NAN);
         (t, v["bytes"].as_u64().unwrap_or(0))
     };
@@ -123,9 +114,7 @@ async fn main() {
             let _ = std::fs::remove_dir_all(&run_dir);
             copy_dir(&base_dir, &run_dir);
             let before = parquet_bytes(&run_dir);
-            let ap = Apiary::open(run_dir.to_str().expect("utf-8"))
-                .await
-                .expect("open");
+            let ap = common::open(&run_dir).await;
             let ctx = ap.session().expect("session");
             let start = Instant::now();
             run(&ctx, sql).await;

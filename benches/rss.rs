@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use apiary::exec::NodeConfig;
 use apiary::{Apiary, ApiaryOptions};
-use common::{arg, ms, run, tpch_apiary, tpch_query, work_dir};
+use common::{arg, ms, run, stdout_of, tpch_apiary, tpch_query, work_dir};
 use datafusion::prelude::SessionContext;
 
 const BEES: usize = 2;
@@ -75,16 +75,9 @@ struct Outcome {
 }
 
 fn measure(mode: &str, query: &str, dir: &str) -> Outcome {
-    let out = Command::new(std::env::current_exe().expect("exe"))
-        .args(["--child", mode, "--query", query, "--dir", dir])
-        .output()
-        .expect("child");
-    assert!(
-        out.status.success(),
-        "{mode} q{query}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut child = Command::new(std::env::current_exe().expect("exe"));
+    child.args(["--child", mode, "--query", query, "--dir", dir]);
+    let text = stdout_of(&mut child, &format!("{mode} q{query}"));
     let (peak, rest) = text.split_once(' ').expect("peak");
     let peak = peak.parse().expect("peak");
     let result = match rest.strip_prefix("failed ") {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use apiary::Apiary;
 use apiary::catalog::testing::Counting;
 use apiary::catalog::{IoRuntime, Leafcutter, StoreLayer, WriteOptions};
-use common::{arg, arg_or, median, ms, run, work_dir};
+use common::{arg, arg_or, create_box, median, ms, run, stdout_of, work_dir};
 use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::object_store::ObjectStore;
@@ -63,8 +63,7 @@ fn batch(cell: i64) -> RecordBatch {
 async fn build(url: &str, cells: i64) -> String {
     let ap = Apiary::open(url).await.expect("open");
     let ctx = ap.session().expect("session");
-    run(&ctx, "CREATE DATABASE sel").await;
-    run(&ctx, "CREATE SCHEMA sel.data").await;
+    create_box(&ctx, "sel", "data").await;
     run(
         &ctx,
         "CREATE TABLE sel.data.t (id BIGINT NOT NULL, v DOUBLE NOT NULL, note VARCHAR NOT NULL)",
@@ -148,26 +147,12 @@ async fn listing_session(url: &str, listing: &str, counted: Option<&Counted>) ->
 }
 
 fn cold(side: &str, url: &str, listing: &str, cells: i64) -> Duration {
-    let out = Command::new(std::env::current_exe().expect("exe"))
-        .args([
-            "--cold",
-            side,
-            "--url",
-            url,
-            "--listing",
-            listing,
-            "--cells",
-            &cells.to_string(),
-        ])
-        .output()
-        .expect("child");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let millis: f64 = text.trim().parse().expect("milliseconds");
+    let mut child = Command::new(std::env::current_exe().expect("exe"));
+    child.args(["--cold", side, "--url", url, "--listing", listing]);
+    child.args(["--cells", &cells.to_string()]);
+    let millis: f64 = stdout_of(&mut child, &format!("the {side} side, cold"))
+        .parse()
+        .expect("milliseconds");
     Duration::from_secs_f64(millis / 1000.0)
 }
 

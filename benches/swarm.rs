@@ -335,16 +335,14 @@ async fn scale_out(dir: &Path, runs: usize) {
         .expect("open");
     if meadows.s3 {
         // Alone in a swarm of its own copy: its queries read cells through its cell cache.
-        let mut config = SwarmConfig::default().with_node_id("alone");
-        config.cache_dir = scratch.join("cache");
+        let config = node_config("alone", &scratch);
         alone.join_swarm(config).await.expect("join");
     }
     let coordinator = Apiary::open_with(&meadows.swarm, one_node(&scratch.join("coordinator")))
         .await
         .expect("open");
     let _worker = Worker::spawn(&meadows.swarm, "w1", 1, &scratch.join("cache"));
-    let mut config = SwarmConfig::default().with_node_id("coordinator");
-    config.cache_dir = scratch.join("cache");
+    let mut config = node_config("coordinator", &scratch);
     config.keep_queries = arg("--timeline").is_some();
     coordinator.join_swarm(config).await.expect("join");
     wait_alive(&coordinator, "w1").await;
@@ -361,8 +359,7 @@ async fn scale_out(dir: &Path, runs: usize) {
     .await
     .expect("open");
     if meadows.s3 {
-        let mut config = SwarmConfig::default().with_node_id("two-bees");
-        config.cache_dir = scratch.join("cache");
+        let config = node_config("two-bees", &scratch);
         two_bees.join_swarm(config).await.expect("join");
     }
     let ceiling = tpch_session(&two_bees).await;
@@ -488,12 +485,8 @@ async fn scale_out(dir: &Path, runs: usize) {
             two.push(time(&swarm, &sql).await.0);
         }
         let (one, two) = (median(one), median(two));
-        println!(
-            "| q{q} | {:.1} | {:.1} | {:.2}× |",
-            ms(one),
-            ms(two),
-            two.as_secs_f64() / one.as_secs_f64()
-        );
+        let cost = two.as_secs_f64() / one.as_secs_f64();
+        println!("| q{q} | {:.1} | {:.1} | {cost:.2}× |", ms(one), ms(two));
     }
     coordinator.leave_swarm().await.expect("leave");
     alone.leave_swarm().await.expect("leave");
@@ -530,8 +523,7 @@ async fn direct_scale_out(dir: &Path, runs: usize) {
         &scratch.join("cache"),
         &["--listen", "--bees", &bees],
     );
-    let mut config = SwarmConfig::default().with_node_id("coordinator");
-    config.cache_dir = scratch.join("cache");
+    let mut config = node_config("coordinator", &scratch);
     config.listen = Some("127.0.0.1:0".parse().expect("address"));
     coordinator.join_swarm(config).await.expect("join");
     wait_alive(&coordinator, "w1").await;
@@ -636,6 +628,13 @@ async fn direct_scale_out(dir: &Path, runs: usize) {
         }
     );
     coordinator.leave_swarm().await.expect("leave");
+}
+
+/// The settings of node `id`, its cell cache in `{scratch}/cache`.
+fn node_config(id: &str, scratch: &Path) -> SwarmConfig {
+    let mut config = SwarmConfig::default().with_node_id(id);
+    config.cache_dir = scratch.join("cache");
+    config
 }
 
 /// One row of a scale-out table: the medians of both sides and their ratio.
@@ -763,9 +762,9 @@ async fn calls(dir: &Path) {
             let ap = Apiary::from_meadow(meadow, io, one_node(&scratch.join(id)))
                 .await
                 .expect("open");
-            let mut config = SwarmConfig::default().with_node_id(id);
-            config.cache_dir = scratch.join("cache");
-            ap.join_swarm(config).await.expect("join");
+            ap.join_swarm(node_config(id, &scratch))
+                .await
+                .expect("join");
             (ap, counting)
         }
     };
@@ -856,8 +855,7 @@ async fn idle(secs: u64) {
         1,
         &scratch.path().join("cache"),
     );
-    let mut config = SwarmConfig::default().with_node_id("counted");
-    config.cache_dir = scratch.path().join("cache");
+    let config = node_config("counted", scratch.path());
     ap.join_swarm(config).await.expect("join");
     wait_alive(&ap, "idle").await;
     counting.take();

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{arg, arg_or, median, parquet_bytes, repo, run, work_dir};
+use common::{arg, arg_or, json_of, median, parquet_bytes, repo, run, work_dir};
 use datafusion::prelude::SessionContext;
 
 /// The source file, made once per row count with DataFusion.
@@ -113,20 +113,12 @@ async fn bench() {
         ],
     );
     let peer = |way: &str| -> (Duration, u64) {
-        let out = Command::new(&python)
-            .arg(repo().join("benches/writes_peers.py"))
+        let mut side = Command::new(&python);
+        side.arg(repo().join("benches/writes_peers.py"))
             .args(["--source", src.to_str().expect("utf-8")])
             .args(["--out", work.join(way).to_str().expect("utf-8")])
-            .args(["--way", way])
-            .output()
-            .expect("run the peers' side");
-        assert!(
-            out.status.success(),
-            "{way} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value =
-            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("json");
+            .args(["--way", way]);
+        let v = json_of(&mut side, way);
         let ms = v["ms"].as_f64().unwrap_or(f64::NAN);
         (
             Duration::from_secs_f64(ms / 1000.0),

@@ -35,16 +35,27 @@ pub fn arg_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// The folder of TPC-H Parquet files at scale factor `sf` (`scripts/tpch-data`).
 pub fn tpch_data(sf: &str) -> PathBuf {
-    let out = Command::new(repo().join("scripts/tpch-data"))
-        .arg(sf)
+    let mut script = Command::new(repo().join("scripts/tpch-data"));
+    PathBuf::from(stdout_of(script.arg(sf), "scripts/tpch-data"))
+}
+
+/// The output of `command`, run to its end, trimmed; a failure panics naming `what`, with its
+/// error output.
+pub fn stdout_of(command: &mut Command, what: &str) -> String {
+    let out = command
         .output()
-        .expect("run scripts/tpch-data");
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
     assert!(
         out.status.success(),
-        "scripts/tpch-data failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The JSON object `command` prints (see [`stdout_of`]).
+pub fn json_of(command: &mut Command, what: &str) -> serde_json::Value {
+    serde_json::from_str(&stdout_of(command, what)).expect("json")
 }
 
 /// Makes the S3 test server available when no S3 is configured; returns whether this run
@@ -58,17 +69,8 @@ pub fn ensure_s3() -> bool {
         .arg("status")
         .output()
         .is_ok_and(|o| o.status.success());
-    let out = Command::new(&script)
-        .arg("start")
-        .output()
-        .expect("s3-test-server");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let env =
-        std::fs::read_to_string(String::from_utf8_lossy(&out.stdout).trim()).expect("env file");
+    let env_file = stdout_of(Command::new(&script).arg("start"), "s3-test-server");
+    let env = std::fs::read_to_string(env_file).expect("env file");
     for line in env.lines() {
         if let Some((k, v)) = line.trim_start_matches("export ").split_once('=') {
             // SAFETY: single-threaded at this point of main, before any child or task starts.
@@ -198,12 +200,9 @@ pub async fn tpch_apiary_clustered(sf: &str, clustered: &[(&str, &str)]) -> (Pat
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let data = tpch_data(sf);
-        let ap = Apiary::open(dir.to_str().expect("utf-8"))
-            .await
-            .expect("open");
+        let ap = open(&dir).await;
         let ctx = ap.session().expect("session");
-        run(&ctx, "CREATE DATABASE tpch").await;
-        run(&ctx, "CREATE SCHEMA tpch.data").await;
+        create_box(&ctx, "tpch", "data").await;
         for t in TPCH_TABLES {
             let start = Instant::now();
             let src = format!("{}/{t}.parquet", data.display());
@@ -239,9 +238,7 @@ pub async fn tpch_apiary_clustered(sf: &str, clustered: &[(&str, &str)]) -> (Pat
         }
         std::fs::write(&complete, b"").expect("marker");
     }
-    let ap = Apiary::open(dir.to_str().expect("utf-8"))
-        .await
-        .expect("open");
+    let ap = open(&dir).await;
     (dir, ap)
 }
 
@@ -290,11 +287,21 @@ pub fn peer_python(check: &str, packages: &[&str]) -> String {
 /// session on its bees.
 pub async fn fresh_hive_box(dir: &Path) -> (Apiary, SessionContext) {
     let _ = std::fs::remove_dir_all(dir);
-    let ap = Apiary::open(dir.to_str().expect("utf-8"))
-        .await
-        .expect("open");
+    let ap = open(dir).await;
     let ctx = ap.session().expect("session");
-    run(&ctx, "CREATE DATABASE h").await;
-    run(&ctx, "CREATE SCHEMA h.b").await;
+    create_box(&ctx, "h", "b").await;
     (ap, ctx)
+}
+
+/// Apiary on the folder `dir`.
+pub async fn open(dir: &Path) -> Apiary {
+    Apiary::open(dir.to_str().expect("utf-8"))
+        .await
+        .expect("open")
+}
+
+/// Creates hive `hive` and its box `{hive}.{name}`.
+pub async fn create_box(ctx: &SessionContext, hive: &str, name: &str) {
+    run(ctx, &format!("CREATE DATABASE {hive}")).await;
+    run(ctx, &format!("CREATE SCHEMA {hive}.{name}")).await;
 }
