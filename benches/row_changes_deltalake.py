@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
+from peers import parquet_bytes
+
 CELLS = 20
 
 
@@ -27,13 +29,6 @@ def rows(first, n):
             "v": pc.multiply(pc.cast(ids, pa.float64()), 0.5),
         }
     )
-
-
-def parquet_bytes(path):
-    total = 0
-    for root, _, files in os.walk(path):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files if f.endswith(".parquet"))
-    return total
 
 
 def main():

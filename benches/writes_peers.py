@@ -12,14 +12,7 @@ import os
 import shutil
 import time
 
-
-def parquet_bytes(path):
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    total = 0
-    for root, _, files in os.walk(path):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files if f.endswith(".parquet"))
-    return total
+from peers import parquet_bytes
 
 
 def main():
