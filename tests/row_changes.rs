@@ -1,13 +1,13 @@
-//! DELETE, UPDATE and TRUNCATE where a test needs more than SQL (a session without Apiary's
-//! guard, races, EXPLAIN's side effects). The statements themselves are
-//! `tests/slt/row_changes.slt`.
+//! DELETE, UPDATE, TRUNCATE and MERGE where a test needs more than SQL (a session without
+//! Apiary's guard, races, EXPLAIN's side effects). The statements themselves are
+//! `tests/slt/row_changes.slt` and `tests/slt/merge.slt`.
 
 use std::sync::Arc;
 
 use apiary::Apiary;
 use datafusion::prelude::SessionContext;
 
-use crate::support::{assert_scalars, backends, frame_by_k, query, scalar, sql, sql_err};
+use crate::support::{Backend, assert_scalars, frame_by_k, query, scalar, sql, sql_err};
 
 /// `h.b.t` (id, k, v) partitioned by k: cells `k=a` (ids 1–3 and 10–12, two cells), `k=b`
 /// (ids 4–5), `k=c` (id 6, v NULL).
@@ -83,71 +83,106 @@ async fn a_session_without_apiarys_guard_refuses_row_changes() {
 
 /// As Delta does it: a DELETE rebases over appends committed meanwhile (their rows stay), and of
 /// two statements rewriting the same cell from the same version one fails naming the cell.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_changes_race_appends_and_each_other() {
-    for b in backends() {
-        let (_ap, ctx) = frame(&b.url).await;
-        // Both planned (and so pinned to the same version) before either runs.
-        let d1 = ctx.sql("DELETE FROM h.b.t WHERE id = 2").await.unwrap();
-        let d2 = ctx
-            .sql("UPDATE h.b.t SET v = 0 WHERE id = 3")
-            .await
-            .unwrap();
-        let (r1, r2) = tokio::join!(d1.collect(), d2.collect());
-        let errors: Vec<String> = [r1.err(), r2.err()]
-            .into_iter()
-            .flatten()
-            .map(|e| e.to_string())
-            .collect();
-        assert_eq!(
-            errors.len(),
-            1,
-            "{b}: exactly one of the two fails: {errors:?}"
-        );
-        assert!(
-            errors[0].contains("commit conflict on frame h.b.t") && errors[0].contains(".parquet"),
-            "{b}: {}",
-            errors[0]
-        );
+async fn row_changes_race_appends_and_each_other(b: Backend) {
+    let (_ap, ctx) = frame(&b.url).await;
+    // Both planned (and so pinned to the same version) before either runs.
+    let d1 = ctx.sql("DELETE FROM h.b.t WHERE id = 2").await.unwrap();
+    let d2 = ctx
+        .sql("UPDATE h.b.t SET v = 0 WHERE id = 3")
+        .await
+        .unwrap();
+    let (r1, r2) = tokio::join!(d1.collect(), d2.collect());
+    let errors: Vec<String> = [r1.err(), r2.err()]
+        .into_iter()
+        .flatten()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "{b}: exactly one of the two fails: {errors:?}"
+    );
+    assert!(
+        errors[0].contains("commit conflict on frame h.b.t") && errors[0].contains(".parquet"),
+        "{b}: {}",
+        errors[0]
+    );
 
-        // A DELETE racing eight appends: every appended row stays, the deleted rows go.
-        let rows_before: u64 = scalar(&ctx, "SELECT count(*) FROM h.b.t")
-            .await
-            .parse()
-            .unwrap();
-        let delete = ctx.sql("DELETE FROM h.b.t WHERE id < 10").await.unwrap();
-        let ctx = Arc::new(ctx);
-        let appends: Vec<_> = (0..8)
-            .map(|i| {
-                let ctx = Arc::clone(&ctx);
-                tokio::spawn(async move {
-                    sql(
-                        &ctx,
-                        &format!(
-                            "INSERT INTO h.b.t SELECT 1000 + {i} * 100 + value, 'a', 1 FROM generate_series(1, 5)"
-                        ),
-                    )
-                    .await
-                })
+    // A DELETE racing eight appends: every appended row stays, the deleted rows go.
+    let rows_before: u64 = scalar(&ctx, "SELECT count(*) FROM h.b.t")
+        .await
+        .parse()
+        .unwrap();
+    let delete = ctx.sql("DELETE FROM h.b.t WHERE id < 10").await.unwrap();
+    let ctx = Arc::new(ctx);
+    let appends: Vec<_> = (0..8)
+        .map(|i| {
+            let ctx = Arc::clone(&ctx);
+            tokio::spawn(async move {
+                sql(
+                    &ctx,
+                    &format!(
+                        "INSERT INTO h.b.t SELECT 1000 + {i} * 100 + value, 'a', 1 FROM generate_series(1, 5)"
+                    ),
+                )
+                .await
             })
-            .collect();
-        let deleted = delete.collect().await.unwrap();
-        for a in appends {
-            a.await.unwrap();
-        }
-        let deleted: u64 = crate::support::rows(&deleted)[0].parse().unwrap();
-        let small: u64 = rows_before - 3; // ids 10–12 stay
-        assert_eq!(deleted, small, "{b}");
-        assert_scalars(
-            &ctx,
-            &b,
-            &[
-                ("SELECT count(*) FROM h.b.t WHERE id >= 1000", "40"),
-                ("SELECT count(*) FROM h.b.t WHERE id < 10", "0"),
-            ],
-        )
-        .await;
+        })
+        .collect();
+    let deleted = delete.collect().await.unwrap();
+    for a in appends {
+        a.await.unwrap();
     }
+    let deleted: u64 = crate::support::rows(&deleted)[0].parse().unwrap();
+    let small: u64 = rows_before - 3; // ids 10–12 stay
+    assert_eq!(deleted, small, "{b}");
+    assert_scalars(
+        &ctx,
+        &b,
+        &[
+            ("SELECT count(*) FROM h.b.t WHERE id >= 1000", "40"),
+            ("SELECT count(*) FROM h.b.t WHERE id < 10", "0"),
+        ],
+    )
+    .await;
+}
+
+/// A MERGE pinned to a version rebases over appends committed before it runs, and conflicts with
+/// a DELETE that rewrote one of its cells first.
+async fn merge_races_appends_and_rewrites(b: Backend) {
+    let (_ap, ctx) = frame(&b.url).await;
+    changes(&ctx).await;
+    let merge = "MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id
+                 WHEN MATCHED THEN UPDATE SET v = s.v";
+    let planned = ctx.sql(merge).await.unwrap();
+    sql(
+        &ctx,
+        "INSERT INTO h.b.t VALUES (2000, 'a', 1), (2001, 'b', 1)",
+    )
+    .await;
+    assert_eq!(
+        crate::support::rows(&planned.collect().await.unwrap()),
+        ["3"],
+        "{b}"
+    );
+    assert_eq!(
+        scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE id >= 2000").await,
+        "2",
+        "{b}"
+    );
+    assert_eq!(
+        scalar(&ctx, "SELECT v FROM h.b.t WHERE id = 11").await,
+        "111"
+    );
+
+    let planned = ctx.sql(merge).await.unwrap();
+    sql(&ctx, "DELETE FROM h.b.t WHERE id = 1").await;
+    let err = planned.collect().await.unwrap_err().to_string();
+    assert!(
+        err.contains("commit conflict on frame h.b.t") && err.contains("MERGE"),
+        "{b}: {err}"
+    );
+    assert_eq!(ids(&ctx).await.len(), 10, "{b}");
 }
 
 /// The changes of one day: 2 updated, 5 deleted, 99 inserted, 42 matches nothing in the frame
@@ -162,182 +197,7 @@ async fn changes(ctx: &SessionContext) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn merge_updates_deletes_and_inserts_rewriting_only_touched_cells() {
-    for b in backends() {
-        let (_ap, ctx) = frame(&b.url).await;
-        changes(&ctx).await;
-        let cells_before = scalar(&ctx, "SELECT count(*) FROM apiary_cells('h.b.t')").await;
-        assert_eq!(cells_before, "4", "{b}");
-        let affected = query(
-            &ctx,
-            "MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id
-             WHEN MATCHED AND s.op = 'delete' THEN DELETE
-             WHEN MATCHED THEN UPDATE SET v = s.v
-             WHEN NOT MATCHED AND s.op = 'insert' THEN INSERT (id, k, v) VALUES (s.id, 'n', s.v)",
-        )
-        .await;
-        assert_eq!(affected, ["4"], "{b}");
-        assert_eq!(
-            query(&ctx, "SELECT id, k, v FROM h.b.t ORDER BY id").await,
-            [
-                "1|a|10", "2|a|21", "3|a|30", "4|b|40", "6|c|NULL", "10|a|100", "11|a|111",
-                "12|a|120", "99|n|990"
-            ],
-            "{b}"
-        );
-        // The two k=a cells and k=b are rewritten; k=c is left as it is.
-        let last = query(
-            &ctx,
-            "SELECT operation, cells_removed, rows_removed, rows_added FROM apiary_history('h.b.t')
-             ORDER BY version DESC LIMIT 1",
-        )
-        .await;
-        assert_eq!(last, ["MERGE|3|8|8"], "{b}");
-        assert_eq!(
-            query(
-                &ctx,
-                "SELECT rows_deleted, rows_updated, rows_inserted FROM apiary_history('h.b.t')
-                 ORDER BY version DESC LIMIT 1"
-            )
-            .await,
-            ["1|2|1"],
-            "{b}"
-        );
-        assert!(
-            query(
-                &ctx,
-                "SELECT path FROM apiary_cells('h.b.t') WHERE partition = 'k=c'"
-            )
-            .await
-            .len()
-                == 1
-        );
-    }
-}
-
-#[tokio::test]
-async fn merge_covers_not_matched_by_source_subquery_sources_and_bad_input() {
-    let (_ap, ctx) = frame("memory://").await;
-    changes(&ctx).await;
-    // What the refused `DELETE … WHERE id IN (SELECT …)` means, as a MERGE.
-    let deleted = query(
-        &ctx,
-        "MERGE INTO h.b.t USING (SELECT id FROM changes WHERE op = 'delete') AS d
-         ON h.b.t.id = d.id WHEN MATCHED THEN DELETE",
-    )
-    .await;
-    assert_eq!(deleted, ["1"]);
-    assert_eq!(ids(&ctx).await.len(), 8);
-
-    // Keep only the rows the source names: the others go.
-    let gone = query(
-        &ctx,
-        "MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id
-         WHEN NOT MATCHED BY SOURCE AND t.k = 'a' THEN DELETE",
-    )
-    .await;
-    assert_eq!(gone, ["4"]); // ids 1, 3, 10, 12
-    assert_eq!(ids(&ctx).await, ["2", "4", "6", "11"]);
-    let touched = query(
-        &ctx,
-        "MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id
-         WHEN NOT MATCHED BY SOURCE THEN UPDATE SET v = -1
-         WHEN MATCHED AND s.op = 'skip' THEN DELETE",
-    )
-    .await;
-    assert_eq!(touched, ["2"]); // 4 and 6 are in no change; 2 and 11 match but no clause applies
-    assert_eq!(
-        query(&ctx, "SELECT id, v FROM h.b.t ORDER BY id").await,
-        ["2|20", "4|-1", "6|-1", "11|110"]
-    );
-
-    // A target row matched by two source rows: refused, nothing committed.
-    let before = version(&ctx).await;
-    sql(
-        &ctx,
-        "CREATE TABLE twice (id BIGINT, v INT) AS VALUES (2, 1), (2, 2)",
-    )
-    .await;
-    let err = sql_err(
-        &ctx,
-        "MERGE INTO h.b.t AS t USING twice AS s ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = s.v",
-    )
-    .await;
-    assert!(err.contains("more than one source row"), "{err}");
-    // NOT NULL holds for inserted rows.
-    let err = sql_err(
-        &ctx,
-        "MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id
-         WHEN NOT MATCHED THEN INSERT (id, v) VALUES (s.id, s.v)",
-    )
-    .await;
-    assert!(
-        err.contains('k') && err.to_lowercase().contains("null"),
-        "{err}"
-    );
-    assert_eq!(version(&ctx).await, before);
-    assert_eq!(ids(&ctx).await, ["2", "4", "6", "11"]);
-    let err = sql_err(
-        &ctx,
-        "MERGE INTO h.b.t AS t USING changes AS s ON t.id IN (SELECT id FROM twice)
-         WHEN MATCHED THEN DELETE",
-    )
-    .await;
-    assert!(err.contains("subquery") && err.contains("USING"), "{err}");
-    let err = sql_err(
-        &ctx,
-        "MERGE INTO h.b.t AS t USING (SELECT a.id, b.id FROM twice a, twice b) AS s
-         ON t.id = s.id WHEN MATCHED THEN DELETE",
-    )
-    .await;
-    assert!(!err.is_empty());
-    // EXPLAIN changes nothing.
-    sql(
-        &ctx,
-        "EXPLAIN MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id WHEN MATCHED THEN DELETE",
-    )
-    .await;
-    assert_eq!(version(&ctx).await, before);
-}
-
-/// A MERGE pinned to a version rebases over appends committed before it runs, and conflicts with
-/// a DELETE that rewrote one of its cells first.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn merge_races_appends_and_rewrites() {
-    for b in backends() {
-        let (_ap, ctx) = frame(&b.url).await;
-        changes(&ctx).await;
-        let merge = "MERGE INTO h.b.t AS t USING changes AS s ON t.id = s.id
-                     WHEN MATCHED THEN UPDATE SET v = s.v";
-        let planned = ctx.sql(merge).await.unwrap();
-        sql(
-            &ctx,
-            "INSERT INTO h.b.t VALUES (2000, 'a', 1), (2001, 'b', 1)",
-        )
-        .await;
-        assert_eq!(
-            crate::support::rows(&planned.collect().await.unwrap()),
-            ["3"],
-            "{b}"
-        );
-        assert_eq!(
-            scalar(&ctx, "SELECT count(*) FROM h.b.t WHERE id >= 2000").await,
-            "2",
-            "{b}"
-        );
-        assert_eq!(
-            scalar(&ctx, "SELECT v FROM h.b.t WHERE id = 11").await,
-            "111"
-        );
-
-        let planned = ctx.sql(merge).await.unwrap();
-        sql(&ctx, "DELETE FROM h.b.t WHERE id = 1").await;
-        let err = planned.collect().await.unwrap_err().to_string();
-        assert!(
-            err.contains("commit conflict on frame h.b.t") && err.contains("MERGE"),
-            "{b}: {err}"
-        );
-        assert_eq!(ids(&ctx).await.len(), 10, "{b}");
-    }
-}
+apiary_catalog::each_backend!(
+    row_changes_race_appends_and_each_other,
+    merge_races_appends_and_rewrites,
+);

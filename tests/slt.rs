@@ -133,5 +133,7 @@ slt!(
     doors,
     errors,
     time_travel,
-    row_changes
+    row_changes,
+    alter,
+    merge
 );
