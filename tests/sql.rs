@@ -5,29 +5,26 @@
 use datafusion::prelude::SessionContext;
 
 use crate::support::{
-    backends, folder_session, frame_by_k, hive_box, open, query, scalar, session, sql, sql_all,
+    Backend, folder_session, frame_by_k, hive_box, open, query, scalar, session, sql, sql_all,
     sql_err, with_box,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frames_created_elsewhere_appear_without_restarting() {
-    for b in backends() {
-        let writer = open(&b.url).await;
-        let reader = open(&b.url).await;
-        let w = writer.session().unwrap();
-        let r = reader.session().unwrap();
-        hive_box(&w).await;
-        sql(&w, "CREATE TABLE h.b.t AS VALUES (1), (2), (3)").await;
-        // A lookup of an unknown name re-reads the namespace at once.
-        assert_eq!(scalar(&r, "SELECT count(*) FROM h.b.t").await, "3", "{b}");
-        sql(&w, "INSERT INTO h.b.t VALUES (4)").await;
-        assert_eq!(scalar(&r, "SELECT count(*) FROM h.b.t").await, "4", "{b}");
-        // Listings catch up within the refresh interval (1 s).
-        sql(&w, "CREATE TABLE h.b.u AS VALUES (1)").await;
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-        let tables = query(&r, "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'h' AND table_schema = 'b' ORDER BY 1").await;
-        assert_eq!(tables, vec!["t", "u"], "{b}");
-    }
+async fn frames_created_elsewhere_appear_without_restarting(b: Backend) {
+    let writer = open(&b.url).await;
+    let reader = open(&b.url).await;
+    let w = writer.session().unwrap();
+    let r = reader.session().unwrap();
+    hive_box(&w).await;
+    sql(&w, "CREATE TABLE h.b.t AS VALUES (1), (2), (3)").await;
+    // A lookup of an unknown name re-reads the namespace at once.
+    assert_eq!(scalar(&r, "SELECT count(*) FROM h.b.t").await, "3", "{b}");
+    sql(&w, "INSERT INTO h.b.t VALUES (4)").await;
+    assert_eq!(scalar(&r, "SELECT count(*) FROM h.b.t").await, "4", "{b}");
+    // Listings catch up within the refresh interval (1 s).
+    sql(&w, "CREATE TABLE h.b.u AS VALUES (1)").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let tables = query(&r, "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'h' AND table_schema = 'b' ORDER BY 1").await;
+    assert_eq!(tables, vec!["t", "u"], "{b}");
 }
 
 #[tokio::test]
@@ -163,3 +160,5 @@ async fn a_plain_session_takes_apiary_overwrite_after_register() {
         ["5", "7"]
     );
 }
+
+apiary_catalog::each_backend!(frames_created_elsewhere_appear_without_restarting,);

@@ -12,7 +12,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
-pub use apiary_catalog::testing::backends;
+pub use apiary_catalog::testing::Backend;
 
 pub async fn open(url: &str) -> Apiary {
     Apiary::open(url)
@@ -167,17 +167,6 @@ pub async fn assert_scalars(
 ) {
     for (q, value) in expected {
         assert_eq!(scalar(ctx, q).await, *value, "{context}: {q}");
-    }
-}
-
-/// Asserts the rows of each `(query, rows)`; `context` leads the message.
-pub async fn assert_rows(
-    ctx: &SessionContext,
-    context: impl std::fmt::Display,
-    expected: &[(&str, &[&str])],
-) {
-    for (q, rows) in expected {
-        assert_eq!(query(ctx, q).await, *rows, "{context}: {q}");
     }
 }
 
