@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use apiary::Apiary;
 use apiary::swarm::{SwarmConfig, SwarmNode};
-use apiary_catalog::testing::local_and_s3;
+use apiary_catalog::testing::Backend;
 use async_trait::async_trait;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
@@ -31,63 +31,60 @@ use crate::tpch;
 /// Listens on any free port of 127.0.0.1.
 const LISTEN: [&str; 2] = ["--listen", "127.0.0.1:0"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tpch_on_three_listening_nodes_takes_the_direct_path() {
-    for backend in local_and_s3() {
-        let scratch = tempfile::tempdir().unwrap();
-        let nodes = [("d1", true), ("d2", true), ("d3", true)];
-        let (ap, workers, ctx) = tpch_swarm(&backend.url, scratch.path(), &nodes).await;
+async fn tpch_on_three_listening_nodes_takes_the_direct_path(backend: Backend) {
+    let scratch = tempfile::tempdir().unwrap();
+    let nodes = [("d1", true), ("d2", true), ("d3", true)];
+    let (ap, workers, ctx) = tpch_swarm(&backend.url, scratch.path(), &nodes).await;
 
-        // Every other node listens and is reached: 'auto' plans q5 (a six-way join) with
-        // network stages, and the meadow's exchange stays out.
-        let q5 = tpch::query(5);
-        let text = physical(&ctx, &q5).await;
-        assert!(text.contains("DistributedExec"), "{backend}: {text}");
-        assert!(text.contains("Network"), "{backend}: {text}");
-        assert!(!text.contains("SwarmExec"), "{backend}: {text}");
+    // Every other node listens and is reached: 'auto' plans q5 (a six-way join) with
+    // network stages, and the meadow's exchange stays out.
+    let q5 = tpch::query(5);
+    let text = physical(&ctx, &q5).await;
+    assert!(text.contains("DistributedExec"), "{backend}: {text}");
+    assert!(text.contains("Network"), "{backend}: {text}");
+    assert!(!text.contains("SwarmExec"), "{backend}: {text}");
 
-        // EXPLAIN shows the path and the stages; EXPLAIN ANALYZE runs them.
-        let explain = plan(&ctx, &format!("EXPLAIN {q5}")).await;
-        assert!(
-            explain.contains("DirectPathExec: path=direct"),
-            "{backend}: {explain}"
-        );
-        assert!(explain.contains("[Stage 1]"), "{backend}: {explain}");
-        assert!(!explain.contains("SwarmExec"), "{backend}: {explain}");
-        let tree = plan(&ctx, &format!("EXPLAIN FORMAT TREE {q5}")).await;
-        assert!(tree.contains("DirectPathExec"), "{backend}: {tree}");
-        let analyzed = plan(&ctx, &format!("EXPLAIN ANALYZE {q5}")).await;
-        assert!(analyzed.contains("[Stage 1]"), "{backend}: {analyzed}");
-        assert!(analyzed.contains("output_rows="), "{backend}: {analyzed}");
+    // EXPLAIN shows the path and the stages; EXPLAIN ANALYZE runs them.
+    let explain = plan(&ctx, &format!("EXPLAIN {q5}")).await;
+    assert!(
+        explain.contains("DirectPathExec: path=direct"),
+        "{backend}: {explain}"
+    );
+    assert!(explain.contains("[Stage 1]"), "{backend}: {explain}");
+    assert!(!explain.contains("SwarmExec"), "{backend}: {explain}");
+    let tree = plan(&ctx, &format!("EXPLAIN FORMAT TREE {q5}")).await;
+    assert!(tree.contains("DirectPathExec"), "{backend}: {tree}");
+    let analyzed = plan(&ctx, &format!("EXPLAIN ANALYZE {q5}")).await;
+    assert!(analyzed.contains("[Stage 1]"), "{backend}: {analyzed}");
+    assert!(analyzed.contains("output_rows="), "{backend}: {analyzed}");
 
-        tpch::assert_answers(&ctx, 1..=22, &format!("{backend}: ")).await;
-        assert_eq!(reruns(&ap), 0, "{backend}");
-        // A query too small for two tasks is planned as usual.
-        let text = physical(&ctx, "SELECT count(*) FROM region").await;
-        assert!(!text.contains("DistributedExec"), "{backend}: {text}");
-        // A write stays off the direct path.
-        let text = physical(&ctx, "INSERT INTO region SELECT * FROM region").await;
-        assert!(!text.contains("DistributedExec"), "{backend}: {text}");
-        // Stages ran on every worker.
-        let calls = ap.swarm().unwrap().direct_calls();
-        assert_eq!(calls.len(), 3, "{backend}: {calls:?}");
+    tpch::assert_answers(&ctx, 1..=22, &format!("{backend}: ")).await;
+    assert_eq!(reruns(&ap), 0, "{backend}");
+    // A query too small for two tasks is planned as usual.
+    let text = physical(&ctx, "SELECT count(*) FROM region").await;
+    assert!(!text.contains("DistributedExec"), "{backend}: {text}");
+    // A write stays off the direct path.
+    let text = physical(&ctx, "INSERT INTO region SELECT * FROM region").await;
+    assert!(!text.contains("DistributedExec"), "{backend}: {text}");
+    // Stages ran on every worker.
+    let calls = ap.swarm().unwrap().direct_calls();
+    assert_eq!(calls.len(), 3, "{backend}: {calls:?}");
 
-        // `swarm.path = 'storage'` sends the same query over the meadow.
-        sql(&ctx, "SET swarm.path = 'storage'").await;
-        let text = physical(&ctx, &q5).await;
-        assert!(!text.contains("DistributedExec"), "{backend}: {text}");
-        assert!(text.contains("SwarmExec"), "{backend}: {text}");
-        let explain = plan(&ctx, &format!("EXPLAIN {q5}")).await;
-        assert!(explain.contains("SwarmExec"), "{backend}: {explain}");
-        assert!(!explain.contains("DirectPathExec"), "{backend}: {explain}");
-        // A path that is none of the three is refused by name.
-        let err = sql_err(&ctx, "SET swarm.path = 'sideways'").await;
-        assert!(err.contains("swarm.path must be"), "{err}");
-        sql(&ctx, "SET swarm.path = 'auto'").await;
-        assert!(physical(&ctx, &q5).await.contains("DistributedExec"));
-        drop(workers);
-        ap.leave_swarm().await.unwrap();
-    }
+    // `swarm.path = 'storage'` sends the same query over the meadow.
+    sql(&ctx, "SET swarm.path = 'storage'").await;
+    let text = physical(&ctx, &q5).await;
+    assert!(!text.contains("DistributedExec"), "{backend}: {text}");
+    assert!(text.contains("SwarmExec"), "{backend}: {text}");
+    let explain = plan(&ctx, &format!("EXPLAIN {q5}")).await;
+    assert!(explain.contains("SwarmExec"), "{backend}: {explain}");
+    assert!(!explain.contains("DirectPathExec"), "{backend}: {explain}");
+    // A path that is none of the three is refused by name.
+    let err = sql_err(&ctx, "SET swarm.path = 'sideways'").await;
+    assert!(err.contains("swarm.path must be"), "{err}");
+    sql(&ctx, "SET swarm.path = 'auto'").await;
+    assert!(physical(&ctx, &q5).await.contains("DistributedExec"));
+    drop(workers);
+    ap.leave_swarm().await.unwrap();
 }
 
 /// Two nodes that both listen — the coordinator and one process — with hash joins planned
@@ -479,69 +476,66 @@ async fn a_worker_refuses_a_client_without_the_swarm_token() {
 /// A worker runs plans that read its meadow only: a client that holds the token but sends a scan
 /// of files outside the meadow is refused before the plan runs — on a local folder, whose store
 /// is the machine's file system, and on S3, where the worker has no `file://` store at all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_refuses_a_plan_that_reads_outside_its_meadow() {
-    for backend in local_and_s3() {
-        let scratch = tempfile::tempdir().unwrap();
-        let (ap, node, endpoint) = listening_node(&backend.url, scratch.path()).await;
-        let token = bearer(&ap).await;
-        let holder = outsider(&ap.session().unwrap(), &endpoint, Some(token), true);
-        sql(&holder, "SET swarm.path = 'storage'").await;
-        sql(
-            &holder,
-            "SET distributed.file_scan_config_bytes_per_partition = 1",
-        )
-        .await;
-        // A folder beside the meadow; on S3 also a key prefix beside the meadow's in its bucket
-        // (its name starts with the meadow's).
-        let mut places = vec![format!("file://{}/outside/", scratch.path().display())];
-        if backend.url.starts_with("s3://") {
-            places.push(format!("{}-outside/", backend.url));
-        }
-        for (n, place) in places.iter().enumerate() {
-            // Four files, so that their scan is spread over tasks.
-            for i in 0..4 {
-                sql(
-                    &holder,
-                    &format!(
-                        "COPY (SELECT value AS k, value % 7 AS g FROM generate_series(1, 10000) \
-                         WHERE value % 4 = {i}) TO '{place}part-{i}.parquet'"
-                    ),
-                )
-                .await;
-            }
-            let table = format!("outside{n}");
-            holder
-                .register_parquet(&table, place, Default::default())
-                .await
-                .unwrap();
-            let q = format!("SELECT g, count(*) FROM {table} GROUP BY g");
-            let text = physical(&holder, &q).await;
-            assert!(
-                text.contains("DistributedExec"),
-                "{backend} {place}: {text}"
-            );
-            let refused = node.status().refused_requests;
-            let err = sql_err(&holder, &q).await;
-            assert!(
-                err.contains("outside its meadow"),
-                "{backend} {place}: {err}"
-            );
-            assert!(
-                node.status().refused_requests > refused,
-                "{backend} {place}"
-            );
-        }
-        // A client without a query ticket is not an Apiary coordinator: its plans are
-        // refused, naming the ticket.
-        let bare = outsider(&holder, &endpoint, Some(token), false);
-        let err = sql_err(&bare, "SELECT g, count(*) FROM outside0 GROUP BY g").await;
-        assert!(
-            err.contains("without its query's ticket (x-apiary-query)"),
-            "{backend}: {err}"
-        );
-        ap.leave_swarm().await.unwrap();
+async fn a_worker_refuses_a_plan_that_reads_outside_its_meadow(backend: Backend) {
+    let scratch = tempfile::tempdir().unwrap();
+    let (ap, node, endpoint) = listening_node(&backend.url, scratch.path()).await;
+    let token = bearer(&ap).await;
+    let holder = outsider(&ap.session().unwrap(), &endpoint, Some(token), true);
+    sql(&holder, "SET swarm.path = 'storage'").await;
+    sql(
+        &holder,
+        "SET distributed.file_scan_config_bytes_per_partition = 1",
+    )
+    .await;
+    // A folder beside the meadow; on S3 also a key prefix beside the meadow's in its bucket
+    // (its name starts with the meadow's).
+    let mut places = vec![format!("file://{}/outside/", scratch.path().display())];
+    if backend.url.starts_with("s3://") {
+        places.push(format!("{}-outside/", backend.url));
     }
+    for (n, place) in places.iter().enumerate() {
+        // Four files, so that their scan is spread over tasks.
+        for i in 0..4 {
+            sql(
+                &holder,
+                &format!(
+                    "COPY (SELECT value AS k, value % 7 AS g FROM generate_series(1, 10000) \
+                     WHERE value % 4 = {i}) TO '{place}part-{i}.parquet'"
+                ),
+            )
+            .await;
+        }
+        let table = format!("outside{n}");
+        holder
+            .register_parquet(&table, place, Default::default())
+            .await
+            .unwrap();
+        let q = format!("SELECT g, count(*) FROM {table} GROUP BY g");
+        let text = physical(&holder, &q).await;
+        assert!(
+            text.contains("DistributedExec"),
+            "{backend} {place}: {text}"
+        );
+        let refused = node.status().refused_requests;
+        let err = sql_err(&holder, &q).await;
+        assert!(
+            err.contains("outside its meadow"),
+            "{backend} {place}: {err}"
+        );
+        assert!(
+            node.status().refused_requests > refused,
+            "{backend} {place}"
+        );
+    }
+    // A client without a query ticket is not an Apiary coordinator: its plans are
+    // refused, naming the ticket.
+    let bare = outsider(&holder, &endpoint, Some(token), false);
+    let err = sql_err(&bare, "SELECT g, count(*) FROM outside0 GROUP BY g").await;
+    assert!(
+        err.contains("without its query's ticket (x-apiary-query)"),
+        "{backend}: {err}"
+    );
+    ap.leave_swarm().await.unwrap();
 }
 
 /// `--tls-cert/--tls-key/--tls-ca`: workers serve the direct path over TLS (https endpoints in
@@ -1078,3 +1072,9 @@ async fn speaks_plain_http2(endpoint: &str) -> bool {
     let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut head)).await;
     matches!(read, Ok(Ok(_))) && head[3] == 4
 }
+
+apiary_catalog::each_backend!(
+    [local, s3]
+    tpch_on_three_listening_nodes_takes_the_direct_path,
+    a_worker_refuses_a_plan_that_reads_outside_its_meadow,
+);

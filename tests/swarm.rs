@@ -13,8 +13,8 @@ use apiary::exec::{Chamber, NodeConfig, Spill};
 use apiary::swarm::{Done, Manifest, NodeState, QueryDir, Retry, SwarmConfig, SwarmNode};
 use apiary::{Apiary, ApiaryOptions};
 use apiary_catalog::Meadow;
+use apiary_catalog::testing::Backend;
 use apiary_catalog::testing::faults::{Fault, Faults, Op, Rule};
-use apiary_catalog::testing::local_and_s3;
 use apiary_catalog::testing::{Counting, counting_meadow};
 use datafusion::prelude::SessionContext;
 use tokio::task::JoinHandle;
@@ -32,59 +32,56 @@ const GENEROUS: Duration = Duration::from_secs(10);
 /// The query most tests distribute over [`create_numbers`]' frame.
 const COUNT_AND_SUM: &str = "SELECT count(*), sum(n) FROM h.b.t";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tpch_on_three_worker_processes_and_a_coordinator() {
-    for backend in local_and_s3() {
-        let scratch = tempfile::tempdir().unwrap();
-        let ap = tpch_coordinator(&backend.url, scratch.path()).await;
-        let mut workers = three_workers(&backend.url, scratch.path(), &["--keep-queries"]);
-        // No worker stops during this test, so none may be judged dead: the margin is generous,
-        // whatever the load on this machine and on the serialized S3 test server.
-        let config = swarm_config("coordinator", scratch.path(), Duration::from_secs(60));
-        join_and_wait(&ap, keeping_queries(config), &workers).await;
-        let ctx = swarm_session(&ap).await;
+async fn tpch_on_three_worker_processes_and_a_coordinator(backend: Backend) {
+    let scratch = tempfile::tempdir().unwrap();
+    let ap = tpch_coordinator(&backend.url, scratch.path()).await;
+    let mut workers = three_workers(&backend.url, scratch.path(), &["--keep-queries"]);
+    // No worker stops during this test, so none may be judged dead: the margin is generous,
+    // whatever the load on this machine and on the serialized S3 test server.
+    let config = swarm_config("coordinator", scratch.path(), Duration::from_secs(60));
+    join_and_wait(&ap, keeping_queries(config), &workers).await;
+    let ctx = swarm_session(&ap).await;
 
-        let explain = plan(&ctx, &format!("EXPLAIN {}", tpch::query(1))).await;
+    let explain = plan(&ctx, &format!("EXPLAIN {}", tpch::query(1))).await;
+    assert!(
+        explain.contains("SwarmExec: tasks="),
+        "{backend}: {explain}"
+    );
+    tpch::assert_answers(&ctx, 1..=22, &format!("{backend}: ")).await;
+
+    let Outcomes {
+        manifests,
+        done,
+        retries,
+    } = outcomes(ap.meadow()).await;
+    let split = manifests
+        .iter()
+        .flat_map(|m| &m.tasks)
+        .flat_map(|t| &t.cells)
+        .filter(|c| c.range.is_some())
+        .count();
+    assert!(split > 0, "{backend}: no cell was split between tasks");
+    let mut nodes: Vec<&str> = done.iter().map(|d| d.node.as_str()).collect();
+    nodes.sort();
+    nodes.dedup();
+    assert!(
+        nodes.len() >= 3 && nodes.iter().any(|n| n.starts_with('w')),
+        "{backend}: tasks ran on {nodes:?} only ({} tasks)",
+        done.len()
+    );
+    assert!(retries.is_empty(), "{backend}: {retries:?}");
+
+    // SIGTERM: the worker leaves, its heartbeat goes with it.
+    for w in &mut workers {
+        assert!(heartbeat_of(ap.meadow(), &w.id).await);
+        w.terminate();
         assert!(
-            explain.contains("SwarmExec: tasks="),
-            "{backend}: {explain}"
+            !heartbeat_of(ap.meadow(), &w.id).await,
+            "{backend}: {} left its heartbeat behind",
+            w.id
         );
-        tpch::assert_answers(&ctx, 1..=22, &format!("{backend}: ")).await;
-
-        let Outcomes {
-            manifests,
-            done,
-            retries,
-        } = outcomes(ap.meadow()).await;
-        let split = manifests
-            .iter()
-            .flat_map(|m| &m.tasks)
-            .flat_map(|t| &t.cells)
-            .filter(|c| c.range.is_some())
-            .count();
-        assert!(split > 0, "{backend}: no cell was split between tasks");
-        let mut nodes: Vec<&str> = done.iter().map(|d| d.node.as_str()).collect();
-        nodes.sort();
-        nodes.dedup();
-        assert!(
-            nodes.len() >= 3 && nodes.iter().any(|n| n.starts_with('w')),
-            "{backend}: tasks ran on {nodes:?} only ({} tasks)",
-            done.len()
-        );
-        assert!(retries.is_empty(), "{backend}: {retries:?}");
-
-        // SIGTERM: the worker leaves, its heartbeat goes with it.
-        for w in &mut workers {
-            assert!(heartbeat_of(ap.meadow(), &w.id).await);
-            w.terminate();
-            assert!(
-                !heartbeat_of(ap.meadow(), &w.id).await,
-                "{backend}: {} left its heartbeat behind",
-                w.id
-            );
-        }
-        ap.leave_swarm().await.unwrap();
     }
+    ap.leave_swarm().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1896,3 +1893,8 @@ pub(crate) async fn swarm_session(ap: &Apiary) -> SessionContext {
     tpch::use_schema(&ctx).await;
     ctx
 }
+
+apiary_catalog::each_backend!(
+    [local, s3]
+    tpch_on_three_worker_processes_and_a_coordinator,
+);

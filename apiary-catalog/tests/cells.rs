@@ -11,7 +11,7 @@ use datafusion::common::ScalarValue;
 use object_store::ObjectStoreExt;
 
 use crate::support::{
-    Backend, append_rows, backends, batch, create_hive_and_box, frame, keys_below, local_frame,
+    Backend, append_rows, batch, create_hive_and_box, frame, keys_below, local_frame,
     local_plain_frame, plain_frame, read_back, registry, schema, stream,
 };
 
@@ -129,48 +129,45 @@ async fn statistics_come_from_the_parquet_writer(b: Backend) {
     assert_eq!(cell.size, size, "{b}: recorded size is the object's size");
 }
 
-#[tokio::test]
-async fn large_writes_split_into_cells_of_about_the_target() {
+async fn large_writes_split_into_cells_of_about_the_target(b: Backend) {
     let target = 256 * 1024;
     let write = WriteOptions::default()
         .with_leafcutter(Leafcutter::default().with_target_cell_bytes(target));
-    for b in backends() {
-        let (_, frame) = frame(&b.url, FrameSpec::new(schema()), write).await;
-        // ~6 MB of barely compressible notes.
-        let batches: Vec<RecordBatch> = (0..6)
-            .map(|i| {
-                let n = 20_000i64;
-                let ids = i * n..(i + 1) * n;
-                let notes: Vec<String> = ids
-                    .clone()
-                    .map(|x| format!("{:x}", (x as u64).wrapping_mul(0x9E3779B97F4A7C15)))
-                    .collect();
-                RecordBatch::try_new(
-                    schema(),
-                    vec![
-                        Arc::new(Int64Array::from_iter_values(ids)),
-                        Arc::new(StringArray::from(vec!["eu"; n as usize])),
-                        Arc::new(StringArray::from(notes)),
-                    ],
-                )
-                .unwrap()
-            })
-            .collect();
-        let info = frame.append(stream(batches), "WRITE").await.unwrap();
-        let snap = frame.ledger().latest();
-        let sizes: Vec<u64> = snap.cells().map(|c| c.size).collect();
-        assert!(info.cells_added > 4, "{b}: {sizes:?}");
-        for s in &sizes {
-            assert!(
-                *s <= 2 * target,
-                "{b}: a cell of {s} bytes exceeds twice the target: {sizes:?}"
-            );
-        }
-        // All but the last cell of the write were closed at the target.
-        let full = sizes.iter().filter(|s| **s >= target * 3 / 4).count();
-        assert!(full >= sizes.len() - 1, "{b}: {sizes:?}");
-        assert_eq!(snap.row_count(), 120_000);
+    let (_, frame) = frame(&b.url, FrameSpec::new(schema()), write).await;
+    // ~6 MB of barely compressible notes.
+    let batches: Vec<RecordBatch> = (0..6)
+        .map(|i| {
+            let n = 20_000i64;
+            let ids = i * n..(i + 1) * n;
+            let notes: Vec<String> = ids
+                .clone()
+                .map(|x| format!("{:x}", (x as u64).wrapping_mul(0x9E3779B97F4A7C15)))
+                .collect();
+            RecordBatch::try_new(
+                schema(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(ids)),
+                    Arc::new(StringArray::from(vec!["eu"; n as usize])),
+                    Arc::new(StringArray::from(notes)),
+                ],
+            )
+            .unwrap()
+        })
+        .collect();
+    let info = frame.append(stream(batches), "WRITE").await.unwrap();
+    let snap = frame.ledger().latest();
+    let sizes: Vec<u64> = snap.cells().map(|c| c.size).collect();
+    assert!(info.cells_added > 4, "{b}: {sizes:?}");
+    for s in &sizes {
+        assert!(
+            *s <= 2 * target,
+            "{b}: a cell of {s} bytes exceeds twice the target: {sizes:?}"
+        );
     }
+    // All but the last cell of the write were closed at the target.
+    let full = sizes.iter().filter(|s| **s >= target * 3 / 4).count();
+    assert!(full >= sizes.len() - 1, "{b}: {sizes:?}");
+    assert_eq!(snap.row_count(), 120_000);
 }
 
 async fn a_failed_write_leaves_nothing_visible_or_behind(b: Backend) {
@@ -340,4 +337,5 @@ apiary_catalog::each_backend!(
     partitioned_writes_group_rows_and_escape_values,
     statistics_come_from_the_parquet_writer,
     a_failed_write_leaves_nothing_visible_or_behind,
+    large_writes_split_into_cells_of_about_the_target,
 );

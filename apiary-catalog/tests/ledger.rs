@@ -10,65 +10,62 @@ use apiary_catalog::{
 };
 
 use crate::support::{
-    Backend, append_rows, assert_mentions, bare_ledger, local_and_s3, local_meadow,
-    local_plain_frame, open_frame, overwrite_rows, plain_frame, race, read_back, reopen, schema,
-    try_append, write_cells,
+    Backend, append_rows, assert_mentions, bare_ledger, local_meadow, local_plain_frame,
+    open_frame, overwrite_rows, plain_frame, race, read_back, reopen, schema, try_append,
+    write_cells,
 };
 
 /// 8 writers × 25 appends, each writer with its own handles: exactly 200 entries, versions
 /// 1..=200 contiguous, every cell visible exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_appends_all_land_exactly_once() {
-    for b in local_and_s3() {
-        plain_frame(&b.url).await;
-        let writers = race(8, |w, start| {
-            let url = b.url.clone();
-            async move {
-                let frame = open_frame(&url).await;
-                start.wait().await;
-                let mut versions = vec![];
-                let mut lost = 0;
-                for i in 0..25i64 {
-                    let first = (w as i64 * 25 + i) * 10;
-                    let info = append_rows(&frame, first..first + 10).await;
-                    assert_eq!((info.cells_added, info.rows_added), (1, 10));
-                    lost += info.attempts - 1;
-                    versions.push(info.version);
-                }
-                (versions, lost)
+async fn racing_appends_all_land_exactly_once(b: Backend) {
+    plain_frame(&b.url).await;
+    let writers = race(8, |w, start| {
+        let url = b.url.clone();
+        async move {
+            let frame = open_frame(&url).await;
+            start.wait().await;
+            let mut versions = vec![];
+            let mut lost = 0;
+            for i in 0..25i64 {
+                let first = (w as i64 * 25 + i) * 10;
+                let info = append_rows(&frame, first..first + 10).await;
+                assert_eq!((info.cells_added, info.rows_added), (1, 10));
+                lost += info.attempts - 1;
+                versions.push(info.version);
             }
-        })
-        .await;
-        let mut all_versions = vec![];
-        let mut lost_races = 0;
-        for (v, lost) in writers {
-            all_versions.extend(v);
-            lost_races += lost;
+            (versions, lost)
         }
-        all_versions.sort_unstable();
-        assert_eq!(all_versions, (1..=200).collect::<Vec<u64>>(), "{b}");
-        assert!(lost_races > 0, "{b}: the writers never raced");
-
-        let frame = open_frame(&b.url).await;
-        let ledger = frame.ledger();
-        let snap = ledger.latest();
-        assert_eq!(snap.version, 200, "{b}");
-        assert_eq!(snap.cell_count(), 200, "{b}");
-        let entries = ledger.entries(0).await.unwrap();
-        assert_eq!(entries.len(), 201);
-        let adds = entries
-            .iter()
-            .filter(|e| matches!(e.action, Action::AddCells { .. }))
-            .count();
-        assert_eq!(adds, 200, "{b}");
-        let (ids, _) = read_back(&frame, &snap).await;
-        assert_eq!(
-            ids,
-            (0..2000).collect::<Vec<i64>>(),
-            "{b}: every row exactly once"
-        );
-        println!("{b}: 200 commits, {lost_races} lost races rebased");
+    })
+    .await;
+    let mut all_versions = vec![];
+    let mut lost_races = 0;
+    for (v, lost) in writers {
+        all_versions.extend(v);
+        lost_races += lost;
     }
+    all_versions.sort_unstable();
+    assert_eq!(all_versions, (1..=200).collect::<Vec<u64>>(), "{b}");
+    assert!(lost_races > 0, "{b}: the writers never raced");
+
+    let frame = open_frame(&b.url).await;
+    let ledger = frame.ledger();
+    let snap = ledger.latest();
+    assert_eq!(snap.version, 200, "{b}");
+    assert_eq!(snap.cell_count(), 200, "{b}");
+    let entries = ledger.entries(0).await.unwrap();
+    assert_eq!(entries.len(), 201);
+    let adds = entries
+        .iter()
+        .filter(|e| matches!(e.action, Action::AddCells { .. }))
+        .count();
+    assert_eq!(adds, 200, "{b}");
+    let (ids, _) = read_back(&frame, &snap).await;
+    assert_eq!(
+        ids,
+        (0..2000).collect::<Vec<i64>>(),
+        "{b}: every row exactly once"
+    );
+    println!("{b}: 200 commits, {lost_races} lost races rebased");
 }
 
 /// Two rewrites of the same cell from the same snapshot: exactly one wins; the other fails with
@@ -470,4 +467,9 @@ apiary_catalog::each_backend!(
     version_zero_has_exactly_one_creator,
     crossing_a_checkpoint_equals_the_full_replay,
     any_version_can_be_read,
+);
+
+apiary_catalog::each_backend!(
+    [local, s3]
+    racing_appends_all_land_exactly_once,
 );

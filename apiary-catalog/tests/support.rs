@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use apiary_catalog::testing::{Backend, backends, counting_meadow, local_and_s3, s3_url};
+pub use apiary_catalog::testing::{Backend, counting_meadow, s3_url};
 use apiary_catalog::{
     CatalogError, CellRecord, CommitInfo, CommitOptions, Frame, FrameSnapshot, FrameSpec, IfExists,
     Ledger, Meadow, Registry, WriteOptions,

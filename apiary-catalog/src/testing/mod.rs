@@ -59,12 +59,8 @@ pub fn s3_url() -> String {
     )
 }
 
-/// A fresh local folder, a fresh named in-memory store, a fresh S3 prefix.
-pub fn backends() -> Vec<Backend> {
-    ["local", "memory", "s3"].into_iter().map(backend).collect()
-}
-
-/// One of [`backends`] alone, by its label (`local`, `memory` or `s3`): a test case per backend
+/// A fresh meadow of the backend named `label`: a local folder (`local`), a named in-memory store
+/// (`memory`) or a prefix on the S3 test server (`s3`). A test case per backend
 /// needs only its own (and the S3 test server only for `s3`).
 pub fn backend(label: &str) -> Backend {
     match label {
@@ -91,41 +87,37 @@ pub fn backend(label: &str) -> Backend {
 }
 
 /// One test case per backend for each named `async fn name(b: Backend)`: a module `name` of
-/// three `#[tokio::test]`s, `local`, `memory` and `s3`, so that a failure on S3 never hides the
-/// local result and one backend runs alone (`cargo test name::local`).
+/// `#[tokio::test]`s `local`, `memory` and `s3` (or the backends listed first, in brackets), so
+/// that a failure on S3 never hides the local result and one backend runs alone
+/// (`cargo test name::local`).
 ///
 /// ```ignore
 /// async fn appends_land(b: Backend) { /* … b.url … */ }
+/// async fn survives_a_restart(b: Backend) { /* … */ }
 /// apiary_catalog::each_backend!(appends_land);
+/// apiary_catalog::each_backend!([local, s3] survives_a_restart);
 /// ```
 #[macro_export]
 macro_rules! each_backend {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn local() {
-                super::$name($crate::testing::backend("local")).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn memory() {
-                super::$name($crate::testing::backend("memory")).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn s3() {
-                super::$name($crate::testing::backend("s3")).await;
-            }
-        }
+    (@on $backends:tt $($name:ident),+) => {$(
+        $crate::each_backend!(@case $name $backends);
     )+};
-}
-
-/// [`backends`] without the in-memory one: the backends whose objects outlive the process.
-pub fn local_and_s3() -> Vec<Backend> {
-    backends()
-        .into_iter()
-        .filter(|b| b.label != "memory")
-        .collect()
+    (@case $name:ident [$($backend:ident),+]) => {
+        mod $name {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $backend() {
+                    super::$name($crate::testing::backend(stringify!($backend))).await;
+                }
+            )+
+        }
+    };
+    ([$($backend:ident),+] $($name:ident),+ $(,)?) => {
+        $crate::each_backend!(@on [$($backend),+] $($name),+);
+    };
+    ($($name:ident),+ $(,)?) => {
+        $crate::each_backend!(@on [local, memory, s3] $($name),+);
+    };
 }
 
 /// An object store that counts calls by kind, to check how much I/O an operation costs.
