@@ -185,16 +185,12 @@ fn apiary_cells(apiary: &ProviderState, args: &[Expr]) -> Result<Arc<dyn TablePr
     mem_table(
         schema,
         vec![
-            Arc::new(StringArray::from_iter_values(
-                cells.iter().map(|c| c.path.as_str()),
-            )),
+            strings(cells.iter().map(|c| c.path.as_str())),
             Arc::new(StringArray::from(partition)),
-            Arc::new(UInt64Array::from_iter_values(cells.iter().map(|c| c.rows))),
-            Arc::new(UInt64Array::from_iter_values(cells.iter().map(|c| c.size))),
+            u64s(cells.iter().map(|c| c.rows)),
+            u64s(cells.iter().map(|c| c.size)),
             Arc::new(StringArray::from(stats)),
-            Arc::new(UInt64Array::from_iter_values(
-                cells.iter().map(|_| snap.version),
-            )),
+            u64s(cells.iter().map(|_| snap.version)),
         ],
     )
 }
@@ -336,6 +332,16 @@ fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
+/// A `Utf8` column of `values`.
+fn strings<'a>(values: impl IntoIterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(values))
+}
+
+/// A `UInt64` column of `values`.
+fn u64s(values: impl IntoIterator<Item = u64>) -> ArrayRef {
+    Arc::new(UInt64Array::from_iter_values(values))
+}
+
 /// `apiary_compact('hive.box.frame' [, recluster])`: compaction, one `RewriteCells` commit,
 /// done when the result is read (never while planning) within the reading query's budget;
 /// `recluster` rewrites every cell of the partitions of a sorted frame whose cells are not
@@ -373,17 +379,11 @@ fn apiary_compact(apiary: &ProviderState, args: &[Expr]) -> Result<Arc<dyn Table
             batch(
                 &schema,
                 vec![
-                    Arc::new(StringArray::from_iter_values(
-                        p.iter().map(|x| x.partition.as_str()),
-                    )),
-                    Arc::new(UInt64Array::from_iter_values(
-                        p.iter().map(|x| x.cells_before as u64),
-                    )),
-                    Arc::new(UInt64Array::from_iter_values(
-                        p.iter().map(|x| x.cells_after as u64),
-                    )),
-                    Arc::new(UInt64Array::from_iter_values(p.iter().map(|x| x.rows))),
-                    Arc::new(UInt64Array::from_iter_values(p.iter().map(|_| version))),
+                    strings(p.iter().map(|x| x.partition.as_str())),
+                    u64s(p.iter().map(|x| x.cells_before as u64)),
+                    u64s(p.iter().map(|x| x.cells_after as u64)),
+                    u64s(p.iter().map(|x| x.rows)),
+                    u64s(p.iter().map(|_| version)),
                 ],
             )
         }
@@ -476,14 +476,10 @@ fn apiary_cleanse(apiary: &ProviderState, args: &[Expr]) -> Result<Arc<dyn Table
             batch(
                 &schema,
                 vec![
-                    Arc::new(StringArray::from_iter_values(
-                        r.iter().map(|x| x.kind.name()),
-                    )),
-                    Arc::new(StringArray::from_iter_values(
-                        r.iter().map(|x| x.key.as_str()),
-                    )),
-                    Arc::new(UInt64Array::from_iter_values(r.iter().map(|x| x.bytes))),
-                    Arc::new(StringArray::from_iter_values(r.iter().map(|_| action))),
+                    strings(r.iter().map(|x| x.kind.name())),
+                    strings(r.iter().map(|x| x.key.as_str())),
+                    u64s(r.iter().map(|x| x.bytes)),
+                    strings(r.iter().map(|_| action)),
                     Arc::new(UInt64Array::from(
                         r.iter().map(|x| x.oldest_kept_version).collect::<Vec<_>>(),
                     )),
@@ -529,12 +525,8 @@ fn apiary_check(apiary: &ProviderState, args: &[Expr]) -> Result<Arc<dyn TablePr
             batch(
                 &schema,
                 vec![
-                    Arc::new(StringArray::from_iter_values(
-                        p.iter().map(|x| x.key.as_str()),
-                    )),
-                    Arc::new(StringArray::from_iter_values(
-                        p.iter().map(|x| x.problem.as_str()),
-                    )),
+                    strings(p.iter().map(|x| x.key.as_str())),
+                    strings(p.iter().map(|x| x.problem.as_str())),
                 ],
             )
         }
