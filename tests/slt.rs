@@ -8,7 +8,7 @@
 //! string as `(empty)`.
 
 use apiary::Apiary;
-use apiary_catalog::testing::backend as backend_named;
+use apiary_catalog::testing::Backend;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::DataFusionError;
@@ -82,9 +82,8 @@ fn column_type(t: &DataType) -> DefaultColumnType {
     }
 }
 
-/// Runs `tests/slt/{file}.slt` on a fresh meadow of `backend`.
-async fn run(file: &str, backend: &str) {
-    let chosen = backend_named(backend);
+/// Runs `tests/slt/{file}.slt` on a fresh meadow of backend `chosen`.
+async fn run(file: &str, chosen: Backend) {
     let url = chosen.url.clone();
     let ap = crate::support::open(&url).await;
     let mut runner = sqllogictest::Runner::new(move || {
@@ -104,26 +103,16 @@ async fn run(file: &str, backend: &str) {
     drop(chosen);
 }
 
-/// One test module per file, one test case per backend.
+/// One test module per file, one test case per backend ([`apiary_catalog::each_backend!`]).
 macro_rules! slt {
-    ($($file:ident),* $(,)?) => {$(
-        mod $file {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn local() {
-                super::run(stringify!($file), "local").await;
+    ($($file:ident),* $(,)?) => {
+        $(
+            async fn $file(b: Backend) {
+                run(stringify!($file), b).await;
             }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::run(stringify!($file), "memory").await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn s3() {
-                super::run(stringify!($file), "s3").await;
-            }
-        }
-    )*};
+        )*
+        apiary_catalog::each_backend!($($file),*);
+    };
 }
 
 slt!(

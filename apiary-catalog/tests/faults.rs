@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use apiary_catalog::testing::backend;
+use apiary_catalog::testing::Backend;
 use apiary_catalog::testing::faults::{Fault, Faults, Op, Rule};
 use apiary_catalog::{
     CommitOptions, Frame, FrameSpec, IfExists, Meadow, Registry, RetryPolicy, WriteOptions,
@@ -16,23 +16,12 @@ use apiary_catalog::{
 
 use crate::support::{batch, create_frame, read_back, schema, stream};
 
-/// One test per backend of a scenario `$scenario(url, args…)`, each named and with its own
-/// arguments: `test_name: "backend label" (args…);`.
-macro_rules! on_each_backend {
-    (#[$test:meta] $scenario:ident { $($name:ident: $label:literal ($($arg:expr),*);)+ }) => {$(
-        #[$test]
-        async fn $name() {
-            let b = backend($label);
-            $scenario(&b.url $(, $arg)*).await;
-        }
-    )+};
-}
-
 /// The store client retried a create that had landed and got "already exists" (seen on S3 with
 /// 503s after the store kept the object): the commit is this writer's, not a rival's to rebase
 /// onto — one append, one entry. And an error after the store kept the entry: the append
 /// succeeded, and its cells are kept. Likewise for an overwrite, and for the registry.
-async fn lost_answers_are_recovered_by_reading_back(url: &str) {
+async fn lost_answers_are_recovered_by_reading_back(b: Backend) {
+    let url = b.url.as_str();
     let faults = Faults::new(0);
     let reg = open(url, &faults).await;
     create_frame(&reg, &FrameSpec::new(schema())).await;
@@ -90,15 +79,6 @@ async fn lost_answers_are_recovered_by_reading_back(url: &str) {
     assert_eq!(faults.injections().values().sum::<usize>(), 5, "{url}");
 }
 
-on_each_backend! {
-    #[tokio::test]
-    lost_answers_are_recovered_by_reading_back {
-        lost_answers_are_recovered_by_reading_back_local: "local" ();
-        lost_answers_are_recovered_by_reading_back_memory: "memory" ();
-        lost_answers_are_recovered_by_reading_back_s3: "s3" ();
-    }
-}
-
 const WRITERS: i64 = 8;
 const APPENDS: i64 = 25;
 const ROWS: i64 = 4;
@@ -142,7 +122,8 @@ async fn open(url: &str, faults: &Faults) -> Registry {
         .expect("open registry")
 }
 
-async fn appends_under_faults(url: &str, seed: u64) {
+async fn appends_under_faults_land_exactly_once(b: Backend) {
+    let (url, seed) = (b.url.as_str(), seed(&b, 1));
     let spec = FrameSpec::new(schema()).with_partition_by(["region"]);
     let (reg, faults) = storm_over_frame(url, seed, &spec).await;
 
@@ -218,18 +199,10 @@ async fn appends_under_faults(url: &str, seed: u64) {
     );
 }
 
-on_each_backend! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    appends_under_faults {
-        appends_under_faults_land_exactly_once_local: "local" (1);
-        appends_under_faults_land_exactly_once_memory: "memory" (2);
-        appends_under_faults_land_exactly_once_s3: "s3" (3);
-    }
-}
-
 /// Overwrites racing appends while calls fail: whatever each commit's outcome, the active cells
 /// of the newest version are all in storage and the check passes.
-async fn rewrites_under_faults(url: &str, seed: u64) {
+async fn rewrites_under_faults_lose_no_active_cell(b: Backend) {
+    let (url, seed) = (b.url.as_str(), seed(&b, 4));
     let (reg, faults) = storm_over_frame(url, seed, &FrameSpec::new(schema())).await;
     let mut tasks = vec![];
     for w in 0..4i64 {
@@ -264,15 +237,6 @@ async fn rewrites_under_faults(url: &str, seed: u64) {
     assert!(report.is_ok(), "{url}: {:?}", report.problems);
 }
 
-on_each_backend! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    rewrites_under_faults {
-        rewrites_under_faults_lose_no_active_cell_local: "local" (4);
-        rewrites_under_faults_lose_no_active_cell_memory: "memory" (5);
-        rewrites_under_faults_lose_no_active_cell_s3: "s3" (6);
-    }
-}
-
 /// A registry over a [`storm`] of `seed` (off while it makes frame `h.b.f` of `spec`, on after).
 async fn storm_over_frame(url: &str, seed: u64, spec: &FrameSpec) -> (Registry, Faults) {
     let faults = storm(seed);
@@ -297,3 +261,20 @@ async fn open_until_it_opens(reg: &Registry) -> Frame {
         }
     }
 }
+
+/// The fault storm's seed of a scenario on backend `b`: `first` on the local folder, the next
+/// ones on memory and S3, so that each backend meets its own sequence of faults.
+fn seed(b: &Backend, first: u64) -> u64 {
+    first
+        + match b.label {
+            "local" => 0,
+            "memory" => 1,
+            _ => 2,
+        }
+}
+
+apiary_catalog::each_backend!(
+    lost_answers_are_recovered_by_reading_back,
+    appends_under_faults_land_exactly_once,
+    rewrites_under_faults_lose_no_active_cell,
+);
