@@ -5,14 +5,14 @@
 //! The ids in cell paths and meadow names change every run and are filtered out; nothing else is.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apiary::Apiary;
 use apiary::swarm::SwarmConfig;
 use apiary_catalog::Meadow;
 use datafusion::prelude::SessionContext;
 
-use crate::support::{plan, sql};
+use crate::support::{plan, sql, until};
 use crate::swarm::in_process_node;
 
 const QUERIES: [(&str, &str); 4] = [
@@ -77,14 +77,12 @@ async fn plans_in_a_swarm_of_two() {
     };
     let _worker = worker.join_swarm(config("worker")).await.unwrap();
     let swarm = coordinator.join_swarm(config("coordinator")).await.unwrap();
-    let start = Instant::now();
-    while swarm.world().alive().len() < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the worker never appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(10, 50, async || {
+        (swarm.world().alive().len() >= 2)
+            .then_some(())
+            .ok_or_else(|| "the worker never appeared".to_string())
+    })
+    .await;
     // A session of the swarm's node: its queries plan with the swarm rule.
     let ctx = coordinator.session().unwrap();
     sql(&ctx, "SET swarm.path = 'storage'").await;

@@ -1386,15 +1386,14 @@ async fn distribute_once_alive(coordinator: &Apiary, ctx: &SessionContext, n: us
 /// Waits until `ap` sees `n` nodes alive.
 async fn wait_for_nodes(ap: &Apiary, n: usize) {
     let swarm = ap.swarm().unwrap();
-    let start = Instant::now();
-    while swarm.world().alive().len() < n {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "nodes not alive after 60 s"
-        );
+    until(60, 20, async || {
+        if swarm.world().alive().len() >= n {
+            return Ok(());
+        }
         swarm.world().poll().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(format!("{n} nodes not alive after 60 s"))
+    })
+    .await;
 }
 
 /// Each of `nodes` leaves the swarm, in turn.
