@@ -8,6 +8,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ScalarValue;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use object_store::ObjectStoreExt;
 
 use crate::support::{
@@ -168,6 +169,33 @@ async fn large_writes_split_into_cells_of_about_the_target(b: Backend) {
     let full = sizes.iter().filter(|s| **s >= target * 3 / 4).count();
     assert!(full >= sizes.len() - 1, "{b}: {sizes:?}");
     assert_eq!(snap.row_count(), 120_000);
+}
+
+/// DataFusion splits a file between a query's partitions only where a row group ends: a cell of
+/// one large row group is read by one bee however many the query holds.
+async fn cells_are_cut_into_row_groups_the_bees_can_share(b: Backend) {
+    let (_, frame) = plain_frame(&b.url).await;
+    let batches = (0..5).map(|i| batch(i * 100_000..(i + 1) * 100_000, &["eu"]));
+    frame
+        .append(stream(batches.collect()), "WRITE")
+        .await
+        .unwrap();
+    let snap = frame.ledger().latest();
+    let cells: Vec<_> = snap.cells().collect();
+    assert_eq!(cells.len(), 1, "{b}: 500,000 short rows are one cell");
+    let rel = format!("{}/{}", frame.ledger().location(), cells[0].path);
+    let bytes = frame.ledger().meadow().get(&rel).await.unwrap().unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    let rows: Vec<i64> = reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows())
+        .collect();
+    assert!(
+        rows.len() >= 4 && rows.iter().all(|r| *r <= 128 * 1024),
+        "{b}: row groups of {rows:?} rows"
+    );
 }
 
 async fn a_failed_write_leaves_nothing_visible_or_behind(b: Backend) {
@@ -338,4 +366,5 @@ apiary_catalog::each_backend!(
     statistics_come_from_the_parquet_writer,
     a_failed_write_leaves_nothing_visible_or_behind,
     large_writes_split_into_cells_of_about_the_target,
+    cells_are_cut_into_row_groups_the_bees_can_share,
 );

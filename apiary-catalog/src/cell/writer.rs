@@ -185,6 +185,7 @@ impl CellWriter {
             .set_compression(options.compression)
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_max_row_group_bytes(Some(leafcutter.row_group_bytes() as usize))
+            .set_max_row_group_row_count(Some(leafcutter.row_group_rows()))
             .set_created_by(format!("apiary {}", env!("CARGO_PKG_VERSION")));
         // Parquet leaves NaN out of a float column's min/max, while DataFusion orders NaN above
         // every number: a reader pruning row groups or pages on `f > 5` would skip a NaN it must
