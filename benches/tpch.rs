@@ -6,8 +6,9 @@
 //! - `listing`: DataFusion `ListingTable`s over the generator's Parquet files;
 //! - `duckdb`: DuckDB over the same generator files, in a Python process of its own that times
 //!   each query itself (`benches/tpch_duckdb.py`);
-//! - `tuned`: the plain frames in a session with the `--set` settings (how the defaults were
-//!   chosen: compare it with `apiary`).
+//! - `tuned`: the plain frames in a session with the `--set` settings, or a copy of them whose
+//!   row groups hold at most `--row-group-rows` rows (how the defaults were chosen: compare it
+//!   with `apiary`).
 //!
 //! Per query: one warm-up each, whose answers are checked against `listing`'s (row by row,
 //! numbers to a relative 1e-6), then the runs, rotating who goes first. The table gives the
@@ -16,6 +17,7 @@
 //! ```text
 //! cargo bench --no-default-features --bench tpch -- [--sf 1] [--runs 5] [--queries 1,6,14]
 //!     [--sides clustered,apiary,listing,duckdb] [--set datafusion.x.y=value,…]
+//!     [--row-group-rows N]
 //! ```
 //!
 //! The data comes from `scripts/tpch-data SF`; the Apiary copies are built once into
@@ -31,7 +33,7 @@ use std::time::Duration;
 
 use common::{
     TPCH_TABLES, arg, arg_or, collect, median, ms, peer_python, repo, run, tpch_apiary,
-    tpch_apiary_clustered, tpch_data, tpch_query,
+    tpch_apiary_clustered, tpch_apiary_written, tpch_data, tpch_query,
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::array_value_to_string;
@@ -192,9 +194,16 @@ async fn main() {
     let mut keep = vec![];
     for name in &names {
         let side = match name.as_str() {
-            "apiary" | "tuned" => {
+            "apiary" => {
                 let (_, ap) = tpch_apiary(&sf).await;
-                let ctx = apiary_session(&ap, if name == "tuned" { &settings } else { &[] }).await;
+                let ctx = apiary_session(&ap, &[]).await;
+                keep.push(ap);
+                Side::Session(ctx)
+            }
+            "tuned" => {
+                let rows = arg("--row-group-rows").map(|n| n.parse().expect("--row-group-rows N"));
+                let (_, ap) = tpch_apiary_written(&sf, &[], rows).await;
+                let ctx = apiary_session(&ap, &settings).await;
                 keep.push(ap);
                 Side::Session(ctx)
             }
@@ -227,6 +236,9 @@ async fn main() {
     println!("TPC-H SF{sf}, {runs} runs per side after one warm-up, medians (ms)");
     if !settings.is_empty() {
         println!("tuned: {}", settings.join(", "));
+    }
+    if let Some(rows) = arg("--row-group-rows") {
+        println!("tuned: row groups of at most {rows} rows");
     }
     println!();
     let ratios: Vec<String> = names[1..]

@@ -7,8 +7,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apiary::Apiary;
-use apiary::catalog::{FrameSpec, IfExists, SortKey, SortOrder};
+use apiary::catalog::{FrameSpec, IfExists, Leafcutter, SortKey, SortOrder};
+use apiary::exec::NodeConfig;
+use apiary::{Apiary, ApiaryOptions};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 
@@ -191,16 +192,44 @@ pub async fn tpch_apiary(sf: &str) -> (PathBuf, Apiary) {
 /// column, as a user would: `lineitem` by `l_shipdate`, `orders` by `o_orderdate`. Each set of
 /// declarations is its own copy (`tpch-sf{sf}-by-l_shipdate-…`).
 pub async fn tpch_apiary_clustered(sf: &str, clustered: &[(&str, &str)]) -> (PathBuf, Apiary) {
+    tpch_apiary_written(sf, clustered, None).await
+}
+
+/// [`tpch_apiary_clustered`] with cells whose row groups hold at most `row_group_rows` rows
+/// (`None`: Apiary's default); each size its own copy, `…-rg{N}`.
+pub async fn tpch_apiary_written(
+    sf: &str,
+    clustered: &[(&str, &str)],
+    row_group_rows: Option<usize>,
+) -> (PathBuf, Apiary) {
     let name = clustered
         .iter()
         .fold(format!("tpch-sf{sf}"), |n, (_, c)| format!("{n}-by-{c}"));
+    // A copy per row-group size, so a change of Apiary's default writes a fresh one.
+    let name = format!(
+        "{name}-rg{}",
+        row_group_rows.unwrap_or(Leafcutter::ROW_GROUP_ROWS)
+    );
     let dir = work_dir(&name);
     let complete = dir.join(".complete");
+    let open_written = async |dir: &Path| match row_group_rows {
+        Some(rows) => {
+            let node = NodeConfig::detect().expect("node");
+            let mut options = ApiaryOptions::default();
+            options.catalog.write.leafcutter =
+                Leafcutter::for_bee_memory(node.memory_per_bee()).with_row_group_rows(rows);
+            options.node = Some(node);
+            Apiary::open_with(dir.to_str().expect("utf-8"), options)
+                .await
+                .expect("open")
+        }
+        None => open(dir).await,
+    };
     if !complete.exists() {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let data = tpch_data(sf);
-        let ap = open(&dir).await;
+        let ap = open_written(&dir).await;
         let ctx = ap.session().expect("session");
         create_box(&ctx, "tpch", "data").await;
         for t in TPCH_TABLES {
