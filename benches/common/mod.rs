@@ -183,14 +183,15 @@ pub const TPCH_TABLES: [&str; 8] = [
 
 /// The Apiary copy of TPC-H at scale factor `sf` (hive `tpch`, box `data`, one frame per table,
 /// loaded with `INSERT INTO … SELECT` from `scripts/tpch-data`), built once into
-/// `target/apiary-bench/tpch-sf{sf}` and reused; with its folder.
+/// `target/apiary-bench/tpch-sf{sf}-rg{N}` (N: the row-group rows it was written with) and
+/// reused; with its folder.
 pub async fn tpch_apiary(sf: &str) -> (PathBuf, Apiary) {
     tpch_apiary_clustered(sf, &[]).await
 }
 
 /// [`tpch_apiary`] with the frames of `clustered` (table, column) declared sorted by that
 /// column, as a user would: `lineitem` by `l_shipdate`, `orders` by `o_orderdate`. Each set of
-/// declarations is its own copy (`tpch-sf{sf}-by-l_shipdate-…`).
+/// declarations is its own copy (`tpch-sf{sf}-by-l_shipdate-…-rg{N}`).
 pub async fn tpch_apiary_clustered(sf: &str, clustered: &[(&str, &str)]) -> (PathBuf, Apiary) {
     tpch_apiary_written(sf, clustered, None).await
 }
