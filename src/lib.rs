@@ -32,9 +32,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 
 use apiary_catalog::KeepScanOrder;
-use apiary_catalog::{
-    CatalogOptions, CommitOptions, IoRuntime, Leafcutter, Meadow, ProviderState, Registry,
-};
+use apiary_catalog::{CatalogOptions, CommitOptions, IoRuntime, Meadow, ProviderState, Registry};
 use apiary_exec::{BeePool, ChamberRule, Colony, NodeConfig, Regulation};
 use apiary_swarm::{SwarmConfig, SwarmNode, SwarmOptions};
 use datafusion::catalog::CatalogProvider;
@@ -92,7 +90,7 @@ pub struct ApiaryOptions {
     /// Who signs commits, how lost races are retried, how often state is checkpointed.
     pub commit: CommitOptions,
     /// How the DataFusion providers write and refresh. The cell size follows the bees' budget
-    /// unless `catalog.write.leafcutter` is set to something else than its default.
+    /// unless `catalog.write.leafcutter` names a bee size or a target of its own.
     pub catalog: CatalogOptions,
     /// This node's resources; `None` detects them (see [`NodeConfig::detect`]).
     pub node: Option<NodeConfig>,
@@ -161,9 +159,10 @@ impl Apiary {
         pool.set_sight(meadow.sight().clone());
         let colony = Colony::new(pool.clone(), options.regulation);
         let mut catalog = options.catalog;
-        if catalog.write.leafcutter == Leafcutter::default() {
-            catalog.write.leafcutter = Leafcutter::for_bee_memory(pool.budget_per_bee() as u64);
-        }
+        catalog.write.leafcutter = catalog
+            .write
+            .leafcutter
+            .or_for_bee_memory(pool.budget_per_bee() as u64);
         catalog.admission = Some(Arc::new(colony.clone()));
         // Footers and page indexes of every cell a query opened stay cached across queries,
         // in a share of the bees' memory.

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use apiary::catalog::Leafcutter;
 use apiary::exec::{Band, NodeConfig, Spill};
 use apiary::{Apiary, ApiaryOptions};
 use datafusion::execution::memory_pool::MemoryConsumer;
@@ -18,6 +19,11 @@ async fn open_with(dir: &std::path::Path, node: NodeConfig) -> Apiary {
         node: Some(node),
         ..ApiaryOptions::default()
     };
+    open_options(dir, options).await
+}
+
+/// Apiary on `{dir}/meadow` with `options`.
+async fn open_options(dir: &std::path::Path, options: ApiaryOptions) -> Apiary {
     Apiary::open_with(dir.join("meadow").to_str().unwrap(), options)
         .await
         .unwrap()
@@ -52,6 +58,25 @@ async fn cells_are_sized_from_the_bee_budget() {
     assert!(sizes.len() >= 4, "{sizes:?}");
     assert!(sizes.iter().all(|s| *s <= 2 * MIB), "{sizes:?}");
     assert_eq!(scalar(&ctx, "SELECT count(*) FROM h.b.t").await, "200000");
+}
+
+/// Setting how many rows a row group holds leaves the cell size to the bees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_group_cap_alone_leaves_the_cell_size_to_the_bees() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ApiaryOptions {
+        node: Some(NodeConfig::fixed(1, 8 * MIB, dir.path().join("bees"))),
+        ..ApiaryOptions::default()
+    };
+    options.catalog.write.leafcutter = Leafcutter::default().with_row_group_rows(1000);
+    let ap = open_options(dir.path(), options).await;
+    let leafcutter = ap.providers().options().write.leafcutter;
+    assert_eq!(
+        leafcutter.target_cell_bytes(),
+        MIB,
+        "8 MiB bees: 1 MiB cells"
+    );
+    assert_eq!(leafcutter.row_group_rows(), 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiary::catalog::{FrameSpec, IfExists, Leafcutter, SortKey, SortOrder};
-use apiary::exec::NodeConfig;
 use apiary::{Apiary, ApiaryOptions};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
@@ -215,11 +214,8 @@ pub async fn tpch_apiary_written(
     let complete = dir.join(".complete");
     let open_written = async |dir: &Path| match row_group_rows {
         Some(rows) => {
-            let node = NodeConfig::detect().expect("node");
             let mut options = ApiaryOptions::default();
-            options.catalog.write.leafcutter =
-                Leafcutter::for_bee_memory(node.memory_per_bee()).with_row_group_rows(rows);
-            options.node = Some(node);
+            options.catalog.write.leafcutter = Leafcutter::default().with_row_group_rows(rows);
             Apiary::open_with(dir.to_str().expect("utf-8"), options)
                 .await
                 .expect("open")

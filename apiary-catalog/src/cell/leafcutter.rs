@@ -15,7 +15,9 @@
 /// The cell-size policy, derived from one bee's memory budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leafcutter {
-    bee_memory: u64,
+    /// `None`: not chosen yet — [`Leafcutter::DEFAULT_BEE_MEMORY`] until the node's bees decide
+    /// ([`Leafcutter::or_for_bee_memory`]).
+    bee_memory: Option<u64>,
     target_override: Option<u64>,
     row_group_rows: usize,
 }
@@ -23,8 +25,14 @@ pub struct Leafcutter {
 const MIB: u64 = 1024 * 1024;
 
 impl Default for Leafcutter {
+    /// The policy for bees of [`Leafcutter::DEFAULT_BEE_MEMORY`], until a node sizes it for its
+    /// own ([`Leafcutter::or_for_bee_memory`]).
     fn default() -> Self {
-        Self::for_bee_memory(Self::DEFAULT_BEE_MEMORY)
+        Self {
+            bee_memory: None,
+            target_override: None,
+            row_group_rows: Self::ROW_GROUP_ROWS,
+        }
     }
 }
 
@@ -46,10 +54,17 @@ impl Leafcutter {
     /// The policy for bees of `bee_memory` bytes.
     pub fn for_bee_memory(bee_memory: u64) -> Self {
         Self {
-            bee_memory,
-            target_override: None,
-            row_group_rows: Self::ROW_GROUP_ROWS,
+            bee_memory: Some(bee_memory),
+            ..Self::default()
         }
+    }
+
+    /// This policy for bees of `bee_memory` bytes, unless it was made for a bee size already
+    /// ([`Leafcutter::for_bee_memory`]); its other settings stay. How a node sizes the cells of
+    /// a policy that only set a target or row groups.
+    pub fn or_for_bee_memory(mut self, bee_memory: u64) -> Self {
+        self.bee_memory.get_or_insert(bee_memory);
+        self
     }
 
     /// Sets the target cell size explicitly (e.g. for tests or tiny devices).
@@ -67,13 +82,13 @@ impl Leafcutter {
 
     /// The memory budget of one bee, in bytes, that the policy was derived from.
     pub fn bee_memory(&self) -> u64 {
-        self.bee_memory
+        self.bee_memory.unwrap_or(Self::DEFAULT_BEE_MEMORY)
     }
 
     /// The size a cell is closed at.
     pub fn target_cell_bytes(&self) -> u64 {
         self.target_override.unwrap_or_else(|| {
-            (self.bee_memory / Self::BEE_TO_CELL).clamp(Self::MIN_TARGET, Self::MAX_TARGET)
+            (self.bee_memory() / Self::BEE_TO_CELL).clamp(Self::MIN_TARGET, Self::MAX_TARGET)
         })
     }
 
@@ -98,7 +113,7 @@ impl Leafcutter {
     /// may buffer half a bee.
     pub fn open_cells(&self) -> usize {
         let per_cell = self.row_group_bytes() + 10 * MIB;
-        ((self.bee_memory / 2) / per_cell).clamp(1, 64) as usize
+        ((self.bee_memory() / 2) / per_cell).clamp(1, 64) as usize
     }
 }
 
