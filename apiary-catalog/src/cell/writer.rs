@@ -283,8 +283,7 @@ impl CellWriter {
         }
         cell.rows += chunk.num_rows() as u64;
         cell.last_used = self.tick;
-        let size = (cell.writer.bytes_written() + cell.writer.in_progress_size()) as u64;
-        if size >= target
+        if cell.writer.reaches(target as usize).await?
             && let Some(cell) = self.open.remove(key)
         {
             self.close(key.to_vec(), cell).await?;
