@@ -352,6 +352,22 @@ fn columns(columns: Vec<(&str, ArrayRef, bool)>) -> RecordBatch {
 }
 
 /// Everything below the frame folder except the ledger: the cells.
+/// A default writer keeps a cell open for each of ten partitions whose rows arrive interleaved:
+/// one cell each, not a cell per batch and partition closed early to make room.
+async fn interleaved_partitions_get_one_cell_each(b: Backend) {
+    let spec = FrameSpec::new(schema()).with_partition_by(["region"]);
+    let (_, frame) = frame(&b.url, spec, WriteOptions::default()).await;
+    let regions: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+    let regions: Vec<&str> = regions.iter().map(String::as_str).collect();
+    let batches = (0..3).map(|i| batch(i * 1000..(i + 1) * 1000, &regions));
+    let info = frame
+        .append(stream(batches.collect()), "WRITE")
+        .await
+        .unwrap();
+    assert_eq!(info.cells_added, 10, "{b}: one cell per partition");
+    assert_eq!(info.rows_added, 3000, "{b}");
+}
+
 async fn cell_objects(frame: &Frame) -> Vec<String> {
     let ledger = frame.ledger();
     keys_below(ledger.meadow(), ledger.location())
@@ -367,4 +383,5 @@ apiary_catalog::each_backend!(
     a_failed_write_leaves_nothing_visible_or_behind,
     large_writes_split_into_cells_of_about_the_target,
     cells_are_cut_into_row_groups_the_bees_can_share,
+    interleaved_partitions_get_one_cell_each,
 );

@@ -110,10 +110,9 @@ impl Leafcutter {
     }
 
     /// How many cells (one per partition in progress) a writer keeps open at once: together they
-    /// may buffer half a bee. An open cell holds up to two row groups (one encoding, the one
-    /// before it closing) and its columns' queues.
+    /// may buffer half a bee.
     pub fn open_cells(&self) -> usize {
-        let per_cell = 2 * self.row_group_bytes() + 10 * MIB;
+        let per_cell = self.row_group_bytes() + 10 * MIB;
         ((self.bee_memory() / 2) / per_cell).clamp(1, 64) as usize
     }
 }
