@@ -109,10 +109,15 @@ impl Leafcutter {
         self.row_group_rows
     }
 
-    /// How many cells (one per partition in progress) a writer keeps open at once: together they
-    /// may buffer half a bee.
-    pub fn open_cells(&self) -> usize {
-        let per_cell = self.row_group_bytes() + 10 * MIB;
+    /// How many cells (one per partition in progress) a writer keeps open at once for rows of
+    /// about `row_bytes` bytes in memory: together they may buffer half a bee. An open cell holds
+    /// up to two row groups (one encoding, the one before it closing), each at most the byte cap
+    /// or the row cap's rows of that width, and its columns' queues.
+    pub fn open_cells(&self, row_bytes: u64) -> usize {
+        let row_group = self
+            .row_group_bytes()
+            .min(self.row_group_rows() as u64 * row_bytes.max(1));
+        let per_cell = 2 * row_group + 10 * MIB;
         ((self.bee_memory() / 2) / per_cell).clamp(1, 64) as usize
     }
 }
@@ -136,7 +141,9 @@ mod tests {
         let l = Leafcutter::default().with_target_cell_bytes(100);
         assert_eq!(l.target_cell_bytes(), Leafcutter::MIN_EXPLICIT_TARGET);
         assert_eq!(l.max_cell_bytes(), 2 * Leafcutter::MIN_EXPLICIT_TARGET);
-        assert!(Leafcutter::default().open_cells() >= 1);
+        assert!(Leafcutter::default().open_cells(100_000) >= 1);
+        // Narrow rows make small row groups: more cells fit in the same half bee.
+        assert!(Leafcutter::default().open_cells(30) > Leafcutter::default().open_cells(1000));
         assert_eq!(Leafcutter::default().row_group_rows(), 128 * 1024);
         assert_eq!(l.with_row_group_rows(0).row_group_rows(), 1);
     }

@@ -254,7 +254,7 @@ impl CellWriter {
             let mut offset = 0;
             while offset < group.batch.num_rows() {
                 let len = chunk_rows.min(group.batch.num_rows() - offset);
-                self.write_to_cell(&group.key, &group.batch.slice(offset, len))
+                self.write_to_cell(&group.key, &group.batch.slice(offset, len), bytes_per_row)
                     .await?;
                 offset += len;
             }
@@ -262,10 +262,15 @@ impl CellWriter {
         Ok(())
     }
 
-    async fn write_to_cell(&mut self, key: &[ScalarValue], chunk: &RecordBatch) -> Result<()> {
+    async fn write_to_cell(
+        &mut self,
+        key: &[ScalarValue],
+        chunk: &RecordBatch,
+        row_bytes: u64,
+    ) -> Result<()> {
         self.tick += 1;
         if !self.open.contains_key(key) {
-            if self.open.len() >= self.options.leafcutter.open_cells() {
+            if self.open.len() >= self.options.leafcutter.open_cells(row_bytes) {
                 self.close_least_recent().await?;
             }
             let cell = self.open_cell(key, chunk)?;
