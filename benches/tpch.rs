@@ -8,7 +8,7 @@
 //!   each query itself (`benches/tpch_duckdb.py`);
 //! - `tuned`: the plain frames in a session with the `--set` settings, or a copy of them whose
 //!   row groups hold at most `--row-group-rows` rows (how the defaults were chosen: compare it
-//!   with `apiary`).
+//!   with `apiary`); `tuned-clustered`: the clustered frames with the `--set` settings.
 //!
 //! Per query: one warm-up each, whose answers are checked against `listing`'s (row by row,
 //! numbers to a relative 1e-6), then the runs, rotating who goes first. The table gives the
@@ -17,6 +17,7 @@
 //! ```text
 //! cargo bench --no-default-features --bench tpch -- [--sf 1] [--runs 5] [--queries 1,6,14]
 //!     [--sides clustered,apiary,listing,duckdb] [--set datafusion.x.y=value,…]
+//!     (other sides: tuned, tuned-clustered)
 //!     [--row-group-rows N]
 //! ```
 //!
@@ -207,10 +208,11 @@ async fn main() {
                 keep.push(ap);
                 Side::Session(ctx)
             }
-            "clustered" => {
+            "clustered" | "tuned-clustered" => {
                 let by = [("lineitem", "l_shipdate"), ("orders", "o_orderdate")];
                 let (_, ap) = tpch_apiary_clustered(&sf, &by).await;
-                let ctx = apiary_session(&ap, &[]).await;
+                let set: &[String] = if name == "clustered" { &[] } else { &settings };
+                let ctx = apiary_session(&ap, set).await;
                 keep.push(ap);
                 Side::Session(ctx)
             }
@@ -227,7 +229,9 @@ async fn main() {
                 Side::Session(ctx)
             }
             "duckdb" => Side::DuckDb(DuckDb::start(&data)),
-            other => panic!("unknown side {other}: clustered, apiary, tuned, listing, duckdb"),
+            other => panic!(
+                "unknown side {other}: clustered, apiary, tuned, tuned-clustered, listing, duckdb"
+            ),
         };
         sides.push(side);
     }

@@ -73,13 +73,24 @@ async fn apiary_write(dir: &Path, src: &Path, order: &str) -> (Duration, u64) {
 }
 
 /// Installs a release build of the wheel into the venv of `python` (the tests install a debug
-/// one, which would not be a fair peer).
+/// one, which would not be a fair peer). The build runs without the variables `cargo bench`
+/// gave this process (`CARGO_*`, `LD_LIBRARY_PATH`, …): with them Cargo judged every crate
+/// changed and rebuilt the wheel's whole tree, 36 minutes, on every run.
 fn release_wheel(python: &str) {
     let venv = Path::new(python)
         .parent()
         .and_then(Path::parent)
         .expect("the venv of its python");
-    let built = Command::new(venv.join("bin/maturin"))
+    let mut maturin = Command::new(venv.join("bin/maturin"));
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("CARGO_")
+            || ["LD_LIBRARY_PATH", "RUST_RECURSION_COUNT"].contains(&key_text.as_ref())
+        {
+            maturin.env_remove(&key);
+        }
+    }
+    let built = maturin
         .args([
             "develop",
             "--release",
