@@ -108,9 +108,10 @@ async fn column_failure(task: SpawnedTask<Result<ArrowColumnChunk>>) -> Option<P
     }
 }
 
-/// An upper bound of the bytes Parquet's estimate can grow by when `batch` is encoded: twice its
-/// Arrow bytes (values are never encoded larger than they are in memory; dictionaries and their
-/// fallback at most double them), plus a byte per row and a page header per leaf for the levels.
+/// The bytes Parquet's estimate is taken to grow by at most when `batch` is encoded: twice its
+/// Arrow bytes (a value's plain encoding is no larger than its Arrow form, and a dictionary with
+/// its plain fallback at most doubles it), plus a byte per row and a page header per leaf for the
+/// levels. Row groups match `ArrowWriter`'s as long as this holds.
 fn encoded_bound(batch: &RecordBatch, leaves: usize) -> usize {
     let values: usize = batch
         .columns()
