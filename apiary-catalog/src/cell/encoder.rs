@@ -48,8 +48,6 @@ pub struct CellEncoder {
     in_progress: Option<RowGroup>,
     /// The row group before it, whose columns are being closed on their tasks.
     closing: Option<Closing>,
-    /// Row groups opened so far (the index of the next).
-    opened: usize,
     max_rows: Option<usize>,
     max_bytes: Option<usize>,
 }
@@ -126,7 +124,8 @@ fn encoded_bound(batch: &RecordBatch, leaves: usize) -> usize {
 }
 
 /// How many of `rows` fit into a row group of `rows_in` rows and `bytes` estimated bytes under
-/// `max` bytes — `ArrowWriter`'s rule, from the average row so far (`None`: no limit from it).
+/// `max` bytes — `ArrowWriter`'s rule, from the average row so far (all of them while that
+/// average rounds to zero bytes).
 fn rows_under(max: usize, bytes: usize, rows_in: usize, rows: usize) -> usize {
     if bytes >= max {
         return 0;
@@ -200,7 +199,6 @@ impl CellEncoder {
             sink,
             in_progress: None,
             closing: None,
-            opened: 0,
             max_rows,
             max_bytes,
         })
@@ -252,8 +250,9 @@ impl CellEncoder {
     /// The row group in progress, opened (its column tasks started) if there is none.
     fn open_row_group(&mut self) -> Result<&mut RowGroup> {
         if self.in_progress.is_none() {
-            let writers = self.factory.create_column_writers(self.opened)?;
-            self.opened += 1;
+            // Its index: those in the file, and the one closing.
+            let index = self.file.flushed_row_groups().len() + usize::from(self.closing.is_some());
+            let writers = self.factory.create_column_writers(index)?;
             let columns = writers
                 .into_iter()
                 .map(|writer| {
@@ -570,11 +569,11 @@ mod tests {
             CellEncoder::try_new(meadow.upload(key), schema, props(1000, None)).unwrap();
         for i in 0..20 {
             encoder.write(&batch(i * 1500, 1500)).await.unwrap();
-            let in_file = encoder.file.flushed_row_groups().len();
+            let in_file = encoder.file.flushed_row_groups().len() as i64;
+            let held = (i + 1) * 1500 - in_file * 1000;
             assert!(
-                encoder.opened - in_file <= 2,
-                "{} opened, {in_file} in the file",
-                encoder.opened
+                held <= 2 * 1000,
+                "{held} rows held back, {in_file} row groups in the file"
             );
         }
         assert_eq!(encoder.finish().await.unwrap().num_row_groups(), 30);
