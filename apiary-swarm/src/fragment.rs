@@ -44,6 +44,14 @@ pub fn is_partition_local(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 impl ScanMatcher {
+    /// The matcher of `meadow`'s scans.
+    pub fn of(meadow: &apiary_catalog::Meadow) -> Self {
+        Self {
+            store_url: meadow.object_store_url().clone(),
+            root: meadow.root().to_string(),
+        }
+    }
+
     /// The scan config if `plan` is an Apiary scan of this meadow.
     pub fn scan_of(&self, plan: &Arc<dyn ExecutionPlan>) -> Option<FileScanConfig> {
         let exec = plan.downcast_ref::<DataSourceExec>()?;

@@ -87,10 +87,7 @@ impl SwarmNode {
             .build_arc()?;
         runtime.register_object_store(meadow.object_store_url().as_ref(), Arc::clone(&cache) as _);
         let session = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
-        let matcher = ScanMatcher {
-            store_url: meadow.object_store_url().clone(),
-            root: meadow.root().to_string(),
-        };
+        let matcher = ScanMatcher::of(&meadow);
         let membership = Arc::new(Membership::new(
             config.clone(),
             meadow.dedicated()?,
@@ -106,8 +103,8 @@ impl SwarmNode {
                 colony.pool(),
                 &session.runtime_env(),
                 &codec,
-                &matcher,
                 &config,
+                io,
             )
             .await?;
             if let Some(endpoint) = &direct.endpoint {

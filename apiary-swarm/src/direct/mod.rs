@@ -75,16 +75,18 @@ pub(crate) struct Direct {
 
 impl Direct {
     /// Sets up the direct path of a node; with `config.listen`, binds it and serves a worker there
-    /// (the server task is returned, to be aborted when the node leaves).
+    /// (the server task is returned, to be aborted when the node leaves); its gRPC clients' connections
+    /// run on `io`.
     pub(crate) async fn start(
         meadow: &Meadow,
         membership: Arc<Membership>,
         pool: &BeePool,
         base: &Arc<RuntimeEnv>,
         codec: &ApiaryCodec,
-        matcher: &ScanMatcher,
         config: &SwarmConfig,
+        io: &tokio::runtime::Handle,
     ) -> Result<(Direct, Option<JoinHandle<()>>)> {
+        let matcher = &ScanMatcher::of(meadow);
         let listen = config.listen;
         let tls = config.tls.clone().unwrap_or_default();
         let (server_tls, client_tls) = (tls::server(&tls)?, tls::client(&tls)?);
@@ -96,7 +98,7 @@ impl Direct {
                 token
             }
         };
-        let channels = SwarmChannels::new(token.clone(), client_tls.clone());
+        let channels = SwarmChannels::new(token.clone(), client_tls.clone(), io.clone());
         let refused = Arc::new(AtomicU64::new(0));
         let (endpoint, server, admissions, local) = match listen {
             Some(addr) => {

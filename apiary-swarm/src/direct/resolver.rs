@@ -5,9 +5,12 @@
 //! query's path ([`SwarmWorkers::probe`], from the node's direct loop) when a node first
 //! appears and again while it fails, so `get_urls` never blocks. [`SwarmChannels`] makes the
 //! gRPC clients: one lazily connected channel per endpoint, with connect and keep-alive
-//! timeouts, and every request carrying the swarm token.
+//! timeouts, and every request carrying the swarm token. The channels' connections run on
+//! Apiary's I/O runtime, not the caller's: a node of one core runs its queries on one thread,
+//! and a plan for another worker must leave while the query's own tasks keep that thread busy.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +20,7 @@ use datafusion::common::{exec_datafusion_err, exec_err};
 use datafusion::error::{DataFusionError, Result};
 use datafusion_distributed::{ChannelResolver, WorkerChannel, WorkerResolver, grpc};
 use parking_lot::Mutex;
+use tokio::runtime::Handle;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use url::Url;
 
@@ -235,15 +239,35 @@ pub struct SwarmChannels {
     channels: Arc<Mutex<HashMap<Url, Channel>>>,
     /// Clients handed out per endpoint: which workers this node's queries and tasks called.
     calls: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Where the channels' connections run (Apiary's I/O runtime).
+    io: Handle,
+}
+
+/// Runs the futures tonic spawns for a channel (its request queue, its HTTP/2 connection) on a
+/// runtime of Apiary's own.
+#[derive(Clone)]
+struct OnRuntime(Handle);
+
+impl<F> hyper::rt::Executor<F> for OnRuntime
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn(fut);
+    }
 }
 
 impl SwarmChannels {
-    pub(crate) fn new(token: SwarmToken, tls: Option<ClientTlsConfig>) -> Self {
+    /// Clients that carry `token`, check workers' certificates with `tls`, and run their
+    /// connections on `io`.
+    pub(crate) fn new(token: SwarmToken, tls: Option<ClientTlsConfig>, io: Handle) -> Self {
         Self {
             token,
             tls,
             channels: Arc::default(),
             calls: Arc::default(),
+            io,
         }
     }
 
@@ -276,6 +300,7 @@ impl SwarmChannels {
             .keep_alive_timeout(KEEP_ALIVE)
             .keep_alive_while_idle(true)
             .tcp_nodelay(true)
+            .executor(OnRuntime(self.io.clone()))
             .connect_lazy();
         channels.insert(url.clone(), channel.clone());
         Ok(channel)
@@ -302,5 +327,56 @@ impl ChannelResolver for SwarmChannels {
         Ok(grpc::create_worker_client(grpc::BoxCloneSyncChannel::new(
             service,
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::time::Duration;
+
+    use apiary_catalog::IoRuntime;
+    use datafusion_distributed::GetWorkerInfoRequest;
+
+    use super::*;
+
+    /// A node of one core runs a query on one thread; datafusion-distributed hands a plan to a
+    /// remote worker from a task on that thread while the query's local tasks compute there.
+    /// The request must leave even if that thread gets no turn after the first poll.
+    #[test]
+    fn a_request_leaves_while_the_callers_only_thread_is_busy() {
+        let io = IoRuntime::new().expect("io runtime");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url =
+            Url::parse(&format!("http://{}/", listener.local_addr().expect("addr"))).expect("url");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut preface = [0u8; 24];
+            stream.read_exact(&mut preface).expect("read");
+            tx.send(preface).expect("send");
+            // Hold the connection until the test is over.
+            std::thread::sleep(Duration::from_secs(10));
+        });
+        let caller = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        caller.block_on(async {
+            let channels = SwarmChannels::new(SwarmToken::default(), None, io.handle().clone());
+            let mut client = channels
+                .get_worker_client_for_url(&url)
+                .await
+                .expect("client");
+            let mut call = Box::pin(client.get_worker_info(GetWorkerInfoRequest {}));
+            assert!(futures::poll!(call.as_mut()).is_pending());
+            // The caller's only thread now blocks: nothing else on its runtime runs.
+            let preface = rx.recv_timeout(Duration::from_secs(5));
+            assert_eq!(
+                preface.ok().as_ref().map(|p| &p[..]),
+                Some(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]),
+                "the request did not reach the worker while the caller's thread was busy"
+            );
+        });
     }
 }
