@@ -67,6 +67,28 @@ pub fn default_storage(name: &str) -> Option<String> {
     )
 }
 
+/// A Tokio runtime for a node's queries, as the `apiary` command and the Python wheel run them:
+/// one worker thread per core the process may use, and never fewer than two. On a node of one
+/// core a single thread hands a plan or a batch of the direct path to another worker only when
+/// the query's own tasks yield — tens of milliseconds per stage. A thread more than the cores
+/// everywhere was measured too, and costs a query on two cores about a tenth of its speed
+/// (`BENCHMARKS.md`, "The direct path, 2026-12-07").
+///
+/// ```
+/// let runtime = apiary::node_runtime()?;
+/// let cores = std::thread::available_parallelism()?.get();
+/// assert_eq!(runtime.metrics().num_workers(), cores.max(2));
+/// assert_eq!(runtime.block_on(async { 1 + 1 }), 2);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn node_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.max(2))
+        .enable_all()
+        .build()
+}
+
 /// The swarm membership of an [`Apiary`] and all its clones: the last one dropped leaves the
 /// swarm (its heartbeat is removed), so that no process that joined leaves a heartbeat behind.
 #[derive(Debug)]

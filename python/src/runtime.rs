@@ -9,16 +9,11 @@ use tokio::runtime::Runtime;
 
 use crate::error::{Error, Result};
 
-/// One multi-threaded runtime per process, made on first use.
+/// One runtime per process, made on first use: a node's ([`apiary::node_runtime`]).
 pub fn runtime() -> Result<&'static Runtime> {
     static RUNTIME: OnceLock<std::io::Result<Runtime>> = OnceLock::new();
     RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .thread_name("apiary-python")
-                .enable_all()
-                .build()
-        })
+        .get_or_init(apiary::node_runtime)
         .as_ref()
         .map_err(|e| Error::Invalid(format!("cannot start Apiary's tokio runtime: {e}")))
 }

@@ -168,18 +168,26 @@ fn default_storage() -> String {
     apiary::default_storage("default").unwrap_or_else(|| "apiary-data".into())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     env_logger_init();
     let cli = Cli::parse();
     let storage = cli.storage.unwrap_or_else(default_storage);
-    let outcome = match cli.command {
-        None => shell::run(&storage, cli.shell, &cli.bees).await,
-        Some(Command::Import(args)) => import::run(&storage, args, &cli.bees).await,
-        Some(Command::Node(args)) => node::run(&storage, args, &cli.bees).await,
-        Some(Command::Status(args)) => status::run(&storage, args, &cli.bees).await,
-        Some(Command::Check(args)) => check::run(&storage, args).await,
+    let runtime = match apiary::node_runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            None => shell::run(&storage, cli.shell, &cli.bees).await,
+            Some(Command::Import(args)) => import::run(&storage, args, &cli.bees).await,
+            Some(Command::Node(args)) => node::run(&storage, args, &cli.bees).await,
+            Some(Command::Status(args)) => status::run(&storage, args, &cli.bees).await,
+            Some(Command::Check(args)) => check::run(&storage, args).await,
+        }
+    });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
