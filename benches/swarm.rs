@@ -26,7 +26,10 @@
 //! - with `--direct` (and the `direct` feature), instead: all 22 queries on one node and on two
 //!   listening nodes, over the direct path (datafusion-distributed) and over the meadow, side by
 //!   side (`cargo bench --bench swarm --no-default-features --features direct -- --direct --bees 2`);
-//!   `--set key=value,…` sets more on the direct path's session (`distributed.compression=none`).
+//!   `--set key=value,…` sets more on the direct path's session (`distributed.compression=none`);
+//!   `--analyze` prints each query's `EXPLAIN ANALYZE` on the direct path; `--default-min-bytes` keeps queries below `swarm.min_bytes` local on it (otherwise the bench
+//!   sets it to 0). Beside them, the one node again with this process let onto both cores: the
+//!   machine's ceiling for two cores.
 //!
 //! ```text
 //! cargo bench --bench swarm --no-default-features -- [--runs 7] [--bees 1] [--queries 1,6] [--small 2,11] [--idle-secs 60] [--calls 1,6] [--tasks-per-bee N] [--storage s3] [--per-process]
@@ -67,6 +70,41 @@ fn pin_self(cores: &str) {
         .status()
         .expect("taskset (util-linux) is needed to pin the coordinator");
     assert!(status.success(), "taskset failed");
+}
+
+/// Runs a query with this process let onto both cores, on a runtime of its own with the threads
+/// [`apiary::node_runtime`] gives two cores (this process's runtime was built pinned to one):
+/// the machine's ceiling for one query on two cores, with no exchange at all.
+struct BothCores(Option<tokio::runtime::Runtime>);
+
+impl BothCores {
+    fn new() -> Self {
+        Self(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        ))
+    }
+
+    async fn time(&self, ctx: &SessionContext, sql: String) -> Duration {
+        let ctx = ctx.clone();
+        pin_self("0,1");
+        let runtime = self.0.as_ref().expect("a runtime until dropped");
+        let took = runtime.spawn(async move { time(&ctx, &sql).await.0 }).await;
+        pin_self("0");
+        took.expect("run on both cores")
+    }
+}
+
+impl Drop for BothCores {
+    /// It is dropped inside this process's runtime, where a runtime may not block to stop.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// A node process pinned to `core` — this benchmark's own binary in `--worker` mode, which runs
@@ -366,23 +404,8 @@ async fn scale_out(dir: &Path, runs: usize) {
     // On S3 both join one swarm (for their cell caches): neither may hand work to the other.
     run(&local, "SET swarm.enabled = false").await;
     run(&ceiling, "SET swarm.enabled = false").await;
-    // Its queries run on a runtime of two threads of their own (this process's runtime was
-    // built pinned to one core, so it has one).
-    let two_threads = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let on_both = |sql: String| {
-        let ctx = ceiling.clone();
-        let runtime = two_threads.handle().clone();
-        async move {
-            pin_self("0,1");
-            let took = runtime.spawn(async move { time(&ctx, &sql).await.0 }).await;
-            pin_self("0");
-            took.expect("ceiling run")
-        }
-    };
+    let both_cores = BothCores::new();
+    let on_both = |sql: String| both_cores.time(&ceiling, sql);
     let swarm = tpch_session(&coordinator).await;
     let forced = tpch_session(&coordinator).await;
     run(&forced, "SET swarm.min_bytes = 0").await;
@@ -491,7 +514,7 @@ async fn scale_out(dir: &Path, runs: usize) {
     coordinator.leave_swarm().await.expect("leave");
     alone.leave_swarm().await.expect("leave");
     two_bees.leave_swarm().await.expect("leave");
-    two_threads.shutdown_background();
+    drop(both_cores);
     if common::flag("--per-process") {
         per_process(&meadows, runs);
     }
@@ -542,7 +565,10 @@ async fn direct_scale_out(dir: &Path, runs: usize) {
     run(&local, "SET swarm.enabled = false").await;
     let direct = tpch_session(&coordinator).await;
     run(&direct, "SET swarm.path = 'direct'").await;
-    run(&direct, "SET swarm.min_bytes = 0").await;
+    // `--default-min-bytes`: queries below `swarm.min_bytes` stay local, as by default.
+    if !common::flag("--default-min-bytes") {
+        run(&direct, "SET swarm.min_bytes = 0").await;
+    }
     // `--set key=value,…`: settings of the direct path's session to compare.
     for setting in arg("--set").iter().flat_map(|s| s.split(',')) {
         if let Some((key, value)) = setting.split_once('=') {
@@ -557,10 +583,12 @@ async fn direct_scale_out(dir: &Path, runs: usize) {
         "## Direct path: 1 node vs 2 nodes, one core and {bees} bees each (TPC-H SF1 on a local folder, {runs} runs, median)\n"
     );
     println!(
-        "| query | 1 node (ms) | 2 nodes, direct (ms) | speedup | 2 nodes, meadow (ms) | speedup |"
+        "| query | 1 node (ms) | 2 nodes, direct (ms) | speedup | 2 nodes, meadow (ms) | speedup | 1 node on both cores (ms) | its speedup | direct ÷ ceiling |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
-    let (mut direct_ups, mut meadow_ups) = (vec![], vec![]);
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // The one node again, let onto both cores: what two cores give a query with no exchange.
+    let both_cores = BothCores::new();
+    let (mut direct_ups, mut meadow_ups, mut ceiling_ups) = (vec![], vec![], vec![]);
     let mut slower = vec![];
     for q in queries(
         "--queries",
@@ -590,34 +618,45 @@ async fn direct_scale_out(dir: &Path, runs: usize) {
         for ctx in [&local, &direct, &meadow] {
             run(ctx, &sql).await;
         }
-        let (mut one, mut two, mut three) = (vec![], vec![], vec![]);
+        both_cores.time(&local, sql.clone()).await;
+        let (mut one, mut two, mut three, mut four) = (vec![], vec![], vec![], vec![]);
         for _ in 0..runs {
             one.push(time(&local, &sql).await.0);
             two.push(time(&direct, &sql).await.0);
             three.push(time(&meadow, &sql).await.0);
+            four.push(both_cores.time(&local, sql.clone()).await);
         }
-        let (one, two, three) = (median(one), median(two), median(three));
-        let (up, mup) = (
-            one.as_secs_f64() / two.as_secs_f64(),
-            one.as_secs_f64() / three.as_secs_f64(),
-        );
+        if common::flag("--analyze") {
+            let batches = common::collect(&direct, &format!("EXPLAIN ANALYZE {sql}")).await;
+            eprintln!(
+                "q{q} on the direct path:\n{}",
+                datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("text")
+            );
+        }
+        let (one, two, three, four) = (median(one), median(two), median(three), median(four));
+        let over = |t: Duration| one.as_secs_f64() / t.as_secs_f64();
+        let (up, mup, cup) = (over(two), over(three), over(four));
         direct_ups.push(up);
         meadow_ups.push(mup);
+        ceiling_ups.push(cup);
         if up < 1.0 / 1.05 {
             slower.push(format!("q{q}"));
         }
         println!(
-            "| q{q}{mark} | {:.0} | {:.0} | {up:.2}× | {:.0} | {mup:.2}× |",
+            "| q{q}{mark} | {:.0} | {:.0} | {up:.2}× | {:.0} | {mup:.2}× | {:.0} | {cup:.2}× | {:.2} |",
             ms(one),
             ms(two),
-            ms(three)
+            ms(three),
+            ms(four),
+            up / cup
         );
     }
     let geomean = |ups: &[f64]| (ups.iter().map(|u| u.ln()).sum::<f64>() / ups.len() as f64).exp();
+    let (direct_mean, ceiling_mean) = (geomean(&direct_ups), geomean(&ceiling_ups));
     println!(
-        "| geometric mean | | | {:.2}× | | {:.2}× |",
-        geomean(&direct_ups),
-        geomean(&meadow_ups)
+        "| geometric mean | | | {direct_mean:.2}× | | {:.2}× | | {ceiling_mean:.2}× | {:.2} |",
+        geomean(&meadow_ups),
+        direct_mean / ceiling_mean
     );
     println!(
         "\nSlower than one node by more than 5 % on the direct path: {}",
@@ -910,12 +949,12 @@ async fn worker(storage: &str) {
 
 fn main() {
     if let Some(storage) = arg("--worker") {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let rt = apiary::node_runtime().expect("runtime");
         rt.block_on(worker(&storage));
         return;
     }
     if let Some(url) = arg("--once") {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let rt = apiary::node_runtime().expect("runtime");
         rt.block_on(once(&url));
         return;
     }
@@ -923,7 +962,8 @@ fn main() {
     pin_self("0");
     let runs = arg_or("--runs", 7usize);
     let idle_secs = arg_or("--idle-secs", 60u64);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // What `apiary` and `apiary node` run on (pinned to one core: still two threads).
+    let rt = apiary::node_runtime().expect("runtime");
     rt.block_on(async {
         let (dir, ap) = tpch_apiary("1").await;
         drop(ap);
