@@ -28,6 +28,6 @@ pub use chamber_exec::{BeeOptions, ChamberExec, ChamberRule, bee_options};
 pub use error::{ExecError, Result};
 pub use folder_lock::FolderLock;
 pub use node::{MemoryPoolKind, NodeConfig, parse_bytes};
-pub use pool::{BeePool, Chamber, HASH_JOIN_MIN_QUERY_MEMORY, PoolStatus, Spill};
+pub use pool::{BROADCAST_BYTES, BeePool, Chamber, HASH_JOIN_MIN_QUERY_MEMORY, PoolStatus, Spill};
 pub use queries::{QueryLog, QueryOutcome, QueryRecord, QueryShape};
 pub use temperature::{Band, Colony, Regulation, Temperature, Thresholds};

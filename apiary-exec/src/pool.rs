@@ -34,6 +34,15 @@ use crate::folder_lock::FolderLock;
 use crate::node::{MemoryPoolKind, NodeConfig};
 use crate::queries::QueryLog;
 
+/// Where hash joins run (a query's memory of [`HASH_JOIN_MIN_QUERY_MEMORY`] or more), a join's
+/// build side estimated below this many bytes (or, its bytes unknown, rows of 32 bytes) is
+/// collected whole — one hash table the probe side's partitions share, and on the direct path one
+/// sent to every task — rather than both sides repartitioned by the key. At most a sixteenth of
+/// such a query's memory. DataFusion's default is 1 MiB; TPC-H SF1 with 64 MiB: 1.06× faster on
+/// one node (plain frames), and its joins on two nodes of the direct path no longer shuffle
+/// `lineitem` (`BENCHMARKS.md`, "Settings chosen by evidence").
+pub const BROADCAST_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Below this memory per query, sessions prefer sort-merge joins (they spill; DataFusion 55's
 /// hash join cannot spill its build side).
 pub const HASH_JOIN_MIN_QUERY_MEMORY: u64 = 1024 * 1024 * 1024;
@@ -198,7 +207,8 @@ impl BeePool {
     /// [`crate::ChamberRule`]): `target_partitions` = the bees a query holds, the `apiary.*`
     /// options, sort-merge joins when a query's memory is below
     /// [`HASH_JOIN_MIN_QUERY_MEMORY`] (DataFusion 55's hash join cannot spill its build side; a
-    /// sort-merge join can), and a sort's merge reservation scaled to the budget (DataFusion's
+    /// sort-merge join can) and build sides up to [`BROADCAST_BYTES`] collected whole above it,
+    /// and a sort's merge reservation scaled to the budget (DataFusion's
     /// 10 MB default would not fit a small bee).
     pub fn session_config(&self) -> SessionConfig {
         let query_memory = self.inner.budget as u64 * self.bees() as u64;
@@ -209,8 +219,12 @@ impl BeePool {
         execution.sort_spill_reservation_bytes = execution
             .sort_spill_reservation_bytes
             .min((query_memory / 16).max(64 * 1024) as usize);
+        let optimizer = &mut config.options_mut().optimizer;
         if query_memory < HASH_JOIN_MIN_QUERY_MEMORY {
-            config.options_mut().optimizer.prefer_hash_join = false;
+            optimizer.prefer_hash_join = false;
+        } else {
+            optimizer.hash_join_single_partition_threshold = BROADCAST_BYTES as usize;
+            optimizer.hash_join_single_partition_threshold_rows = (BROADCAST_BYTES / 32) as usize;
         }
         // Batches sized to the bee: a merge of spilled sort runs holds a batch per run, and
         // at 8192 rows a sort on 8 MiB bees could not reserve them (it can at 2048).

@@ -243,3 +243,36 @@ async fn a_merge_above_spilling_sorts_finds_memory() {
         .register(&memory);
     again.try_grow(12 * MIB as usize).unwrap();
 }
+
+/// With hash joins (a query's memory of 1 GiB or more), a join's build side of up to
+/// `BROADCAST_BYTES` is collected whole — and on the direct path sent to every task — rather than
+/// both sides repartitioned; below 1 GiB, sort-merge joins, and DataFusion's thresholds stay.
+#[test]
+fn build_sides_that_fit_are_collected_whole_where_hash_joins_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = datafusion::config::ConfigOptions::default().optimizer;
+
+    let large = pool(2, 512 * MIB, &dir.path().join("large")).session_config();
+    let optimizer = &large.options().optimizer;
+    assert!(optimizer.prefer_hash_join);
+    assert_eq!(
+        optimizer.hash_join_single_partition_threshold as u64,
+        apiary_exec::BROADCAST_BYTES
+    );
+    assert_eq!(
+        optimizer.hash_join_single_partition_threshold_rows as u64,
+        apiary_exec::BROADCAST_BYTES / 32
+    );
+
+    let small = pool(2, 256 * MIB, &dir.path().join("small")).session_config();
+    let optimizer = &small.options().optimizer;
+    assert!(!optimizer.prefer_hash_join);
+    assert_eq!(
+        optimizer.hash_join_single_partition_threshold,
+        defaults.hash_join_single_partition_threshold
+    );
+    assert_eq!(
+        optimizer.hash_join_single_partition_threshold_rows,
+        defaults.hash_join_single_partition_threshold_rows
+    );
+}
