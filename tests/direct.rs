@@ -686,6 +686,44 @@ async fn a_query_below_min_bytes_stays_local_on_the_direct_path() {
     ap.leave_swarm().await.unwrap();
 }
 
+/// `swarm.min_bytes` counts the bytes of the columns a query reads (their size in memory, from
+/// the ledger's statistics), not whole cells: a query of a frame's narrow column stays local
+/// where one that also reads its wide column is distributed.
+/// (Seen: TPC-H q2, q11 and q22 read a few columns of 56–74 MB of cells, went to the direct path
+/// under the default 64 MiB and lost 7–28 ms to its stages.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_bytes_counts_the_columns_a_query_reads() {
+    let (scratch, url) = scratch_meadow();
+    let (ap, _node, _endpoint) = listening_node(&url, scratch.path()).await;
+    let ctx = ap.session().unwrap();
+    // 100,000 rows: `k` 800 KB in memory, `pad` eight different md5 digests a row, 26 MB.
+    // Under 1 MiB reads `k` alone; its cells, and `pad`, are more.
+    let pad = (0..8)
+        .map(|i| format!("md5(CAST(value + {i} AS VARCHAR))"))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    sql_all(
+        &ctx,
+        &[
+            &format!(
+                "CREATE TABLE h.b.wide AS SELECT value AS k, {pad} AS pad FROM generate_series(1, 100000)"
+            ),
+            "SET swarm.path = 'direct'",
+            "SET distributed.file_scan_config_bytes_per_partition = 1",
+            "SET distributed.max_tasks_per_stage = 2",
+            "SET swarm.min_bytes = 1048576",
+        ],
+    )
+    .await;
+    let narrow = "SELECT k % 7 AS g, count(*) FROM h.b.wide GROUP BY g";
+    let text = physical(&ctx, narrow).await;
+    assert!(!text.contains("DistributedExec"), "{text}");
+    let wide = "SELECT k % 7 AS g, max(pad) FROM h.b.wide GROUP BY g";
+    let text = physical(&ctx, wide).await;
+    assert!(text.contains("DistributedExec"), "{text}");
+    ap.leave_swarm().await.unwrap();
+}
+
 /// Where no node listens the direct path costs no storage call per interval: nodes do not read
 /// the swarm secret after joining. Once a node listens, the others read it as soon as they
 /// reach it.

@@ -149,7 +149,8 @@ extensions_options! {
     pub struct SwarmOptions {
         /// Whether scans may be distributed at all.
         pub enabled: bool, default = true
-        /// Scans reading fewer bytes than this run locally (the swarm never slows them down).
+        /// Scans reading fewer bytes than this run locally (the swarm never slows them down):
+        /// the in-memory size of the columns they read, from the cells' statistics.
         pub min_bytes: u64, default = 64 * 1024 * 1024
         /// Tasks a distributed scan is cut into per bee the nodes offer (fewer when they would
         /// read less than `min_task_bytes` each, never fewer than the bees): free bees pull

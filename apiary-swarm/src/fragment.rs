@@ -132,6 +132,48 @@ pub fn files_of(config: &FileScanConfig) -> Vec<PartitionedFile> {
         .collect()
 }
 
+/// The bytes `config` reads: per file, the in-memory size of the columns it projects (the
+/// cell's statistics in the ledger), for the file's range. A scan of two narrow columns of a
+/// wide cell reads their column chunks, not the cell. Where a size is unknown, the file's own
+/// bytes count.
+pub fn bytes_read(config: &FileScanConfig) -> u64 {
+    #[expect(
+        deprecated,
+        reason = "DataFusion 55's own way to the scan's file columns"
+    )]
+    let projected = config.file_column_projection_indices();
+    files_of(config)
+        .iter()
+        .map(|file| {
+            let size = file.effective_size();
+            let whole = file.object_meta.size;
+            let (Some(stats), true) = (&file.statistics, whole > 0) else {
+                return size;
+            };
+            let columns: Vec<usize> = match &projected {
+                Some(p) => p.clone(),
+                None => (0..config.file_schema().fields().len()).collect(),
+            };
+            let sizes: Option<Vec<usize>> = columns
+                .iter()
+                .map(|&i| {
+                    stats
+                        .column_statistics
+                        .get(i)
+                        .and_then(|c| c.byte_size.get_value().copied())
+                })
+                .collect();
+            match sizes {
+                Some(sizes) => {
+                    let bytes: usize = sizes.iter().sum();
+                    (bytes as f64 * size as f64 / whole as f64).ceil() as u64
+                }
+                None => size,
+            }
+        })
+        .sum()
+}
+
 /// The chain headed by `top`, with its scan reading only `files` (as one partition).
 pub fn fragment(
     top: &Arc<dyn ExecutionPlan>,

@@ -27,7 +27,7 @@ use datafusion::physical_plan::{ExecutionPlan, Partitioning, replace_children_if
 use crate::codec::ApiaryCodec;
 use crate::config::SwarmOptions;
 use crate::fragment::ScanMatcher;
-use crate::fragment::{files_of, ships};
+use crate::fragment::{bytes_read, files_of, ships};
 use crate::heartbeat::Heartbeat;
 use crate::membership::Membership;
 use crate::swarm_exec::{Exchange, PlannedTask, SwarmExec};
@@ -105,8 +105,8 @@ impl SwarmRule {
                 );
                 return Ok(plan);
             }
+            let bytes = bytes_read(&scan);
             let files = files_of(&scan);
-            let bytes: u64 = files.iter().map(|f| f.effective_size()).sum();
             if bytes < options.min_bytes {
                 note_local(
                     &scan,

@@ -33,7 +33,7 @@ use super::settings;
 use super::resolver::SwarmWorkers;
 use super::secret::SwarmToken;
 use crate::config::{SwarmOptions, SwarmPath};
-use crate::fragment::{ScanMatcher, files_of, is_partition_local};
+use crate::fragment::{ScanMatcher, bytes_read, is_partition_local};
 
 /// Plans a query on the direct path (datafusion-distributed's planner) when it can take it,
 /// else as usual — where the storage swarm's `SwarmRule` distributes its scans. The choice is
@@ -237,15 +237,13 @@ impl PathPlanner {
         ))))
     }
 
-    /// The bytes of the meadow's cells `plan` reads (after the ledger's pruning).
+    /// The bytes of the meadow's cells `plan` reads (after the ledger's pruning; of the columns
+    /// it reads).
     fn meadow_bytes(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<u64> {
         let mut bytes = 0;
         plan.apply(|node| {
             if let Some(config) = self.matcher.scan_of(node) {
-                bytes += files_of(&config)
-                    .iter()
-                    .map(|f| f.effective_size())
-                    .sum::<u64>();
+                bytes += bytes_read(&config);
             }
             Ok(TreeNodeRecursion::Continue)
         })?;
