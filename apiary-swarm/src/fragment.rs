@@ -137,11 +137,14 @@ pub fn files_of(config: &FileScanConfig) -> Vec<PartitionedFile> {
 /// wide cell reads their column chunks, not the cell. Where a size is unknown, the file's own
 /// bytes count.
 pub fn bytes_read(config: &FileScanConfig) -> u64 {
-    #[expect(
-        deprecated,
-        reason = "DataFusion 55's own way to the scan's file columns"
-    )]
-    let projected = config.file_column_projection_indices();
+    // The file columns the scan's projection reads (it may hold expressions over them).
+    let file_columns = config.file_schema().fields().len();
+    let projected: Option<Vec<usize>> = config.file_source().projection().map(|p| {
+        p.column_indices()
+            .into_iter()
+            .filter(|&i| i < file_columns)
+            .collect()
+    });
     files_of(config)
         .iter()
         .map(|file| {
@@ -152,7 +155,7 @@ pub fn bytes_read(config: &FileScanConfig) -> u64 {
             };
             let columns: Vec<usize> = match &projected {
                 Some(p) => p.clone(),
-                None => (0..config.file_schema().fields().len()).collect(),
+                None => (0..file_columns).collect(),
             };
             let sizes: Option<Vec<usize>> = columns
                 .iter()
