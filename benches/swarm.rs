@@ -27,9 +27,10 @@
 //!   listening nodes, over the direct path (datafusion-distributed) and over the meadow, side by
 //!   side (`cargo bench --bench swarm --no-default-features --features direct -- --direct --bees 2`);
 //!   `--set key=value,…` sets more on the direct path's session (`distributed.compression=none`);
-//!   `--analyze` prints each query's `EXPLAIN ANALYZE` on the direct path; `--default-min-bytes` keeps queries below `swarm.min_bytes` local on it (otherwise the bench
-//!   sets it to 0). Beside them, the one node again with this process let onto both cores: the
-//!   machine's ceiling for two cores.
+//!   `--analyze` prints each query's `EXPLAIN ANALYZE` on the direct path; `--default-min-bytes`
+//!   keeps queries below `swarm.min_bytes` local on it (otherwise the bench sets it to 0). Beside
+//!   them, the one node again with this process let onto both cores: the machine's ceiling for
+//!   two cores.
 //!
 //! ```text
 //! cargo bench --bench swarm --no-default-features -- [--runs 7] [--bees 1] [--queries 1,6] [--small 2,11] [--idle-secs 60] [--calls 1,6] [--tasks-per-bee N] [--storage s3] [--per-process]

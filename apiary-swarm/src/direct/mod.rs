@@ -75,8 +75,8 @@ pub(crate) struct Direct {
 
 impl Direct {
     /// Sets up the direct path of a node; with `config.listen`, binds it and serves a worker there
-    /// (the server task is returned, to be aborted when the node leaves); its gRPC clients' connections
-    /// run on `io`.
+    /// (the server task is returned, to be aborted when the node leaves); its gRPC clients'
+    /// connections run on `io`.
     pub(crate) async fn start(
         meadow: &Meadow,
         membership: Arc<Membership>,
