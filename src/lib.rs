@@ -69,7 +69,7 @@ pub fn default_storage(name: &str) -> Option<String> {
 
 /// A Tokio runtime for a node's queries, as the `apiary` command and the Python wheel run them:
 /// one worker thread per core the process may use, and never fewer than two. On a node of one
-/// core a single thread hands a plan or a batch of the direct path to another worker only when
+/// core a single thread hands a plan or a request of the direct path to another worker only when
 /// the query's own tasks yield — tens of milliseconds per stage. A thread more than the cores
 /// everywhere was measured too, and costs a query on two cores about a tenth of its speed
 /// (`BENCHMARKS.md`, "The direct path, 2026-12-07").

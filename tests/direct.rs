@@ -657,6 +657,14 @@ async fn direct_without_a_reached_worker_is_a_clear_error() {
     ap.leave_swarm().await.unwrap();
 }
 
+/// The direct path, with any scan big enough for two tasks (so that only `swarm.min_bytes`
+/// keeps a query local).
+const DIRECT_IN_TWO_TASKS: &[&str] = &[
+    "SET swarm.path = 'direct'",
+    "SET distributed.file_scan_config_bytes_per_partition = 1",
+    "SET distributed.max_tasks_per_stage = 2",
+];
+
 /// The direct path keeps small queries local by the storage path's rule: a query that reads
 /// less than `swarm.min_bytes` of cells is planned as usual, whichever path was asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -664,15 +672,7 @@ async fn a_query_below_min_bytes_stays_local_on_the_direct_path() {
     let (scratch, url) = scratch_meadow();
     let (ap, _node, _endpoint) = listening_node(&url, scratch.path()).await;
     let ctx = ap.session().unwrap();
-    sql_all(
-        &ctx,
-        &[
-            "SET swarm.path = 'direct'",
-            "SET distributed.file_scan_config_bytes_per_partition = 1",
-            "SET distributed.max_tasks_per_stage = 2",
-        ],
-    )
-    .await;
+    sql_all(&ctx, DIRECT_IN_TWO_TASKS).await;
     // h.b.t has a few MiB of cells, below the default 64 MiB.
     let q = "SELECT g, count(*) FROM h.b.t GROUP BY g";
     let text = physical(&ctx, q).await;
@@ -708,13 +708,11 @@ async fn min_bytes_counts_the_columns_a_query_reads() {
             &format!(
                 "CREATE TABLE h.b.wide AS SELECT value AS k, {pad} AS pad FROM generate_series(1, 100000)"
             ),
-            "SET swarm.path = 'direct'",
-            "SET distributed.file_scan_config_bytes_per_partition = 1",
-            "SET distributed.max_tasks_per_stage = 2",
             "SET swarm.min_bytes = 1048576",
         ],
     )
     .await;
+    sql_all(&ctx, DIRECT_IN_TWO_TASKS).await;
     let narrow = "SELECT k % 7 AS g, count(*) FROM h.b.wide GROUP BY g";
     let text = physical(&ctx, narrow).await;
     assert!(!text.contains("DistributedExec"), "{text}");

@@ -139,12 +139,14 @@ pub fn files_of(config: &FileScanConfig) -> Vec<PartitionedFile> {
 pub fn bytes_read(config: &FileScanConfig) -> u64 {
     // The file columns the scan's projection reads (it may hold expressions over them).
     let file_columns = config.file_schema().fields().len();
-    let projected: Option<Vec<usize>> = config.file_source().projection().map(|p| {
-        p.column_indices()
+    let columns: Vec<usize> = match config.file_source().projection() {
+        Some(p) => p
+            .column_indices()
             .into_iter()
             .filter(|&i| i < file_columns)
-            .collect()
-    });
+            .collect(),
+        None => (0..file_columns).collect(),
+    };
     files_of(config)
         .iter()
         .map(|file| {
@@ -152,10 +154,6 @@ pub fn bytes_read(config: &FileScanConfig) -> u64 {
             let whole = file.object_meta.size;
             let (Some(stats), true) = (&file.statistics, whole > 0) else {
                 return size;
-            };
-            let columns: Vec<usize> = match &projected {
-                Some(p) => p.clone(),
-                None => (0..file_columns).collect(),
             };
             let sizes: Option<Vec<usize>> = columns
                 .iter()
