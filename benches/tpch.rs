@@ -18,8 +18,11 @@
 //! cargo bench --no-default-features --bench tpch -- [--sf 1] [--runs 5] [--queries 1,6,14]
 //!     [--sides clustered,apiary,listing,duckdb] [--set datafusion.x.y=value,…]
 //!     (other sides: tuned, tuned-clustered)
-//!     [--row-group-rows N]
+//!     [--row-group-rows N] [--analyze]
 //! ```
+//!
+//! `--analyze` prints each session side's `EXPLAIN ANALYZE` of each query after its runs (to
+//! standard error), to see where two sides' times part.
 //!
 //! The data comes from `scripts/tpch-data SF`; the Apiary copies are built once into
 //! `target/apiary-bench/` and reused.
@@ -271,6 +274,18 @@ async fn main() {
             for k in 0..sides.len() {
                 let s = (i + k) % sides.len();
                 times[s].push(sides[s].run(&sql, false).await.0);
+            }
+        }
+        if common::flag("--analyze") {
+            for (name, side) in names.iter().zip(&sides) {
+                if let Side::Session(ctx) = side {
+                    let batches = collect(ctx, &format!("EXPLAIN ANALYZE {sql}")).await;
+                    eprintln!(
+                        "q{q} on {name}:\n{}",
+                        datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                            .expect("text")
+                    );
+                }
             }
         }
         let medians: Vec<Duration> = times.into_iter().map(median).collect();
