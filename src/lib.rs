@@ -31,8 +31,8 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
-use apiary_catalog::KeepScanOrder;
 use apiary_catalog::{CatalogOptions, CommitOptions, IoRuntime, Meadow, ProviderState, Registry};
+use apiary_catalog::{FilterJoinedRows, KeepScanOrder};
 use apiary_exec::{BeePool, ChamberRule, Colony, NodeConfig, Regulation};
 use apiary_swarm::{SwarmConfig, SwarmNode, SwarmOptions};
 use datafusion::catalog::CatalogProvider;
@@ -334,6 +334,10 @@ impl Apiary {
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime))
             .with_physical_optimizer_rule(Arc::new(KeepScanOrder));
+        // Not where a plan may travel to other nodes: no codec carries `JoinFilterExec`.
+        if self.swarm().is_none() {
+            builder = builder.with_physical_optimizer_rule(Arc::new(FilterJoinedRows));
+        }
         if let Some(node) = self.swarm() {
             builder = builder.with_physical_optimizer_rule(Arc::new(node.rule()));
             // Queries whose nodes all reach each other go by datafusion-distributed.

@@ -11,6 +11,7 @@ mod differential;
 mod direct;
 mod docs;
 mod guarantees;
+mod join_filters;
 mod kill;
 mod metadata;
 mod plans;

@@ -81,10 +81,10 @@ pub use ledger::{
 pub use meadow::{Created, Meadow, MeadowKind, StoreLayer, Upload};
 pub use options::{CommitOptions, SessionOptions};
 pub use provider::{
-    BoxSchemaProvider, CatalogOptions, EmptyScan, EmptyScans, FrameTableProvider,
-    FrameTableProviderFactory, HiveCatalogProvider, KeepScanOrder, MeadowCatalogProviderList,
-    OwnRuntimeExec, OwnStatement, ProviderState, PruneCounts, SCAN_FRAME_LABEL, SCAN_VERSION,
-    SchemaChange, own_statement, with_runtime,
+    BoxSchemaProvider, CatalogOptions, EmptyScan, EmptyScans, FilterJoinedRows, FrameTableProvider,
+    FrameTableProviderFactory, HiveCatalogProvider, JoinFilterExec, KeepScanOrder,
+    MeadowCatalogProviderList, OwnRuntimeExec, OwnStatement, ProviderState, PruneCounts,
+    SCAN_FRAME_LABEL, SCAN_VERSION, SchemaChange, own_statement, with_runtime,
 };
 pub use registry::{Creation, FrameRecord, IfExists, IfMissing, Registry, RegistryState};
 pub use retry::RetryPolicy;

@@ -24,6 +24,9 @@ extensions_options! {
         /// evolves the frame to fit them (`merge`, as delta-rs's `schema_mode="merge"`), or is
         /// refused (`strict`).
         pub schema_mode: String, default = "strict".to_string()
+        /// Whether the rows a join's dynamic filter rules out are dropped right above the scan,
+        /// while it rules out most of them (`FilterJoinedRows`).
+        pub scan_join_filters: bool, default = true
     }
 }
 
