@@ -80,7 +80,8 @@ impl PhysicalOptimizerRule for FilterJoinedRows {
 /// Puts a [`JoinFilterExec`] on each Parquet scan below a hash join's probe side (`probe`: this
 /// node is) whose predicate holds dynamic filters. Right on the scan, below any `FilterExec` of
 /// its own: a join's keys are often the cheaper check (TPC-H q19: a few part keys before a long
-/// `OR` of string comparisons). A scan with only a TopK's bound is left alone: the TopK checks it.
+/// `OR` of string comparisons). Scans outside every probe side — with at most a TopK's bound,
+/// which the TopK checks itself — are left alone.
 fn wrap(plan: Arc<dyn ExecutionPlan>, probe: bool) -> Result<Arc<dyn ExecutionPlan>> {
     if probe {
         let filters: Vec<_> = join_filters(&plan)
