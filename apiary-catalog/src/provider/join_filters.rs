@@ -19,17 +19,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
+use datafusion::common::cast::as_boolean_array;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::expressions::{Column, DynamicFilterPhysicalExpr, Literal};
 use datafusion::physical_expr::split_conjunction;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -216,8 +216,6 @@ impl ExecutionPlan for JoinFilterExec {
             input,
             filters: self.filters.clone(),
             checking: true,
-            seen: 0,
-            kept: 0,
             rows_checked: metric("rows_checked"),
             rows_dropped: metric("rows_dropped"),
         }))
@@ -233,15 +231,13 @@ struct JoinFilterStream {
     filters: Vec<Arc<dyn PhysicalExpr>>,
     /// False once the first rows showed the filters keep most of them.
     checking: bool,
-    seen: usize,
-    kept: usize,
+    /// This partition's rows checked and dropped: also what judges whether the filters pay.
     rows_checked: Count,
     rows_dropped: Count,
 }
 
 impl JoinFilterStream {
-    fn drop_ruled_out(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
-        let mut batch = batch;
+    fn drop_ruled_out(&mut self, mut batch: RecordBatch) -> Result<RecordBatch> {
         let rows = batch.num_rows();
         let mut set = false;
         for filter in &self.filters {
@@ -254,24 +250,14 @@ impl JoinFilterStream {
                 continue;
             }
             set = true;
-            let keep = match filter.evaluate(&batch)? {
-                ColumnarValue::Array(array) if array.data_type() == &DataType::Boolean => {
-                    array.as_boolean().clone()
-                }
-                ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => continue,
-                other => {
-                    let array = other.into_array(batch.num_rows())?;
-                    array.as_boolean().clone()
-                }
-            };
-            batch = filter_record_batch(&batch, &keep)?;
+            let keep = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+            batch = filter_record_batch(&batch, as_boolean_array(&keep)?)?;
         }
         if set {
             self.rows_checked.add(rows);
             self.rows_dropped.add(rows - batch.num_rows());
-            self.seen += rows;
-            self.kept += batch.num_rows();
-            if self.seen >= PROBE_ROWS && self.kept * 2 > self.seen {
+            let (checked, dropped) = (self.rows_checked.value(), self.rows_dropped.value());
+            if checked >= PROBE_ROWS && 2 * (checked - dropped) > checked {
                 self.checking = false;
             }
         }
