@@ -7,12 +7,15 @@
 //! that keeps a few of many keys still repartitions and probes every row of its probe side: TPC-H
 //! q18 at SF10 joins all 60 M `lineitem` rows to 15 M orders before its `IN` keeps 624 of them.
 //!
-//! [`FilterJoinedRows`] puts a [`JoinFilterExec`] on every Parquet scan below a hash join's probe
-//! side whose predicate holds a dynamic filter. It evaluates the filters on each batch once they
-//! are set, and stops doing so for the rest of its partition when its first 64 Ki rows show they
-//! keep more than half — where checking the keys twice (here and in the join) is all it would
-//! do. Its answers are the join's: a dynamic filter only rules out rows the join would drop. It
-//! runs only in sessions that send no plan to other nodes (no codec carries it).
+//! [`FilterJoinedRows`] puts a [`JoinFilterExec`] on a Parquet scan below a hash join's probe side
+//! whose predicate holds a dynamic filter that pays there: one whose rows would otherwise reach
+//! work before the join that owns it (a shuffle, another join, an aggregation, a costly filter).
+//! A join whose probe reads the scan through nothing but projections and cheap filters checks
+//! its keys itself; checking them above the scan too would look each row up twice (TPC-H q4:
+//! 6 M lookups instead of 3.8 M). The operator evaluates its filters on each batch once they are
+//! set, and stops doing so for the rest of its partition when its first 64 Ki rows show they
+//! keep more than half. Its answers are the join's: a dynamic filter only rules out rows the join
+//! would drop. It runs only in sessions that send no plan to other nodes (no codec carries it).
 
 use std::fmt;
 use std::pin::Pin;
@@ -30,16 +33,23 @@ use datafusion::datasource::physical_plan::{FileScanConfig, FileSource, ParquetS
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::expressions::{Column, DynamicFilterPhysicalExpr, Literal};
+use datafusion::physical_expr::ScalarFunctionExpr;
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, Column, DynamicFilterPhysicalExpr, InListExpr, LikeExpr, Literal,
+};
 use datafusion::physical_expr::split_conjunction;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::replace_children_if_necessary;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties, RecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
+    RecordBatchStream,
 };
 use futures::{Stream, StreamExt};
 
@@ -65,7 +75,7 @@ impl PhysicalOptimizerRule for FilterJoinedRows {
         if !on {
             return Ok(plan);
         }
-        wrap(plan, false)
+        wrap(plan, Route::default())
     }
 
     fn name(&self) -> &str {
@@ -77,32 +87,115 @@ impl PhysicalOptimizerRule for FilterJoinedRows {
     }
 }
 
-/// Puts a [`JoinFilterExec`] on each Parquet scan below a hash join's probe side (`probe`: this
-/// node is) whose predicate holds dynamic filters. Right on the scan, below any `FilterExec` of
-/// its own: a join's keys are often the cheaper check (TPC-H q19: a few part keys before a long
-/// `OR` of string comparisons). Scans outside every probe side — with at most a TopK's bound,
-/// which the TopK checks itself — are left alone.
-fn wrap(plan: Arc<dyn ExecutionPlan>, probe: bool) -> Result<Arc<dyn ExecutionPlan>> {
-    if probe {
-        let filters: Vec<_> = join_filters(&plan)
-            .iter()
-            .filter_map(|f| over_output(f, &plan.schema()))
-            .collect();
-        if !filters.is_empty() {
-            return Ok(Arc::new(JoinFilterExec::new(plan, filters)));
+/// Where a node sits, seen from the joins above it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Route {
+    /// Below some hash join's probe side.
+    probe: bool,
+    /// The dynamic filter of the join whose probe reads this node through nothing but
+    /// projections, round-robin repartitions and filters.
+    direct: Option<u64>,
+    /// One of those filters costs more than looking a key up.
+    costly: bool,
+}
+
+impl Route {
+    /// Below a node that does real work on every row: no join reads it directly.
+    fn through_work(self) -> Self {
+        Self {
+            probe: self.probe,
+            ..Self::default()
         }
     }
-    let join = plan.downcast_ref::<HashJoinExec>().is_some();
+}
+
+/// Puts a [`JoinFilterExec`] on each Parquet scan below a hash join's probe side whose predicate
+/// holds dynamic filters that pay there (see the module doc). Right on the scan, below any
+/// `FilterExec` of its own: where that filter is costly, the join's keys are the cheaper check
+/// (TPC-H q19: a few part keys before a long `OR` of string comparisons). Scans outside every
+/// probe side — with at most a TopK's bound, which the TopK checks itself — are left alone.
+fn wrap(plan: Arc<dyn ExecutionPlan>, route: Route) -> Result<Arc<dyn ExecutionPlan>> {
+    if route.probe {
+        let schema = plan.schema();
+        let (mut next_join, mut farther) = (None, vec![]);
+        for filter in join_filters(&plan) {
+            let Some(filter) = over_output(&filter, &schema) else {
+                continue;
+            };
+            match route.direct {
+                Some(id) if !route.costly && filter.expression_id() == Some(id) => {
+                    next_join = Some(filter)
+                }
+                _ => farther.push(filter),
+            }
+        }
+        if !farther.is_empty() {
+            return Ok(Arc::new(JoinFilterExec::new(plan, next_join, farther)));
+        }
+    }
+    let join = plan.downcast_ref::<HashJoinExec>();
+    let below = |i: usize| match join {
+        Some(join) if i == 1 => Route {
+            probe: true,
+            direct: join
+                .dynamic_expressions_produced()
+                .first()
+                .and_then(|f| f.expression_id()),
+            costly: false,
+        },
+        Some(_) => route.through_work(),
+        None => passed_through(&plan, route),
+    };
     let children = plan
         .children()
         .into_iter()
         .enumerate()
-        .map(|(i, child)| wrap(Arc::clone(child), probe || (join && i == 1)))
+        .map(|(i, child)| wrap(Arc::clone(child), below(i)))
         .collect::<Result<Vec<_>>>()?;
     if children.is_empty() {
         return Ok(plan);
     }
     replace_children_if_necessary(plan, children)
+}
+
+/// The route below `node` (not a join): rows pass a projection or a round-robin repartition
+/// untouched, a filter at its cost; anything else works on each row.
+fn passed_through(node: &Arc<dyn ExecutionPlan>, route: Route) -> Route {
+    if let Some(filter) = node.downcast_ref::<FilterExec>() {
+        return Route {
+            costly: route.costly || costly(filter.predicate()),
+            ..route
+        };
+    }
+    let round_robin = node
+        .downcast_ref::<RepartitionExec>()
+        .is_some_and(|r| matches!(r.partitioning(), Partitioning::RoundRobinBatch(_)));
+    if round_robin || node.downcast_ref::<ProjectionExec>().is_some() {
+        return route;
+    }
+    route.through_work()
+}
+
+/// Whether a filter costs more per row than a join's key lookup: a `LIKE`, a function call, or
+/// more than two comparisons and arithmetic operations.
+fn costly(predicate: &Arc<dyn PhysicalExpr>) -> bool {
+    let mut operations = 0;
+    let mut calls = false;
+    let _ = predicate.apply(|e| {
+        if e.downcast_ref::<LikeExpr>().is_some()
+            || e.downcast_ref::<ScalarFunctionExpr>().is_some()
+        {
+            calls = true;
+        } else if e
+            .downcast_ref::<BinaryExpr>()
+            .is_some_and(|b| !b.op().is_logic_operator())
+            || e.downcast_ref::<InListExpr>().is_some()
+        {
+            operations += 1;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    calls || operations > 2
 }
 
 /// The dynamic filters in a Parquet scan's predicate (over its file's columns).
@@ -142,15 +235,24 @@ fn over_output(expr: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Option<Arc<d
 #[derive(Debug)]
 pub struct JoinFilterExec {
     input: Arc<dyn ExecutionPlan>,
-    filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// The filter of the join whose probe reads this operator's rows next: checked only to judge
+    /// whether that join drops most rows itself (then nothing here pays).
+    next_join: Option<Arc<dyn PhysicalExpr>>,
+    /// The filters of joins farther up, which rows reach only after work: what drops rows here.
+    farther: Vec<Arc<dyn PhysicalExpr>>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl JoinFilterExec {
-    fn new(input: Arc<dyn ExecutionPlan>, filters: Vec<Arc<dyn PhysicalExpr>>) -> Self {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        next_join: Option<Arc<dyn PhysicalExpr>>,
+        farther: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Self {
         Self {
             input,
-            filters,
+            next_join,
+            farther,
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
@@ -158,8 +260,12 @@ impl JoinFilterExec {
 
 impl DisplayAs for JoinFilterExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let filters: Vec<String> = self.filters.iter().map(|e| e.to_string()).collect();
-        write!(f, "JoinFilterExec: {}", filters.join(" AND "))
+        let farther: Vec<String> = self.farther.iter().map(|e| e.to_string()).collect();
+        write!(f, "JoinFilterExec: {}", farther.join(" AND "))?;
+        match &self.next_join {
+            Some(next) => write!(f, ", next_join={next}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -180,7 +286,7 @@ impl ExecutionPlan for JoinFilterExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for filter in &self.filters {
+        for filter in self.next_join.iter().chain(&self.farther) {
             if f(filter)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -197,9 +303,11 @@ impl ExecutionPlan for JoinFilterExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match children.pop() {
-            Some(input) if children.is_empty() => {
-                Ok(Arc::new(Self::new(input, self.filters.clone())))
-            }
+            Some(input) if children.is_empty() => Ok(Arc::new(Self::new(
+                input,
+                self.next_join.clone(),
+                self.farther.clone(),
+            ))),
             _ => datafusion::common::internal_err!("JoinFilterExec takes one child"),
         }
     }
@@ -214,8 +322,11 @@ impl ExecutionPlan for JoinFilterExec {
             |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
         Ok(Box::pin(JoinFilterStream {
             input,
-            filters: self.filters.clone(),
+            next_join: self.next_join.clone(),
+            farther: self.farther.clone(),
             checking: true,
+            next_join_rows: Tally::default(),
+            farther_rows: Tally::default(),
             rows_checked: metric("rows_checked"),
             rows_dropped: metric("rows_dropped"),
         }))
@@ -228,41 +339,100 @@ impl ExecutionPlan for JoinFilterExec {
 
 struct JoinFilterStream {
     input: SendableRecordBatchStream,
-    filters: Vec<Arc<dyn PhysicalExpr>>,
-    /// False once the first rows showed the filters keep most of them.
+    /// Until judged: the next join's filter (see [`JoinFilterExec`]).
+    next_join: Option<Arc<dyn PhysicalExpr>>,
+    farther: Vec<Arc<dyn PhysicalExpr>>,
+    /// False once the first rows showed that checking here does not pay.
     checking: bool,
-    /// This partition's rows checked and dropped: also what judges whether the filters pay.
+    next_join_rows: Tally,
+    farther_rows: Tally,
+    /// This partition's rows checked and dropped here (what `EXPLAIN ANALYZE` shows).
     rows_checked: Count,
     rows_dropped: Count,
 }
 
+/// Rows a filter saw and kept in this partition.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    seen: usize,
+    kept: usize,
+}
+
+impl Tally {
+    fn add(&mut self, seen: usize, kept: usize) {
+        self.seen += seen;
+        self.kept += kept;
+    }
+
+    /// Judged on enough rows and found to keep more than half of them.
+    fn keeps_most(&self) -> bool {
+        self.seen >= PROBE_ROWS && 2 * self.kept > self.seen
+    }
+
+    /// Judged on enough rows and found to drop at least half of them.
+    fn drops_most(&self) -> bool {
+        self.seen >= PROBE_ROWS && 2 * self.kept <= self.seen
+    }
+}
+
 impl JoinFilterStream {
-    fn drop_ruled_out(&mut self, mut batch: RecordBatch) -> Result<RecordBatch> {
+    fn drop_ruled_out(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
         let rows = batch.num_rows();
+        let mut batch = batch;
+        if let Some(next) = &self.next_join
+            && let Some(kept) = apply(next, &batch)?
+        {
+            self.next_join_rows.add(batch.num_rows(), kept.num_rows());
+            batch = kept;
+        }
+        let reaching = batch.num_rows();
         let mut set = false;
-        for filter in &self.filters {
-            let Some(dynamic) = filter.downcast_ref::<DynamicFilterPhysicalExpr>() else {
-                continue;
-            };
-            // Until its join has built its side, a dynamic filter is `true`.
-            let current = dynamic.current()?;
-            if is_true(&current) {
-                continue;
+        for filter in &self.farther {
+            if let Some(kept) = apply(filter, &batch)? {
+                set = true;
+                batch = kept;
             }
-            set = true;
-            let keep = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
-            batch = filter_record_batch(&batch, as_boolean_array(&keep)?)?;
         }
         if set {
+            self.farther_rows.add(reaching, batch.num_rows());
+        }
+        if set || self.next_join_rows.seen > 0 {
             self.rows_checked.add(rows);
             self.rows_dropped.add(rows - batch.num_rows());
-            let (checked, dropped) = (self.rows_checked.value(), self.rows_dropped.value());
-            if checked >= PROBE_ROWS && 2 * (checked - dropped) > checked {
-                self.checking = false;
-            }
         }
+        self.judge();
         Ok(batch)
     }
+
+    /// After the first rows: if the next join drops most of them itself, checking anything here
+    /// only repeats its lookups on rows it would drop anyway; if it keeps most (or holds no
+    /// filter), the farther joins' filters pay while they drop most.
+    fn judge(&mut self) {
+        if self.next_join.is_some() {
+            if self.next_join_rows.drops_most() {
+                self.checking = false;
+            } else if self.next_join_rows.keeps_most()
+                || (self.next_join_rows.seen == 0 && self.rows_checked.value() >= PROBE_ROWS)
+            {
+                self.next_join = None;
+            }
+        } else if self.farther_rows.keeps_most() {
+            self.checking = false;
+        }
+    }
+}
+
+/// `batch` without the rows `filter` rules out; `None` while its join has not set it yet.
+fn apply(filter: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+    let Some(dynamic) = filter.downcast_ref::<DynamicFilterPhysicalExpr>() else {
+        return Ok(None);
+    };
+    // Until its join has built its side, a dynamic filter is `true`.
+    if is_true(&dynamic.current()?) {
+        return Ok(None);
+    }
+    let keep = filter.evaluate(batch)?.into_array(batch.num_rows())?;
+    Ok(Some(filter_record_batch(batch, as_boolean_array(&keep)?)?))
 }
 
 fn is_true(expr: &Arc<dyn PhysicalExpr>) -> bool {
