@@ -379,9 +379,8 @@ impl Tally {
 }
 
 impl JoinFilterStream {
-    fn drop_ruled_out(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+    fn drop_ruled_out(&mut self, mut batch: RecordBatch) -> Result<RecordBatch> {
         let rows = batch.num_rows();
-        let mut batch = batch;
         if let Some(next) = &self.next_join
             && let Some(kept) = apply(next, &batch)?
         {
